@@ -1,0 +1,101 @@
+//! Errors. [`AppError`] variants are what a caller acts on; the ingress maps each to one HTTP
+//! status (and, on a socket, to an error frame). Adapters return [`StoreError`].
+
+/// A business-rule or input error, or an infrastructure failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is understood but not allowed in the current state.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid session.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: the thing does not exist (or is hidden from the caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// 422: a field is malformed or out of bounds.
+    #[error("{message}")]
+    Validation { field: String, message: String },
+    /// 429: throttled; retry after the given number of seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// 503: a dependency is down; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a defect or an unexpected store failure (logged, never shown in detail).
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl AppError {
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        AppError::Validation {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+    pub fn not_found(what: &str) -> Self {
+        AppError::NotFound(format!("{what} not found"))
+    }
+    /// The original's message for a non-member touching a room.
+    pub fn room_forbidden() -> Self {
+        AppError::Forbidden("User can't access room".into())
+    }
+    /// Short machine-readable code used in WebSocket error frames.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest(_) => "bad_request",
+            AppError::Unauthorized(_) => "unauthorized",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::NotFound(_) => "not_found",
+            AppError::Validation { .. } => "invalid",
+            AppError::TooManyRequests { .. } => "rate_limited",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What a store adapter reports; translated to [`AppError`] by the service.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was hit (the value names what collided).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The store cannot be reached right now; retryable.
+    #[error("store unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// Anything else.
+    #[error("store failure: {0:#}")]
+    Other(anyhow::Error),
+}
+
+impl StoreError {
+    pub fn other(e: impl Into<anyhow::Error>) -> Self {
+        StoreError::Other(e.into())
+    }
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => AppError::BadRequest(format!("{what} already exists")),
+            StoreError::Unavailable(e) => {
+                AppError::Unavailable(format!("storage unavailable: {e:#}"))
+            }
+            StoreError::Other(e) => AppError::Internal(e),
+        }
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,40 @@
+//! LiveChat's domain core: the model, the business rules and the ports every adapter implements.
+//!
+//! Layout:
+//! - [`model`]: entities (users, rooms, memberships, messages, notifications) and their public views.
+//! - [`error`]: [`AppError`], the one error type the ingress turns into HTTP statuses and close codes,
+//!   and [`StoreError`], what adapters return.
+//! - [`ports`]: the traits for everything external (directory, sessions, outbox, log, history,
+//!   analytics, live fan-out, cache). Embedded adapters live in `livechat-sinks`.
+//! - [`events`]: builds the Avro topic records (the outbox entries) for each state change.
+//! - [`frames`]: the JSON frames pushed to WebSocket clients (the original's envelope, extended).
+//! - [`limits`]: every configurable limit, with defaults.
+//! - [`auth`]: password hashing and login throttling.
+//! - [`service`]: [`service::ChatService`], the business rules behind every route and frame.
+
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod frames;
+pub mod limits;
+pub mod model;
+pub mod ports;
+pub mod service;
+pub mod validate;
+
+pub use error::{AppError, StoreError};
+
+/// Milliseconds since the Unix epoch for a UTC timestamp.
+pub fn to_ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// UTC timestamp from milliseconds since the epoch (clamped to the epoch on overflow).
+pub fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Current time truncated to milliseconds, the precision every store keeps.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    from_ms(chrono::Utc::now().timestamp_millis())
+}

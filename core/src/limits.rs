@@ -1,0 +1,84 @@
+//! Every limit LiveChat enforces, with its default. All are configurable (`[limits]` in the
+//! config file, `LIVECHAT_LIMITS__<NAME>` in the environment).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Longest message text, in characters.
+    pub max_message_chars: usize,
+    pub min_username_chars: usize,
+    pub max_username_chars: usize,
+    pub min_password_chars: usize,
+    pub max_password_chars: usize,
+    pub max_room_name_chars: usize,
+    pub max_description_chars: usize,
+    pub max_join_message_chars: usize,
+    /// Largest REST request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame and message, in bytes (larger ones close the socket with 1009).
+    pub max_ws_frame_bytes: usize,
+    pub max_ws_message_bytes: usize,
+    /// Per-socket read buffer: small on purpose (tungstenite zero-fills the whole buffer per read).
+    pub ws_read_buffer_bytes: usize,
+    /// Frames queued for one socket before it counts as a slow reader and is closed (4008).
+    pub outbound_queue_frames: usize,
+    /// Sends per second per connection (token bucket) and the burst allowed.
+    pub send_rate_per_sec: f64,
+    pub send_burst: f64,
+    /// Typing frames per second per connection and burst.
+    pub typing_rate_per_sec: f64,
+    pub typing_burst: f64,
+    /// Rejected frames in a row (rate limit) before the socket is closed with 1008.
+    pub max_rate_violations: u32,
+    /// Rooms one socket may subscribe to.
+    pub max_rooms_per_socket: usize,
+    /// Server ping interval and idle timeout (no frame from the client for this long closes it).
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    /// Session idle expiry (sliding) and absolute lifetime.
+    pub session_idle_secs: i64,
+    pub session_absolute_secs: i64,
+    /// Login attempts per IP per minute.
+    pub login_attempts_per_ip_per_minute: u32,
+    /// Failed logins of one account before exponential backoff starts, and its cap.
+    pub login_failures_before_backoff: u32,
+    pub login_backoff_max_secs: u64,
+    /// Largest history page.
+    pub max_history_page: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_chars: 4000,
+            min_username_chars: 3,
+            max_username_chars: 32,
+            min_password_chars: 4,
+            max_password_chars: 128,
+            max_room_name_chars: 32,
+            max_description_chars: 1000,
+            max_join_message_chars: 500,
+            max_body_bytes: 64 * 1024,
+            max_ws_frame_bytes: 16 * 1024,
+            max_ws_message_bytes: 64 * 1024,
+            ws_read_buffer_bytes: 4096,
+            outbound_queue_frames: 512,
+            send_rate_per_sec: 10.0,
+            send_burst: 20.0,
+            typing_rate_per_sec: 2.0,
+            typing_burst: 5.0,
+            max_rate_violations: 20,
+            max_rooms_per_socket: 200,
+            ping_interval_secs: 25,
+            idle_timeout_secs: 75,
+            session_idle_secs: 3600,
+            session_absolute_secs: 7 * 24 * 3600,
+            login_attempts_per_ip_per_minute: 10,
+            login_failures_before_backoff: 5,
+            login_backoff_max_secs: 900,
+            max_history_page: 200,
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Entities and the public views the API returns (field names follow the original API).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub type UserId = Uuid;
+pub type RoomId = Uuid;
+pub type MessageId = Uuid;
+
+/// A registered account. `password_hash` is a PHC string (argon2id) and never leaves the core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub password_hash: String,
+    pub last_active: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `UserPublic` of the original API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserPublic {
+    pub id: UserId,
+    pub username: String,
+    pub last_active: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&User> for UserPublic {
+    fn from(u: &User) -> Self {
+        UserPublic {
+            id: u.id,
+            username: u.username.clone(),
+            last_active: u.last_active,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// A login session; its id is the `session_id` cookie value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub created_at: DateTime<Utc>,
+    /// Sliding (idle) expiry, pushed forward on activity.
+    pub expires_at: DateTime<Utc>,
+    /// Absolute expiry; activity never extends past it.
+    pub absolute_expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Role {
+    Owner,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "OWNER",
+            Role::Member => "MEMBER",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "OWNER" => Some(Role::Owner),
+            "MEMBER" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Room {
+    pub id: RoomId,
+    pub name: String,
+    pub description: Option<String>,
+    pub is_public: bool,
+    pub created_by: UserId,
+    pub participants_count: i64,
+    /// The seq of the newest message (0 when none).
+    pub last_seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `RoomPublic` of the original API, plus `last_seq` (and `unread_count` in the caller's room list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomPublic {
+    pub id: RoomId,
+    pub name: String,
+    pub description: Option<String>,
+    pub is_public: bool,
+    pub created_by: UserId,
+    pub participants_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_seq: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_count: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_read_seq: Option<i64>,
+}
+
+impl From<&Room> for RoomPublic {
+    fn from(r: &Room) -> Self {
+        RoomPublic {
+            id: r.id,
+            name: r.name.clone(),
+            description: r.description.clone(),
+            is_public: r.is_public,
+            created_by: r.created_by,
+            participants_count: r.participants_count,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_seq: r.last_seq,
+            unread_count: None,
+            last_read_seq: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinRequest {
+    pub id: Uuid,
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    pub message: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `JoinRequestPublic` of the original API, plus the ids and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequestPublic {
+    pub id: Uuid,
+    pub message: Option<String>,
+    pub username: String,
+    pub room_name: String,
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message as the history store keeps it. Deleted messages stay as tombstones so seqs stay dense.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub seq: i64,
+    pub user_id: UserId,
+    pub username: String,
+    pub content: String,
+    pub edited: bool,
+    pub deleted: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub client_msg_id: Option<String>,
+}
+
+/// `MessagePublic` of the original API, plus `seq`, `updated_at`, `deleted` and `client_msg_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagePublic {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    pub username: String,
+    pub content: String,
+    pub edited: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub seq: i64,
+    pub deleted: bool,
+    pub client_msg_id: Option<String>,
+}
+
+impl From<&StoredMessage> for MessagePublic {
+    fn from(m: &StoredMessage) -> Self {
+        MessagePublic {
+            id: m.id,
+            room_id: m.room_id,
+            user_id: m.user_id,
+            username: m.username.clone(),
+            content: m.content.clone(),
+            edited: m.edited,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            seq: m.seq,
+            deleted: m.deleted,
+            client_msg_id: m.client_msg_id.clone(),
+        }
+    }
+}
+
+/// A change to apply to the history store (idempotent: applying it twice changes nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryOp {
+    Insert(StoredMessage),
+    Edit {
+        room_id: RoomId,
+        message_id: MessageId,
+        content: String,
+        at: DateTime<Utc>,
+    },
+    Delete {
+        room_id: RoomId,
+        message_id: MessageId,
+        at: DateTime<Utc>,
+    },
+    PurgeRoom {
+        room_id: RoomId,
+    },
+}
+
+pub const NOTIFICATION_TYPES: [&str; 4] = [
+    "JOIN_REQUEST_CREATED",
+    "JOIN_REQUEST_ACCEPTED",
+    "JOIN_REQUEST_REJECTED",
+    "MENTION",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub kind: String,
+    pub payload: BTreeMap<String, String>,
+    pub read: bool,
+    pub source_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `NotificationPublic` of the original API, plus `created_at` (the original omitted it, B28).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationPublic {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub payload: BTreeMap<String, String>,
+    pub read: bool,
+    pub source_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Notification> for NotificationPublic {
+    fn from(n: &Notification) -> Self {
+        NotificationPublic {
+            id: n.id,
+            kind: n.kind.clone(),
+            payload: n.payload.clone(),
+            read: n.read,
+            source_id: n.source_id,
+            created_at: n.created_at,
+        }
+    }
+}
+
+/// One row of the analytics event table (event time, not processing time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyticsEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub user_id: Option<UserId>,
+    pub room_id: Option<RoomId>,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomStats {
+    pub room_id: RoomId,
+    pub total_messages: i64,
+    pub users_amount: i64,
+    pub last_updated: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserActivity {
+    pub messages: i64,
+    pub rooms_joined: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditDeleteRatio {
+    pub edit_ratio: f64,
+    pub delete_ratio: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocialUser {
+    pub user_id: UserId,
+    pub rooms: i64,
+    pub messages: i64,
+}
+
+/// What `send_message` reports: a new message, or the one an earlier try with the same
+/// `client_msg_id` already stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendReceipt {
+    pub message_id: MessageId,
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub content: String,
+    pub duplicate: bool,
+}
+
+/// An entry waiting in the outbox (or read back from it): one topic record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    pub event_id: Uuid,
+    pub topic: String,
+    pub key: String,
+    /// Confluent-framed Avro.
+    pub payload: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+/// A record read from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub timestamp_ms: i64,
+}

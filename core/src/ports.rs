@@ -1,0 +1,244 @@
+//! Ports: every external dependency of the core, as a trait. Each method is one atomic step in
+//! its adapter; none needs a transaction spanning several calls, and none needs a multi-document
+//! transaction (state and its outbox records go together in the single call that changes them).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::StoreResult;
+use crate::model::*;
+
+/// Builds the outbox records of a new message once its seq is known (inside the atomic step).
+pub type MessageEventsFn = Box<dyn FnOnce(i64) -> anyhow::Result<Vec<OutboxRecord>> + Send>;
+
+/// A new message for [`Directory::send_message`].
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub message_id: MessageId,
+    pub room_id: RoomId,
+    pub user_id: UserId,
+    pub content: String,
+    pub client_msg_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Users, rooms, memberships, join requests, notifications, read markers, and the outbox that
+/// goes with each change. Contract:
+/// - every method taking `outbox` writes the state change and those records atomically;
+/// - unique usernames and room names, one membership per (room, user), one pending join request
+///   per (room, user): violations are `StoreError::Conflict`;
+/// - notifications are inserted idempotently by id.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    async fn create_user(&self, user: &User, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>>;
+    async fn users_by_names(&self, names: &[String]) -> StoreResult<Vec<User>>;
+    async fn touch_user(&self, id: UserId, at: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Creates the room with its owner membership (participants_count = 1).
+    async fn create_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+    async fn room(&self, id: RoomId) -> StoreResult<Option<Room>>;
+    async fn update_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+    /// Deletes the room, its memberships, join requests and read markers.
+    async fn delete_room(&self, id: RoomId, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+    async fn rooms_of_user(&self, user: UserId) -> StoreResult<Vec<(Room, Role, i64)>>;
+    /// Rooms by participants desc; private rooms only where `viewer` is a member.
+    async fn top_rooms(
+        &self,
+        limit: u32,
+        only_public: bool,
+        viewer: UserId,
+    ) -> StoreResult<Vec<Room>>;
+    /// Literal, case-insensitive substring search on name or description; private rooms only
+    /// where `viewer` is a member. Newest first.
+    async fn search_rooms(&self, text: &str, limit: u32, viewer: UserId) -> StoreResult<Vec<Room>>;
+
+    async fn membership(&self, room: RoomId, user: UserId) -> StoreResult<Option<Role>>;
+    /// Adds a member; false (and no outbox written) if already a member.
+    async fn add_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        role: Role,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool>;
+    /// Removes a member; false (and no outbox written) if not a member.
+    async fn remove_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool>;
+    async fn members(&self, room: RoomId) -> StoreResult<Vec<(User, Role)>>;
+
+    async fn create_join_request(
+        &self,
+        req: &JoinRequest,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<()>;
+    async fn join_request(&self, id: Uuid) -> StoreResult<Option<JoinRequest>>;
+    async fn join_requests_of_room(&self, room: RoomId) -> StoreResult<Vec<JoinRequestPublic>>;
+    async fn join_requests_of_user(&self, user: UserId) -> StoreResult<Vec<JoinRequestPublic>>;
+    /// Deletes the request and, when `accept`, adds the requester as a member. False if the
+    /// request was already handled (nothing written).
+    async fn handle_join_request(
+        &self,
+        req: &JoinRequest,
+        accept: bool,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool>;
+
+    /// Assigns the next dense seq of the room and queues the message's records, atomically.
+    /// With a `client_msg_id` already used by this user in this room, returns the first receipt
+    /// with `duplicate = true` and writes nothing. `None` if the user is not a member.
+    async fn send_message(
+        &self,
+        msg: NewMessage,
+        events: MessageEventsFn,
+    ) -> StoreResult<Option<SendReceipt>>;
+
+    async fn insert_notification(&self, n: &Notification) -> StoreResult<bool>;
+    async fn notifications(
+        &self,
+        user: UserId,
+        unread_only: bool,
+        limit: u32,
+    ) -> StoreResult<Vec<Notification>>;
+    async fn notification(&self, id: Uuid) -> StoreResult<Option<Notification>>;
+    async fn mark_notification_read(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+    async fn mark_all_notifications_read(
+        &self,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<u64>;
+    async fn count_unread_notifications(&self, user: UserId) -> StoreResult<i64>;
+    async fn delete_notification(&self, id: Uuid, user: UserId) -> StoreResult<bool>;
+
+    /// Raises the user's read marker in the room (never lowers it); returns the marker now stored.
+    async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64>;
+
+    /// Queues records with no other state change (e.g. connect/disconnect analytics).
+    async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+}
+
+/// The outbox side the relay drains.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// The oldest pending records, in commit order.
+    async fn pending(&self, limit: u32) -> StoreResult<Vec<(i64, OutboxRecord)>>;
+    /// Removes relayed records (by outbox position).
+    async fn remove(&self, positions: &[i64]) -> StoreResult<()>;
+    /// Changes whenever records are queued (a poll interval covers adapters that cannot signal).
+    fn pending_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// Login sessions with sliding expiry.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(&self, s: &Session, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
+    async fn extend_session(&self, id: Uuid, expires_at: DateTime<Utc>) -> StoreResult<()>;
+    async fn delete_session(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<bool>;
+}
+
+/// A partitioned, append-only log of topic records with consumer-group offsets (Kafka's model).
+/// Contract: records of one key land in one partition in append order; offsets are dense per
+/// partition; a committed offset survives restarts; `read` from offset 0 replays everything.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    fn partitions(&self, topic: &str) -> u32;
+    /// Appends records; returns once they are durable.
+    async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()>;
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max: u32,
+    ) -> StoreResult<Vec<LogEntry>>;
+    /// The offset the next appended record of this partition will get.
+    async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64>;
+    /// First offset whose timestamp is at or after `ts_ms` (end offset if none).
+    async fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> StoreResult<i64>;
+    /// Next offset to read for the group, if it committed one.
+    async fn committed(&self, group: &str, topic: &str, partition: u32)
+        -> StoreResult<Option<i64>>;
+    async fn commit(&self, group: &str, topic: &str, partition: u32, next: i64) -> StoreResult<()>;
+    /// Changes whenever records are appended (a poll interval covers adapters that cannot signal).
+    fn append_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// Message history (the read model built by the history processor).
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Applies changes idempotently, in order.
+    async fn apply(&self, ops: &[HistoryOp]) -> StoreResult<()>;
+    async fn message(&self, id: MessageId) -> StoreResult<Option<StoredMessage>>;
+    /// Newest first, deleted messages skipped, `created_at < before` when given.
+    async fn recent(
+        &self,
+        room: RoomId,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// Oldest first, `seq > after`, tombstones included (seqs stay dense).
+    async fn after_seq(
+        &self,
+        room: RoomId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// Newest first, `seq < before`, tombstones included.
+    async fn before_seq(
+        &self,
+        room: RoomId,
+        before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
+}
+
+/// Analytics events and the seven views. Inserting an event id twice counts it once.
+#[async_trait]
+pub trait AnalyticsStore: Send + Sync {
+    async fn insert(&self, events: &[AnalyticsEvent]) -> StoreResult<()>;
+    async fn room_stats(&self, room: RoomId) -> StoreResult<RoomStats>;
+    async fn user_activity(&self, user: UserId) -> StoreResult<UserActivity>;
+    async fn top_active_rooms(&self, limit: u32) -> StoreResult<Vec<RoomStats>>;
+    async fn messages_since(&self, room: RoomId, since: DateTime<Utc>) -> StoreResult<i64>;
+    async fn retention(&self, since: DateTime<Utc>) -> StoreResult<f64>;
+    async fn edit_delete_ratio(&self) -> StoreResult<EditDeleteRatio>;
+    async fn top_social_users(&self, limit: u32) -> StoreResult<Vec<SocialUser>>;
+}
+
+/// A pre-serialized frame for live delivery.
+#[derive(Debug, Clone)]
+pub struct LiveFrame {
+    /// The message seq when the frame is a new message (subscribers order and deduplicate on it).
+    pub seq: Option<i64>,
+    /// A user who must not receive it (typing is not echoed to its sender).
+    pub skip_user: Option<UserId>,
+    pub text: Arc<str>,
+}
+
+/// Live delivery to connected clients, and presence.
+pub trait Fanout: Send + Sync {
+    fn to_room(&self, room: RoomId, frame: LiveFrame);
+    fn to_user(&self, user: UserId, frame: LiveFrame);
+    /// Ends the room's live stream for one user (or everybody when `user` is None) at once.
+    fn evict(&self, room: RoomId, user: Option<UserId>, reason: &str);
+    /// Closes every socket opened with this login session (logout).
+    fn disconnect_session(&self, session: Uuid);
+    fn online_users(&self, room: RoomId) -> Vec<UserId>;
+}
+
+/// A best-effort cache: an outage is a miss, never an error.
+pub trait Cache: Send + Sync {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    fn set(&self, key: &str, value: Vec<u8>, ttl_secs: u64);
+    fn delete(&self, key: &str);
+}

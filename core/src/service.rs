@@ -1,0 +1,1119 @@
+//! The business rules behind every REST route and WebSocket frame.
+//!
+//! Each method checks input and permissions, then makes one atomic call to a port carrying the
+//! state change together with its topic records. Reads go to the read models (directory,
+//! history, analytics). Live effects that must be immediate (evicting a removed member's stream)
+//! go straight to the [`Fanout`]; everything else reaches clients through the log.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use livechat_schemas::RoomEvent;
+use uuid::Uuid;
+
+use crate::auth::{self, LoginThrottle};
+use crate::error::{AppError, AppResult, StoreError};
+use crate::events::{room_event, room_event_for, room_record, user_event, user_record};
+use crate::limits::Limits;
+use crate::model::*;
+use crate::ports::*;
+use crate::{frames, now, validate};
+
+/// The ports the service works with.
+#[derive(Clone)]
+pub struct Ports {
+    pub directory: Arc<dyn Directory>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub history: Arc<dyn MessageStore>,
+    pub analytics: Arc<dyn AnalyticsStore>,
+    pub fanout: Arc<dyn Fanout>,
+    pub cache: Arc<dyn Cache>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    pub user: User,
+    pub session: Session,
+    /// The session's expiry moved; the cookie should be re-issued.
+    pub refreshed: bool,
+}
+
+pub struct ChatService {
+    pub ports: Ports,
+    pub limits: Limits,
+    throttle: LoginThrottle,
+}
+
+/// How often (at most) a session's sliding expiry and the user's `last_active` are written.
+const SESSION_TOUCH_SECS: i64 = 60;
+/// Most `@mentions` of one message that create notifications.
+const MAX_MENTIONS: usize = 20;
+const USER_CACHE_TTL_SECS: u64 = 300;
+
+fn clamp_limit(field: &str, value: Option<u32>, default: u32, max: u32) -> AppResult<u32> {
+    let v = value.unwrap_or(default);
+    if v == 0 || v > max {
+        return Err(AppError::validation(
+            field,
+            format!("{field} must be between 1 and {max}"),
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_uuid(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
+}
+
+impl ChatService {
+    pub fn new(ports: Ports, limits: Limits) -> Self {
+        let throttle = LoginThrottle::new(
+            limits.login_attempts_per_ip_per_minute,
+            limits.login_failures_before_backoff,
+            limits.login_backoff_max_secs,
+        );
+        ChatService {
+            ports,
+            limits,
+            throttle,
+        }
+    }
+
+    fn dir(&self) -> &dyn Directory {
+        self.ports.directory.as_ref()
+    }
+
+    // ----- accounts and sessions -------------------------------------------------------------
+
+    pub async fn register(&self, username: &str, password: &str) -> AppResult<UserPublic> {
+        let l = &self.limits;
+        let username = validate::username(username, l.min_username_chars, l.max_username_chars)?;
+        let n = password.chars().count();
+        if n < l.min_password_chars || n > l.max_password_chars {
+            return Err(AppError::validation(
+                "password",
+                format!(
+                    "password must be {} to {} characters",
+                    l.min_password_chars, l.max_password_chars
+                ),
+            ));
+        }
+        if self.dir().user_by_name(&username).await?.is_some() {
+            return Err(AppError::BadRequest("User already exists".into()));
+        }
+        let pw = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
+            .await
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing task failed: {e}")))??;
+        let at = now();
+        let user = User {
+            id: Uuid::new_v4(),
+            username,
+            password_hash: hash,
+            last_active: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let mut ev = user_event("USER_REGISTERED", user.id, at);
+        ev.username = Some(user.username.clone());
+        match self.dir().create_user(&user, vec![user_record(&ev)?]).await {
+            Ok(()) => Ok(UserPublic::from(&user)),
+            // Lost a race with a concurrent registration of the same name (B13).
+            Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("User already exists".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> AppResult<Session> {
+        self.throttle.check(ip, username)?;
+        let user = self.dir().user_by_name(username).await?;
+        let hash = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| auth::dummy_hash().to_string());
+        let pw = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
+            .await
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("verify task failed: {e}")))?;
+        let user = match (user, ok) {
+            (Some(u), true) => u,
+            _ => {
+                self.throttle.record_failure(username);
+                return Err(AppError::Unauthorized(
+                    "Invalid username or password".into(),
+                ));
+            }
+        };
+        self.throttle.record_success(username);
+        let at = now();
+        // A fresh random id at every login: a session id known before login is never upgraded.
+        let session = Session {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            created_at: at,
+            expires_at: at + Duration::seconds(self.limits.session_idle_secs),
+            absolute_expires_at: at + Duration::seconds(self.limits.session_absolute_secs),
+        };
+        let ev = user_event("USER_LOGGED_IN", user.id, at);
+        self.ports
+            .sessions
+            .create_session(&session, vec![user_record(&ev)?])
+            .await?;
+        Ok(session)
+    }
+
+    /// Resolves the `session_id` cookie; slides its expiry at most once a minute.
+    pub async fn authenticate(&self, cookie: Option<&str>) -> AppResult<Authed> {
+        let raw =
+            cookie.ok_or_else(|| AppError::Unauthorized("No session cookie provided".into()))?;
+        let id = parse_uuid(raw)
+            .ok_or_else(|| AppError::Unauthorized("Invalid session cookie format".into()))?;
+        let mut session = self
+            .ports
+            .sessions
+            .session(id)
+            .await?
+            .ok_or_else(|| AppError::Unauthorized("Session not found".into()))?;
+        let at = now();
+        if session.expires_at <= at || session.absolute_expires_at <= at {
+            return Err(AppError::Unauthorized("Session expired".into()));
+        }
+        let user = self
+            .dir()
+            .user_by_id(session.user_id)
+            .await?
+            .ok_or_else(|| AppError::Unauthorized("Session not found".into()))?;
+        let target = (at + Duration::seconds(self.limits.session_idle_secs))
+            .min(session.absolute_expires_at);
+        let mut refreshed = false;
+        if target - session.expires_at >= Duration::seconds(SESSION_TOUCH_SECS) {
+            self.ports.sessions.extend_session(id, target).await?;
+            self.dir().touch_user(user.id, at).await?;
+            self.ports.cache.delete(&user_cache_key(user.id));
+            session.expires_at = target;
+            refreshed = true;
+        }
+        Ok(Authed {
+            user,
+            session,
+            refreshed,
+        })
+    }
+
+    pub async fn logout(&self, cookie: Option<&str>) -> AppResult<()> {
+        let authed = self.authenticate(cookie).await?;
+        let ev = user_event("USER_LOGGED_OUT", authed.user.id, now());
+        self.ports
+            .sessions
+            .delete_session(authed.session.id, vec![user_record(&ev)?])
+            .await?;
+        self.ports.cache.delete(&user_cache_key(authed.user.id));
+        self.ports.fanout.disconnect_session(authed.session.id);
+        Ok(())
+    }
+
+    /// The caller's profile, through the cache (which never holds the password hash).
+    pub async fn me(&self, user: &User) -> AppResult<UserPublic> {
+        let key = user_cache_key(user.id);
+        if let Some(bytes) = self.ports.cache.get(&key) {
+            if let Ok(u) = serde_json::from_slice::<UserPublic>(&bytes) {
+                return Ok(u);
+            }
+        }
+        let public = UserPublic::from(user);
+        if let Ok(bytes) = serde_json::to_vec(&public) {
+            self.ports.cache.set(&key, bytes, USER_CACHE_TTL_SECS);
+        }
+        Ok(public)
+    }
+
+    // ----- rooms ---------------------------------------------------------------------------
+
+    pub async fn room_or_404(&self, room: RoomId) -> AppResult<Room> {
+        self.dir()
+            .room(room)
+            .await?
+            .ok_or_else(|| AppError::not_found("Room"))
+    }
+
+    /// The caller's role in the room, or 403.
+    pub async fn require_member(&self, room: RoomId, user: UserId) -> AppResult<Role> {
+        self.dir()
+            .membership(room, user)
+            .await?
+            .ok_or_else(AppError::room_forbidden)
+    }
+
+    async fn require_owner(&self, room: RoomId, user: UserId) -> AppResult<Room> {
+        let r = self.room_or_404(room).await?;
+        if r.created_by != user {
+            return Err(AppError::room_forbidden());
+        }
+        Ok(r)
+    }
+
+    fn description(&self, d: Option<&str>) -> AppResult<Option<String>> {
+        match d {
+            None => Ok(None),
+            Some(d) => {
+                let d =
+                    validate::text("description", d, 0, self.limits.max_description_chars, true)?;
+                Ok(if d.is_empty() { None } else { Some(d) })
+            }
+        }
+    }
+
+    pub async fn create_room(
+        &self,
+        user: &User,
+        name: &str,
+        description: Option<&str>,
+        is_public: bool,
+    ) -> AppResult<RoomPublic> {
+        let name = validate::text("name", name, 1, self.limits.max_room_name_chars, false)?;
+        let description = self.description(description)?;
+        let at = now();
+        let room = Room {
+            id: Uuid::new_v4(),
+            name,
+            description,
+            is_public,
+            created_by: user.id,
+            participants_count: 1,
+            last_seq: 0,
+            created_at: at,
+            updated_at: at,
+        };
+        let ev = room_event_for("ROOM_CREATED", &room, user.id, at);
+        match self.dir().create_room(&room, vec![room_record(&ev)?]).await {
+            Ok(()) => Ok(RoomPublic::from(&room)),
+            Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("Room already exists".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn update_room(
+        &self,
+        user: &User,
+        room: RoomId,
+        description: Option<&str>,
+        is_public: Option<bool>,
+    ) -> AppResult<RoomPublic> {
+        let mut r = self.require_owner(room, user.id).await?;
+        let mut changed = false;
+        if let Some(d) = description {
+            let d = self.description(Some(d))?;
+            if d != r.description {
+                r.description = d;
+                changed = true;
+            }
+        }
+        if let Some(p) = is_public {
+            if p != r.is_public {
+                r.is_public = p;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Err(AppError::BadRequest("Nothing to change in room".into()));
+        }
+        r.updated_at = now();
+        let ev = room_event_for("ROOM_UPDATED", &r, user.id, r.updated_at);
+        self.dir().update_room(&r, vec![room_record(&ev)?]).await?;
+        Ok(RoomPublic::from(&r))
+    }
+
+    pub async fn delete_room(&self, user: &User, room: RoomId) -> AppResult<()> {
+        let r = self.require_owner(room, user.id).await?;
+        self.delete_room_unchecked(&r, user.id).await
+    }
+
+    async fn delete_room_unchecked(&self, r: &Room, actor: UserId) -> AppResult<()> {
+        let ev = room_event_for("ROOM_DELETED", r, actor, now());
+        self.dir()
+            .delete_room(r.id, vec![room_record(&ev)?])
+            .await?;
+        self.ports.fanout.evict(r.id, None, "room_deleted");
+        Ok(())
+    }
+
+    /// A room's details: public rooms for anyone, private rooms for members only.
+    pub async fn get_room(&self, user: &User, room: RoomId) -> AppResult<RoomPublic> {
+        let r = self.room_or_404(room).await?;
+        if !r.is_public {
+            self.require_member(room, user.id).await?;
+        }
+        Ok(RoomPublic::from(&r))
+    }
+
+    /// The caller's rooms with unread counts from their read markers.
+    pub async fn my_rooms(&self, user: &User) -> AppResult<Vec<RoomPublic>> {
+        let rows = self.dir().rooms_of_user(user.id).await?;
+        Ok(rows
+            .iter()
+            .map(|(room, _role, read)| {
+                let mut p = RoomPublic::from(room);
+                p.last_read_seq = Some(*read);
+                p.unread_count = Some((room.last_seq - read).max(0));
+                p
+            })
+            .collect())
+    }
+
+    pub async fn top_rooms(
+        &self,
+        user: &User,
+        limit: Option<u32>,
+        only_public: bool,
+    ) -> AppResult<Vec<RoomPublic>> {
+        let limit = clamp_limit("limit", limit, 10, 100)?;
+        Ok(self
+            .dir()
+            .top_rooms(limit, only_public, user.id)
+            .await?
+            .iter()
+            .map(RoomPublic::from)
+            .collect())
+    }
+
+    pub async fn search_rooms(
+        &self,
+        user: &User,
+        text: &str,
+        limit: Option<u32>,
+    ) -> AppResult<Vec<RoomPublic>> {
+        let text = validate::text("text", text, 1, 32, false)?;
+        let limit = clamp_limit("limit", limit, 20, 100)?;
+        Ok(self
+            .dir()
+            .search_rooms(&text, limit, user.id)
+            .await?
+            .iter()
+            .map(RoomPublic::from)
+            .collect())
+    }
+
+    pub async fn members(&self, user: &User, room: RoomId) -> AppResult<Vec<UserPublic>> {
+        self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        Ok(self
+            .dir()
+            .members(room)
+            .await?
+            .iter()
+            .map(|(u, _)| UserPublic::from(u))
+            .collect())
+    }
+
+    // ----- joining and leaving ---------------------------------------------------------------
+
+    /// Public room: joins at once. Private room: files a request and notifies the owner.
+    pub async fn request_join(
+        &self,
+        user: &User,
+        room: RoomId,
+        message: Option<&str>,
+    ) -> AppResult<()> {
+        let r = self.room_or_404(room).await?;
+        if self.dir().membership(room, user.id).await?.is_some() {
+            return Err(AppError::BadRequest("You are already in this room".into()));
+        }
+        let at = now();
+        if r.is_public {
+            let mut ev = room_event_for("USER_JOINED_ROOM", &r, user.id, at);
+            ev.subject_user_id = Some(user.id.to_string());
+            ev.subject_username = Some(user.username.clone());
+            self.dir()
+                .add_member(room, user.id, Role::Member, vec![room_record(&ev)?])
+                .await?;
+            return Ok(());
+        }
+        let message = match message {
+            Some(m) => {
+                let m = validate::text("message", m, 0, self.limits.max_join_message_chars, true)?;
+                if m.is_empty() {
+                    None
+                } else {
+                    Some(m)
+                }
+            }
+            None => None,
+        };
+        let req = JoinRequest {
+            id: Uuid::new_v4(),
+            room_id: room,
+            user_id: user.id,
+            message: message.clone(),
+            created_at: at,
+        };
+        let mut ev = room_event_for("JOIN_REQUEST_CREATED", &r, user.id, at);
+        ev.subject_user_id = Some(user.id.to_string());
+        ev.subject_username = Some(user.username.clone());
+        ev.request_id = Some(req.id.to_string());
+        ev.request_message = message;
+        match self
+            .dir()
+            .create_join_request(&req, vec![room_record(&ev)?])
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict(_)) => {
+                Err(AppError::BadRequest("Join request already exists".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn handle_join_request(
+        &self,
+        user: &User,
+        request: Uuid,
+        accept: bool,
+    ) -> AppResult<()> {
+        let req = self
+            .dir()
+            .join_request(request)
+            .await?
+            .ok_or_else(|| AppError::not_found("Join request"))?;
+        let r = self.require_owner(req.room_id, user.id).await?;
+        let requester = self.dir().user_by_id(req.user_id).await?;
+        let kind = if accept {
+            "JOIN_REQUEST_ACCEPTED"
+        } else {
+            "JOIN_REQUEST_REJECTED"
+        };
+        let mut ev = room_event_for(kind, &r, user.id, now());
+        ev.subject_user_id = Some(req.user_id.to_string());
+        ev.subject_username = requester.map(|u| u.username);
+        ev.request_id = Some(req.id.to_string());
+        if !self
+            .dir()
+            .handle_join_request(&req, accept, vec![room_record(&ev)?])
+            .await?
+        {
+            return Err(AppError::not_found("Join request"));
+        }
+        Ok(())
+    }
+
+    pub async fn join_requests_of_room(
+        &self,
+        user: &User,
+        room: RoomId,
+    ) -> AppResult<Vec<JoinRequestPublic>> {
+        self.require_owner(room, user.id).await?;
+        Ok(self.dir().join_requests_of_room(room).await?)
+    }
+
+    pub async fn my_join_requests(&self, user: &User) -> AppResult<Vec<JoinRequestPublic>> {
+        Ok(self.dir().join_requests_of_user(user.id).await?)
+    }
+
+    /// The owner removes a member; the member's live stream of the room ends at once.
+    pub async fn remove_member(&self, user: &User, room: RoomId, target: UserId) -> AppResult<()> {
+        let r = self.require_owner(room, user.id).await?;
+        if target == user.id {
+            return Err(AppError::BadRequest(
+                "The owner can't remove themself; delete the room instead".into(),
+            ));
+        }
+        let mut ev = room_event_for("USER_REMOVED_FROM_ROOM", &r, user.id, now());
+        ev.subject_user_id = Some(target.to_string());
+        if !self
+            .dir()
+            .remove_member(room, target, vec![room_record(&ev)?])
+            .await?
+        {
+            return Err(AppError::NotFound(
+                "User is not a member of this room".into(),
+            ));
+        }
+        self.ports.fanout.evict(room, Some(target), "removed");
+        Ok(())
+    }
+
+    /// Leaves a room; the owner leaving deletes it (as in the original, recorded as ROOM_DELETED).
+    pub async fn leave_room(&self, user: &User, room: RoomId) -> AppResult<()> {
+        let r = self.room_or_404(room).await?;
+        if r.created_by == user.id {
+            return self.delete_room_unchecked(&r, user.id).await;
+        }
+        let mut ev = room_event_for("USER_LEFT_ROOM", &r, user.id, now());
+        ev.subject_user_id = Some(user.id.to_string());
+        ev.subject_username = Some(user.username.clone());
+        if self
+            .dir()
+            .remove_member(room, user.id, vec![room_record(&ev)?])
+            .await?
+        {
+            self.ports.fanout.evict(room, Some(user.id), "left");
+        }
+        Ok(())
+    }
+
+    // ----- messages ----------------------------------------------------------------------------
+
+    fn message_text(&self, field: &str, content: &str) -> AppResult<String> {
+        validate::text(field, content, 1, self.limits.max_message_chars, true)
+    }
+
+    /// Members mentioned by `@username` (excluding the author), at most [`MAX_MENTIONS`].
+    async fn mentioned_members(
+        &self,
+        room: RoomId,
+        author: UserId,
+        content: &str,
+    ) -> AppResult<Vec<UserId>> {
+        let mut names = validate::mentions(content);
+        names.truncate(MAX_MENTIONS);
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut out = Vec::new();
+        for u in self.dir().users_by_names(&names).await? {
+            if u.id != author && self.dir().membership(room, u.id).await?.is_some() {
+                out.push(u.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a message durably (its seq assigned) and returns it; a retry with the same
+    /// `client_msg_id` returns the first result with `duplicate = true`.
+    pub async fn send_message(
+        &self,
+        user: &User,
+        room: RoomId,
+        content: &str,
+        client_msg_id: Option<&str>,
+    ) -> AppResult<(MessagePublic, bool)> {
+        let content = self.message_text("content", content)?;
+        let client_msg_id = match client_msg_id {
+            Some(c) => Some(validate::text("client_msg_id", c, 1, 64, false)?),
+            None => None,
+        };
+        let r = self.room_or_404(room).await?;
+        let mentions = self.mentioned_members(room, user.id, &content).await?;
+        let at = now();
+        let msg = NewMessage {
+            message_id: Uuid::new_v4(),
+            room_id: room,
+            user_id: user.id,
+            content: content.clone(),
+            client_msg_id: client_msg_id.clone(),
+            created_at: at,
+        };
+        let (mid, uid, uname, rname, owner) = (
+            msg.message_id,
+            user.id,
+            user.username.clone(),
+            r.name.clone(),
+            r.created_by,
+        );
+        let events: MessageEventsFn = Box::new(move |seq| {
+            let ev = RoomEvent {
+                actor_id: Some(uid.to_string()),
+                subject_user_id: Some(uid.to_string()),
+                subject_username: Some(uname),
+                room_name: Some(rname),
+                room_owner_id: Some(owner.to_string()),
+                message_id: Some(mid.to_string()),
+                seq: Some(seq),
+                client_msg_id,
+                content: Some(content),
+                message_created_at: Some(at.timestamp_millis()),
+                mentioned_user_ids: mentions.iter().map(|m| m.to_string()).collect(),
+                ..room_event("MESSAGE_SENT", room, at)
+            };
+            Ok(vec![room_record(&ev).map_err(|e| anyhow::anyhow!("{e}"))?])
+        });
+        let receipt = self
+            .dir()
+            .send_message(msg.clone(), events)
+            .await?
+            .ok_or_else(AppError::room_forbidden)?;
+        let public = MessagePublic {
+            id: receipt.message_id,
+            room_id: room,
+            user_id: user.id,
+            username: user.username.clone(),
+            content: receipt.content.clone(),
+            edited: false,
+            created_at: receipt.created_at,
+            updated_at: receipt.created_at,
+            seq: receipt.seq,
+            deleted: false,
+            client_msg_id: msg.client_msg_id,
+        };
+        Ok((public, receipt.duplicate))
+    }
+
+    async fn live_message(&self, id: MessageId) -> AppResult<StoredMessage> {
+        match self.ports.history.message(id).await? {
+            Some(m) if !m.deleted => Ok(m),
+            _ => Err(AppError::not_found("Message")),
+        }
+    }
+
+    fn message_event(
+        &self,
+        kind: &str,
+        m: &StoredMessage,
+        actor: UserId,
+        content: &str,
+    ) -> RoomEvent {
+        RoomEvent {
+            actor_id: Some(actor.to_string()),
+            subject_user_id: Some(m.user_id.to_string()),
+            subject_username: Some(m.username.clone()),
+            message_id: Some(m.id.to_string()),
+            seq: Some(m.seq),
+            client_msg_id: m.client_msg_id.clone(),
+            content: Some(content.to_string()),
+            message_created_at: Some(m.created_at.timestamp_millis()),
+            ..room_event(kind, m.room_id, now())
+        }
+    }
+
+    /// The author (still a member) edits a message.
+    pub async fn edit_message(
+        &self,
+        user: &User,
+        id: MessageId,
+        new_content: &str,
+    ) -> AppResult<MessagePublic> {
+        let content = self.message_text("new_content", new_content)?;
+        let mut m = self.live_message(id).await?;
+        if m.user_id != user.id {
+            return Err(AppError::Forbidden("Cannot access user's message".into()));
+        }
+        self.require_member(m.room_id, user.id).await?;
+        let ev = self.message_event("MESSAGE_EDITED", &m, user.id, &content);
+        self.dir().enqueue(vec![room_record(&ev)?]).await?;
+        m.content = content;
+        m.edited = true;
+        m.updated_at = crate::from_ms(ev.occurred_at);
+        Ok(MessagePublic::from(&m))
+    }
+
+    /// The author (still a member) or the room owner deletes a message.
+    pub async fn delete_message(&self, user: &User, id: MessageId) -> AppResult<()> {
+        let m = self.live_message(id).await?;
+        let room = self.room_or_404(m.room_id).await?;
+        let is_owner = room.created_by == user.id;
+        if !is_owner {
+            if m.user_id != user.id {
+                return Err(AppError::Forbidden("Cannot access user's message".into()));
+            }
+            self.require_member(m.room_id, user.id).await?;
+        }
+        let ev = self.message_event("MESSAGE_DELETED", &m, user.id, &m.content);
+        self.dir().enqueue(vec![room_record(&ev)?]).await?;
+        Ok(())
+    }
+
+    /// History, newest first, keyset on `created_at < before` (the original's route).
+    pub async fn recent_messages(
+        &self,
+        user: &User,
+        room: RoomId,
+        before: Option<DateTime<Utc>>,
+        limit: Option<u32>,
+    ) -> AppResult<Vec<MessagePublic>> {
+        let limit = clamp_limit("limit", limit, 50, self.limits.max_history_page)?;
+        self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        Ok(self
+            .ports
+            .history
+            .recent(room, before, limit)
+            .await?
+            .iter()
+            .map(MessagePublic::from)
+            .collect())
+    }
+
+    /// History by seq: oldest first after `after_seq`, or newest first before `before_seq`.
+    pub async fn messages_by_seq(
+        &self,
+        user: &User,
+        room: RoomId,
+        after_seq: Option<i64>,
+        before_seq: Option<i64>,
+        limit: Option<u32>,
+    ) -> AppResult<Vec<MessagePublic>> {
+        let limit = clamp_limit("limit", limit, 50, self.limits.max_history_page)?;
+        self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        let rows = match (after_seq, before_seq) {
+            (Some(_), Some(_)) => {
+                return Err(AppError::validation(
+                    "after_seq",
+                    "give after_seq or before_seq, not both",
+                ))
+            }
+            (Some(a), None) if a < 0 => {
+                return Err(AppError::validation("after_seq", "after_seq must be >= 0"))
+            }
+            (Some(a), None) => self.ports.history.after_seq(room, a, limit).await?,
+            (None, Some(b)) => self.ports.history.before_seq(room, b, limit).await?,
+            (None, None) => self.ports.history.before_seq(room, i64::MAX, limit).await?,
+        };
+        Ok(rows.iter().map(MessagePublic::from).collect())
+    }
+
+    /// Messages after `after` for a resuming subscriber (membership already checked).
+    pub async fn resume_page(
+        &self,
+        room: RoomId,
+        after: i64,
+        limit: u32,
+    ) -> AppResult<Vec<StoredMessage>> {
+        Ok(self.ports.history.after_seq(room, after, limit).await?)
+    }
+
+    // ----- typing, presence, read markers ----------------------------------------------------
+
+    pub async fn typing(&self, user: &User, room: RoomId, is_typing: bool) -> AppResult<()> {
+        self.require_member(room, user.id).await?;
+        self.ports.fanout.to_room(
+            room,
+            frames::typing(room, user.id, &user.username, is_typing),
+        );
+        Ok(())
+    }
+
+    pub async fn set_read_marker(
+        &self,
+        user: &User,
+        room: RoomId,
+        seq: i64,
+    ) -> AppResult<(i64, i64)> {
+        if seq < 0 {
+            return Err(AppError::validation("seq", "seq must be >= 0"));
+        }
+        let r = self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        let stored = self
+            .dir()
+            .set_read_marker(user.id, room, seq.min(r.last_seq))
+            .await?;
+        Ok((stored, (r.last_seq - stored).max(0)))
+    }
+
+    pub async fn active_users(&self, user: &User, room: RoomId) -> AppResult<Vec<UserId>> {
+        self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        Ok(self.ports.fanout.online_users(room))
+    }
+
+    /// The owner ends a user's live stream of the room (membership unchanged).
+    pub async fn force_disconnect(
+        &self,
+        user: &User,
+        room: RoomId,
+        target: UserId,
+    ) -> AppResult<()> {
+        let r = self.require_owner(room, user.id).await?;
+        let mut ev = room_event_for("USER_FORCED_DISCONNECT", &r, user.id, now());
+        ev.subject_user_id = Some(target.to_string());
+        self.dir().enqueue(vec![room_record(&ev)?]).await?;
+        self.ports.fanout.evict(room, Some(target), "disconnected");
+        Ok(())
+    }
+
+    /// Records a socket joining or leaving a room's live stream (analytics).
+    pub async fn record_connection(
+        &self,
+        user: UserId,
+        room: RoomId,
+        connected: bool,
+    ) -> AppResult<()> {
+        let kind = if connected {
+            "USER_CONNECTED"
+        } else {
+            "USER_DISCONNECTED"
+        };
+        let mut ev = room_event(kind, room, now());
+        ev.actor_id = Some(user.to_string());
+        ev.subject_user_id = Some(user.to_string());
+        self.dir().enqueue(vec![room_record(&ev)?]).await?;
+        Ok(())
+    }
+
+    // ----- notifications ---------------------------------------------------------------------
+
+    pub async fn notifications(
+        &self,
+        user: &User,
+        unread_only: bool,
+        limit: Option<u32>,
+    ) -> AppResult<Vec<NotificationPublic>> {
+        let limit = clamp_limit("limit", limit, 50, 200)?;
+        Ok(self
+            .dir()
+            .notifications(user.id, unread_only, limit)
+            .await?
+            .iter()
+            .map(NotificationPublic::from)
+            .collect())
+    }
+
+    pub async fn mark_notification_read(&self, user: &User, id: Uuid) -> AppResult<()> {
+        let n = self
+            .dir()
+            .notification(id)
+            .await?
+            .ok_or_else(|| AppError::not_found("Notification"))?;
+        if n.user_id != user.id {
+            return Err(AppError::Forbidden("User can't access notification".into()));
+        }
+        let mut ev = user_event("NOTIFICATION_READ", user.id, now());
+        ev.notification_id = Some(id.to_string());
+        self.dir()
+            .mark_notification_read(id, vec![user_record(&ev)?])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_all_notifications_read(&self, user: &User) -> AppResult<u64> {
+        let ev = user_event("NOTIFICATIONS_ALL_READ", user.id, now());
+        Ok(self
+            .dir()
+            .mark_all_notifications_read(user.id, vec![user_record(&ev)?])
+            .await?)
+    }
+
+    pub async fn unread_notifications(&self, user: &User) -> AppResult<i64> {
+        Ok(self.dir().count_unread_notifications(user.id).await?)
+    }
+
+    /// Deletes one of the caller's notifications (200 whether or not it existed, as before).
+    pub async fn delete_notification(&self, user: &User, id: Uuid) -> AppResult<()> {
+        self.dir().delete_notification(id, user.id).await?;
+        Ok(())
+    }
+
+    // ----- analytics -----------------------------------------------------------------------------
+
+    /// Room stats for members (and anyone for public rooms).
+    pub async fn room_stats(&self, user: &User, room: RoomId) -> AppResult<RoomStats> {
+        let r = self.room_or_404(room).await?;
+        if !r.is_public {
+            self.require_member(room, user.id).await?;
+        }
+        Ok(self.ports.analytics.room_stats(room).await?)
+    }
+
+    /// A user's own activity (other users' activity is private).
+    pub async fn user_activity(&self, user: &User, target: UserId) -> AppResult<UserActivity> {
+        if target != user.id {
+            return Err(AppError::Forbidden(
+                "Users can read only their own activity".into(),
+            ));
+        }
+        Ok(self.ports.analytics.user_activity(target).await?)
+    }
+
+    /// Most active rooms the caller may see (public ones and their own).
+    pub async fn top_active_rooms(
+        &self,
+        user: &User,
+        limit: Option<u32>,
+    ) -> AppResult<Vec<RoomStats>> {
+        let limit = clamp_limit("limit", limit, 50, 200)?;
+        let mut out = Vec::new();
+        // Over-fetch, then drop rooms the caller may not see or that no longer exist.
+        for s in self
+            .ports
+            .analytics
+            .top_active_rooms(limit.saturating_mul(2).min(1000))
+            .await?
+        {
+            if out.len() as u32 >= limit {
+                break;
+            }
+            if let Some(r) = self.dir().room(s.room_id).await? {
+                if r.is_public || self.dir().membership(r.id, user.id).await?.is_some() {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn messages_in_window(
+        &self,
+        user: &User,
+        room: RoomId,
+        since_minutes: Option<i64>,
+    ) -> AppResult<i64> {
+        let m = since_minutes
+            .ok_or_else(|| AppError::validation("since_minutes", "since_minutes is required"))?;
+        if !(1..=525_600).contains(&m) {
+            return Err(AppError::validation(
+                "since_minutes",
+                "since_minutes must be between 1 and 525600",
+            ));
+        }
+        let r = self.room_or_404(room).await?;
+        if !r.is_public {
+            self.require_member(room, user.id).await?;
+        }
+        Ok(self
+            .ports
+            .analytics
+            .messages_since(room, now() - Duration::minutes(m))
+            .await?)
+    }
+
+    pub async fn retention(&self, days: Option<i64>) -> AppResult<f64> {
+        let d = days.ok_or_else(|| AppError::validation("days", "days is required"))?;
+        if !(1..=3650).contains(&d) {
+            return Err(AppError::validation(
+                "days",
+                "days must be between 1 and 3650",
+            ));
+        }
+        Ok(self
+            .ports
+            .analytics
+            .retention(now() - Duration::days(d))
+            .await?)
+    }
+
+    pub async fn edit_delete_ratio(&self) -> AppResult<EditDeleteRatio> {
+        Ok(self.ports.analytics.edit_delete_ratio().await?)
+    }
+
+    pub async fn top_social_users(&self, limit: Option<u32>) -> AppResult<Vec<SocialUser>> {
+        let limit = clamp_limit("limit", limit, 10, 100)?;
+        Ok(self.ports.analytics.top_social_users(limit).await?)
+    }
+}
+
+pub fn user_cache_key(id: UserId) -> String {
+    format!("user:{id}")
+}
+
+/// The notifications a room event creates, with ids derived from the event id so that a
+/// redelivered event creates nothing new.
+pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
+    let at = crate::from_ms(ev.occurred_at);
+    let room_name = ev.room_name.clone().unwrap_or_default();
+    let source = ev.actor_id.as_deref().and_then(parse_uuid);
+    let make = |recipient: Uuid, kind: &str, extra: &[(&str, String)]| {
+        let mut payload = BTreeMap::new();
+        payload.insert("room_name".to_string(), room_name.clone());
+        payload.insert("room_id".to_string(), ev.room_id.clone());
+        for (k, v) in extra {
+            payload.insert(k.to_string(), v.clone());
+        }
+        Notification {
+            id: Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("{}:{}", ev.event_id, recipient).as_bytes(),
+            ),
+            user_id: recipient,
+            kind: kind.to_string(),
+            payload,
+            read: false,
+            source_id: source,
+            created_at: at,
+        }
+    };
+    let subject = ev.subject_user_id.as_deref().and_then(parse_uuid);
+    let username = ev.subject_username.clone().unwrap_or_default();
+    match ev.event_type.as_str() {
+        "JOIN_REQUEST_CREATED" => ev
+            .room_owner_id
+            .as_deref()
+            .and_then(parse_uuid)
+            .map(|owner| {
+                vec![make(
+                    owner,
+                    "JOIN_REQUEST_CREATED",
+                    &[
+                        ("username", username.clone()),
+                        ("request_id", ev.request_id.clone().unwrap_or_default()),
+                        ("message", ev.request_message.clone().unwrap_or_default()),
+                    ],
+                )]
+            })
+            .unwrap_or_default(),
+        "JOIN_REQUEST_ACCEPTED" | "JOIN_REQUEST_REJECTED" => subject
+            .map(|s| vec![make(s, &ev.event_type, &[])])
+            .unwrap_or_default(),
+        "MESSAGE_SENT" => ev
+            .mentioned_user_ids
+            .iter()
+            .filter_map(|m| parse_uuid(m))
+            .map(|m| {
+                let preview: String = ev
+                    .content
+                    .clone()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(140)
+                    .collect();
+                make(
+                    m,
+                    "MENTION",
+                    &[
+                        ("username", username.clone()),
+                        ("message_id", ev.message_id.clone().unwrap_or_default()),
+                        ("seq", ev.seq.unwrap_or_default().to_string()),
+                        ("message", preview),
+                    ],
+                )
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// The analytics row of a topic event (event time; absent ids stay absent, never zero UUIDs).
+pub fn analytics_row(ev: &livechat_schemas::TopicEvent) -> Option<AnalyticsEvent> {
+    use livechat_schemas::TopicEvent;
+    match ev {
+        TopicEvent::Room(e) => {
+            let payload = match e.event_type.as_str() {
+                "MESSAGE_SENT" | "MESSAGE_EDITED" | "MESSAGE_DELETED" => serde_json::json!({
+                    "message_id": e.message_id, "seq": e.seq,
+                })
+                .to_string(),
+                _ => serde_json::json!({ "room_name": e.room_name }).to_string(),
+            };
+            // The subject is who the event is about (message author, joined/removed user).
+            let user = e
+                .subject_user_id
+                .as_deref()
+                .or(e.actor_id.as_deref())
+                .and_then(parse_uuid);
+            Some(AnalyticsEvent {
+                event_id: parse_uuid(&e.event_id)?,
+                event_type: e.event_type.clone(),
+                user_id: user,
+                room_id: parse_uuid(&e.room_id),
+                occurred_at: crate::from_ms(e.occurred_at),
+                payload,
+            })
+        }
+        TopicEvent::User(e) => Some(AnalyticsEvent {
+            event_id: parse_uuid(&e.event_id)?,
+            event_type: e.event_type.clone(),
+            user_id: parse_uuid(&e.user_id),
+            room_id: None,
+            occurred_at: crate::from_ms(e.occurred_at),
+            payload: serde_json::json!({ "notification_id": e.notification_id }).to_string(),
+        }),
+    }
+}

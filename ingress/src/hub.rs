@@ -1,0 +1,268 @@
+//! The in-process hub: which socket is subscribed to which room, presence, and delivery.
+//!
+//! Delivery never waits on a socket: each connection has a bounded queue and the hub uses
+//! `try_send`. A full queue marks the connection as a slow reader; it is closed (4008) and can
+//! resume from its last seq. Locks are std locks held only for map lookups and `try_send`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use livechat_core::frames;
+use livechat_core::model::{RoomId, UserId};
+use livechat_core::ports::{Fanout, LiveFrame};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub type ConnId = u64;
+
+/// What the hub queues for a connection.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame of a room the connection is subscribed to (or a user frame when `room` is None).
+    Frame {
+        room: Option<RoomId>,
+        frame: LiveFrame,
+    },
+    /// The connection's subscription to the room ended (removed, left, room deleted).
+    Evicted { room: RoomId, reason: String },
+}
+
+/// Close codes the hub may ask a connection to close with.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+pub const CLOSE_LOGGED_OUT: u16 = 4401;
+
+/// The hub's handle on one connection.
+#[derive(Debug)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub user: UserId,
+    pub session: Uuid,
+    tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the hub wants the connection closed; `close` holds the code and reason.
+    pub closed: CancellationToken,
+    close: Mutex<Option<(u16, String)>>,
+}
+
+impl ConnHandle {
+    fn push(&self, out: Outbound) {
+        match self.tx.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kill(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    pub fn kill(&self, code: u16, reason: &str) {
+        let mut c = self.close.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some((code, reason.to_string()));
+        }
+        self.closed.cancel();
+    }
+
+    pub fn close_reason(&self) -> Option<(u16, String)> {
+        self.close.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    next_id: AtomicU64,
+    rooms: RwLock<HashMap<RoomId, HashMap<ConnId, Arc<ConnHandle>>>>,
+    users: RwLock<HashMap<UserId, HashMap<ConnId, Arc<ConnHandle>>>>,
+    /// Subscribed sockets per (room, user): presence is "at least one".
+    presence: Mutex<HashMap<RoomId, HashMap<UserId, usize>>>,
+}
+
+impl Hub {
+    pub fn new() -> Arc<Hub> {
+        Arc::new(Hub::default())
+    }
+
+    /// Registers a connection; returns its handle and the receiving end of its queue.
+    pub fn register(
+        &self,
+        user: UserId,
+        session: Uuid,
+        queue: usize,
+    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let h = Arc::new(ConnHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            user,
+            session,
+            tx,
+            closed: CancellationToken::new(),
+            close: Mutex::new(None),
+        });
+        self.users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(user)
+            .or_default()
+            .insert(h.id, h.clone());
+        (h, rx)
+    }
+
+    /// Removes a connection and all its subscriptions (announcing presence changes).
+    pub fn unregister(&self, conn: &Arc<ConnHandle>, rooms: &[RoomId]) {
+        for r in rooms {
+            self.unsubscribe(conn, *r);
+        }
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = users.get_mut(&conn.user) {
+            m.remove(&conn.id);
+            if m.is_empty() {
+                users.remove(&conn.user);
+            }
+        }
+    }
+
+    /// Subscribes a connection to a room's live frames.
+    pub fn subscribe(&self, conn: &Arc<ConnHandle>, room: RoomId) {
+        let inserted = self
+            .rooms
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(room)
+            .or_default()
+            .insert(conn.id, conn.clone())
+            .is_none();
+        if inserted && self.presence_change(room, conn.user, true) {
+            self.to_room(room, frames::presence(room, conn.user, true));
+        }
+    }
+
+    /// Ends a subscription; returns whether there was one.
+    pub fn unsubscribe(&self, conn: &ConnHandle, room: RoomId) -> bool {
+        let removed = {
+            let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+            let removed = rooms
+                .get_mut(&room)
+                .map(|m| m.remove(&conn.id).is_some())
+                .unwrap_or(false);
+            if rooms.get(&room).is_some_and(|m| m.is_empty()) {
+                rooms.remove(&room);
+            }
+            removed
+        };
+        if removed && self.presence_change(room, conn.user, false) {
+            self.to_room(room, frames::presence(room, conn.user, false));
+        }
+        removed
+    }
+
+    /// Counts a user's subscribed sockets in a room; true when the user went online or offline.
+    fn presence_change(&self, room: RoomId, user: UserId, up: bool) -> bool {
+        let mut p = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        let users = p.entry(room).or_default();
+        let n = users.entry(user).or_insert(0);
+        let changed = if up {
+            *n += 1;
+            *n == 1
+        } else {
+            *n = n.saturating_sub(1);
+            *n == 0
+        };
+        if *n == 0 {
+            users.remove(&user);
+        }
+        if users.is_empty() {
+            p.remove(&room);
+        }
+        changed
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+impl Fanout for Hub {
+    fn to_room(&self, room: RoomId, frame: LiveFrame) {
+        let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(conns) = rooms.get(&room) {
+            for c in conns.values() {
+                if frame.skip_user == Some(c.user) {
+                    continue;
+                }
+                c.push(Outbound::Frame {
+                    room: Some(room),
+                    frame: frame.clone(),
+                });
+            }
+        }
+    }
+
+    fn to_user(&self, user: UserId, frame: LiveFrame) {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(conns) = users.get(&user) {
+            for c in conns.values() {
+                c.push(Outbound::Frame {
+                    room: None,
+                    frame: frame.clone(),
+                });
+            }
+        }
+    }
+
+    fn evict(&self, room: RoomId, user: Option<UserId>, reason: &str) {
+        let targets: Vec<Arc<ConnHandle>> = {
+            let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+            rooms
+                .get(&room)
+                .map(|m| {
+                    m.values()
+                        .filter(|c| user.is_none_or(|u| c.user == u))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for c in targets {
+            // Unsubscribe first so no later frame of the room reaches the socket.
+            self.unsubscribe(&c, room);
+            c.push(Outbound::Evicted {
+                room,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    fn disconnect_session(&self, session: Uuid) {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        for conns in users.values() {
+            for c in conns.values().filter(|c| c.session == session) {
+                c.kill(CLOSE_LOGGED_OUT, "logged out");
+            }
+        }
+    }
+
+    fn online_users(&self, room: RoomId) -> Vec<UserId> {
+        let p = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        p.get(&room)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Hub {
+    /// Asks every connection to close (shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        for conns in users.values() {
+            for c in conns.values() {
+                c.kill(code, reason);
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! LiveChat's ingress: the REST API (`/api/...`, the original's routes and more), the WebSocket
+//! gateway (`/api/ws/stream`), the OpenAPI document, and the web client's static files.
+//!
+//! Layout:
+//! - [`routes`]: one module per API area; handlers only parse input and call the service.
+//! - [`ws`]: the WebSocket endpoint, its protocol, and the per-connection loop.
+//! - [`hub`]: in-process live delivery and presence (the `Fanout` port).
+//! - [`auth`]: the session cookie and the middleware that authenticates requests.
+//! - [`error`], [`extract`]: error responses and extractors that never produce a 500.
+//! - [`openapi`]: the OpenAPI 3 document and the docs page.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod hub;
+pub mod openapi;
+pub mod routes;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use axum::{middleware, Json, Router};
+use livechat_core::service::ChatService;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::hub::Hub;
+use crate::routes::{analytics, messages, notifications, rooms, users};
+
+/// `[ingress]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngressConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Origins allowed to open a WebSocket (and to call the API cross-origin with credentials).
+    /// Empty: the listen address as `http://` origin, plus localhost/127.0.0.1 on the same port.
+    pub allowed_origins: Vec<String>,
+    /// Mark the session cookie `Secure` (enable behind HTTPS).
+    pub secure_cookies: bool,
+    /// Directory of the web client; empty: `web/` of the source tree.
+    pub web_dir: String,
+    /// Serve the API docs page (`/api/internal/docs`).
+    pub docs: bool,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            listen: "127.0.0.1:8000".into(),
+            allowed_origins: vec![],
+            secure_cookies: false,
+            web_dir: String::new(),
+            docs: true,
+        }
+    }
+}
+
+impl IngressConfig {
+    /// Fills in the default origin allowlist for the actual bound address.
+    pub fn with_bound_address(mut self, addr: SocketAddr) -> Self {
+        if self.allowed_origins.is_empty() {
+            let port = addr.port();
+            self.allowed_origins = vec![
+                format!("http://{addr}"),
+                format!("http://127.0.0.1:{port}"),
+                format!("http://localhost:{port}"),
+            ];
+        }
+        self
+    }
+
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == origin)
+    }
+
+    pub fn web_path(&self) -> PathBuf {
+        if self.web_dir.is_empty() {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web"))
+        } else {
+            PathBuf::from(&self.web_dir)
+        }
+    }
+}
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub svc: Arc<ChatService>,
+    pub hub: Arc<Hub>,
+    pub config: IngressConfig,
+}
+
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn api_not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"})))
+}
+
+/// The whole HTTP application.
+pub fn router(st: Arc<AppState>) -> Router {
+    let authed = Router::new()
+        .route("/users/get-me", get(users::get_me))
+        .route("/rooms/create-room", post(rooms::create))
+        .route("/rooms/update-room/{room_id}", put(rooms::update))
+        .route("/rooms/delete-room/{room_id}", delete(rooms::delete))
+        .route("/rooms/get-room/{room_id}", get(rooms::get))
+        .route("/rooms/get-users/{room_id}", get(rooms::users))
+        .route("/rooms/get-rooms", get(rooms::mine))
+        .route("/rooms/get-top-rooms", get(rooms::top))
+        .route(
+            "/rooms/get-join-requests-by-room/{room_id}",
+            get(rooms::requests_of_room),
+        )
+        .route("/rooms/get-join-requests-by-user", get(rooms::my_requests))
+        .route("/rooms/get-search-rooms", get(rooms::search))
+        .route("/rooms/create-join-request", post(rooms::request_join))
+        .route(
+            "/rooms/handle-join-request/{request_id}",
+            post(rooms::handle_request),
+        )
+        .route(
+            "/rooms/remove-user/{room_id}/{user_id}",
+            delete(rooms::remove_user),
+        )
+        .route("/rooms/leave-room/{room_id}", delete(rooms::leave))
+        .route("/rooms/read-marker/{room_id}", put(rooms::read_marker))
+        .route("/messages/create-message/{room_id}", post(messages::create))
+        .route(
+            "/messages/update-message/{message_id}",
+            put(messages::update),
+        )
+        .route(
+            "/messages/delete-message/{message_id}",
+            delete(messages::delete),
+        )
+        .route(
+            "/messages/get-recent-messages/{room_id}",
+            get(messages::recent),
+        )
+        .route("/messages/get-messages/{room_id}", get(messages::by_seq))
+        .route("/notifications/get-notifications", get(notifications::list))
+        .route(
+            "/notifications/update-notification/{notification_id}",
+            put(notifications::mark_read),
+        )
+        .route(
+            "/notifications/update-notifications/read-all",
+            put(notifications::mark_all),
+        )
+        .route(
+            "/notifications/get-notifications-count-unread",
+            get(notifications::count_unread),
+        )
+        .route(
+            "/notifications/delete-notification/{notification_id}",
+            delete(notifications::delete),
+        )
+        .route("/analytics/get-room-stats", get(analytics::room_stats))
+        .route(
+            "/analytics/get-user-activity",
+            get(analytics::user_activity),
+        )
+        .route(
+            "/analytics/get-top-active-rooms",
+            get(analytics::top_active_rooms),
+        )
+        .route(
+            "/analytics/get-message-per-minutes",
+            get(analytics::messages_per_minutes),
+        )
+        .route("/analytics/get-user-retention", get(analytics::retention))
+        .route(
+            "/analytics/get-message-edit-delete-ratio",
+            get(analytics::edit_delete_ratio),
+        )
+        .route(
+            "/analytics/get-top-social-users",
+            get(analytics::top_social_users),
+        )
+        .route(
+            "/ws/get-active-user-ids/{room_id}",
+            get(rooms::active_users),
+        )
+        .route(
+            "/ws/disconnect-user/{room_id}/{user_id}",
+            delete(rooms::disconnect_user),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            st.clone(),
+            auth::require_session,
+        ));
+    let mut open = Router::new()
+        .route("/health", get(health))
+        .route("/users/register-user", post(users::register))
+        .route("/users/login-user", post(users::login))
+        .route("/users/logout-user", post(users::logout))
+        .route("/ws/stream", get(ws::stream))
+        .route("/internal/openapi.json", get(openapi::document));
+    if st.config.docs {
+        open = open.route("/internal/docs", get(openapi::docs_page));
+    }
+    let api = open.merge(authed).fallback(api_not_found);
+    let web = st.config.web_path();
+    let index = web.join("index.html");
+    Router::new()
+        .nest("/api", api)
+        .fallback_service(ServeDir::new(web).fallback(ServeFile::new(index)))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            st.svc.limits.max_body_bytes,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"detail": "Internal server error"})),
+            )
+                .into_response()
+        }))
+        .with_state(st)
+}
+
+/// Serves until `shutdown`; then closes every socket (1001) and stops accepting.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    st: Arc<AppState>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let hub = st.hub.clone();
+    let app = router(st);
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        hub.close_all(1001, "server shutting down");
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .map_err(|e| anyhow::anyhow!("HTTP server failed: {e}"))
+}

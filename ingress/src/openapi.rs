@@ -1,0 +1,195 @@
+//! The OpenAPI 3.0 document of the REST API, built from one table of operations, and a docs
+//! page that renders it (Swagger UI when its files are present in the web client, else a plain list).
+
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// (method, path, tag, summary, authenticated, parameters, request body schema, response schema)
+type Op = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [Param],
+    Option<&'static str>,
+    Option<Value>,
+);
+/// (name, location, type, required)
+type Param = (&'static str, &'static str, &'static str, bool);
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn array_of(name: &str) -> Value {
+    json!({ "type": "array", "items": schema_ref(name) })
+}
+
+fn operations() -> Vec<Op> {
+    const ROOM: &[Param] = &[("room_id", "path", "uuid", true)];
+    const MSG: &[Param] = &[("message_id", "path", "uuid", true)];
+    const NOTIF: &[Param] = &[("notification_id", "path", "uuid", true)];
+    const ROOM_USER: &[Param] = &[
+        ("room_id", "path", "uuid", true),
+        ("user_id", "path", "uuid", true),
+    ];
+    vec![
+        ("get", "/api/health", "status", "Liveness check (200, empty body)", false, &[], None, None),
+        ("post", "/api/users/register-user", "users", "Register (username 3-32 letters/digits/_.-, password 4-128)", false, &[], Some("UserAuth"), Some(schema_ref("UserPublic"))),
+        ("post", "/api/users/login-user", "users", "Log in: sets the session_id cookie (429 when throttled)", false, &[], Some("UserAuth"), None),
+        ("post", "/api/users/logout-user", "users", "Log out: ends this session and closes its sockets", false, &[], None, None),
+        ("get", "/api/users/get-me", "users", "The caller", true, &[], None, Some(schema_ref("UserPublic"))),
+        ("post", "/api/rooms/create-room", "rooms", "Create a room (the caller owns it)", true, &[], Some("RoomCreate"), Some(schema_ref("RoomPublic"))),
+        ("put", "/api/rooms/update-room/{room_id}", "rooms", "Owner: change description / visibility", true, ROOM, Some("RoomUpdate"), Some(schema_ref("RoomPublic"))),
+        ("delete", "/api/rooms/delete-room/{room_id}", "rooms", "Owner: delete the room", true, ROOM, None, None),
+        ("get", "/api/rooms/get-room/{room_id}", "rooms", "A room (private rooms: members only)", true, ROOM, None, Some(schema_ref("RoomPublic"))),
+        ("get", "/api/rooms/get-users/{room_id}", "rooms", "Members of a room (members only)", true, ROOM, None, Some(array_of("UserPublic"))),
+        ("get", "/api/rooms/get-rooms", "rooms", "The caller's rooms with unread counts", true, &[], None, Some(array_of("RoomPublic"))),
+        ("get", "/api/rooms/get-top-rooms", "rooms", "Rooms by participants", true, &[("limit", "query", "integer", false), ("only_public", "query", "boolean", false)], None, Some(array_of("RoomPublic"))),
+        ("get", "/api/rooms/get-join-requests-by-room/{room_id}", "rooms", "Owner: pending join requests", true, ROOM, None, Some(array_of("JoinRequestPublic"))),
+        ("get", "/api/rooms/get-join-requests-by-user", "rooms", "The caller's pending join requests", true, &[], None, Some(array_of("JoinRequestPublic"))),
+        ("get", "/api/rooms/get-search-rooms", "rooms", "Literal, case-insensitive search on name and description", true, &[("text", "query", "string", true), ("limit", "query", "integer", false)], None, Some(array_of("RoomPublic"))),
+        ("post", "/api/rooms/create-join-request", "rooms", "Join a public room, or request to join a private one", true, &[], Some("SendJoinRequest"), None),
+        ("post", "/api/rooms/handle-join-request/{request_id}", "rooms", "Owner: accept or reject a request", true, &[("request_id", "path", "uuid", true), ("accept", "query", "boolean", false)], None, None),
+        ("delete", "/api/rooms/remove-user/{room_id}/{user_id}", "rooms", "Owner: remove a member (their stream ends at once)", true, ROOM_USER, None, None),
+        ("delete", "/api/rooms/leave-room/{room_id}", "rooms", "Leave a room (the owner leaving deletes it)", true, ROOM, None, None),
+        ("put", "/api/rooms/read-marker/{room_id}", "rooms", "Set the caller's read marker (last read seq)", true, ROOM, Some("ReadMarker"), None),
+        ("post", "/api/messages/create-message/{room_id}", "messages", "Send a message (durable before the response); optional client_msg_id makes retries idempotent", true, ROOM, Some("SendMessageRequest"), Some(schema_ref("MessagePublic"))),
+        ("put", "/api/messages/update-message/{message_id}", "messages", "Author: edit a message", true, MSG, Some("EditMessageRequest"), Some(schema_ref("MessagePublic"))),
+        ("delete", "/api/messages/delete-message/{message_id}", "messages", "Author or room owner: delete a message", true, MSG, None, None),
+        ("get", "/api/messages/get-recent-messages/{room_id}", "messages", "History, newest first, keyset on created_at < before", true, &[("room_id", "path", "uuid", true), ("before", "query", "date-time", false), ("limit", "query", "integer", false)], None, Some(array_of("MessagePublic"))),
+        ("get", "/api/messages/get-messages/{room_id}", "messages", "History by seq: after_seq (ascending) or before_seq (descending); tombstones included", true, &[("room_id", "path", "uuid", true), ("after_seq", "query", "integer", false), ("before_seq", "query", "integer", false), ("limit", "query", "integer", false)], None, Some(array_of("MessagePublic"))),
+        ("get", "/api/notifications/get-notifications", "notifications", "The caller's notifications, newest first", true, &[("unread_only", "query", "boolean", false), ("limit", "query", "integer", false)], None, Some(array_of("NotificationPublic"))),
+        ("put", "/api/notifications/update-notification/{notification_id}", "notifications", "Mark one read", true, NOTIF, None, None),
+        ("put", "/api/notifications/update-notifications/read-all", "notifications", "Mark all read", true, &[], None, None),
+        ("get", "/api/notifications/get-notifications-count-unread", "notifications", "Unread count", true, &[], None, Some(json!({"type": "object", "properties": {"unread_count": {"type": "integer"}}}))),
+        ("delete", "/api/notifications/delete-notification/{notification_id}", "notifications", "Delete one of the caller's notifications", true, NOTIF, None, None),
+        ("get", "/api/analytics/get-room-stats", "analytics", "Messages, distinct senders, last message time (members; anyone for public rooms)", true, &[("room_id", "query", "uuid", true)], None, Some(schema_ref("RoomStats"))),
+        ("get", "/api/analytics/get-user-activity", "analytics", "The caller's own activity", true, &[("user_id", "query", "uuid", true)], None, Some(json!({"type": "object", "properties": {"messages": {"type": "integer"}, "rooms_joined": {"type": "integer"}}}))),
+        ("get", "/api/analytics/get-top-active-rooms", "analytics", "Most active rooms the caller may see", true, &[("limit", "query", "integer", false)], None, Some(array_of("RoomStats"))),
+        ("get", "/api/analytics/get-message-per-minutes", "analytics", "Messages in the room in the last since_minutes (1-525600)", true, &[("room_id", "query", "uuid", true), ("since_minutes", "query", "integer", true)], None, Some(json!({"type": "integer"}))),
+        ("get", "/api/analytics/get-user-retention", "analytics", "Percent of registered users who logged in within days (1-3650)", true, &[("days", "query", "integer", true)], None, Some(json!({"type": "number"}))),
+        ("get", "/api/analytics/get-message-edit-delete-ratio", "analytics", "Edits and deletes per sent message", true, &[], None, Some(json!({"type": "object", "properties": {"edit_ratio": {"type": "number"}, "delete_ratio": {"type": "number"}}}))),
+        ("get", "/api/analytics/get-top-social-users", "analytics", "Users by distinct rooms, then messages", true, &[("limit", "query", "integer", true)], None, Some(json!({"type": "array", "items": {"type": "object", "properties": {"user_id": {"type": "string", "format": "uuid"}, "rooms": {"type": "integer"}, "messages": {"type": "integer"}}}}))),
+        ("get", "/api/ws/get-active-user-ids/{room_id}", "websocket", "Members online in the room (members only)", true, ROOM, None, Some(json!({"type": "array", "items": {"type": "string", "format": "uuid"}}))),
+        ("delete", "/api/ws/disconnect-user/{room_id}/{user_id}", "websocket", "Owner: end a user's live stream of the room", true, ROOM_USER, None, None),
+        ("get", "/api/ws/stream", "websocket", "WebSocket upgrade (see the README for every frame); optional room_id subscribes at once", true, &[("room_id", "query", "uuid", false)], None, None),
+    ]
+}
+
+fn param_schema(kind: &str) -> Value {
+    match kind {
+        "uuid" => json!({"type": "string", "format": "uuid"}),
+        "date-time" => json!({"type": "string", "format": "date-time"}),
+        other => json!({"type": other}),
+    }
+}
+
+fn components() -> Value {
+    let s = |f: &str| json!({"type": f});
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let dt = json!({"type": "string", "format": "date-time"});
+    let nullable_str = json!({"type": "string", "nullable": true});
+    json!({
+        "securitySchemes": { "session": { "type": "apiKey", "in": "cookie", "name": "session_id" } },
+        "schemas": {
+            "Error": { "type": "object", "properties": { "detail": {} } },
+            "UserAuth": { "type": "object", "required": ["username", "password"], "properties": { "username": s("string"), "password": s("string") } },
+            "UserPublic": { "type": "object", "properties": { "id": uuid, "username": s("string"), "last_active": {"type": "string", "format": "date-time", "nullable": true}, "created_at": dt, "updated_at": dt } },
+            "RoomCreate": { "type": "object", "required": ["name"], "properties": { "name": s("string"), "description": nullable_str, "is_public": s("boolean") } },
+            "RoomUpdate": { "type": "object", "properties": { "description": nullable_str, "is_public": {"type": "boolean", "nullable": true} } },
+            "RoomPublic": { "type": "object", "properties": { "id": uuid, "name": s("string"), "description": nullable_str, "is_public": s("boolean"), "created_by": uuid, "participants_count": s("integer"), "created_at": dt, "updated_at": dt, "last_seq": s("integer"), "unread_count": s("integer"), "last_read_seq": s("integer") } },
+            "SendJoinRequest": { "type": "object", "required": ["room_id"], "properties": { "room_id": uuid, "message": nullable_str } },
+            "JoinRequestPublic": { "type": "object", "properties": { "id": uuid, "message": nullable_str, "username": s("string"), "room_name": s("string"), "room_id": uuid, "user_id": uuid, "created_at": dt } },
+            "ReadMarker": { "type": "object", "required": ["seq"], "properties": { "seq": s("integer") } },
+            "SendMessageRequest": { "type": "object", "required": ["content"], "properties": { "content": s("string"), "client_msg_id": nullable_str } },
+            "EditMessageRequest": { "type": "object", "required": ["new_content"], "properties": { "new_content": s("string") } },
+            "MessagePublic": { "type": "object", "properties": { "id": uuid, "room_id": uuid, "user_id": uuid, "username": s("string"), "content": s("string"), "edited": s("boolean"), "deleted": s("boolean"), "seq": s("integer"), "client_msg_id": nullable_str, "created_at": dt, "updated_at": dt } },
+            "NotificationPublic": { "type": "object", "properties": { "id": uuid, "type": s("string"), "payload": {"type": "object", "additionalProperties": s("string")}, "read": s("boolean"), "source_id": {"type": "string", "format": "uuid", "nullable": true}, "created_at": dt } },
+            "RoomStats": { "type": "object", "properties": { "room_id": uuid, "total_messages": s("integer"), "users_amount": s("integer"), "last_updated": {"type": "string", "format": "date-time", "nullable": true} } },
+        }
+    })
+}
+
+/// The OpenAPI document.
+pub fn spec() -> Value {
+    let mut paths = Map::new();
+    for (method, path, tag, summary, authed, params, body, response) in operations() {
+        let mut op = Map::new();
+        op.insert("tags".into(), json!([tag]));
+        op.insert("summary".into(), json!(summary));
+        op.insert(
+            "operationId".into(),
+            json!(path
+                .trim_start_matches("/api/")
+                .replace(['/', '-', '{', '}'], "_")),
+        );
+        let params: Vec<Value> = params
+            .iter()
+            .map(|(name, loc, kind, required)| json!({"name": name, "in": loc, "required": required, "schema": param_schema(kind)}))
+            .collect();
+        if !params.is_empty() {
+            op.insert("parameters".into(), Value::Array(params));
+        }
+        if let Some(b) = body {
+            op.insert("requestBody".into(), json!({"required": true, "content": {"application/json": {"schema": schema_ref(b)}}}));
+        }
+        let mut responses = Map::new();
+        let ok = match response {
+            Some(schema) => {
+                json!({"description": "OK", "content": {"application/json": {"schema": schema}}})
+            }
+            None => json!({"description": "OK (empty body)"}),
+        };
+        responses.insert("200".into(), ok);
+        let err = json!({"description": "Error", "content": {"application/json": {"schema": schema_ref("Error")}}});
+        for code in ["400", "401", "403", "404", "422", "429"] {
+            responses.insert(code.into(), err.clone());
+        }
+        op.insert("responses".into(), Value::Object(responses));
+        if authed {
+            op.insert("security".into(), json!([{"session": []}]));
+        }
+        paths
+            .entry(path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .map(|m| m.insert(method.into(), Value::Object(op)));
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "LiveChat API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "REST API of LiveChat. Errors are {\"detail\": message}; 422 errors carry a list of {loc, msg, type}." },
+        "paths": paths,
+        "components": components(),
+    })
+}
+
+pub async fn document() -> Response {
+    Json(spec()).into_response()
+}
+
+pub async fn docs_page() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_operation_is_in_the_document_once() {
+        let doc = super::spec();
+        let n: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(n, super::operations().len());
+        assert!(
+            doc["paths"]["/api/messages/create-message/{room_id}"]["post"]["requestBody"]
+                .is_object()
+        );
+    }
+}

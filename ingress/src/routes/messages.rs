@@ -1,0 +1,115 @@
+//! `/api/messages`: send, edit, delete, history.
+
+use axum::extract::Path;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{empty_ok, json, St};
+use crate::auth::Caller;
+use crate::error::{invalid, ApiResult};
+use crate::extract::{uuid_param, JsonBody, QueryParams};
+
+#[derive(Deserialize)]
+pub struct SendBody {
+    content: String,
+    client_msg_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct EditBody {
+    new_content: String,
+}
+
+#[derive(Deserialize)]
+pub struct RecentQuery {
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+pub struct SeqQuery {
+    after_seq: Option<i64>,
+    before_seq: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// Parses the original's `before` datetime (ISO-8601; a missing offset means UTC).
+fn parse_before(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+}
+
+pub async fn create(
+    st: St,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<SendBody>,
+) -> ApiResult<Response> {
+    let room = uuid_param("path", "room_id", &id)?;
+    let (msg, _dup) = st
+        .svc
+        .send_message(&c.user, room, &b.content, b.client_msg_id.as_deref())
+        .await?;
+    Ok(json(msg))
+}
+
+pub async fn update(
+    st: St,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<EditBody>,
+) -> ApiResult<Response> {
+    let mid = uuid_param("path", "message_id", &id)?;
+    Ok(json(
+        st.svc.edit_message(&c.user, mid, &b.new_content).await?,
+    ))
+}
+
+pub async fn delete(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    st.svc
+        .delete_message(&c.user, uuid_param("path", "message_id", &id)?)
+        .await?;
+    Ok(empty_ok())
+}
+
+pub async fn recent(
+    st: St,
+    c: Caller,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<RecentQuery>,
+) -> ApiResult<Response> {
+    let room = uuid_param("path", "room_id", &id)?;
+    let before = match q.before.as_deref() {
+        Some(b) => Some(
+            parse_before(b)
+                .ok_or_else(|| invalid("query", "before", "before must be an ISO-8601 datetime"))?,
+        ),
+        None => None,
+    };
+    Ok(json(
+        st.svc
+            .recent_messages(&c.user, room, before, q.limit)
+            .await?,
+    ))
+}
+
+pub async fn by_seq(
+    st: St,
+    c: Caller,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<SeqQuery>,
+) -> ApiResult<Response> {
+    let room = uuid_param("path", "room_id", &id)?;
+    Ok(json(
+        st.svc
+            .messages_by_seq(&c.user, room, q.after_seq, q.before_seq, q.limit)
+            .await?,
+    ))
+}

@@ -1,0 +1,53 @@
+//! `/api/users`: register, login, logout, get-me.
+
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{empty_ok, json, St};
+use crate::auth::{clear_cookie, session_cookie, set_cookie, Caller};
+use crate::error::ApiResult;
+use crate::extract::JsonBody;
+
+#[derive(Deserialize)]
+pub struct UserAuth {
+    username: String,
+    password: String,
+}
+
+pub async fn register(st: St, JsonBody(b): JsonBody<UserAuth>) -> ApiResult<Response> {
+    Ok(json(st.svc.register(&b.username, &b.password).await?))
+}
+
+pub async fn login(
+    st: St,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonBody(b): JsonBody<UserAuth>,
+) -> ApiResult<Response> {
+    let s = st
+        .svc
+        .login(&b.username, &b.password, Some(addr.ip()))
+        .await?;
+    let secs = (s.expires_at - livechat_core::now()).num_seconds().max(1);
+    let mut resp = empty_ok();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&s.id.to_string(), secs, st.config.secure_cookies),
+    );
+    Ok(resp)
+}
+
+pub async fn logout(st: St, headers: HeaderMap) -> ApiResult<Response> {
+    st.svc.logout(session_cookie(&headers).as_deref()).await?;
+    let mut resp = empty_ok();
+    resp.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(st.config.secure_cookies));
+    Ok(resp)
+}
+
+pub async fn get_me(st: St, caller: Caller) -> ApiResult<Response> {
+    Ok(json(st.svc.me(&caller.user).await?).into_response())
+}

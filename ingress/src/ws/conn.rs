@@ -1,0 +1,511 @@
+//! One WebSocket connection: reads client frames, writes hub frames, keeps per-room order.
+//!
+//! Per subscribed room the connection remembers the last message seq it wrote. A live message
+//! is written only if it is the next seq; a gap (or a resume with `since_seq`) switches the room
+//! to catch-up, which pages the missing seqs from history, then returns to live. So a client
+//! sees every message once, in order, whatever the timing of the processors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use livechat_core::model::{RoomId, User};
+use livechat_core::{frames, AppError};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::protocol::{control, error, ClientFrame};
+use super::ratelimit::TokenBucket;
+use crate::hub::{ConnHandle, Outbound};
+use crate::AppState;
+
+/// Close codes (RFC 6455 and LiveChat's 4xxx range), documented in the README.
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_IDLE: u16 = 4000;
+pub const CLOSE_REMOVED: u16 = 4403;
+pub const CLOSE_SESSION_ENDED: u16 = 4401;
+
+const CATCH_UP_PAGE: u32 = 200;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pings between session re-checks (the session may expire or be revoked while connected).
+const PINGS_PER_SESSION_CHECK: u32 = 12;
+
+#[derive(Debug)]
+struct Sub {
+    /// Last message seq written to the client.
+    last: i64,
+    /// Highest seq known to exist (catch-up runs until `last` reaches it).
+    target: i64,
+    catching_up: bool,
+    /// When the next catch-up page is due (history may lag behind live delivery).
+    due: Instant,
+    retry_ms: u64,
+    /// Subscribed with the native protocol (gets tombstones and resume notices).
+    native: bool,
+}
+
+struct Conn {
+    st: Arc<AppState>,
+    user: User,
+    handle: Arc<ConnHandle>,
+    legacy_room: Option<RoomId>,
+    subs: HashMap<RoomId, Sub>,
+    sends: TokenBucket,
+    typing: TokenBucket,
+    violations: u32,
+    out: Vec<Message>,
+    close: Option<(u16, String)>,
+}
+
+/// Serves an upgraded socket until it closes.
+pub async fn serve(
+    socket: WebSocket,
+    st: Arc<AppState>,
+    user: User,
+    session: Uuid,
+    legacy_room: Option<RoomId>,
+) {
+    let limits = st.svc.limits.clone();
+    let (handle, mut rx) = st
+        .hub
+        .register(user.id, session, limits.outbound_queue_frames);
+    let (mut sink, mut stream) = socket.split();
+    let mut c = Conn {
+        st: st.clone(),
+        user,
+        handle: handle.clone(),
+        legacy_room,
+        subs: HashMap::new(),
+        sends: TokenBucket::new(limits.send_rate_per_sec, limits.send_burst),
+        typing: TokenBucket::new(limits.typing_rate_per_sec, limits.typing_burst),
+        violations: 0,
+        out: Vec::new(),
+        close: None,
+    };
+    if let Some(room) = legacy_room {
+        c.subscribe(room, None, false, &Value::Null).await;
+    }
+    let mut ping = tokio::time::interval(Duration::from_secs(limits.ping_interval_secs.max(1)));
+    ping.tick().await;
+    let idle = Duration::from_secs(limits.idle_timeout_secs.max(1));
+    let mut last_seen = Instant::now();
+    let mut pings = 0u32;
+
+    while c.close.is_none() {
+        let due = c
+            .subs
+            .values()
+            .filter(|s| s.catching_up)
+            .map(|s| s.due)
+            .min();
+        tokio::select! {
+            biased;
+            _ = handle.closed.cancelled() => {
+                c.close = Some(handle.close_reason().unwrap_or((1001, "closing".into())));
+            }
+            msg = stream.next() => match msg {
+                Some(Ok(m)) => {
+                    last_seen = Instant::now();
+                    match m {
+                        Message::Text(t) => c.on_text(t.as_str()).await,
+                        Message::Binary(_) => c.out.push(text(error("unsupported", "binary frames are not supported; send JSON text", &Value::Null))),
+                        Message::Close(_) => break,
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                Some(Err(e)) => {
+                    let s = e.to_string();
+                    if s.contains("too long") || s.contains("Space limit") {
+                        c.close = Some((CLOSE_TOO_BIG, "frame or message too large".into()));
+                    } else {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            out = rx.recv() => match out {
+                Some(o) => c.on_outbound(o),
+                None => break,
+            },
+            _ = ping.tick() => {
+                if last_seen.elapsed() > idle {
+                    c.close = Some((CLOSE_IDLE, "idle timeout".into()));
+                } else {
+                    c.out.push(Message::Ping(Default::default()));
+                    if c.legacy_room.is_some() {
+                        c.out.push(text(json!({"type": "PING"}).to_string()));
+                    }
+                    pings += 1;
+                    if pings % PINGS_PER_SESSION_CHECK == 0 && !c.session_valid(session).await {
+                        c.close = Some((CLOSE_SESSION_ENDED, "session ended".into()));
+                    }
+                }
+            }
+            _ = sleep_until(due), if due.is_some() => c.catch_up_due().await,
+        }
+        if !c.out.is_empty() && !flush(&mut sink, &mut c.out).await {
+            break;
+        }
+    }
+    if let Some((code, reason)) = c.close.take() {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    }
+    let rooms: Vec<RoomId> = c.subs.keys().copied().collect();
+    st.hub.unregister(&handle, &rooms);
+    for room in rooms {
+        let svc = st.svc.clone();
+        let uid = c.user.id;
+        tokio::spawn(async move {
+            if let Err(e) = svc.record_connection(uid, room, false).await {
+                tracing::debug!(error = %e, "Recording a disconnect failed.");
+            }
+        });
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(d) = due {
+        tokio::time::sleep_until(d.into()).await;
+    }
+}
+
+fn text(s: String) -> Message {
+    Message::Text(s.into())
+}
+
+/// Writes queued frames with one flush; false if the socket is gone or too slow.
+async fn flush<S>(sink: &mut S, out: &mut Vec<Message>) -> bool
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let write = async {
+        for m in out.drain(..) {
+            if sink.feed(m).await.is_err() {
+                return false;
+            }
+        }
+        sink.flush().await.is_ok()
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or(false)
+}
+
+fn parse_room(s: &str) -> Result<RoomId, AppError> {
+    Uuid::parse_str(s).map_err(|_| AppError::validation("room_id", "room_id is not a valid UUID"))
+}
+
+impl Conn {
+    fn reply_err(&mut self, e: &AppError, r: &Value) {
+        let msg = match e {
+            AppError::Internal(err) => {
+                tracing::error!(error = %format!("{err:#}"), "WebSocket request failed.");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        self.out.push(text(error(e.code(), &msg, r)));
+    }
+
+    /// A rate-limited frame: an error frame, and the socket closes after too many in a row.
+    fn limited(&mut self, what: &str, r: &Value) {
+        self.violations += 1;
+        self.out.push(text(error(
+            "rate_limited",
+            &format!("too many {what}; slow down"),
+            r,
+        )));
+        if self.violations > self.st.svc.limits.max_rate_violations {
+            self.close = Some((CLOSE_POLICY, "rate limit exceeded repeatedly".into()));
+        }
+    }
+
+    async fn session_valid(&self, session: Uuid) -> bool {
+        let id = session.to_string();
+        !matches!(
+            self.st.svc.authenticate(Some(&id)).await,
+            Err(AppError::Unauthorized(_))
+        )
+    }
+
+    async fn on_text(&mut self, raw: &str) {
+        let v: Value = match serde_json::from_str(raw) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.out.push(text(error(
+                    "bad_json",
+                    &format!("frame is not valid JSON: {e}"),
+                    &Value::Null,
+                )))
+            }
+        };
+        let r = v.get("ref").cloned().unwrap_or(Value::Null);
+        let frame: ClientFrame = match serde_json::from_value(v) {
+            Ok(f) => f,
+            Err(e) => {
+                return self.out.push(text(error(
+                    "bad_frame",
+                    &format!("unrecognised frame: {e}"),
+                    &r,
+                )))
+            }
+        };
+        if let Err(e) = self.on_frame(frame, &r).await {
+            self.reply_err(&e, &r);
+        }
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame, r: &Value) -> Result<(), AppError> {
+        match frame {
+            ClientFrame::Pong => {}
+            ClientFrame::Ping => self.out.push(text(control("pong", json!({}), r))),
+            ClientFrame::LegacyTyping {
+                username,
+                is_typing,
+                room_id,
+            } => {
+                let room = match room_id {
+                    Some(id) => parse_room(&id)?,
+                    None => self
+                        .legacy_room
+                        .ok_or_else(|| AppError::validation("room_id", "room_id is required"))?,
+                };
+                if username.is_some_and(|u| u != self.user.username) {
+                    return Err(AppError::Forbidden(
+                        "username does not match the session".into(),
+                    ));
+                }
+                self.on_typing(room, is_typing, r).await?;
+            }
+            ClientFrame::Typing { room_id, is_typing } => {
+                let room = parse_room(&room_id)?;
+                self.on_typing(room, is_typing, r).await?;
+            }
+            ClientFrame::Subscribe { room_id, since_seq } => {
+                let room = parse_room(&room_id)?;
+                if since_seq.is_some_and(|s| s < 0) {
+                    return Err(AppError::validation("since_seq", "since_seq must be >= 0"));
+                }
+                if !self.subs.contains_key(&room)
+                    && self.subs.len() >= self.st.svc.limits.max_rooms_per_socket
+                {
+                    return Err(AppError::BadRequest(format!(
+                        "at most {} rooms per connection",
+                        self.st.svc.limits.max_rooms_per_socket
+                    )));
+                }
+                self.subscribe(room, since_seq, true, r).await;
+            }
+            ClientFrame::Unsubscribe { room_id } => {
+                let room = parse_room(&room_id)?;
+                self.subs.remove(&room);
+                self.st.hub.unsubscribe(&self.handle, room);
+                self.out.push(text(control(
+                    "unsubscribed",
+                    json!({"room_id": room, "reason": "client"}),
+                    r,
+                )));
+            }
+            ClientFrame::Send {
+                room_id,
+                content,
+                client_msg_id,
+            } => {
+                let room = parse_room(&room_id)?;
+                if !self.sends.try_take() {
+                    self.limited("messages", r);
+                    return Ok(());
+                }
+                self.violations = 0;
+                let (m, duplicate) = self
+                    .st
+                    .svc
+                    .send_message(&self.user, room, &content, client_msg_id.as_deref())
+                    .await?;
+                self.out.push(text(control(
+                    "ack",
+                    json!({
+                        "room_id": room, "client_msg_id": m.client_msg_id, "message_id": m.id,
+                        "seq": m.seq, "created_at": m.created_at, "duplicate": duplicate,
+                    }),
+                    r,
+                )));
+            }
+            ClientFrame::Read { room_id, seq } => {
+                let room = parse_room(&room_id)?;
+                let (stored, unread) = self.st.svc.set_read_marker(&self.user, room, seq).await?;
+                self.out.push(text(control(
+                    "read_ack",
+                    json!({"room_id": room, "last_read_seq": stored, "unread_count": unread}),
+                    r,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_typing(
+        &mut self,
+        room: RoomId,
+        is_typing: bool,
+        r: &Value,
+    ) -> Result<(), AppError> {
+        if !self.typing.try_take() {
+            self.limited("typing frames", r);
+            return Ok(());
+        }
+        self.st.svc.typing(&self.user, room, is_typing).await
+    }
+
+    /// Subscribes (or re-subscribes) to a room; with `since_seq` the missed messages follow.
+    async fn subscribe(&mut self, room: RoomId, since: Option<i64>, native: bool, r: &Value) {
+        let checked = async {
+            let rm = self.st.svc.room_or_404(room).await?;
+            self.st.svc.require_member(room, self.user.id).await?;
+            Ok::<_, AppError>(rm)
+        }
+        .await;
+        let rm = match checked {
+            Ok(rm) => rm,
+            Err(e) => return self.reply_err(&e, r),
+        };
+        // Join the live stream first so nothing committed from now on is missed.
+        self.st.hub.subscribe(&self.handle, room);
+        let last = since.map(|s| s.min(rm.last_seq)).unwrap_or(rm.last_seq);
+        let catching_up = last < rm.last_seq;
+        self.subs.insert(
+            room,
+            Sub {
+                last,
+                target: rm.last_seq,
+                catching_up,
+                due: Instant::now(),
+                retry_ms: 5,
+                native,
+            },
+        );
+        if native {
+            self.out.push(text(control(
+                "subscribed",
+                json!({"room_id": room, "last_seq": rm.last_seq, "since_seq": since, "resuming": catching_up}),
+                r,
+            )));
+            if !catching_up && since.is_some() {
+                self.out.push(text(control(
+                    "resumed",
+                    json!({"room_id": room, "last_seq": last}),
+                    &Value::Null,
+                )));
+            }
+        }
+        let svc = self.st.svc.clone();
+        let uid = self.user.id;
+        tokio::spawn(async move {
+            if let Err(e) = svc.record_connection(uid, room, true).await {
+                tracing::debug!(error = %e, "Recording a connect failed.");
+            }
+        });
+    }
+
+    fn on_outbound(&mut self, o: Outbound) {
+        match o {
+            Outbound::Frame { room: None, frame } => self.out.push(text(frame.text.to_string())),
+            Outbound::Frame {
+                room: Some(room),
+                frame,
+            } => {
+                let Some(sub) = self.subs.get_mut(&room) else {
+                    return;
+                };
+                match frame.seq {
+                    None => self.out.push(text(frame.text.to_string())),
+                    Some(seq) => {
+                        sub.target = sub.target.max(seq);
+                        if sub.catching_up || seq <= sub.last {
+                            // Catch-up will read it from history; or it is a duplicate.
+                        } else if seq == sub.last + 1 {
+                            sub.last = seq;
+                            self.out.push(text(frame.text.to_string()));
+                        } else {
+                            sub.catching_up = true;
+                            sub.due = Instant::now();
+                            sub.retry_ms = 5;
+                        }
+                    }
+                }
+            }
+            Outbound::Evicted { room, reason } => {
+                self.subs.remove(&room);
+                self.out.push(text(control(
+                    "unsubscribed",
+                    json!({"room_id": room, "reason": reason}),
+                    &Value::Null,
+                )));
+                if self.legacy_room == Some(room) {
+                    self.close = Some((CLOSE_REMOVED, format!("no longer in the room: {reason}")));
+                }
+            }
+        }
+    }
+
+    /// Writes the next page of missed messages for the room whose catch-up is due first.
+    async fn catch_up_due(&mut self) {
+        let now = Instant::now();
+        let Some(room) = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.catching_up && s.due <= now)
+            .map(|(r, _)| *r)
+            .next()
+        else {
+            return;
+        };
+        let after = self.subs[&room].last;
+        let page = match self.st.svc.resume_page(room, after, CATCH_UP_PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, %room, "Reading history for catch-up failed; retrying.");
+                Vec::new()
+            }
+        };
+        let Some(sub) = self.subs.get_mut(&room) else {
+            return;
+        };
+        for m in &page {
+            if m.seq != sub.last + 1 {
+                break; // history not yet contiguous here; retry shortly
+            }
+            sub.last = m.seq;
+            if sub.native || !m.deleted {
+                self.out.push(text(frames::stored_message(m)));
+            }
+        }
+        let full_page =
+            page.len() as u32 == CATCH_UP_PAGE && page.last().is_some_and(|m| m.seq == sub.last);
+        if full_page {
+            sub.due = Instant::now();
+        } else if sub.last >= sub.target {
+            sub.catching_up = false;
+            sub.retry_ms = 5;
+            if sub.native {
+                let last = sub.last;
+                self.out.push(text(control(
+                    "resumed",
+                    json!({"room_id": room, "last_seq": last}),
+                    &Value::Null,
+                )));
+            }
+        } else {
+            // The history processor has not stored the newest messages yet.
+            sub.due = Instant::now() + Duration::from_millis(sub.retry_ms);
+            sub.retry_ms = (sub.retry_ms * 2).min(500);
+        }
+    }
+}

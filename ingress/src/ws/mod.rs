@@ -1,0 +1,63 @@
+//! `GET /api/ws/stream`: the WebSocket endpoint. Everything is checked before the upgrade:
+//! Origin (allowlist, 403), session cookie (401), and with the original's `?room_id=` the room
+//! (422 malformed, 404 unknown, 403 not a member).
+
+pub mod conn;
+pub mod protocol;
+pub mod ratelimit;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use livechat_core::AppError;
+
+use crate::auth::session_cookie;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{uuid_param, QueryParams};
+use crate::AppState;
+
+pub async fn stream(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    QueryParams(q): QueryParams<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !st.config.origin_allowed(origin) {
+            return Err(ApiError::from(AppError::Forbidden(format!(
+                "Origin {origin} is not allowed"
+            ))));
+        }
+    }
+    let authed = st
+        .svc
+        .authenticate(session_cookie(&headers).as_deref())
+        .await?;
+    let legacy_room = match q.get("room_id") {
+        Some(r) => {
+            let room = uuid_param("query", "room_id", r)?;
+            st.svc.room_or_404(room).await?;
+            st.svc.require_member(room, authed.user.id).await?;
+            Some(room)
+        }
+        None => None,
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let l = &st.svc.limits;
+    let ws = ws
+        .read_buffer_size(l.ws_read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(l.max_ws_message_bytes.max(64 * 1024) * 4)
+        .max_frame_size(l.max_ws_frame_bytes)
+        .max_message_size(l.max_ws_message_bytes);
+    let (user, session) = (authed.user, authed.session.id);
+    Ok(ws.on_upgrade(move |socket| conn::serve(socket, st, user, session, legacy_room)))
+}

@@ -1,0 +1,57 @@
+//! Client → server frames (the original's and the native ones) and server control frames.
+//!
+//! Every client frame is a JSON object with a `type`. A frame may carry `ref`, echoed in the
+//! reply or error it causes, so clients can match answers to requests.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+pub enum ClientFrame {
+    /// The original's heartbeat reply.
+    #[serde(rename = "PONG", alias = "pong")]
+    Pong,
+    #[serde(rename = "ping")]
+    Ping,
+    /// The original's typing frame (room = the socket's `room_id`).
+    #[serde(rename = "USER_TYPING")]
+    LegacyTyping {
+        username: Option<String>,
+        is_typing: bool,
+        room_id: Option<String>,
+    },
+    #[serde(rename = "typing")]
+    Typing { room_id: String, is_typing: bool },
+    #[serde(rename = "subscribe")]
+    Subscribe {
+        room_id: String,
+        since_seq: Option<i64>,
+    },
+    #[serde(rename = "unsubscribe")]
+    Unsubscribe { room_id: String },
+    #[serde(rename = "send")]
+    Send {
+        room_id: String,
+        content: String,
+        client_msg_id: Option<String>,
+    },
+    #[serde(rename = "read")]
+    Read { room_id: String, seq: i64 },
+}
+
+/// `{"type":"error", "code", "message", "ref"}`.
+pub fn error(code: &str, message: &str, r#ref: &Value) -> String {
+    json!({ "type": "error", "code": code, "message": message, "ref": r#ref }).to_string()
+}
+
+/// A control frame `{"type": kind, ...fields, "ref"}`.
+pub fn control(kind: &str, mut fields: Value, r#ref: &Value) -> String {
+    if let Value::Object(m) = &mut fields {
+        m.insert("type".into(), Value::String(kind.into()));
+        if !r#ref.is_null() {
+            m.insert("ref".into(), r#ref.clone());
+        }
+    }
+    fields.to_string()
+}

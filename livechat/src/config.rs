@@ -1,0 +1,106 @@
+//! Configuration: compiled-in defaults (the embedded profile), then an optional TOML file
+//! (`--config`), then `LIVECHAT_*` environment variables (`__` separates sections, e.g.
+//! `LIVECHAT_INGRESS__LISTEN`), then command-line flags. Later layers win.
+
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use livechat_core::limits::Limits;
+use livechat_ingress::IngressConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded stores keep their files.
+    pub data_dir: String,
+    pub ingress: IngressConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+}
+
+/// `[log]`: the topic log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Partitions per topic. Fixed for the life of the data: changing it re-maps rooms.
+    pub partitions: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { partitions: 4 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: "./livechat-data".into(),
+            ingress: IngressConfig::default(),
+            limits: Limits::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&PathBuf>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                anyhow::bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("LIVECHAT_").split("__"));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.log.partitions == 0 || self.log.partitions > 1024 {
+            anyhow::bail!("log.partitions must be between 1 and 1024");
+        }
+        let l = &self.limits;
+        if l.outbound_queue_frames == 0 || l.ws_read_buffer_bytes < 256 || l.max_ws_frame_bytes == 0
+        {
+            anyhow::bail!("limits: outbound_queue_frames, ws_read_buffer_bytes (>= 256) and max_ws_frame_bytes must be positive");
+        }
+        if l.send_rate_per_sec <= 0.0 || l.typing_rate_per_sec <= 0.0 {
+            anyhow::bail!("limits: rates must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_sample_file_parse() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.ingress.listen, "127.0.0.1:8000");
+        let sample = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/livechat.example.toml"
+        ));
+        let s = Config::load(Some(&sample)).unwrap();
+        assert_eq!(s.log.partitions, 4);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("lc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, "[ingress]\nlisten_typo = \"x\"\n").unwrap();
+        let err = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("listen_typo"), "{err}");
+    }
+}

@@ -1,0 +1,197 @@
+//! The `livechat` binary: the composition root. It reads the configuration, opens the
+//! adapters, and runs every role in one process (`livechat serve`, the default): the ingress
+//! (REST + WebSocket), the outbox relay, and the history, delivery, notifications and
+//! analytics processors.
+
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use livechat_core::ports::{EventLog, Outbox};
+use livechat_core::service::{ChatService, Ports};
+use livechat_ingress::hub::Hub;
+use livechat_ingress::{AppState, IngressConfig};
+use livechat_processors::{
+    analytics::AnalyticsProcessor, delivery::DeliveryProcessor, history::HistoryProcessor,
+};
+use livechat_processors::{notifications::NotificationsProcessor, relay, runner};
+use livechat_sinks::embedded::EmbeddedStores;
+use livechat_sinks::memory::MemoryCache;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "livechat",
+    version,
+    about = "LiveChat: a real-time chat backend built as a streaming pipeline"
+)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "LIVECHAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the config).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Data directory of the embedded stores (overrides the config).
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+    /// Log output format.
+    #[arg(long, global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every role in one process (the default).
+    Serve,
+    /// Print the effective configuration as TOML.
+    Config,
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    let mut cfg = Config::load(cli.config.as_ref())?;
+    if let Some(l) = &cli.listen {
+        cfg.ingress.listen = l.clone();
+    }
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cfg).await,
+        Command::Config => {
+            println!(
+                "{}",
+                toml::to_string_pretty(&cfg).context("rendering the configuration")?
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGTERM; only Ctrl-C stops the server.");
+            let _ = ctrl_c.await;
+            token.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("Shutting down: draining connections, the outbox and the processors.");
+    token.cancel();
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let data_dir = PathBuf::from(&cfg.data_dir);
+    let stores = EmbeddedStores::open(&data_dir, cfg.log.partitions)
+        .context("opening the embedded stores")?;
+    let hub = Hub::new();
+    let ports = Ports {
+        directory: stores.directory.clone(),
+        sessions: stores.directory.clone(),
+        history: stores.history.clone(),
+        analytics: stores.analytics.clone(),
+        fanout: hub.clone(),
+        cache: Arc::new(MemoryCache::new(50_000)),
+    };
+    let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));
+
+    let listen: std::net::SocketAddr = cfg
+        .ingress
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?}", cfg.ingress.listen))?;
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket
+        .bind(listen)
+        .with_context(|| format!("binding {listen}"))?;
+    let listener = socket.listen(4096).context("listening")?;
+    let addr = listener.local_addr()?;
+    let ingress: IngressConfig = cfg.ingress.clone().with_bound_address(addr);
+
+    let shutdown = CancellationToken::new();
+    let log: Arc<dyn EventLog> = stores.log.clone();
+    let outbox: Arc<dyn Outbox> = stores.directory.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(relay::run(outbox, log.clone(), shutdown.clone()));
+    let processors: Vec<Arc<dyn livechat_processors::Processor>> = vec![
+        Arc::new(HistoryProcessor {
+            store: stores.history.clone(),
+            group: "history".into(),
+        }),
+        Arc::new(DeliveryProcessor {
+            fanout: hub.clone(),
+        }),
+        Arc::new(NotificationsProcessor {
+            directory: stores.directory.clone(),
+            fanout: hub.clone(),
+        }),
+        Arc::new(AnalyticsProcessor {
+            store: stores.analytics.clone(),
+            group: "analytics".into(),
+        }),
+    ];
+    for p in processors {
+        tasks.spawn(runner::run(log.clone(), p, shutdown.clone()));
+    }
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+
+    let state = Arc::new(AppState {
+        svc,
+        hub,
+        config: ingress,
+    });
+    // Tests and scripts read this line to learn the bound port.
+    println!(
+        "LiveChat listening on http://{addr} (data in {})",
+        data_dir.display()
+    );
+    tracing::info!(%addr, data_dir = %data_dir.display(), "LiveChat started.");
+    let served = livechat_ingress::serve(listener, state, shutdown.clone()).await;
+    shutdown.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(15), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("Processors did not stop within 15 s; exiting anyway (they resume from committed offsets).");
+    }
+    tracing::info!("LiveChat stopped.");
+    served
+}

@@ -1,0 +1,43 @@
+//! The delivery processor: room events → frames for online subscribers (live only; a client
+//! that was away resumes from history with its last seq).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use livechat_core::frames;
+use livechat_core::ports::Fanout;
+use livechat_schemas::{TopicEvent, ROOM_EVENTS_TOPIC};
+use uuid::Uuid;
+
+use crate::runner::{Decoded, Processor, StartAt};
+
+pub struct DeliveryProcessor {
+    pub fanout: Arc<dyn Fanout>,
+}
+
+#[async_trait]
+impl Processor for DeliveryProcessor {
+    fn name(&self) -> &str {
+        "delivery"
+    }
+    fn topics(&self) -> Vec<&'static str> {
+        vec![ROOM_EVENTS_TOPIC]
+    }
+    fn start_at(&self) -> StartAt {
+        StartAt::LatestUncommitted
+    }
+    async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
+        for d in batch {
+            let TopicEvent::Room(ev) = &d.event else {
+                continue;
+            };
+            let Ok(room) = Uuid::parse_str(&ev.room_id) else {
+                continue;
+            };
+            if let Some(frame) = frames::from_room_event(ev) {
+                self.fanout.to_room(room, frame);
+            }
+        }
+        Ok(())
+    }
+}

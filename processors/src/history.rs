@@ -1,0 +1,88 @@
+//! The history processor: room events → message store (inserts, edits, tombstones, purges).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use livechat_core::model::{HistoryOp, StoredMessage};
+use livechat_core::ports::MessageStore;
+use livechat_schemas::{RoomEvent, TopicEvent, ROOM_EVENTS_TOPIC};
+use uuid::Uuid;
+
+use crate::runner::{Decoded, Processor};
+
+pub struct HistoryProcessor {
+    pub store: Arc<dyn MessageStore>,
+    pub group: String,
+}
+
+fn id(s: &Option<String>, what: &str) -> anyhow::Result<Uuid> {
+    let s = s
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("{what} missing"))?;
+    Uuid::parse_str(s).map_err(|e| anyhow::anyhow!("{what} {s:?}: {e}"))
+}
+
+/// The history change a room event makes, if any.
+pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
+    let room = Uuid::parse_str(&ev.room_id)
+        .map_err(|e| anyhow::anyhow!("room_id {:?}: {e}", ev.room_id))?;
+    let at = livechat_core::from_ms(ev.occurred_at);
+    Ok(match ev.event_type.as_str() {
+        "MESSAGE_SENT" => {
+            let created = ev
+                .message_created_at
+                .map(livechat_core::from_ms)
+                .unwrap_or(at);
+            Some(HistoryOp::Insert(StoredMessage {
+                id: id(&ev.message_id, "message_id")?,
+                room_id: room,
+                seq: ev.seq.ok_or_else(|| anyhow::anyhow!("seq missing"))?,
+                user_id: id(&ev.subject_user_id, "subject_user_id")?,
+                username: ev.subject_username.clone().unwrap_or_default(),
+                content: ev.content.clone().unwrap_or_default(),
+                edited: false,
+                deleted: false,
+                created_at: created,
+                updated_at: created,
+                client_msg_id: ev.client_msg_id.clone(),
+            }))
+        }
+        "MESSAGE_EDITED" => Some(HistoryOp::Edit {
+            room_id: room,
+            message_id: id(&ev.message_id, "message_id")?,
+            content: ev.content.clone().unwrap_or_default(),
+            at,
+        }),
+        "MESSAGE_DELETED" => Some(HistoryOp::Delete {
+            room_id: room,
+            message_id: id(&ev.message_id, "message_id")?,
+            at,
+        }),
+        "ROOM_DELETED" => Some(HistoryOp::PurgeRoom { room_id: room }),
+        _ => None,
+    })
+}
+
+#[async_trait]
+impl Processor for HistoryProcessor {
+    fn name(&self) -> &str {
+        &self.group
+    }
+    fn topics(&self) -> Vec<&'static str> {
+        vec![ROOM_EVENTS_TOPIC]
+    }
+    async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
+        let mut ops = Vec::new();
+        for d in batch {
+            if let TopicEvent::Room(ev) = &d.event {
+                if let Some(op) = history_op(ev)? {
+                    ops.push(op);
+                }
+            }
+        }
+        if !ops.is_empty() {
+            self.store.apply(&ops).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! The event model of every LiveChat topic.
+//!
+//! Layout:
+//! - `avro/*.avsc` (beside `src/`) are the schemas, one per topic value; they are compiled into the
+//!   binary with `include_str!`, so the files are the single source of truth.
+//! - [`RoomEvent`] and [`UserEvent`] are their Rust types (serde maps them field by field).
+//! - [`codec`] frames records in the Confluent wire format: magic byte `0`, a 4-byte big-endian
+//!   schema id, then Avro binary.
+//! - [`registry`] knows every schema with its stable id (the embedded registry).
+
+pub mod codec;
+pub mod registry;
+
+use serde::{Deserialize, Serialize};
+
+/// Topic of room-scoped events, keyed by room id.
+pub const ROOM_EVENTS_TOPIC: &str = "chat.room-events.v1";
+/// Topic of user-scoped events, keyed by user id.
+pub const USER_EVENTS_TOPIC: &str = "chat.user-events.v1";
+/// Dead-letter topic: records a processor could not decode or process.
+pub const DEAD_LETTER_TOPIC: &str = "chat.dead-letter.v1";
+
+/// One state change of a room (see `avro/chat.room-events.v1.avsc` for field docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RoomEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub occurred_at: i64,
+    pub room_id: String,
+    pub actor_id: Option<String>,
+    pub subject_user_id: Option<String>,
+    pub subject_username: Option<String>,
+    pub room_name: Option<String>,
+    pub room_owner_id: Option<String>,
+    pub room_is_public: Option<bool>,
+    pub room_description: Option<String>,
+    pub message_id: Option<String>,
+    pub seq: Option<i64>,
+    pub client_msg_id: Option<String>,
+    pub content: Option<String>,
+    pub message_created_at: Option<i64>,
+    pub request_id: Option<String>,
+    pub request_message: Option<String>,
+    #[serde(default)]
+    pub mentioned_user_ids: Vec<String>,
+}
+
+/// One account or notification change of a user (see `avro/chat.user-events.v1.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct UserEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub occurred_at: i64,
+    pub user_id: String,
+    pub username: Option<String>,
+    pub notification_id: Option<String>,
+}
+
+/// A decoded record of any LiveChat topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicEvent {
+    Room(RoomEvent),
+    User(UserEvent),
+}
+
+impl TopicEvent {
+    pub fn event_id(&self) -> &str {
+        match self {
+            TopicEvent::Room(e) => &e.event_id,
+            TopicEvent::User(e) => &e.event_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_room_event() -> RoomEvent {
+        RoomEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            event_type: "MESSAGE_SENT".into(),
+            occurred_at: 1_700_000_000_123,
+            room_id: uuid::Uuid::new_v4().to_string(),
+            actor_id: Some("a".into()),
+            seq: Some(42),
+            content: Some("héllo @bob".into()),
+            mentioned_user_ids: vec!["b".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn room_event_round_trips_through_the_wire_format() {
+        let ev = sample_room_event();
+        let bytes = codec::encode_room_event(&ev).unwrap();
+        assert_eq!(bytes[0], 0, "magic byte");
+        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        assert_eq!(id, registry::ROOM_EVENTS_SCHEMA_ID);
+        match codec::decode(&bytes).unwrap() {
+            TopicEvent::Room(back) => assert_eq!(back, ev),
+            other => panic!("decoded to the wrong type: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_event_round_trips() {
+        let ev = UserEvent {
+            event_id: "e".into(),
+            event_type: "USER_REGISTERED".into(),
+            occurred_at: 5,
+            user_id: "u".into(),
+            username: Some("alice".into()),
+            notification_id: None,
+        };
+        let bytes = codec::encode_user_event(&ev).unwrap();
+        assert_eq!(codec::decode(&bytes).unwrap(), TopicEvent::User(ev));
+    }
+
+    #[test]
+    fn malformed_records_are_rejected_with_a_reason() {
+        assert!(matches!(
+            codec::decode(&[]),
+            Err(codec::CodecError::IncompleteHeader)
+        ));
+        assert!(matches!(
+            codec::decode(&[1, 0, 0, 0, 1, 0]),
+            Err(codec::CodecError::InvalidMagicByte(1))
+        ));
+        assert!(matches!(
+            codec::decode(&[0, 0, 0, 0, 99, 0]),
+            Err(codec::CodecError::UnknownSchemaId(99))
+        ));
+        let mut truncated = codec::encode_room_event(&sample_room_event()).unwrap();
+        truncated.truncate(12);
+        assert!(matches!(
+            codec::decode(&truncated),
+            Err(codec::CodecError::Avro(_))
+        ));
+    }
+
+    #[test]
+    fn every_schema_parses_and_has_a_unique_id() {
+        let all = registry::all();
+        assert_eq!(all.len(), 2);
+        let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+        for s in all {
+            assert!(s.subject.ends_with("-value"));
+        }
+    }
+}

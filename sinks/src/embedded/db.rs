@@ -1,0 +1,152 @@
+//! A SQLite database file shared by async code: one writer connection and a small pool of
+//! readers (WAL lets readers run beside the writer), all used from the blocking thread pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use livechat_core::error::{StoreError, StoreResult};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+const MAX_IDLE_READERS: usize = 8;
+
+#[derive(Debug)]
+pub struct Db {
+    path: PathBuf,
+    // std Mutexes: only locked inside spawn_blocking closures, never across an .await.
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a committed transaction survives power loss, not just a process crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Ok(())
+}
+
+/// Translates SQLite errors at the adapter edge.
+pub fn store_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg) if f.code == ErrorCode::ConstraintViolation => {
+            StoreError::Conflict(msg.clone().unwrap_or_else(|| "unique constraint".into()))
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::DiskFull
+                    | ErrorCode::CannotOpen
+            ) =>
+        {
+            StoreError::Unavailable(anyhow::anyhow!(e))
+        }
+        _ => StoreError::Other(anyhow::anyhow!(e)),
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the file and applies `schema` (idempotent DDL).
+    pub fn open(path: &Path, schema: &str) -> anyhow::Result<Arc<Db>> {
+        let writer = Connection::open(path)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+        configure(&writer).map_err(|e| anyhow::anyhow!("configuring {}: {e}", path.display()))?;
+        writer
+            .execute_batch(schema)
+            .map_err(|e| anyhow::anyhow!("applying schema to {}: {e}", path.display()))?;
+        Ok(Arc::new(Db {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one write transaction (committed if `f` returns Ok).
+    pub async fn write<R, F>(self: &Arc<Self>, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(store_err)?;
+            let out = f(&tx).map_err(store_err)?;
+            tx.commit().map_err(store_err)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("sqlite task failed: {e}")))?
+    }
+
+    /// Runs `f` on a reader connection.
+    pub async fn read<R, F>(self: &Arc<Self>, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = db.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &db.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(store_err)?;
+                    c.busy_timeout(std::time::Duration::from_secs(10))
+                        .map_err(store_err)?;
+                    c
+                }
+            };
+            let out = f(&conn).map_err(store_err);
+            let mut pool = db.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("sqlite task failed: {e}")))?
+    }
+}
+
+/// Parses a UUID column.
+pub fn uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<uuid::Uuid> {
+    let s: String = row.get(idx)?;
+    uuid::Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+pub fn opt_uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<uuid::Uuid>> {
+    let s: Option<String> = row.get(idx)?;
+    match s {
+        None => Ok(None),
+        Some(s) => uuid::Uuid::parse_str(&s).map(Some).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
+}
+
+pub fn ts_col(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<chrono::DateTime<chrono::Utc>> {
+    Ok(livechat_core::from_ms(row.get(idx)?))
+}
+
+/// Wraps a non-SQLite failure raised inside a transaction closure.
+pub fn user_err(e: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(e.to_string().into())
+}

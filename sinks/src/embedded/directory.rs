@@ -1,0 +1,799 @@
+//! `directory.db`: the directory, sessions and the outbox. Each port method is one SQLite
+//! transaction, so a state change and its outbox records commit together or not at all.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use livechat_core::error::StoreResult;
+use livechat_core::model::*;
+use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox, SessionStore};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::db::{opt_uuid_col, ts_col, user_err, uuid_col, Db};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users(
+  id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+  last_active INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions(
+  id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, absolute_expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id);
+CREATE TABLE IF NOT EXISTS rooms(
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, is_public INTEGER NOT NULL,
+  created_by TEXT NOT NULL, participants_count INTEGER NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS rooms_by_participants ON rooms(participants_count DESC);
+CREATE TABLE IF NOT EXISTS memberships(
+  room_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, joined_at INTEGER NOT NULL,
+  last_read_seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(room_id, user_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memberships_by_user ON memberships(user_id);
+CREATE TABLE IF NOT EXISTS join_requests(
+  id TEXT PRIMARY KEY, room_id TEXT NOT NULL, user_id TEXT NOT NULL, message TEXT,
+  created_at INTEGER NOT NULL, UNIQUE(room_id, user_id));
+CREATE INDEX IF NOT EXISTS join_requests_by_user ON join_requests(user_id);
+CREATE TABLE IF NOT EXISTS notifications(
+  id TEXT PRIMARY KEY, user_id TEXT NOT NULL, type TEXT NOT NULL, payload TEXT NOT NULL,
+  read INTEGER NOT NULL DEFAULT 0, source_id TEXT, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications(user_id, created_at DESC);
+CREATE TABLE IF NOT EXISTS message_receipts(
+  room_id TEXT NOT NULL, user_id TEXT NOT NULL, client_msg_id TEXT NOT NULL, message_id TEXT NOT NULL,
+  seq INTEGER NOT NULL, content TEXT NOT NULL, created_at INTEGER NOT NULL,
+  PRIMARY KEY(room_id, user_id, client_msg_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox(
+  pos INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, topic TEXT NOT NULL,
+  key TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
+"#;
+
+pub struct SqliteDirectory {
+    db: Arc<Db>,
+    pending: watch::Sender<u64>,
+}
+
+impl SqliteDirectory {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(SqliteDirectory {
+            db: Db::open(path, SCHEMA)?,
+            pending: watch::channel(0).0,
+        })
+    }
+
+    fn signal(&self) {
+        self.pending.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Runs a write that queues outbox records, then wakes the relay.
+    async fn write_with_outbox<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let out = self.db.write(f).await?;
+        self.signal();
+        Ok(out)
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn queue(tx: &Transaction<'_>, records: &[OutboxRecord]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO outbox(event_id, topic, key, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for r in records {
+        stmt.execute(params![
+            r.event_id.to_string(),
+            r.topic,
+            r.key,
+            r.payload,
+            r.created_at_ms
+        ])?;
+    }
+    Ok(())
+}
+
+const USER_COLS: &str = "id, username, password_hash, last_active, created_at, updated_at";
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: uuid_col(r, 0)?,
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        last_active: r.get::<_, Option<i64>>(3)?.map(livechat_core::from_ms),
+        created_at: ts_col(r, 4)?,
+        updated_at: ts_col(r, 5)?,
+    })
+}
+
+const ROOM_COLS: &str = "r.id, r.name, r.description, r.is_public, r.created_by, r.participants_count, r.last_seq, r.created_at, r.updated_at";
+fn room_row(r: &Row<'_>) -> rusqlite::Result<Room> {
+    Ok(Room {
+        id: uuid_col(r, 0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        is_public: r.get(3)?,
+        created_by: uuid_col(r, 4)?,
+        participants_count: r.get(5)?,
+        last_seq: r.get(6)?,
+        created_at: ts_col(r, 7)?,
+        updated_at: ts_col(r, 8)?,
+    })
+}
+
+const JR_COLS: &str = "j.id, j.message, u.username, r.name, j.room_id, j.user_id, j.created_at";
+fn jr_public_row(r: &Row<'_>) -> rusqlite::Result<JoinRequestPublic> {
+    Ok(JoinRequestPublic {
+        id: uuid_col(r, 0)?,
+        message: r.get(1)?,
+        username: r
+            .get::<_, Option<String>>(2)?
+            .unwrap_or_else(|| "Unknown".into()),
+        room_name: r.get(3)?,
+        room_id: uuid_col(r, 4)?,
+        user_id: uuid_col(r, 5)?,
+        created_at: ts_col(r, 6)?,
+    })
+}
+
+const NOTIF_COLS: &str = "id, user_id, type, payload, read, source_id, created_at";
+fn notif_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
+    let payload: String = r.get(3)?;
+    Ok(Notification {
+        id: uuid_col(r, 0)?,
+        user_id: uuid_col(r, 1)?,
+        kind: r.get(2)?,
+        payload: serde_json::from_str(&payload).unwrap_or_default(),
+        read: r.get(4)?,
+        source_id: opt_uuid_col(r, 5)?,
+        created_at: ts_col(r, 6)?,
+    })
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: uuid_col(r, 0)?,
+        user_id: uuid_col(r, 1)?,
+        created_at: ts_col(r, 2)?,
+        expires_at: ts_col(r, 3)?,
+        absolute_expires_at: ts_col(r, 4)?,
+    })
+}
+
+fn add_member_tx(
+    tx: &Transaction<'_>,
+    room: RoomId,
+    user: UserId,
+    role: Role,
+) -> rusqlite::Result<bool> {
+    let added = tx.execute(
+        "INSERT OR IGNORE INTO memberships(room_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)",
+        params![room.to_string(), user.to_string(), role.as_str(), ms(livechat_core::now())],
+    )? == 1;
+    if added {
+        tx.execute(
+            "UPDATE rooms SET participants_count = participants_count + 1 WHERE id = ?1",
+            params![room.to_string()],
+        )?;
+    }
+    Ok(added)
+}
+
+#[async_trait]
+impl Directory for SqliteDirectory {
+    async fn create_user(&self, user: &User, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let u = user.clone();
+        self.write_with_outbox(move |tx| {
+            tx.execute(
+                "INSERT INTO users(id, username, password_hash, last_active, created_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
+                params![u.id.to_string(), u.username, u.password_hash, ms(u.created_at), ms(u.updated_at)],
+            )?;
+            queue(tx, &outbox)
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?
+                    .query_row(params![id.to_string()], user_row)
+                    .optional()
+            })
+            .await
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        let name = username.to_string();
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {USER_COLS} FROM users WHERE username = ?1"
+                ))?
+                .query_row(params![name], user_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        self.db
+            .read(move |c| {
+                let mut stmt =
+                    c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?;
+                let mut out = Vec::new();
+                for id in ids {
+                    if let Some(u) = stmt.query_row(params![id], user_row).optional()? {
+                        out.push(u);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn users_by_names(&self, names: &[String]) -> StoreResult<Vec<User>> {
+        let names = names.to_vec();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {USER_COLS} FROM users WHERE username = ?1"
+                ))?;
+                let mut out = Vec::new();
+                for n in names {
+                    if let Some(u) = stmt.query_row(params![n], user_row).optional()? {
+                        out.push(u);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn touch_user(&self, id: UserId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE users SET last_active = ?2 WHERE id = ?1",
+                    params![id.to_string(), ms(at)],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let r = room.clone();
+        self.write_with_outbox(move |tx| {
+            tx.execute(
+                "INSERT INTO rooms(id, name, description, is_public, created_by, participants_count, last_seq, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7)",
+                params![r.id.to_string(), r.name, r.description, r.is_public, r.created_by.to_string(), ms(r.created_at), ms(r.updated_at)],
+            )?;
+            add_member_tx(tx, r.id, r.created_by, Role::Owner)?;
+            queue(tx, &outbox)
+        })
+        .await
+    }
+
+    async fn room(&self, id: RoomId) -> StoreResult<Option<Room>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!("SELECT {ROOM_COLS} FROM rooms r WHERE r.id = ?1"))?
+                    .query_row(params![id.to_string()], room_row)
+                    .optional()
+            })
+            .await
+    }
+
+    async fn update_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let r = room.clone();
+        self.write_with_outbox(move |tx| {
+            tx.execute(
+                "UPDATE rooms SET description = ?2, is_public = ?3, updated_at = ?4 WHERE id = ?1",
+                params![
+                    r.id.to_string(),
+                    r.description,
+                    r.is_public,
+                    ms(r.updated_at)
+                ],
+            )?;
+            queue(tx, &outbox)
+        })
+        .await
+    }
+
+    async fn delete_room(&self, id: RoomId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        self.write_with_outbox(move |tx| {
+            let id = id.to_string();
+            tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
+            tx.execute("DELETE FROM memberships WHERE room_id = ?1", params![id])?;
+            tx.execute("DELETE FROM join_requests WHERE room_id = ?1", params![id])?;
+            tx.execute(
+                "DELETE FROM message_receipts WHERE room_id = ?1",
+                params![id],
+            )?;
+            queue(tx, &outbox)
+        })
+        .await
+    }
+
+    async fn rooms_of_user(&self, user: UserId) -> StoreResult<Vec<(Room, Role, i64)>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {ROOM_COLS}, m.role, m.last_read_seq FROM memberships m JOIN rooms r ON r.id = m.room_id
+                     WHERE m.user_id = ?1 ORDER BY r.updated_at DESC"
+                ))?;
+                let rows = stmt.query_map(params![user.to_string()], |r| {
+                    let role: String = r.get(9)?;
+                    Ok((room_row(r)?, Role::parse(&role).unwrap_or(Role::Member), r.get::<_, i64>(10)?))
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn top_rooms(
+        &self,
+        limit: u32,
+        only_public: bool,
+        viewer: UserId,
+    ) -> StoreResult<Vec<Room>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {ROOM_COLS} FROM rooms r
+                     WHERE r.is_public = 1 OR (?2 = 0 AND EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = ?1))
+                     ORDER BY r.participants_count DESC, r.created_at DESC LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(params![viewer.to_string(), only_public, limit], room_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn search_rooms(&self, text: &str, limit: u32, viewer: UserId) -> StoreResult<Vec<Room>> {
+        // instr() is a literal substring match: no pattern characters, no regex (B16).
+        let needle = text.to_lowercase();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {ROOM_COLS} FROM rooms r
+                     WHERE (instr(lower(r.name), ?2) > 0 OR instr(lower(coalesce(r.description, '')), ?2) > 0)
+                       AND (r.is_public = 1 OR EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = ?1))
+                     ORDER BY r.created_at DESC LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(params![viewer.to_string(), needle, limit], room_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn membership(&self, room: RoomId, user: UserId) -> StoreResult<Option<Role>> {
+        self.db
+            .read(move |c| {
+                let role: Option<String> = c
+                    .prepare_cached(
+                        "SELECT role FROM memberships WHERE room_id = ?1 AND user_id = ?2",
+                    )?
+                    .query_row(params![room.to_string(), user.to_string()], |r| r.get(0))
+                    .optional()?;
+                Ok(role.and_then(|r| Role::parse(&r)))
+            })
+            .await
+    }
+
+    async fn add_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        role: Role,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool> {
+        self.write_with_outbox(move |tx| {
+            let added = add_member_tx(tx, room, user, role)?;
+            if added {
+                queue(tx, &outbox)?;
+            }
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool> {
+        self.write_with_outbox(move |tx| {
+            let removed = tx.execute(
+                "DELETE FROM memberships WHERE room_id = ?1 AND user_id = ?2",
+                params![room.to_string(), user.to_string()],
+            )? == 1;
+            if removed {
+                tx.execute(
+                    "UPDATE rooms SET participants_count = max(participants_count - 1, 0) WHERE id = ?1",
+                    params![room.to_string()],
+                )?;
+                queue(tx, &outbox)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn members(&self, room: RoomId) -> StoreResult<Vec<(User, Role)>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT u.id, u.username, u.password_hash, u.last_active, u.created_at, u.updated_at, m.role
+                     FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.room_id = ?1 ORDER BY m.joined_at",
+                )?;
+                let rows = stmt.query_map(params![room.to_string()], |r| {
+                    let role: String = r.get(6)?;
+                    Ok((user_row(r)?, Role::parse(&role).unwrap_or(Role::Member)))
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn create_join_request(
+        &self,
+        req: &JoinRequest,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<()> {
+        let j = req.clone();
+        self.write_with_outbox(move |tx| {
+            tx.execute(
+                "INSERT INTO join_requests(id, room_id, user_id, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![j.id.to_string(), j.room_id.to_string(), j.user_id.to_string(), j.message, ms(j.created_at)],
+            )?;
+            queue(tx, &outbox)
+        })
+        .await
+    }
+
+    async fn join_request(&self, id: Uuid) -> StoreResult<Option<JoinRequest>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT id, room_id, user_id, message, created_at FROM join_requests WHERE id = ?1")?
+                    .query_row(params![id.to_string()], |r| {
+                        Ok(JoinRequest {
+                            id: uuid_col(r, 0)?,
+                            room_id: uuid_col(r, 1)?,
+                            user_id: uuid_col(r, 2)?,
+                            message: r.get(3)?,
+                            created_at: ts_col(r, 4)?,
+                        })
+                    })
+                    .optional()
+            })
+            .await
+    }
+
+    async fn join_requests_of_room(&self, room: RoomId) -> StoreResult<Vec<JoinRequestPublic>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {JR_COLS} FROM join_requests j JOIN rooms r ON r.id = j.room_id LEFT JOIN users u ON u.id = j.user_id
+                     WHERE j.room_id = ?1 ORDER BY j.created_at"
+                ))?;
+                let rows = stmt.query_map(params![room.to_string()], jr_public_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn join_requests_of_user(&self, user: UserId) -> StoreResult<Vec<JoinRequestPublic>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {JR_COLS} FROM join_requests j JOIN rooms r ON r.id = j.room_id LEFT JOIN users u ON u.id = j.user_id
+                     WHERE j.user_id = ?1 ORDER BY j.created_at DESC"
+                ))?;
+                let rows = stmt.query_map(params![user.to_string()], jr_public_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn handle_join_request(
+        &self,
+        req: &JoinRequest,
+        accept: bool,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool> {
+        let j = req.clone();
+        self.write_with_outbox(move |tx| {
+            if tx.execute(
+                "DELETE FROM join_requests WHERE id = ?1",
+                params![j.id.to_string()],
+            )? == 0
+            {
+                return Ok(false);
+            }
+            if accept {
+                add_member_tx(tx, j.room_id, j.user_id, Role::Member)?;
+            }
+            queue(tx, &outbox)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn send_message(
+        &self,
+        msg: NewMessage,
+        events: MessageEventsFn,
+    ) -> StoreResult<Option<SendReceipt>> {
+        self.write_with_outbox(move |tx| {
+            let room = msg.room_id.to_string();
+            let user = msg.user_id.to_string();
+            let member: Option<i64> = tx
+                .prepare_cached("SELECT 1 FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
+                .query_row(params![room, user], |r| r.get(0))
+                .optional()?;
+            if member.is_none() {
+                return Ok(None);
+            }
+            if let Some(cid) = &msg.client_msg_id {
+                let earlier = tx
+                    .prepare_cached(
+                        "SELECT message_id, seq, created_at, content FROM message_receipts
+                         WHERE room_id = ?1 AND user_id = ?2 AND client_msg_id = ?3",
+                    )?
+                    .query_row(params![room, user, cid], |r| {
+                        Ok(SendReceipt {
+                            message_id: uuid_col(r, 0)?,
+                            seq: r.get(1)?,
+                            created_at: ts_col(r, 2)?,
+                            content: r.get(3)?,
+                            duplicate: true,
+                        })
+                    })
+                    .optional()?;
+                if earlier.is_some() {
+                    return Ok(earlier);
+                }
+            }
+            let seq: i64 = tx
+                .prepare_cached("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")?
+                .query_row(params![room], |r| r.get(0))?;
+            if let Some(cid) = &msg.client_msg_id {
+                tx.prepare_cached(
+                    "INSERT INTO message_receipts(room_id, user_id, client_msg_id, message_id, seq, content, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![room, user, cid, msg.message_id.to_string(), seq, msg.content, ms(msg.created_at)])?;
+            }
+            let records = events(seq).map_err(user_err)?;
+            queue(tx, &records)?;
+            Ok(Some(SendReceipt {
+                message_id: msg.message_id,
+                seq,
+                created_at: msg.created_at,
+                content: msg.content.clone(),
+                duplicate: false,
+            }))
+        })
+        .await
+    }
+
+    async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
+        let n = n.clone();
+        self.db
+            .write(move |tx| {
+                let payload = serde_json::to_string(&n.payload).map_err(user_err)?;
+                Ok(tx.execute(
+                    "INSERT OR IGNORE INTO notifications(id, user_id, type, payload, read, source_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+                    params![n.id.to_string(), n.user_id.to_string(), n.kind, payload, n.source_id.map(|s| s.to_string()), ms(n.created_at)],
+                )? == 1)
+            })
+            .await
+    }
+
+    async fn notifications(
+        &self,
+        user: UserId,
+        unread_only: bool,
+        limit: u32,
+    ) -> StoreResult<Vec<Notification>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {NOTIF_COLS} FROM notifications WHERE user_id = ?1 AND (?2 = 0 OR read = 0)
+                     ORDER BY created_at DESC LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(params![user.to_string(), unread_only, limit], notif_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn notification(&self, id: Uuid) -> StoreResult<Option<Notification>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {NOTIF_COLS} FROM notifications WHERE id = ?1"
+                ))?
+                .query_row(params![id.to_string()], notif_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn mark_notification_read(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        self.write_with_outbox(move |tx| {
+            tx.execute(
+                "UPDATE notifications SET read = 1 WHERE id = ?1",
+                params![id.to_string()],
+            )?;
+            queue(tx, &outbox)
+        })
+        .await
+    }
+
+    async fn mark_all_notifications_read(
+        &self,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<u64> {
+        self.write_with_outbox(move |tx| {
+            let n = tx.execute(
+                "UPDATE notifications SET read = 1 WHERE user_id = ?1 AND read = 0",
+                params![user.to_string()],
+            )?;
+            queue(tx, &outbox)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn count_unread_notifications(&self, user: UserId) -> StoreResult<i64> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT count(*) FROM notifications WHERE user_id = ?1 AND read = 0",
+                )?
+                .query_row(params![user.to_string()], |r| r.get(0))
+            })
+            .await
+    }
+
+    async fn delete_notification(&self, id: Uuid, user: UserId) -> StoreResult<bool> {
+        self.db
+            .write(move |tx| {
+                Ok(tx.execute(
+                    "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2",
+                    params![id.to_string(), user.to_string()],
+                )? == 1)
+            })
+            .await
+    }
+
+    async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2",
+                    params![room.to_string(), user.to_string(), seq],
+                )?;
+                Ok(tx
+                    .query_row(
+                        "SELECT last_read_seq FROM memberships WHERE room_id = ?1 AND user_id = ?2",
+                        params![room.to_string(), user.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0))
+            })
+            .await
+    }
+
+    async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        self.write_with_outbox(move |tx| queue(tx, &outbox)).await
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteDirectory {
+    async fn pending(&self, limit: u32) -> StoreResult<Vec<(i64, OutboxRecord)>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached("SELECT pos, event_id, topic, key, payload, created_at FROM outbox ORDER BY pos LIMIT ?1")?;
+                let rows = stmt.query_map(params![limit], |r| {
+                    Ok((
+                        r.get(0)?,
+                        OutboxRecord {
+                            event_id: uuid_col(r, 1)?,
+                            topic: r.get(2)?,
+                            key: r.get(3)?,
+                            payload: r.get(4)?,
+                            created_at_ms: r.get(5)?,
+                        },
+                    ))
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn remove(&self, positions: &[i64]) -> StoreResult<()> {
+        let positions = positions.to_vec();
+        self.db
+            .write(move |tx| {
+                let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE pos = ?1")?;
+                for p in positions {
+                    stmt.execute(params![p])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    fn pending_signal(&self) -> watch::Receiver<u64> {
+        self.pending.subscribe()
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteDirectory {
+    async fn create_session(&self, s: &Session, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let s = s.clone();
+        self.write_with_outbox(move |tx| {
+            // Expired sessions are swept here, on the (rare) login path.
+            tx.execute("DELETE FROM sessions WHERE expires_at < ?1 OR absolute_expires_at < ?1", params![ms(livechat_core::now())])?;
+            tx.execute(
+                "INSERT INTO sessions(id, user_id, created_at, expires_at, absolute_expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![s.id.to_string(), s.user_id.to_string(), ms(s.created_at), ms(s.expires_at), ms(s.absolute_expires_at)],
+            )?;
+            queue(tx, &outbox)
+        })
+        .await
+    }
+
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT id, user_id, created_at, expires_at, absolute_expires_at FROM sessions WHERE id = ?1")?
+                    .query_row(params![id.to_string()], session_row)
+                    .optional()
+            })
+            .await
+    }
+
+    async fn extend_session(&self, id: Uuid, expires_at: DateTime<Utc>) -> StoreResult<()> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE sessions SET expires_at = ?2 WHERE id = ?1",
+                    params![id.to_string(), ms(expires_at)],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_session(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<bool> {
+        self.write_with_outbox(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM sessions WHERE id = ?1",
+                params![id.to_string()],
+            )?;
+            if n == 1 {
+                queue(tx, &outbox)?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+}

@@ -1,0 +1,155 @@
+//! `history.db`: messages keyed by (room, seq). Inserts are `INSERT OR IGNORE`, edits and
+//! deletes are absolute updates, so applying the same change twice changes nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use livechat_core::error::StoreResult;
+use livechat_core::model::{HistoryOp, MessageId, RoomId, StoredMessage};
+use livechat_core::ports::MessageStore;
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::db::{ts_col, uuid_col, Db};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS messages(
+  room_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL,
+  username TEXT NOT NULL, content TEXT NOT NULL, edited INTEGER NOT NULL DEFAULT 0,
+  deleted INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+  client_msg_id TEXT, PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages(id);
+CREATE INDEX IF NOT EXISTS messages_by_time ON messages(room_id, created_at);
+"#;
+
+const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: uuid_col(r, 0)?,
+        room_id: uuid_col(r, 1)?,
+        seq: r.get(2)?,
+        user_id: uuid_col(r, 3)?,
+        username: r.get(4)?,
+        content: r.get(5)?,
+        edited: r.get(6)?,
+        deleted: r.get(7)?,
+        created_at: ts_col(r, 8)?,
+        updated_at: ts_col(r, 9)?,
+        client_msg_id: r.get(10)?,
+    })
+}
+
+pub struct SqliteHistory {
+    db: Arc<Db>,
+}
+
+impl SqliteHistory {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(SqliteHistory {
+            db: Db::open(path, SCHEMA)?,
+        })
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteHistory {
+    async fn apply(&self, ops: &[HistoryOp]) -> StoreResult<()> {
+        let ops = ops.to_vec();
+        self.db
+            .write(move |tx| {
+                for op in &ops {
+                    match op {
+                        HistoryOp::Insert(m) => {
+                            tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?
+                                .execute(params![
+                                    m.id.to_string(), m.room_id.to_string(), m.seq, m.user_id.to_string(), m.username,
+                                    m.content, m.edited, m.deleted, m.created_at.timestamp_millis(),
+                                    m.updated_at.timestamp_millis(), m.client_msg_id
+                                ])?;
+                        }
+                        HistoryOp::Edit { room_id, message_id, content, at } => {
+                            tx.prepare_cached(
+                                "UPDATE messages SET content = ?3, edited = 1, updated_at = max(updated_at, ?4)
+                                 WHERE room_id = ?1 AND id = ?2 AND deleted = 0",
+                            )?
+                            .execute(params![room_id.to_string(), message_id.to_string(), content, at.timestamp_millis()])?;
+                        }
+                        HistoryOp::Delete { room_id, message_id, at } => {
+                            // A tombstone keeps the seq, so resuming clients see no gap.
+                            tx.prepare_cached(
+                                "UPDATE messages SET content = '', deleted = 1, updated_at = max(updated_at, ?3)
+                                 WHERE room_id = ?1 AND id = ?2",
+                            )?
+                            .execute(params![room_id.to_string(), message_id.to_string(), at.timestamp_millis()])?;
+                        }
+                        HistoryOp::PurgeRoom { room_id } => {
+                            tx.prepare_cached("DELETE FROM messages WHERE room_id = ?1")?.execute(params![room_id.to_string()])?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn message(&self, id: MessageId) -> StoreResult<Option<StoredMessage>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE id = ?1"))?
+                    .query_row(params![id.to_string()], row)
+                    .optional()
+            })
+            .await
+    }
+
+    async fn recent(
+        &self,
+        room: RoomId,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let before = before.map(|b| b.timestamp_millis()).unwrap_or(i64::MAX);
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM messages WHERE room_id = ?1 AND created_at < ?2 AND deleted = 0
+                     ORDER BY created_at DESC, seq DESC LIMIT ?3"
+                ))?;
+                let rows = stmt.query_map(params![room.to_string(), before, limit], row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn after_seq(
+        &self,
+        room: RoomId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"))?;
+                let rows = stmt.query_map(params![room.to_string(), after, limit], row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn before_seq(
+        &self,
+        room: RoomId,
+        before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"))?;
+                let rows = stmt.query_map(params![room.to_string(), before, limit], row)?;
+                rows.collect()
+            })
+            .await
+    }
+}

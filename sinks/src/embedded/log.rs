@@ -1,0 +1,220 @@
+//! `log.db`: a partitioned append-only log with consumer-group offsets, Kafka's model on SQLite.
+//! Records are partitioned like Kafka's default partitioner (murmur2 of the key), so a room maps
+//! to the same partition number here as on a Kafka topic with the same partition count.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use livechat_core::error::StoreResult;
+use livechat_core::model::{LogEntry, OutboxRecord};
+use livechat_core::ports::EventLog;
+use rusqlite::{params, OptionalExtension};
+use tokio::sync::watch;
+
+use super::db::Db;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS records(
+  topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+  key TEXT NOT NULL, payload BLOB NOT NULL, ts INTEGER NOT NULL,
+  PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_time ON records(topic, partition, ts);
+CREATE TABLE IF NOT EXISTS group_offsets(
+  grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
+  PRIMARY KEY(grp, topic, partition)) WITHOUT ROWID;
+"#;
+
+/// Kafka's murmur2 (the Java client's `Utils.murmur2`), for key → partition agreement.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let chunks = len / 4;
+    for i in 0..chunks {
+        let mut k = u32::from_le_bytes([
+            data[4 * i],
+            data[4 * i + 1],
+            data[4 * i + 2],
+            data[4 * i + 3],
+        ]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = &data[chunks * 4..];
+    if tail.len() >= 3 {
+        h ^= (tail[2] as u32) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= (tail[1] as u32) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= tail[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner picks for a keyed record.
+pub fn kafka_partition(key: &str, partitions: u32) -> u32 {
+    ((murmur2(key.as_bytes()) & 0x7fff_ffff) as u32) % partitions.max(1)
+}
+
+pub struct SqliteLog {
+    db: Arc<Db>,
+    partitions: u32,
+    appended: watch::Sender<u64>,
+}
+
+impl SqliteLog {
+    pub fn open(path: &Path, partitions: u32) -> anyhow::Result<Self> {
+        Ok(SqliteLog {
+            db: Db::open(path, SCHEMA)?,
+            partitions: partitions.max(1),
+            appended: watch::channel(0).0,
+        })
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteLog {
+    fn partitions(&self, _topic: &str) -> u32 {
+        self.partitions
+    }
+
+    async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
+        let parts = self.partitions;
+        let records = records.to_vec();
+        self.db
+            .write(move |tx| {
+                let mut next = tx.prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?;
+                let mut insert = tx.prepare_cached("INSERT INTO records(topic, partition, offset, key, payload, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+                let now = livechat_core::now().timestamp_millis();
+                for r in &records {
+                    let p = kafka_partition(&r.key, parts);
+                    let offset: i64 = next.query_row(params![r.topic, p], |row| row.get(0))?;
+                    insert.execute(params![r.topic, p, offset, r.key, r.payload, now])?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max: u32,
+    ) -> StoreResult<Vec<LogEntry>> {
+        let topic = topic.to_string();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT offset, key, payload, ts FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(params![topic, partition, from, max], |r| {
+                    Ok(LogEntry {
+                        topic: topic.clone(),
+                        partition,
+                        offset: r.get(0)?,
+                        key: r.get(1)?,
+                        payload: r.get(2)?,
+                        timestamp_ms: r.get(3)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64> {
+        let topic = topic.to_string();
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?
+                    .query_row(params![topic, partition], |r| r.get(0))
+            })
+            .await
+    }
+
+    async fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> StoreResult<i64> {
+        let topic = topic.to_string();
+        self.db
+            .read(move |c| {
+                let first: Option<i64> = c
+                    .prepare_cached("SELECT min(offset) FROM records WHERE topic = ?1 AND partition = ?2 AND ts >= ?3")?
+                    .query_row(params![topic, partition, ts_ms], |r| r.get(0))?;
+                match first {
+                    Some(o) => Ok(o),
+                    None => c
+                        .prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?
+                        .query_row(params![topic, partition], |r| r.get(0)),
+                }
+            })
+            .await
+    }
+
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> StoreResult<Option<i64>> {
+        let (group, topic) = (group.to_string(), topic.to_string());
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT next FROM group_offsets WHERE grp = ?1 AND topic = ?2 AND partition = ?3")?
+                    .query_row(params![group, topic, partition], |r| r.get(0))
+                    .optional()
+            })
+            .await
+    }
+
+    async fn commit(&self, group: &str, topic: &str, partition: u32, next: i64) -> StoreResult<()> {
+        let (group, topic) = (group.to_string(), topic.to_string());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO group_offsets(grp, topic, partition, next) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(grp, topic, partition) DO UPDATE SET next = excluded.next",
+                    params![group, topic, partition, next],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    fn append_signal(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka_reference_values() {
+        // Values from Kafka's own UtilsTest (testMurmur2).
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(&[b'a', b'b', b'c']), 479470107);
+    }
+}

@@ -1,0 +1,14 @@
+//! Store adapters.
+//!
+//! Layout:
+//! - [`embedded`]: the default adapters, on SQLite (rusqlite, bundled): one database file per
+//!   store in the data directory, WAL journal, `synchronous=FULL` so a commit survives a crash.
+//!   - `directory.db`: users, sessions, rooms, memberships (with read markers), join requests,
+//!     notifications, message receipts (idempotent sends) and the outbox;
+//!   - `log.db`: the partitioned topic log with consumer-group offsets;
+//!   - `history.db`: the message history read model;
+//!   - `analytics.db`: analytics events and the seven views.
+//! - [`memory`]: in-process cache.
+
+pub mod embedded;
+pub mod memory;
