@@ -139,7 +139,7 @@ pub async fn serve(
                         c.out.push(text(json!({"type": "PING"}).to_string()));
                     }
                     pings += 1;
-                    if pings % PINGS_PER_SESSION_CHECK == 0 && !c.session_valid(session).await {
+                    if pings.is_multiple_of(PINGS_PER_SESSION_CHECK) && !c.session_valid(session).await {
                         c.close = Some((CLOSE_SESSION_ENDED, "session ended".into()));
                     }
                 }

@@ -1,0 +1,127 @@
+//! A client written for the original works unchanged: `?room_id=` sockets, its event envelope,
+//! PING/PONG, USER_TYPING, and its REST routes.
+
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn original_client_socket_and_routes_work_unchanged() {
+    let app = App::spawn(&[("LIVECHAT_LIMITS__PING_INTERVAL_SECS", "1")]).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = alice.create_room("legacy", true).await;
+    bob.post("/api/rooms/create-join-request", json!({"room_id": room}))
+        .await;
+    let mut wa = alice.ws(&app, Some(&room)).await;
+    let mut wb = bob.ws(&app, Some(&room)).await;
+    // The original server pinged with {"type":"PING"} and expected PONG.
+    wa.wait_for("PING", |v| v["type"] == "PING").await;
+    wa.send(json!({"type": "PONG"})).await;
+
+    let (s, msg) = bob
+        .post(
+            &format!("/api/messages/create-message/{room}"),
+            json!({"content": "hi from REST"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    for key in [
+        "room_id",
+        "user_id",
+        "username",
+        "content",
+        "edited",
+        "id",
+        "created_at",
+    ] {
+        assert!(msg.get(key).is_some(), "MessagePublic field {key}");
+    }
+    let ev = wa
+        .wait_for("MESSAGE_CREATED", |v| v["event_type"] == "MESSAGE_CREATED")
+        .await;
+    for key in ["message", "message_id", "user_id", "username"] {
+        assert!(ev["payload"][key].is_string(), "payload field {key}: {ev}");
+    }
+    assert!(ev["timestamp"].is_string());
+    assert_eq!(ev["payload"]["message"], "hi from REST");
+
+    wa.send(json!({"type": "USER_TYPING", "username": alice.name, "is_typing": true}))
+        .await;
+    let t = wb
+        .wait_for("typing", |v| v["event_type"] == "USER_TYPING")
+        .await;
+    assert_eq!(t["payload"]["is_typing"], "True");
+    // A typing frame with someone else's username is refused.
+    wa.send(json!({"type": "USER_TYPING", "username": bob.name, "is_typing": true}))
+        .await;
+    let e = wa.wait_for("error", |v| v["type"] == "error").await;
+    assert_eq!(e["code"], "forbidden");
+
+    let page = eventually("history", || async {
+        let (_, p) = alice
+            .get(&format!(
+                "/api/messages/get-recent-messages/{room}?limit=200"
+            ))
+            .await;
+        (p.as_array()?.len() == 1).then_some(p)
+    })
+    .await;
+    assert!(page.is_array());
+    let created = page[0]["created_at"].as_str().unwrap().to_string();
+    assert!(
+        created.ends_with('Z'),
+        "timestamps carry their UTC offset (B27): {created}"
+    );
+    let (_, older) = alice
+        .get(&format!(
+            "/api/messages/get-recent-messages/{room}?before={created}"
+        ))
+        .await;
+    assert!(older.as_array().unwrap().is_empty());
+
+    // Logout ends the session everywhere it is used.
+    let (s, _) = alice.post("/api/users/logout-user", json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(wa.closed_with().await, Some(4401));
+    assert_eq!(alice.get("/api/users/get-me").await.0, 401);
+    assert_eq!(alice.post("/api/users/logout-user", json!({})).await.0, 401);
+}
+
+#[tokio::test]
+async fn sessions_rotate_and_logins_are_throttled() {
+    let app = App::spawn(&[("LIVECHAT_LIMITS__LOGIN_FAILURES_BEFORE_BACKOFF", "3")]).await;
+    let u = app.user("carol").await;
+    let login = |pw: &'static str| {
+        let (http, url, name) = (
+            app.http.clone(),
+            app.url("/api/users/login-user"),
+            u.name.clone(),
+        );
+        async move {
+            http.post(url)
+                .json(&json!({"username": name, "password": pw}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = login("pw-secret").await;
+    let second = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        second.contains("HttpOnly") && second.contains("SameSite=Lax"),
+        "{second}"
+    );
+    assert!(
+        !second.contains(&u.cookie),
+        "a new session id at every login"
+    );
+    for _ in 0..3 {
+        assert_eq!(login("wrong").await.status(), 401);
+    }
+    let r = login("wrong").await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    // Even the right password waits out the backoff.
+    assert_eq!(login("pw-secret").await.status(), 429);
+}

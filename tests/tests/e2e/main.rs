@@ -1,0 +1,9 @@
+//! End-to-end scenarios against the real binary (one test executable; see `harness`).
+
+mod analytics;
+mod bad_input;
+mod chat;
+mod crash;
+mod harness;
+mod legacy;
+mod membership;
