@@ -194,7 +194,11 @@ impl ChatService {
         let target = (at + Duration::seconds(self.limits.session_idle_secs))
             .min(session.absolute_expires_at);
         let mut refreshed = false;
-        if target - session.expires_at >= Duration::seconds(SESSION_TOUCH_SECS) {
+        // Write at most once a minute (sooner for very short idle timeouts).
+        let touch = SESSION_TOUCH_SECS
+            .min(self.limits.session_idle_secs / 4)
+            .max(1);
+        if target - session.expires_at >= Duration::seconds(touch) {
             self.ports.sessions.extend_session(id, target).await?;
             self.dir().touch_user(user.id, at).await?;
             self.ports.cache.delete(&user_cache_key(user.id));

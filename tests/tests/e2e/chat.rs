@@ -279,3 +279,59 @@ async fn read_markers_drive_unread_counts() {
     let (_, rooms) = bob.get("/api/rooms/get-rooms").await;
     assert_eq!(rooms[0]["unread_count"], 2);
 }
+
+#[tokio::test]
+async fn a_slow_reader_is_disconnected_without_stalling_others_and_resumes() {
+    let app = App::spawn(&[
+        ("LIVECHAT_LIMITS__OUTBOUND_QUEUE_FRAMES", "16"),
+        ("LIVECHAT_LIMITS__MAX_MESSAGE_CHARS", "60000"),
+        ("LIVECHAT_LIMITS__MAX_WS_MESSAGE_BYTES", "262144"),
+        ("LIVECHAT_LIMITS__MAX_WS_FRAME_BYTES", "262144"),
+        ("LIVECHAT_LIMITS__MAX_BODY_BYTES", "262144"),
+    ])
+    .await;
+    let alice = app.user("alice").await;
+    let slow = app.user("slow").await;
+    let room = alice.create_room("firehose", true).await;
+    slow.post("/api/rooms/create-join-request", json!({"room_id": room}))
+        .await;
+    let mut stuck = slow.ws(&app, None).await;
+    stuck.subscribe(&room, None).await;
+    let mut healthy = alice.ws(&app, None).await;
+    healthy.subscribe(&room, None).await;
+    // ~12 MB of messages: more than the kernel buffers of a socket nobody reads.
+    let big = "x".repeat(59_000);
+    let sender = {
+        let mut w = alice.ws(&app, None).await;
+        let (room, big) = (room.clone(), big.clone());
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let ack = w
+                    .send_msg(&room, &format!("{i} {big}"), &format!("s{i}"))
+                    .await;
+                assert_eq!(ack["type"], "ack");
+            }
+        })
+    };
+    // The healthy reader keeps receiving everything while the slow one is stuck.
+    let got = healthy.messages(&room, 200).await;
+    assert_eq!(got.last().unwrap()["seq"], 200);
+    sender.await.unwrap();
+    // The stuck socket was cut off: reading it now ends before all 200 messages arrive.
+    let mut seen = 0;
+    while let Some(f) = stuck.next_within(std::time::Duration::from_secs(5)).await {
+        if f["event_type"] == "MESSAGE_CREATED" {
+            seen += 1;
+        }
+    }
+    assert!(
+        seen < 200,
+        "the slow reader should have been disconnected (saw {seen})"
+    );
+    // It resumes from its last seq with nothing missing.
+    let mut again = slow.ws(&app, None).await;
+    again.subscribe(&room, Some(seen)).await;
+    let rest = again.messages(&room, 200 - seen as usize).await;
+    let seqs: Vec<i64> = rest.iter().map(|f| f["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, ((seen + 1)..=200).collect::<Vec<_>>());
+}

@@ -125,3 +125,31 @@ async fn sessions_rotate_and_logins_are_throttled() {
     // Even the right password waits out the backoff.
     assert_eq!(login("pw-secret").await.status(), 429);
 }
+
+#[tokio::test]
+async fn session_expiry_slides_with_activity_and_reissues_the_cookie() {
+    let app = App::spawn(&[("LIVECHAT_LIMITS__SESSION_IDLE_SECS", "4")]).await;
+    let u = app.user("slide").await;
+    // Keep using the session past its original 4 s lifetime: each use slides it.
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let r = app
+            .http
+            .get(app.url("/api/users/get-me"))
+            .header("cookie", &u.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let set = r
+            .headers()
+            .get("set-cookie")
+            .expect("cookie re-issued as the expiry slides")
+            .to_str()
+            .unwrap();
+        assert!(set.contains(&u.cookie) && set.contains("Max-Age="), "{set}");
+    }
+    // Idle for longer than the timeout: the session is gone.
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    assert_eq!(u.get("/api/users/get-me").await.0, 401);
+}

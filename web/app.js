@@ -1,0 +1,302 @@
+// LiveChat web client: boot, hash routing, header, sidebar (my rooms) and global notices.
+
+import { api, apiEvents } from './js/api.js';
+import { store } from './js/store.js';
+import { h, clear, toast } from './js/dom.js';
+import { mountLogin, mountRegister } from './js/views/auth.js';
+import { mountHub } from './js/views/hub.js';
+import { mountRoom } from './js/views/room.js';
+import { mountNotifications } from './js/views/notifications.js';
+import { mountAnalytics } from './js/views/analytics.js';
+
+const main = document.getElementById('main');
+const nav = document.getElementById('nav');
+const sessionBox = document.getElementById('session-box');
+const sidebar = document.getElementById('sidebar');
+const roomList = document.getElementById('room-list');
+const roomListEmpty = document.getElementById('room-list-empty');
+const notifBadge = document.getElementById('notif-badge');
+const connBtn = document.getElementById('connection-status');
+const meName = document.getElementById('me-name');
+
+const ROUTES = [
+  { name: 'login', re: /^\/login$/, mount: mountLogin, open: true },
+  { name: 'register', re: /^\/register$/, mount: mountRegister, open: true },
+  { name: 'rooms', re: /^\/(rooms)?$/, mount: mountHub },
+  { name: 'room', re: /^\/room\/([^/?#]+)$/, mount: mountRoom },
+  { name: 'notifications', re: /^\/notifications$/, mount: mountNotifications },
+  { name: 'analytics', re: /^\/analytics$/, mount: mountAnalytics },
+];
+
+let cleanup = null;
+let returnTo = null;
+let loginNotice = null;
+let booted = false;
+
+function navigate(hash, { replace = false } = {}) {
+  if (replace) {
+    history.replaceState(null, '', hash);
+    render();
+  } else if (location.hash === hash) {
+    render();
+  } else {
+    location.hash = hash;
+  }
+}
+
+function currentPath() {
+  let p = location.hash.replace(/^#/, '');
+  if (!p) p = '/rooms';
+  try { p = decodeURI(p); } catch { /* keep raw */ }
+  return p;
+}
+
+function render() {
+  if (!booted) return;
+  const path = currentPath();
+  let route = ROUTES.find((r) => r.re.test(path));
+  if (!route) {
+    navigate('#/rooms', { replace: true });
+    return;
+  }
+  if (!store.me && !route.open) {
+    returnTo = '#' + path;
+    navigate('#/login', { replace: true });
+    return;
+  }
+  if (store.me && route.open) {
+    navigate('#/rooms', { replace: true });
+    return;
+  }
+  const params = path.match(route.re).slice(1);
+  if (cleanup) {
+    try { cleanup(); } catch (e) { console.error(e); }
+    cleanup = null;
+  }
+  clear(main);
+  document.body.dataset.route = route.name;
+  for (const a of nav.querySelectorAll('a[data-nav]')) {
+    const active = a.dataset.nav === route.name || (route.name === 'room' && a.dataset.nav === 'rooms');
+    if (active) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  const ctx = { navigate, loginNotice: route.name === 'login' ? takeLoginNotice() : null, onLoggedIn };
+  const before = document.activeElement;
+  cleanup = route.mount(main, params, ctx) || null;
+  // Move focus into the new view for keyboard and screen-reader users, unless the view did.
+  if (document.activeElement === before || document.activeElement === document.body) {
+    const heading = main.querySelector('h1');
+    if (heading) { heading.setAttribute('tabindex', '-1'); heading.focus({ preventScroll: true }); }
+    else main.focus({ preventScroll: true });
+  }
+  updateSidebar();
+}
+
+function takeLoginNotice() {
+  const n = loginNotice;
+  loginNotice = null;
+  return n;
+}
+
+// ---- session ---------------------------------------------------------------------------
+
+async function onLoggedIn(me) {
+  await startSession(me);
+  const target = returnTo && !/^#\/(login|register)/.test(returnTo) ? returnTo : '#/rooms';
+  returnTo = null;
+  navigate(target, { replace: true });
+}
+
+async function startSession(me) {
+  meName.textContent = me.username;
+  nav.hidden = false;
+  sessionBox.hidden = false;
+  sidebar.hidden = false;
+  document.body.classList.add('authed');
+  await store.start(me);
+}
+
+function endSession(notice) {
+  store.stop();
+  nav.hidden = true;
+  sessionBox.hidden = true;
+  sidebar.hidden = true;
+  document.body.classList.remove('authed');
+  meName.textContent = '';
+  loginNotice = notice || null;
+  updateTitle();
+}
+
+function sessionLost() {
+  if (!store.me) return;
+  if (!/^#\/(login|register)/.test(location.hash)) returnTo = location.hash || '#/rooms';
+  endSession('Your session has ended. Please log in again.');
+  navigate('#/login', { replace: true });
+}
+
+document.getElementById('logout-btn').addEventListener('click', async () => {
+  try { await api.logout(); } catch { /* logged out locally anyway */ }
+  store.stop({ forgetPending: true });
+  endSession('You are logged out.');
+  returnTo = null;
+  navigate('#/login', { replace: true });
+});
+
+apiEvents.on('unauthorized', sessionLost);
+store.on('session-ended', sessionLost);
+
+// ---- header: connection status and notification badge ---------------------------------
+
+let connTimer = null;
+function updateConn() {
+  const st = store.socket.status;
+  const text = connBtn.querySelector('.conn-text');
+  let label;
+  let state = st;
+  clearTimeout(connTimer);
+  switch (st) {
+    case 'connected': label = 'Connected'; break;
+    case 'connecting': label = 'Connecting…'; break;
+    case 'reconnecting': {
+      const secs = Math.max(0, Math.ceil((store.socket.nextRetryAt - Date.now()) / 1000));
+      label = secs > 0 ? `Reconnecting in ${secs} s…` : 'Reconnecting…';
+      connTimer = setTimeout(updateConn, 1000);
+      break;
+    }
+    case 'offline': label = 'Offline'; break;
+    default: label = 'Not connected'; state = 'offline';
+  }
+  text.textContent = label;
+  connBtn.dataset.state = state;
+  connBtn.setAttribute('aria-label', `Connection: ${label}${st === 'connected' ? '' : ' (activate to retry now)'}`);
+}
+connBtn.addEventListener('click', () => store.socket.reconnectNow());
+store.on('status', updateConn);
+
+function updateBadge() {
+  const n = store.notifUnread;
+  notifBadge.textContent = n > 99 ? '99+' : String(n);
+  notifBadge.hidden = n <= 0;
+  notifBadge.setAttribute('aria-label', `${n} unread`);
+  updateTitle();
+}
+store.on('notifications', updateBadge);
+
+function updateTitle() {
+  const n = store.me ? store.totalUnread() : 0;
+  const k = store.me ? store.notifUnread : 0;
+  document.title = `${n + k > 0 ? `(${n + k}) ` : ''}LiveChat`;
+}
+
+// ---- sidebar: my rooms with unread counts ----------------------------------------------
+
+const items = new Map(); // room id -> {li, a, name, badge, lock}
+
+function roomItem(room) {
+  const name = h('span', { class: 'room-name' });
+  const lock = h('span', { class: 'room-lock', 'aria-hidden': 'true', title: 'Private room' }, '🔒');
+  const badge = h('span', { class: 'badge', 'data-testid': 'unread-count', hidden: true });
+  const a = h('a', { href: `#/room/${encodeURIComponent(room.id)}`, class: 'room-link' }, lock, name, badge);
+  const li = h('li', { 'data-testid': 'room-item', 'data-room-id': room.id }, a);
+  return { li, a, name, badge, lock };
+}
+
+function updateSidebar() {
+  if (!store.me) return;
+  const rooms = [...store.rooms.values()].sort((a, b) => a.name.localeCompare(b.name, undefined, { sensitivity: 'base' }));
+  const ids = new Set(rooms.map((r) => r.id));
+  for (const [id, it] of items) if (!ids.has(id)) { it.li.remove(); items.delete(id); }
+  let prev = null;
+  for (const r of rooms) {
+    let it = items.get(r.id);
+    if (!it) { it = roomItem(r); items.set(r.id, it); }
+    it.name.textContent = r.name;
+    it.lock.hidden = !!r.is_public;
+    const n = store.unread(r.id);
+    it.badge.textContent = n > 99 ? '99+' : String(n);
+    it.badge.hidden = n <= 0;
+    it.li.dataset.unread = String(n);
+    it.a.setAttribute('aria-label', `${r.name}${r.is_public ? '' : ' (private)'}${n > 0 ? `, ${n} unread` : ''}`);
+    const active = r.id === store.activeRoomId && document.body.dataset.route === 'room';
+    if (active) it.a.setAttribute('aria-current', 'page'); else it.a.removeAttribute('aria-current');
+    it.li.classList.toggle('has-unread', n > 0);
+    // Keep DOM order without moving nodes that are already in place (keeps focus).
+    const expectedPrev = prev ? prev.nextSibling : roomList.firstChild;
+    if (expectedPrev !== it.li) roomList.insertBefore(it.li, prev ? prev.nextSibling : roomList.firstChild);
+    prev = it.li;
+  }
+  roomListEmpty.hidden = !store.roomsLoaded || rooms.length > 0;
+  updateTitle();
+}
+
+let sidebarQueued = false;
+store.on('rooms', () => {
+  if (sidebarQueued) return;
+  sidebarQueued = true;
+  requestAnimationFrame(() => { sidebarQueued = false; updateSidebar(); });
+});
+
+// ---- global notices --------------------------------------------------------------------
+
+store.on('room-gone', ({ roomId, reason, name }) => {
+  const label = name ? `“${name}”` : 'a room';
+  const quiet = store.quietGone.has(roomId);
+  store.quietGone.delete(roomId);
+  if (!quiet) {
+    const text = {
+      removed: `You were removed from ${label} by its owner.`,
+      left: `You left ${label}.`,
+      room_deleted: `The room ${label} was deleted.`,
+      disconnected: `The owner of ${label} disconnected you from its live stream.`,
+    }[reason] || `You are no longer subscribed to ${label}.`;
+    toast(text, reason === 'left' ? 'info' : 'error', 9000);
+  }
+  if (reason !== 'disconnected' && document.body.dataset.route === 'room' && store.activeRoomId === roomId) {
+    navigate('#/rooms');
+  }
+});
+
+store.on('notification', (n) => {
+  const p = n.payload || {};
+  const room = p.room_name ? `“${p.room_name}”` : 'a room';
+  let text = null;
+  switch (n.type) {
+    case 'JOIN_REQUEST_CREATED': text = `${p.username || 'Someone'} asked to join ${room}.`; break;
+    case 'JOIN_REQUEST_ACCEPTED': text = `Your request to join ${room} was accepted.`; break;
+    case 'JOIN_REQUEST_REJECTED': text = `Your request to join ${room} was declined.`; break;
+    case 'MENTION':
+      if (!(store.activeRoomId === p.room_id && document.body.dataset.route === 'room' && document.visibilityState === 'visible')) {
+        text = `${p.username || 'Someone'} mentioned you in ${room}.`;
+      }
+      break;
+    default: break;
+  }
+  if (text && document.body.dataset.route !== 'notifications') toast(text, 'info');
+});
+
+// ---- boot ------------------------------------------------------------------------------
+
+window.addEventListener('hashchange', render);
+
+async function boot() {
+  // Path-style links (/room/<id>) become hash routes.
+  if (!location.hash && location.pathname.length > 1) {
+    history.replaceState(null, '', '/#' + location.pathname + location.search);
+  }
+  updateConn();
+  let me = null;
+  try {
+    me = await api.me();
+  } catch (err) {
+    if (err.status !== 401) {
+      // Server unreachable: show the login page with the reason; it retries on submit.
+      loginNotice = err.message;
+    }
+  }
+  booted = true;
+  if (me) {
+    await startSession(me);
+  }
+  render();
+}
+
+boot();

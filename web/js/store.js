@@ -1,0 +1,292 @@
+// App state shared by the views: the current user, my rooms with unread counts, notifications,
+// my pending join requests, and the one socket. Views listen with store.on(...).
+
+import { api } from './api.js';
+import { ChatSocket } from './socket.js';
+import { Emitter } from './util.js';
+
+class Store extends Emitter {
+  constructor() {
+    super();
+    this.socket = new ChatSocket({
+      restSend: (e) => api.sendMessage(e.room_id, e.content, e.cmid),
+      checkSession: async () => {
+        try { await api.me(); return true; } catch (err) { return err.status === 401 ? false : true; }
+      },
+    });
+    this.quietGone = new Set(); // rooms we left/deleted ourselves: no "you were removed" notice
+    this._reset();
+    const s = this.socket;
+    s.on('status', (st) => this.emit('status', st));
+    s.on('event', (f) => this._onEvent(f));
+    s.on('unsubscribed', (f) => this._onUnsubscribed(f));
+    s.on('read_ack', (f) => this._applyRead(f.room_id, f.last_read_seq, f.unread_count));
+    s.on('subscribe-error', () => this.loadRooms().catch(() => {}));
+    s.on('session-ended', () => this.emit('session-ended'));
+    s.on('reconnected', () => this._afterReconnect());
+    s.on('pending', (room) => this.emit('pending', room));
+    s.on('ack', (a) => this.emit('ack', a));
+    s.on('resumed', (f) => this.emit('resumed', f));
+    document.addEventListener('visibilitychange', () => this.emit('rooms'));
+  }
+
+  _reset() {
+    this.me = null;
+    this.rooms = new Map();
+    this.roomsLoaded = false;
+    this.activeRoomId = null;
+    this.notifications = [];
+    this.notifLoaded = false;
+    this.notifUnread = 0;
+    this.myRequests = [];
+    this._readSent = new Map();
+    this._roomsPromise = null;
+  }
+
+  // ---- session ---------------------------------------------------------------------------
+
+  async start(me) {
+    this._reset();
+    this.me = me;
+    this.socket.start(me.id);
+    this.emit('me', me);
+    await Promise.all([
+      this.loadRooms().catch(() => {}),
+      this.loadNotificationCount().catch(() => {}),
+      this.loadMyRequests().catch(() => {}),
+    ]);
+  }
+
+  stop({ forgetPending = false } = {}) {
+    this.socket.stop({ forgetPending });
+    this._reset();
+    this.emit('rooms');
+    this.emit('notifications');
+  }
+
+  // ---- rooms -----------------------------------------------------------------------------
+
+  /** Loads my rooms and subscribes to every one (one socket for all). */
+  loadRooms() {
+    if (this._roomsPromise) return this._roomsPromise;
+    this._roomsPromise = (async () => {
+      try {
+        const list = await api.myRooms();
+        const next = new Map();
+        for (const r of list) {
+          const old = this.rooms.get(r.id);
+          const room = { ...r };
+          room.last_read_seq = r.last_read_seq ?? 0;
+          room.last_seq = Math.max(r.last_seq ?? 0, old ? old.last_seq : 0, room.last_read_seq);
+          next.set(r.id, room);
+        }
+        for (const id of this.rooms.keys()) {
+          if (!next.has(id)) this.socket.unsubscribe(id);
+        }
+        this.rooms = next;
+        this.roomsLoaded = true;
+        for (const r of next.values()) this.socket.subscribe(r.id, r.last_seq);
+        this.emit('rooms');
+        return next;
+      } finally {
+        this._roomsPromise = null;
+      }
+    })();
+    return this._roomsPromise;
+  }
+
+  async ensureRooms() {
+    if (!this.roomsLoaded) await this.loadRooms();
+    return this.rooms;
+  }
+
+  isMember(roomId) { return this.rooms.has(roomId); }
+
+  isOwner(room) { return !!(room && this.me && room.created_by === this.me.id); }
+
+  /** Unread count as shown: the open, visible room shows none. */
+  unread(roomId) {
+    const r = this.rooms.get(roomId);
+    if (!r) return 0;
+    if (roomId === this.activeRoomId && document.visibilityState === 'visible') return 0;
+    return Math.max(0, (r.last_seq || 0) - (r.last_read_seq || 0));
+  }
+
+  totalUnread() {
+    let n = 0;
+    for (const id of this.rooms.keys()) n += this.unread(id);
+    return n;
+  }
+
+  setActiveRoom(roomId) {
+    this.activeRoomId = roomId;
+    this.emit('rooms');
+  }
+
+  /** Adds or updates a room after create/join without waiting for a reload. */
+  upsertRoom(room) {
+    const old = this.rooms.get(room.id);
+    const merged = { last_read_seq: 0, ...old, ...room };
+    merged.last_seq = Math.max(room.last_seq ?? 0, old ? old.last_seq : 0);
+    if (merged.last_read_seq === undefined || merged.last_read_seq === null) merged.last_read_seq = old ? old.last_read_seq : merged.last_seq;
+    this.rooms.set(room.id, merged);
+    this.socket.subscribe(room.id, merged.last_seq);
+    this.emit('rooms');
+  }
+
+  /** Drops a room locally (left / removed / deleted). */
+  dropRoom(roomId) {
+    this.rooms.delete(roomId);
+    this.socket.forget(roomId);
+    this.socket.discardRoom(roomId);
+    this._readSent.delete(roomId);
+    this.emit('rooms');
+  }
+
+  /** Marks messages up to `seq` read (socket if connected, REST otherwise). */
+  markRead(roomId, seq) {
+    const r = this.rooms.get(roomId);
+    if (!r || !Number.isFinite(seq) || seq <= 0) return;
+    const sent = this._readSent.get(roomId) || 0;
+    if (seq <= (r.last_read_seq || 0) || seq <= sent) return;
+    this._readSent.set(roomId, seq);
+    if (!this.socket.read(roomId, seq)) {
+      api.readMarker(roomId, seq)
+        .then((a) => this._applyRead(a.room_id, a.last_read_seq, a.unread_count))
+        .catch(() => this._readSent.set(roomId, sent));
+    }
+  }
+
+  _applyRead(roomId, lastRead, unreadCount) {
+    const r = this.rooms.get(roomId);
+    if (!r) return;
+    r.last_read_seq = Math.max(r.last_read_seq || 0, lastRead || 0);
+    if (typeof unreadCount === 'number') r.last_seq = Math.max(r.last_seq || 0, r.last_read_seq + unreadCount);
+    this.emit('rooms');
+  }
+
+  // ---- live events -----------------------------------------------------------------------
+
+  _onEvent(f) {
+    const roomId = f.room_id || (f.payload && f.payload.room_id);
+    const r = roomId ? this.rooms.get(roomId) : null;
+    switch (f.event_type) {
+      case 'MESSAGE_CREATED': {
+        const seq = typeof f.seq === 'number' ? f.seq : Number(f.payload && f.payload.seq);
+        if (r && Number.isFinite(seq) && seq > (r.last_seq || 0)) {
+          r.last_seq = seq;
+          this.emit('rooms');
+        }
+        break;
+      }
+      case 'ROOM_UPDATED':
+        if (r && f.payload) {
+          if ('description' in f.payload) r.description = f.payload.description || null;
+          if ('is_public' in f.payload) r.is_public = String(f.payload.is_public).toLowerCase() === 'true';
+          this.emit('rooms');
+        }
+        break;
+      case 'ROOM_DELETED':
+        if (r) {
+          this.dropRoom(roomId);
+          this.emit('room-gone', { roomId, reason: 'room_deleted', name: r.name });
+        }
+        break;
+      case 'USER_JOINED':
+        if (r) { r.participants_count = (r.participants_count || 0) + 1; this.emit('rooms'); }
+        break;
+      case 'USER_LEFT':
+        if (r) { r.participants_count = Math.max(0, (r.participants_count || 1) - 1); this.emit('rooms'); }
+        break;
+      case 'NOTIFICATION':
+        if (f.notification) this._onNotification(f.notification);
+        break;
+      default:
+        break;
+    }
+    this.emit('event', f);
+  }
+
+  _onUnsubscribed(f) {
+    if (f.reason === 'client') return;
+    const r = this.rooms.get(f.room_id);
+    const name = r ? r.name : null;
+    if (f.reason === 'disconnected') {
+      // The owner cut this connection off; we are still a member. Resubscribe on next open.
+      this.emit('room-gone', { roomId: f.room_id, reason: f.reason, name });
+      return;
+    }
+    if (r) this.dropRoom(f.room_id);
+    this.emit('room-gone', { roomId: f.room_id, reason: f.reason, name });
+  }
+
+  async _afterReconnect() {
+    // Membership or notifications may have changed while we were away.
+    this.loadRooms().catch(() => {});
+    this.loadNotificationCount().catch(() => {});
+    if (this.notifLoaded) this.loadNotifications().catch(() => {});
+    this.loadMyRequests().catch(() => {});
+  }
+
+  // ---- notifications ---------------------------------------------------------------------
+
+  _onNotification(n) {
+    if (this.notifications.some((x) => x.id === n.id)) return;
+    if (this.notifLoaded) this.notifications.unshift(n);
+    if (!n.read) this.notifUnread += 1;
+    this.emit('notifications');
+    this.emit('notification', n);
+    if (n.type === 'JOIN_REQUEST_ACCEPTED') {
+      this.loadRooms().catch(() => {});
+      this.loadMyRequests().catch(() => {});
+    } else if (n.type === 'JOIN_REQUEST_REJECTED') {
+      this.loadMyRequests().catch(() => {});
+    }
+  }
+
+  async loadNotifications() {
+    const list = await api.notifications(100, false);
+    this.notifications = list;
+    this.notifLoaded = true;
+    await this.loadNotificationCount().catch(() => {});
+    this.emit('notifications');
+  }
+
+  async loadNotificationCount() {
+    const c = await api.unreadNotifications();
+    this.notifUnread = c.unread_count || 0;
+    this.emit('notifications');
+  }
+
+  async markNotificationRead(id) {
+    await api.markNotificationRead(id);
+    const n = this.notifications.find((x) => x.id === id);
+    if (n && !n.read) { n.read = true; this.notifUnread = Math.max(0, this.notifUnread - 1); }
+    this.emit('notifications');
+  }
+
+  async markAllNotificationsRead() {
+    await api.markAllNotificationsRead();
+    for (const n of this.notifications) n.read = true;
+    this.notifUnread = 0;
+    this.emit('notifications');
+  }
+
+  async deleteNotification(id) {
+    await api.deleteNotification(id);
+    const n = this.notifications.find((x) => x.id === id);
+    this.notifications = this.notifications.filter((x) => x.id !== id);
+    if (n && !n.read) this.notifUnread = Math.max(0, this.notifUnread - 1);
+    this.emit('notifications');
+  }
+
+  // ---- join requests ---------------------------------------------------------------------
+
+  async loadMyRequests() {
+    this.myRequests = await api.myRequests();
+    this.emit('requests');
+    return this.myRequests;
+  }
+}
+
+export const store = new Store();
