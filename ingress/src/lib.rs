@@ -206,7 +206,10 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/ws/stream", get(ws::stream))
         .route("/internal/openapi.json", get(openapi::document));
     if st.config.docs {
-        open = open.route("/internal/docs", get(openapi::docs_page));
+        open = open
+            .route("/internal/docs", get(openapi::docs_root))
+            .route("/internal/docs/", get(openapi::docs_file))
+            .route("/internal/docs/{*tail}", get(openapi::docs_file));
     }
     let api = open.merge(authed).fallback(api_not_found);
     let web = st.config.web_path();

@@ -1,7 +1,11 @@
-//! The OpenAPI 3.0 document of the REST API, built from one table of operations, and a docs
-//! page that renders it (Swagger UI when its files are present in the web client, else a plain list).
+//! The OpenAPI 3.0 document of the REST API, built from one table of operations, and the
+//! Swagger UI that renders it.
 
-use axum::response::{Html, IntoResponse, Response};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
@@ -171,8 +175,38 @@ pub async fn document() -> Response {
     Json(spec()).into_response()
 }
 
-pub async fn docs_page() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
+/// `/api/internal/docs` → the Swagger UI (bundled at build time from crates.io, no download
+/// at run time) pointed at the document above.
+pub async fn docs_root() -> Redirect {
+    Redirect::permanent("/api/internal/docs/")
+}
+
+pub async fn docs_file(tail: Option<Path<String>>) -> Response {
+    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
+    let config = CONFIG
+        .get_or_init(|| {
+            Arc::new(utoipa_swagger_ui::Config::from(
+                "/api/internal/openapi.json",
+            ))
+        })
+        .clone();
+    let tail = tail.map(|Path(t)| t).unwrap_or_default();
+    match utoipa_swagger_ui::serve(&tail, config) {
+        Ok(Some(file)) => (
+            [(header::CONTENT_TYPE, file.content_type)],
+            file.bytes.into_owned(),
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "Serving Swagger UI failed.");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"detail": "Internal server error"})),
+            )
+                .into_response()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -153,3 +153,39 @@ async fn session_expiry_slides_with_activity_and_reissues_the_cookie() {
     tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
     assert_eq!(u.get("/api/users/get-me").await.0, 401);
 }
+
+#[tokio::test]
+async fn health_openapi_and_swagger_ui_are_served() {
+    let app = App::spawn(&[]).await;
+    let r = app.http.get(app.url("/api/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = app
+        .http
+        .get(app.url("/api/internal/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/api/rooms/create-join-request"]["post"].is_object());
+    let ui = app
+        .http
+        .get(app.url("/api/internal/docs/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 200);
+    assert!(ui.text().await.unwrap().contains("swagger"));
+    let init = app
+        .http
+        .get(app.url("/api/internal/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/api/internal/openapi.json"));
+}
