@@ -1,0 +1,358 @@
+//! `Directory`, `SessionStore` and `Outbox`: unique names, membership counting, join requests
+//! handled once, dense seqs under concurrency, idempotent sends and notifications, and outbox
+//! records written atomically with the change they describe.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use livechat_core::error::StoreError;
+use livechat_core::model::*;
+use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox, SessionStore};
+use uuid::Uuid;
+
+use crate::{at, record, room, user};
+
+async fn owner_and_room<D: Directory + ?Sized>(d: &D, public: bool) -> (User, Room) {
+    let owner = user("owner");
+    d.create_user(&owner, vec![]).await.unwrap();
+    let r = room(owner.id, public);
+    d.create_room(&r, vec![]).await.unwrap();
+    (owner, r)
+}
+
+fn new_message(room: RoomId, user: UserId, cid: Option<&str>) -> NewMessage {
+    NewMessage {
+        message_id: Uuid::new_v4(),
+        room_id: room,
+        user_id: user,
+        content: "hi".into(),
+        client_msg_id: cid.map(str::to_string),
+        created_at: at(0),
+    }
+}
+
+fn events_with_seq(topic: &str, key: String) -> MessageEventsFn {
+    let topic = topic.to_string();
+    Box::new(move |seq| Ok(vec![record(&topic, &key, &format!("seq={seq}"))]))
+}
+
+pub async fn usernames_and_room_names_are_unique<D: Directory>(d: &Arc<D>) {
+    let u = user("uniq");
+    d.create_user(&u, vec![]).await.unwrap();
+    let mut twin = user("uniq");
+    twin.username = u.username.clone();
+    assert!(matches!(
+        d.create_user(&twin, vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(d.user_by_name(&u.username).await.unwrap().unwrap().id, u.id);
+    assert_eq!(
+        d.user_by_id(u.id).await.unwrap().unwrap().username,
+        u.username
+    );
+    let r = room(u.id, true);
+    d.create_room(&r, vec![]).await.unwrap();
+    let mut r2 = room(u.id, true);
+    r2.name = r.name.clone();
+    assert!(matches!(
+        d.create_room(&r2, vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+pub async fn memberships_count_participants_once<D: Directory>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    assert_eq!(
+        d.membership(r.id, owner.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+    let m = user("member");
+    d.create_user(&m, vec![]).await.unwrap();
+    assert!(d
+        .add_member(r.id, m.id, Role::Member, vec![])
+        .await
+        .unwrap());
+    assert!(
+        !d.add_member(r.id, m.id, Role::Member, vec![])
+            .await
+            .unwrap(),
+        "second add is a no-op"
+    );
+    assert_eq!(d.room(r.id).await.unwrap().unwrap().participants_count, 2);
+    assert_eq!(d.members(r.id).await.unwrap().len(), 2);
+    assert!(d.remove_member(r.id, m.id, vec![]).await.unwrap());
+    assert!(!d.remove_member(r.id, m.id, vec![]).await.unwrap());
+    assert_eq!(d.room(r.id).await.unwrap().unwrap().participants_count, 1);
+    let rooms = d.rooms_of_user(owner.id).await.unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].1, Role::Owner);
+}
+
+pub async fn join_requests_are_unique_and_handled_once<D: Directory>(d: &Arc<D>) {
+    let (_, r) = owner_and_room(d.as_ref(), false).await;
+    let asker = user("asker");
+    d.create_user(&asker, vec![]).await.unwrap();
+    let req = JoinRequest {
+        id: Uuid::new_v4(),
+        room_id: r.id,
+        user_id: asker.id,
+        message: Some("pls".into()),
+        created_at: at(0),
+    };
+    d.create_join_request(&req, vec![]).await.unwrap();
+    let dup = JoinRequest {
+        id: Uuid::new_v4(),
+        ..req.clone()
+    };
+    assert!(matches!(
+        d.create_join_request(&dup, vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let listed = d.join_requests_of_room(r.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].username.as_str(), listed[0].room_name.as_str()),
+        (asker.username.as_str(), r.name.as_str())
+    );
+    assert_eq!(d.join_requests_of_user(asker.id).await.unwrap().len(), 1);
+    assert!(d.handle_join_request(&req, true, vec![]).await.unwrap());
+    assert!(
+        !d.handle_join_request(&req, true, vec![]).await.unwrap(),
+        "handled once"
+    );
+    assert_eq!(
+        d.membership(r.id, asker.id).await.unwrap(),
+        Some(Role::Member)
+    );
+    assert!(d.join_request(req.id).await.unwrap().is_none());
+}
+
+pub async fn concurrent_sends_get_dense_unique_seqs<D: Directory + 'static>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            let cid = format!("c{i}");
+            d.send_message(
+                new_message(r.id, owner.id, Some(&cid)),
+                events_with_seq("t", r.id.to_string()),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    assert_eq!(d.room(r.id).await.unwrap().unwrap().last_seq, 40);
+}
+
+pub async fn a_repeated_client_msg_id_returns_the_first_receipt<D: Directory>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let first = d
+        .send_message(
+            new_message(r.id, owner.id, Some("same")),
+            events_with_seq("t", r.id.to_string()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let again = d
+        .send_message(
+            new_message(r.id, owner.id, Some("same")),
+            events_with_seq("t", r.id.to_string()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!((again.message_id, again.seq), (first.message_id, first.seq));
+    let other = d
+        .send_message(
+            new_message(r.id, owner.id, None),
+            events_with_seq("t", r.id.to_string()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.seq, 2, "the duplicate consumed no seq");
+    let stranger = user("stranger");
+    d.create_user(&stranger, vec![]).await.unwrap();
+    assert!(
+        d.send_message(
+            new_message(r.id, stranger.id, None),
+            events_with_seq("t", r.id.to_string())
+        )
+        .await
+        .unwrap()
+        .is_none(),
+        "non-members cannot send"
+    );
+}
+
+pub async fn outbox_holds_the_records_of_each_change_in_order<D: Directory + Outbox>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let topic = format!("conformance.{}", Uuid::new_v4().simple());
+    d.enqueue(vec![record(&topic, "k", "first")]).await.unwrap();
+    d.send_message(
+        new_message(r.id, owner.id, None),
+        events_with_seq(&topic, "k".into()),
+    )
+    .await
+    .unwrap();
+    let m = user("joiner");
+    d.create_user(&m, vec![]).await.unwrap();
+    d.add_member(
+        r.id,
+        m.id,
+        Role::Member,
+        vec![record(&topic, "k", "joined")],
+    )
+    .await
+    .unwrap();
+    // A no-op change writes no record.
+    d.add_member(
+        r.id,
+        m.id,
+        Role::Member,
+        vec![record(&topic, "k", "joined-again")],
+    )
+    .await
+    .unwrap();
+    let mine: Vec<(i64, OutboxRecord)> = d
+        .pending(100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, rec)| rec.topic == topic)
+        .collect();
+    let bodies: Vec<String> = mine
+        .iter()
+        .map(|(_, rec)| String::from_utf8(rec.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(bodies, vec!["first", "seq=1", "joined"]);
+    let positions: Vec<i64> = mine.iter().map(|(p, _)| *p).collect();
+    d.remove(&positions).await.unwrap();
+    assert!(d
+        .pending(100_000)
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, rec)| rec.topic != topic));
+}
+
+pub async fn notifications_are_idempotent_and_owned<D: Directory>(d: &Arc<D>) {
+    let u = user("notified");
+    d.create_user(&u, vec![]).await.unwrap();
+    let n = Notification {
+        id: Uuid::new_v4(),
+        user_id: u.id,
+        kind: "MENTION".into(),
+        payload: BTreeMap::from([("room_name".to_string(), "r".to_string())]),
+        read: false,
+        source_id: None,
+        created_at: at(0),
+    };
+    assert!(d.insert_notification(&n).await.unwrap());
+    assert!(
+        !d.insert_notification(&n).await.unwrap(),
+        "same id twice stores one"
+    );
+    assert_eq!(d.count_unread_notifications(u.id).await.unwrap(), 1);
+    assert_eq!(
+        d.notifications(u.id, true, 10).await.unwrap()[0].payload["room_name"],
+        "r"
+    );
+    d.mark_notification_read(n.id, vec![]).await.unwrap();
+    assert_eq!(d.count_unread_notifications(u.id).await.unwrap(), 0);
+    assert_eq!(d.notifications(u.id, false, 10).await.unwrap().len(), 1);
+    assert!(
+        !d.delete_notification(n.id, Uuid::new_v4()).await.unwrap(),
+        "others cannot delete it"
+    );
+    assert!(d.delete_notification(n.id, u.id).await.unwrap());
+}
+
+pub async fn read_markers_only_move_forward<D: Directory>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    assert_eq!(d.set_read_marker(owner.id, r.id, 5).await.unwrap(), 5);
+    assert_eq!(d.set_read_marker(owner.id, r.id, 2).await.unwrap(), 5);
+    assert_eq!(d.rooms_of_user(owner.id).await.unwrap()[0].2, 5);
+}
+
+pub async fn deleting_a_room_removes_its_memberships_and_requests<D: Directory>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), false).await;
+    let asker = user("asker");
+    d.create_user(&asker, vec![]).await.unwrap();
+    let req = JoinRequest {
+        id: Uuid::new_v4(),
+        room_id: r.id,
+        user_id: asker.id,
+        message: None,
+        created_at: at(0),
+    };
+    d.create_join_request(&req, vec![]).await.unwrap();
+    d.delete_room(r.id, vec![]).await.unwrap();
+    assert!(d.room(r.id).await.unwrap().is_none());
+    assert!(d.membership(r.id, owner.id).await.unwrap().is_none());
+    assert!(d.join_requests_of_user(asker.id).await.unwrap().is_empty());
+}
+
+pub async fn search_is_literal_and_hides_private_rooms<D: Directory>(d: &Arc<D>) {
+    let (owner, mut public) = owner_and_room(d.as_ref(), true).await;
+    public.description = Some(format!("needle.* {}", public.id));
+    d.update_room(&public, vec![]).await.unwrap();
+    let private = room(owner.id, false);
+    let mut private = private;
+    private.description = public.description.clone();
+    d.create_room(&private, vec![]).await.unwrap();
+    let stranger = user("searcher");
+    d.create_user(&stranger, vec![]).await.unwrap();
+    let text = format!("NEEDLE.* {}", public.id);
+    let found = d.search_rooms(&text, 10, stranger.id).await.unwrap();
+    assert_eq!(
+        found.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![public.id],
+        "case-insensitive, literal, no private rooms"
+    );
+    assert_eq!(
+        d.search_rooms(&text, 10, owner.id).await.unwrap().len(),
+        2,
+        "members find their private rooms"
+    );
+    assert!(
+        d.search_rooms("needle.+", 10, owner.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.id != public.id),
+        "no regex"
+    );
+}
+
+pub async fn sessions_can_be_created_extended_and_deleted<S: SessionStore>(s: &Arc<S>) {
+    let sess = Session {
+        id: Uuid::new_v4(),
+        user_id: Uuid::new_v4(),
+        created_at: at(0),
+        expires_at: at(60_000),
+        absolute_expires_at: at(3_600_000),
+    };
+    s.create_session(&sess, vec![]).await.unwrap();
+    assert_eq!(s.session(sess.id).await.unwrap(), Some(sess.clone()));
+    s.extend_session(sess.id, at(120_000)).await.unwrap();
+    assert!(s.session(sess.id).await.unwrap().unwrap().expires_at > sess.expires_at);
+    assert!(s.delete_session(sess.id, vec![]).await.unwrap());
+    assert!(!s.delete_session(sess.id, vec![]).await.unwrap());
+    assert_eq!(
+        s.session(sess.id).await.unwrap(),
+        None,
+        "a deleted session never comes back"
+    );
+}

@@ -1,0 +1,121 @@
+//! `EventLog`: Kafka's contract — per-key order in one partition, dense offsets, durable
+//! per-group offsets, replay from 0, seek by time.
+
+use livechat_core::ports::EventLog;
+use uuid::Uuid;
+
+use crate::record;
+
+fn topic() -> String {
+    format!("conformance.{}", Uuid::new_v4().simple())
+}
+
+async fn all_of_key(log: &dyn EventLog, topic: &str, key: &str) -> Vec<(u32, i64, String)> {
+    let mut out = Vec::new();
+    for p in 0..log.partitions(topic) {
+        for e in log.read(topic, p, 0, 10_000).await.unwrap() {
+            if e.key == key {
+                out.push((p, e.offset, String::from_utf8(e.payload).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// The partition of a topic that holds its (single-key) records.
+async fn partition_with_data(log: &dyn EventLog, topic: &str) -> u32 {
+    for p in 0..log.partitions(topic) {
+        if log.end_offset(topic, p).await.unwrap() > 0 {
+            return p;
+        }
+    }
+    panic!("no partition of {topic} has records");
+}
+
+pub async fn records_of_a_key_stay_in_order_in_one_partition(log: &dyn EventLog) {
+    let t = topic();
+    let keys: Vec<String> = (0..5).map(|_| Uuid::new_v4().to_string()).collect();
+    for round in 0..10 {
+        let batch: Vec<_> = keys
+            .iter()
+            .map(|k| record(&t, k, &format!("{k}:{round}")))
+            .collect();
+        log.append(&batch).await.unwrap();
+    }
+    for k in &keys {
+        let got = all_of_key(log, &t, k).await;
+        assert_eq!(got.len(), 10);
+        assert!(
+            got.iter().all(|(p, _, _)| *p == got[0].0),
+            "one partition per key"
+        );
+        let bodies: Vec<String> = got.iter().map(|(_, _, b)| b.clone()).collect();
+        assert_eq!(
+            bodies,
+            (0..10).map(|r| format!("{k}:{r}")).collect::<Vec<_>>()
+        );
+    }
+}
+
+pub async fn offsets_are_dense_and_end_offset_is_next(log: &dyn EventLog) {
+    let t = topic();
+    let key = "k";
+    let recs: Vec<_> = (0..7).map(|i| record(&t, key, &i.to_string())).collect();
+    log.append(&recs).await.unwrap();
+    let p = partition_with_data(log, &t).await;
+    let entries = log.read(&t, p, 0, 100).await.unwrap();
+    let offsets: Vec<i64> = entries.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, (0..7).collect::<Vec<_>>());
+    assert_eq!(log.end_offset(&t, p).await.unwrap(), 7);
+    let tail = log.read(&t, p, 5, 100).await.unwrap();
+    assert_eq!(
+        tail.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    assert!(log.read(&t, p, 7, 100).await.unwrap().is_empty());
+    assert_eq!(
+        log.read(&t, p, 0, 3).await.unwrap().len(),
+        3,
+        "max is honoured"
+    );
+}
+
+pub async fn group_offsets_are_per_group_and_survive(log: &dyn EventLog) {
+    let t = topic();
+    let (g1, g2) = (
+        format!("g1-{}", Uuid::new_v4()),
+        format!("g2-{}", Uuid::new_v4()),
+    );
+    assert_eq!(log.committed(&g1, &t, 0).await.unwrap(), None);
+    log.commit(&g1, &t, 0, 42).await.unwrap();
+    log.commit(&g1, &t, 0, 43).await.unwrap();
+    assert_eq!(log.committed(&g1, &t, 0).await.unwrap(), Some(43));
+    assert_eq!(log.committed(&g2, &t, 0).await.unwrap(), None);
+}
+
+pub async fn offset_for_time_seeks_by_timestamp(log: &dyn EventLog) {
+    let t = topic();
+    log.append(&[record(&t, "k", "old")]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cut = livechat_core::now().timestamp_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    log.append(&[record(&t, "k", "new")]).await.unwrap();
+    let p = partition_with_data(log, &t).await;
+    assert_eq!(log.offset_for_time(&t, p, 0).await.unwrap(), 0);
+    assert_eq!(log.offset_for_time(&t, p, cut).await.unwrap(), 1);
+    assert_eq!(
+        log.offset_for_time(&t, p, cut + 60_000).await.unwrap(),
+        2,
+        "past the end: the end offset"
+    );
+}
+
+pub async fn appends_wake_waiting_consumers(log: &dyn EventLog) {
+    let mut signal = log.append_signal();
+    signal.borrow_and_update();
+    log.append(&[record(&topic(), "k", "x")]).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(2), signal.changed())
+        .await
+        .expect("signalled")
+        .unwrap();
+}

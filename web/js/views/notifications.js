@@ -1,0 +1,94 @@
+// Notifications: live list (join requests, decisions, mentions), mark read, mark all, delete.
+
+import { store } from '../store.js';
+import { h, replace, toast, relTime, fullTime } from '../dom.js';
+
+function describe(n) {
+  const p = n.payload || {};
+  const room = p.room_name || 'a room';
+  const roomLink = p.room_id ? h('a', { href: `#/room/${encodeURIComponent(p.room_id)}`, class: 'strong' }, room) : h('span', { class: 'strong' }, room);
+  switch (n.type) {
+    case 'JOIN_REQUEST_CREATED':
+      return [h('span', { class: 'strong' }, p.username || 'Someone'), ' asked to join ', roomLink,
+        p.message ? h('span', { class: 'notif-quote' }, ` “${p.message}”`) : null];
+    case 'JOIN_REQUEST_ACCEPTED':
+      return ['Your request to join ', roomLink, ' was accepted.'];
+    case 'JOIN_REQUEST_REJECTED':
+      return ['Your request to join ', h('span', { class: 'strong' }, room), ' was declined.'];
+    case 'MENTION':
+      return [h('span', { class: 'strong' }, p.username || 'Someone'), ' mentioned you in ', roomLink,
+        p.message ? h('span', { class: 'notif-quote' }, ` “${p.message}”`) : null];
+    default:
+      return [n.type, p.room_name ? ` · ${p.room_name}` : ''];
+  }
+}
+
+const ICONS = { JOIN_REQUEST_CREATED: '✋', JOIN_REQUEST_ACCEPTED: '✅', JOIN_REQUEST_REJECTED: '⛔', MENTION: '@' };
+
+export function mountNotifications(main) {
+  const offs = [];
+  let unreadOnly = false;
+  const list = h('ul', { class: 'notif-list', 'data-testid': 'notif-list', 'aria-live': 'polite' }, h('li', { class: 'muted' }, 'Loading…'));
+  const markAll = h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'mark-all-read' }, 'Mark all as read');
+  const filter = h('input', { type: 'checkbox', id: 'notif-unread-only', 'data-testid': 'notif-unread-only' });
+  const summary = h('p', { class: 'muted', 'data-testid': 'notif-summary' });
+
+  markAll.addEventListener('click', async () => {
+    markAll.disabled = true;
+    try { await store.markAllNotificationsRead(); } catch (ex) { toast(ex.message, 'error'); }
+    markAll.disabled = false;
+    markAll.focus();
+  });
+  filter.addEventListener('change', () => { unreadOnly = filter.checked; draw(); });
+
+  function item(n) {
+    const read = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'notif-mark-read' }, 'Mark read');
+    const del = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'notif-delete', 'aria-label': 'Delete notification' }, 'Delete');
+    read.addEventListener('click', async () => {
+      read.disabled = true;
+      try { await store.markNotificationRead(n.id); } catch (ex) { toast(ex.message, 'error'); read.disabled = false; }
+    });
+    del.addEventListener('click', async () => {
+      del.disabled = true;
+      const li = del.closest('li');
+      const next = li && (li.nextElementSibling || li.previousElementSibling);
+      try {
+        await store.deleteNotification(n.id);
+        (next && next.querySelector('button')) ? next.querySelector('button').focus() : markAll.focus();
+      } catch (ex) { toast(ex.message, 'error'); del.disabled = false; }
+    });
+    return h('li', { class: `notif${n.read ? '' : ' notif-unread'}`, 'data-testid': 'notif-item', 'data-id': n.id, 'data-type': n.type, 'data-read': String(!!n.read) },
+      h('span', { class: 'notif-icon', 'aria-hidden': 'true' }, ICONS[n.type] || '•'),
+      h('div', { class: 'notif-body' },
+        h('p', { class: 'notif-text' }, n.read ? null : h('span', { class: 'sr-only' }, 'Unread: '), describe(n)),
+        h('time', { class: 'muted small', datetime: n.created_at, title: fullTime(n.created_at) }, relTime(n.created_at))),
+      h('div', { class: 'notif-actions' }, n.read ? null : read, del));
+  }
+
+  function draw() {
+    const shown = store.notifications.filter((n) => !unreadOnly || !n.read);
+    const focusedId = document.activeElement && document.activeElement.closest && document.activeElement.closest('[data-testid="notif-item"]')?.dataset.id;
+    const focusedTestid = document.activeElement && document.activeElement.dataset && document.activeElement.dataset.testid;
+    replace(list, shown.length ? shown.map(item) : h('li', { class: 'muted', 'data-testid': 'notif-empty' }, unreadOnly ? 'No unread notifications.' : 'No notifications yet.'));
+    summary.textContent = `${store.notifUnread} unread`;
+    markAll.disabled = store.notifUnread === 0;
+    if (focusedId) {
+      const li = list.querySelector(`[data-id="${CSS.escape(focusedId)}"]`);
+      const target = li && (li.querySelector(`[data-testid="${focusedTestid}"]`) || li.querySelector('button'));
+      if (target) target.focus();
+    }
+  }
+
+  main.appendChild(h('div', { class: 'page' },
+    h('div', { class: 'page-head' },
+      h('h1', {}, 'Notifications'),
+      h('div', { class: 'btn-row' },
+        h('label', { for: 'notif-unread-only', class: 'check' }, filter, ' Unread only'),
+        markAll)),
+    summary,
+    list));
+
+  offs.push(store.on('notifications', () => { if (store.notifLoaded) draw(); }));
+  store.loadNotifications().catch((ex) => replace(list, h('li', { class: 'inline-error', role: 'alert' }, ex.message)));
+  return () => offs.forEach((f) => f());
+}

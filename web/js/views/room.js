@@ -1,0 +1,1026 @@
+// A room: history with scroll-back, live messages, composer with pending sends, typing,
+// members with presence, read markers, owner tools, share link, leave.
+// Non-members see a join button (public room) or a join-request form (private room).
+
+import { api } from '../api.js';
+import { store } from '../store.js';
+import { h, replace, clear, errorBox, showError, hideError, busy, toast, shortTime, fullTime, relTime, confirmButton } from '../dom.js';
+import { splitMentions } from '../util.js';
+
+const PAGE = 50;
+const MAX_CHARS = 4000;
+const TYPING_TTL_MS = 4000;
+const TYPING_RESEND_MS = 3000;
+const TYPING_IDLE_MS = 3000;
+
+export function mountRoom(main, params, ctx) {
+  const roomId = params[0];
+  let disposed = false;
+  let destroyChat = null;
+  const offs = [];
+  store.setActiveRoom(roomId);
+
+  const loading = h('p', { class: 'muted center pad', role: 'status' }, 'Loading room…');
+  main.appendChild(loading);
+
+  const rerender = () => ctx.navigate(`#/room/${encodeURIComponent(roomId)}`);
+
+  (async () => {
+    await store.ensureRooms().catch(() => {});
+    let room;
+    try {
+      room = await api.getRoom(roomId);
+    } catch (ex) {
+      if (disposed) return;
+      clear(main);
+      if (ex.status === 403) offs.push(renderPrivateGate(main, roomId, rerender));
+      else if (ex.status === 404 || ex.status === 422) renderNotFound(main);
+      else renderLoadError(main, ex, rerender);
+      return;
+    }
+    if (disposed) return;
+    if (!store.isMember(roomId)) await store.loadRooms().catch(() => {});
+    if (disposed) return;
+    clear(main);
+    if (!store.isMember(roomId)) {
+      if (room.is_public) renderPublicGate(main, room, rerender);
+      else offs.push(renderPrivateGate(main, roomId, rerender, room));
+      return;
+    }
+    destroyChat = openChat(main, room, ctx);
+  })();
+
+  return () => {
+    disposed = true;
+    if (destroyChat) destroyChat();
+    offs.forEach((f) => f && f());
+    if (store.activeRoomId === roomId) store.setActiveRoom(null);
+  };
+}
+
+// ---- non-member pages ------------------------------------------------------------------
+
+function renderNotFound(main) {
+  main.appendChild(h('div', { class: 'page narrow', 'data-testid': 'room-not-found' },
+    h('h1', {}, 'Room not found'),
+    h('p', {}, 'This room does not exist or was deleted.'),
+    h('p', {}, h('a', { href: '#/rooms', class: 'btn' }, 'Back to rooms'))));
+}
+
+function renderLoadError(main, ex, retry) {
+  const btn = h('button', { type: 'button', class: 'btn' }, 'Try again');
+  btn.addEventListener('click', retry);
+  main.appendChild(h('div', { class: 'page narrow' },
+    h('h1', {}, 'Could not open the room'),
+    h('p', { class: 'inline-error', role: 'alert' }, ex.message),
+    h('p', {}, btn, ' ', h('a', { href: '#/rooms', class: 'btn' }, 'Back to rooms'))));
+}
+
+function renderPublicGate(main, room, rerender) {
+  const err = errorBox('join-error');
+  const btn = h('button', { type: 'button', class: 'btn btn-primary', 'data-testid': 'join-room' }, 'Join room');
+  btn.addEventListener('click', async () => {
+    hideError(err);
+    btn.disabled = true;
+    try {
+      await api.requestJoin(room.id, null);
+    } catch (ex) {
+      if (!(ex.status === 400 && /already in this room/i.test(ex.message))) {
+        showError(err, ex);
+        btn.disabled = false;
+        return;
+      }
+    }
+    await store.loadRooms().catch(() => {});
+    toast(`You joined “${room.name}”.`, 'success');
+    rerender();
+  });
+  const n = room.participants_count ?? 0;
+  main.appendChild(h('div', { class: 'page narrow', 'data-testid': 'room-gate' },
+    h('h1', {}, room.name),
+    room.description ? h('p', { class: 'room-desc' }, room.description) : null,
+    h('p', { class: 'muted' }, `Public room · ${n} member${n === 1 ? '' : 's'}`),
+    h('p', {}, 'You are not a member of this room yet.'),
+    err,
+    h('p', {}, btn, ' ', h('a', { href: '#/rooms', class: 'btn' }, 'Back to rooms'))));
+  btn.focus();
+}
+
+/** "This room is private — request to join" with a message box. Returns a cleanup. */
+function renderPrivateGate(main, roomId, rerender, room = null) {
+  const wrap = h('div', { class: 'page narrow', 'data-testid': 'private-room-gate' });
+  main.appendChild(wrap);
+  const draw = () => {
+    const pending = store.myRequests.find((r) => r.room_id === roomId);
+    const title = room ? room.name : (pending ? pending.room_name : 'Private room');
+    if (pending) {
+      replace(wrap,
+        h('h1', {}, title),
+        h('p', { class: 'notice', role: 'status', 'data-testid': 'request-pending' },
+          `Your request to join “${pending.room_name}” is waiting for the owner. You will be notified of the decision.`),
+        pending.message ? h('p', { class: 'muted' }, `Your message: “${pending.message}”`) : null,
+        h('p', {}, h('a', { href: '#/rooms', class: 'btn' }, 'Back to rooms')));
+      return;
+    }
+    const err = errorBox('join-request-error');
+    const msg = h('textarea', { id: 'join-message', rows: 3, maxlength: 500, 'data-testid': 'join-request-message', placeholder: 'Hi! I would like to join because…' });
+    const form = h('form', { class: 'form', 'data-testid': 'join-request-form' },
+      err,
+      h('div', { class: 'field' }, h('label', { for: 'join-message' }, 'Message to the owner (optional)'), msg),
+      h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'join-request-submit' }, 'Request to join'));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      hideError(err);
+      try {
+        await busy(form, () => api.requestJoin(roomId, msg.value.trim() || null));
+      } catch (ex) {
+        if (ex.status === 400 && /already in this room/i.test(ex.message)) {
+          await store.loadRooms().catch(() => {});
+          rerender();
+          return;
+        }
+        if (!(ex.status === 400 && /already exists/i.test(ex.message))) {
+          showError(err, ex);
+          msg.focus();
+          return;
+        }
+      }
+      await store.loadMyRequests().catch(() => {});
+      if (store.isMember(roomId)) { rerender(); return; }
+      if (!store.myRequests.some((r) => r.room_id === roomId)) {
+        // A public room: joined at once.
+        await store.loadRooms().catch(() => {});
+        rerender();
+        return;
+      }
+      toast('Join request sent. The owner has been notified.', 'success');
+      draw();
+    });
+    replace(wrap,
+      h('h1', {}, title),
+      h('p', { class: 'notice', 'data-testid': 'private-room-notice' }, 'This room is private — request to join'),
+      h('p', { class: 'muted' }, 'The owner will see your request and your message, and can accept or reject it.'),
+      form);
+    msg.focus();
+  };
+  draw();
+  const offs = [
+    store.on('requests', () => { if (!wrap.contains(document.activeElement) || store.myRequests.some((r) => r.room_id === roomId)) draw(); }),
+    store.on('notification', (n) => {
+      if (n.payload && n.payload.room_id === roomId && n.type === 'JOIN_REQUEST_ACCEPTED') {
+        store.loadRooms().then(rerender).catch(() => {});
+      } else if (n.payload && n.payload.room_id === roomId && n.type === 'JOIN_REQUEST_REJECTED') {
+        store.loadMyRequests().then(() => {
+          draw();
+          wrap.insertBefore(h('p', { class: 'form-error', role: 'alert' }, 'Your previous request was declined.'), wrap.children[1] || null);
+        }).catch(() => {});
+      }
+    }),
+  ];
+  return () => offs.forEach((f) => f());
+}
+
+// ---- the chat --------------------------------------------------------------------------
+
+function renderContent(content, meName) {
+  const me = (meName || '').toLowerCase();
+  return splitMentions(content).map((p) => (p.mention
+    ? h('span', { class: p.mention.toLowerCase() === me ? 'mention mention-me' : 'mention', 'data-testid': 'mention' }, p.text)
+    : p.text));
+}
+
+function openChat(main, initialRoom, ctx) {
+  let room = { ...initialRoom };
+  const roomId = room.id;
+  const socket = store.socket;
+  const me = store.me;
+  const offs = [];
+  let destroyed = false;
+
+  const isOwner = () => store.isOwner(room);
+
+  // ---- state
+  const bySeq = new Map(); // seq -> {msg, el}
+  const seqs = []; // sorted confirmed seqs
+  const byId = new Map(); // message id -> seq
+  const pendingEls = new Map(); // client_msg_id -> el
+  let hasOlder = true;
+  let loadingOlder = false;
+  let ready = false;
+  let buffer = [];
+  let members = [];
+  const online = new Set();
+  const typers = new Map(); // user id -> {username, timer}
+  let editing = null; // seq being edited
+
+  // ---- header & aside
+  const titleEl = h('h1', { class: 'room-title', 'data-testid': 'room-title' }, room.name);
+  const visTag = h('span', { class: 'tag', 'data-testid': 'room-visibility' });
+  const descEl = h('p', { class: 'room-desc', 'data-testid': 'room-description' });
+  const infoToggle = h('button', { type: 'button', class: 'btn btn-small aside-toggle', 'aria-expanded': 'false', 'aria-controls': 'room-aside', 'data-testid': 'toggle-room-info' }, 'Members & info');
+  const header = h('header', { class: 'room-header' },
+    h('a', { href: '#/rooms', class: 'back-link', 'data-testid': 'back-to-rooms' }, '← Rooms'),
+    h('div', { class: 'room-header-main' }, h('div', { class: 'room-title-row' }, titleEl, visTag), descEl),
+    infoToggle);
+
+  const banner = h('div', { class: 'banner', role: 'status', hidden: true, 'data-testid': 'room-banner' });
+
+  // ---- messages
+  const olderBtn = h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'load-older' }, 'Load older messages');
+  const historyTop = h('div', { class: 'history-top' }, olderBtn);
+  const list = h('ol', { class: 'message-list', 'data-testid': 'message-list', 'aria-label': `Messages in ${room.name}`, role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions' });
+  const pendingList = h('ol', { class: 'message-list pending-list', 'data-testid': 'pending-list', 'aria-label': 'Messages being sent' });
+  const emptyNote = h('p', { class: 'muted center empty-note', hidden: true }, 'No messages yet. Say hello!');
+  const scroller = h('div', { class: 'msg-scroller', 'data-testid': 'message-scroller', tabindex: '0', 'aria-label': 'Message history' }, historyTop, emptyNote, list, pendingList);
+  const jumpBtn = h('button', { type: 'button', class: 'btn btn-small jump-btn', hidden: true, 'data-testid': 'jump-to-latest' }, 'New messages ↓');
+  const typingEl = h('div', { class: 'typing', 'data-testid': 'typing-indicator', 'aria-live': 'polite' });
+
+  // ---- composer
+  const input = h('textarea', { id: 'composer-input', class: 'composer-input', rows: 1, maxlength: MAX_CHARS, placeholder: `Message ${room.name}`, 'aria-label': `Message ${room.name}`, 'data-testid': 'composer-input', 'aria-describedby': 'composer-hint' });
+  const sendBtn = h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'send-button' }, 'Send');
+  const composerHint = h('p', { id: 'composer-hint', class: 'composer-hint muted small' }, 'Enter to send · Shift+Enter for a new line');
+  const composerErr = h('p', { class: 'inline-error', role: 'alert', hidden: true, 'data-testid': 'composer-error' });
+  const composer = h('form', { class: 'composer', 'data-testid': 'composer' },
+    h('div', { class: 'composer-row' }, input, sendBtn), composerErr, composerHint);
+
+  const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, scroller, jumpBtn, typingEl, composer);
+
+  // ---- aside
+  const shareUrl = `${location.origin}/#/room/${encodeURIComponent(roomId)}`;
+  const shareInput = h('input', { id: 'share-link', readonly: true, value: shareUrl, 'data-testid': 'share-link-input', 'aria-label': 'Share link' });
+  const copyBtn = h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'copy-share-link' }, 'Copy');
+  const shareNote = h('p', { class: 'muted small share-note' });
+  const shareSection = h('section', { class: 'aside-section', 'data-testid': 'share-link' },
+    h('h2', {}, 'Share'), h('div', { class: 'form-inline' }, shareInput, copyBtn), shareNote);
+
+  const memberCount = h('span', { class: 'muted' });
+  const memberList = h('ul', { class: 'member-list', 'data-testid': 'member-list' });
+  const membersSection = h('section', { class: 'aside-section' }, h('h2', {}, 'Members ', memberCount), memberList);
+
+  const ownerBox = h('div', { class: 'owner-tools', 'data-testid': 'owner-tools' });
+  const leaveBox = h('section', { class: 'aside-section leave-box' });
+  const aside = h('aside', { id: 'room-aside', class: 'room-aside', 'aria-label': 'Room details' }, ownerBox, membersSection, shareSection, leaveBox);
+
+  const view = h('div', { class: 'room-view', 'data-testid': 'room-view', 'data-room-id': roomId },
+    header, h('div', { class: 'room-body' }, chat, aside));
+  main.appendChild(view);
+
+  infoToggle.addEventListener('click', () => {
+    const open = infoToggle.getAttribute('aria-expanded') !== 'true';
+    infoToggle.setAttribute('aria-expanded', String(open));
+    view.classList.toggle('aside-open', open);
+    if (open) aside.querySelector('h2')?.setAttribute('tabindex', '-1');
+    if (open) aside.querySelector('h2')?.focus();
+  });
+
+  copyBtn.addEventListener('click', async () => {
+    let ok = false;
+    try {
+      if (navigator.clipboard && window.isSecureContext) { await navigator.clipboard.writeText(shareUrl); ok = true; }
+    } catch { ok = false; }
+    if (!ok) {
+      shareInput.focus();
+      shareInput.select();
+      try { ok = document.execCommand('copy'); } catch { ok = false; }
+    }
+    shareNote.textContent = ok ? 'Link copied.' : 'Select the link and copy it.';
+  });
+
+  function drawHeader() {
+    titleEl.textContent = room.name;
+    visTag.textContent = room.is_public ? 'Public' : 'Private';
+    visTag.className = room.is_public ? 'tag tag-public' : 'tag tag-private';
+    descEl.textContent = room.description || '';
+    descEl.hidden = !room.description;
+    shareNote.textContent = room.is_public
+      ? 'Anyone with the link can join.'
+      : 'Private: people with the link can ask to join.';
+  }
+
+  // ---- leave
+  function drawLeave() {
+    const q = isOwner() ? 'You own this room: leaving deletes it for everyone. Leave?' : 'Leave this room?';
+    replace(leaveBox, confirmButton('Leave room', {
+      question: q,
+      confirmLabel: 'Leave',
+      cancelLabel: 'Cancel',
+      className: 'btn btn-small btn-danger-outline',
+      testid: 'leave-room',
+      onConfirm: async () => {
+        store.quietGone.add(roomId);
+        try {
+          await api.leaveRoom(roomId);
+        } catch (ex) {
+          store.quietGone.delete(roomId);
+          toast(ex.message, 'error');
+          return;
+        }
+        store.dropRoom(roomId);
+        toast(`You left “${room.name}”.`, 'info');
+        ctx.navigate('#/rooms');
+      },
+    }));
+  }
+
+  // ---- owner tools
+  const reqList = h('ul', { class: 'plain-list req-list', 'data-testid': 'join-requests' });
+  let requests = [];
+
+  function drawOwnerTools() {
+    clear(ownerBox);
+    if (!isOwner()) return;
+    const err = errorBox('room-settings-error');
+    const ok = h('p', { class: 'ok-note small', role: 'status', hidden: true });
+    const desc = h('textarea', { id: 'settings-desc', rows: 3, maxlength: 1000, 'data-testid': 'settings-description' });
+    desc.value = room.description || '';
+    const vis = h('select', { id: 'settings-vis', 'data-testid': 'settings-visibility' },
+      h('option', { value: 'public' }, 'Public — anyone can join'),
+      h('option', { value: 'private' }, 'Private — join by request'));
+    vis.value = room.is_public ? 'public' : 'private';
+    const form = h('form', { class: 'form', 'data-testid': 'room-settings-form' },
+      err, ok,
+      h('div', { class: 'field' }, h('label', { for: 'settings-desc' }, 'Description'), desc),
+      h('div', { class: 'field' }, h('label', { for: 'settings-vis' }, 'Visibility'), vis),
+      h('button', { type: 'submit', class: 'btn btn-small btn-primary', 'data-testid': 'settings-save' }, 'Save changes'));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      hideError(err);
+      ok.hidden = true;
+      const changes = {};
+      const newDesc = desc.value.trim();
+      if (newDesc !== (room.description || '')) changes.description = newDesc;
+      const pub = vis.value === 'public';
+      if (pub !== !!room.is_public) changes.is_public = pub;
+      if (!Object.keys(changes).length) { showError(err, 'Nothing to change in room'); return; }
+      if (!('description' in changes)) changes.description = null;
+      if (!('is_public' in changes)) changes.is_public = null;
+      try {
+        const updated = await busy(form, () => api.updateRoom(roomId, changes));
+        room = { ...room, ...updated };
+        store.upsertRoom({ ...updated, last_read_seq: store.rooms.get(roomId)?.last_read_seq });
+        drawHeader();
+        ok.textContent = 'Saved.';
+        ok.hidden = false;
+      } catch (ex) {
+        showError(err, ex);
+      }
+    });
+    const del = confirmButton('Delete room', {
+      question: 'Delete this room and all its messages?',
+      confirmLabel: 'Delete',
+      cancelLabel: 'Cancel',
+      className: 'btn btn-small btn-danger-outline',
+      testid: 'delete-room',
+      onConfirm: async () => {
+        store.quietGone.add(roomId);
+        try {
+          await api.deleteRoom(roomId);
+        } catch (ex) {
+          store.quietGone.delete(roomId);
+          toast(ex.message, 'error');
+          return;
+        }
+        store.dropRoom(roomId);
+        toast(`Room “${room.name}” deleted.`, 'info');
+        ctx.navigate('#/rooms');
+      },
+    });
+    const settings = h('details', { class: 'aside-section settings', 'data-testid': 'room-settings' },
+      h('summary', {}, 'Room settings'),
+      form,
+      h('div', { class: 'danger-zone' }, del));
+    ownerBox.append(
+      h('section', { class: 'aside-section', 'aria-labelledby': 'h-requests' },
+        h('h2', { id: 'h-requests' }, 'Join requests'), reqList),
+      settings);
+    drawRequests();
+  }
+
+  function drawRequests() {
+    if (!isOwner()) return;
+    replace(reqList, requests.length
+      ? requests.map((r) => {
+        const err = h('p', { class: 'inline-error small', role: 'alert', hidden: true });
+        const accept = h('button', { type: 'button', class: 'btn btn-small btn-primary', 'data-testid': 'accept-request' }, 'Accept');
+        const reject = h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'reject-request' }, 'Reject');
+        const handle = async (yes) => {
+          accept.disabled = true; reject.disabled = true; err.hidden = true;
+          try {
+            await api.handleRequest(r.id, yes);
+            requests = requests.filter((x) => x.id !== r.id);
+            drawRequests();
+            toast(yes ? `${r.username} can now chat here.` : `Request from ${r.username} rejected.`, yes ? 'success' : 'info');
+            if (yes) loadMembers();
+            reqList.querySelector('button')?.focus();
+          } catch (ex) {
+            err.textContent = ex.message; err.hidden = false;
+            accept.disabled = false; reject.disabled = false;
+            if (ex.status === 404 || ex.status === 400) loadRequests();
+          }
+        };
+        accept.addEventListener('click', () => handle(true));
+        reject.addEventListener('click', () => handle(false));
+        return h('li', { class: 'req-item', 'data-testid': 'join-request', 'data-request-id': r.id },
+          h('div', {}, h('span', { class: 'strong' }, r.username), h('span', { class: 'muted small' }, ` · ${relTime(r.created_at)}`)),
+          r.message ? h('p', { class: 'req-message' }, r.message) : null,
+          h('div', { class: 'btn-row' }, accept, reject),
+          err);
+      })
+      : h('li', { class: 'muted small' }, 'No pending requests.'));
+  }
+
+  async function loadRequests() {
+    if (!isOwner()) return;
+    try {
+      requests = await api.roomRequests(roomId);
+      if (!destroyed) drawRequests();
+    } catch { /* keep the old list */ }
+  }
+
+  // ---- members & presence
+  function drawMembers() {
+    memberCount.textContent = `(${members.length}, ${members.filter((m) => online.has(m.id)).length} online)`;
+    const sorted = [...members].sort((a, b) => (online.has(b.id) - online.has(a.id)) || a.username.localeCompare(b.username));
+    replace(memberList, sorted.map((m) => {
+      const on = online.has(m.id);
+      const owner = m.id === room.created_by;
+      const li = h('li', { class: 'member', 'data-testid': 'member', 'data-user-id': m.id, 'data-online': String(on) },
+        h('span', { class: on ? 'presence online' : 'presence', 'data-testid': 'presence', title: on ? 'Online' : 'Offline' }),
+        h('span', { class: 'sr-only' }, on ? 'Online: ' : 'Offline: '),
+        h('span', { class: 'member-name' }, m.username),
+        owner ? h('span', { class: 'tag tag-small' }, 'owner') : null,
+        m.id === me.id ? h('span', { class: 'tag tag-small' }, 'you') : null);
+      if (isOwner() && m.id !== me.id) {
+        li.appendChild(confirmButton('Remove', {
+          question: `Remove ${m.username}?`,
+          confirmLabel: 'Remove',
+          cancelLabel: 'Cancel',
+          className: 'btn btn-tiny',
+          testid: 'remove-member',
+          onConfirm: async () => {
+            try {
+              await api.removeUser(roomId, m.id);
+              members = members.filter((x) => x.id !== m.id);
+              drawMembers();
+              toast(`${m.username} was removed from the room.`, 'info');
+            } catch (ex) {
+              toast(ex.message, 'error');
+            }
+          },
+        }));
+      }
+      return li;
+    }));
+  }
+
+  let membersTimer = null;
+  async function loadMembers() {
+    clearTimeout(membersTimer);
+    try {
+      const [users, active] = await Promise.all([api.roomUsers(roomId), api.activeUsers(roomId).catch(() => null)]);
+      if (destroyed) return;
+      members = users;
+      if (active) { online.clear(); active.forEach((id) => online.add(id)); }
+      drawMembers();
+    } catch { /* e.g. just removed: the unsubscribe notice handles it */ }
+  }
+  const loadMembersSoon = () => { clearTimeout(membersTimer); membersTimer = setTimeout(loadMembers, 250); };
+
+  // ---- typing
+  function drawTyping() {
+    const names = [...typers.values()].map((t) => t.username);
+    let text = '';
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = `${names.length} people are typing…`;
+    typingEl.textContent = text;
+    typingEl.classList.toggle('active', !!text);
+  }
+  function setTyping(userId, username, isTyping) {
+    const old = typers.get(userId);
+    if (old) clearTimeout(old.timer);
+    if (isTyping) {
+      typers.set(userId, { username, timer: setTimeout(() => { typers.delete(userId); drawTyping(); }, TYPING_TTL_MS) });
+    } else {
+      typers.delete(userId);
+    }
+    drawTyping();
+  }
+
+  let typingActive = false;
+  let typingSentAt = 0;
+  let typingIdle = null;
+  function stopTyping() {
+    clearTimeout(typingIdle);
+    if (typingActive) { socket.typing(roomId, false); typingActive = false; }
+  }
+  function onComposerInput() {
+    autosize();
+    const has = input.value.trim().length > 0;
+    if (!has) { stopTyping(); return; }
+    const now = Date.now();
+    if (!typingActive || now - typingSentAt > TYPING_RESEND_MS) {
+      if (socket.typing(roomId, true)) { typingActive = true; typingSentAt = now; }
+    }
+    clearTimeout(typingIdle);
+    typingIdle = setTimeout(stopTyping, TYPING_IDLE_MS);
+    const left = MAX_CHARS - [...input.value].length;
+    composerHint.textContent = left < 400 ? `${left} characters left` : 'Enter to send · Shift+Enter for a new line';
+  }
+
+  function autosize() {
+    input.style.height = 'auto';
+    input.style.height = `${Math.min(input.scrollHeight, 180)}px`;
+  }
+
+  // ---- messages
+  const atBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
+  const scrollToBottom = () => { scroller.scrollTop = scroller.scrollHeight; jumpBtn.hidden = true; };
+
+  function messageEl(msg) {
+    const li = h('li', { class: 'msg', 'data-testid': 'message' });
+    fillMessage(li, msg);
+    return li;
+  }
+
+  function fillMessage(li, msg) {
+    const own = msg.user_id === me.id;
+    li.className = `msg${own ? ' msg-own' : ''}${msg.deleted ? ' msg-deleted' : ''}`;
+    li.dataset.seq = String(msg.seq);
+    li.dataset.messageId = msg.id;
+    li.dataset.userId = msg.user_id;
+    li.dataset.state = 'sent';
+    li.dataset.own = String(own);
+    li.dataset.deleted = String(!!msg.deleted);
+    li.dataset.edited = String(!!msg.edited);
+    const meta = h('div', { class: 'msg-meta' },
+      h('span', { class: 'msg-author', 'data-testid': 'message-author' }, msg.username || 'unknown'),
+      h('time', { class: 'msg-time', datetime: msg.created_at, title: fullTime(msg.created_at) }, shortTime(msg.created_at)),
+      msg.edited && !msg.deleted ? h('span', { class: 'msg-edited', 'data-testid': 'edited-mark', title: `Edited ${fullTime(msg.updated_at)}` }, '(edited)') : null);
+    const body = msg.deleted
+      ? h('div', { class: 'msg-content', 'data-testid': 'message-content' }, h('em', {}, 'This message was deleted.'))
+      : h('div', { class: 'msg-content', 'data-testid': 'message-content' }, renderContent(msg.content, me.username));
+    const actions = h('div', { class: 'msg-actions' });
+    if (!msg.deleted) {
+      if (own) {
+        const edit = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'edit-message', 'aria-label': 'Edit message' }, 'Edit');
+        edit.addEventListener('click', () => startEdit(msg.seq));
+        actions.appendChild(edit);
+      }
+      if (own || isOwner()) {
+        actions.appendChild(confirmButton('Delete', {
+          question: 'Delete this message?',
+          confirmLabel: 'Delete',
+          cancelLabel: 'Cancel',
+          className: 'btn btn-tiny',
+          testid: 'delete-message',
+          onConfirm: async () => {
+            try {
+              await api.deleteMessage(msg.id);
+              applyDeleted(msg.id);
+            } catch (ex) {
+              toast(ex.message, 'error');
+            }
+          },
+        }));
+      }
+    }
+    replace(li, meta, body, actions.childNodes.length ? actions : null);
+  }
+
+  function insertMessage(msg) {
+    if (!msg || typeof msg.seq !== 'number') return false;
+    const existing = bySeq.get(msg.seq);
+    if (existing) {
+      // Same message again (ack then live frame, or replay): keep the freshest state.
+      const merged = { ...existing.msg, ...msg };
+      if (existing.msg.deleted) merged.deleted = true;
+      if (existing.msg.edited && !msg.edited && !msg.deleted) { merged.edited = true; merged.content = existing.msg.content; }
+      existing.msg = merged;
+      byId.set(merged.id, merged.seq);
+      if (editing !== merged.seq) fillMessage(existing.el, merged);
+      return false;
+    }
+    const el = messageEl(msg);
+    // binary search for the position
+    let lo = 0;
+    let hi = seqs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (seqs[mid] < msg.seq) lo = mid + 1; else hi = mid;
+    }
+    const next = lo < seqs.length ? bySeq.get(seqs[lo]).el : null;
+    // keep the unread divider directly above its message
+    const anchor = next && next.previousSibling && next.previousSibling.classList && next.previousSibling.classList.contains('unread-divider') && next.previousSibling.dataset.before === String(seqs[lo]) ? next.previousSibling : next;
+    list.insertBefore(el, anchor);
+    seqs.splice(lo, 0, msg.seq);
+    bySeq.set(msg.seq, { msg, el });
+    byId.set(msg.id, msg.seq);
+    emptyNote.hidden = true;
+    const c = msg.client_msg_id && pendingEls.get(msg.client_msg_id);
+    if (c) { c.remove(); pendingEls.delete(msg.client_msg_id); }
+    if (msg.user_id && typers.has(msg.user_id)) setTyping(msg.user_id, '', false);
+    return true;
+  }
+
+  const maxSeq = () => (seqs.length ? seqs[seqs.length - 1] : 0);
+  const minSeq = () => (seqs.length ? seqs[0] : 0);
+
+  function applyEdited(id, content) {
+    const seq = byId.get(id);
+    if (seq === undefined) return;
+    const it = bySeq.get(seq);
+    it.msg = { ...it.msg, content, edited: true, updated_at: new Date().toISOString() };
+    if (editing !== seq) fillMessage(it.el, it.msg);
+  }
+
+  function applyDeleted(id) {
+    const seq = byId.get(id);
+    if (seq === undefined) return;
+    const it = bySeq.get(seq);
+    if (editing === seq) editing = null;
+    const hadFocus = it.el.contains(document.activeElement);
+    it.msg = { ...it.msg, deleted: true, content: '' };
+    fillMessage(it.el, it.msg);
+    if (hadFocus) { input.focus(); }
+  }
+
+  function startEdit(seq) {
+    const it = bySeq.get(seq);
+    if (!it || it.msg.deleted) return;
+    if (editing !== null && editing !== seq) cancelEdit();
+    editing = seq;
+    const ta = h('textarea', { class: 'edit-input', rows: 2, maxlength: MAX_CHARS, 'aria-label': 'Edit message', 'data-testid': 'edit-input' });
+    ta.value = it.msg.content;
+    const err = h('p', { class: 'inline-error small', role: 'alert', hidden: true });
+    const save = h('button', { type: 'submit', class: 'btn btn-tiny btn-primary', 'data-testid': 'edit-save' }, 'Save');
+    const cancel = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'edit-cancel' }, 'Cancel');
+    const form = h('form', { class: 'edit-form', 'data-testid': 'edit-form' }, ta, err, h('div', { class: 'btn-row' }, save, cancel, h('span', { class: 'muted small' }, 'Enter to save · Esc to cancel')));
+    const content = it.el.querySelector('.msg-content');
+    const actions = it.el.querySelector('.msg-actions');
+    if (actions) actions.hidden = true;
+    content.replaceWith(form);
+    ta.focus();
+    ta.setSelectionRange(ta.value.length, ta.value.length);
+    cancel.addEventListener('click', () => { cancelEdit(); });
+    ta.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') { e.preventDefault(); cancelEdit(); }
+      else if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
+    });
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const text = ta.value.trim();
+      if (!text) { err.textContent = 'A message cannot be empty (delete it instead).'; err.hidden = false; return; }
+      if (text === it.msg.content) { cancelEdit(); return; }
+      save.disabled = true;
+      try {
+        const updated = await api.editMessage(it.msg.id, text);
+        editing = null;
+        const cur = bySeq.get(seq);
+        cur.msg = { ...cur.msg, ...updated };
+        fillMessage(cur.el, cur.msg);
+        cur.el.querySelector('[data-testid="edit-message"]')?.focus();
+      } catch (ex) {
+        err.textContent = ex.message; err.hidden = false;
+        save.disabled = false;
+        ta.focus();
+      }
+    });
+  }
+
+  function cancelEdit() {
+    if (editing === null) return;
+    const seq = editing;
+    editing = null;
+    const it = bySeq.get(seq);
+    if (it) {
+      fillMessage(it.el, it.msg);
+      it.el.querySelector('[data-testid="edit-message"]')?.focus();
+    }
+  }
+
+  // pending (not yet acked) messages, greyed
+  function drawPending() {
+    const entries = socket.pendingFor(roomId);
+    const keep = new Set(entries.map((e) => e.cmid));
+    for (const [id, el] of pendingEls) if (!keep.has(id)) { el.remove(); pendingEls.delete(id); }
+    for (const e of entries) {
+      let el = pendingEls.get(e.cmid);
+      if (!el) {
+        el = h('li', { class: 'msg msg-own msg-pending', 'data-testid': 'message', 'data-client-msg-id': e.cmid });
+        pendingEls.set(e.cmid, el);
+        pendingList.appendChild(el);
+      }
+      el.dataset.state = e.state === 'failed' ? 'failed' : 'pending';
+      el.classList.toggle('msg-failed', e.state === 'failed');
+      const status = e.state === 'failed'
+        ? h('span', { class: 'msg-status msg-status-failed' }, `Not sent: ${e.error || 'error'}`)
+        : h('span', { class: 'msg-status' }, socket.connected ? 'Sending…' : 'Waiting for connection…');
+      let actions = null;
+      if (e.state === 'failed') {
+        const retry = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'retry-send' }, 'Retry');
+        const discard = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'discard-send' }, 'Discard');
+        retry.addEventListener('click', () => socket.retry(e.cmid));
+        discard.addEventListener('click', () => { socket.discard(e.cmid); input.focus(); });
+        actions = h('div', { class: 'msg-actions msg-actions-visible' }, retry, discard);
+      }
+      replace(el,
+        h('div', { class: 'msg-meta' }, h('span', { class: 'msg-author' }, me.username), status),
+        h('div', { class: 'msg-content', 'data-testid': 'message-content' }, renderContent(e.content, me.username)),
+        actions);
+    }
+    if (entries.length) emptyNote.hidden = true;
+  }
+
+  function addDivider() {
+    const r = store.rooms.get(roomId);
+    const lastRead = r ? r.last_read_seq || 0 : 0;
+    const first = seqs.find((x) => x > lastRead);
+    if (first === undefined) return;
+    const it = bySeq.get(first);
+    if (!it || it.msg.user_id === me.id) return;
+    list.insertBefore(h('li', { class: 'unread-divider', 'data-before': String(first), 'aria-hidden': 'true' }, h('span', {}, 'New messages')), it.el);
+  }
+
+  // ---- read markers
+  let readTimer = null;
+  function markReadSoon() {
+    clearTimeout(readTimer);
+    readTimer = setTimeout(markRead, 250);
+  }
+  function markRead() {
+    if (destroyed || !ready || document.visibilityState !== 'visible') return;
+    const top = maxSeq();
+    if (top > 0) store.markRead(roomId, top);
+  }
+
+  // ---- loading
+  async function loadInitial() {
+    try {
+      const page = await api.messagesBefore(roomId, undefined, PAGE);
+      if (destroyed) return;
+      page.forEach(insertMessage);
+      hasOlder = page.length > 0 && minSeq() > 1;
+      // Fill any gap up to what the socket (or the room list) knows exists.
+      const target = () => Math.max(socket.lastSeq(roomId), store.rooms.get(roomId)?.last_seq || 0, room.last_seq || 0);
+      let guard = 0;
+      while (maxSeq() < target() && guard++ < 20) {
+        const more = await api.messagesAfter(roomId, maxSeq(), 200);
+        if (destroyed) return;
+        more.forEach(insertMessage);
+        if (more.length < 200) break;
+      }
+    } catch (ex) {
+      if (destroyed) return;
+      banner.textContent = `Could not load messages: ${ex.message}`;
+      banner.hidden = false;
+    }
+    ready = true;
+    const queued = buffer;
+    buffer = [];
+    queued.forEach(handleLive);
+    drawPending();
+    addDivider();
+    updateHistoryTop();
+    emptyNote.hidden = seqs.length > 0 || pendingEls.size > 0;
+    scrollToBottom();
+    await fillViewport();
+    markReadSoon();
+  }
+
+  function updateHistoryTop() {
+    if (hasOlder) {
+      replace(historyTop, olderBtn);
+      olderBtn.disabled = loadingOlder;
+      olderBtn.textContent = loadingOlder ? 'Loading…' : 'Load older messages';
+    } else {
+      replace(historyTop, h('p', { class: 'muted small center', 'data-testid': 'history-start' }, seqs.length ? `This is the beginning of “${room.name}”.` : ''));
+    }
+  }
+
+  async function loadOlder() {
+    if (!hasOlder || loadingOlder || !ready) return;
+    loadingOlder = true;
+    updateHistoryTop();
+    const before = minSeq();
+    try {
+      const page = await api.messagesBefore(roomId, before || undefined, PAGE);
+      if (destroyed) return;
+      const prevHeight = scroller.scrollHeight;
+      const prevTop = scroller.scrollTop;
+      page.forEach(insertMessage);
+      hasOlder = page.length > 0 && minSeq() > 1;
+      scroller.scrollTop = prevTop + (scroller.scrollHeight - prevHeight);
+    } catch (ex) {
+      toast(`Could not load older messages: ${ex.message}`, 'error');
+    } finally {
+      loadingOlder = false;
+      if (!destroyed) updateHistoryTop();
+    }
+  }
+
+  async function fillViewport() {
+    let guard = 0;
+    while (!destroyed && hasOlder && scroller.scrollHeight <= scroller.clientHeight + 20 && guard++ < 5) {
+      await loadOlder();
+    }
+  }
+
+  olderBtn.addEventListener('click', async () => {
+    await loadOlder();
+    olderBtn.focus();
+  });
+  scroller.addEventListener('scroll', () => {
+    if (scroller.scrollTop < 120) loadOlder();
+    if (atBottom()) { jumpBtn.hidden = true; }
+  }, { passive: true });
+  jumpBtn.addEventListener('click', () => { scrollToBottom(); input.focus(); });
+
+  // ---- live events
+  function handleLive(f) {
+    switch (f.event_type) {
+      case 'MESSAGE_CREATED': {
+        const msg = f.message || {
+          id: f.payload.message_id,
+          room_id: roomId,
+          user_id: f.payload.user_id,
+          username: f.payload.username,
+          content: f.payload.message,
+          edited: false,
+          deleted: false,
+          seq: f.seq,
+          client_msg_id: f.client_msg_id || null,
+          created_at: f.payload.created_at,
+          updated_at: f.payload.created_at,
+        };
+        if (typeof msg.seq !== 'number') msg.seq = f.seq;
+        const stick = atBottom();
+        const added = insertMessage(msg);
+        if (added) {
+          if (msg.seq === maxSeq()) {
+            if (stick || msg.user_id === me.id) scrollToBottom();
+            else jumpBtn.hidden = false;
+          }
+          markReadSoon();
+        }
+        break;
+      }
+      case 'MESSAGE_EDITED':
+        applyEdited(f.payload.message_id, f.payload.message);
+        break;
+      case 'MESSAGE_DELETED':
+        applyDeleted(f.payload.message_id);
+        break;
+      default:
+        break;
+    }
+  }
+
+  offs.push(store.on('event', (f) => {
+    const rid = f.room_id || (f.payload && f.payload.room_id);
+    if (f.event_type === 'NOTIFICATION') {
+      const n = f.notification;
+      if (n && n.type === 'JOIN_REQUEST_CREATED' && n.payload && n.payload.room_id === roomId) loadRequests();
+      return;
+    }
+    if (rid !== roomId) return;
+    switch (f.event_type) {
+      case 'MESSAGE_CREATED':
+      case 'MESSAGE_EDITED':
+      case 'MESSAGE_DELETED':
+        if (!ready) buffer.push(f); else handleLive(f);
+        break;
+      case 'USER_TYPING': {
+        const p = f.payload || {};
+        const isTyping = typeof f.is_typing === 'boolean' ? f.is_typing : String(p.is_typing).toLowerCase() === 'true';
+        if (p.user_id && p.user_id !== me.id) setTyping(p.user_id, p.username || 'Someone', isTyping);
+        break;
+      }
+      case 'USER_JOINED':
+      case 'USER_LEFT':
+        loadMembersSoon();
+        if (f.event_type === 'USER_JOINED') loadRequests();
+        break;
+      case 'ROOM_USER_ONLINE':
+      case 'ROOM_USER_OFFLINE': {
+        const uid = f.payload && f.payload.user_id;
+        if (!uid) break;
+        if (f.event_type === 'ROOM_USER_ONLINE') online.add(uid); else online.delete(uid);
+        if (!members.some((m) => m.id === uid)) loadMembersSoon(); else drawMembers();
+        break;
+      }
+      case 'ROOM_UPDATED': {
+        const p = f.payload || {};
+        if ('description' in p) room.description = p.description || null;
+        if ('is_public' in p) room.is_public = String(p.is_public).toLowerCase() === 'true';
+        drawHeader();
+        if (isOwner() && !ownerBox.contains(document.activeElement)) drawOwnerTools();
+        break;
+      }
+      default:
+        break;
+    }
+  }));
+
+  offs.push(store.on('ack', (a) => {
+    if (a.room_id !== roomId || typeof a.seq !== 'number') return;
+    const msg = a.message || {
+      id: a.message_id,
+      room_id: roomId,
+      user_id: me.id,
+      username: me.username,
+      content: a.content,
+      edited: false,
+      deleted: false,
+      seq: a.seq,
+      client_msg_id: a.client_msg_id,
+      created_at: a.created_at,
+      updated_at: a.created_at,
+    };
+    const el = pendingEls.get(a.client_msg_id);
+    if (!ready) { buffer.push({ event_type: 'MESSAGE_CREATED', room_id: roomId, seq: a.seq, message: msg }); return; }
+    if (el) { el.remove(); pendingEls.delete(a.client_msg_id); }
+    handleLive({ event_type: 'MESSAGE_CREATED', room_id: roomId, seq: a.seq, message: msg });
+  }));
+
+  offs.push(store.on('pending', (rid) => { if (rid === roomId) drawPending(); }));
+
+  offs.push(store.on('status', ({ status }) => {
+    drawPending();
+    if (status !== 'connected') { typers.clear(); drawTyping(); }
+  }));
+
+  offs.push(store.on('resumed', (f) => {
+    if (f.room_id !== roomId) return;
+    // After a reconnect: presence and members may have changed while we were away.
+    loadMembers();
+    loadRequests();
+    banner.hidden = true;
+  }));
+
+  offs.push(store.on('room-gone', ({ roomId: rid, reason }) => {
+    if (rid !== roomId || reason !== 'disconnected') return;
+    const again = h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'resubscribe' }, 'Reconnect to this room');
+    again.addEventListener('click', () => {
+      socket.subscribe(roomId, socket.lastSeq(roomId));
+      banner.hidden = true;
+      input.focus();
+    });
+    replace(banner, 'The room owner disconnected you from the live stream. ', again);
+    banner.hidden = false;
+  }));
+
+  const onVisible = () => { if (document.visibilityState === 'visible') markReadSoon(); };
+  document.addEventListener('visibilitychange', onVisible);
+  window.addEventListener('focus', onVisible);
+  offs.push(() => { document.removeEventListener('visibilitychange', onVisible); window.removeEventListener('focus', onVisible); });
+
+  // ---- composer events
+  input.addEventListener('input', onComposerInput);
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      e.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+  input.addEventListener('blur', () => stopTyping());
+  composer.addEventListener('submit', (e) => {
+    e.preventDefault();
+    composerErr.hidden = true;
+    const text = input.value.trim();
+    if (!text) return;
+    if ([...text].length > MAX_CHARS) {
+      composerErr.textContent = `A message can have at most ${MAX_CHARS} characters.`;
+      composerErr.hidden = false;
+      return;
+    }
+    stopTyping();
+    socket.send(roomId, text);
+    input.value = '';
+    autosize();
+    composerHint.textContent = 'Enter to send · Shift+Enter for a new line';
+    drawPending();
+    scrollToBottom();
+    input.focus();
+  });
+
+  // ---- start
+  drawHeader();
+  drawLeave();
+  drawOwnerTools();
+  drawMembers();
+  socket.subscribe(roomId, store.rooms.get(roomId)?.last_seq ?? room.last_seq ?? 0);
+  loadMembers();
+  loadRequests();
+  loadInitial();
+  input.focus();
+
+  return () => {
+    destroyed = true;
+    stopTyping();
+    clearTimeout(readTimer);
+    clearTimeout(membersTimer);
+    for (const t of typers.values()) clearTimeout(t.timer);
+    offs.forEach((f) => f());
+  };
+}
