@@ -322,6 +322,14 @@ pub struct OutboxRecord {
     pub created_at_ms: i64,
 }
 
+/// A digest of a store's content in a canonical order (replay verification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    pub rows: u64,
+    /// Hex SHA-256 over the canonical rows.
+    pub sha256: String,
+}
+
 /// A record read from the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {

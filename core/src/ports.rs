@@ -118,6 +118,8 @@ pub trait Directory: Send + Sync {
     ) -> StoreResult<u64>;
     async fn count_unread_notifications(&self, user: UserId) -> StoreResult<i64>;
     async fn delete_notification(&self, id: Uuid, user: UserId) -> StoreResult<bool>;
+    /// Digest of every notification's log-derived fields (not its read state), ordered by id.
+    async fn notifications_checksum(&self) -> StoreResult<Checksum>;
 
     /// Raises the user's read marker in the room (never lowers it); returns the marker now stored.
     async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64>;
@@ -200,6 +202,8 @@ pub trait MessageStore: Send + Sync {
         before: i64,
         limit: u32,
     ) -> StoreResult<Vec<StoredMessage>>;
+    /// Digest of every message, ordered by (room, seq): equal for stores built from the same log.
+    async fn checksum(&self) -> StoreResult<Checksum>;
 }
 
 /// Analytics events and the seven views. Inserting an event id twice counts it once.
@@ -213,6 +217,8 @@ pub trait AnalyticsStore: Send + Sync {
     async fn retention(&self, since: DateTime<Utc>) -> StoreResult<f64>;
     async fn edit_delete_ratio(&self) -> StoreResult<EditDeleteRatio>;
     async fn top_social_users(&self, limit: u32) -> StoreResult<Vec<SocialUser>>;
+    /// Digest of every event row, ordered by event id.
+    async fn checksum(&self) -> StoreResult<Checksum>;
 }
 
 /// A pre-serialized frame for live delivery.

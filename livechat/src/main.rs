@@ -4,6 +4,7 @@
 //! analytics processors.
 
 mod config;
+mod replay;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ enum Command {
     Serve,
     /// Print the effective configuration as TOML.
     Config,
+    /// Rebuild a store (history, analytics, notifications) from the log.
+    Replay(replay::ReplayArgs),
 }
 
 fn init_tracing(format: &str) {
@@ -82,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cfg).await,
+        Command::Replay(args) => replay::run(&cfg, args).await,
         Command::Config => {
             println!(
                 "{}",

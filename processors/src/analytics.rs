@@ -9,6 +9,9 @@ use livechat_schemas::{ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC};
 
 use crate::runner::{Decoded, Processor};
 
+/// Topics the analytics processor consumes.
+pub const TOPICS: &[&str] = &[ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC];
+
 pub struct AnalyticsProcessor {
     pub store: Arc<dyn AnalyticsStore>,
     pub group: String,
@@ -20,7 +23,7 @@ impl Processor for AnalyticsProcessor {
         &self.group
     }
     fn topics(&self) -> Vec<&'static str> {
-        vec![ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC]
+        TOPICS.to_vec()
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let rows: Vec<_> = batch

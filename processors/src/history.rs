@@ -10,6 +10,9 @@ use uuid::Uuid;
 
 use crate::runner::{Decoded, Processor};
 
+/// Topics the history processor consumes.
+pub const TOPICS: &[&str] = &[ROOM_EVENTS_TOPIC];
+
 pub struct HistoryProcessor {
     pub store: Arc<dyn MessageStore>,
     pub group: String,
@@ -69,7 +72,7 @@ impl Processor for HistoryProcessor {
         &self.group
     }
     fn topics(&self) -> Vec<&'static str> {
-        vec![ROOM_EVENTS_TOPIC]
+        TOPICS.to_vec()
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let mut ops = Vec::new();

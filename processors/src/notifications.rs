@@ -11,6 +11,9 @@ use livechat_schemas::{TopicEvent, ROOM_EVENTS_TOPIC};
 
 use crate::runner::{Decoded, Processor};
 
+/// Topics the notifications processor consumes.
+pub const TOPICS: &[&str] = &[ROOM_EVENTS_TOPIC];
+
 pub struct NotificationsProcessor {
     pub directory: Arc<dyn Directory>,
     pub fanout: Arc<dyn Fanout>,
@@ -22,7 +25,7 @@ impl Processor for NotificationsProcessor {
         "notifications"
     }
     fn topics(&self) -> Vec<&'static str> {
-        vec![ROOM_EVENTS_TOPIC]
+        TOPICS.to_vec()
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         for d in batch {

@@ -11,7 +11,7 @@ use livechat_core::model::*;
 use livechat_core::ports::AnalyticsStore;
 use rusqlite::params;
 
-use super::db::{uuid_col, Db};
+use super::db::{checksum_query, uuid_col, Db};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS analytics_events(
@@ -64,6 +64,12 @@ impl AnalyticsStore for SqliteAnalytics {
                 }
                 Ok(())
             })
+            .await
+    }
+
+    async fn checksum(&self) -> StoreResult<Checksum> {
+        self.db
+            .read(|c| checksum_query(c, "SELECT event_id, event_type, user_id, room_id, occurred_at, payload FROM analytics_events ORDER BY event_id"))
             .await
     }
 

@@ -146,6 +146,41 @@ pub fn ts_col(
     Ok(livechat_core::from_ms(row.get(idx)?))
 }
 
+/// SHA-256 over the rows of `sql` (every column rendered as text, `|`-separated, one row per
+/// line), in the order the query gives.
+pub fn checksum_query(
+    conn: &rusqlite::Connection,
+    sql: &str,
+) -> rusqlite::Result<livechat_core::model::Checksum> {
+    use rusqlite::types::Value;
+    use sha2::{Digest, Sha256};
+    let mut stmt = conn.prepare(sql)?;
+    let cols = stmt.column_count();
+    let mut rows = stmt.query([])?;
+    let mut hasher = Sha256::new();
+    let mut n = 0u64;
+    while let Some(row) = rows.next()? {
+        for i in 0..cols {
+            let text = match row.get::<_, Value>(i)? {
+                Value::Null => "\\N".to_string(),
+                Value::Integer(i) => i.to_string(),
+                Value::Real(f) => f.to_string(),
+                Value::Text(t) => t,
+                Value::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+            };
+            hasher.update(text.as_bytes());
+            hasher.update(if i + 1 == cols { b"\n" } else { b"|" });
+        }
+        n += 1;
+    }
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(livechat_core::model::Checksum { rows: n, sha256 })
+}
+
 /// Wraps a non-SQLite failure raised inside a transaction closure.
 pub fn user_err(e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(e.to_string().into())

@@ -13,7 +13,7 @@ use rusqlite::{params, OptionalExtension, Row, Transaction};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::db::{opt_uuid_col, ts_col, user_err, uuid_col, Db};
+use super::db::{checksum_query, opt_uuid_col, ts_col, user_err, uuid_col, Db};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users(
@@ -677,6 +677,12 @@ impl Directory for SqliteDirectory {
                     params![id.to_string(), user.to_string()],
                 )? == 1)
             })
+            .await
+    }
+
+    async fn notifications_checksum(&self) -> StoreResult<Checksum> {
+        self.db
+            .read(|c| checksum_query(c, "SELECT id, user_id, type, payload, source_id, created_at FROM notifications ORDER BY id"))
             .await
     }
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
-use livechat_core::model::{HistoryOp, MessageId, RoomId, StoredMessage};
+use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage};
 use livechat_core::ports::MessageStore;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::db::{ts_col, uuid_col, Db};
+use super::db::{checksum_query, ts_col, uuid_col, Db};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages(
@@ -134,6 +134,17 @@ impl MessageStore for SqliteHistory {
                 let mut stmt = c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"))?;
                 let rows = stmt.query_map(params![room.to_string(), after, limit], row)?;
                 rows.collect()
+            })
+            .await
+    }
+
+    async fn checksum(&self) -> StoreResult<Checksum> {
+        self.db
+            .read(|c| {
+                checksum_query(
+                    c,
+                    &format!("SELECT {COLS} FROM messages ORDER BY room_id, seq"),
+                )
             })
             .await
     }

@@ -18,7 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The binary built by `cargo test` (overridable with `LIVECHAT_BIN`).
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("LIVECHAT_BIN") {
         return PathBuf::from(p);
     }
