@@ -2,7 +2,7 @@
 
 import { api, apiEvents } from './js/api.js';
 import { store } from './js/store.js';
-import { h, clear, toast } from './js/dom.js';
+import { h, s as svgEl, clear, toast } from './js/dom.js';
 import { mountLogin, mountRegister } from './js/views/auth.js';
 import { mountHub } from './js/views/hub.js';
 import { mountRoom } from './js/views/room.js';
@@ -191,9 +191,15 @@ function updateTitle() {
 
 const items = new Map(); // room id -> {li, a, name, badge, lock}
 
+function lockIcon() {
+  return svgEl('svg', { viewBox: '0 0 16 16', width: 12, height: 12, 'aria-hidden': 'true', class: 'icon' },
+    svgEl('rect', { x: 2.5, y: 7, width: 11, height: 8, rx: 1.5, fill: 'currentColor' }),
+    svgEl('path', { d: 'M5 7V5a3 3 0 0 1 6 0v2', fill: 'none', stroke: 'currentColor', 'stroke-width': 1.8 }));
+}
+
 function roomItem(room) {
   const name = h('span', { class: 'room-name' });
-  const lock = h('span', { class: 'room-lock', 'aria-hidden': 'true', title: 'Private room' }, '🔒');
+  const lock = h('span', { class: 'room-lock', title: 'Private room' }, lockIcon());
   const badge = h('span', { class: 'badge', 'data-testid': 'unread-count', hidden: true });
   const a = h('a', { href: `#/room/${encodeURIComponent(room.id)}`, class: 'room-link' }, lock, name, badge);
   const li = h('li', { 'data-testid': 'room-item', 'data-room-id': room.id }, a);
@@ -300,3 +306,6 @@ async function boot() {
 }
 
 boot();
+
+// For debugging and end-to-end tests (e.g. dropping the socket on purpose).
+window.livechat = { store, api };

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{middleware, Json, Router};
@@ -29,6 +29,9 @@ use livechat_core::service::ChatService;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::predicate::SizeAbove;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::hub::Hub;
@@ -214,12 +217,29 @@ pub fn router(st: Arc<AppState>) -> Router {
     let api = open.merge(authed).fallback(api_not_found);
     let web = st.config.web_path();
     let index = web.join("index.html");
+    let origins: Vec<HeaderValue> = st
+        .config
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE]);
     Router::new()
         .nest("/api", api)
         .fallback_service(ServeDir::new(web).fallback(ServeFile::new(index)))
         .layer(axum::extract::DefaultBodyLimit::max(
             st.svc.limits.max_body_bytes,
         ))
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .compress_when(SizeAbove::new(1000)),
+        )
+        .layer(cors)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             (
                 StatusCode::INTERNAL_SERVER_ERROR,

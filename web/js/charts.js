@@ -28,39 +28,27 @@ function truncate(text, n) {
 }
 
 /**
- * Horizontal bar chart.
+ * Horizontal bar chart: one row per item (HTML label and value, an SVG bar that stretches),
+ * so the text keeps its size at any width.
  * items: [{label, value, note?}]; opts: {max, format, ariaLabel, testid, series}
  */
 export function barChart(items, opts = {}) {
   const format = opts.format || fmt;
   if (!items.length) return h('p', { class: 'muted chart-empty', 'data-testid': opts.testid }, opts.empty || 'No data yet.');
-  const W = 600;
-  const labelW = 150;
-  const valueW = 70;
-  const barH = 22;
-  const gap = 10;
-  const top = 4;
-  const H = top + items.length * (barH + gap);
   const max = opts.max || niceMax(Math.max(...items.map((i) => i.value || 0)));
-  const plotW = W - labelW - valueW;
-  const svg = s('svg', {
-    viewBox: `0 0 ${W} ${H}`, class: 'chart chart-bar', role: 'img',
-    'aria-label': opts.ariaLabel || 'Bar chart', 'data-testid': opts.testid, preserveAspectRatio: 'xMinYMin meet',
-  });
-  svg.appendChild(s('title', {}, opts.ariaLabel || 'Bar chart'));
-  items.forEach((it, i) => {
-    const y = top + i * (barH + gap);
+  const rows = items.map((it, i) => {
     const v = Math.max(0, it.value || 0);
-    const w = Math.max(v > 0 ? 2 : 0, (v / max) * plotW);
-    const g = s('g', { class: 'bar-row', 'data-testid': 'chart-bar' });
-    g.appendChild(s('title', {}, `${it.label}: ${format(v)}${it.note ? ` (${it.note})` : ''}`));
-    g.appendChild(s('text', { x: labelW - 8, y: y + barH / 2, class: 'chart-label', 'text-anchor': 'end', 'dominant-baseline': 'middle' }, truncate(it.label, 20)));
-    g.appendChild(s('rect', { x: labelW, y, width: plotW, height: barH, rx: 4, class: 'bar-track' }));
-    g.appendChild(s('rect', { x: labelW, y, width: w, height: barH, rx: 4, class: `bar series-${(opts.series ?? i) % SERIES}` }));
-    g.appendChild(s('text', { x: labelW + w + 6, y: y + barH / 2, class: 'chart-value', 'dominant-baseline': 'middle' }, format(v)));
-    svg.appendChild(g);
+    const pct = Math.min(100, (v / max) * 100);
+    const svg = s('svg', { viewBox: '0 0 100 10', preserveAspectRatio: 'none', class: 'hbar', 'aria-hidden': 'true' },
+      s('rect', { x: 0, y: 0, width: 100, height: 10, rx: 0, class: 'bar-track' }),
+      s('rect', { x: 0, y: 0, width: v > 0 ? Math.max(0.8, pct) : 0, height: 10, class: `bar series-${(opts.series ?? i) % SERIES}` }));
+    const title = `${it.label}: ${format(v)}${it.note ? ` (${it.note})` : ''}`;
+    return h('div', { class: 'hbar-row', role: 'listitem', 'data-testid': 'chart-bar', title, 'aria-label': title },
+      h('span', { class: 'hbar-label', 'aria-hidden': 'true' }, truncate(it.label, 22)),
+      svg,
+      h('span', { class: 'hbar-value', 'aria-hidden': 'true' }, format(v)));
   });
-  return svg;
+  return h('div', { class: 'chart chart-bar', role: 'list', 'aria-label': opts.ariaLabel || 'Bar chart', 'data-testid': opts.testid }, rows);
 }
 
 /**
@@ -73,7 +61,7 @@ export function lineChart(series, labels, opts = {}) {
     wrap.appendChild(h('p', { class: 'muted chart-empty' }, opts.empty || 'No data yet.'));
     return wrap;
   }
-  const W = 640;
+  const W = Math.max(320, Math.round(opts.width || 640));
   const H = opts.height || 240;
   const m = { l: 40, r: 12, t: 12, b: 28 };
   const pw = W - m.l - m.r;
@@ -111,7 +99,7 @@ export function lineChart(series, labels, opts = {}) {
 
 /** Vertical column chart for one series (e.g. a room's activity per bucket). */
 export function columnChart(values, labels, opts = {}) {
-  const W = 640;
+  const W = Math.max(320, Math.round(opts.width || 640));
   const H = opts.height || 200;
   const m = { l: 36, r: 8, t: 10, b: 26 };
   const pw = W - m.l - m.r;

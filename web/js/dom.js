@@ -122,14 +122,21 @@ export function confirmButton(label, { confirmLabel = 'Yes', cancelLabel = 'No',
 }
 
 let toastRegion = null;
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && toastRegion && toastRegion.firstChild && !e.defaultPrevented) {
+    const t = e.target;
+    if (t && t.closest && t.closest('form, .confirm-question')) return;
+    while (toastRegion.firstChild) toastRegion.firstChild.remove();
+  }
+});
 /** Shows a short notice in the toast region (role=status). kind: info | success | error. */
 export function toast(message, kind = 'info', ms = 6000) {
   if (!toastRegion) toastRegion = document.getElementById('toasts');
   if (!toastRegion) return;
-  const close = h('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss' }, '×');
-  const t = h('div', { class: `toast toast-${kind}`, 'data-testid': 'toast', role: kind === 'error' ? 'alert' : 'status' }, h('span', {}, message), close);
+  // Toasts never take clicks (pointer-events: none), so they cannot hide a button; they go
+  // away by themselves, or all at once with Escape.
+  const t = h('div', { class: `toast toast-${kind}`, 'data-testid': 'toast', role: kind === 'error' ? 'alert' : 'status' }, h('span', {}, message));
   const remove = () => t.remove();
-  close.addEventListener('click', remove);
   toastRegion.appendChild(t);
   while (toastRegion.children.length > 4) toastRegion.firstChild.remove();
   if (ms) setTimeout(remove, ms);

@@ -189,3 +189,49 @@ async fn health_openapi_and_swagger_ui_are_served() {
         .unwrap();
     assert!(init.contains("/api/internal/openapi.json"));
 }
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins_and_large_responses_are_gzipped() {
+    let app = App::spawn(&[(
+        "LIVECHAT_INGRESS__ALLOWED_ORIGINS",
+        "[http://localhost:5173]",
+    )])
+    .await;
+    let pre = |origin: &'static str| {
+        let (http, url) = (app.http.clone(), app.url("/api/rooms/get-rooms"));
+        async move {
+            http.request(reqwest::Method::OPTIONS, url)
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = pre("http://localhost:5173").await;
+    assert_eq!(
+        ok.headers().get("access-control-allow-origin").unwrap(),
+        "http://localhost:5173"
+    );
+    assert_eq!(
+        ok.headers()
+            .get("access-control-allow-credentials")
+            .unwrap(),
+        "true"
+    );
+    let evil = pre("https://evil.example").await;
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+    let doc = app
+        .http
+        .get(app.url("/api/internal/openapi.json"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
+}

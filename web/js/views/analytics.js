@@ -147,6 +147,7 @@ export function mountAnalytics(main) {
       replace(overTime, lineChart(series, labels, {
         ariaLabel: `Messages per ${range.step} minutes in the top ${rooms.length} rooms, ${range.label.toLowerCase()}`,
         testid: 'chart-over-time',
+        width: overTime.clientWidth,
       }), h('p', { class: 'muted small' }, `Messages per ${range.step >= 60 ? `${range.step / 60} h` : `${range.step} min`}, from get-message-per-minutes windows.`));
     } catch (ex) { replace(overTime, errP(ex)); }
   }
@@ -196,7 +197,7 @@ export function mountAnalytics(main) {
           tile('users', st.users_amount ?? 0, 'stat-room-users'),
           tile('messages last hour', lastHour, 'stat-room-hour'),
           tile('messages last 24 h', Number(day) || 0, 'stat-room-day')),
-        columnChart(hour.values, hour.labels, { ariaLabel: `Messages per 10 minutes in ${nameOf(id)}, last hour`, testid: 'chart-room-activity', series: 1 }),
+        columnChart(hour.values, hour.labels, { ariaLabel: `Messages per 10 minutes in ${nameOf(id)}, last hour`, testid: 'chart-room-activity', series: 1, width: roomAct.clientWidth }),
         h('p', { class: 'muted small' }, st.last_updated ? `Stats updated ${fullTime(st.last_updated)}.` : 'Stats not computed yet.'));
     } catch (ex) { replace(roomAct, errP(ex)); }
   }

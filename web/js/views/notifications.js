@@ -23,7 +23,7 @@ function describe(n) {
   }
 }
 
-const ICONS = { JOIN_REQUEST_CREATED: '✋', JOIN_REQUEST_ACCEPTED: '✅', JOIN_REQUEST_REJECTED: '⛔', MENTION: '@' };
+const ICONS = { JOIN_REQUEST_CREATED: '+', JOIN_REQUEST_ACCEPTED: '✓', JOIN_REQUEST_REJECTED: '✕', MENTION: '@' };
 
 export function mountNotifications(main) {
   const offs = [];

@@ -1016,9 +1016,10 @@ function openChat(main, initialRoom, ctx) {
   input.focus();
 
   return () => {
+    clearTimeout(readTimer);
+    markRead(); // what was on screen counts as read, even when leaving quickly
     destroyed = true;
     stopTyping();
-    clearTimeout(readTimer);
     clearTimeout(membersTimer);
     for (const t of typers.values()) clearTimeout(t.timer);
     offs.forEach((f) => f());
