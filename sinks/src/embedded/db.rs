@@ -87,6 +87,12 @@ impl Db {
         .map_err(|e| StoreError::Other(anyhow::anyhow!("sqlite task failed: {e}")))?
     }
 
+    /// Runs `f` with the writer connection on the calling (blocking) thread.
+    pub fn with_writer<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
     /// Runs `f` on a reader connection.
     pub async fn read<R, F>(self: &Arc<Self>, f: F) -> StoreResult<R>
     where

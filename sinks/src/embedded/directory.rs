@@ -9,11 +9,12 @@ use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
 use livechat_core::model::*;
 use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox, SessionStore};
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::db::{checksum_query, opt_uuid_col, ts_col, user_err, uuid_col, Db};
+use super::sequencer::Sequencer;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users(
@@ -52,13 +53,21 @@ CREATE TABLE IF NOT EXISTS outbox(
 pub struct SqliteDirectory {
     db: Arc<Db>,
     pending: watch::Sender<u64>,
+    sequencer: Sequencer,
 }
 
 impl SqliteDirectory {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let db = Db::open(path, SCHEMA)?;
+        let pending: watch::Sender<u64> = watch::channel(0).0;
+        let signal = pending.clone();
+        let sequencer = Sequencer::start(db.clone(), move || {
+            signal.send_modify(|v| *v = v.wrapping_add(1))
+        })?;
         Ok(SqliteDirectory {
-            db: Db::open(path, SCHEMA)?,
-            pending: watch::channel(0).0,
+            db,
+            pending,
+            sequencer,
         })
     }
 
@@ -82,7 +91,7 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn queue(tx: &Transaction<'_>, records: &[OutboxRecord]) -> rusqlite::Result<()> {
+pub(super) fn queue(tx: &Connection, records: &[OutboxRecord]) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO outbox(event_id, topic, key, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -181,6 +190,64 @@ fn add_member_tx(
         )?;
     }
     Ok(added)
+}
+
+/// Assigns the next seq and queues the message's records (one send, inside a transaction).
+pub(super) fn send_tx(
+    tx: &Connection,
+    msg: NewMessage,
+    events: MessageEventsFn,
+) -> rusqlite::Result<Option<SendReceipt>> {
+    let room = msg.room_id.to_string();
+    let user = msg.user_id.to_string();
+    let member: Option<i64> = tx
+        .prepare_cached("SELECT 1 FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row(params![room, user], |r| r.get(0))
+        .optional()?;
+    if member.is_none() {
+        return Ok(None);
+    }
+    if let Some(cid) = &msg.client_msg_id {
+        let earlier = tx
+            .prepare_cached(
+                "SELECT message_id, seq, created_at, content FROM message_receipts
+                     WHERE room_id = ?1 AND user_id = ?2 AND client_msg_id = ?3",
+            )?
+            .query_row(params![room, user, cid], |r| {
+                Ok(SendReceipt {
+                    message_id: uuid_col(r, 0)?,
+                    seq: r.get(1)?,
+                    created_at: ts_col(r, 2)?,
+                    content: r.get(3)?,
+                    duplicate: true,
+                })
+            })
+            .optional()?;
+        if earlier.is_some() {
+            return Ok(earlier);
+        }
+    }
+    let seq: i64 = tx
+        .prepare_cached(
+            "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+        )?
+        .query_row(params![room], |r| r.get(0))?;
+    if let Some(cid) = &msg.client_msg_id {
+        tx.prepare_cached(
+                "INSERT INTO message_receipts(room_id, user_id, client_msg_id, message_id, seq, content, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![room, user, cid, msg.message_id.to_string(), seq, msg.content, ms(msg.created_at)])?;
+    }
+    let records = events(seq).map_err(user_err)?;
+    queue(tx, &records)?;
+    Ok(Some(SendReceipt {
+        message_id: msg.message_id,
+        seq,
+        created_at: msg.created_at,
+        content: msg.content.clone(),
+        duplicate: false,
+    }))
 }
 
 #[async_trait]
@@ -534,57 +601,8 @@ impl Directory for SqliteDirectory {
         msg: NewMessage,
         events: MessageEventsFn,
     ) -> StoreResult<Option<SendReceipt>> {
-        self.write_with_outbox(move |tx| {
-            let room = msg.room_id.to_string();
-            let user = msg.user_id.to_string();
-            let member: Option<i64> = tx
-                .prepare_cached("SELECT 1 FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
-                .query_row(params![room, user], |r| r.get(0))
-                .optional()?;
-            if member.is_none() {
-                return Ok(None);
-            }
-            if let Some(cid) = &msg.client_msg_id {
-                let earlier = tx
-                    .prepare_cached(
-                        "SELECT message_id, seq, created_at, content FROM message_receipts
-                         WHERE room_id = ?1 AND user_id = ?2 AND client_msg_id = ?3",
-                    )?
-                    .query_row(params![room, user, cid], |r| {
-                        Ok(SendReceipt {
-                            message_id: uuid_col(r, 0)?,
-                            seq: r.get(1)?,
-                            created_at: ts_col(r, 2)?,
-                            content: r.get(3)?,
-                            duplicate: true,
-                        })
-                    })
-                    .optional()?;
-                if earlier.is_some() {
-                    return Ok(earlier);
-                }
-            }
-            let seq: i64 = tx
-                .prepare_cached("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")?
-                .query_row(params![room], |r| r.get(0))?;
-            if let Some(cid) = &msg.client_msg_id {
-                tx.prepare_cached(
-                    "INSERT INTO message_receipts(room_id, user_id, client_msg_id, message_id, seq, content, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![room, user, cid, msg.message_id.to_string(), seq, msg.content, ms(msg.created_at)])?;
-            }
-            let records = events(seq).map_err(user_err)?;
-            queue(tx, &records)?;
-            Ok(Some(SendReceipt {
-                message_id: msg.message_id,
-                seq,
-                created_at: msg.created_at,
-                content: msg.content.clone(),
-                duplicate: false,
-            }))
-        })
-        .await
+        // Sends go through the sequencer, which commits many of them per fsync.
+        self.sequencer.send(msg, events).await
     }
 
     async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {

@@ -5,6 +5,7 @@ mod db;
 mod directory;
 mod history;
 mod log;
+mod sequencer;
 
 pub use analytics::SqliteAnalytics;
 pub use db::Db;
