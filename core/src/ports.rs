@@ -148,6 +148,25 @@ pub trait SessionStore: Send + Sync {
     async fn delete_session(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<bool>;
 }
 
+/// Where a consumer group starts on partitions it has no committed offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// From the first record (every durable sink: replay from the beginning is always possible).
+    Earliest,
+    /// From the end, never committing (live delivery: clients resume from history instead).
+    Latest,
+}
+
+/// One member of a consumer group: it receives the records of the partitions assigned to it,
+/// in order within each partition.
+#[async_trait]
+pub trait GroupConsumer: Send {
+    /// Up to `max` records, waiting at most `wait` for the first; empty when there are none.
+    async fn poll(&mut self, max: usize, wait: std::time::Duration) -> StoreResult<Vec<LogEntry>>;
+    /// Commits the next offset to read for each (topic, partition) handled.
+    async fn commit(&mut self, next: &[(String, u32, i64)]) -> StoreResult<()>;
+}
+
 /// A partitioned, append-only log of topic records with consumer-group offsets (Kafka's model).
 /// Contract: records of one key land in one partition in append order; offsets are dense per
 /// partition; a committed offset survives restarts; `read` from offset 0 replays everything.
@@ -173,6 +192,13 @@ pub trait EventLog: Send + Sync {
     async fn commit(&self, group: &str, topic: &str, partition: u32, next: i64) -> StoreResult<()>;
     /// Changes whenever records are appended (a poll interval covers adapters that cannot signal).
     fn append_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Joins a consumer group on `topics`; partitions are shared among the group's members.
+    async fn join_group(
+        &self,
+        group: &str,
+        topics: &[&str],
+        start: StartAt,
+    ) -> StoreResult<Box<dyn GroupConsumer>>;
 }
 
 /// Message history (the read model built by the history processor).

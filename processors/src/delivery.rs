@@ -24,7 +24,7 @@ impl Processor for DeliveryProcessor {
         vec![ROOM_EVENTS_TOPIC]
     }
     fn start_at(&self) -> StartAt {
-        StartAt::LatestUncommitted
+        StartAt::Latest
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         for d in batch {

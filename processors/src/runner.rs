@@ -1,11 +1,13 @@
-//! The shared consumer loop: one task per (topic, partition) of each processor.
+//! The shared consumer loop: join the processor's consumer group, poll, decode, handle, commit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use livechat_core::model::{LogEntry, OutboxRecord};
-use livechat_core::ports::EventLog;
+pub use livechat_core::ports::StartAt;
+use livechat_core::ports::{EventLog, GroupConsumer};
 use livechat_schemas::{codec, TopicEvent, DEAD_LETTER_TOPIC};
 use tokio_util::sync::CancellationToken;
 
@@ -16,55 +18,24 @@ pub struct Decoded {
     pub event: TopicEvent,
 }
 
-/// Where a processor starts when its group has no committed offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartAt {
-    /// From offset 0 (every durable sink: replay from the beginning is always possible).
-    Earliest,
-    /// From the end, never committing (live delivery: clients resume from history instead).
-    LatestUncommitted,
-}
-
 /// A stream processor. `handle` must be idempotent: after a crash a batch may be handled again.
 #[async_trait]
 pub trait Processor: Send + Sync + 'static {
     /// Also the consumer-group name.
     fn name(&self) -> &str;
     fn topics(&self) -> Vec<&'static str>;
+    /// Where the group starts without committed offsets; `Latest` groups never commit.
     fn start_at(&self) -> StartAt {
         StartAt::Earliest
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()>;
 }
 
-const BATCH: u32 = 500;
+const BATCH: usize = 500;
 const POLL: Duration = Duration::from_millis(500);
 /// Failed attempts on a batch before it is retried record by record (isolating a poison record).
 const BATCH_ATTEMPTS: u32 = 3;
 const RECORD_ATTEMPTS: u32 = 3;
-
-/// Runs the processor on every partition of its topics until `shutdown`; each partition task
-/// finishes its current batch and commits before returning.
-pub async fn run(
-    log: Arc<dyn EventLog>,
-    processor: Arc<dyn Processor>,
-    shutdown: CancellationToken,
-) {
-    let mut tasks = Vec::new();
-    for topic in processor.topics() {
-        for partition in 0..log.partitions(topic) {
-            let (log, p, s) = (log.clone(), processor.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(async move {
-                run_partition(log, p, topic, partition, s).await
-            }));
-        }
-    }
-    for t in tasks {
-        if let Err(e) = t.await {
-            tracing::error!(error = %e, "Processor partition task panicked.");
-        }
-    }
-}
 
 async fn backoff(attempt: u32, shutdown: &CancellationToken) {
     let ms = (100u64 << attempt.min(6)).min(5_000);
@@ -74,26 +45,18 @@ async fn backoff(attempt: u32, shutdown: &CancellationToken) {
     }
 }
 
-async fn start_offset(
+async fn join(
     log: &dyn EventLog,
     p: &dyn Processor,
-    topic: &str,
-    partition: u32,
     shutdown: &CancellationToken,
-) -> Option<i64> {
+) -> Option<Box<dyn GroupConsumer>> {
+    let topics = p.topics();
     let mut attempt = 0;
     loop {
-        let r = match p.start_at() {
-            StartAt::LatestUncommitted => log.end_offset(topic, partition).await,
-            StartAt::Earliest => log
-                .committed(p.name(), topic, partition)
-                .await
-                .map(|c| c.unwrap_or(0)),
-        };
-        match r {
-            Ok(o) => return Some(o),
+        match log.join_group(p.name(), &topics, p.start_at()).await {
+            Ok(c) => return Some(c),
             Err(e) => {
-                tracing::warn!(processor = p.name(), topic, partition, error = %e, "Cannot read the start offset; retrying.");
+                tracing::warn!(processor = p.name(), error = %e, "Cannot join the consumer group; retrying.");
                 if shutdown.is_cancelled() {
                     return None;
                 }
@@ -104,43 +67,35 @@ async fn start_offset(
     }
 }
 
-async fn run_partition(
-    log: Arc<dyn EventLog>,
-    p: Arc<dyn Processor>,
-    topic: &'static str,
-    partition: u32,
-    shutdown: CancellationToken,
-) {
-    let mut signal = log.append_signal();
-    let Some(mut next) = start_offset(log.as_ref(), p.as_ref(), topic, partition, &shutdown).await
-    else {
+/// Runs the processor until `shutdown`; the batch in hand is finished and committed first.
+pub async fn run(log: Arc<dyn EventLog>, p: Arc<dyn Processor>, shutdown: CancellationToken) {
+    let Some(mut consumer) = join(log.as_ref(), p.as_ref(), &shutdown).await else {
         return;
     };
     let commits = p.start_at() == StartAt::Earliest;
     let mut attempt = 0u32;
     while !shutdown.is_cancelled() {
-        // Mark the signal seen before reading, so an append racing with the read wakes us.
-        signal.borrow_and_update();
-        let entries = match log.read(topic, partition, next, BATCH).await {
+        let entries = tokio::select! {
+            r = consumer.poll(BATCH, POLL) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let entries = match entries {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(processor = p.name(), topic, partition, error = %e, "Log read failed; retrying.");
+                tracing::warn!(processor = p.name(), error = %e, "Polling the log failed; retrying.");
                 backoff(attempt, &shutdown).await;
                 attempt += 1;
                 continue;
             }
         };
         attempt = 0;
-        let Some(last) = entries.last().map(|e| e.offset) else {
-            tokio::select! {
-                _ = signal.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = shutdown.cancelled() => {}
-            }
+        if entries.is_empty() {
             continue;
-        };
+        }
+        let mut next: BTreeMap<(String, u32), i64> = BTreeMap::new();
         let mut batch = Vec::with_capacity(entries.len());
         for entry in entries {
+            next.insert((entry.topic.clone(), entry.partition), entry.offset + 1);
             match codec::decode(&entry.payload) {
                 Ok(event) => batch.push(Decoded { entry, event }),
                 Err(e) => dead_letter(log.as_ref(), p.name(), &entry, &e.to_string()).await,
@@ -149,11 +104,12 @@ async fn run_partition(
         if !handle_batch(log.as_ref(), p.as_ref(), &batch, &shutdown).await {
             return; // shutting down mid-retry: leave the batch uncommitted for the next run
         }
-        next = last + 1;
         if commits {
+            let next: Vec<(String, u32, i64)> =
+                next.into_iter().map(|((t, p), o)| (t, p, o)).collect();
             let mut attempt = 0;
-            while let Err(e) = log.commit(p.name(), topic, partition, next).await {
-                tracing::warn!(processor = p.name(), topic, partition, error = %e, "Offset commit failed; retrying.");
+            while let Err(e) = consumer.commit(&next).await {
+                tracing::warn!(processor = p.name(), error = %e, "Offset commit failed; retrying.");
                 if shutdown.is_cancelled() {
                     return;
                 }

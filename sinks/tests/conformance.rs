@@ -43,6 +43,7 @@ mod log {
             group_offsets_are_per_group_and_survive,
             offset_for_time_seeks_by_timestamp,
             appends_wake_waiting_consumers,
+            a_group_resumes_after_its_committed_offsets,
         ]
     );
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use livechat_core::error::StoreResult;
 use livechat_core::model::{LogEntry, OutboxRecord};
-use livechat_core::ports::EventLog;
+use livechat_core::ports::{EventLog, GroupConsumer, StartAt};
 use rusqlite::{params, OptionalExtension};
 use tokio::sync::watch;
 
@@ -68,6 +68,7 @@ pub fn kafka_partition(key: &str, partitions: u32) -> u32 {
     ((murmur2(key.as_bytes()) & 0x7fff_ffff) as u32) % partitions.max(1)
 }
 
+#[derive(Clone)]
 pub struct SqliteLog {
     db: Arc<Db>,
     partitions: u32,
@@ -197,6 +198,93 @@ impl EventLog for SqliteLog {
 
     fn append_signal(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
+    }
+
+    async fn join_group(
+        &self,
+        group: &str,
+        topics: &[&str],
+        start: StartAt,
+    ) -> StoreResult<Box<dyn GroupConsumer>> {
+        // One process: the single member of the group is assigned every partition.
+        let mut positions = Vec::new();
+        for topic in topics {
+            for p in 0..self.partitions {
+                let next = match start {
+                    StartAt::Earliest => self.committed(group, topic, p).await?.unwrap_or(0),
+                    StartAt::Latest => self.end_offset(topic, p).await?,
+                };
+                positions.push((topic.to_string(), p, next));
+            }
+        }
+        Ok(Box::new(EmbeddedConsumer {
+            log: self.clone(),
+            group: group.to_string(),
+            signal: self.appended.subscribe(),
+            positions,
+            cursor: 0,
+        }))
+    }
+}
+
+/// The embedded group member: reads every partition from its own positions, round robin.
+struct EmbeddedConsumer {
+    log: SqliteLog,
+    group: String,
+    signal: watch::Receiver<u64>,
+    /// (topic, partition, next offset to read)
+    positions: Vec<(String, u32, i64)>,
+    /// Where the next poll starts, so no partition starves the others.
+    cursor: usize,
+}
+
+impl EmbeddedConsumer {
+    async fn read_some(&mut self, max: usize) -> StoreResult<Vec<LogEntry>> {
+        let mut out = Vec::new();
+        let n = self.positions.len();
+        for i in 0..n {
+            if out.len() >= max {
+                break;
+            }
+            let idx = (self.cursor + i) % n;
+            let (topic, p, next) = self.positions[idx].clone();
+            let got = self
+                .log
+                .read(&topic, p, next, (max - out.len()) as u32)
+                .await?;
+            if let Some(last) = got.last() {
+                self.positions[idx].2 = last.offset + 1;
+            }
+            out.extend(got);
+        }
+        self.cursor = (self.cursor + 1) % n.max(1);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl GroupConsumer for EmbeddedConsumer {
+    async fn poll(&mut self, max: usize, wait: std::time::Duration) -> StoreResult<Vec<LogEntry>> {
+        // Mark the signal seen before reading, so an append racing with the read wakes us.
+        self.signal.borrow_and_update();
+        let got = self.read_some(max).await?;
+        if !got.is_empty() {
+            return Ok(got);
+        }
+        if tokio::time::timeout(wait, self.signal.changed())
+            .await
+            .is_err()
+        {
+            return Ok(Vec::new());
+        }
+        self.read_some(max).await
+    }
+
+    async fn commit(&mut self, next: &[(String, u32, i64)]) -> StoreResult<()> {
+        for (topic, p, offset) in next {
+            self.log.commit(&self.group, topic, *p, *offset).await?;
+        }
+        Ok(())
     }
 }
 

@@ -119,3 +119,77 @@ pub async fn appends_wake_waiting_consumers(log: &dyn EventLog) {
         .expect("signalled")
         .unwrap();
 }
+
+/// Polls until `n` records arrived (or fails after a deadline).
+async fn poll_n(
+    c: &mut Box<dyn livechat_core::ports::GroupConsumer>,
+    n: usize,
+) -> Vec<livechat_core::model::LogEntry> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} records polled",
+            out.len()
+        );
+        out.extend(
+            c.poll(n - out.len(), std::time::Duration::from_millis(500))
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+pub async fn a_group_resumes_after_its_committed_offsets(log: &dyn EventLog) {
+    use livechat_core::ports::StartAt;
+    let t = topic();
+    let group = format!("group-{}", Uuid::new_v4());
+    let recs: Vec<_> = (0..10)
+        .map(|i| record(&t, &format!("k{}", i % 3), &i.to_string()))
+        .collect();
+    log.append(&recs).await.unwrap();
+    let mut c = log
+        .join_group(&group, &[&t], StartAt::Earliest)
+        .await
+        .unwrap();
+    let first = poll_n(&mut c, 10).await;
+    // Per key, the order of appends is kept.
+    for k in ["k0", "k1", "k2"] {
+        let bodies: Vec<i32> = first
+            .iter()
+            .filter(|e| e.key == k)
+            .map(|e| String::from_utf8_lossy(&e.payload).parse().unwrap())
+            .collect();
+        let mut sorted = bodies.clone();
+        sorted.sort();
+        assert_eq!(bodies, sorted);
+    }
+    let next: Vec<(String, u32, i64)> = first
+        .iter()
+        .map(|e| (e.topic.clone(), e.partition, e.offset + 1))
+        .collect();
+    c.commit(&next).await.unwrap();
+    drop(c);
+    log.append(&[record(&t, "k0", "after")]).await.unwrap();
+    let mut again = log
+        .join_group(&group, &[&t], StartAt::Earliest)
+        .await
+        .unwrap();
+    let rest = poll_n(&mut again, 1).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].payload, b"after");
+    // A Latest member of another group starts at the end.
+    let mut live = log
+        .join_group(&format!("live-{}", Uuid::new_v4()), &[&t], StartAt::Latest)
+        .await
+        .unwrap();
+    assert!(live
+        .poll(10, std::time::Duration::from_millis(300))
+        .await
+        .unwrap()
+        .is_empty());
+    log.append(&[record(&t, "k1", "live")]).await.unwrap();
+    assert_eq!(poll_n(&mut live, 1).await[0].payload, b"live");
+}
