@@ -8,7 +8,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use livechat_core::limits::Limits;
 use livechat_ingress::IngressConfig;
+use livechat_sinks::config::KafkaConfig;
 use serde::{Deserialize, Serialize};
+
+/// Top-level keys, the only `LIVECHAT_*` environment variables read as configuration.
+const SECTIONS: [&str; 4] = ["data_dir", "ingress", "limits", "log"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -24,13 +28,28 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    /// `embedded` (log.db in the data directory) or `kafka`.
+    pub kind: LogKind,
     /// Partitions per topic. Fixed for the life of the data: changing it re-maps rooms.
     pub partitions: u32,
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    #[default]
+    Embedded,
+    Kafka,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { partitions: 4 }
+        LogConfig {
+            kind: LogKind::Embedded,
+            partitions: 4,
+            kafka: KafkaConfig::default(),
+        }
     }
 }
 
@@ -54,7 +73,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("LIVECHAT_").split("__"));
+        // Only variables of known sections are configuration; others with the same prefix
+        // (LIVECHAT_CONFIG, the dev-services addresses, test settings) are not ours to reject.
+        let env = Env::prefixed("LIVECHAT_").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            SECTIONS.contains(&key.split("__").next().unwrap_or_default())
+        });
+        fig = fig.merge(env.split("__"));
         let cfg: Config = fig
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

@@ -5,6 +5,7 @@
 
 mod config;
 mod replay;
+mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,8 +118,8 @@ async fn shutdown_signal(token: CancellationToken) {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let data_dir = PathBuf::from(&cfg.data_dir);
-    let stores = EmbeddedStores::open(&data_dir, cfg.log.partitions)
-        .context("opening the embedded stores")?;
+    let stores = EmbeddedStores::open(&data_dir).context("opening the embedded stores")?;
+    let log: Arc<dyn EventLog> = wire::log(&cfg).await?;
     let hub = Hub::new();
     let ports = Ports {
         directory: stores.directory.clone(),
@@ -150,7 +151,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let ingress: IngressConfig = cfg.ingress.clone().with_bound_address(addr);
 
     let shutdown = CancellationToken::new();
-    let log: Arc<dyn EventLog> = stores.log.clone();
     let outbox: Arc<dyn Outbox> = stores.directory.clone();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(relay::run(outbox, log.clone(), shutdown.clone()));

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use livechat_core::model::{Checksum, RoomId, UserId};
-use livechat_core::ports::{AnalyticsStore, Directory, EventLog, Fanout, LiveFrame, MessageStore};
+use livechat_core::ports::{AnalyticsStore, Directory, Fanout, LiveFrame, MessageStore};
 use livechat_processors::analytics::AnalyticsProcessor;
 use livechat_processors::history::HistoryProcessor;
 use livechat_processors::notifications::NotificationsProcessor;
 use livechat_processors::{Decoded, Processor};
 use livechat_schemas::{codec, TopicEvent};
-use livechat_sinks::embedded::{SqliteAnalytics, SqliteDirectory, SqliteHistory, SqliteLog};
+use livechat_sinks::embedded::{SqliteAnalytics, SqliteDirectory, SqliteHistory};
 
 use crate::config::Config;
 
@@ -159,11 +159,13 @@ impl Progress {
 
 pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let data = PathBuf::from(&cfg.data_dir);
-    let log_path = data.join("log.db");
-    if !log_path.exists() {
-        anyhow::bail!("no log at {}: is --data-dir right?", log_path.display());
+    if cfg.log.kind == crate::config::LogKind::Embedded && !data.join("log.db").exists() {
+        anyhow::bail!(
+            "no log at {}: is --data-dir right?",
+            data.join("log.db").display()
+        );
     }
-    let log = SqliteLog::open(&log_path, cfg.log.partitions).context("opening the log")?;
+    let log = crate::wire::log(cfg).await?;
     let from_ms = match &args.from_time {
         Some(t) => Some(
             chrono::DateTime::parse_from_rfc3339(t)

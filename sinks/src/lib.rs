@@ -9,6 +9,11 @@
 //!   - `history.db`: the message history read model;
 //!   - `analytics.db`: analytics events and the seven views.
 //! - [`memory`]: in-process cache.
+//! - [`config`]: settings of the distributed adapters (always compiled).
+//! - `kafka` (cargo feature `kafka`): the log on a Kafka-API broker.
 
+pub mod config;
 pub mod embedded;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;

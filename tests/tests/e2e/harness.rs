@@ -33,7 +33,8 @@ pub fn binary() -> PathBuf {
 pub struct App {
     pub addr: String,
     child: Option<Child>,
-    pub data: tempfile::TempDir,
+    /// Shared by processes started with [`App::spawn_beside`].
+    pub data: std::sync::Arc<tempfile::TempDir>,
     env: Vec<(String, String)>,
     pub http: reqwest::Client,
 }
@@ -41,7 +42,16 @@ pub struct App {
 impl App {
     /// Starts LiveChat with generous rate limits (tests drive it hard) plus `env` overrides.
     pub async fn spawn(env: &[(&str, &str)]) -> App {
-        let data = tempfile::tempdir().expect("temp dir");
+        let data = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+        App::spawn_with(data, env).await
+    }
+
+    /// Starts another process on the same data directory (a second ingress + processors).
+    pub async fn spawn_beside(other: &App, env: &[(&str, &str)]) -> App {
+        App::spawn_with(other.data.clone(), env).await
+    }
+
+    async fn spawn_with(data: std::sync::Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> App {
         let mut all: Vec<(String, String)> = vec![
             ("LIVECHAT_LIMITS__SEND_RATE_PER_SEC".into(), "100000".into()),
             ("LIVECHAT_LIMITS__SEND_BURST".into(), "100000".into()),

@@ -5,6 +5,8 @@ mod bad_input;
 mod chat;
 mod crash;
 mod harness;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod legacy;
 mod membership;
 mod replay;

@@ -1,0 +1,455 @@
+//! The log on any Kafka-API broker (Redpanda in production, Apache Kafka in tests), via rdkafka.
+//!
+//! - Producer: idempotent (`acks=all`), `partitioner=murmur2_random` so every Kafka client agrees
+//!   on a room's partition, key = room id (or user id), an `event_id` header on every record.
+//! - Topics are created by LiveChat with a fixed partition count, `cleanup.policy=delete` and
+//!   `retention.ms=-1`: messages are never compacted and replay from offset 0 is a promise.
+//! - Consumer groups: `cooperative-sticky` assignment, `auto.offset.reset=earliest`, no
+//!   auto-commit: offsets are committed only after the processor's sink write.
+//! - librdkafka's calls block, so they run on the blocking pool.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use livechat_core::error::{StoreError, StoreResult};
+use livechat_core::model::{LogEntry, OutboxRecord};
+use livechat_core::ports::{EventLog, GroupConsumer, StartAt};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub use crate::config::KafkaConfig;
+
+fn unavailable(e: KafkaError) -> StoreError {
+    StoreError::Unavailable(anyhow::anyhow!("kafka: {e}"))
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Other(anyhow::anyhow!("kafka task failed: {e}"))
+}
+
+pub struct KafkaLog {
+    cfg: KafkaConfig,
+    partitions: u32,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Assign-only consumer for random reads (replay, tests): used by one call at a time.
+    reader: Arc<Mutex<BaseConsumer>>,
+    /// Group-scoped consumers for `committed`/`commit` outside a running group.
+    offset_clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    topics: Mutex<HashSet<String>>,
+    appended: watch::Sender<u64>,
+}
+
+impl KafkaLog {
+    fn client(&self) -> ClientConfig {
+        client_config(&self.cfg)
+    }
+
+    /// Connects and creates LiveChat's topics if they do not exist.
+    pub async fn connect(cfg: KafkaConfig, partitions: u32) -> anyhow::Result<KafkaLog> {
+        let base = client_config(&cfg);
+        let producer: FutureProducer = base
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|e| anyhow::anyhow!("creating the Kafka producer: {e}"))?;
+        let admin: AdminClient<DefaultClientContext> = base
+            .create()
+            .map_err(|e| anyhow::anyhow!("creating the Kafka admin client: {e}"))?;
+        let reader: BaseConsumer = base
+            .clone()
+            .set("group.id", "livechat-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| anyhow::anyhow!("creating the Kafka reader: {e}"))?;
+        let log = KafkaLog {
+            cfg,
+            partitions: partitions.max(1),
+            producer,
+            admin,
+            reader: Arc::new(Mutex::new(reader)),
+            offset_clients: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashSet::new()),
+            appended: watch::channel(0).0,
+        };
+        let own = [
+            livechat_schemas::ROOM_EVENTS_TOPIC,
+            livechat_schemas::USER_EVENTS_TOPIC,
+            livechat_schemas::DEAD_LETTER_TOPIC,
+        ];
+        log.ensure_topics(&own)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating LiveChat's topics: {e}"))?;
+        Ok(log)
+    }
+
+    /// Creates topics that are not known to exist yet (idempotent).
+    pub async fn ensure_topics(&self, topics: &[&str]) -> StoreResult<()> {
+        let missing: Vec<String> = {
+            let known = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+            topics
+                .iter()
+                .filter(|t| !known.contains(**t))
+                .map(|t| t.to_string())
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.partitions as i32,
+                    TopicReplication::Fixed(self.cfg.replication_factor),
+                )
+                .set("cleanup.policy", "delete")
+                .set("retention.ms", "-1")
+            })
+            .collect();
+        let results = self
+            .admin
+            .create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
+            .await
+            .map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(StoreError::Other(anyhow::anyhow!(
+                        "creating topic {t}: {code}"
+                    )))
+                }
+            }
+        }
+        self.topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(missing);
+        Ok(())
+    }
+
+    fn offset_client(&self, group: &str) -> StoreResult<Arc<BaseConsumer>> {
+        let mut map = self
+            .offset_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(group) {
+            return Ok(c.clone());
+        }
+        let c: BaseConsumer = self
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(unavailable)?;
+        let c = Arc::new(c);
+        map.insert(group.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("client.id", "livechat");
+    for (k, v) in &cfg.client {
+        c.set(k, v);
+    }
+    c
+}
+
+fn entry_of(m: &rdkafka::message::BorrowedMessage<'_>) -> LogEntry {
+    LogEntry {
+        topic: m.topic().to_string(),
+        partition: m.partition() as u32,
+        offset: m.offset(),
+        key: m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or_default(),
+    }
+}
+
+fn one_partition(topic: &str, partition: u32, offset: Offset) -> StoreResult<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition as i32, offset)
+        .map_err(unavailable)?;
+    Ok(tpl)
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    fn partitions(&self, _topic: &str) -> u32 {
+        self.partitions
+    }
+
+    async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
+        let topics: HashSet<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+        self.ensure_topics(&topics.into_iter().collect::<Vec<_>>())
+            .await?;
+        // Send all, then wait for every acknowledgement: the batch is durable when this returns.
+        let sends = records.iter().map(|r| {
+            let id = r.event_id.to_string();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "event_id",
+                value: Some(id.as_bytes()),
+            });
+            let rec = FutureRecord::to(&r.topic)
+                .key(&r.key)
+                .payload(&r.payload)
+                .headers(headers)
+                .timestamp(r.created_at_ms);
+            self.producer.send(rec, TIMEOUT)
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(e, _)| unavailable(e))?;
+        }
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max: u32,
+    ) -> StoreResult<Vec<LogEntry>> {
+        let end = self.end_offset(topic, partition).await?;
+        if from >= end || max == 0 {
+            return Ok(Vec::new());
+        }
+        let want = ((end - from) as usize).min(max as usize);
+        let reader = self.reader.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let consumer = reader.lock().unwrap_or_else(|p| p.into_inner());
+            consumer
+                .assign(&one_partition(&topic, partition, Offset::Offset(from))?)
+                .map_err(unavailable)?;
+            let deadline = Instant::now() + TIMEOUT;
+            let mut out = Vec::with_capacity(want);
+            while out.len() < want && Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) if m.offset() >= from => out.push(entry_of(&m)),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(unavailable(e)),
+                    None => {}
+                }
+            }
+            let _ = consumer.unassign();
+            Ok(out)
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
+    async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64> {
+        self.ensure_topics(&[topic]).await?;
+        let reader = self.reader.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let c = reader.lock().unwrap_or_else(|p| p.into_inner());
+            c.fetch_watermarks(&topic, partition as i32, TIMEOUT)
+                .map(|(_, high)| high)
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
+    async fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> StoreResult<i64> {
+        let end = self.end_offset(topic, partition).await?;
+        let reader = self.reader.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let c = reader.lock().unwrap_or_else(|p| p.into_inner());
+            let found = c
+                .offsets_for_times(
+                    one_partition(&topic, partition, Offset::Offset(ts_ms))?,
+                    TIMEOUT,
+                )
+                .map_err(unavailable)?;
+            Ok(match found.elements().first().map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => o,
+                _ => end,
+            })
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> StoreResult<Option<i64>> {
+        self.ensure_topics(&[topic]).await?;
+        let c = self.offset_client(group)?;
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let tpl = c
+                .committed_offsets(one_partition(&topic, partition, Offset::Invalid)?, TIMEOUT)
+                .map_err(unavailable)?;
+            Ok(match tpl.elements().first().map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            })
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
+    async fn commit(&self, group: &str, topic: &str, partition: u32, next: i64) -> StoreResult<()> {
+        self.ensure_topics(&[topic]).await?;
+        let c = self.offset_client(group)?;
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            c.commit(
+                &one_partition(&topic, partition, Offset::Offset(next))?,
+                CommitMode::Sync,
+            )
+            .map_err(unavailable)
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
+    fn append_signal(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    async fn join_group(
+        &self,
+        group: &str,
+        topics: &[&str],
+        start: StartAt,
+    ) -> StoreResult<Box<dyn GroupConsumer>> {
+        self.ensure_topics(topics).await?;
+        let mut cfg = self.client();
+        match start {
+            StartAt::Earliest => {
+                cfg.set("group.id", group)
+                    .set("auto.offset.reset", "earliest");
+            }
+            // Live delivery: every process must see every record, so each gets its own group.
+            StartAt::Latest => {
+                cfg.set("group.id", format!("{group}-{}", uuid::Uuid::new_v4()))
+                    .set("auto.offset.reset", "latest");
+            }
+        }
+        let consumer: BaseConsumer = cfg
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // A crashed member's partitions move to the others within seconds, not 45 s.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(unavailable)?;
+        consumer.subscribe(topics).map_err(unavailable)?;
+        let consumer = Arc::new(consumer);
+        let mut early = Vec::new();
+        if start == StartAt::Latest {
+            // "Latest" means the end at assignment time: wait for the assignment so that records
+            // appended after join_group returns are seen (keeping any that arrive meanwhile).
+            let c = consumer.clone();
+            early = tokio::task::spawn_blocking(move || {
+                let deadline = Instant::now() + TIMEOUT;
+                let mut got = Vec::new();
+                while Instant::now() < deadline {
+                    if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                        got.push(entry_of(&m));
+                    }
+                    if c.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+                        break;
+                    }
+                }
+                got
+            })
+            .await
+            .map_err(blocking_err)?;
+        }
+        Ok(Box::new(KafkaGroupConsumer { consumer, early }))
+    }
+}
+
+struct KafkaGroupConsumer {
+    consumer: Arc<BaseConsumer>,
+    /// Records received while waiting for the first assignment.
+    early: Vec<LogEntry>,
+}
+
+#[async_trait]
+impl GroupConsumer for KafkaGroupConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> StoreResult<Vec<LogEntry>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(max);
+            return Ok(self.early.drain(..n).collect());
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let deadline = Instant::now() + wait;
+            while out.len() < max {
+                // Wait for the first record; then take only what is already there.
+                let timeout = if out.is_empty() {
+                    deadline.saturating_duration_since(Instant::now())
+                } else {
+                    Duration::ZERO
+                };
+                match consumer.poll(timeout) {
+                    Some(Ok(m)) => out.push(entry_of(&m)),
+                    Some(Err(e)) if out.is_empty() => return Err(unavailable(e)),
+                    Some(Err(_)) | None => break,
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
+    async fn commit(&mut self, next: &[(String, u32, i64)]) -> StoreResult<()> {
+        // One entry per partition: the highest next offset given for it.
+        let mut highest: HashMap<(&str, u32), i64> = HashMap::new();
+        for (t, p, o) in next {
+            let e = highest.entry((t.as_str(), *p)).or_insert(*o);
+            *e = (*e).max(*o);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in highest {
+            tpl.add_partition_offset(t, p as i32, Offset::Offset(o))
+                .map_err(unavailable)?;
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer.commit(&tpl, CommitMode::Sync).map_err(unavailable)
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+}
