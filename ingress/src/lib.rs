@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod hub;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod ws;
@@ -98,6 +99,8 @@ pub struct AppState {
     pub svc: Arc<ChatService>,
     pub hub: Arc<Hub>,
     pub config: IngressConfig,
+    /// Consumer lag for `/metrics` (None: not exported).
+    pub lag: Option<metrics::LagSource>,
 }
 
 async fn health() -> StatusCode {
@@ -229,6 +232,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([header::CONTENT_TYPE]);
     Router::new()
+        .route("/metrics", get(metrics::render))
         .nest("/api", api)
         .fallback_service(ServeDir::new(web).fallback(ServeFile::new(index)))
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -97,6 +97,24 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The committing consumer groups whose lag `/metrics` reports.
+fn processors_for_lag() -> Vec<(String, Vec<&'static str>)> {
+    vec![
+        (
+            "history".into(),
+            livechat_processors::history::TOPICS.to_vec(),
+        ),
+        (
+            "notifications".into(),
+            livechat_processors::notifications::TOPICS.to_vec(),
+        ),
+        (
+            "analytics".into(),
+            livechat_processors::analytics::TOPICS.to_vec(),
+        ),
+    ]
+}
+
 async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -176,10 +194,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(shutdown_signal(shutdown.clone()));
 
+    let lag = livechat_ingress::metrics::LagSource {
+        log: log.clone(),
+        groups: processors_for_lag(),
+    };
     let state = Arc::new(AppState {
         svc,
         hub,
         config: ingress,
+        lag: Some(lag),
     });
     // Tests and scripts read this line to learn the bound port.
     println!(

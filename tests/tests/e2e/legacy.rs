@@ -235,3 +235,35 @@ async fn cors_allows_only_configured_origins_and_large_responses_are_gzipped() {
         Some("gzip")
     );
 }
+
+#[tokio::test]
+async fn metrics_report_sockets_and_consumer_lag() {
+    let app = App::spawn(&[]).await;
+    let u = app.user("metrics").await;
+    let room = u.create_room("m", true).await;
+    let mut ws = u.ws(&app, None).await;
+    ws.send_msg(&room, "hello", "m1").await;
+    let text = eventually("lag back to zero", || async {
+        let t = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let lags: Vec<i64> = t
+            .lines()
+            .filter(|l| l.starts_with("livechat_consumer_lag{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        (!lags.is_empty() && lags.iter().all(|l| *l == 0)).then_some(t)
+    })
+    .await;
+    assert!(text.contains("livechat_websocket_connections 1"), "{text}");
+    assert!(
+        text.contains(r#"livechat_consumer_lag{group="history",topic="chat.room-events.v1""#),
+        "{text}"
+    );
+}
