@@ -134,10 +134,10 @@ function sessionLost() {
 }
 
 document.getElementById('logout-btn').addEventListener('click', async () => {
+  returnTo = null;
   try { await api.logout(); } catch { /* logged out locally anyway */ }
   store.stop({ forgetPending: true });
   endSession('You are logged out.');
-  returnTo = null;
   navigate('#/login', { replace: true });
 });
 

@@ -11,9 +11,17 @@ function niceMax(v) {
   return 10 * p;
 }
 
-function ticks(max, n = 4) {
-  const step = max / n;
-  return Array.from({ length: n + 1 }, (_, i) => i * step);
+/** A y axis for counts: a round top and 3-5 round ticks (integers when the data is small). */
+function axis(maxVal) {
+  const v = Math.max(1, maxVal);
+  const raw = v / 4;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  let step = [1, 2, 5, 10].map((m) => m * p).find((x) => x >= raw) || 10 * p;
+  if (step < 1) step = 1;
+  const max = Math.ceil(v / step) * step;
+  const ticks = [];
+  for (let t = 0; t <= max + 1e-9; t += step) ticks.push(t);
+  return { max, ticks };
 }
 
 function fmt(v) {
@@ -67,12 +75,12 @@ export function lineChart(series, labels, opts = {}) {
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
   const all = series.flatMap((x) => x.values);
-  const max = niceMax(Math.max(1, ...all));
+  const { max, ticks } = axis(Math.max(...all));
   const x = (i) => m.l + (labels.length === 1 ? pw / 2 : (i / (labels.length - 1)) * pw);
   const y = (v) => m.t + ph - (v / max) * ph;
   const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart chart-line', role: 'img', 'aria-label': opts.ariaLabel || 'Line chart' });
   svg.appendChild(s('title', {}, opts.ariaLabel || 'Line chart'));
-  for (const t of ticks(max)) {
+  for (const t of ticks) {
     svg.appendChild(s('line', { x1: m.l, x2: W - m.r, y1: y(t), y2: y(t), class: 'grid' }));
     svg.appendChild(s('text', { x: m.l - 6, y: y(t), class: 'chart-axis', 'text-anchor': 'end', 'dominant-baseline': 'middle' }, fmt(t)));
   }
@@ -104,12 +112,12 @@ export function columnChart(values, labels, opts = {}) {
   const m = { l: 36, r: 8, t: 10, b: 26 };
   const pw = W - m.l - m.r;
   const ph = H - m.t - m.b;
-  const max = niceMax(Math.max(1, ...values));
+  const { max, ticks } = axis(Math.max(...values));
   const slot = pw / Math.max(1, values.length);
   const bw = Math.max(4, slot * 0.7);
   const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart chart-col', role: 'img', 'aria-label': opts.ariaLabel || 'Column chart', 'data-testid': opts.testid });
   svg.appendChild(s('title', {}, opts.ariaLabel || 'Column chart'));
-  for (const t of ticks(max)) {
+  for (const t of ticks) {
     const yy = m.t + ph - (t / max) * ph;
     svg.appendChild(s('line', { x1: m.l, x2: W - m.r, y1: yy, y2: yy, class: 'grid' }));
     svg.appendChild(s('text', { x: m.l - 6, y: yy, class: 'chart-axis', 'text-anchor': 'end', 'dominant-baseline': 'middle' }, fmt(t)));

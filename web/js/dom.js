@@ -138,7 +138,7 @@ export function toast(message, kind = 'info', ms = 6000) {
   const t = h('div', { class: `toast toast-${kind}`, 'data-testid': 'toast', role: kind === 'error' ? 'alert' : 'status' }, h('span', {}, message));
   const remove = () => t.remove();
   toastRegion.appendChild(t);
-  while (toastRegion.children.length > 4) toastRegion.firstChild.remove();
+  while (toastRegion.children.length > 3) toastRegion.firstChild.remove();
   if (ms) setTimeout(remove, ms);
 }
 
@@ -165,6 +165,7 @@ export function errorBox(testid = 'form-error') {
 export async function busy(form, fn) {
   const controls = [...form.querySelectorAll('button, input, textarea, select')];
   const was = controls.map((c) => c.disabled);
+  const focused = form.contains(document.activeElement) ? document.activeElement : null;
   controls.forEach((c) => { c.disabled = true; });
   form.setAttribute('aria-busy', 'true');
   try {
@@ -172,5 +173,7 @@ export async function busy(form, fn) {
   } finally {
     controls.forEach((c, i) => { c.disabled = was[i]; });
     form.removeAttribute('aria-busy');
+    // Disabling drops focus; give it back so keyboard users stay where they were.
+    if (focused && focused.isConnected && (document.activeElement === document.body || !document.activeElement)) focused.focus();
   }
 }

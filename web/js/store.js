@@ -31,6 +31,7 @@ class Store extends Emitter {
   }
 
   _reset() {
+    this._gen = (this._gen || 0) + 1; // answers from an older session are dropped
     this.me = null;
     this.rooms = new Map();
     this.roomsLoaded = false;
@@ -41,6 +42,7 @@ class Store extends Emitter {
     this.myRequests = [];
     this._readSent = new Map();
     this._roomsPromise = null;
+    this._roomsNext = null;
   }
 
   // ---- session ---------------------------------------------------------------------------
@@ -68,10 +70,22 @@ class Store extends Emitter {
 
   /** Loads my rooms and subscribes to every one (one socket for all). */
   loadRooms() {
-    if (this._roomsPromise) return this._roomsPromise;
+    if (this._roomsPromise) {
+      // A load is under way but may have started before the change the caller knows about:
+      // run one more after it.
+      if (!this._roomsNext) {
+        this._roomsNext = this._roomsPromise.catch(() => {}).then(() => {
+          this._roomsNext = null;
+          return this.loadRooms();
+        });
+      }
+      return this._roomsNext;
+    }
     this._roomsPromise = (async () => {
       try {
+        const gen = this._gen;
         const list = await api.myRooms();
+        if (gen !== this._gen) return this.rooms;
         const next = new Map();
         for (const r of list) {
           const old = this.rooms.get(r.id);
@@ -245,7 +259,9 @@ class Store extends Emitter {
   }
 
   async loadNotifications() {
+    const gen = this._gen;
     const list = await api.notifications(100, false);
+    if (gen !== this._gen) return;
     this.notifications = list;
     this.notifLoaded = true;
     await this.loadNotificationCount().catch(() => {});
@@ -253,7 +269,9 @@ class Store extends Emitter {
   }
 
   async loadNotificationCount() {
+    const gen = this._gen;
     const c = await api.unreadNotifications();
+    if (gen !== this._gen) return;
     this.notifUnread = c.unread_count || 0;
     this.emit('notifications');
   }
@@ -283,7 +301,10 @@ class Store extends Emitter {
   // ---- join requests ---------------------------------------------------------------------
 
   async loadMyRequests() {
-    this.myRequests = await api.myRequests();
+    const gen = this._gen;
+    const list = await api.myRequests();
+    if (gen !== this._gen) return this.myRequests;
+    this.myRequests = list;
     this.emit('requests');
     return this.myRequests;
   }

@@ -57,12 +57,17 @@ export function mountNotifications(main) {
         (next && next.querySelector('button')) ? next.querySelector('button').focus() : markAll.focus();
       } catch (ex) { toast(ex.message, 'error'); del.disabled = false; }
     });
-    return h('li', { class: `notif${n.read ? '' : ' notif-unread'}`, 'data-testid': 'notif-item', 'data-id': n.id, 'data-type': n.type, 'data-read': String(!!n.read) },
+    const li = h('li', { class: `notif${n.read ? '' : ' notif-unread'}`, 'data-testid': 'notif-item', 'data-id': n.id, 'data-type': n.type, 'data-read': String(!!n.read) },
       h('span', { class: 'notif-icon', 'aria-hidden': 'true' }, ICONS[n.type] || '•'),
       h('div', { class: 'notif-body' },
         h('p', { class: 'notif-text' }, n.read ? null : h('span', { class: 'sr-only' }, 'Unread: '), describe(n)),
         h('time', { class: 'muted small', datetime: n.created_at, title: fullTime(n.created_at) }, relTime(n.created_at))),
       h('div', { class: 'notif-actions' }, n.read ? null : read, del));
+    // Following a link in an unread notification marks it read.
+    li.addEventListener('click', (e) => {
+      if (!n.read && e.target.closest && e.target.closest('a')) store.markNotificationRead(n.id).catch(() => {});
+    });
+    return li;
   }
 
   function draw() {

@@ -326,8 +326,10 @@ function openChat(main, initialRoom, ctx) {
   const reqList = h('ul', { class: 'plain-list req-list', 'data-testid': 'join-requests' });
   let requests = [];
 
+  let settingsFields = null;
   function drawOwnerTools() {
     clear(ownerBox);
+    settingsFields = null;
     if (!isOwner()) return;
     const err = errorBox('room-settings-error');
     const ok = h('p', { class: 'ok-note small', role: 'status', hidden: true });
@@ -337,6 +339,7 @@ function openChat(main, initialRoom, ctx) {
       h('option', { value: 'public' }, 'Public — anyone can join'),
       h('option', { value: 'private' }, 'Private — join by request'));
     vis.value = room.is_public ? 'public' : 'private';
+    settingsFields = { desc, vis };
     const form = h('form', { class: 'form', 'data-testid': 'room-settings-form' },
       err, ok,
       h('div', { class: 'field' }, h('label', { for: 'settings-desc' }, 'Description'), desc),
@@ -439,7 +442,9 @@ function openChat(main, initialRoom, ctx) {
 
   // ---- members & presence
   function drawMembers() {
-    memberCount.textContent = `(${members.length}, ${members.filter((m) => online.has(m.id)).length} online)`;
+    memberCount.textContent = socket.connected
+      ? `(${members.length}, ${members.filter((m) => online.has(m.id)).length} online)`
+      : `(${members.length}; presence unknown while offline)`;
     const sorted = [...members].sort((a, b) => (online.has(b.id) - online.has(a.id)) || a.username.localeCompare(b.username));
     replace(memberList, sorted.map((m) => {
       const on = online.has(m.id);
@@ -578,6 +583,7 @@ function openChat(main, initialRoom, ctx) {
             try {
               await api.deleteMessage(msg.id);
               applyDeleted(msg.id);
+              input.focus();
             } catch (ex) {
               toast(ex.message, 'error');
             }
@@ -756,6 +762,7 @@ function openChat(main, initialRoom, ctx) {
 
   // ---- loading
   async function loadInitial() {
+    list.setAttribute('aria-busy', 'true'); // do not read the whole history aloud
     try {
       const page = await api.messagesBefore(roomId, undefined, PAGE);
       if (destroyed) return;
@@ -776,6 +783,7 @@ function openChat(main, initialRoom, ctx) {
       banner.hidden = false;
     }
     ready = true;
+    list.removeAttribute('aria-busy');
     const queued = buffer;
     buffer = [];
     queued.forEach(handleLive);
@@ -803,6 +811,7 @@ function openChat(main, initialRoom, ctx) {
     loadingOlder = true;
     updateHistoryTop();
     const before = minSeq();
+    list.setAttribute('aria-busy', 'true');
     try {
       const page = await api.messagesBefore(roomId, before || undefined, PAGE);
       if (destroyed) return;
@@ -815,6 +824,7 @@ function openChat(main, initialRoom, ctx) {
       toast(`Could not load older messages: ${ex.message}`, 'error');
     } finally {
       loadingOlder = false;
+      list.removeAttribute('aria-busy');
       if (!destroyed) updateHistoryTop();
     }
   }
@@ -914,7 +924,10 @@ function openChat(main, initialRoom, ctx) {
         if ('description' in p) room.description = p.description || null;
         if ('is_public' in p) room.is_public = String(p.is_public).toLowerCase() === 'true';
         drawHeader();
-        if (isOwner() && !ownerBox.contains(document.activeElement)) drawOwnerTools();
+        if (settingsFields) {
+          if (document.activeElement !== settingsFields.desc) settingsFields.desc.value = room.description || '';
+          if (document.activeElement !== settingsFields.vis) settingsFields.vis.value = room.is_public ? 'public' : 'private';
+        }
         break;
       }
       default:
@@ -947,7 +960,12 @@ function openChat(main, initialRoom, ctx) {
 
   offs.push(store.on('status', ({ status }) => {
     drawPending();
-    if (status !== 'connected') { typers.clear(); drawTyping(); }
+    if (status !== 'connected') {
+      for (const t of typers.values()) clearTimeout(t.timer);
+      typers.clear();
+      drawTyping();
+      if (online.size) { online.clear(); drawMembers(); } // presence is unknown until we are back
+    }
   }));
 
   offs.push(store.on('resumed', (f) => {
