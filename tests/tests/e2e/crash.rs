@@ -12,26 +12,6 @@ use crate::harness::*;
 const CLIENTS: usize = 10;
 const PER_CLIENT: usize = 100;
 
-/// Every message of a room from history, by seq (tombstones included).
-async fn full_history(user: &User, room: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let (s, page) = user
-            .get(&format!(
-                "/api/messages/get-messages/{room}?after_seq={after}&limit=200"
-            ))
-            .await;
-        assert_eq!(s, 200, "{page}");
-        let page = page.as_array().unwrap().clone();
-        if page.is_empty() {
-            return out;
-        }
-        after = page.last().unwrap()["seq"].as_i64().unwrap();
-        out.extend(page);
-    }
-}
-
 #[tokio::test]
 async fn sigkill_with_1000_sends_in_flight_loses_no_acknowledged_message() {
     let mut app = App::spawn(&[]).await;

@@ -378,3 +378,23 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Every message of a room from history, by seq (tombstones included).
+pub async fn full_history(user: &User, room: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let (s, page) = user
+            .get(&format!(
+                "/api/messages/get-messages/{room}?after_seq={after}&limit=200"
+            ))
+            .await;
+        assert_eq!(s, 200, "{page}");
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            return out;
+        }
+        after = page.last().unwrap()["seq"].as_i64().unwrap();
+        out.extend(page);
+    }
+}

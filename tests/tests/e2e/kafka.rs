@@ -65,21 +65,7 @@ async fn two_processes_on_kafka_deliver_in_order_and_survive_a_sigkill() {
     for r in &rooms {
         let want = if *r == room { 60 } else { 30 };
         let hist = eventually("history from Kafka after the kill", || async {
-            let mut all = Vec::new();
-            let mut after = 0;
-            loop {
-                let (_, page) = alice
-                    .get(&format!(
-                        "/api/messages/get-messages/{r}?after_seq={after}&limit=200"
-                    ))
-                    .await;
-                let page = page.as_array()?.clone();
-                if page.is_empty() {
-                    break;
-                }
-                after = page.last()?["seq"].as_i64()?;
-                all.extend(page);
-            }
+            let all = full_history(&alice, r).await;
             (all.len() == want).then_some(all)
         })
         .await;
