@@ -45,6 +45,46 @@ pub fn user_event(event_type: &str, user: UserId, at: DateTime<Utc>) -> UserEven
     }
 }
 
+/// The topic record that announces a stored notification (event id = notification id).
+pub fn notification_record(n: &crate::model::Notification) -> Result<OutboxRecord, AppError> {
+    let ev = livechat_schemas::NotificationEvent {
+        event_id: n.id.to_string(),
+        notification_id: n.id.to_string(),
+        user_id: n.user_id.to_string(),
+        notification_type: n.kind.clone(),
+        payload: n.payload.clone(),
+        source_id: n.source_id.map(|s| s.to_string()),
+        created_at: n.created_at.timestamp_millis(),
+    };
+    let payload = codec::encode_notification_event(&ev)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding notification event: {e}")))?;
+    Ok(OutboxRecord {
+        event_id: n.id,
+        topic: livechat_schemas::NOTIFICATIONS_TOPIC.to_string(),
+        key: ev.user_id,
+        payload,
+        created_at_ms: ev.created_at,
+    })
+}
+
+/// The notification a notification event carries (None if its ids are malformed).
+pub fn notification_of(
+    ev: &livechat_schemas::NotificationEvent,
+) -> Option<crate::model::Notification> {
+    Some(crate::model::Notification {
+        id: Uuid::parse_str(&ev.notification_id).ok()?,
+        user_id: Uuid::parse_str(&ev.user_id).ok()?,
+        kind: ev.notification_type.clone(),
+        payload: ev.payload.clone(),
+        read: false,
+        source_id: ev
+            .source_id
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok()),
+        created_at: crate::from_ms(ev.created_at),
+    })
+}
+
 fn parse_id(s: &str) -> Result<Uuid, AppError> {
     Uuid::parse_str(s)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("event id {s:?} is not a UUID: {e}")))

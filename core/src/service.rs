@@ -1119,5 +1119,7 @@ pub fn analytics_row(ev: &livechat_schemas::TopicEvent) -> Option<AnalyticsEvent
             occurred_at: crate::from_ms(e.occurred_at),
             payload: serde_json::json!({ "notification_id": e.notification_id }).to_string(),
         }),
+        // Notifications are derived from room events, which are counted already.
+        TopicEvent::Notification(_) => None,
     }
 }

@@ -182,7 +182,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }),
         Arc::new(NotificationsProcessor {
             directory: stores.directory.clone(),
-            fanout: hub.clone(),
+            announce: Some(log.clone()),
         }),
         Arc::new(AnalyticsProcessor {
             store: stores.analytics.clone(),

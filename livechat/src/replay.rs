@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use livechat_core::model::{Checksum, RoomId, UserId};
-use livechat_core::ports::{AnalyticsStore, Directory, Fanout, LiveFrame, MessageStore};
+use livechat_core::model::Checksum;
+use livechat_core::ports::{AnalyticsStore, Directory, MessageStore};
 use livechat_processors::analytics::AnalyticsProcessor;
 use livechat_processors::history::HistoryProcessor;
 use livechat_processors::notifications::NotificationsProcessor;
@@ -37,18 +37,6 @@ pub struct ReplayArgs {
     /// Print the rebuilt store's checksum and compare it with the live store's (fails on a mismatch).
     #[arg(long)]
     verify: bool,
-}
-
-/// Replay delivers nothing live.
-struct NoFanout;
-impl Fanout for NoFanout {
-    fn to_room(&self, _: RoomId, _: LiveFrame) {}
-    fn to_user(&self, _: UserId, _: LiveFrame) {}
-    fn evict(&self, _: RoomId, _: Option<UserId>, _: &str) {}
-    fn disconnect_session(&self, _: uuid::Uuid) {}
-    fn online_users(&self, _: RoomId) -> Vec<UserId> {
-        vec![]
-    }
 }
 
 /// A store that can be rebuilt, opened at a path.
@@ -79,7 +67,7 @@ impl Target {
             }),
             Target::Notifications(d) => Arc::new(NotificationsProcessor {
                 directory: d.clone(),
-                fanout: Arc::new(NoFanout),
+                announce: None,
             }),
         }
     }
@@ -231,6 +219,7 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
                         let kind = match &event {
                             TopicEvent::Room(e) => e.event_type.clone(),
                             TopicEvent::User(e) => e.event_type.clone(),
+                            TopicEvent::Notification(e) => e.notification_type.clone(),
                         };
                         *by_type.entry(kind).or_default() += 1;
                         batch.push(Decoded { entry, event });

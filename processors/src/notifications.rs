@@ -1,12 +1,15 @@
 //! The notifications processor: join requests, decisions and mentions → persisted notifications,
-//! pushed live to the recipient. Ids derive from the event id, so a redelivery adds nothing and
-//! pushes nothing twice.
+//! each then announced on `chat.notifications.v1`, from which every ingress process pushes it
+//! live to the recipient's sockets (so the push reaches users on any process). Ids derive from
+//! the event id, so a redelivered event stores nothing twice; the announcement is repeated after
+//! a crash rather than lost (clients deduplicate by notification id).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use livechat_core::ports::{Directory, Fanout};
-use livechat_core::{frames, service::notifications_for};
+use livechat_core::events::notification_record;
+use livechat_core::ports::{Directory, EventLog};
+use livechat_core::service::notifications_for;
 use livechat_schemas::{TopicEvent, ROOM_EVENTS_TOPIC};
 
 use crate::runner::{Decoded, Processor};
@@ -16,7 +19,8 @@ pub const TOPICS: &[&str] = &[ROOM_EVENTS_TOPIC];
 
 pub struct NotificationsProcessor {
     pub directory: Arc<dyn Directory>,
-    pub fanout: Arc<dyn Fanout>,
+    /// Where stored notifications are announced; None when rebuilding the store (replay).
+    pub announce: Option<Arc<dyn EventLog>>,
 }
 
 #[async_trait]
@@ -28,15 +32,18 @@ impl Processor for NotificationsProcessor {
         TOPICS.to_vec()
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
+        let mut announcements = Vec::new();
         for d in batch {
             let TopicEvent::Room(ev) = &d.event else {
                 continue;
             };
             for n in notifications_for(ev) {
-                if self.directory.insert_notification(&n).await? {
-                    self.fanout.to_user(n.user_id, frames::notification(&n));
-                }
+                self.directory.insert_notification(&n).await?;
+                announcements.push(notification_record(&n).map_err(|e| anyhow::anyhow!("{e}"))?);
             }
+        }
+        if let (Some(log), false) = (&self.announce, announcements.is_empty()) {
+            log.append(&announcements).await?;
         }
         Ok(())
     }

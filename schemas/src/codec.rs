@@ -2,8 +2,10 @@
 
 use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value};
 
-use crate::registry::{self, ROOM_EVENTS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID};
-use crate::{RoomEvent, TopicEvent, UserEvent};
+use crate::registry::{
+    self, NOTIFICATIONS_SCHEMA_ID, ROOM_EVENTS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID,
+};
+use crate::{NotificationEvent, RoomEvent, TopicEvent, UserEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -42,6 +44,10 @@ pub fn encode_user_event(ev: &UserEvent) -> Result<Vec<u8>, CodecError> {
     encode(USER_EVENTS_SCHEMA_ID, ev)
 }
 
+pub fn encode_notification_event(ev: &NotificationEvent) -> Result<Vec<u8>, CodecError> {
+    encode(NOTIFICATIONS_SCHEMA_ID, ev)
+}
+
 /// Reads the schema id of a framed record without decoding the body.
 pub fn schema_id(bytes: &[u8]) -> Result<u32, CodecError> {
     if bytes.len() < 5 {
@@ -69,6 +75,9 @@ pub fn decode(bytes: &[u8]) -> Result<TopicEvent, CodecError> {
     match id {
         ROOM_EVENTS_SCHEMA_ID => from_value::<RoomEvent>(&value).map(TopicEvent::Room),
         USER_EVENTS_SCHEMA_ID => from_value::<UserEvent>(&value).map(TopicEvent::User),
+        NOTIFICATIONS_SCHEMA_ID => {
+            from_value::<NotificationEvent>(&value).map(TopicEvent::Notification)
+        }
         other => return Err(CodecError::UnknownSchemaId(other)),
     }
     .map_err(|e| CodecError::Avro(e.to_string()))

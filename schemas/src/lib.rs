@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub const ROOM_EVENTS_TOPIC: &str = "chat.room-events.v1";
 /// Topic of user-scoped events, keyed by user id.
 pub const USER_EVENTS_TOPIC: &str = "chat.user-events.v1";
+/// Topic of stored notifications, keyed by recipient user id (pushed live by every ingress).
+pub const NOTIFICATIONS_TOPIC: &str = "chat.notifications.v1";
 /// Dead-letter topic: records a processor could not decode or process.
 pub const DEAD_LETTER_TOPIC: &str = "chat.dead-letter.v1";
 
@@ -56,12 +58,26 @@ pub struct UserEvent {
     pub notification_id: Option<String>,
 }
 
+/// A notification for a user (see `avro/chat.notifications.v1.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NotificationEvent {
+    pub event_id: String,
+    pub notification_id: String,
+    pub user_id: String,
+    pub notification_type: String,
+    #[serde(default)]
+    pub payload: std::collections::BTreeMap<String, String>,
+    pub source_id: Option<String>,
+    pub created_at: i64,
+}
+
 /// A decoded record of any LiveChat topic.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)] // decoded once per record and consumed at once; boxing buys nothing
 pub enum TopicEvent {
     Room(RoomEvent),
     User(UserEvent),
+    Notification(NotificationEvent),
 }
 
 impl TopicEvent {
@@ -69,6 +85,7 @@ impl TopicEvent {
         match self {
             TopicEvent::Room(e) => &e.event_id,
             TopicEvent::User(e) => &e.event_id,
+            TopicEvent::Notification(e) => &e.event_id,
         }
     }
 }
@@ -119,6 +136,23 @@ mod tests {
     }
 
     #[test]
+    fn notification_event_round_trips() {
+        let ev = NotificationEvent {
+            event_id: "n".into(),
+            notification_id: "n".into(),
+            user_id: "u".into(),
+            notification_type: "MENTION".into(),
+            payload: [("room_name".to_string(), "général".to_string())]
+                .into_iter()
+                .collect(),
+            source_id: Some("s".into()),
+            created_at: 7,
+        };
+        let bytes = codec::encode_notification_event(&ev).unwrap();
+        assert_eq!(codec::decode(&bytes).unwrap(), TopicEvent::Notification(ev));
+    }
+
+    #[test]
     fn malformed_records_are_rejected_with_a_reason() {
         assert!(matches!(
             codec::decode(&[]),
@@ -143,7 +177,7 @@ mod tests {
     #[test]
     fn every_schema_parses_and_has_a_unique_id() {
         let all = registry::all();
-        assert_eq!(all.len(), 2);
+        assert_eq!(all.len(), 3);
         let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
         ids.dedup();
         assert_eq!(ids.len(), all.len());

@@ -10,6 +10,7 @@ use apache_avro::Schema;
 
 pub const ROOM_EVENTS_SCHEMA_ID: u32 = 1;
 pub const USER_EVENTS_SCHEMA_ID: u32 = 2;
+pub const NOTIFICATIONS_SCHEMA_ID: u32 = 3;
 
 /// One registered schema.
 #[derive(Debug)]
@@ -23,7 +24,7 @@ pub struct RegisteredSchema {
 }
 
 fn build() -> Vec<RegisteredSchema> {
-    let defs: [(u32, &str, &str, &str); 2] = [
+    let defs: [(u32, &str, &str, &str); 3] = [
         (
             ROOM_EVENTS_SCHEMA_ID,
             "chat.room-events.v1-value",
@@ -35,6 +36,12 @@ fn build() -> Vec<RegisteredSchema> {
             "chat.user-events.v1-value",
             crate::USER_EVENTS_TOPIC,
             include_str!("../avro/chat.user-events.v1.avsc"),
+        ),
+        (
+            NOTIFICATIONS_SCHEMA_ID,
+            "chat.notifications.v1-value",
+            crate::NOTIFICATIONS_TOPIC,
+            include_str!("../avro/chat.notifications.v1.avsc"),
         ),
     ];
     defs.into_iter()
