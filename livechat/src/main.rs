@@ -54,6 +54,13 @@ struct Cli {
 enum Command {
     /// Run every role in one process (the default).
     Serve,
+    /// Run the ingress only: REST + WebSocket, the outbox relay and live delivery.
+    Ingress,
+    /// Run one durable processor only.
+    Processor {
+        #[arg(value_parser = PROCESSORS)]
+        name: String,
+    },
     /// Print the effective configuration as TOML.
     Config,
     /// Rebuild a store (history, analytics, notifications) from the log.
@@ -85,7 +92,27 @@ async fn main() -> anyhow::Result<()> {
         cfg.data_dir = d.clone();
     }
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cfg).await,
+        Command::Serve => serve(cfg, Roles::all()).await,
+        Command::Ingress => {
+            serve(
+                cfg,
+                Roles {
+                    ingress: true,
+                    processors: vec![],
+                },
+            )
+            .await
+        }
+        Command::Processor { name } => {
+            serve(
+                cfg,
+                Roles {
+                    ingress: false,
+                    processors: vec![name],
+                },
+            )
+            .await
+        }
         Command::Replay(args) => replay::run(&cfg, args).await,
         Command::Config => {
             println!(
@@ -134,10 +161,95 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Which parts of LiveChat a process runs.
+#[derive(Debug, Clone, PartialEq)]
+struct Roles {
+    /// REST + WebSocket, the outbox relay and live delivery (always together: delivery pushes
+    /// to this process's sockets, and the relay drains what this process commits).
+    ingress: bool,
+    /// Durable processors: any of "history", "notifications", "analytics".
+    processors: Vec<String>,
+}
+
+impl Roles {
+    fn all() -> Roles {
+        Roles {
+            ingress: true,
+            processors: PROCESSORS.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+const PROCESSORS: [&str; 3] = ["history", "notifications", "analytics"];
+
+fn durable_processor(
+    name: &str,
+    stores: &EmbeddedStores,
+    log: &Arc<dyn EventLog>,
+) -> Arc<dyn livechat_processors::Processor> {
+    match name {
+        "history" => Arc::new(HistoryProcessor {
+            store: stores.history.clone(),
+            group: "history".into(),
+        }),
+        "notifications" => Arc::new(NotificationsProcessor {
+            directory: stores.directory.clone(),
+            announce: Some(log.clone()),
+        }),
+        _ => Arc::new(AnalyticsProcessor {
+            store: stores.analytics.clone(),
+            group: "analytics".into(),
+        }),
+    }
+}
+
+async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let data_dir = PathBuf::from(&cfg.data_dir);
     let stores = EmbeddedStores::open(&data_dir).context("opening the embedded stores")?;
     let log: Arc<dyn EventLog> = wire::log(&cfg).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in &roles.processors {
+        tasks.spawn(runner::run(
+            log.clone(),
+            durable_processor(name, &stores, &log),
+            shutdown.clone(),
+        ));
+    }
+    let served = if roles.ingress {
+        run_ingress(&cfg, &stores, log.clone(), &mut tasks, shutdown.clone()).await
+    } else {
+        println!(
+            "LiveChat processors running: {} (data in {})",
+            roles.processors.join(", "),
+            data_dir.display()
+        );
+        tracing::info!(processors = ?roles.processors, "LiveChat processors started.");
+        shutdown.cancelled().await;
+        Ok(())
+    };
+    shutdown.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(15), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("Processors did not stop within 15 s; exiting anyway (they resume from committed offsets).");
+    }
+    tracing::info!("LiveChat stopped.");
+    served
+}
+
+/// Binds the listener and serves REST + WebSocket until shutdown, with the relay and live
+/// delivery running beside it.
+async fn run_ingress(
+    cfg: &Config,
+    stores: &EmbeddedStores,
+    log: Arc<dyn EventLog>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let hub = Hub::new();
     let ports = Ports {
         directory: stores.directory.clone(),
@@ -148,7 +260,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cache: Arc::new(MemoryCache::new(50_000)),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));
-
     let listen: std::net::SocketAddr = cfg
         .ingress
         .listen
@@ -168,31 +279,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let ingress: IngressConfig = cfg.ingress.clone().with_bound_address(addr);
 
-    let shutdown = CancellationToken::new();
     let outbox: Arc<dyn Outbox> = stores.directory.clone();
-    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(relay::run(outbox, log.clone(), shutdown.clone()));
-    let processors: Vec<Arc<dyn livechat_processors::Processor>> = vec![
-        Arc::new(HistoryProcessor {
-            store: stores.history.clone(),
-            group: "history".into(),
-        }),
+    tasks.spawn(runner::run(
+        log.clone(),
         Arc::new(DeliveryProcessor {
             fanout: hub.clone(),
         }),
-        Arc::new(NotificationsProcessor {
-            directory: stores.directory.clone(),
-            announce: Some(log.clone()),
-        }),
-        Arc::new(AnalyticsProcessor {
-            store: stores.analytics.clone(),
-            group: "analytics".into(),
-        }),
-    ];
-    for p in processors {
-        tasks.spawn(runner::run(log.clone(), p, shutdown.clone()));
-    }
-    tokio::spawn(shutdown_signal(shutdown.clone()));
+        shutdown.clone(),
+    ));
 
     let lag = livechat_ingress::metrics::LagSource {
         log: log.clone(),
@@ -207,18 +302,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the bound port.
     println!(
         "LiveChat listening on http://{addr} (data in {})",
-        data_dir.display()
+        cfg.data_dir
     );
-    tracing::info!(%addr, data_dir = %data_dir.display(), "LiveChat started.");
-    let served = livechat_ingress::serve(listener, state, shutdown.clone()).await;
-    shutdown.cancel();
-    let drained = tokio::time::timeout(Duration::from_secs(15), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("Processors did not stop within 15 s; exiting anyway (they resume from committed offsets).");
-    }
-    tracing::info!("LiveChat stopped.");
-    served
+    tracing::info!(%addr, data_dir = %cfg.data_dir, "LiveChat started.");
+    livechat_ingress::serve(listener, state, shutdown).await
 }

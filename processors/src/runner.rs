@@ -36,6 +36,7 @@ const POLL: Duration = Duration::from_millis(500);
 /// Failed attempts on a batch before it is retried record by record (isolating a poison record).
 const BATCH_ATTEMPTS: u32 = 3;
 const RECORD_ATTEMPTS: u32 = 3;
+const COMMIT_ATTEMPTS: u32 = 5;
 
 async fn backoff(attempt: u32, shutdown: &CancellationToken) {
     let ms = (100u64 << attempt.min(6)).min(5_000);
@@ -107,14 +108,22 @@ pub async fn run(log: Arc<dyn EventLog>, p: Arc<dyn Processor>, shutdown: Cancel
         if commits {
             let next: Vec<(String, u32, i64)> =
                 next.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-            let mut attempt = 0;
-            while let Err(e) = consumer.commit(&next).await {
-                tracing::warn!(processor = p.name(), error = %e, "Offset commit failed; retrying.");
-                if shutdown.is_cancelled() {
-                    return;
+            // A commit can fail for good when a rebalance moved the partition away: then the
+            // new owner re-handles the batch from the last commit (handling is idempotent).
+            for attempt in 0..COMMIT_ATTEMPTS {
+                match consumer.commit(&next).await {
+                    Ok(()) => break,
+                    Err(e) if attempt + 1 == COMMIT_ATTEMPTS => {
+                        tracing::warn!(processor = p.name(), error = %e, "Offset commit failed; the batch may be handled again.");
+                    }
+                    Err(e) => {
+                        tracing::debug!(processor = p.name(), error = %e, "Offset commit failed; retrying.");
+                        if shutdown.is_cancelled() {
+                            return;
+                        }
+                        backoff(attempt, &shutdown).await;
+                    }
                 }
-                backoff(attempt, &shutdown).await;
-                attempt += 1;
             }
         }
     }

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated.
     pub brokers: String,
+    /// Prefix of every topic and consumer-group name on the broker, so several deployments
+    /// (or test runs) can share a cluster. Empty: the plain names of docs/topics.md.
+    pub namespace: String,
     pub replication_factor: i32,
     /// Extra librdkafka properties for every client (e.g. security settings).
     pub client: BTreeMap<String, String>,
@@ -20,8 +23,91 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
+            namespace: String::new(),
             replication_factor: 1,
             client: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[history.cassandra]`: a CQL cluster (ScyllaDB, Apache Cassandra) for the message history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CassandraConfig {
+    /// Contact points, `host:port` each.
+    pub nodes: Vec<String>,
+    /// Created at connect (with `SimpleStrategy`) if it does not exist.
+    pub keyspace: String,
+    pub replication_factor: u32,
+    /// Optional password authentication.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Client-side limit of one request, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for CassandraConfig {
+    fn default() -> Self {
+        CassandraConfig {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "livechat".into(),
+            replication_factor: 1,
+            user: None,
+            password: None,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[analytics.clickhouse]`: a ClickHouse server (HTTP interface) for the analytics events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Created at connect if it does not exist.
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Row type validation (`RowBinaryWithNamesAndTypes`). Servers older than 22.x lack that
+    /// format: the adapter turns validation off when the server is too old for it.
+    pub validation: bool,
+    /// Client-side limit of one request, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "livechat".into(),
+            user: None,
+            password: None,
+            validation: true,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[cache.memcached]`: memcached servers (keys are spread over them by a stable hash).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemcachedConfig {
+    /// `host:port` each.
+    pub servers: Vec<String>,
+    /// Connect, read and write timeout of one call, in milliseconds (the cache is called from
+    /// async code, so calls must stay short).
+    pub timeout_ms: u64,
+    /// Connections per server.
+    pub pool_size: u32,
+}
+
+impl Default for MemcachedConfig {
+    fn default() -> Self {
+        MemcachedConfig {
+            servers: vec!["127.0.0.1:11211".into()],
+            timeout_ms: 200,
+            pool_size: 8,
         }
     }
 }

@@ -56,6 +56,12 @@ impl KafkaLog {
         client_config(&self.cfg)
     }
 
+    /// The broker-side name of a topic or group (`namespace` prefix; several deployments or test
+    /// runs can share a cluster).
+    fn phys(&self, name: &str) -> String {
+        format!("{}{name}", self.cfg.namespace)
+    }
+
     /// Connects and creates LiveChat's topics if they do not exist.
     pub async fn connect(cfg: KafkaConfig, partitions: u32) -> anyhow::Result<KafkaLog> {
         let base = client_config(&cfg);
@@ -104,11 +110,7 @@ impl KafkaLog {
     pub async fn ensure_topics(&self, topics: &[&str]) -> StoreResult<()> {
         let missing: Vec<String> = {
             let known = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-            topics
-                .iter()
-                .filter(|t| !known.contains(**t))
-                .map(|t| t.to_string())
-                .collect()
+            topics.iter().map(|t| self.phys(t)).filter(|t| !known.contains(t)).collect()
         };
         if missing.is_empty() {
             return Ok(());
@@ -157,7 +159,7 @@ impl KafkaLog {
         }
         let c: BaseConsumer = self
             .client()
-            .set("group.id", group)
+            .set("group.id", self.phys(group))
             .set("enable.auto.commit", "false")
             .create()
             .map_err(unavailable)?;
@@ -177,9 +179,10 @@ fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
-fn entry_of(m: &rdkafka::message::BorrowedMessage<'_>) -> LogEntry {
+/// A record as the port sees it: the topic without the namespace prefix.
+fn entry_of(m: &rdkafka::message::BorrowedMessage<'_>, namespace: &str) -> LogEntry {
     LogEntry {
-        topic: m.topic().to_string(),
+        topic: m.topic().strip_prefix(namespace).unwrap_or(m.topic()).to_string(),
         partition: m.partition() as u32,
         offset: m.offset(),
         key: m
@@ -209,13 +212,14 @@ impl EventLog for KafkaLog {
         self.ensure_topics(&topics.into_iter().collect::<Vec<_>>())
             .await?;
         // Send all, then wait for every acknowledgement: the batch is durable when this returns.
-        let sends = records.iter().map(|r| {
+        let names: Vec<String> = records.iter().map(|r| self.phys(&r.topic)).collect();
+        let sends = records.iter().zip(&names).map(|(r, name)| {
             let id = r.event_id.to_string();
             let headers = OwnedHeaders::new().insert(Header {
                 key: "event_id",
                 value: Some(id.as_bytes()),
             });
-            let rec = FutureRecord::to(&r.topic)
+            let rec = FutureRecord::to(name)
                 .key(&r.key)
                 .payload(&r.payload)
                 .headers(headers)
@@ -242,7 +246,8 @@ impl EventLog for KafkaLog {
         }
         let want = ((end - from) as usize).min(max as usize);
         let reader = self.reader.clone();
-        let topic = topic.to_string();
+        let ns = self.cfg.namespace.clone();
+        let topic = self.phys(topic);
         tokio::task::spawn_blocking(move || {
             let consumer = reader.lock().unwrap_or_else(|p| p.into_inner());
             consumer
@@ -252,7 +257,7 @@ impl EventLog for KafkaLog {
             let mut out = Vec::with_capacity(want);
             while out.len() < want && Instant::now() < deadline {
                 match consumer.poll(Duration::from_millis(200)) {
-                    Some(Ok(m)) if m.offset() >= from => out.push(entry_of(&m)),
+                    Some(Ok(m)) if m.offset() >= from => out.push(entry_of(&m, &ns)),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(unavailable(e)),
                     None => {}
@@ -268,7 +273,7 @@ impl EventLog for KafkaLog {
     async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64> {
         self.ensure_topics(&[topic]).await?;
         let reader = self.reader.clone();
-        let topic = topic.to_string();
+        let topic = self.phys(topic);
         tokio::task::spawn_blocking(move || {
             let c = reader.lock().unwrap_or_else(|p| p.into_inner());
             c.fetch_watermarks(&topic, partition as i32, TIMEOUT)
@@ -282,7 +287,7 @@ impl EventLog for KafkaLog {
     async fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> StoreResult<i64> {
         let end = self.end_offset(topic, partition).await?;
         let reader = self.reader.clone();
-        let topic = topic.to_string();
+        let topic = self.phys(topic);
         tokio::task::spawn_blocking(move || {
             let c = reader.lock().unwrap_or_else(|p| p.into_inner());
             let found = c
@@ -308,7 +313,7 @@ impl EventLog for KafkaLog {
     ) -> StoreResult<Option<i64>> {
         self.ensure_topics(&[topic]).await?;
         let c = self.offset_client(group)?;
-        let topic = topic.to_string();
+        let topic = self.phys(topic);
         tokio::task::spawn_blocking(move || {
             let tpl = c
                 .committed_offsets(one_partition(&topic, partition, Offset::Invalid)?, TIMEOUT)
@@ -325,7 +330,7 @@ impl EventLog for KafkaLog {
     async fn commit(&self, group: &str, topic: &str, partition: u32, next: i64) -> StoreResult<()> {
         self.ensure_topics(&[topic]).await?;
         let c = self.offset_client(group)?;
-        let topic = topic.to_string();
+        let topic = self.phys(topic);
         tokio::task::spawn_blocking(move || {
             c.commit(
                 &one_partition(&topic, partition, Offset::Offset(next))?,
@@ -351,12 +356,12 @@ impl EventLog for KafkaLog {
         let mut cfg = self.client();
         match start {
             StartAt::Earliest => {
-                cfg.set("group.id", group)
+                cfg.set("group.id", self.phys(group))
                     .set("auto.offset.reset", "earliest");
             }
             // Live delivery: every process must see every record, so each gets its own group.
             StartAt::Latest => {
-                cfg.set("group.id", format!("{group}-{}", uuid::Uuid::new_v4()))
+                cfg.set("group.id", format!("{}-{}", self.phys(group), uuid::Uuid::new_v4()))
                     .set("auto.offset.reset", "latest");
             }
         }
@@ -370,19 +375,22 @@ impl EventLog for KafkaLog {
             .set("enable.partition.eof", "false")
             .create()
             .map_err(unavailable)?;
-        consumer.subscribe(topics).map_err(unavailable)?;
+        let names: Vec<String> = topics.iter().map(|t| self.phys(t)).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(unavailable)?;
         let consumer = Arc::new(consumer);
         let mut early = Vec::new();
         if start == StartAt::Latest {
             // "Latest" means the end at assignment time: wait for the assignment so that records
             // appended after join_group returns are seen (keeping any that arrive meanwhile).
             let c = consumer.clone();
+            let ns = self.cfg.namespace.clone();
             early = tokio::task::spawn_blocking(move || {
                 let deadline = Instant::now() + TIMEOUT;
                 let mut got = Vec::new();
                 while Instant::now() < deadline {
                     if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                        got.push(entry_of(&m));
+                        got.push(entry_of(&m, &ns));
                     }
                     if c.assignment().map(|a| a.count() > 0).unwrap_or(false) {
                         break;
@@ -393,12 +401,13 @@ impl EventLog for KafkaLog {
             .await
             .map_err(blocking_err)?;
         }
-        Ok(Box::new(KafkaGroupConsumer { consumer, early }))
+        Ok(Box::new(KafkaGroupConsumer { consumer, early, namespace: self.cfg.namespace.clone() }))
     }
 }
 
 struct KafkaGroupConsumer {
     consumer: Arc<BaseConsumer>,
+    namespace: String,
     /// Records received while waiting for the first assignment.
     early: Vec<LogEntry>,
 }
@@ -411,6 +420,7 @@ impl GroupConsumer for KafkaGroupConsumer {
             return Ok(self.early.drain(..n).collect());
         }
         let consumer = self.consumer.clone();
+        let ns = self.namespace.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             let deadline = Instant::now() + wait;
@@ -422,7 +432,7 @@ impl GroupConsumer for KafkaGroupConsumer {
                     Duration::ZERO
                 };
                 match consumer.poll(timeout) {
-                    Some(Ok(m)) => out.push(entry_of(&m)),
+                    Some(Ok(m)) => out.push(entry_of(&m, &ns)),
                     Some(Err(e)) if out.is_empty() => return Err(unavailable(e)),
                     Some(Err(_)) | None => break,
                 }

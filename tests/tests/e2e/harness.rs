@@ -36,6 +36,8 @@ pub struct App {
     /// Shared by processes started with [`App::spawn_beside`].
     pub data: std::sync::Arc<tempfile::TempDir>,
     env: Vec<(String, String)>,
+    /// Subcommand and its arguments (empty: `serve`, every role).
+    command: Vec<String>,
     pub http: reqwest::Client,
 }
 
@@ -51,7 +53,24 @@ impl App {
         App::spawn_with(other.data.clone(), env).await
     }
 
-    async fn spawn_with(data: std::sync::Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> App {
+    /// Starts one role (`["ingress"]`, `["processor", "history"]`) on a fresh data directory.
+    pub async fn spawn_role(command: &[&str], env: &[(&str, &str)]) -> App {
+        let data = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut app = App::new(data, env);
+        app.command = command.iter().map(|c| c.to_string()).collect();
+        app.start("127.0.0.1:0").await;
+        app
+    }
+
+    /// Starts one role (`["ingress"]`, `["processor", "history"]`) on the same data directory.
+    pub async fn spawn_role_beside(other: &App, command: &[&str], env: &[(&str, &str)]) -> App {
+        let mut app = App::new(other.data.clone(), env);
+        app.command = command.iter().map(|c| c.to_string()).collect();
+        app.start("127.0.0.1:0").await;
+        app
+    }
+
+    fn new(data: std::sync::Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> App {
         let mut all: Vec<(String, String)> = vec![
             ("LIVECHAT_LIMITS__SEND_RATE_PER_SEC".into(), "100000".into()),
             ("LIVECHAT_LIMITS__SEND_BURST".into(), "100000".into()),
@@ -61,19 +80,25 @@ impl App {
             ),
         ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut app = App {
+        App {
             addr: String::new(),
             child: None,
             data,
             env: all,
+            command: Vec::new(),
             http: reqwest::Client::new(),
-        };
+        }
+    }
+
+    async fn spawn_with(data: std::sync::Arc<tempfile::TempDir>, env: &[(&str, &str)]) -> App {
+        let mut app = App::new(data, env);
         app.start("127.0.0.1:0").await;
         app
     }
 
     async fn start(&mut self, listen: &str) {
         let mut cmd = Command::new(binary());
+        cmd.args(&self.command);
         cmd.arg("--listen")
             .arg(listen)
             .arg("--data-dir")
@@ -96,12 +121,16 @@ impl App {
             .expect("livechat did not start in time")
             .expect("reading stdout")
             .expect("livechat exited before listening");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_string();
+        // Ingress prints its address; a processor-only process prints what it runs.
+        let addr = match line.split("http://").nth(1) {
+            Some(rest) => rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            None if line.contains("processors running") => String::new(),
+            None => panic!("unexpected first line: {line}"),
+        };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.addr = addr;
@@ -134,6 +163,9 @@ impl App {
 
     /// Starts the process again on the same port and data directory.
     pub async fn restart(&mut self) {
+        if self.addr.is_empty() {
+            return self.start("127.0.0.1:0").await;
+        }
         let addr = self.addr.clone();
         for _ in 0..50 {
             // The port may linger briefly after a kill.

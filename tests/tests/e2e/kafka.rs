@@ -25,9 +25,12 @@ async fn two_processes_on_kafka_deliver_in_order_and_survive_a_sigkill() {
     let Some(brokers) = brokers() else { return };
     // Fresh partition layout per run: a unique topic prefix is not possible (topic names are
     // fixed), so rooms are unique instead and every check filters by room.
+    // A namespace per test: tests running at once must not share consumer groups.
+    let ns = format!("t{}.", uuid::Uuid::new_v4().simple());
     let env = [
         ("LIVECHAT_LOG__KIND", "kafka"),
         ("LIVECHAT_LOG__KAFKA__BROKERS", brokers.as_str()),
+        ("LIVECHAT_LOG__KAFKA__NAMESPACE", ns.as_str()),
     ];
     let a = App::spawn(&env).await;
     let mut b = App::spawn_beside(&a, &env).await;
@@ -90,4 +93,93 @@ async fn two_processes_on_kafka_deliver_in_order_and_survive_a_sigkill() {
     wb.subscribe(&room, Some(30)).await;
     let rest = wb.messages(&room, 30).await;
     assert_eq!(rest.last().unwrap()["seq"], 60);
+}
+
+#[tokio::test]
+async fn separate_ingress_and_processor_processes_on_kafka() {
+    let Some(brokers) = brokers() else { return };
+    // A namespace per test: tests running at once must not share consumer groups.
+    let ns = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("LIVECHAT_LOG__KIND", "kafka"),
+        ("LIVECHAT_LOG__KAFKA__BROKERS", brokers.as_str()),
+        ("LIVECHAT_LOG__KAFKA__NAMESPACE", ns.as_str()),
+    ];
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let b = App::spawn_role_beside(&a, &["ingress"], &env).await;
+    let mut history = App::spawn_role_beside(&a, &["processor", "history"], &env).await;
+    let _notifications = App::spawn_role_beside(&a, &["processor", "notifications"], &env).await;
+    let _analytics = App::spawn_role_beside(&a, &["processor", "analytics"], &env).await;
+
+    let owner = a.user("owner").await;
+    let guest = b.user("guest").await;
+    let room = owner.create_room("split", false).await;
+    // The owner listens on ingress B; the request is made through ingress A.
+    let mut wo = owner.ws(&b, None).await;
+    wo.subscribe(&room, None).await;
+    assert_eq!(
+        guest
+            .post(
+                "/api/rooms/create-join-request",
+                json!({"room_id": room, "message": "hi"})
+            )
+            .await
+            .0,
+        200
+    );
+    let n = wo
+        .wait_for("live notification across processes", |v| {
+            v["event_type"] == "NOTIFICATION"
+        })
+        .await;
+    assert_eq!(n["payload"]["notification_type"], "JOIN_REQUEST_CREATED");
+    let (_, reqs) = owner
+        .get(&format!("/api/rooms/get-join-requests-by-room/{room}"))
+        .await;
+    let req = reqs[0]["id"].as_str().unwrap().to_string();
+    owner
+        .post(
+            &format!("/api/rooms/handle-join-request/{req}?accept=true"),
+            json!({}),
+        )
+        .await;
+
+    // A message sent through A reaches the subscriber on B in order, with its seq.
+    let mut wg = guest.ws(&a, None).await;
+    for i in 0..20 {
+        wg.send_msg(&room, &format!("s{i}"), &format!("s{i}")).await;
+    }
+    let got = wo.messages(&room, 20).await;
+    assert_eq!(
+        got.iter()
+            .map(|f| f["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+
+    // The history processor is killed and restarted: nothing lost, nothing doubled.
+    history.kill9().await;
+    for i in 20..40 {
+        wg.send_msg(&room, &format!("s{i}"), &format!("s{i}")).await;
+    }
+    history.restart().await;
+    let hist = eventually("history after the processor restart", || async {
+        let h = full_history(&owner, &room).await;
+        (h.len() >= 40).then_some(h)
+    })
+    .await;
+    assert_eq!(
+        hist.iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    let stats = eventually("analytics", || async {
+        let (_, s) = owner
+            .get(&format!("/api/analytics/get-room-stats?room_id={room}"))
+            .await;
+        (s["total_messages"] == 40).then_some(s)
+    })
+    .await;
+    assert_eq!(stats["users_amount"], 1);
 }
