@@ -110,7 +110,11 @@ impl KafkaLog {
     pub async fn ensure_topics(&self, topics: &[&str]) -> StoreResult<()> {
         let missing: Vec<String> = {
             let known = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-            topics.iter().map(|t| self.phys(t)).filter(|t| !known.contains(t)).collect()
+            topics
+                .iter()
+                .map(|t| self.phys(t))
+                .filter(|t| !known.contains(t))
+                .collect()
         };
         if missing.is_empty() {
             return Ok(());
@@ -182,7 +186,11 @@ fn client_config(cfg: &KafkaConfig) -> ClientConfig {
 /// A record as the port sees it: the topic without the namespace prefix.
 fn entry_of(m: &rdkafka::message::BorrowedMessage<'_>, namespace: &str) -> LogEntry {
     LogEntry {
-        topic: m.topic().strip_prefix(namespace).unwrap_or(m.topic()).to_string(),
+        topic: m
+            .topic()
+            .strip_prefix(namespace)
+            .unwrap_or(m.topic())
+            .to_string(),
         partition: m.partition() as u32,
         offset: m.offset(),
         key: m
@@ -361,8 +369,11 @@ impl EventLog for KafkaLog {
             }
             // Live delivery: every process must see every record, so each gets its own group.
             StartAt::Latest => {
-                cfg.set("group.id", format!("{}-{}", self.phys(group), uuid::Uuid::new_v4()))
-                    .set("auto.offset.reset", "latest");
+                cfg.set(
+                    "group.id",
+                    format!("{}-{}", self.phys(group), uuid::Uuid::new_v4()),
+                )
+                .set("auto.offset.reset", "latest");
             }
         }
         let consumer: BaseConsumer = cfg
@@ -401,7 +412,11 @@ impl EventLog for KafkaLog {
             .await
             .map_err(blocking_err)?;
         }
-        Ok(Box::new(KafkaGroupConsumer { consumer, early, namespace: self.cfg.namespace.clone() }))
+        Ok(Box::new(KafkaGroupConsumer {
+            consumer,
+            early,
+            namespace: self.cfg.namespace.clone(),
+        }))
     }
 }
 
