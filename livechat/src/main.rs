@@ -281,13 +281,23 @@ async fn run_ingress(
 
     let outbox: Arc<dyn Outbox> = stores.directory.clone();
     tasks.spawn(relay::run(outbox, log.clone(), shutdown.clone()));
-    tasks.spawn(runner::run(
+    let (ready, joined) = tokio::sync::oneshot::channel();
+    let delivery = Arc::new(DeliveryProcessor {
+        fanout: hub.clone(),
+    });
+    tasks.spawn(runner::run_with_ready(
         log.clone(),
-        Arc::new(DeliveryProcessor {
-            fanout: hub.clone(),
-        }),
+        delivery,
         shutdown.clone(),
+        Some(ready),
     ));
+    // Accept connections only once live delivery receives events, so none is missed.
+    if tokio::time::timeout(Duration::from_secs(60), joined)
+        .await
+        .is_err()
+    {
+        anyhow::bail!("live delivery could not join the log within 60 s");
+    }
 
     let lag = livechat_ingress::metrics::LagSource {
         log: log.clone(),

@@ -70,9 +70,23 @@ async fn join(
 
 /// Runs the processor until `shutdown`; the batch in hand is finished and committed first.
 pub async fn run(log: Arc<dyn EventLog>, p: Arc<dyn Processor>, shutdown: CancellationToken) {
+    run_with_ready(log, p, shutdown, None).await
+}
+
+/// Like [`run`], and tells `ready` once the processor has joined its consumer group (a live
+/// delivery group must be in place before the process takes connections).
+pub async fn run_with_ready(
+    log: Arc<dyn EventLog>,
+    p: Arc<dyn Processor>,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     let Some(mut consumer) = join(log.as_ref(), p.as_ref(), &shutdown).await else {
         return;
     };
+    if let Some(r) = ready {
+        let _ = r.send(());
+    }
     let commits = p.start_at() == StartAt::Earliest;
     let mut attempt = 0u32;
     while !shutdown.is_cancelled() {

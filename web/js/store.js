@@ -164,6 +164,8 @@ class Store extends Emitter {
     const sent = this._readSent.get(roomId) || 0;
     if (seq <= (r.last_read_seq || 0) || seq <= sent) return;
     this._readSent.set(roomId, seq);
+    // What the user has seen is read now: the badge must not wait for the server's answer.
+    this._applyRead(roomId, seq);
     if (!this.socket.read(roomId, seq)) {
       api.readMarker(roomId, seq)
         .then((a) => this._applyRead(a.room_id, a.last_read_seq, a.unread_count))

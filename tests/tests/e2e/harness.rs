@@ -329,10 +329,20 @@ impl Ws {
 
     /// Waits for the first frame matching `pred`; other frames stay queued for later waits.
     pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_within(what, WAIT, pred).await
+    }
+
+    /// [`Ws::wait_for`] with a longer deadline (e.g. while consumer groups form).
+    pub async fn wait_for_within(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         if let Some(i) = self.backlog.iter().position(&pred) {
             return self.backlog.remove(i).expect("index in range");
         }
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next_within(left).await {

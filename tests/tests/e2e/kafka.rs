@@ -128,9 +128,11 @@ async fn separate_ingress_and_processor_processes_on_kafka() {
         200
     );
     let n = wo
-        .wait_for("live notification across processes", |v| {
-            v["event_type"] == "NOTIFICATION"
-        })
+        .wait_for_within(
+            "live notification across processes",
+            std::time::Duration::from_secs(30),
+            |v| v["event_type"] == "NOTIFICATION",
+        )
         .await;
     assert_eq!(n["payload"]["notification_type"], "JOIN_REQUEST_CREATED");
     let (_, reqs) = owner
