@@ -8,11 +8,19 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use livechat_core::limits::Limits;
 use livechat_ingress::IngressConfig;
-use livechat_sinks::config::KafkaConfig;
+use livechat_sinks::config::{CassandraConfig, ClickHouseConfig, KafkaConfig, MemcachedConfig};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys, the only `LIVECHAT_*` environment variables read as configuration.
-const SECTIONS: [&str; 4] = ["data_dir", "ingress", "limits", "log"];
+const SECTIONS: [&str; 7] = [
+    "data_dir",
+    "ingress",
+    "limits",
+    "log",
+    "history",
+    "analytics",
+    "cache",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -22,6 +30,60 @@ pub struct Config {
     pub ingress: IngressConfig,
     pub limits: Limits,
     pub log: LogConfig,
+    pub history: HistoryConfig,
+    pub analytics: AnalyticsConfig,
+    pub cache: CacheConfig,
+}
+
+/// `[history]`: the message history store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// `embedded` (history.db) or `cassandra` (Cassandra / ScyllaDB; `--features cassandra`).
+    pub kind: HistoryKind,
+    pub cassandra: CassandraConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryKind {
+    #[default]
+    Embedded,
+    Cassandra,
+}
+
+/// `[analytics]`: the analytics store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// `embedded` (analytics.db) or `clickhouse` (`--features clickhouse`).
+    pub kind: AnalyticsKind,
+    pub clickhouse: ClickHouseConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalyticsKind {
+    #[default]
+    Embedded,
+    Clickhouse,
+}
+
+/// `[cache]`: the user cache.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `memory` (in-process) or `memcached` (`--features memcached`).
+    pub kind: CacheKind,
+    pub memcached: MemcachedConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheKind {
+    #[default]
+    Memory,
+    Memcached,
 }
 
 /// `[log]`: the topic log.
@@ -60,6 +122,9 @@ impl Default for Config {
             ingress: IngressConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            history: HistoryConfig::default(),
+            analytics: AnalyticsConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }

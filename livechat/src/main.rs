@@ -21,8 +21,6 @@ use livechat_processors::{
     analytics::AnalyticsProcessor, delivery::DeliveryProcessor, history::HistoryProcessor,
 };
 use livechat_processors::{notifications::NotificationsProcessor, relay, runner};
-use livechat_sinks::embedded::EmbeddedStores;
-use livechat_sinks::memory::MemoryCache;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -184,7 +182,7 @@ const PROCESSORS: [&str; 3] = ["history", "notifications", "analytics"];
 
 fn durable_processor(
     name: &str,
-    stores: &EmbeddedStores,
+    stores: &wire::Stores,
     log: &Arc<dyn EventLog>,
 ) -> Arc<dyn livechat_processors::Processor> {
     match name {
@@ -205,20 +203,31 @@ fn durable_processor(
 
 async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let data_dir = PathBuf::from(&cfg.data_dir);
-    let stores = EmbeddedStores::open(&data_dir).context("opening the embedded stores")?;
+    let stores = wire::stores(&cfg).await?;
     let log: Arc<dyn EventLog> = wire::log(&cfg).await?;
+    // Two-phase stop: first the ingress (sockets closed, the relay drains the outbox into the
+    // log), then the processors (they drain the log and commit), so nothing is left half done.
     let shutdown = CancellationToken::new();
+    let stop_processors = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut processors = tokio::task::JoinSet::new();
     for name in &roles.processors {
-        tasks.spawn(runner::run(
+        processors.spawn(runner::run(
             log.clone(),
             durable_processor(name, &stores, &log),
-            shutdown.clone(),
+            stop_processors.clone(),
         ));
     }
+    let mut ingress_tasks = tokio::task::JoinSet::new();
     let served = if roles.ingress {
-        run_ingress(&cfg, &stores, log.clone(), &mut tasks, shutdown.clone()).await
+        run_ingress(
+            &cfg,
+            &stores,
+            log.clone(),
+            &mut ingress_tasks,
+            shutdown.clone(),
+        )
+        .await
     } else {
         println!(
             "LiveChat processors running: {} (data in {})",
@@ -230,8 +239,18 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         Ok(())
     };
     shutdown.cancel();
+    let ingress_done = tokio::time::timeout(Duration::from_secs(10), async {
+        while ingress_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if ingress_done.is_err() {
+        tracing::warn!(
+            "The relay did not drain the outbox within 10 s; the rest goes out at the next start."
+        );
+    }
+    stop_processors.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(15), async {
-        while tasks.join_next().await.is_some() {}
+        while processors.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
@@ -245,7 +264,7 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
 /// delivery running beside it.
 async fn run_ingress(
     cfg: &Config,
-    stores: &EmbeddedStores,
+    stores: &wire::Stores,
     log: Arc<dyn EventLog>,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: CancellationToken,
@@ -257,7 +276,7 @@ async fn run_ingress(
         history: stores.history.clone(),
         analytics: stores.analytics.clone(),
         fanout: hub.clone(),
-        cache: Arc::new(MemoryCache::new(50_000)),
+        cache: stores.cache.clone(),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));
     let listen: std::net::SocketAddr = cfg

@@ -41,17 +41,27 @@ pub struct ReplayArgs {
 
 /// A store that can be rebuilt, opened at a path.
 enum Target {
-    History(Arc<SqliteHistory>),
-    Analytics(Arc<SqliteAnalytics>),
-    Notifications(Arc<SqliteDirectory>),
+    History(Arc<dyn MessageStore>),
+    Analytics(Arc<dyn AnalyticsStore>),
+    Notifications(Arc<dyn Directory>),
 }
 
 impl Target {
-    fn open(store: &str, path: &Path) -> anyhow::Result<Target> {
+    /// A fresh (or existing) SQLite file.
+    fn file(store: &str, path: &Path) -> anyhow::Result<Target> {
         Ok(match store {
             "history" => Target::History(Arc::new(SqliteHistory::open(path)?)),
             "analytics" => Target::Analytics(Arc::new(SqliteAnalytics::open(path)?)),
             _ => Target::Notifications(Arc::new(SqliteDirectory::open(path)?)),
+        })
+    }
+
+    /// The store the configuration names (SQLite in the data directory, Cassandra, ClickHouse).
+    async fn live(store: &str, cfg: &Config) -> anyhow::Result<Target> {
+        Ok(match store {
+            "history" => Target::History(crate::wire::history(cfg).await?),
+            "analytics" => Target::Analytics(crate::wire::analytics(cfg).await?),
+            _ => Target::Notifications(crate::wire::directory(cfg)?),
         })
     }
 
@@ -81,11 +91,20 @@ impl Target {
     }
 }
 
-fn live_file(store: &str) -> &'static str {
+/// How the live store is named in messages.
+fn live_name(store: &str, cfg: &Config) -> String {
+    use crate::config::{AnalyticsKind, HistoryKind};
+    let data = Path::new(&cfg.data_dir);
     match store {
-        "history" => "history.db",
-        "analytics" => "analytics.db",
-        _ => "directory.db",
+        "history" if cfg.history.kind == HistoryKind::Cassandra => {
+            format!("cassandra keyspace {}", cfg.history.cassandra.keyspace)
+        }
+        "analytics" if cfg.analytics.kind == AnalyticsKind::Clickhouse => {
+            format!("clickhouse database {}", cfg.analytics.clickhouse.database)
+        }
+        "history" => data.join("history.db").display().to_string(),
+        "analytics" => data.join("analytics.db").display().to_string(),
+        _ => data.join("directory.db").display().to_string(),
     }
 }
 
@@ -162,12 +181,16 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let live_path = data.join(live_file(&args.store));
-    let target_path = args.into.clone().unwrap_or_else(|| live_path.clone());
-    let target = if args.dry_run {
-        None
-    } else {
-        Some(Target::open(&args.store, &target_path)?)
+    let live = live_name(&args.store, cfg);
+    let target_name = args
+        .into
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| live.clone());
+    let target = match (&args.into, args.dry_run) {
+        (_, true) => None,
+        (Some(path), false) => Some(Target::file(&args.store, path)?),
+        (None, false) => Some(Target::live(&args.store, cfg).await?),
     };
     let group = format!("replay-{}", args.store);
     let topics: Vec<&'static str> = match args.store.as_str() {
@@ -192,7 +215,7 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     eprintln!(
         "Replaying {total} records of {} into {}{}",
         topics.join(", "),
-        target_path.display(),
+        target_name,
         if args.dry_run {
             " (dry run: nothing is written)"
         } else {
@@ -253,25 +276,19 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let rebuilt = target.checksum().await?;
     println!(
         "checksum {} ({}): rows={} sha256={}",
-        args.store,
-        target_path.display(),
-        rebuilt.rows,
-        rebuilt.sha256
+        args.store, target_name, rebuilt.rows, rebuilt.sha256
     );
-    if args.verify && target_path != live_path {
+    if args.verify && args.into.is_some() {
         if from_ms.is_some() {
             println!("verify: skipped (a replay from a time is partial; compare full replays)");
             return Ok(());
         }
-        let live = Target::open(&args.store, &live_path)?.checksum().await?;
+        let live_sum = Target::live(&args.store, cfg).await?.checksum().await?;
         println!(
             "checksum {} ({}): rows={} sha256={}",
-            args.store,
-            live_path.display(),
-            live.rows,
-            live.sha256
+            args.store, live, live_sum.rows, live_sum.sha256
         );
-        if live != rebuilt {
+        if live_sum != rebuilt {
             anyhow::bail!(
                 "verify: MISMATCH between the rebuilt and the live {} store",
                 args.store

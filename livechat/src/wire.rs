@@ -5,10 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use livechat_core::ports::EventLog;
-use livechat_sinks::embedded::SqliteLog;
+use livechat_core::ports::{AnalyticsStore, Cache, EventLog, MessageStore};
+use livechat_sinks::embedded::{SqliteAnalytics, SqliteDirectory, SqliteHistory, SqliteLog};
+use livechat_sinks::memory::MemoryCache;
 
-use crate::config::{Config, LogKind};
+use crate::config::{AnalyticsKind, CacheKind, Config, HistoryKind, LogKind};
 
 /// The topic log: `log.db` in the data directory, or a Kafka-API broker.
 pub async fn log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
@@ -32,4 +33,103 @@ pub async fn log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
             anyhow::bail!("log.kind = \"kafka\" needs a build with `--features kafka`")
         }
     }
+}
+
+/// The message history: `history.db`, or Cassandra / ScyllaDB.
+pub async fn history(cfg: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
+    match cfg.history.kind {
+        HistoryKind::Embedded => Ok(Arc::new(
+            SqliteHistory::open(&data_dir(cfg)?.join("history.db"))
+                .context("opening the embedded history")?,
+        )),
+        #[cfg(feature = "cassandra")]
+        HistoryKind::Cassandra => Ok(Arc::new(
+            livechat_sinks::cassandra::CassandraHistory::connect(cfg.history.cassandra.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to Cassandra at {:?}",
+                        cfg.history.cassandra.nodes
+                    )
+                })?,
+        )),
+        #[cfg(not(feature = "cassandra"))]
+        HistoryKind::Cassandra => {
+            anyhow::bail!("history.kind = \"cassandra\" needs a build with `--features cassandra`")
+        }
+    }
+}
+
+/// The analytics store: `analytics.db`, or ClickHouse.
+pub async fn analytics(cfg: &Config) -> anyhow::Result<Arc<dyn AnalyticsStore>> {
+    match cfg.analytics.kind {
+        AnalyticsKind::Embedded => Ok(Arc::new(
+            SqliteAnalytics::open(&data_dir(cfg)?.join("analytics.db"))
+                .context("opening the embedded analytics")?,
+        )),
+        #[cfg(feature = "clickhouse")]
+        AnalyticsKind::Clickhouse => Ok(Arc::new(
+            livechat_sinks::clickhouse::ClickHouseAnalytics::connect(
+                cfg.analytics.clickhouse.clone(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to ClickHouse at {}",
+                    cfg.analytics.clickhouse.url
+                )
+            })?,
+        )),
+        #[cfg(not(feature = "clickhouse"))]
+        AnalyticsKind::Clickhouse => anyhow::bail!(
+            "analytics.kind = \"clickhouse\" needs a build with `--features clickhouse`"
+        ),
+    }
+}
+
+/// The user cache: in-process, or memcached.
+pub fn cache(cfg: &Config) -> anyhow::Result<Arc<dyn Cache>> {
+    match cfg.cache.kind {
+        CacheKind::Memory => Ok(Arc::new(MemoryCache::new(50_000))),
+        #[cfg(feature = "memcached")]
+        CacheKind::Memcached => Ok(Arc::new(
+            livechat_sinks::memcached::MemcachedCache::connect(&cfg.cache.memcached)
+                .context("setting up memcached")?,
+        )),
+        #[cfg(not(feature = "memcached"))]
+        CacheKind::Memcached => {
+            anyhow::bail!("cache.kind = \"memcached\" needs a build with `--features memcached`")
+        }
+    }
+}
+
+/// The directory (users, rooms, sessions, outbox): `directory.db`.
+pub fn directory(cfg: &Config) -> anyhow::Result<Arc<SqliteDirectory>> {
+    Ok(Arc::new(
+        SqliteDirectory::open(&data_dir(cfg)?.join("directory.db"))
+            .context("opening the directory")?,
+    ))
+}
+
+fn data_dir(cfg: &Config) -> anyhow::Result<&Path> {
+    let dir = Path::new(&cfg.data_dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Every store a process needs, each from its configured adapter.
+pub struct Stores {
+    pub directory: Arc<SqliteDirectory>,
+    pub history: Arc<dyn MessageStore>,
+    pub analytics: Arc<dyn AnalyticsStore>,
+    pub cache: Arc<dyn Cache>,
+}
+
+pub async fn stores(cfg: &Config) -> anyhow::Result<Stores> {
+    Ok(Stores {
+        directory: directory(cfg)?,
+        history: history(cfg).await?,
+        analytics: analytics(cfg).await?,
+        cache: cache(cfg)?,
+    })
 }

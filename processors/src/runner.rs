@@ -37,6 +37,8 @@ const POLL: Duration = Duration::from_millis(500);
 const BATCH_ATTEMPTS: u32 = 3;
 const RECORD_ATTEMPTS: u32 = 3;
 const COMMIT_ATTEMPTS: u32 = 5;
+/// Longest a stopping processor keeps draining the log.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 async fn backoff(attempt: u32, shutdown: &CancellationToken) {
     let ms = (100u64 << attempt.min(6)).min(5_000);
@@ -89,10 +91,27 @@ pub async fn run_with_ready(
     }
     let commits = p.start_at() == StartAt::Earliest;
     let mut attempt = 0u32;
-    while !shutdown.is_cancelled() {
-        let entries = tokio::select! {
-            r = consumer.poll(BATCH, POLL) => r,
-            _ = shutdown.cancelled() => return,
+    // On shutdown the processor drains: it handles what the log already holds (bounded in
+    // time), commits, and only then stops, so a restart has nothing left to redo.
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    loop {
+        if drain_until.is_none() && shutdown.is_cancelled() {
+            drain_until = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+        }
+        let entries = match drain_until {
+            Some(deadline) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+                match consumer.poll(BATCH, Duration::from_millis(200)).await {
+                    Ok(e) if e.is_empty() => return,
+                    other => other,
+                }
+            }
+            None => tokio::select! {
+                r = consumer.poll(BATCH, POLL) => r,
+                _ = shutdown.cancelled() => continue,
+            },
         };
         let entries = match entries {
             Ok(e) => e,

@@ -69,8 +69,8 @@ pub struct ClickHouseConfig {
     pub database: String,
     pub user: Option<String>,
     pub password: Option<String>,
-    /// Row type validation (`RowBinaryWithNamesAndTypes`). Servers older than 22.x lack that
-    /// format: the adapter turns validation off when the server is too old for it.
+    /// Row type validation (`RowBinaryWithNamesAndTypes`). The adapter turns it off, with a
+    /// warning, on a server that lacks that format (18.16 does).
     pub validation: bool,
     /// Client-side limit of one request, in milliseconds.
     pub request_timeout_ms: u64,

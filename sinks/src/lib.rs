@@ -12,8 +12,14 @@
 //! - [`config`]: settings of the distributed adapters (always compiled).
 //! - `kafka` (cargo feature `kafka`): the log on a Kafka-API broker.
 
+#[cfg(feature = "cassandra")]
+pub mod cassandra;
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
 pub mod config;
 pub mod embedded;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 pub mod memory;

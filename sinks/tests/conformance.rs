@@ -58,6 +58,7 @@ mod history {
             pages_by_seq_in_both_directions,
             edits_and_deletes_are_idempotent_and_keep_seqs_dense,
             rooms_are_isolated_and_purge_removes_one_room,
+            pages_cross_partition_boundaries,
         ]
     );
 }

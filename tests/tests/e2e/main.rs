@@ -4,6 +4,8 @@ mod analytics;
 mod bad_input;
 mod chat;
 mod crash;
+#[cfg(feature = "distributed")]
+mod distributed;
 mod harness;
 #[cfg(feature = "kafka")]
 mod kafka;

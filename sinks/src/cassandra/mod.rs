@@ -1,0 +1,878 @@
+//! Message history on a CQL cluster (ScyllaDB in production, Apache Cassandra 5 in tests), via
+//! the `scylla` driver.
+//!
+//! Layout (created by [`MIGRATIONS`] at connect):
+//! - `messages`: partition `(room_id, bucket)` with `bucket = seq / BUCKET_SIZE`, clustered by
+//!   `seq`. A partition holds at most [`BUCKET_SIZE`] messages, so a busy room never grows one
+//!   unbounded wide partition, and rows are keyed by seq (dense, unique per room), never by time,
+//!   so two messages cannot collide.
+//! - `room_buckets`: the buckets a room uses (one small partition per room), so reads walk only
+//!   buckets that exist, newest or oldest first, and the checksum finds every room.
+//! - `messages_by_id`: message id → (room, seq).
+//!
+//! Idempotence (replaying the log, in order, leaves identical content):
+//! - an insert is `INSERT … IF NOT EXISTS` (a lightweight transaction): a replayed insert never
+//!   overwrites an edit or a delete that happened after it (SQLite's `INSERT OR IGNORE`);
+//! - edits and deletes are conditional updates on the row's id, so they never create a row; an
+//!   edit requires `deleted = false`, and `updated_at` only grows (SQLite's `max(updated_at, at)`):
+//!   `… SET updated_at = at IF updated_at <= at`, else the same change keeping `updated_at`;
+//! - every write to `messages` except the purge goes through Paxos, so they serialize with each
+//!   other whatever the client. Timestamps are the coordinator's (no client-side generator), so a
+//!   purge's partition tombstone orders with the Paxos writes by the servers' clocks.
+//!
+//! `apply` runs changes of distinct messages concurrently (they commute) and keeps the log order
+//! between changes of the same message and around a purge.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use livechat_core::error::{StoreError, StoreResult};
+use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage};
+use livechat_core::ports::MessageStore;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::errors::{
+    DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, PrepareError,
+    RequestAttemptError,
+};
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::{CqlTimestamp, CqlValue, MaybeUnset, Row};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use crate::config::CassandraConfig;
+
+/// Messages per partition. Part of the stored layout: changing it needs a data migration.
+pub const BUCKET_SIZE: i64 = 1000;
+/// Writes in flight at once within one `apply`.
+const PARALLEL: usize = 32;
+/// Rows per page of a paged read.
+const PAGE_SIZE: i32 = 500;
+
+/// Schema migrations `(version, description, statements)`, applied in order at connect. A
+/// migration is recorded in `schema_migrations` once all its statements succeeded; statements are
+/// idempotent (`IF NOT EXISTS`), so one interrupted half-way simply runs again. `{ks}` is the
+/// keyspace. (Concurrent first connects of several processes to a multi-node cluster may race on
+/// the DDL, a known Cassandra hazard: start one process first, or create the schema beforehand.)
+pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
+    1,
+    "messages by (room, seq bucket); buckets per room; lookup by message id",
+    &[
+        "CREATE TABLE IF NOT EXISTS {ks}.messages (
+            room_id uuid, bucket bigint, seq bigint, id uuid, user_id uuid, username text,
+            content text, edited boolean, deleted boolean, created_at timestamp,
+            updated_at timestamp, client_msg_id text,
+            PRIMARY KEY ((room_id, bucket), seq)
+        ) WITH CLUSTERING ORDER BY (seq ASC)",
+        "CREATE TABLE IF NOT EXISTS {ks}.room_buckets (
+            room_id uuid, bucket bigint, PRIMARY KEY (room_id, bucket)
+        ) WITH CLUSTERING ORDER BY (bucket ASC)",
+        "CREATE TABLE IF NOT EXISTS {ks}.messages_by_id (
+            id uuid PRIMARY KEY, room_id uuid, seq bigint
+        )",
+    ],
+)];
+
+const COLS: &str =
+    "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id";
+
+fn bucket_of(seq: i64) -> i64 {
+    seq.div_euclid(BUCKET_SIZE)
+}
+
+fn ts(t: DateTime<Utc>) -> CqlTimestamp {
+    CqlTimestamp(t.timestamp_millis())
+}
+
+fn limit_i32(limit: usize) -> i32 {
+    i32::try_from(limit).unwrap_or(i32::MAX)
+}
+
+#[derive(scylla::DeserializeRow)]
+struct MessageRow {
+    id: Uuid,
+    room_id: Uuid,
+    seq: i64,
+    user_id: Uuid,
+    username: String,
+    content: String,
+    edited: bool,
+    deleted: bool,
+    created_at: CqlTimestamp,
+    updated_at: CqlTimestamp,
+    client_msg_id: Option<String>,
+}
+
+impl From<MessageRow> for StoredMessage {
+    fn from(r: MessageRow) -> Self {
+        StoredMessage {
+            id: r.id,
+            room_id: r.room_id,
+            seq: r.seq,
+            user_id: r.user_id,
+            username: r.username,
+            content: r.content,
+            edited: r.edited,
+            deleted: r.deleted,
+            created_at: livechat_core::from_ms(r.created_at.0),
+            updated_at: livechat_core::from_ms(r.updated_at.0),
+            client_msg_id: r.client_msg_id,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- errors
+
+/// Whether a failed attempt means "the cluster cannot serve this now" (retryable).
+fn attempt_unavailable(e: &RequestAttemptError) -> bool {
+    match e {
+        RequestAttemptError::BrokenConnectionError(_)
+        | RequestAttemptError::UnableToAllocStreamId => true,
+        RequestAttemptError::DbError(db, _) => matches!(
+            db,
+            DbError::Unavailable { .. }
+                | DbError::Overloaded
+                | DbError::IsBootstrapping
+                | DbError::ReadTimeout { .. }
+                | DbError::WriteTimeout { .. }
+                | DbError::RateLimitReached { .. }
+        ),
+        _ => false,
+    }
+}
+
+fn prepare_unavailable(e: &PrepareError) -> bool {
+    match e {
+        PrepareError::ConnectionPoolError(_) => true,
+        PrepareError::AllAttemptsFailed { first_attempt } => attempt_unavailable(first_attempt),
+        _ => false,
+    }
+}
+
+fn execution_unavailable(e: &ExecutionError) -> bool {
+    match e {
+        ExecutionError::EmptyPlan
+        | ExecutionError::ConnectionPoolError(_)
+        | ExecutionError::RequestTimeout(_) => true,
+        ExecutionError::LastAttemptError(a) => attempt_unavailable(a),
+        ExecutionError::PrepareError(p) => prepare_unavailable(p),
+        _ => false,
+    }
+}
+
+fn page_unavailable(e: &NextPageError) -> bool {
+    match e {
+        NextPageError::RequestFailure(r) => {
+            execution_unavailable(&r.clone().into_execution_error())
+        }
+        _ => false,
+    }
+}
+
+fn classify(unavailable: bool, e: impl std::fmt::Display) -> StoreError {
+    let e = anyhow::anyhow!("cassandra: {e}");
+    if unavailable {
+        StoreError::Unavailable(e)
+    } else {
+        StoreError::Other(e)
+    }
+}
+
+fn exec_err(e: ExecutionError) -> StoreError {
+    classify(execution_unavailable(&e), e)
+}
+
+fn pager_err(e: PagerExecutionError) -> StoreError {
+    let down = match &e {
+        PagerExecutionError::NextPageError(p) => page_unavailable(p),
+        PagerExecutionError::PrepareError(p) => prepare_unavailable(p),
+        _ => false,
+    };
+    classify(down, e)
+}
+
+fn row_err(e: NextRowError) -> StoreError {
+    let down = match &e {
+        NextRowError::NextPageError(p) => page_unavailable(p),
+        _ => false,
+    };
+    classify(down, e)
+}
+
+/// Result decoding failures: a schema or driver mismatch, not an outage.
+fn decode_err(e: impl std::fmt::Display) -> StoreError {
+    classify(false, e)
+}
+
+// ---------------------------------------------------------------- statements
+
+struct Statements {
+    bucket_add: PreparedStatement,
+    by_id_add: PreparedStatement,
+    insert: PreparedStatement,
+    by_id_get: PreparedStatement,
+    row_get: PreparedStatement,
+    edit_raise: PreparedStatement,
+    edit_keep: PreparedStatement,
+    delete_raise: PreparedStatement,
+    delete_keep: PreparedStatement,
+    buckets_from: PreparedStatement,
+    buckets_to_desc: PreparedStatement,
+    page_after: PreparedStatement,
+    page_before: PreparedStatement,
+    first_created: PreparedStatement,
+    recent_in_bucket: PreparedStatement,
+    bucket_all: PreparedStatement,
+    bucket_ids: PreparedStatement,
+    by_id_del: PreparedStatement,
+    bucket_del: PreparedStatement,
+    room_buckets_del: PreparedStatement,
+    rooms: PreparedStatement,
+}
+
+impl Statements {
+    async fn prepare(s: &Session, ks: &str) -> anyhow::Result<Statements> {
+        let p = |cql: String| async move {
+            let mut st = s
+                .prepare(cql.as_str())
+                .await
+                .map_err(|e| anyhow::anyhow!("preparing `{cql}`: {e}"))?;
+            st.set_page_size(PAGE_SIZE);
+            // Every statement here may be retried: the writes are idempotent by design.
+            st.set_is_idempotent(true);
+            anyhow::Ok(st)
+        };
+        let slot = "WHERE room_id = ? AND bucket = ? AND seq = ?";
+        Ok(Statements {
+            bucket_add: p(format!("INSERT INTO {ks}.room_buckets (room_id, bucket) VALUES (?, ?)")).await?,
+            by_id_add: p(format!("INSERT INTO {ks}.messages_by_id (id, room_id, seq) VALUES (?, ?, ?)")).await?,
+            insert: p(format!(
+                "INSERT INTO {ks}.messages (room_id, bucket, seq, id, user_id, username, content, edited, \
+                 deleted, created_at, updated_at, client_msg_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 IF NOT EXISTS"
+            ))
+            .await?,
+            by_id_get: p(format!("SELECT room_id, seq FROM {ks}.messages_by_id WHERE id = ?")).await?,
+            row_get: p(format!("SELECT {COLS} FROM {ks}.messages {slot}")).await?,
+            edit_raise: p(format!(
+                "UPDATE {ks}.messages SET content = ?, edited = true, updated_at = ? {slot} \
+                 IF id = ? AND deleted = false AND updated_at <= ?"
+            ))
+            .await?,
+            edit_keep: p(format!(
+                "UPDATE {ks}.messages SET content = ?, edited = true {slot} \
+                 IF id = ? AND deleted = false AND updated_at > ?"
+            ))
+            .await?,
+            delete_raise: p(format!(
+                "UPDATE {ks}.messages SET content = '', deleted = true, updated_at = ? {slot} \
+                 IF id = ? AND updated_at <= ?"
+            ))
+            .await?,
+            delete_keep: p(format!(
+                "UPDATE {ks}.messages SET content = '', deleted = true {slot} IF id = ? AND updated_at > ?"
+            ))
+            .await?,
+            buckets_from: p(format!("SELECT bucket FROM {ks}.room_buckets WHERE room_id = ? AND bucket >= ?")).await?,
+            buckets_to_desc: p(format!(
+                "SELECT bucket FROM {ks}.room_buckets WHERE room_id = ? AND bucket <= ? ORDER BY bucket DESC"
+            ))
+            .await?,
+            page_after: p(format!(
+                "SELECT {COLS} FROM {ks}.messages WHERE room_id = ? AND bucket = ? AND seq > ? LIMIT ?"
+            ))
+            .await?,
+            page_before: p(format!(
+                "SELECT {COLS} FROM {ks}.messages WHERE room_id = ? AND bucket = ? AND seq < ? \
+                 ORDER BY seq DESC LIMIT ?"
+            ))
+            .await?,
+            first_created: p(format!(
+                "SELECT created_at FROM {ks}.messages WHERE room_id = ? AND bucket = ? LIMIT 1"
+            ))
+            .await?,
+            // Filtering inside one bounded partition (at most BUCKET_SIZE rows) is cheap.
+            recent_in_bucket: p(format!(
+                "SELECT {COLS} FROM {ks}.messages WHERE room_id = ? AND bucket = ? AND created_at < ? \
+                 AND deleted = false ORDER BY seq DESC LIMIT ? ALLOW FILTERING"
+            ))
+            .await?,
+            bucket_all: p(format!("SELECT {COLS} FROM {ks}.messages WHERE room_id = ? AND bucket = ?")).await?,
+            bucket_ids: p(format!("SELECT id FROM {ks}.messages WHERE room_id = ? AND bucket = ?")).await?,
+            by_id_del: p(format!("DELETE FROM {ks}.messages_by_id WHERE id = ?")).await?,
+            bucket_del: p(format!("DELETE FROM {ks}.messages WHERE room_id = ? AND bucket = ?")).await?,
+            room_buckets_del: p(format!("DELETE FROM {ks}.room_buckets WHERE room_id = ?")).await?,
+            rooms: p(format!("SELECT DISTINCT room_id FROM {ks}.room_buckets")).await?,
+        })
+    }
+}
+
+/// The outcome of a lightweight transaction: `[applied]`, and when not applied the current
+/// values of the row's columns named in the condition (absent when the row does not exist).
+struct Lwt {
+    applied: bool,
+    cols: Vec<(String, Option<CqlValue>)>,
+}
+
+impl Lwt {
+    fn from_result(res: QueryResult) -> StoreResult<Lwt> {
+        let rows = res.into_rows_result().map_err(decode_err)?;
+        let names: Vec<String> = rows
+            .column_specs()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let row: Row = rows.first_row::<Row>().map_err(decode_err)?;
+        let applied = matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true))));
+        Ok(Lwt {
+            applied,
+            cols: names.into_iter().zip(row.columns).collect(),
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&CqlValue> {
+        self.cols
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_ref())
+    }
+
+    /// Not applied only because the row (still this message, and visible to the change) holds
+    /// a newer `updated_at` than `at`.
+    fn only_newer(&self, id: Uuid, at: CqlTimestamp, need_live: bool) -> bool {
+        !self.applied
+            && self.get("id") == Some(&CqlValue::Uuid(id))
+            && (!need_live || self.get("deleted") == Some(&CqlValue::Boolean(false)))
+            && matches!(self.get("updated_at"), Some(CqlValue::Timestamp(t)) if t.0 > at.0)
+    }
+}
+
+/// What a change touches, to find changes that commute (and can run concurrently).
+#[derive(Hash, PartialEq, Eq)]
+enum Key {
+    Id(Uuid),
+    Slot(Uuid, i64),
+}
+
+/// End (exclusive) of the run of changes starting at `start` that touch pairwise distinct
+/// messages; a purge always runs alone.
+fn run_end(ops: &[HistoryOp], start: usize) -> usize {
+    let mut keys = HashSet::new();
+    for (i, op) in ops.iter().enumerate().skip(start) {
+        let touched = match op {
+            HistoryOp::PurgeRoom { .. } => return if i == start { i + 1 } else { i },
+            HistoryOp::Insert(m) => vec![Key::Id(m.id), Key::Slot(m.room_id, m.seq)],
+            HistoryOp::Edit { message_id, .. } | HistoryOp::Delete { message_id, .. } => {
+                vec![Key::Id(*message_id)]
+            }
+        };
+        if touched.iter().any(|k| keys.contains(k)) {
+            return i;
+        }
+        keys.extend(touched);
+    }
+    ops.len()
+}
+
+/// Appends one row in the text form of the SQLite adapter's `checksum_query` (columns joined by
+/// `|`, NULL as `\N`, booleans as 0/1, times as epoch milliseconds), so both engines give the
+/// same digest for the same log.
+fn hash_row(h: &mut Sha256, m: &StoredMessage) {
+    let line = [
+        m.id.to_string(),
+        m.room_id.to_string(),
+        m.seq.to_string(),
+        m.user_id.to_string(),
+        m.username.clone(),
+        m.content.clone(),
+        i32::from(m.edited).to_string(),
+        i32::from(m.deleted).to_string(),
+        m.created_at.timestamp_millis().to_string(),
+        m.updated_at.timestamp_millis().to_string(),
+        m.client_msg_id.clone().unwrap_or_else(|| "\\N".into()),
+    ]
+    .join("|");
+    h.update(line.as_bytes());
+    h.update(b"\n");
+}
+
+// ---------------------------------------------------------------- the adapter
+
+pub struct CassandraHistory {
+    session: Arc<Session>,
+    st: Statements,
+}
+
+/// A keyspace name that is safe to splice into CQL (unquoted identifier, at most 48 chars).
+fn valid_keyspace(ks: &str) -> bool {
+    let mut chars = ks.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && ks.len() <= 48
+}
+
+impl CassandraHistory {
+    /// Connects, creates the keyspace if missing, applies the pending migrations and prepares
+    /// the statements.
+    pub async fn connect(cfg: CassandraConfig) -> anyhow::Result<CassandraHistory> {
+        anyhow::ensure!(
+            valid_keyspace(&cfg.keyspace),
+            "cassandra keyspace {:?}: letters, digits and _ only, starting with a letter, at most 48",
+            cfg.keyspace
+        );
+        anyhow::ensure!(
+            cfg.replication_factor >= 1,
+            "cassandra replication_factor must be at least 1"
+        );
+        anyhow::ensure!(!cfg.nodes.is_empty(), "cassandra: no nodes configured");
+        let profile = ExecutionProfile::builder()
+            .consistency(Consistency::LocalQuorum)
+            .serial_consistency(Some(SerialConsistency::LocalSerial))
+            .request_timeout(Some(Duration::from_millis(cfg.request_timeout_ms.max(1))))
+            .build();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&cfg.nodes)
+            .connection_timeout(Duration::from_secs(5))
+            .default_execution_profile_handle(profile.into_handle());
+        if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+            builder = builder.user(user, password);
+        }
+        let session = builder
+            .build()
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to Cassandra at {:?}: {e}", cfg.nodes))?;
+        migrate(&session, &cfg.keyspace, cfg.replication_factor).await?;
+        let st = Statements::prepare(&session, &cfg.keyspace).await?;
+        Ok(CassandraHistory {
+            session: Arc::new(session),
+            st,
+        })
+    }
+
+    async fn exec(&self, st: &PreparedStatement, values: impl SerializeRow) -> StoreResult<()> {
+        self.session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(exec_err)?;
+        Ok(())
+    }
+
+    async fn lwt(&self, st: &PreparedStatement, values: impl SerializeRow) -> StoreResult<Lwt> {
+        let res = self
+            .session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(exec_err)?;
+        Lwt::from_result(res)
+    }
+
+    /// Every row of a paged read.
+    async fn rows<T>(
+        &self,
+        st: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> StoreResult<Vec<T>>
+    where
+        T: for<'f, 'm> DeserializeRow<'f, 'm>,
+    {
+        self.session
+            .execute_iter(st.clone(), values)
+            .await
+            .map_err(pager_err)?
+            .rows_stream::<T>()
+            .map_err(decode_err)?
+            .map_err(row_err)
+            .try_collect()
+            .await
+    }
+
+    async fn buckets_from(&self, room: RoomId, from: i64) -> StoreResult<Vec<i64>> {
+        let rows: Vec<(i64,)> = self.rows(&self.st.buckets_from, (room, from)).await?;
+        Ok(rows.into_iter().map(|(b,)| b).collect())
+    }
+
+    async fn buckets_to_desc(&self, room: RoomId, to: i64) -> StoreResult<Vec<i64>> {
+        let rows: Vec<(i64,)> = self.rows(&self.st.buckets_to_desc, (room, to)).await?;
+        Ok(rows.into_iter().map(|(b,)| b).collect())
+    }
+
+    /// (room, seq) of a message, from the lookup table. May be stale (an insert that lost its
+    /// slot, a purged room): callers check the row's id.
+    async fn locate(&self, id: MessageId) -> StoreResult<Option<(RoomId, i64)>> {
+        let rows: Vec<(Uuid, i64)> = self.rows(&self.st.by_id_get, (id,)).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn insert(&self, m: &StoredMessage) -> StoreResult<()> {
+        let bucket = bucket_of(m.seq);
+        // Bucket and lookup entries first: a stored row is always reachable by readers. Both
+        // are idempotent upserts of fixed values.
+        futures::try_join!(
+            self.exec(&self.st.bucket_add, (m.room_id, bucket)),
+            self.exec(&self.st.by_id_add, (m.id, m.room_id, m.seq)),
+        )?;
+        let client_msg_id = match &m.client_msg_id {
+            Some(c) => MaybeUnset::Set(c.as_str()),
+            None => MaybeUnset::Unset,
+        };
+        // IF NOT EXISTS: a replayed insert leaves a later edit or delete in place.
+        self.lwt(
+            &self.st.insert,
+            (
+                m.room_id,
+                bucket,
+                m.seq,
+                m.id,
+                m.user_id,
+                m.username.as_str(),
+                m.content.as_str(),
+                m.edited,
+                m.deleted,
+                ts(m.created_at),
+                ts(m.updated_at),
+                client_msg_id,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn edit(
+        &self,
+        room: RoomId,
+        id: MessageId,
+        content: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let Some((at_room, seq)) = self.locate(id).await? else {
+            return Ok(());
+        };
+        if at_room != room {
+            return Ok(());
+        }
+        let (b, at) = (bucket_of(seq), ts(at));
+        let r = self
+            .lwt(&self.st.edit_raise, (content, at, room, b, seq, id, at))
+            .await?;
+        if r.only_newer(id, at, true) {
+            // An older edit arriving late: change the text, keep the newer updated_at.
+            self.lwt(&self.st.edit_keep, (content, room, b, seq, id, at))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, room: RoomId, id: MessageId, at: DateTime<Utc>) -> StoreResult<()> {
+        let Some((at_room, seq)) = self.locate(id).await? else {
+            return Ok(());
+        };
+        if at_room != room {
+            return Ok(());
+        }
+        let (b, at) = (bucket_of(seq), ts(at));
+        let r = self
+            .lwt(&self.st.delete_raise, (at, room, b, seq, id, at))
+            .await?;
+        if r.only_newer(id, at, false) {
+            self.lwt(&self.st.delete_keep, (room, b, seq, id, at))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, room: RoomId) -> StoreResult<()> {
+        for b in self.buckets_from(room, i64::MIN).await? {
+            let ids: Vec<(Uuid,)> = self.rows(&self.st.bucket_ids, (room, b)).await?;
+            futures::stream::iter(ids)
+                .map(|(id,)| self.exec(&self.st.by_id_del, (id,)))
+                .buffer_unordered(PARALLEL)
+                .try_collect::<()>()
+                .await?;
+            self.exec(&self.st.bucket_del, (room, b)).await?;
+        }
+        // Last: until here a retried purge still finds every bucket.
+        self.exec(&self.st.room_buckets_del, (room,)).await
+    }
+
+    async fn apply_one(&self, op: &HistoryOp) -> StoreResult<()> {
+        match op {
+            HistoryOp::Insert(m) => self.insert(m).await,
+            HistoryOp::Edit {
+                room_id,
+                message_id,
+                content,
+                at,
+            } => self.edit(*room_id, *message_id, content, *at).await,
+            HistoryOp::Delete {
+                room_id,
+                message_id,
+                at,
+            } => self.delete(*room_id, *message_id, *at).await,
+            HistoryOp::PurgeRoom { room_id } => self.purge(*room_id).await,
+        }
+    }
+}
+
+async fn migrate(s: &Session, ks: &str, rf: u32) -> anyhow::Result<()> {
+    let run = |cql: String| async move {
+        s.query_unpaged(cql.as_str(), ())
+            .await
+            .map_err(|e| anyhow::anyhow!("cassandra schema: `{cql}`: {e}"))
+    };
+    run(format!(
+        "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
+         {{'class': 'SimpleStrategy', 'replication_factor': {rf}}}"
+    ))
+    .await?;
+    run(format!(
+        "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations \
+         (version int PRIMARY KEY, description text, applied_at timestamp)"
+    ))
+    .await?;
+    let applied: HashSet<i32> = run(format!("SELECT version FROM {ks}.schema_migrations"))
+        .await?
+        .into_rows_result()?
+        .rows::<(i32,)>()?
+        .map(|r| r.map(|(v,)| v))
+        .collect::<Result<_, _>>()?;
+    for (version, description, statements) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        for cql in *statements {
+            run(cql.replace("{ks}", ks)).await?;
+        }
+        s.query_unpaged(
+            format!(
+                "INSERT INTO {ks}.schema_migrations (version, description, applied_at) \
+                 VALUES (?, ?, toTimestamp(now()))"
+            ),
+            (version, description),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cassandra schema: recording migration {version}: {e}"))?;
+        tracing::info!(
+            keyspace = ks,
+            version,
+            description,
+            "cassandra migration applied"
+        );
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MessageStore for CassandraHistory {
+    async fn apply(&self, ops: &[HistoryOp]) -> StoreResult<()> {
+        let mut start = 0;
+        while start < ops.len() {
+            let end = run_end(ops, start);
+            // Futures made up front: a closure here trips the compiler's higher-ranked
+            // lifetime inference inside async_trait.
+            let run: Vec<_> = ops[start..end]
+                .iter()
+                .map(|op| self.apply_one(op))
+                .collect();
+            futures::stream::iter(run)
+                .buffer_unordered(PARALLEL)
+                .try_collect::<()>()
+                .await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    async fn message(&self, id: MessageId) -> StoreResult<Option<StoredMessage>> {
+        let Some((room, seq)) = self.locate(id).await? else {
+            return Ok(None);
+        };
+        let rows: Vec<MessageRow> = self
+            .rows(&self.st.row_get, (room, bucket_of(seq), seq))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .find(|r| r.id == id)
+            .map(StoredMessage::from))
+    }
+
+    /// Walks the room's buckets newest first. Assumes `created_at` grows with `seq` within a
+    /// room (true up to the few milliseconds by which concurrent sends may cross): a bucket whose
+    /// first message is not older than `before` is skipped, and a page is the `limit` newest
+    /// matching messages by seq, ordered like SQLite (created_at, seq descending).
+    async fn recent(
+        &self,
+        room: RoomId,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let limit = limit as usize;
+        let before = before.map(ts).unwrap_or(CqlTimestamp(i64::MAX));
+        let mut out: Vec<StoredMessage> = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        for b in self.buckets_to_desc(room, i64::MAX).await? {
+            let first: Vec<(CqlTimestamp,)> = self.rows(&self.st.first_created, (room, b)).await?;
+            if matches!(first.first(), Some((c,)) if c.0 >= before.0) {
+                continue;
+            }
+            let need = limit_i32(limit - out.len());
+            let rows: Vec<MessageRow> = self
+                .rows(&self.st.recent_in_bucket, (room, b, before, need))
+                .await?;
+            out.extend(rows.into_iter().map(StoredMessage::from));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.seq)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn after_seq(
+        &self,
+        room: RoomId,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let limit = limit as usize;
+        let mut out = Vec::new();
+        let Some(first) = after.checked_add(1) else {
+            return Ok(out);
+        };
+        if limit == 0 {
+            return Ok(out);
+        }
+        for b in self.buckets_from(room, bucket_of(first)).await? {
+            let need = limit_i32(limit - out.len());
+            let rows: Vec<MessageRow> = self
+                .rows(&self.st.page_after, (room, b, after, need))
+                .await?;
+            out.extend(rows.into_iter().map(StoredMessage::from));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn before_seq(
+        &self,
+        room: RoomId,
+        before: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let limit = limit as usize;
+        let mut out = Vec::new();
+        let Some(last) = before.checked_sub(1) else {
+            return Ok(out);
+        };
+        if limit == 0 {
+            return Ok(out);
+        }
+        for b in self.buckets_to_desc(room, bucket_of(last)).await? {
+            let need = limit_i32(limit - out.len());
+            let rows: Vec<MessageRow> = self
+                .rows(&self.st.page_before, (room, b, before, need))
+                .await?;
+            out.extend(rows.into_iter().map(StoredMessage::from));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rooms in text order of their id (SQLite's `ORDER BY room_id` on the text column), then
+    /// buckets and seqs ascending; rows are streamed page by page into the digest.
+    async fn checksum(&self) -> StoreResult<Checksum> {
+        let rooms: Vec<(Uuid,)> = self.rows(&self.st.rooms, ()).await?;
+        let mut rooms: Vec<(String, Uuid)> =
+            rooms.into_iter().map(|(r,)| (r.to_string(), r)).collect();
+        rooms.sort();
+        rooms.dedup();
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        for (_, room) in rooms {
+            for b in self.buckets_from(room, i64::MIN).await? {
+                let mut rows = self
+                    .session
+                    .execute_iter(self.st.bucket_all.clone(), (room, b))
+                    .await
+                    .map_err(pager_err)?
+                    .rows_stream::<MessageRow>()
+                    .map_err(decode_err)?;
+                while let Some(r) = rows.try_next().await.map_err(row_err)? {
+                    hash_row(&mut h, &StoredMessage::from(r));
+                    n += 1;
+                }
+            }
+        }
+        let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Checksum { rows: n, sha256 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_and_keyspace_names() {
+        assert_eq!(
+            (bucket_of(0), bucket_of(999), bucket_of(1000), bucket_of(-1)),
+            (0, 0, 1, -1)
+        );
+        assert!(valid_keyspace("livechat_test1"));
+        assert!(!valid_keyspace("1abc") && !valid_keyspace("a-b") && !valid_keyspace(""));
+        assert!(!valid_keyspace("ks; DROP KEYSPACE x"));
+    }
+
+    #[test]
+    fn runs_keep_changes_of_one_message_in_order() {
+        let room = Uuid::new_v4();
+        let m = |seq| StoredMessage {
+            id: Uuid::new_v4(),
+            room_id: room,
+            seq,
+            user_id: Uuid::new_v4(),
+            username: "u".into(),
+            content: "c".into(),
+            edited: false,
+            deleted: false,
+            created_at: livechat_core::from_ms(0),
+            updated_at: livechat_core::from_ms(0),
+            client_msg_id: None,
+        };
+        let (a, b) = (m(1), m(2));
+        let edit = HistoryOp::Edit {
+            room_id: room,
+            message_id: a.id,
+            content: "x".into(),
+            at: livechat_core::from_ms(1),
+        };
+        let ops = vec![
+            HistoryOp::Insert(a.clone()),
+            HistoryOp::Insert(b),
+            edit,
+            HistoryOp::PurgeRoom { room_id: room },
+            HistoryOp::Insert(a.clone()),
+            HistoryOp::Insert(a),
+        ];
+        assert_eq!(run_end(&ops, 0), 2, "the edit waits for its insert");
+        assert_eq!(run_end(&ops, 2), 3, "a purge ends a run");
+        assert_eq!(run_end(&ops, 3), 4, "and runs alone");
+        assert_eq!(run_end(&ops, 4), 5, "a repeated insert is ordered");
+        assert_eq!(run_end(&ops, 5), 6);
+    }
+}
