@@ -45,7 +45,13 @@ pub struct ChatService {
     pub ports: Ports,
     pub limits: Limits,
     throttle: LoginThrottle,
+    /// Name and owner of rooms seen by this process. Both never change, so the send path reads
+    /// them once per room instead of once per message (std Mutex: never held across .await).
+    room_facts: std::sync::Mutex<std::collections::HashMap<RoomId, (String, UserId)>>,
 }
+
+/// Rooms whose facts are remembered before the map is cleared.
+const ROOM_FACTS_MAX: usize = 100_000;
 
 /// How often (at most) a session's sliding expiry and the user's `last_active` are written.
 const SESSION_TOUCH_SECS: i64 = 60;
@@ -79,6 +85,7 @@ impl ChatService {
             ports,
             limits,
             throttle,
+            room_facts: Default::default(),
         }
     }
 
@@ -246,6 +253,25 @@ impl ChatService {
             .room(room)
             .await?
             .ok_or_else(|| AppError::not_found("Room"))
+    }
+
+    /// A room's immutable name and owner (404 if it does not exist).
+    async fn room_facts(&self, room: RoomId) -> AppResult<(String, UserId)> {
+        if let Some(f) = self
+            .room_facts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&room)
+        {
+            return Ok(f.clone());
+        }
+        let r = self.room_or_404(room).await?;
+        let mut map = self.room_facts.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= ROOM_FACTS_MAX {
+            map.clear();
+        }
+        map.insert(room, (r.name.clone(), r.created_by));
+        Ok((r.name, r.created_by))
     }
 
     /// The caller's role in the room, or 403.
@@ -604,7 +630,7 @@ impl ChatService {
             Some(c) => Some(validate::text("client_msg_id", c, 1, 64, false)?),
             None => None,
         };
-        let r = self.room_or_404(room).await?;
+        let (room_name, room_owner) = self.room_facts(room).await?;
         let mentions = self.mentioned_members(room, user.id, &content).await?;
         let at = now();
         let msg = NewMessage {
@@ -619,8 +645,8 @@ impl ChatService {
             msg.message_id,
             user.id,
             user.username.clone(),
-            r.name.clone(),
-            r.created_by,
+            room_name,
+            room_owner,
         );
         let events: MessageEventsFn = Box::new(move |seq| {
             let ev = RoomEvent {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use axum::extract::ws::Utf8Bytes;
 use livechat_core::frames;
 use livechat_core::model::{RoomId, UserId};
 use livechat_core::ports::{Fanout, LiveFrame};
@@ -23,7 +24,10 @@ pub enum Outbound {
     /// A frame of a room the connection is subscribed to (or a user frame when `room` is None).
     Frame {
         room: Option<RoomId>,
-        frame: LiveFrame,
+        /// The message seq, for ordering and deduplication per room.
+        seq: Option<i64>,
+        /// Serialized once per broadcast; each connection gets a reference-counted clone.
+        text: Utf8Bytes,
     },
     /// The connection's subscription to the room ended (removed, left, room deleted).
     Evicted { room: RoomId, reason: String },
@@ -191,13 +195,15 @@ impl Fanout for Hub {
     fn to_room(&self, room: RoomId, frame: LiveFrame) {
         let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
         if let Some(conns) = rooms.get(&room) {
+            let text = Utf8Bytes::from(frame.text.as_ref());
             for c in conns.values() {
                 if frame.skip_user == Some(c.user) {
                     continue;
                 }
                 c.push(Outbound::Frame {
                     room: Some(room),
-                    frame: frame.clone(),
+                    seq: frame.seq,
+                    text: text.clone(),
                 });
             }
         }
@@ -206,10 +212,12 @@ impl Fanout for Hub {
     fn to_user(&self, user: UserId, frame: LiveFrame) {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
         if let Some(conns) = users.get(&user) {
+            let text = Utf8Bytes::from(frame.text.as_ref());
             for c in conns.values() {
                 c.push(Outbound::Frame {
                     room: None,
-                    frame: frame.clone(),
+                    seq: frame.seq,
+                    text: text.clone(),
                 });
             }
         }

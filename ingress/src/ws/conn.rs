@@ -416,23 +416,26 @@ impl Conn {
 
     fn on_outbound(&mut self, o: Outbound) {
         match o {
-            Outbound::Frame { room: None, frame } => self.out.push(text(frame.text.to_string())),
+            Outbound::Frame {
+                room: None, text, ..
+            } => self.out.push(Message::Text(text)),
             Outbound::Frame {
                 room: Some(room),
-                frame,
+                seq,
+                text,
             } => {
                 let Some(sub) = self.subs.get_mut(&room) else {
                     return;
                 };
-                match frame.seq {
-                    None => self.out.push(text(frame.text.to_string())),
+                match seq {
+                    None => self.out.push(Message::Text(text)),
                     Some(seq) => {
                         sub.target = sub.target.max(seq);
                         if sub.catching_up || seq <= sub.last {
                             // Catch-up will read it from history; or it is a duplicate.
                         } else if seq == sub.last + 1 {
                             sub.last = seq;
-                            self.out.push(text(frame.text.to_string()));
+                            self.out.push(Message::Text(text));
                         } else {
                             sub.catching_up = true;
                             sub.due = Instant::now();

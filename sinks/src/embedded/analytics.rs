@@ -11,7 +11,7 @@ use livechat_core::model::*;
 use livechat_core::ports::AnalyticsStore;
 use rusqlite::params;
 
-use super::db::{checksum_query, uuid_col, Db};
+use super::db::{checksum_query, uuid_col, Db, Durability};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS analytics_events(
@@ -28,7 +28,8 @@ pub struct SqliteAnalytics {
 impl SqliteAnalytics {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         Ok(SqliteAnalytics {
-            db: Db::open(path, SCHEMA)?,
+            // A read model: `livechat replay` rebuilds it if a power loss cuts its tail.
+            db: Db::open_with(path, SCHEMA, Durability::Normal)?,
         })
     }
 }

@@ -17,12 +17,33 @@ pub struct Db {
     readers: Mutex<Vec<Connection>>,
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync at every commit: survives power loss. For the sources of truth (directory with its
+    /// outbox, the log).
+    Full,
+    /// WAL `synchronous=NORMAL`: survives a process crash; a power loss may lose the last
+    /// commits. For read models rebuilt from the log (`livechat replay`): history, analytics.
+    Normal,
+}
+
+fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: a committed transaction survives power loss, not just a process crash.
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    tune(conn)
+}
+
+/// Memory-mapped reads (no pread per page) and a larger page cache, for every connection.
+fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+    conn.pragma_update(None, "cache_size", -8000)?;
     Ok(())
 }
 
@@ -48,11 +69,17 @@ pub fn store_err(e: rusqlite::Error) -> StoreError {
 }
 
 impl Db {
-    /// Opens (creating if needed) the file and applies `schema` (idempotent DDL).
+    /// Opens (creating if needed) the file with full durability and applies `schema`.
     pub fn open(path: &Path, schema: &str) -> anyhow::Result<Arc<Db>> {
+        Db::open_with(path, schema, Durability::Full)
+    }
+
+    /// Opens (creating if needed) the file and applies `schema` (idempotent DDL).
+    pub fn open_with(path: &Path, schema: &str, durability: Durability) -> anyhow::Result<Arc<Db>> {
         let writer = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-        configure(&writer).map_err(|e| anyhow::anyhow!("configuring {}: {e}", path.display()))?;
+        configure(&writer, durability)
+            .map_err(|e| anyhow::anyhow!("configuring {}: {e}", path.display()))?;
         writer
             .execute_batch(schema)
             .map_err(|e| anyhow::anyhow!("applying schema to {}: {e}", path.display()))?;
@@ -112,6 +139,7 @@ impl Db {
                     .map_err(store_err)?;
                     c.busy_timeout(std::time::Duration::from_secs(10))
                         .map_err(store_err)?;
+                    tune(&c).map_err(store_err)?;
                     c
                 }
             };

@@ -11,7 +11,7 @@ use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage
 use livechat_core::ports::MessageStore;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::db::{checksum_query, ts_col, uuid_col, Db};
+use super::db::{checksum_query, ts_col, uuid_col, Db, Durability};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages(
@@ -48,7 +48,8 @@ pub struct SqliteHistory {
 impl SqliteHistory {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         Ok(SqliteHistory {
-            db: Db::open(path, SCHEMA)?,
+            // A read model: `livechat replay` rebuilds it if a power loss cuts its tail.
+            db: Db::open_with(path, SCHEMA, Durability::Normal)?,
         })
     }
 }
