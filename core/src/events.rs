@@ -64,6 +64,7 @@ pub fn notification_record(n: &crate::model::Notification) -> Result<OutboxRecor
         key: ev.user_id,
         payload,
         created_at_ms: ev.created_at,
+        headers: Vec::new(),
     })
 }
 
@@ -100,6 +101,7 @@ pub fn room_record(ev: &RoomEvent) -> Result<OutboxRecord, AppError> {
         key: ev.room_id.clone(),
         payload,
         created_at_ms: ev.occurred_at,
+        headers: Vec::new(),
     })
 }
 
@@ -113,5 +115,6 @@ pub fn user_record(ev: &UserEvent) -> Result<OutboxRecord, AppError> {
         key: ev.user_id.clone(),
         payload,
         created_at_ms: ev.occurred_at,
+        headers: Vec::new(),
     })
 }

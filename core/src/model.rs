@@ -317,9 +317,12 @@ pub struct OutboxRecord {
     pub event_id: Uuid,
     pub topic: String,
     pub key: String,
-    /// Confluent-framed Avro.
+    /// Confluent-framed Avro (JSON on the dead-letter topic).
     pub payload: Vec<u8>,
     pub created_at_ms: i64,
+    /// Record headers, in order (Kafka headers; a key may repeat). Empty for the records the
+    /// ingress queues; the dead-letter topic names the failed record's origin here.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A digest of a store's content in a canonical order (replay verification).
@@ -339,4 +342,7 @@ pub struct LogEntry {
     pub key: String,
     pub payload: Vec<u8>,
     pub timestamp_ms: i64,
+    /// The record's headers, in order: those it was appended with, plus any the adapter adds
+    /// itself (Kafka: `event_id`). Values that are not UTF-8 are read lossily.
+    pub headers: Vec<(String, String)>,
 }

@@ -132,7 +132,10 @@ pub async fn run_with_ready(
             next.insert((entry.topic.clone(), entry.partition), entry.offset + 1);
             match codec::decode(&entry.payload) {
                 Ok(event) => batch.push(Decoded { entry, event }),
-                Err(e) => dead_letter(log.as_ref(), p.name(), &entry, &e.to_string()).await,
+                Err(e) => {
+                    let class = decode_error_class(&e);
+                    dead_letter(log.as_ref(), p.name(), &entry, class, &e.to_string()).await
+                }
             }
         }
         if !handle_batch(log.as_ref(), p.as_ref(), &batch, &shutdown).await {
@@ -192,7 +195,14 @@ async fn handle_batch(
             match p.handle(std::slice::from_ref(rec)).await {
                 Ok(()) => break,
                 Err(e) if attempt + 1 >= RECORD_ATTEMPTS => {
-                    dead_letter(log, p.name(), &rec.entry, &format!("{e:#}")).await;
+                    dead_letter(
+                        log,
+                        p.name(),
+                        &rec.entry,
+                        "PROCESSING_FAILED",
+                        &format!("{e:#}"),
+                    )
+                    .await;
                     break;
                 }
                 Err(_) => {
@@ -208,27 +218,148 @@ async fn handle_batch(
     true
 }
 
-/// Sends a record to the dead-letter topic with where it came from and why it failed.
-async fn dead_letter(log: &dyn EventLog, processor: &str, entry: &LogEntry, error: &str) {
-    tracing::error!(processor, topic = %entry.topic, partition = entry.partition, offset = entry.offset, error, "Record dead-lettered.");
+/// The `error.class` of a record that does not decode (the decoder error classes of the
+/// Confluent wire format).
+fn decode_error_class(e: &codec::CodecError) -> &'static str {
+    match e {
+        codec::CodecError::IncompleteHeader => "INCOMPLETE_HEADER",
+        codec::CodecError::InvalidMagicByte(_) => "INVALID_MAGIC_BYTE",
+        codec::CodecError::UnknownSchemaId(_) => "SCHEMA_ID_NOT_FOUND",
+        codec::CodecError::Avro(_) => "AVRO_DECODE_FAILED",
+    }
+}
+
+/// Sends a record to the dead-letter topic with where it came from and why it failed: in Kafka
+/// headers (`orig.topic`, `orig.partition`, `orig.offset`, `error.class`, `error.msg`,
+/// `processor`, `failed_at`), and the same in a JSON body for readability.
+async fn dead_letter(
+    log: &dyn EventLog,
+    processor: &str,
+    entry: &LogEntry,
+    error_class: &str,
+    error: &str,
+) {
+    tracing::error!(processor, topic = %entry.topic, partition = entry.partition, offset = entry.offset, error_class, error, "Record dead-lettered.");
+    let failed_at = livechat_core::now().timestamp_millis();
     let body = serde_json::json!({
         "orig_topic": entry.topic,
         "orig_partition": entry.partition,
         "orig_offset": entry.offset,
         "orig_key": entry.key,
+        "error_class": error_class,
         "error": error,
         "processor": processor,
-        "failed_at": livechat_core::now().timestamp_millis(),
+        "failed_at": failed_at,
         "payload_hex": entry.payload.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     });
+    let headers = [
+        ("orig.topic", entry.topic.clone()),
+        ("orig.partition", entry.partition.to_string()),
+        ("orig.offset", entry.offset.to_string()),
+        ("error.class", error_class.to_string()),
+        ("error.msg", error.to_string()),
+        ("processor", processor.to_string()),
+        ("failed_at", failed_at.to_string()),
+    ];
     let rec = OutboxRecord {
         event_id: uuid::Uuid::new_v4(),
         topic: DEAD_LETTER_TOPIC.to_string(),
         key: entry.key.clone(),
         payload: body.to_string().into_bytes(),
-        created_at_ms: livechat_core::now().timestamp_millis(),
+        created_at_ms: failed_at,
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
     };
     if let Err(e) = log.append(&[rec]).await {
         tracing::error!(error = %e, "Dead-letter append failed; the record is skipped.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livechat_core::error::StoreResult;
+    use std::sync::Mutex;
+
+    /// A log that only takes appends (all `dead_letter` does).
+    #[derive(Default)]
+    struct Appends(Mutex<Vec<OutboxRecord>>);
+
+    #[async_trait]
+    impl EventLog for Appends {
+        fn partitions(&self, _: &str) -> u32 {
+            1
+        }
+        async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
+            self.0.lock().unwrap().extend_from_slice(records);
+            Ok(())
+        }
+        async fn read(&self, _: &str, _: u32, _: i64, _: u32) -> StoreResult<Vec<LogEntry>> {
+            unreachable!()
+        }
+        async fn end_offset(&self, _: &str, _: u32) -> StoreResult<i64> {
+            unreachable!()
+        }
+        async fn offset_for_time(&self, _: &str, _: u32, _: i64) -> StoreResult<i64> {
+            unreachable!()
+        }
+        async fn committed(&self, _: &str, _: &str, _: u32) -> StoreResult<Option<i64>> {
+            unreachable!()
+        }
+        async fn commit(&self, _: &str, _: &str, _: u32, _: i64) -> StoreResult<()> {
+            unreachable!()
+        }
+        fn append_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+            unreachable!()
+        }
+        async fn join_group(
+            &self,
+            _: &str,
+            _: &[&str],
+            _: StartAt,
+        ) -> StoreResult<Box<dyn GroupConsumer>> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_names_its_origin_in_headers_and_body() {
+        let log = Appends::default();
+        let entry = LogEntry {
+            topic: "chat.room-events.v1".into(),
+            partition: 3,
+            offset: 42,
+            key: "room-1".into(),
+            payload: vec![0, 0, 0, 0, 99, 1],
+            timestamp_ms: 5,
+            headers: Vec::new(),
+        };
+        let err = codec::decode(&entry.payload).unwrap_err();
+        let class = decode_error_class(&err);
+        dead_letter(&log, "history", &entry, class, &err.to_string()).await;
+        let recs = log.0.lock().unwrap();
+        let rec = &recs[0];
+        assert_eq!(rec.topic, DEAD_LETTER_TOPIC);
+        assert_eq!(rec.key, "room-1");
+        let h = |k: &str| {
+            rec.headers
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("header {k} missing"))
+        };
+        assert_eq!(h("orig.topic"), "chat.room-events.v1");
+        assert_eq!(h("orig.partition"), "3");
+        assert_eq!(h("orig.offset"), "42");
+        assert_eq!(h("error.class"), "SCHEMA_ID_NOT_FOUND");
+        assert_eq!(h("error.msg"), "schema id 99 is not registered");
+        assert_eq!(h("processor"), "history");
+        assert_eq!(h("failed_at"), rec.created_at_ms.to_string());
+        let body: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
+        assert_eq!(body["orig_offset"], 42);
+        assert_eq!(body["error_class"], "SCHEMA_ID_NOT_FOUND");
+        assert_eq!(body["payload_hex"], "000000006301");
     }
 }

@@ -17,6 +17,11 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Extra librdkafka properties for every client (e.g. security settings).
     pub client: BTreeMap<String, String>,
+    /// A Confluent-API schema registry (Redpanda's, Confluent's, Karapace, Apicurio's
+    /// `/apis/ccompat/v7`), plain HTTP. When set, LiveChat registers its schemas there at start
+    /// (subjects `<namespace><topic>-value`, `BACKWARD_TRANSITIVE`) and records carry the
+    /// registry's schema ids on the broker. None: the embedded ids (1, 2, 3) go on the wire.
+    pub schema_registry_url: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -26,6 +31,7 @@ impl Default for KafkaConfig {
             namespace: String::new(),
             replication_factor: 1,
             client: BTreeMap::new(),
+            schema_registry_url: None,
         }
     }
 }

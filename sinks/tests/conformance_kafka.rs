@@ -42,4 +42,5 @@ kafka_checks!(
     offset_for_time_seeks_by_timestamp,
     appends_wake_waiting_consumers,
     a_group_resumes_after_its_committed_offsets,
+    headers_round_trip,
 );

@@ -743,6 +743,7 @@ impl Outbox for SqliteDirectory {
                             key: r.get(3)?,
                             payload: r.get(4)?,
                             created_at_ms: r.get(5)?,
+                            headers: Vec::new(),
                         },
                     ))
                 })?;

@@ -18,6 +18,7 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS records(
   topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
   key TEXT NOT NULL, payload BLOB NOT NULL, ts INTEGER NOT NULL,
+  headers TEXT,
   PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_time ON records(topic, partition, ts);
 CREATE TABLE IF NOT EXISTS group_offsets(
@@ -68,6 +69,47 @@ pub fn kafka_partition(key: &str, partitions: u32) -> u32 {
     ((murmur2(key.as_bytes()) & 0x7fff_ffff) as u32) % partitions.max(1)
 }
 
+/// Adds `records.headers` (a JSON array of `[key, value]` pairs, NULL for none) to a log file
+/// written before it existed. Idempotent, and safe when several processes open the file at once
+/// (the check and the change run in one write transaction).
+fn migrate(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(()); // a new file gets the column from SCHEMA
+    }
+    let mut conn = rusqlite::Connection::open(path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let columns: Vec<String> = tx
+        .prepare("SELECT name FROM pragma_table_info('records')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !columns.is_empty() && !columns.iter().any(|c| c == "headers") {
+        tx.execute_batch("ALTER TABLE records ADD COLUMN headers TEXT")
+            .map_err(|e| anyhow::anyhow!("adding records.headers to {}: {e}", path.display()))?;
+        tracing::info!(file = %path.display(), "Log file migrated: records.headers added.");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn headers_to_sql(headers: &[(String, String)]) -> Option<String> {
+    (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
+}
+
+fn headers_from_sql(col: Option<String>) -> rusqlite::Result<Vec<(String, String)>> {
+    match col {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4, // the column of `headers` in read()'s SELECT
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        }),
+    }
+}
+
 #[derive(Clone)]
 pub struct SqliteLog {
     db: Arc<Db>,
@@ -77,6 +119,7 @@ pub struct SqliteLog {
 
 impl SqliteLog {
     pub fn open(path: &Path, partitions: u32) -> anyhow::Result<Self> {
+        migrate(path)?;
         Ok(SqliteLog {
             db: Db::open(path, SCHEMA)?,
             partitions: partitions.max(1),
@@ -97,12 +140,20 @@ impl EventLog for SqliteLog {
         self.db
             .write(move |tx| {
                 let mut next = tx.prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?;
-                let mut insert = tx.prepare_cached("INSERT INTO records(topic, partition, offset, key, payload, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+                let mut insert = tx.prepare_cached("INSERT INTO records(topic, partition, offset, key, payload, ts, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
                 let now = livechat_core::now().timestamp_millis();
                 for r in &records {
                     let p = kafka_partition(&r.key, parts);
                     let offset: i64 = next.query_row(params![r.topic, p], |row| row.get(0))?;
-                    insert.execute(params![r.topic, p, offset, r.key, r.payload, now])?;
+                    insert.execute(params![
+                        r.topic,
+                        p,
+                        offset,
+                        r.key,
+                        r.payload,
+                        now,
+                        headers_to_sql(&r.headers)
+                    ])?;
                 }
                 Ok(())
             })
@@ -122,7 +173,7 @@ impl EventLog for SqliteLog {
         self.db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT offset, key, payload, ts FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
+                    "SELECT offset, key, payload, ts, headers FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
                 )?;
                 let rows = stmt.query_map(params![topic, partition, from, max], |r| {
                     Ok(LogEntry {
@@ -132,6 +183,7 @@ impl EventLog for SqliteLog {
                         key: r.get(1)?,
                         payload: r.get(2)?,
                         timestamp_ms: r.get(3)?,
+                        headers: headers_from_sql(r.get(4)?)?,
                     })
                 })?;
                 rows.collect()
@@ -291,6 +343,43 @@ impl GroupConsumer for EmbeddedConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_log_file_from_before_headers_is_migrated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        {
+            // The table as it was before the `headers` column, with one record in it.
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE records(
+                   topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+                   key TEXT NOT NULL, payload BLOB NOT NULL, ts INTEGER NOT NULL,
+                   PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;
+                 INSERT INTO records VALUES ('t', 0, 0, 'k', x'01', 5);",
+            )
+            .unwrap();
+        }
+        for _ in 0..2 {
+            // Opening twice: the second open finds the column and changes nothing.
+            let log = SqliteLog::open(&path, 1).unwrap();
+            let old = log.read("t", 0, 0, 10).await.unwrap();
+            assert_eq!(old[0].payload, vec![1]);
+            assert!(old[0].headers.is_empty());
+        }
+        let log = SqliteLog::open(&path, 1).unwrap();
+        let rec = OutboxRecord {
+            event_id: uuid::Uuid::new_v4(),
+            topic: "t".into(),
+            key: "k".into(),
+            payload: vec![2],
+            created_at_ms: 6,
+            headers: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+        };
+        log.append(std::slice::from_ref(&rec)).await.unwrap();
+        let got = log.read("t", 0, 1, 10).await.unwrap();
+        assert_eq!(got[0].headers, rec.headers);
+    }
 
     #[test]
     fn murmur2_matches_kafka_reference_values() {

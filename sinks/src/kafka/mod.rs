@@ -7,6 +7,13 @@
 //! - Consumer groups: `cooperative-sticky` assignment, `auto.offset.reset=earliest`, no
 //!   auto-commit: offsets are committed only after the processor's sink write.
 //! - librdkafka's calls block, so they run on the blocking pool.
+//! - With `schema_registry_url` set, LiveChat's schemas are registered there and records carry
+//!   the registry's schema ids on the broker; the translation is done here, at the edge, so the
+//!   rest of LiveChat keeps the embedded ids ([`registry`]).
+//! - Record headers: `event_id` on every record, then the record's own (`OutboxRecord::headers`);
+//!   reads return them all.
+
+pub mod registry;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,10 +28,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
+
+use self::registry::{RegistryClient, SchemaIds};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,6 +58,8 @@ pub struct KafkaLog {
     offset_clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     topics: Mutex<HashSet<String>>,
     appended: watch::Sender<u64>,
+    /// Schema id translation, when a schema registry is configured.
+    ids: Option<Arc<SchemaIds>>,
 }
 
 impl KafkaLog {
@@ -85,6 +96,17 @@ impl KafkaLog {
             .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| anyhow::anyhow!("creating the Kafka reader: {e}"))?;
+        let ids = match &cfg.schema_registry_url {
+            None => None,
+            Some(url) => {
+                let client = RegistryClient::new(url)
+                    .map_err(|e| anyhow::anyhow!("schema registry {url}: {e}"))?;
+                let ids = SchemaIds::register_all(client, &cfg.namespace)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("registering LiveChat's schemas at {url}: {e}"))?;
+                Some(Arc::new(ids))
+            }
+        };
         let log = KafkaLog {
             cfg,
             partitions: partitions.max(1),
@@ -94,6 +116,7 @@ impl KafkaLog {
             offset_clients: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashSet::new()),
             appended: watch::channel(0).0,
+            ids,
         };
         let own = [
             livechat_schemas::ROOM_EVENTS_TOPIC,
@@ -153,6 +176,16 @@ impl KafkaLog {
         Ok(())
     }
 
+    /// The schema registry's id of an embedded schema id (None without a registry).
+    pub fn registry_schema_id(&self, embedded_id: u32) -> Option<u32> {
+        self.ids.as_ref()?.registry_id(embedded_id)
+    }
+
+    /// The schema registry client (None without a registry).
+    pub fn registry(&self) -> Option<&RegistryClient> {
+        self.ids.as_deref().map(SchemaIds::client)
+    }
+
     fn offset_client(&self, group: &str) -> StoreResult<Arc<BaseConsumer>> {
         let mut map = self
             .offset_clients
@@ -199,7 +232,58 @@ fn entry_of(m: &rdkafka::message::BorrowedMessage<'_>, namespace: &str) -> LogEn
             .unwrap_or_default(),
         payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         timestamp_ms: m.timestamp().to_millis().unwrap_or_default(),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
+}
+
+/// Turns the registry's schema ids of read records back into embedded ids. With `patient`
+/// (group polls, whose records cannot be read again) an unreachable registry is retried, and
+/// then the record is left as it is (the codec dead-letters it) rather than lost.
+async fn from_registry(
+    ids: Option<&SchemaIds>,
+    mut entries: Vec<LogEntry>,
+    patient: bool,
+) -> StoreResult<Vec<LogEntry>> {
+    let Some(ids) = ids else {
+        return Ok(entries);
+    };
+    for e in &mut entries {
+        let mut attempt = 0;
+        loop {
+            match ids.incoming(&mut e.payload).await {
+                Ok(()) => break,
+                Err(err) if !patient => {
+                    return Err(StoreError::Unavailable(anyhow::anyhow!("{err}")))
+                }
+                Err(err) if attempt >= 2 => {
+                    tracing::error!(topic = %e.topic, partition = e.partition, offset = e.offset, error = %err,
+                        "Cannot resolve the record's schema id; it is passed on untranslated, for the codec to refuse.");
+                    ids.unresolved(&mut e.payload);
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "Schema registry call failed; retrying.");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                }
+            }
+        }
+    }
+    Ok(entries)
 }
 
 fn one_partition(topic: &str, partition: u32, offset: Offset) -> StoreResult<TopicPartitionList> {
@@ -221,19 +305,37 @@ impl EventLog for KafkaLog {
             .await?;
         // Send all, then wait for every acknowledgement: the batch is durable when this returns.
         let names: Vec<String> = records.iter().map(|r| self.phys(&r.topic)).collect();
-        let sends = records.iter().zip(&names).map(|(r, name)| {
-            let id = r.event_id.to_string();
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "event_id",
-                value: Some(id.as_bytes()),
+        let payloads: Vec<std::borrow::Cow<'_, [u8]>> = records
+            .iter()
+            .map(|r| match &self.ids {
+                Some(ids) => ids.outgoing(&r.payload),
+                None => std::borrow::Cow::Borrowed(r.payload.as_slice()),
+            })
+            .collect();
+        let sends = records
+            .iter()
+            .zip(&names)
+            .zip(&payloads)
+            .map(|((r, name), payload)| {
+                let id = r.event_id.to_string();
+                let mut headers =
+                    OwnedHeaders::new_with_capacity(1 + r.headers.len()).insert(Header {
+                        key: "event_id",
+                        value: Some(id.as_bytes()),
+                    });
+                for (k, v) in &r.headers {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(v.as_bytes()),
+                    });
+                }
+                let rec = FutureRecord::to(name)
+                    .key(&r.key)
+                    .payload(payload.as_ref())
+                    .headers(headers)
+                    .timestamp(r.created_at_ms);
+                self.producer.send(rec, TIMEOUT)
             });
-            let rec = FutureRecord::to(name)
-                .key(&r.key)
-                .payload(&r.payload)
-                .headers(headers)
-                .timestamp(r.created_at_ms);
-            self.producer.send(rec, TIMEOUT)
-        });
         for result in futures::future::join_all(sends).await {
             result.map_err(|(e, _)| unavailable(e))?;
         }
@@ -256,7 +358,7 @@ impl EventLog for KafkaLog {
         let reader = self.reader.clone();
         let ns = self.cfg.namespace.clone();
         let topic = self.phys(topic);
-        tokio::task::spawn_blocking(move || {
+        let entries = tokio::task::spawn_blocking(move || {
             let consumer = reader.lock().unwrap_or_else(|p| p.into_inner());
             consumer
                 .assign(&one_partition(&topic, partition, Offset::Offset(from))?)
@@ -275,7 +377,8 @@ impl EventLog for KafkaLog {
             Ok(out)
         })
         .await
-        .map_err(blocking_err)?
+        .map_err(blocking_err)??;
+        from_registry(self.ids.as_deref(), entries, false).await
     }
 
     async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64> {
@@ -416,6 +519,7 @@ impl EventLog for KafkaLog {
             consumer,
             early,
             namespace: self.cfg.namespace.clone(),
+            ids: self.ids.clone(),
         }))
     }
 }
@@ -425,6 +529,7 @@ struct KafkaGroupConsumer {
     namespace: String,
     /// Records received while waiting for the first assignment.
     early: Vec<LogEntry>,
+    ids: Option<Arc<SchemaIds>>,
 }
 
 #[async_trait]
@@ -432,11 +537,12 @@ impl GroupConsumer for KafkaGroupConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> StoreResult<Vec<LogEntry>> {
         if !self.early.is_empty() {
             let n = self.early.len().min(max);
-            return Ok(self.early.drain(..n).collect());
+            let early = self.early.drain(..n).collect();
+            return from_registry(self.ids.as_deref(), early, true).await;
         }
         let consumer = self.consumer.clone();
         let ns = self.namespace.clone();
-        tokio::task::spawn_blocking(move || {
+        let entries = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             let deadline = Instant::now() + wait;
             while out.len() < max {
@@ -455,7 +561,8 @@ impl GroupConsumer for KafkaGroupConsumer {
             Ok(out)
         })
         .await
-        .map_err(blocking_err)?
+        .map_err(blocking_err)??;
+        from_registry(self.ids.as_deref(), entries, true).await
     }
 
     async fn commit(&mut self, next: &[(String, u32, i64)]) -> StoreResult<()> {

@@ -71,6 +71,7 @@ pub fn record(topic: &str, key: &str, body: &str) -> OutboxRecord {
         key: key.into(),
         payload: body.as_bytes().to_vec(),
         created_at_ms: livechat_core::now().timestamp_millis(),
+        headers: Vec::new(),
     }
 }
 

@@ -193,3 +193,39 @@ pub async fn a_group_resumes_after_its_committed_offsets(log: &dyn EventLog) {
     log.append(&[record(&t, "k1", "live")]).await.unwrap();
     assert_eq!(poll_n(&mut live, 1).await[0].payload, b"live");
 }
+
+/// Headers come back with the record, in order, repeated keys included (an adapter may add
+/// its own, such as Kafka's `event_id`, but never drops or changes those appended).
+pub async fn headers_round_trip(log: &dyn EventLog) {
+    use livechat_core::ports::StartAt;
+    let t = topic();
+    let headers: Vec<(String, String)> = vec![
+        ("orig.topic".into(), "chat.room-events.v1".into()),
+        ("orig.offset".into(), "42".into()),
+        ("error.msg".into(), "héllo: ünïcode, \"quotes\"".into()),
+        ("empty".into(), String::new()),
+        ("orig.offset".into(), "43".into()),
+    ];
+    let mut with = record(&t, "k", "with");
+    with.headers = headers.clone();
+    let without = record(&t, "k", "without");
+    log.append(&[with, without]).await.unwrap();
+    let p = partition_with_data(log, &t).await;
+    let appended_only = |got: &[(String, String)]| -> Vec<(String, String)> {
+        got.iter()
+            .filter(|h| headers.iter().any(|(k, _)| *k == h.0))
+            .cloned()
+            .collect()
+    };
+    let entries = log.read(&t, p, 0, 10).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(appended_only(&entries[0].headers), headers, "read");
+    assert!(appended_only(&entries[1].headers).is_empty(), "no headers");
+    let mut c = log
+        .join_group(&format!("h-{}", Uuid::new_v4()), &[&t], StartAt::Earliest)
+        .await
+        .unwrap();
+    let polled = poll_n(&mut c, 2).await;
+    let with = polled.iter().find(|e| e.payload == b"with").unwrap();
+    assert_eq!(appended_only(&with.headers), headers, "group poll");
+}
