@@ -20,18 +20,24 @@ fn brokers() -> Option<String> {
     }
 }
 
+/// Settings that put a process on Kafka under a namespace of its own: tests running at once
+/// must not share consumer groups.
+fn kafka_env(brokers: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("LIVECHAT_LOG__KIND", "kafka".to_string()),
+        ("LIVECHAT_LOG__KAFKA__BROKERS", brokers.to_string()),
+        (
+            "LIVECHAT_LOG__KAFKA__NAMESPACE",
+            format!("t{}.", uuid::Uuid::new_v4().simple()),
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn two_processes_on_kafka_deliver_in_order_and_survive_a_sigkill() {
     let Some(brokers) = brokers() else { return };
-    // Fresh partition layout per run: a unique topic prefix is not possible (topic names are
-    // fixed), so rooms are unique instead and every check filters by room.
-    // A namespace per test: tests running at once must not share consumer groups.
-    let ns = format!("t{}.", uuid::Uuid::new_v4().simple());
-    let env = [
-        ("LIVECHAT_LOG__KIND", "kafka"),
-        ("LIVECHAT_LOG__KAFKA__BROKERS", brokers.as_str()),
-        ("LIVECHAT_LOG__KAFKA__NAMESPACE", ns.as_str()),
-    ];
+    let owned = kafka_env(&brokers);
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let a = App::spawn(&env).await;
     let mut b = App::spawn_beside(&a, &env).await;
     let alice = a.user("alice").await;
@@ -98,13 +104,8 @@ async fn two_processes_on_kafka_deliver_in_order_and_survive_a_sigkill() {
 #[tokio::test]
 async fn separate_ingress_and_processor_processes_on_kafka() {
     let Some(brokers) = brokers() else { return };
-    // A namespace per test: tests running at once must not share consumer groups.
-    let ns = format!("t{}.", uuid::Uuid::new_v4().simple());
-    let env = [
-        ("LIVECHAT_LOG__KIND", "kafka"),
-        ("LIVECHAT_LOG__KAFKA__BROKERS", brokers.as_str()),
-        ("LIVECHAT_LOG__KAFKA__NAMESPACE", ns.as_str()),
-    ];
+    let owned = kafka_env(&brokers);
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let a = App::spawn_role(&["ingress"], &env).await;
     let b = App::spawn_role_beside(&a, &["ingress"], &env).await;
     let mut history = App::spawn_role_beside(&a, &["processor", "history"], &env).await;
