@@ -191,6 +191,10 @@ class Store extends Emitter {
         const seq = typeof f.seq === 'number' ? f.seq : Number(f.payload && f.payload.seq);
         if (r && Number.isFinite(seq) && seq > (r.last_seq || 0)) {
           r.last_seq = seq;
+          // Your own messages (from any tab) are read, as the server records them.
+          if (this.me && f.payload && f.payload.user_id === this.me.id) {
+            r.last_read_seq = Math.max(r.last_read_seq || 0, seq);
+          }
           this.emit('rooms');
         }
         break;

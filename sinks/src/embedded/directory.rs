@@ -232,6 +232,9 @@ pub(super) fn send_tx(
             "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
         )?
         .query_row(params![room], |r| r.get(0))?;
+    // The author has read their own message: it never counts as unread for them.
+    tx.prepare_cached("UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2")?
+        .execute(params![room, user, seq])?;
     if let Some(cid) = &msg.client_msg_id {
         tx.prepare_cached(
                 "INSERT INTO message_receipts(room_id, user_id, client_msg_id, message_id, seq, content, created_at)

@@ -263,6 +263,8 @@ async fn read_markers_drive_unread_counts() {
     for i in 0..5 {
         wa.send_msg(&room, &format!("n{i}"), &format!("u{i}")).await;
     }
+    let (_, mine) = alice.get("/api/rooms/get-rooms").await;
+    assert_eq!(mine[0]["unread_count"], 0, "your own messages are read");
     let (_, rooms) = bob.get("/api/rooms/get-rooms").await;
     assert_eq!(rooms[0]["unread_count"], 5);
     let mut wb = bob.ws(&app, None).await;
