@@ -76,15 +76,6 @@ pub enum StoreError {
     Other(anyhow::Error),
 }
 
-impl StoreError {
-    pub fn other(e: impl Into<anyhow::Error>) -> Self {
-        StoreError::Other(e.into())
-    }
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -14,14 +14,10 @@ use crate::config::{AnalyticsKind, CacheKind, Config, HistoryKind, LogKind};
 /// The topic log: `log.db` in the data directory, or a Kafka-API broker.
 pub async fn log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
     match cfg.log.kind {
-        LogKind::Embedded => {
-            let dir = Path::new(&cfg.data_dir);
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            Ok(Arc::new(
-                SqliteLog::open(&dir.join("log.db"), cfg.log.partitions)
-                    .context("opening the embedded log")?,
-            ))
-        }
+        LogKind::Embedded => Ok(Arc::new(
+            SqliteLog::open(&data_dir(cfg)?.join("log.db"), cfg.log.partitions)
+                .context("opening the embedded log")?,
+        )),
         #[cfg(feature = "kafka")]
         LogKind::Kafka => Ok(Arc::new(
             livechat_sinks::kafka::KafkaLog::connect(cfg.log.kafka.clone(), cfg.log.partitions)

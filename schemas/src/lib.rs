@@ -80,16 +80,6 @@ pub enum TopicEvent {
     Notification(NotificationEvent),
 }
 
-impl TopicEvent {
-    pub fn event_id(&self) -> &str {
-        match self {
-            TopicEvent::Room(e) => &e.event_id,
-            TopicEvent::User(e) => &e.event_id,
-            TopicEvent::Notification(e) => &e.event_id,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
