@@ -12,7 +12,9 @@ use crate::error::StoreResult;
 use crate::model::*;
 
 /// Builds the outbox records of a new message once its seq is known (inside the atomic step).
-pub type MessageEventsFn = Box<dyn FnOnce(i64) -> anyhow::Result<Vec<OutboxRecord>> + Send>;
+/// `Fn`, not `FnOnce`: an adapter that assigns seqs optimistically builds them again for the
+/// next seq when another writer took the one it tried.
+pub type MessageEventsFn = Box<dyn Fn(i64) -> anyhow::Result<Vec<OutboxRecord>> + Send + Sync>;
 
 /// A new message for [`Directory::send_message`].
 #[derive(Debug, Clone)]
@@ -273,4 +275,21 @@ pub trait Cache: Send + Sync {
     fn get(&self, key: &str) -> Option<Vec<u8>>;
     fn set(&self, key: &str, value: Vec<u8>, ttl_secs: u64);
     fn delete(&self, key: &str);
+}
+
+/// Who is online in which room across every ingress process (each process's hub knows only
+/// its own sockets). Entries expire unless refreshed, so a crashed process's users fade out.
+#[async_trait]
+pub trait Presence: Send + Sync {
+    /// Replaces this process's (`node`) entries: `online` users are visible for `ttl_ms`,
+    /// `gone` ones are withdrawn at once.
+    async fn publish(
+        &self,
+        node: Uuid,
+        online: &[(RoomId, Vec<UserId>)],
+        gone: &[(RoomId, Vec<UserId>)],
+        ttl_ms: i64,
+    ) -> StoreResult<()>;
+    /// Users online in the room on any process.
+    async fn online(&self, room: RoomId) -> StoreResult<Vec<UserId>>;
 }

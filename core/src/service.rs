@@ -29,6 +29,8 @@ pub struct Ports {
     pub history: Arc<dyn MessageStore>,
     pub analytics: Arc<dyn AnalyticsStore>,
     pub fanout: Arc<dyn Fanout>,
+    /// Presence across processes; None when this process is the only ingress (its hub knows).
+    pub presence: Option<Arc<dyn Presence>>,
     pub cache: Arc<dyn Cache>,
 }
 
@@ -652,13 +654,13 @@ impl ChatService {
             let ev = RoomEvent {
                 actor_id: Some(uid.to_string()),
                 subject_user_id: Some(uid.to_string()),
-                subject_username: Some(uname),
-                room_name: Some(rname),
+                subject_username: Some(uname.clone()),
+                room_name: Some(rname.clone()),
                 room_owner_id: Some(owner.to_string()),
                 message_id: Some(mid.to_string()),
                 seq: Some(seq),
-                client_msg_id,
-                content: Some(content),
+                client_msg_id: client_msg_id.clone(),
+                content: Some(content.clone()),
                 message_created_at: Some(at.timestamp_millis()),
                 mentioned_user_ids: mentions.iter().map(|m| m.to_string()).collect(),
                 ..room_event("MESSAGE_SENT", room, at)
@@ -842,7 +844,17 @@ impl ChatService {
     pub async fn active_users(&self, user: &User, room: RoomId) -> AppResult<Vec<UserId>> {
         self.room_or_404(room).await?;
         self.require_member(room, user.id).await?;
-        Ok(self.ports.fanout.online_users(room))
+        let mut online = self.ports.fanout.online_users(room);
+        if let Some(presence) = &self.ports.presence {
+            // Other processes' users; if the presence store is down, this process's view.
+            match presence.online(room).await {
+                Ok(remote) => online.extend(remote),
+                Err(e) => tracing::warn!(error = %e, "presence unavailable: local view only"),
+            }
+            online.sort();
+            online.dedup();
+        }
+        Ok(online)
     }
 
     /// The owner ends a user's live stream of the room (membership unchanged).

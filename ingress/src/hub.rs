@@ -264,6 +264,14 @@ impl Fanout for Hub {
 }
 
 impl Hub {
+    /// Who is online in each room on this process (for the cross-process presence store).
+    pub fn presence_snapshot(&self) -> HashMap<RoomId, Vec<UserId>> {
+        let p = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        p.iter()
+            .map(|(room, users)| (*room, users.keys().copied().collect()))
+            .collect()
+    }
+
     /// Asks every connection to close (shutdown).
     pub fn close_all(&self, code: u16, reason: &str) {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());

@@ -15,6 +15,7 @@ pub mod extract;
 pub mod hub;
 pub mod metrics;
 pub mod openapi;
+pub mod presence;
 pub mod routes;
 pub mod ws;
 

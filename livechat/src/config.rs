@@ -8,12 +8,17 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use livechat_core::limits::Limits;
 use livechat_ingress::IngressConfig;
-use livechat_sinks::config::{CassandraConfig, ClickHouseConfig, KafkaConfig, MemcachedConfig};
+use livechat_sinks::config::{
+    CassandraConfig, ClickHouseConfig, KafkaConfig, MemcachedConfig, MongoConfig, RedisConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys, the only `LIVECHAT_*` environment variables read as configuration.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 10] = [
     "data_dir",
+    "directory",
+    "sessions",
+    "presence",
     "ingress",
     "limits",
     "log",
@@ -29,10 +34,65 @@ pub struct Config {
     pub data_dir: String,
     pub ingress: IngressConfig,
     pub limits: Limits,
+    pub directory: DirectoryConfig,
+    pub sessions: SessionsConfig,
+    pub presence: PresenceConfig,
     pub log: LogConfig,
     pub history: HistoryConfig,
     pub analytics: AnalyticsConfig,
     pub cache: CacheConfig,
+}
+
+/// `[directory]`: users, rooms, memberships, join requests, notifications and the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// `embedded` (directory.db) or `mongo` (MongoDB / FerretDB; `--features mongo`).
+    pub kind: DirectoryKind,
+    pub mongo: MongoConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryKind {
+    #[default]
+    Embedded,
+    Mongo,
+}
+
+/// `[sessions]`: login sessions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// `directory` (beside the directory) or `redis` (`--features redis`).
+    pub kind: SessionsKind,
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionsKind {
+    #[default]
+    Directory,
+    Redis,
+}
+
+/// `[presence]`: who is online, across ingress processes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// `local` (each process knows its own sockets: right for one ingress) or `redis`
+    /// (shared by every ingress process; `--features redis`).
+    pub kind: PresenceKind,
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceKind {
+    #[default]
+    Local,
+    Redis,
 }
 
 /// `[history]`: the message history store.
@@ -121,6 +181,9 @@ impl Default for Config {
             data_dir: "./livechat-data".into(),
             ingress: IngressConfig::default(),
             limits: Limits::default(),
+            directory: DirectoryConfig::default(),
+            sessions: SessionsConfig::default(),
+            presence: PresenceConfig::default(),
             log: LogConfig::default(),
             history: HistoryConfig::default(),
             analytics: AnalyticsConfig::default(),

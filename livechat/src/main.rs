@@ -270,12 +270,21 @@ async fn run_ingress(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let hub = Hub::new();
+    let presence = wire::presence(cfg).await?;
+    if let Some(p) = &presence {
+        tasks.spawn(livechat_ingress::presence::run(
+            hub.clone(),
+            p.clone(),
+            shutdown.clone(),
+        ));
+    }
     let ports = Ports {
         directory: stores.directory.clone(),
-        sessions: stores.directory.clone(),
+        sessions: stores.sessions.clone(),
         history: stores.history.clone(),
         analytics: stores.analytics.clone(),
         fanout: hub.clone(),
+        presence,
         cache: stores.cache.clone(),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));

@@ -61,7 +61,7 @@ impl Target {
         Ok(match store {
             "history" => Target::History(crate::wire::history(cfg).await?),
             "analytics" => Target::Analytics(crate::wire::analytics(cfg).await?),
-            _ => Target::Notifications(crate::wire::directory(cfg)?),
+            _ => Target::Notifications(crate::wire::directory(cfg).await?),
         })
     }
 
@@ -93,7 +93,7 @@ impl Target {
 
 /// How the live store is named in messages.
 fn live_name(store: &str, cfg: &Config) -> String {
-    use crate::config::{AnalyticsKind, HistoryKind};
+    use crate::config::{AnalyticsKind, DirectoryKind, HistoryKind};
     let data = Path::new(&cfg.data_dir);
     match store {
         "history" if cfg.history.kind == HistoryKind::Cassandra => {
@@ -104,6 +104,9 @@ fn live_name(store: &str, cfg: &Config) -> String {
         }
         "history" => data.join("history.db").display().to_string(),
         "analytics" => data.join("analytics.db").display().to_string(),
+        _ if cfg.directory.kind == DirectoryKind::Mongo => {
+            format!("mongo database {}", cfg.directory.mongo.database)
+        }
         _ => data.join("directory.db").display().to_string(),
     }
 }

@@ -5,11 +5,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use livechat_core::ports::{AnalyticsStore, Cache, EventLog, MessageStore};
+use livechat_core::ports::{
+    AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, SessionStore,
+};
 use livechat_sinks::embedded::{SqliteAnalytics, SqliteDirectory, SqliteHistory, SqliteLog};
 use livechat_sinks::memory::MemoryCache;
 
-use crate::config::{AnalyticsKind, CacheKind, Config, HistoryKind, LogKind};
+use crate::config::{
+    AnalyticsKind, CacheKind, Config, DirectoryKind, HistoryKind, LogKind, PresenceKind,
+    SessionsKind,
+};
+
+/// The directory together with its outbox and (by default) the sessions: one adapter.
+pub trait DirectoryStore: Directory + Outbox + SessionStore {}
+impl<T: Directory + Outbox + SessionStore> DirectoryStore for T {}
 
 /// The topic log: `log.db` in the data directory, or a Kafka-API broker.
 pub async fn log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
@@ -99,12 +108,73 @@ pub fn cache(cfg: &Config) -> anyhow::Result<Arc<dyn Cache>> {
     }
 }
 
-/// The directory (users, rooms, sessions, outbox): `directory.db`.
-pub fn directory(cfg: &Config) -> anyhow::Result<Arc<SqliteDirectory>> {
-    Ok(Arc::new(
-        SqliteDirectory::open(&data_dir(cfg)?.join("directory.db"))
-            .context("opening the directory")?,
-    ))
+/// The directory (users, rooms, sessions, outbox): `directory.db`, or MongoDB / FerretDB.
+pub async fn directory(cfg: &Config) -> anyhow::Result<Arc<dyn DirectoryStore>> {
+    match cfg.directory.kind {
+        DirectoryKind::Embedded => Ok(Arc::new(
+            SqliteDirectory::open(&data_dir(cfg)?.join("directory.db"))
+                .context("opening the directory")?,
+        )),
+        #[cfg(feature = "mongo")]
+        DirectoryKind::Mongo => Ok(livechat_sinks::mongo::MongoDirectory::connect(
+            &cfg.directory.mongo,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to MongoDB at {} (database {})",
+                cfg.directory.mongo.uri, cfg.directory.mongo.database
+            )
+        })?),
+        #[cfg(not(feature = "mongo"))]
+        DirectoryKind::Mongo => {
+            anyhow::bail!("directory.kind = \"mongo\" needs a build with `--features mongo`")
+        }
+    }
+}
+
+/// Login sessions: beside the directory, or in Redis (records still go to the directory's outbox).
+pub async fn sessions(
+    cfg: &Config,
+    directory: &Arc<dyn DirectoryStore>,
+) -> anyhow::Result<Arc<dyn SessionStore>> {
+    match cfg.sessions.kind {
+        SessionsKind::Directory => Ok(directory.clone()),
+        #[cfg(feature = "redis")]
+        SessionsKind::Redis => {
+            let redis = livechat_sinks::redis::Redis::connect(&cfg.sessions.redis)
+                .await
+                .context("connecting to Redis for sessions")?;
+            let outbox: Arc<dyn Directory> = directory.clone();
+            Ok(Arc::new(livechat_sinks::redis::RedisSessions::new(
+                redis, outbox,
+            )))
+        }
+        #[cfg(not(feature = "redis"))]
+        SessionsKind::Redis => {
+            anyhow::bail!("sessions.kind = \"redis\" needs a build with `--features redis`")
+        }
+    }
+}
+
+/// The shared presence store, when ingress runs as several processes.
+pub async fn presence(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Presence>>> {
+    match cfg.presence.kind {
+        PresenceKind::Local => Ok(None),
+        #[cfg(feature = "redis")]
+        PresenceKind::Redis => {
+            let redis = livechat_sinks::redis::Redis::connect(&cfg.presence.redis)
+                .await
+                .context("connecting to Redis for presence")?;
+            Ok(Some(Arc::new(livechat_sinks::redis::RedisPresence::new(
+                redis,
+            ))))
+        }
+        #[cfg(not(feature = "redis"))]
+        PresenceKind::Redis => {
+            anyhow::bail!("presence.kind = \"redis\" needs a build with `--features redis`")
+        }
+    }
 }
 
 fn data_dir(cfg: &Config) -> anyhow::Result<&Path> {
@@ -115,15 +185,18 @@ fn data_dir(cfg: &Config) -> anyhow::Result<&Path> {
 
 /// Every store a process needs, each from its configured adapter.
 pub struct Stores {
-    pub directory: Arc<SqliteDirectory>,
+    pub directory: Arc<dyn DirectoryStore>,
+    pub sessions: Arc<dyn SessionStore>,
     pub history: Arc<dyn MessageStore>,
     pub analytics: Arc<dyn AnalyticsStore>,
     pub cache: Arc<dyn Cache>,
 }
 
 pub async fn stores(cfg: &Config) -> anyhow::Result<Stores> {
+    let directory = directory(cfg).await?;
     Ok(Stores {
-        directory: directory(cfg)?,
+        sessions: sessions(cfg, &directory).await?,
+        directory,
         history: history(cfg).await?,
         analytics: analytics(cfg).await?,
         cache: cache(cfg)?,

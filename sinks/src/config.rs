@@ -117,3 +117,41 @@ impl Default for MemcachedConfig {
         }
     }
 }
+
+/// `[directory.mongo]`: a MongoDB-wire server (MongoDB, FerretDB) for users, rooms,
+/// memberships, join requests, notifications, sessions and the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoConfig {
+    /// A `mongodb://` connection string.
+    pub uri: String,
+    pub database: String,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        MongoConfig {
+            uri: "mongodb://127.0.0.1:27017".into(),
+            database: "livechat".into(),
+        }
+    }
+}
+
+/// `[presence.redis]` / `[sessions.redis]`: a Redis server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// A `redis://` URL.
+    pub url: String,
+    /// Prefix of every key, so several deployments (or test runs) can share a server.
+    pub namespace: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            namespace: "livechat:".into(),
+        }
+    }
+}

@@ -11,6 +11,8 @@
 //! - [`memory`]: in-process cache.
 //! - [`config`]: settings of the distributed adapters (always compiled).
 //! - `kafka` (cargo feature `kafka`): the log on a Kafka-API broker.
+//! - `mongo` (cargo feature `mongo`): the directory, sessions and outbox on MongoDB / FerretDB.
+//! - `redis` (cargo feature `redis`): sessions and cross-process presence on Redis.
 
 #[cfg(feature = "cassandra")]
 pub mod cassandra;
@@ -23,3 +25,7 @@ pub mod kafka;
 #[cfg(feature = "memcached")]
 pub mod memcached;
 pub mod memory;
+#[cfg(feature = "mongo")]
+pub mod mongo;
+#[cfg(feature = "redis")]
+pub mod redis;

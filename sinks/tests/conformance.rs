@@ -32,6 +32,14 @@ mod directory {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_share_one_dense_seq() {
+    let path = db("directory.db");
+    let a = Arc::new(SqliteDirectory::open(&path).unwrap());
+    let b = Arc::new(SqliteDirectory::open(&path).unwrap());
+    livechat_conformance::directory::two_writers_share_one_dense_seq(&a, &b).await;
+}
+
 mod log {
     use super::*;
     livechat_conformance::suite!(

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod directory;
 pub mod history;
 pub mod log;
+pub mod presence;
 
 use chrono::{DateTime, Utc};
 use livechat_core::model::*;

@@ -128,3 +128,265 @@ async fn chat_on_kafka_cassandra_clickhouse_memcached_and_replay_verifies() {
         );
     }
 }
+
+/// The environment of a process on the whole distributed stack, each name unique to the test.
+fn stack_env() -> Option<Vec<(&'static str, String)>> {
+    let kafka = env_or_skip("LIVECHAT_KAFKA_BROKERS")?;
+    let cassandra = env_or_skip("LIVECHAT_CASSANDRA_NODES")?;
+    let clickhouse = env_or_skip("LIVECHAT_CLICKHOUSE_URL")?;
+    let memcached = env_or_skip("LIVECHAT_MEMCACHED")?;
+    let mongo = env_or_skip("LIVECHAT_MONGO_URI")?;
+    let redis = env_or_skip("LIVECHAT_REDIS_URL")?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let db = format!("lc_{}", &id[..12]);
+    Some(vec![
+        ("LIVECHAT_LOG__KIND", "kafka".into()),
+        ("LIVECHAT_LOG__KAFKA__BROKERS", kafka),
+        ("LIVECHAT_LOG__KAFKA__NAMESPACE", format!("s{id}.")),
+        ("LIVECHAT_HISTORY__KIND", "cassandra".into()),
+        (
+            "LIVECHAT_HISTORY__CASSANDRA__NODES",
+            format!("[\"{cassandra}\"]"),
+        ),
+        ("LIVECHAT_HISTORY__CASSANDRA__KEYSPACE", db.clone()),
+        ("LIVECHAT_ANALYTICS__KIND", "clickhouse".into()),
+        ("LIVECHAT_ANALYTICS__CLICKHOUSE__URL", clickhouse),
+        ("LIVECHAT_ANALYTICS__CLICKHOUSE__DATABASE", db.clone()),
+        ("LIVECHAT_CACHE__KIND", "memcached".into()),
+        (
+            "LIVECHAT_CACHE__MEMCACHED__SERVERS",
+            format!("[\"{memcached}\"]"),
+        ),
+        ("LIVECHAT_DIRECTORY__KIND", "mongo".into()),
+        ("LIVECHAT_DIRECTORY__MONGO__URI", mongo),
+        ("LIVECHAT_DIRECTORY__MONGO__DATABASE", db),
+        ("LIVECHAT_SESSIONS__KIND", "redis".into()),
+        ("LIVECHAT_SESSIONS__REDIS__URL", redis.clone()),
+        ("LIVECHAT_SESSIONS__REDIS__NAMESPACE", format!("s{id}:")),
+        ("LIVECHAT_PRESENCE__KIND", "redis".into()),
+        ("LIVECHAT_PRESENCE__REDIS__URL", redis),
+        ("LIVECHAT_PRESENCE__REDIS__NAMESPACE", format!("s{id}:")),
+    ])
+}
+
+fn seqs_of(history: &[serde_json::Value]) -> Vec<i64> {
+    history.iter().map(|m| m["seq"].as_i64().unwrap()).collect()
+}
+
+/// Every role in its own process with its own (empty) data directory: nothing is shared but the
+/// servers. Two ingress processes assign one room's seqs concurrently (MongoDB, no transactions),
+/// sessions and presence cross processes (Redis), a SIGKILLed processor and a SIGKILLed ingress
+/// lose and duplicate nothing, and replay rebuilds history, analytics and notifications equal to
+/// Cassandra, ClickHouse and MongoDB.
+#[tokio::test]
+async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
+    let Some(owned) = stack_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let mut b = App::spawn_role(&["ingress"], &env).await;
+    let mut history = App::spawn_role(&["processor", "history"], &env).await;
+    let mut analytics = App::spawn_role(&["processor", "analytics"], &env).await;
+    let mut notifications = App::spawn_role(&["processor", "notifications"], &env).await;
+
+    let alice = a.user("alice").await;
+    let bob = b.user("bob").await;
+    assert_eq!(
+        alice.via(&b).get("/api/users/get-me").await.0,
+        200,
+        "a session made on A is valid on B"
+    );
+    let room = alice.create_room("split", true).await;
+    assert_eq!(
+        bob.post("/api/rooms/create-join-request", json!({"room_id": room}))
+            .await
+            .0,
+        200
+    );
+
+    // Bob reads on B; presence of his socket shows through A.
+    let mut reader = bob.ws(&b, None).await;
+    reader.subscribe(&room, None).await;
+    let bob_id = bob.id.clone();
+    eventually("Bob online as seen from ingress A", || async {
+        let (_, ids) = alice
+            .get(&format!("/api/ws/get-active-user-ids/{room}"))
+            .await;
+        ids.as_array()?
+            .iter()
+            .any(|v| v.as_str() == Some(bob_id.as_str()))
+            .then_some(())
+    })
+    .await;
+
+    // Alice through A and Bob through B send at the same time into one room.
+    let mut wa = alice.ws(&a, None).await;
+    let mut wb = bob.ws(&b, None).await;
+    let (ra, rb) = (room.clone(), room.clone());
+    let (acks_a, acks_b) = tokio::join!(
+        async move {
+            let mut seqs = Vec::new();
+            for i in 0..30 {
+                seqs.push(
+                    wa.send_msg(&ra, &format!("a{i}"), &format!("a{i}")).await["seq"]
+                        .as_i64()
+                        .unwrap(),
+                );
+            }
+            (seqs, wa)
+        },
+        async move {
+            let mut seqs = Vec::new();
+            for i in 0..30 {
+                seqs.push(
+                    wb.send_msg(&rb, &format!("b{i}"), &format!("b{i}")).await["seq"]
+                        .as_i64()
+                        .unwrap(),
+                );
+            }
+            seqs
+        }
+    );
+    let (seqs_a, mut wa) = acks_a;
+    let mut all: Vec<i64> = seqs_a.iter().chain(acks_b.iter()).copied().collect();
+    all.sort();
+    assert_eq!(
+        all,
+        (1..=60).collect::<Vec<_>>(),
+        "one dense seq across two ingress processes"
+    );
+    let live = reader.messages(&room, 60).await;
+    assert_eq!(
+        seqs_of(&live),
+        (1..=60).collect::<Vec<_>>(),
+        "delivered on B in seq order"
+    );
+
+    // A mention: stored by the notifications process in MongoDB, read through B.
+    wa.send_msg(&room, &format!("hello @{}", bob.name), "mention")
+        .await;
+    eventually("mention notification", || async {
+        let (_, n) = bob.get("/api/notifications/get-notifications").await;
+        n.as_array()?
+            .iter()
+            .any(|n| n["type"] == "MENTION")
+            .then_some(())
+    })
+    .await;
+
+    // The history processor dies mid-stream; its restart resumes from committed offsets.
+    history.kill9().await;
+    for i in 0..20 {
+        wa.send_msg(&room, &format!("k{i}"), &format!("k{i}")).await;
+    }
+    history.restart().await;
+    let h = eventually("history after the processor's SIGKILL", || async {
+        let h = full_history(&alice, &room).await;
+        (h.len() >= 81).then_some(h)
+    })
+    .await;
+    assert_eq!(
+        seqs_of(&h),
+        (1..=81).collect::<Vec<_>>(),
+        "nothing lost, nothing twice"
+    );
+
+    // Ingress B dies with sends in flight: every acknowledged send is kept once, seqs stay dense.
+    let wb = bob.ws(&b, None).await;
+    let rb = room.clone();
+    let sender = tokio::spawn(async move {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let (mut tx, mut rx) = wb.ws.split();
+        let pump = tokio::spawn(async move {
+            for i in 0..300 {
+                let frame = json!({"type": "send", "room_id": rb, "content": format!("c{i}"),
+                                   "client_msg_id": format!("c{i}"), "ref": format!("c{i}")});
+                if tx
+                    .send(Message::Text(frame.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        });
+        let mut acked = Vec::new();
+        while let Some(Ok(m)) = rx.next().await {
+            if let Message::Text(t) = m {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "ack" {
+                    acked.push(v["ref"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        pump.abort();
+        acked
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    b.kill9().await;
+    let acked = sender.await.unwrap();
+    assert!(
+        !acked.is_empty(),
+        "some sends were acknowledged before the kill"
+    );
+    let last = wa.send_msg(&room, "after the crash", "after").await["seq"]
+        .as_i64()
+        .unwrap();
+    eprintln!(
+        "ingress B acknowledged {} sends before its SIGKILL; the room has {last} messages",
+        acked.len()
+    );
+    let h = eventually("history after the ingress SIGKILL", || async {
+        let h = full_history(&alice, &room).await;
+        (h.len() as i64 >= last).then_some(h)
+    })
+    .await;
+    assert_eq!(
+        seqs_of(&h),
+        (1..=last).collect::<Vec<_>>(),
+        "dense after the crash"
+    );
+    for cid in &acked {
+        let n = h
+            .iter()
+            .filter(|m| m["client_msg_id"] == cid.as_str())
+            .count();
+        assert_eq!(n, 1, "acknowledged {cid} stored exactly once");
+    }
+    eventually("analytics in ClickHouse", || async {
+        let (_, s) = alice
+            .get(&format!("/api/analytics/get-room-stats?room_id={room}"))
+            .await;
+        (s["total_messages"].as_i64()? == last).then_some(())
+    })
+    .await;
+
+    for p in [&mut history, &mut analytics, &mut notifications] {
+        assert!(p.terminate().await.success());
+    }
+    // Rebuild each store from Kafka into a SQLite file: equal to Cassandra, ClickHouse, MongoDB.
+    for store in ["history", "analytics", "notifications"] {
+        let fresh = a.data.path().join(format!("rebuilt-{store}.db"));
+        let out = std::process::Command::new(binary())
+            .args([
+                "replay",
+                "--store",
+                store,
+                "--into",
+                fresh.to_str().unwrap(),
+                "--verify",
+                "--data-dir",
+            ])
+            .arg(a.data.path())
+            .envs(env.iter().copied())
+            .output()
+            .expect("run replay");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("verify: match"),
+            "{store}: {text}"
+        );
+    }
+}

@@ -276,6 +276,17 @@ impl User {
         b["id"].as_str().unwrap().to_string()
     }
 
+    /// The same login, talking to another process (sessions are shared between them).
+    pub fn via(&self, app: &App) -> User {
+        User {
+            name: self.name.clone(),
+            id: self.id.clone(),
+            cookie: self.cookie.clone(),
+            http: self.http.clone(),
+            base: format!("http://{}", app.addr),
+        }
+    }
+
     /// Opens a socket (optionally the original's `?room_id=`), with a same-origin header.
     pub async fn ws(&self, app: &App, room: Option<&str>) -> Ws {
         let q = room.map(|r| format!("?room_id={r}")).unwrap_or_default();

@@ -1,0 +1,783 @@
+//! `Directory` on MongoDB: every method is one single-document write (see the module docs).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use livechat_core::error::{StoreError, StoreResult};
+use livechat_core::model::*;
+use livechat_core::ports::{Directory, MessageEventsFn, NewMessage};
+use mongodb::bson::{doc, Bson, Document};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::convert::{self, ms};
+use super::{
+    db_err, id, insert_outbox, insert_unique, is_duplicate, live, with_outbox, MongoDirectory,
+};
+
+/// How many times a send retries when other writers keep taking the seq it tried.
+const SEQ_ATTEMPTS: usize = 64;
+
+/// A literal pattern for `$regex`: every character that is not a letter or digit is escaped,
+/// so user text never acts as a pattern (the original's regex injection, B16).
+fn literal_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The dedup key of a send: (room, user, client_msg_id), or the message id when there is none.
+fn dedup_key(msg: &NewMessage) -> String {
+    match &msg.client_msg_id {
+        Some(cid) => format!("{}:{}:{cid}", msg.room_id, msg.user_id),
+        None => msg.message_id.to_string(),
+    }
+}
+
+impl MongoDirectory {
+    async fn rooms_where(
+        &self,
+        filter: Document,
+        sort: Document,
+        limit: u32,
+    ) -> StoreResult<Vec<Room>> {
+        let docs: Vec<Document> = self
+            .coll("rooms")
+            .find(filter)
+            .projection(convert::room_projection())
+            .sort(sort)
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        docs.into_iter().map(convert::room).collect()
+    }
+
+    async fn users_where(&self, filter: Document) -> StoreResult<Vec<User>> {
+        let docs: Vec<Document> = self
+            .coll("users")
+            .find(filter)
+            .projection(doc! { "_outbox": 0 })
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        docs.into_iter().map(convert::user).collect()
+    }
+
+    async fn people(&self, filter: Document) -> StoreResult<Vec<convert::RoomPeople>> {
+        let docs: Vec<Document> = self
+            .coll("rooms")
+            .find(filter)
+            .projection(doc! { "name": 1, "members": 1, "requests": 1 })
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        docs.into_iter().map(convert::room_people).collect()
+    }
+
+    /// Public views of join requests, with requester names ("Unknown" for a deleted user).
+    async fn public_requests(
+        &self,
+        rooms: Vec<convert::RoomPeople>,
+        only_user: Option<&str>,
+    ) -> StoreResult<Vec<JoinRequestPublic>> {
+        let mut reqs = Vec::new();
+        for room in &rooms {
+            for req_id in room.requests.keys() {
+                if let Some(j) = convert::join_request(room, req_id)? {
+                    if only_user.is_none_or(|u| u == j.user_id.to_string()) {
+                        reqs.push((j, room.name.clone()));
+                    }
+                }
+            }
+        }
+        let ids: Vec<Bson> = reqs.iter().map(|(j, _)| id(j.user_id).into()).collect();
+        let names: HashMap<Uuid, String> = self
+            .users_where(doc! { "_id": { "$in": ids } })
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u.username))
+            .collect();
+        Ok(reqs
+            .into_iter()
+            .map(|(j, room_name)| JoinRequestPublic {
+                id: j.id,
+                message: j.message,
+                username: names
+                    .get(&j.user_id)
+                    .cloned()
+                    .unwrap_or_else(|| "Unknown".into()),
+                room_name,
+                room_id: j.room_id,
+                user_id: j.user_id,
+                created_at: j.created_at,
+            })
+            .collect())
+    }
+
+    /// The stored receipt of an earlier send with the same dedup key, if any.
+    async fn earlier_send(&self, key: &str) -> StoreResult<Option<SendReceipt>> {
+        self.coll("messages")
+            .find_one(doc! { "dedup": key })
+            .projection(doc! { "seq": 1, "content": 1, "created_at": 1 })
+            .await
+            .map_err(db_err)?
+            .map(convert::receipt)
+            .transpose()
+    }
+
+    /// The highest seq stored for the room (0 when none).
+    async fn max_seq(&self, room: &str) -> StoreResult<i64> {
+        let top = self
+            .coll("messages")
+            .find_one(doc! { "room_id": room })
+            .sort(doc! { "seq": -1 })
+            .projection(doc! { "seq": 1 })
+            .await
+            .map_err(db_err)?;
+        Ok(top.and_then(|d| d.get_i64("seq").ok()).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl Directory for MongoDirectory {
+    async fn create_user(&self, user: &User, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let d = insert_outbox(convert::user_doc(user), &outbox);
+        insert_unique(&self.coll("users"), d, "username").await?;
+        self.signal();
+        Ok(())
+    }
+
+    async fn user_by_id(&self, uid: UserId) -> StoreResult<Option<User>> {
+        Ok(self.users_where(doc! { "_id": id(uid) }).await?.pop())
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        Ok(self.users_where(doc! { "username": username }).await?.pop())
+    }
+
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        let ids: Vec<Bson> = ids.iter().map(|u| id(*u).into()).collect();
+        self.users_where(doc! { "_id": { "$in": ids } }).await
+    }
+
+    async fn users_by_names(&self, names: &[String]) -> StoreResult<Vec<User>> {
+        self.users_where(doc! { "username": { "$in": names } })
+            .await
+    }
+
+    async fn touch_user(&self, uid: UserId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.coll("users")
+            .update_one(
+                doc! { "_id": id(uid) },
+                doc! { "$set": { "last_active": ms(at) } },
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let d = insert_outbox(convert::room_doc(room), &outbox);
+        insert_unique(&self.coll("rooms"), d, "room name").await?;
+        self.signal();
+        Ok(())
+    }
+
+    async fn room(&self, rid: RoomId) -> StoreResult<Option<Room>> {
+        let mut filter = live();
+        filter.insert("_id", id(rid));
+        Ok(self.rooms_where(filter, doc! {}, 1).await?.pop())
+    }
+
+    async fn update_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let mut filter = live();
+        filter.insert("_id", id(room.id));
+        let update = with_outbox(
+            doc! { "$set": {
+                "description": room.description.clone(),
+                "is_public": room.is_public,
+                "updated_at": ms(room.updated_at),
+            } },
+            &outbox,
+        );
+        self.coll("rooms")
+            .update_one(filter, update)
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(())
+    }
+
+    async fn delete_room(&self, rid: RoomId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        // The tombstone keeps the records until the relay has them; its name is freed at once.
+        let mut filter = live();
+        filter.insert("_id", id(rid));
+        let update = with_outbox(
+            doc! { "$set": {
+                "_gone": true,
+                "name": format!("\u{0}deleted:{rid}"),
+                "member_ids": [], "members": {},
+                "request_ids": [], "request_users": [], "requests": {},
+            } },
+            &outbox,
+        );
+        self.coll("rooms")
+            .update_one(filter, update)
+            .await
+            .map_err(db_err)?;
+        // Send receipts of the room are no longer needed (those still holding records stay
+        // until relayed).
+        self.coll("messages")
+            .delete_many(doc! { "room_id": id(rid), "_pending": 0_i64 })
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(())
+    }
+
+    async fn rooms_of_user(&self, user: UserId) -> StoreResult<Vec<(Room, Role, i64)>> {
+        let uid = id(user);
+        let mut filter = live();
+        filter.insert("member_ids", &uid);
+        let mut projection = convert::room_projection();
+        projection.insert(format!("members.{uid}"), 1);
+        let docs: Vec<Document> = self
+            .coll("rooms")
+            .find(filter)
+            .projection(projection)
+            .sort(doc! { "updated_at": -1 })
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        let mut out = Vec::with_capacity(docs.len());
+        for d in docs {
+            let me = d
+                .get_document("members")
+                .ok()
+                .and_then(|m| m.get_document(&uid).ok())
+                .cloned()
+                .unwrap_or_default();
+            let role = me
+                .get_str("role")
+                .ok()
+                .and_then(Role::parse)
+                .unwrap_or(Role::Member);
+            let read = me.get_i64("read").unwrap_or(0);
+            out.push((convert::room(d)?, role, read));
+        }
+        Ok(out)
+    }
+
+    async fn top_rooms(
+        &self,
+        limit: u32,
+        only_public: bool,
+        viewer: UserId,
+    ) -> StoreResult<Vec<Room>> {
+        let mut filter = live();
+        if only_public {
+            filter.insert("is_public", true);
+        } else {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "is_public": true },
+                    doc! { "member_ids": id(viewer) },
+                ],
+            );
+        }
+        self.rooms_where(
+            filter,
+            doc! { "participants_count": -1, "created_at": -1 },
+            limit,
+        )
+        .await
+    }
+
+    async fn search_rooms(&self, text: &str, limit: u32, viewer: UserId) -> StoreResult<Vec<Room>> {
+        let pattern = literal_regex(text);
+        let mut filter = live();
+        filter.insert(
+            "$and",
+            vec![
+                doc! { "$or": [
+                    { "name": { "$regex": &pattern, "$options": "i" } },
+                    { "description": { "$regex": &pattern, "$options": "i" } },
+                ] },
+                doc! { "$or": [ { "is_public": true }, { "member_ids": id(viewer) } ] },
+            ],
+        );
+        self.rooms_where(filter, doc! { "created_at": -1 }, limit)
+            .await
+    }
+
+    async fn membership(&self, room: RoomId, user: UserId) -> StoreResult<Option<Role>> {
+        let uid = id(user);
+        let mut filter = live();
+        filter.insert("_id", id(room));
+        filter.insert("member_ids", &uid);
+        let found = self
+            .coll("rooms")
+            .find_one(filter)
+            .projection(doc! { format!("members.{uid}.role"): 1 })
+            .await
+            .map_err(db_err)?;
+        Ok(found.map(|d| {
+            d.get_document("members")
+                .ok()
+                .and_then(|m| m.get_document(&uid).ok())
+                .and_then(|m| m.get_str("role").ok())
+                .and_then(Role::parse)
+                .unwrap_or(Role::Member)
+        }))
+    }
+
+    async fn add_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        role: Role,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool> {
+        let uid = id(user);
+        let mut filter = live();
+        filter.insert("_id", id(room));
+        filter.insert("member_ids", doc! { "$ne": &uid });
+        let update = with_outbox(
+            doc! {
+                "$addToSet": { "member_ids": &uid },
+                "$set": { format!("members.{uid}"): convert::member_entry(role) },
+                "$inc": { "participants_count": 1_i64 },
+            },
+            &outbox,
+        );
+        let res = self
+            .coll("rooms")
+            .update_one(filter, update)
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(res.modified_count == 1)
+    }
+
+    async fn remove_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool> {
+        let uid = id(user);
+        let mut filter = live();
+        filter.insert("_id", id(room));
+        filter.insert("member_ids", &uid);
+        let update = with_outbox(
+            doc! {
+                "$pull": { "member_ids": &uid },
+                "$unset": { format!("members.{uid}"): "" },
+                "$inc": { "participants_count": -1_i64 },
+            },
+            &outbox,
+        );
+        let res = self
+            .coll("rooms")
+            .update_one(filter, update)
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(res.modified_count == 1)
+    }
+
+    async fn members(&self, room: RoomId) -> StoreResult<Vec<(User, Role)>> {
+        let mut filter = live();
+        filter.insert("_id", id(room));
+        let Some(people) = self.people(filter).await?.pop() else {
+            return Ok(Vec::new());
+        };
+        let mut members: Vec<(&String, &convert::MemberDoc)> = people.members.iter().collect();
+        members.sort_by_key(|(uid, m)| (m.joined_at, *uid));
+        let ids: Vec<Bson> = members.iter().map(|(uid, _)| Bson::from(*uid)).collect();
+        let users: HashMap<String, User> = self
+            .users_where(doc! { "_id": { "$in": ids } })
+            .await?
+            .into_iter()
+            .map(|u| (u.id.to_string(), u))
+            .collect();
+        Ok(members
+            .into_iter()
+            .filter_map(|(uid, m)| users.get(uid).map(|u| (u.clone(), m.role())))
+            .collect())
+    }
+
+    async fn create_join_request(
+        &self,
+        req: &JoinRequest,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<()> {
+        let (rid, uid) = (id(req.id), id(req.user_id));
+        let mut filter = live();
+        filter.insert("_id", id(req.room_id));
+        filter.insert("request_users", doc! { "$ne": &uid });
+        let update = with_outbox(
+            doc! {
+                "$addToSet": { "request_ids": &rid, "request_users": &uid },
+                "$set": { format!("requests.{rid}"): {
+                    "user_id": &uid,
+                    "message": req.message.clone(),
+                    "created_at": ms(req.created_at),
+                } },
+            },
+            &outbox,
+        );
+        let res = self
+            .coll("rooms")
+            .update_one(filter, update)
+            .await
+            .map_err(db_err)?;
+        if res.modified_count == 0 {
+            return Err(StoreError::Conflict("join request".into()));
+        }
+        self.signal();
+        Ok(())
+    }
+
+    async fn join_request(&self, req: Uuid) -> StoreResult<Option<JoinRequest>> {
+        let rid = id(req);
+        let mut filter = live();
+        filter.insert("request_ids", &rid);
+        match self.people(filter).await?.pop() {
+            Some(room) => convert::join_request(&room, &rid),
+            None => Ok(None),
+        }
+    }
+
+    async fn join_requests_of_room(&self, room: RoomId) -> StoreResult<Vec<JoinRequestPublic>> {
+        let mut filter = live();
+        filter.insert("_id", id(room));
+        let mut out = self
+            .public_requests(self.people(filter).await?, None)
+            .await?;
+        out.sort_by_key(|j| (j.created_at, j.id));
+        Ok(out)
+    }
+
+    async fn join_requests_of_user(&self, user: UserId) -> StoreResult<Vec<JoinRequestPublic>> {
+        let uid = id(user);
+        let mut filter = live();
+        filter.insert("request_users", &uid);
+        let mut out = self
+            .public_requests(self.people(filter).await?, Some(&uid))
+            .await?;
+        out.sort_by_key(|j| std::cmp::Reverse((j.created_at, j.id)));
+        Ok(out)
+    }
+
+    async fn handle_join_request(
+        &self,
+        req: &JoinRequest,
+        accept: bool,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool> {
+        let (rid, uid) = (id(req.id), id(req.user_id));
+        let base = || {
+            let mut f = live();
+            f.insert("_id", id(req.room_id));
+            f.insert("request_ids", &rid);
+            f
+        };
+        let handled = doc! {
+            "$pull": { "request_ids": &rid, "request_users": &uid },
+            "$unset": { format!("requests.{rid}"): "" },
+        };
+        let rooms = self.coll("rooms");
+        if accept {
+            // Accept and join in one update, unless the requester is already a member.
+            let mut filter = base();
+            filter.insert("member_ids", doc! { "$ne": &uid });
+            let mut update = handled.clone();
+            update.insert("$addToSet", doc! { "member_ids": &uid });
+            update.insert(
+                "$set",
+                doc! { format!("members.{uid}"): convert::member_entry(Role::Member) },
+            );
+            update.insert("$inc", doc! { "participants_count": 1_i64 });
+            let res = rooms
+                .update_one(filter, with_outbox(update, &outbox))
+                .await
+                .map_err(db_err)?;
+            if res.modified_count == 1 {
+                self.signal();
+                return Ok(true);
+            }
+        }
+        let res = rooms
+            .update_one(base(), with_outbox(handled, &outbox))
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(res.modified_count == 1)
+    }
+
+    async fn send_message(
+        &self,
+        msg: NewMessage,
+        events: MessageEventsFn,
+    ) -> StoreResult<Option<SendReceipt>> {
+        let (rid, uid) = (id(msg.room_id), id(msg.user_id));
+        let mut filter = live();
+        filter.insert("_id", &rid);
+        filter.insert("member_ids", &uid);
+        let Some(room) = self
+            .coll("rooms")
+            .find_one(filter)
+            .projection(doc! { "last_seq": 1 })
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let key = dedup_key(&msg);
+        if msg.client_msg_id.is_some() {
+            if let Some(earlier) = self.earlier_send(&key).await? {
+                return Ok(Some(earlier));
+            }
+        }
+        // `last_seq` trails the stored maximum at most by sends whose room update has not
+        // landed yet; a taken seq sends us to the true maximum.
+        let mut seq = room.get_i64("last_seq").unwrap_or(0) + 1;
+        for _ in 0..SEQ_ATTEMPTS {
+            let records = events(seq).map_err(StoreError::Other)?;
+            let d = insert_outbox(
+                doc! {
+                    "_id": id(msg.message_id),
+                    "room_id": &rid,
+                    "seq": seq,
+                    "user_id": &uid,
+                    "dedup": &key,
+                    "content": msg.client_msg_id.as_ref().map(|_| msg.content.clone()),
+                    "created_at": ms(msg.created_at),
+                },
+                &records,
+            );
+            match self.coll("messages").insert_one(d).await {
+                Ok(_) => {
+                    self.signal();
+                    // The room's newest seq and the author's read marker (their own message is
+                    // read); `$max` keeps both monotonic whatever order sends land in.
+                    self.coll("rooms")
+                        .update_one(
+                            doc! { "_id": &rid },
+                            doc! { "$max": { "last_seq": seq, format!("members.{uid}.read"): seq } },
+                        )
+                        .await
+                        .map_err(db_err)?;
+                    return Ok(Some(SendReceipt {
+                        message_id: msg.message_id,
+                        seq,
+                        created_at: msg.created_at,
+                        content: msg.content.clone(),
+                        duplicate: false,
+                    }));
+                }
+                Err(e) if is_duplicate(&e) => {
+                    if msg.client_msg_id.is_some() {
+                        if let Some(earlier) = self.earlier_send(&key).await? {
+                            return Ok(Some(earlier));
+                        }
+                    }
+                    seq = self.max_seq(&rid).await? + 1;
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "room {rid}: no free seq after {SEQ_ATTEMPTS} attempts (too many concurrent writers)"
+        )))
+    }
+
+    async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
+        match self
+            .coll("notifications")
+            .insert_one(convert::notification_doc(n)?)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate(&e) => Ok(false),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn notifications(
+        &self,
+        user: UserId,
+        unread_only: bool,
+        limit: u32,
+    ) -> StoreResult<Vec<Notification>> {
+        let mut filter = live();
+        filter.insert("user_id", id(user));
+        if unread_only {
+            filter.insert("read", false);
+        }
+        let docs: Vec<Document> = self
+            .coll("notifications")
+            .find(filter)
+            .projection(doc! { "_outbox": 0 })
+            .sort(doc! { "created_at": -1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        docs.into_iter().map(convert::notification).collect()
+    }
+
+    async fn notification(&self, nid: Uuid) -> StoreResult<Option<Notification>> {
+        self.coll("notifications")
+            .find_one(doc! { "_id": id(nid), "_gone": { "$ne": true } })
+            .projection(doc! { "_outbox": 0 })
+            .await
+            .map_err(db_err)?
+            .map(convert::notification)
+            .transpose()
+    }
+
+    async fn mark_notification_read(
+        &self,
+        nid: Uuid,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<()> {
+        self.coll("notifications")
+            .update_one(
+                doc! { "_id": id(nid), "_gone": { "$ne": true } },
+                with_outbox(doc! { "$set": { "read": true } }, &outbox),
+            )
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(())
+    }
+
+    async fn mark_all_notifications_read(
+        &self,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<u64> {
+        // Many documents change: the records go first, on their own, so a crash in between
+        // leaves an event whose change a retry completes, never a change without its event.
+        self.enqueue(outbox).await?;
+        let res = self
+            .coll("notifications")
+            .update_many(
+                doc! { "user_id": id(user), "read": false, "_gone": { "$ne": true } },
+                doc! { "$set": { "read": true } },
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(res.modified_count)
+    }
+
+    async fn count_unread_notifications(&self, user: UserId) -> StoreResult<i64> {
+        let n = self
+            .coll("notifications")
+            .count_documents(doc! { "user_id": id(user), "read": false, "_gone": { "$ne": true } })
+            .await
+            .map_err(db_err)?;
+        Ok(n as i64)
+    }
+
+    async fn delete_notification(&self, nid: Uuid, user: UserId) -> StoreResult<bool> {
+        let coll = self.coll("notifications");
+        let res = coll
+            .delete_one(doc! { "_id": id(nid), "user_id": id(user), "_pending": 0_i64 })
+            .await
+            .map_err(db_err)?;
+        if res.deleted_count == 1 {
+            return Ok(true);
+        }
+        // Still holding records for the relay: a tombstone now, deleted once they are relayed.
+        let mut filter = live();
+        filter.insert("_id", id(nid));
+        filter.insert("user_id", id(user));
+        let res = coll
+            .update_one(filter, doc! { "$set": { "_gone": true } })
+            .await
+            .map_err(db_err)?;
+        Ok(res.modified_count == 1)
+    }
+
+    async fn notifications_checksum(&self) -> StoreResult<Checksum> {
+        let mut cursor = self
+            .coll("notifications")
+            .find(live())
+            .projection(doc! { "_outbox": 0, "_pending": 0 })
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(db_err)?;
+        let mut h = Sha256::new();
+        let mut rows = 0u64;
+        while let Some(d) = cursor.try_next().await.map_err(db_err)? {
+            h.update(convert::notification_checksum_line(d)?.as_bytes());
+            rows += 1;
+        }
+        let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Checksum { rows, sha256 })
+    }
+
+    async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64> {
+        let uid = id(user);
+        let field = format!("members.{uid}.read");
+        let mut filter = live();
+        filter.insert("_id", id(room));
+        filter.insert("member_ids", &uid);
+        // (FerretDB's findAndModify takes no projection: an update, then a projected read.)
+        let rooms = self.coll("rooms");
+        rooms
+            .update_one(filter.clone(), doc! { "$max": { &field: seq } })
+            .await
+            .map_err(db_err)?;
+        let after = rooms
+            .find_one(filter)
+            .projection(doc! { &field: 1 })
+            .await
+            .map_err(db_err)?;
+        Ok(after
+            .and_then(|d| {
+                d.get_document("members")
+                    .ok()
+                    .and_then(|m| m.get_document(&uid).ok())
+                    .and_then(|m| m.get_i64("read").ok())
+            })
+            .unwrap_or(0))
+    }
+
+    async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        if outbox.is_empty() {
+            return Ok(());
+        }
+        self.coll("outbox")
+            .insert_one(insert_outbox(
+                doc! { "_id": Uuid::new_v4().to_string() },
+                &outbox,
+            ))
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(())
+    }
+}
