@@ -245,6 +245,11 @@ mod tests {
         ));
         let s = Config::load(Some(&sample)).unwrap();
         assert_eq!(s.log.partitions, 4);
+        let distributed = sample.with_file_name("livechat.distributed.toml");
+        let d = Config::load(Some(&distributed)).unwrap();
+        assert_eq!(d.directory.kind, DirectoryKind::Mongo);
+        assert_eq!(d.presence.kind, PresenceKind::Redis);
+        assert_eq!(d.log.kind, LogKind::Kafka);
     }
 
     #[test]

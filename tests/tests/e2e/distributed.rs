@@ -218,8 +218,22 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
     })
     .await;
 
-    // Alice through A and Bob through B send at the same time into one room.
+    // Alice subscribes on A: Bob's socket on B is told she is online.
     let mut wa = alice.ws(&a, None).await;
+    wa.subscribe(&room, None).await;
+    let alice_id = alice.id.clone();
+    reader
+        .wait_for_within(
+            "Alice online, pushed across processes",
+            std::time::Duration::from_secs(10),
+            |v| {
+                v["event_type"] == "ROOM_USER_ONLINE"
+                    && v["payload"]["user_id"] == alice_id.as_str()
+            },
+        )
+        .await;
+
+    // Alice through A and Bob through B send at the same time into one room.
     let mut wb = bob.ws(&b, None).await;
     let (ra, rb) = (room.clone(), room.clone());
     let (acks_a, acks_b) = tokio::join!(
