@@ -21,6 +21,7 @@ mod directory {
             memberships_count_participants_once,
             join_requests_are_unique_and_handled_once,
             concurrent_sends_get_dense_unique_seqs,
+            concurrent_joins_are_all_kept,
             a_repeated_client_msg_id_returns_the_first_receipt,
             outbox_holds_the_records_of_each_change_in_order,
             notifications_are_idempotent_and_owned,

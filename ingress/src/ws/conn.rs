@@ -209,7 +209,10 @@ impl Conn {
                 tracing::error!(error = %format!("{err:#}"), "WebSocket request failed.");
                 "internal error".to_string()
             }
-            other => other.to_string(),
+            other => {
+                tracing::debug!(code = e.code(), error = %other, "WebSocket request refused.");
+                other.to_string()
+            }
         };
         self.out.push(text(error(e.code(), &msg, r)));
     }

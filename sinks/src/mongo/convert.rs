@@ -173,7 +173,7 @@ pub(super) fn notification_doc(n: &Notification) -> StoreResult<Document> {
         "read": false,
         "source_id": n.source_id.map(id),
         "created_at": ms(n.created_at),
-        "_pending": 0_i64,
+        "_ords": [],
     })
 }
 
@@ -249,7 +249,7 @@ pub(super) fn session(d: Document) -> StoreResult<Session> {
 /// A stored send, as its receipt (for a retried `client_msg_id`).
 #[derive(Deserialize)]
 struct MessageDoc {
-    _id: String,
+    message_id: String,
     seq: i64,
     content: Option<String>,
     created_at: i64,
@@ -258,7 +258,7 @@ struct MessageDoc {
 pub(super) fn receipt(d: Document) -> StoreResult<SendReceipt> {
     let m: MessageDoc = decode(d, "message")?;
     Ok(SendReceipt {
-        message_id: parse_id(&m._id)?,
+        message_id: parse_id(&m.message_id)?,
         seq: m.seq,
         created_at: from_ms(m.created_at),
         content: m.content.unwrap_or_default(),

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::convert::{self, ms};
 use super::{
-    db_err, id, insert_outbox, insert_unique, is_duplicate, live, with_outbox, MongoDirectory,
+    db_err, id, insert_outbox, insert_unique, is_duplicate, live, relayed, with_outbox,
+    MongoDirectory,
 };
 
 /// How many times a send retries when other writers keep taking the seq it tried.
@@ -33,7 +34,8 @@ fn literal_regex(text: &str) -> String {
     out
 }
 
-/// The dedup key of a send: (room, user, client_msg_id), or the message id when there is none.
+/// The `_id` of a send's document: (room, user, client_msg_id), or the message id when there is
+/// none, so a retried send collides on the primary key (indexed by every MongoDB-wire server).
 fn dedup_key(msg: &NewMessage) -> String {
     match &msg.client_msg_id {
         Some(cid) => format!("{}:{}:{cid}", msg.room_id, msg.user_id),
@@ -131,24 +133,23 @@ impl MongoDirectory {
     /// The stored receipt of an earlier send with the same dedup key, if any.
     async fn earlier_send(&self, key: &str) -> StoreResult<Option<SendReceipt>> {
         self.coll("messages")
-            .find_one(doc! { "dedup": key })
-            .projection(doc! { "seq": 1, "content": 1, "created_at": 1 })
+            .find_one(doc! { "_id": key })
+            .projection(doc! { "message_id": 1, "seq": 1, "content": 1, "created_at": 1 })
             .await
             .map_err(db_err)?
             .map(convert::receipt)
             .transpose()
     }
 
-    /// The highest seq stored for the room (0 when none).
-    async fn max_seq(&self, room: &str) -> StoreResult<i64> {
-        let top = self
-            .coll("messages")
-            .find_one(doc! { "room_id": room })
-            .sort(doc! { "seq": -1 })
-            .projection(doc! { "seq": 1 })
+    /// The room's `last_seq` (0 when none).
+    async fn last_seq(&self, room: &str) -> StoreResult<i64> {
+        let r = self
+            .coll("rooms")
+            .find_one(doc! { "_id": room })
+            .projection(doc! { "last_seq": 1 })
             .await
             .map_err(db_err)?;
-        Ok(top.and_then(|d| d.get_i64("seq").ok()).unwrap_or(0))
+        Ok(r.and_then(|d| d.get_i64("last_seq").ok()).unwrap_or(0))
     }
 }
 
@@ -157,7 +158,7 @@ impl Directory for MongoDirectory {
     async fn create_user(&self, user: &User, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         let d = insert_outbox(convert::user_doc(user), &outbox);
         insert_unique(&self.coll("users"), d, "username").await?;
-        self.signal();
+        self.queued("users", id(user.id));
         Ok(())
     }
 
@@ -180,20 +181,19 @@ impl Directory for MongoDirectory {
     }
 
     async fn touch_user(&self, uid: UserId, at: DateTime<Utc>) -> StoreResult<()> {
-        self.coll("users")
-            .update_one(
-                doc! { "_id": id(uid) },
-                doc! { "$set": { "last_active": ms(at) } },
-            )
-            .await
-            .map_err(db_err)?;
+        self.update_doc(
+            "users",
+            doc! { "_id": id(uid) },
+            doc! { "$set": { "last_active": ms(at) } },
+        )
+        .await?;
         Ok(())
     }
 
     async fn create_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         let d = insert_outbox(convert::room_doc(room), &outbox);
         insert_unique(&self.coll("rooms"), d, "room name").await?;
-        self.signal();
+        self.queued("rooms", id(room.id));
         Ok(())
     }
 
@@ -214,11 +214,8 @@ impl Directory for MongoDirectory {
             } },
             &outbox,
         );
-        self.coll("rooms")
-            .update_one(filter, update)
-            .await
-            .map_err(db_err)?;
-        self.signal();
+        self.update_doc("rooms", filter, update).await?;
+        self.queued("rooms", id(room.id));
         Ok(())
     }
 
@@ -235,17 +232,18 @@ impl Directory for MongoDirectory {
             } },
             &outbox,
         );
-        self.coll("rooms")
-            .update_one(filter, update)
-            .await
-            .map_err(db_err)?;
+        self.update_doc("rooms", filter, update).await?;
         // Send receipts of the room are no longer needed (those still holding records stay
         // until relayed).
         self.coll("messages")
-            .delete_many(doc! { "room_id": id(rid), "_pending": 0_i64 })
+            .delete_many({
+                let mut f = relayed();
+                f.insert("room_id", id(rid));
+                f
+            })
             .await
             .map_err(db_err)?;
-        self.signal();
+        self.queued("rooms", id(rid));
         Ok(())
     }
 
@@ -367,12 +365,8 @@ impl Directory for MongoDirectory {
             },
             &outbox,
         );
-        let res = self
-            .coll("rooms")
-            .update_one(filter, update)
-            .await
-            .map_err(db_err)?;
-        self.signal();
+        let res = self.update_doc("rooms", filter, update).await?;
+        self.queued("rooms", id(room));
         Ok(res.modified_count == 1)
     }
 
@@ -394,12 +388,8 @@ impl Directory for MongoDirectory {
             },
             &outbox,
         );
-        let res = self
-            .coll("rooms")
-            .update_one(filter, update)
-            .await
-            .map_err(db_err)?;
-        self.signal();
+        let res = self.update_doc("rooms", filter, update).await?;
+        self.queued("rooms", id(room));
         Ok(res.modified_count == 1)
     }
 
@@ -444,15 +434,11 @@ impl Directory for MongoDirectory {
             },
             &outbox,
         );
-        let res = self
-            .coll("rooms")
-            .update_one(filter, update)
-            .await
-            .map_err(db_err)?;
+        let res = self.update_doc("rooms", filter, update).await?;
         if res.modified_count == 0 {
             return Err(StoreError::Conflict("join request".into()));
         }
-        self.signal();
+        self.queued("rooms", id(req.room_id));
         Ok(())
     }
 
@@ -504,7 +490,6 @@ impl Directory for MongoDirectory {
             "$pull": { "request_ids": &rid, "request_users": &uid },
             "$unset": { format!("requests.{rid}"): "" },
         };
-        let rooms = self.coll("rooms");
         if accept {
             // Accept and join in one update, unless the requester is already a member.
             let mut filter = base();
@@ -516,20 +501,18 @@ impl Directory for MongoDirectory {
                 doc! { format!("members.{uid}"): convert::member_entry(Role::Member) },
             );
             update.insert("$inc", doc! { "participants_count": 1_i64 });
-            let res = rooms
-                .update_one(filter, with_outbox(update, &outbox))
-                .await
-                .map_err(db_err)?;
+            let res = self
+                .update_doc("rooms", filter, with_outbox(update, &outbox))
+                .await?;
             if res.modified_count == 1 {
-                self.signal();
+                self.queued("rooms", id(req.room_id));
                 return Ok(true);
             }
         }
-        let res = rooms
-            .update_one(base(), with_outbox(handled, &outbox))
-            .await
-            .map_err(db_err)?;
-        self.signal();
+        let res = self
+            .update_doc("rooms", base(), with_outbox(handled, &outbox))
+            .await?;
+        self.queued("rooms", id(req.room_id));
         Ok(res.modified_count == 1)
     }
 
@@ -539,36 +522,40 @@ impl Directory for MongoDirectory {
         events: MessageEventsFn,
     ) -> StoreResult<Option<SendReceipt>> {
         let (rid, uid) = (id(msg.room_id), id(msg.user_id));
-        let mut filter = live();
-        filter.insert("_id", &rid);
-        filter.insert("member_ids", &uid);
+        // By `_id` alone, membership checked here: the primary-key lookup every server indexes.
+        let role = format!("members.{uid}.role");
         let Some(room) = self
             .coll("rooms")
-            .find_one(filter)
-            .projection(doc! { "last_seq": 1 })
+            .find_one(doc! { "_id": &rid })
+            .projection(doc! { "last_seq": 1, "_gone": 1, &role: 1 })
             .await
             .map_err(db_err)?
         else {
             return Ok(None);
         };
-        let key = dedup_key(&msg);
-        if msg.client_msg_id.is_some() {
-            if let Some(earlier) = self.earlier_send(&key).await? {
-                return Ok(Some(earlier));
-            }
+        let member = room
+            .get_document("members")
+            .ok()
+            .and_then(|m| m.get_document(&uid).ok())
+            .is_some();
+        if !member || room.get_bool("_gone").unwrap_or(false) {
+            return Ok(None);
         }
-        // `last_seq` trails the stored maximum at most by sends whose room update has not
-        // landed yet; a taken seq sends us to the true maximum.
+        // A retried send is found when its insert collides on `_id` (no lookup up front).
+        let key = dedup_key(&msg);
+        // Seqs are taken by inserting under the unique (room_id, seq) index: the first free one
+        // at or above `last_seq + 1` (every seq up to `last_seq` is taken, since it is raised
+        // only after an insert). A taken seq moves us past it, never leaving a hole.
         let mut seq = room.get_i64("last_seq").unwrap_or(0) + 1;
         for _ in 0..SEQ_ATTEMPTS {
             let records = events(seq).map_err(StoreError::Other)?;
             let d = insert_outbox(
                 doc! {
-                    "_id": id(msg.message_id),
+                    "_id": &key,
+                    "message_id": id(msg.message_id),
                     "room_id": &rid,
                     "seq": seq,
                     "user_id": &uid,
-                    "dedup": &key,
                     "content": msg.client_msg_id.as_ref().map(|_| msg.content.clone()),
                     "created_at": ms(msg.created_at),
                 },
@@ -576,16 +563,15 @@ impl Directory for MongoDirectory {
             );
             match self.coll("messages").insert_one(d).await {
                 Ok(_) => {
-                    self.signal();
+                    self.queued("messages", key);
                     // The room's newest seq and the author's read marker (their own message is
                     // read); `$max` keeps both monotonic whatever order sends land in.
-                    self.coll("rooms")
-                        .update_one(
-                            doc! { "_id": &rid },
-                            doc! { "$max": { "last_seq": seq, format!("members.{uid}.read"): seq } },
-                        )
-                        .await
-                        .map_err(db_err)?;
+                    self.update_doc(
+                        "rooms",
+                        doc! { "_id": &rid },
+                        doc! { "$max": { "last_seq": seq, format!("members.{uid}.read"): seq } },
+                    )
+                    .await?;
                     return Ok(Some(SendReceipt {
                         message_id: msg.message_id,
                         seq,
@@ -595,12 +581,12 @@ impl Directory for MongoDirectory {
                     }));
                 }
                 Err(e) if is_duplicate(&e) => {
-                    if msg.client_msg_id.is_some() {
-                        if let Some(earlier) = self.earlier_send(&key).await? {
-                            return Ok(Some(earlier));
-                        }
+                    // The same send, stored meanwhile (a concurrent retry)?
+                    if let Some(earlier) = self.earlier_send(&key).await? {
+                        return Ok(Some(earlier));
                     }
-                    seq = self.max_seq(&rid).await? + 1;
+                    // No: the seq was taken. Past it, or past what the room has seen since.
+                    seq = (seq + 1).max(self.last_seq(&rid).await? + 1);
                 }
                 Err(e) => return Err(db_err(e)),
             }
@@ -662,14 +648,13 @@ impl Directory for MongoDirectory {
         nid: Uuid,
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<()> {
-        self.coll("notifications")
-            .update_one(
-                doc! { "_id": id(nid), "_gone": { "$ne": true } },
-                with_outbox(doc! { "$set": { "read": true } }, &outbox),
-            )
-            .await
-            .map_err(db_err)?;
-        self.signal();
+        self.update_doc(
+            "notifications",
+            doc! { "_id": id(nid), "_gone": { "$ne": true } },
+            with_outbox(doc! { "$set": { "read": true } }, &outbox),
+        )
+        .await?;
+        self.queued("notifications", id(nid));
         Ok(())
     }
 
@@ -704,7 +689,12 @@ impl Directory for MongoDirectory {
     async fn delete_notification(&self, nid: Uuid, user: UserId) -> StoreResult<bool> {
         let coll = self.coll("notifications");
         let res = coll
-            .delete_one(doc! { "_id": id(nid), "user_id": id(user), "_pending": 0_i64 })
+            .delete_one({
+                let mut f = relayed();
+                f.insert("_id", id(nid));
+                f.insert("user_id", id(user));
+                f
+            })
             .await
             .map_err(db_err)?;
         if res.deleted_count == 1 {
@@ -714,10 +704,9 @@ impl Directory for MongoDirectory {
         let mut filter = live();
         filter.insert("_id", id(nid));
         filter.insert("user_id", id(user));
-        let res = coll
-            .update_one(filter, doc! { "$set": { "_gone": true } })
-            .await
-            .map_err(db_err)?;
+        let res = self
+            .update_doc("notifications", filter, doc! { "$set": { "_gone": true } })
+            .await?;
         Ok(res.modified_count == 1)
     }
 
@@ -725,7 +714,7 @@ impl Directory for MongoDirectory {
         let mut cursor = self
             .coll("notifications")
             .find(live())
-            .projection(doc! { "_outbox": 0, "_pending": 0 })
+            .projection(doc! { "_outbox": 0, "_ords": 0 })
             .sort(doc! { "_id": 1 })
             .await
             .map_err(db_err)?;
@@ -746,12 +735,10 @@ impl Directory for MongoDirectory {
         filter.insert("_id", id(room));
         filter.insert("member_ids", &uid);
         // (FerretDB's findAndModify takes no projection: an update, then a projected read.)
-        let rooms = self.coll("rooms");
-        rooms
-            .update_one(filter.clone(), doc! { "$max": { &field: seq } })
-            .await
-            .map_err(db_err)?;
-        let after = rooms
+        self.update_doc("rooms", filter.clone(), doc! { "$max": { &field: seq } })
+            .await?;
+        let after = self
+            .coll("rooms")
             .find_one(filter)
             .projection(doc! { &field: 1 })
             .await
@@ -770,14 +757,12 @@ impl Directory for MongoDirectory {
         if outbox.is_empty() {
             return Ok(());
         }
+        let doc_id = Uuid::new_v4().to_string();
         self.coll("outbox")
-            .insert_one(insert_outbox(
-                doc! { "_id": Uuid::new_v4().to_string() },
-                &outbox,
-            ))
+            .insert_one(insert_outbox(doc! { "_id": &doc_id }, &outbox))
             .await
             .map_err(db_err)?;
-        self.signal();
+        self.queued("outbox", doc_id);
         Ok(())
     }
 }

@@ -2,8 +2,8 @@
 //! with single-document atomic operations only: no multi-document transactions, no replica set.
 //!
 //! How a state change and its outbox records stay atomic without transactions: the records
-//! ride in the very document the change writes, in an `_outbox` array with a `_pending` count
-//! (one `$push`/`$inc` in the same update). The relay collects pending entries from every
+//! ride in the very document the change writes, in an `_outbox` array with their stamps in
+//! `_ords` (one `$push` in the same update). The relay collects pending entries from every
 //! collection, appends them to the log, then `$pullAll`s exactly those entries. So each
 //! collection's shape follows from which changes must be atomic together:
 //! - `rooms`: a room owns its memberships (`member_ids` + `members`) and its pending join
@@ -11,9 +11,12 @@
 //!   request and the participant count are one-document updates;
 //! - `messages`: one document per sent message, the send's atomic step. A unique index on
 //!   `(room_id, seq)` makes seq assignment optimistic and gapless: a writer tries the room's next
-//!   seq and, when another process took it, reads the new maximum and tries again; a failed
-//!   insert consumes nothing. A unique `dedup` key (room, user, client_msg_id) makes retried
-//!   sends idempotent across processes.
+//!   seq and, when another process took it, moves past it and tries again; a failed insert
+//!   consumes nothing. The document's `_id` is (room, user, client_msg_id), so a retried send
+//!   collides on the primary key, idempotent across processes.
+//!
+//! Hot paths touch documents by `_id` only (FerretDB, the test server, uses no other index for
+//! queries); the relay finds pending records through write hints (see `outbox.rs`).
 //! - deletions that carry outbox records (a room, a session) leave a tombstone (`_gone`) holding
 //!   the records; the relay deletes it once they are relayed.
 //!
@@ -50,6 +53,9 @@ const OUTBOX_SOURCES: [&str; 6] = [
     "sessions",
 ];
 
+/// Lock stripes for [`MongoDirectory::update_doc`].
+const DOC_LOCK_STRIPES: usize = 64;
+
 /// How often the relay looks for records written by other processes (this process's own
 /// writes wake it at once).
 const POLL: Duration = Duration::from_millis(200);
@@ -57,8 +63,10 @@ const POLL: Duration = Duration::from_millis(200);
 pub struct MongoDirectory {
     db: Database,
     pending: watch::Sender<u64>,
-    /// Relay positions handed out by `pending`, mapped back to where each entry lives.
-    handed_out: std::sync::Mutex<outbox::HandedOut>,
+    /// Write hints and the positions handed out to the relay.
+    relay: std::sync::Mutex<outbox::Relay>,
+    /// Updates of one document from this process run one at a time (see [`Self::update_doc`]).
+    doc_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl MongoDirectory {
@@ -87,7 +95,8 @@ impl MongoDirectory {
         let dir = Arc::new(MongoDirectory {
             db,
             pending: watch::channel(0).0,
-            handed_out: Default::default(),
+            relay: Default::default(),
+            doc_locks: (0..DOC_LOCK_STRIPES).map(|_| Default::default()).collect(),
         });
         // Other processes write to the same outbox: wake the relay periodically for them.
         let weak = Arc::downgrade(&dir);
@@ -112,6 +121,34 @@ impl MongoDirectory {
         self.db.collection(name)
     }
 
+    /// Updates the one document `filter` names by `_id`. MongoDB applies an update to one
+    /// document atomically; FerretDB 1.x does not (its update reads the document, applies the
+    /// operators, and writes it back, with nothing in between stopping a concurrent update), so
+    /// this process's updates of one document are serialized here. Across processes FerretDB can
+    /// still lose one of two simultaneous updates of a document: it is a test server, not a
+    /// production one.
+    async fn update_doc(
+        &self,
+        coll: &str,
+        filter: Document,
+        update: Document,
+    ) -> StoreResult<mongodb::results::UpdateResult> {
+        let key = format!(
+            "{coll}/{}",
+            filter.get("_id").map(|b| b.to_string()).unwrap_or_default()
+        );
+        let stripe = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let _serial = self.doc_locks[(stripe % DOC_LOCK_STRIPES as u64) as usize]
+            .lock()
+            .await;
+        self.coll(coll)
+            .update_one(filter, update)
+            .await
+            .map_err(db_err)
+    }
+
     fn signal(&self) {
         self.pending.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -127,7 +164,6 @@ async fn create_indexes(db: &Database) -> anyhow::Result<()> {
         ("rooms", doc! { "request_users": 1 }, false),
         ("rooms", doc! { "participants_count": -1 }, false),
         ("messages", doc! { "room_id": 1, "seq": 1 }, true),
-        ("messages", doc! { "dedup": 1 }, true),
         (
             "notifications",
             doc! { "user_id": 1, "created_at": -1 },
@@ -149,7 +185,7 @@ async fn create_indexes(db: &Database) -> anyhow::Result<()> {
     }
     for coll in OUTBOX_SOURCES {
         db.collection::<Document>(coll)
-            .create_index(IndexModel::builder().keys(doc! { "_pending": 1 }).build())
+            .create_index(IndexModel::builder().keys(doc! { "_ords": 1 }).build())
             .await
             .map_err(|e| anyhow::anyhow!("creating the outbox index on {coll}: {e}"))?;
     }
@@ -192,30 +228,43 @@ fn entries(records: &[OutboxRecord]) -> Vec<Bson> {
         .collect()
 }
 
-/// Adds `records` to an update: `$push` to `_outbox` and `$inc` of `_pending`, beside the
-/// update's own operators (so state and records change in one atomic update).
+/// The `ord` stamps of entries (the `_ords` array: which entries are pending, indexable, and
+/// pulled idempotently, so two relays pulling the same entries cannot miscount).
+fn ords(entries: &[Bson]) -> Vec<Bson> {
+    entries
+        .iter()
+        .filter_map(|e| e.as_document()?.get("ord").cloned())
+        .collect()
+}
+
+/// Adds `records` to an update: `$push` to `_outbox` and `_ords`, beside the update's own
+/// operators (so state and records change in one atomic update).
 fn with_outbox(mut update: Document, records: &[OutboxRecord]) -> Document {
     if records.is_empty() {
         return update;
     }
-    let n = records.len() as i64;
-    update.insert("$push", doc! { "_outbox": { "$each": entries(records) } });
-    match update.get_document_mut("$inc") {
-        Ok(inc) => {
-            inc.insert("_pending", n);
-        }
-        Err(_) => {
-            update.insert("$inc", doc! { "_pending": n });
-        }
-    }
+    let entries = entries(records);
+    update.insert(
+        "$push",
+        doc! {
+            "_ords": { "$each": ords(&entries) },
+            "_outbox": { "$each": entries },
+        },
+    );
     update
 }
 
 /// Fields a newly inserted document carries for its outbox records.
 fn insert_outbox(mut d: Document, records: &[OutboxRecord]) -> Document {
-    d.insert("_outbox", entries(records));
-    d.insert("_pending", records.len() as i64);
+    let entries = entries(records);
+    d.insert("_ords", ords(&entries));
+    d.insert("_outbox", entries);
     d
+}
+
+/// Filter term: no outbox records are pending in the document.
+fn relayed() -> Document {
+    doc! { "_ords.0": { "$exists": false } }
 }
 
 /// Filter term: the document is not a tombstone.

@@ -20,7 +20,7 @@ impl SessionStore for MongoDirectory {
         sessions
             .delete_many(doc! {
                 "$or": [ { "expires_at": { "$lt": now } }, { "absolute_expires_at": { "$lt": now } } ],
-                "_pending": 0_i64,
+                "_ords.0": { "$exists": false },
             })
             .await
             .map_err(db_err)?;
@@ -28,7 +28,7 @@ impl SessionStore for MongoDirectory {
             .insert_one(insert_outbox(convert::session_doc(s), &outbox))
             .await
             .map_err(db_err)?;
-        self.signal();
+        self.queued("sessions", id(s.id));
         Ok(())
     }
 
@@ -47,10 +47,12 @@ impl SessionStore for MongoDirectory {
     async fn extend_session(&self, sid: Uuid, expires_at: DateTime<Utc>) -> StoreResult<()> {
         let mut filter = live();
         filter.insert("_id", id(sid));
-        self.coll("sessions")
-            .update_one(filter, doc! { "$set": { "expires_at": ms(expires_at) } })
-            .await
-            .map_err(db_err)?;
+        self.update_doc(
+            "sessions",
+            filter,
+            doc! { "$set": { "expires_at": ms(expires_at) } },
+        )
+        .await?;
         Ok(())
     }
 
@@ -60,7 +62,7 @@ impl SessionStore for MongoDirectory {
         if outbox.is_empty() {
             let res = self
                 .coll("sessions")
-                .delete_one(doc! { "_id": id(sid), "_pending": 0_i64, "_gone": { "$ne": true } })
+                .delete_one(doc! { "_id": id(sid), "_ords.0": { "$exists": false }, "_gone": { "$ne": true } })
                 .await
                 .map_err(db_err)?;
             if res.deleted_count == 1 {
@@ -69,14 +71,13 @@ impl SessionStore for MongoDirectory {
         }
         // The records stay with a tombstone until the relay has them.
         let res = self
-            .coll("sessions")
-            .update_one(
+            .update_doc(
+                "sessions",
                 filter,
                 with_outbox(doc! { "$set": { "_gone": true } }, &outbox),
             )
-            .await
-            .map_err(db_err)?;
-        self.signal();
+            .await?;
+        self.queued("sessions", id(sid));
         Ok(res.modified_count == 1)
     }
 }

@@ -424,3 +424,39 @@ pub async fn two_writers_share_one_dense_seq<D: Directory + Outbox + 'static>(
     );
     assert_eq!(b.room(r.id).await.unwrap().unwrap().last_seq, 60);
 }
+
+/// Members joining one room at the same moment (and the owner sending meanwhile) are all kept
+/// and counted: no update of the room is lost to another.
+pub async fn concurrent_joins_are_all_kept<D: Directory + 'static>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let mut users = Vec::new();
+    for _ in 0..24 {
+        let u = user("joiner");
+        d.create_user(&u, vec![]).await.unwrap();
+        users.push(u.id);
+    }
+    let mut tasks = Vec::new();
+    for (i, u) in users.iter().copied().enumerate() {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            assert!(d.add_member(r.id, u, Role::Member, vec![]).await.unwrap());
+            if i % 4 == 0 {
+                d.send_message(
+                    new_message(r.id, owner.id, None),
+                    events_with_seq("t", r.id.to_string()),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(d.room(r.id).await.unwrap().unwrap().participants_count, 25);
+    assert_eq!(d.members(r.id).await.unwrap().len(), 25);
+    for u in users {
+        assert_eq!(d.membership(r.id, u).await.unwrap(), Some(Role::Member));
+    }
+}
