@@ -93,7 +93,7 @@ async fn records_are_found_by_hint_and_by_a_new_process_sweep() {
             .map(|(_, r)| String::from_utf8(r.payload).unwrap())
             .collect()
     };
-    // Through the hints (no sweep is due for another minute).
+    // Through the hints (the next sweep is seconds away).
     let first = a.pending(2).await.unwrap();
     assert_eq!(bodies(first.clone()), vec!["one", "two"]);
     a.remove(&first.iter().map(|(p, _)| *p).collect::<Vec<_>>())

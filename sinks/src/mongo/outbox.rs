@@ -5,7 +5,7 @@
 //! relay looks after every write. So each write also leaves a *hint* here — which document of
 //! which collection it gave records to — and the relay reads those documents by `_id`. Hints
 //! are in memory: records written by a process that crashed before relaying them are found by a
-//! *sweep* (the `_ords` query), run at start-up, every minute, and whenever the hint queue
+//! *sweep* (the `_ords` query), run at start-up, every 5 seconds, and whenever the hint queue
 //! overflows.
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,8 +25,10 @@ use super::{db_err, parse_id, MongoDirectory, OUTBOX_SOURCES};
 const MAX_HINTS: usize = 100_000;
 /// Documents read or updated at once by the relay (each is one round trip).
 const RELAY_CONCURRENCY: usize = 8;
-/// How often a sweep looks for records of processes that died before relaying them.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often a sweep looks for records of processes that died before relaying them: the bound
+/// on how late such records reach the log when their process does not come back. (An index
+/// range query on MongoDB; a scan on FerretDB.)
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Where a handed-out entry lives: its collection, its document and the entry itself (pulled
 /// by exact value, which every MongoDB-wire server supports).
