@@ -47,10 +47,18 @@ enum Target {
 }
 
 impl Target {
-    /// A fresh (or existing) SQLite file.
+    /// A fresh (or existing) SQLite file. A new one is filled without journal or fsync (a
+    /// crash leaves a partial file to delete; nothing else depends on it until replay is done).
     fn file(store: &str, path: &Path) -> anyhow::Result<Target> {
+        let fresh = !path.exists();
         Ok(match store {
+            "history" if fresh => {
+                Target::History(Arc::new(SqliteHistory::create_for_rebuild(path)?))
+            }
             "history" => Target::History(Arc::new(SqliteHistory::open(path)?)),
+            "analytics" if fresh => {
+                Target::Analytics(Arc::new(SqliteAnalytics::create_for_rebuild(path)?))
+            }
             "analytics" => Target::Analytics(Arc::new(SqliteAnalytics::open(path)?)),
             _ => Target::Notifications(Arc::new(SqliteDirectory::open(path)?)),
         })
@@ -110,6 +118,11 @@ fn live_name(store: &str, cfg: &Config) -> String {
         _ => data.join("directory.db").display().to_string(),
     }
 }
+
+/// Records read and applied per step: one store transaction each (bigger steps rewrite fewer
+/// B-tree pages per record: 1,000 → 10,000 took a 1 M-record history rebuild from ~53 k to
+/// ~64 k records/s here; a fresh target without journal, to ~113 k).
+const REPLAY_BATCH: u32 = 10_000;
 
 struct Progress {
     total: i64,
@@ -232,7 +245,7 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         let mut next = start;
         while next < end {
             let entries = log
-                .read(topic, p, next, 1000.min((end - next) as u32))
+                .read(topic, p, next, REPLAY_BATCH.min((end - next) as u32))
                 .await?;
             let Some(last) = entries.last().map(|e| e.offset) else {
                 break;

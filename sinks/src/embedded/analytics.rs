@@ -32,6 +32,14 @@ impl SqliteAnalytics {
             db: Db::open_with(path, SCHEMA, Durability::Normal)?,
         })
     }
+
+    /// A new file to fill from scratch (`livechat replay --into`): no journal, no fsync.
+    pub fn create_for_rebuild(path: &Path) -> anyhow::Result<Self> {
+        anyhow::ensure!(!path.exists(), "{} already exists", path.display());
+        Ok(SqliteAnalytics {
+            db: Db::open_with(path, SCHEMA, Durability::Bulk)?,
+        })
+    }
 }
 
 fn stats_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RoomStats> {

@@ -33,14 +33,23 @@ pub enum Durability {
     /// WAL `synchronous=NORMAL`: survives a process crash; a power loss may lose the last
     /// commits. For read models rebuilt from the log (`livechat replay`): history, analytics.
     Normal,
+    /// No journal, no fsync: for a new file that `livechat replay --into` fills from scratch
+    /// (a crash leaves a file to delete and rebuild; the next normal open switches to WAL).
+    Bulk,
 }
 
 fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let journal = if durability == Durability::Bulk {
+        "OFF"
+    } else {
+        "WAL"
+    };
+    conn.pragma_update(None, "journal_mode", journal)?;
     let sync = match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
+        Durability::Bulk => "OFF",
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
@@ -129,7 +138,9 @@ impl Db {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
         });
-        spawn_checkpointer(Arc::downgrade(&db), durability);
+        if durability != Durability::Bulk {
+            spawn_checkpointer(Arc::downgrade(&db), durability);
+        }
         Ok(db)
     }
 

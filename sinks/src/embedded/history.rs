@@ -52,6 +52,14 @@ impl SqliteHistory {
             db: Db::open_with(path, SCHEMA, Durability::Normal)?,
         })
     }
+
+    /// A new file to fill from scratch (`livechat replay --into`): no journal, no fsync.
+    pub fn create_for_rebuild(path: &Path) -> anyhow::Result<Self> {
+        anyhow::ensure!(!path.exists(), "{} already exists", path.display());
+        Ok(SqliteHistory {
+            db: Db::open_with(path, SCHEMA, Durability::Bulk)?,
+        })
+    }
 }
 
 #[async_trait]
