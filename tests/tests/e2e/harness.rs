@@ -415,12 +415,21 @@ impl Ws {
 }
 
 /// Polls `f` until it returns Some, for up to [`WAIT`].
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    eventually_within(what, WAIT, f).await
+}
+
+/// Polls `f` until it returns Some, for up to `limit`.
+pub async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(v) = f().await {
             return v;
