@@ -6,21 +6,20 @@
 //! `_ords` (one `$push` in the same update). The relay collects pending entries from every
 //! collection, appends them to the log, then `$pullAll`s exactly those entries. So each
 //! collection's shape follows from which changes must be atomic together:
-//! - `rooms`: a room owns its memberships (`member_ids` + `members`) and its pending join
-//!   requests (`request_ids`, `request_users`, `requests`), so joining, leaving, accepting a
-//!   request and the participant count are one-document updates;
+//! - `rooms`: a room owns its memberships (`member_ids` + `members`, with each member's read
+//!   marker) and its pending join requests (`request_ids`, `request_users`, `requests`), so
+//!   joining, leaving, accepting a request and the participant count are one-document updates;
 //! - `messages`: one document per sent message, the send's atomic step. A unique index on
 //!   `(room_id, seq)` makes seq assignment optimistic and gapless: a writer tries the room's next
 //!   seq and, when another process took it, moves past it and tries again; a failed insert
 //!   consumes nothing. The document's `_id` is (room, user, client_msg_id), so a retried send
 //!   collides on the primary key, idempotent across processes.
+//! - deletions that carry outbox records (a room, a session, a notification) leave a tombstone
+//!   (`_gone`) holding the records; the relay deletes it once they are relayed.
 //!
 //! Hot paths touch documents by `_id` only (FerretDB, the test server, uses no other index for
-//! queries); the relay finds pending records through write hints (see `outbox.rs`).
-//! - deletions that carry outbox records (a room, a session) leave a tombstone (`_gone`) holding
-//!   the records; the relay deletes it once they are relayed.
-//!
-//! Read markers (`read_markers`) carry no records and are plain `$max` upserts.
+//! queries); the relay finds pending records through write hints (see `outbox.rs`); updates of
+//! one document from this process are serialized (see [`MongoDirectory::update_doc`]).
 
 mod convert;
 mod directory;
