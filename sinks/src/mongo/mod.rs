@@ -19,7 +19,7 @@
 //!
 //! Hot paths touch documents by `_id` only (FerretDB, the test server, uses no other index for
 //! queries); the relay finds pending records through write hints (see `outbox.rs`); updates of
-//! one document from this process are serialized (see [`MongoDirectory::update_doc`]).
+//! one document from this process are serialized (see `MongoDirectory::update_doc`).
 
 mod convert;
 mod directory;
