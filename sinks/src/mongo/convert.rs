@@ -83,6 +83,26 @@ pub(super) fn room_doc(r: &Room) -> Document {
     }
 }
 
+/// `uid`'s member entry (`role`, `joined_at`, `read`) in a room document read with it; None
+/// for a non-member. Membership is the role: a `read` marker alone (a send's `$max` racing a
+/// removal) does not make a member.
+pub(super) fn member_of<'a>(room: &'a Document, uid: &str) -> Option<&'a Document> {
+    room.get_document("members")
+        .ok()?
+        .get_document(uid)
+        .ok()
+        .filter(|m| m.get_str("role").is_ok())
+}
+
+/// The role in a member entry.
+pub(super) fn role_of(member: &Document) -> Role {
+    member
+        .get_str("role")
+        .ok()
+        .and_then(Role::parse)
+        .unwrap_or(Role::Member)
+}
+
 pub(super) fn member_entry(role: Role) -> Document {
     doc! { "role": role.as_str(), "joined_at": ms(livechat_core::now()) }
 }

@@ -9,12 +9,13 @@ use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::*;
 use livechat_core::ports::{Directory, MessageEventsFn, NewMessage};
 use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::FindOptions;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::convert::{self, ms};
 use super::{
-    db_err, id, insert_outbox, insert_unique, is_duplicate, live, relayed, with_outbox,
+    db_err, id, insert_outbox, insert_unique, is_duplicate, live, live_id, relayed, with_outbox,
     MongoDirectory,
 };
 
@@ -50,43 +51,28 @@ impl MongoDirectory {
         sort: Document,
         limit: u32,
     ) -> StoreResult<Vec<Room>> {
-        let docs: Vec<Document> = self
-            .coll("rooms")
-            .find(filter)
+        let options = FindOptions::builder()
             .projection(convert::room_projection())
             .sort(sort)
             .limit(i64::from(limit))
-            .await
-            .map_err(db_err)?
-            .try_collect()
-            .await
-            .map_err(db_err)?;
+            .build();
+        let docs = self.find_all("rooms", filter, options).await?;
         docs.into_iter().map(convert::room).collect()
     }
 
     async fn users_where(&self, filter: Document) -> StoreResult<Vec<User>> {
-        let docs: Vec<Document> = self
-            .coll("users")
-            .find(filter)
+        let options = FindOptions::builder()
             .projection(doc! { "_outbox": 0 })
-            .await
-            .map_err(db_err)?
-            .try_collect()
-            .await
-            .map_err(db_err)?;
+            .build();
+        let docs = self.find_all("users", filter, options).await?;
         docs.into_iter().map(convert::user).collect()
     }
 
     async fn people(&self, filter: Document) -> StoreResult<Vec<convert::RoomPeople>> {
-        let docs: Vec<Document> = self
-            .coll("rooms")
-            .find(filter)
+        let options = FindOptions::builder()
             .projection(doc! { "name": 1, "members": 1, "requests": 1 })
-            .await
-            .map_err(db_err)?
-            .try_collect()
-            .await
-            .map_err(db_err)?;
+            .build();
+        let docs = self.find_all("rooms", filter, options).await?;
         docs.into_iter().map(convert::room_people).collect()
     }
 
@@ -139,6 +125,24 @@ impl MongoDirectory {
             .map_err(db_err)?
             .map(convert::receipt)
             .transpose()
+    }
+
+    /// A room's `last_seq` and `uid`'s member entry, read by `_id` alone (the lookup every
+    /// MongoDB-wire server indexes); None if the room is gone or `uid` is not a member.
+    async fn room_member(&self, room: &str, uid: &str) -> StoreResult<Option<(i64, Document)>> {
+        let found = self
+            .coll("rooms")
+            .find_one(doc! { "_id": room })
+            .projection(doc! { "last_seq": 1, "_gone": 1, format!("members.{uid}"): 1 })
+            .await
+            .map_err(db_err)?;
+        Ok(found.and_then(|d| {
+            if d.get_bool("_gone").unwrap_or(false) {
+                return None;
+            }
+            let member = convert::member_of(&d, uid)?.clone();
+            Some((d.get_i64("last_seq").unwrap_or(0), member))
+        }))
     }
 
     /// The room's `last_seq` (0 when none).
@@ -198,14 +202,11 @@ impl Directory for MongoDirectory {
     }
 
     async fn room(&self, rid: RoomId) -> StoreResult<Option<Room>> {
-        let mut filter = live();
-        filter.insert("_id", id(rid));
-        Ok(self.rooms_where(filter, doc! {}, 1).await?.pop())
+        Ok(self.rooms_where(live_id(id(rid)), doc! {}, 1).await?.pop())
     }
 
     async fn update_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
-        let mut filter = live();
-        filter.insert("_id", id(room.id));
+        let filter = live_id(id(room.id));
         let update = with_outbox(
             doc! { "$set": {
                 "description": room.description.clone(),
@@ -221,8 +222,7 @@ impl Directory for MongoDirectory {
 
     async fn delete_room(&self, rid: RoomId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         // The tombstone keeps the records until the relay has them; its name is freed at once.
-        let mut filter = live();
-        filter.insert("_id", id(rid));
+        let filter = live_id(id(rid));
         let update = with_outbox(
             doc! { "$set": {
                 "_gone": true,
@@ -253,30 +253,17 @@ impl Directory for MongoDirectory {
         filter.insert("member_ids", &uid);
         let mut projection = convert::room_projection();
         projection.insert(format!("members.{uid}"), 1);
-        let docs: Vec<Document> = self
-            .coll("rooms")
-            .find(filter)
+        let options = FindOptions::builder()
             .projection(projection)
             .sort(doc! { "updated_at": -1 })
-            .await
-            .map_err(db_err)?
-            .try_collect()
-            .await
-            .map_err(db_err)?;
+            .build();
+        let docs = self.find_all("rooms", filter, options).await?;
         let mut out = Vec::with_capacity(docs.len());
         for d in docs {
-            let me = d
-                .get_document("members")
-                .ok()
-                .and_then(|m| m.get_document(&uid).ok())
-                .cloned()
-                .unwrap_or_default();
-            let role = me
-                .get_str("role")
-                .ok()
-                .and_then(Role::parse)
-                .unwrap_or(Role::Member);
-            let read = me.get_i64("read").unwrap_or(0);
+            let (role, read) = match convert::member_of(&d, &uid) {
+                Some(m) => (convert::role_of(m), m.get_i64("read").unwrap_or(0)),
+                None => (Role::Member, 0),
+            };
             out.push((convert::room(d)?, role, read));
         }
         Ok(out)
@@ -326,24 +313,10 @@ impl Directory for MongoDirectory {
     }
 
     async fn membership(&self, room: RoomId, user: UserId) -> StoreResult<Option<Role>> {
-        let uid = id(user);
-        let mut filter = live();
-        filter.insert("_id", id(room));
-        filter.insert("member_ids", &uid);
-        let found = self
-            .coll("rooms")
-            .find_one(filter)
-            .projection(doc! { format!("members.{uid}.role"): 1 })
-            .await
-            .map_err(db_err)?;
-        Ok(found.map(|d| {
-            d.get_document("members")
-                .ok()
-                .and_then(|m| m.get_document(&uid).ok())
-                .and_then(|m| m.get_str("role").ok())
-                .and_then(Role::parse)
-                .unwrap_or(Role::Member)
-        }))
+        Ok(self
+            .room_member(&id(room), &id(user))
+            .await?
+            .map(|(_, member)| convert::role_of(&member)))
     }
 
     async fn add_member(
@@ -354,8 +327,7 @@ impl Directory for MongoDirectory {
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<bool> {
         let uid = id(user);
-        let mut filter = live();
-        filter.insert("_id", id(room));
+        let mut filter = live_id(id(room));
         filter.insert("member_ids", doc! { "$ne": &uid });
         let update = with_outbox(
             doc! {
@@ -377,8 +349,7 @@ impl Directory for MongoDirectory {
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<bool> {
         let uid = id(user);
-        let mut filter = live();
-        filter.insert("_id", id(room));
+        let mut filter = live_id(id(room));
         filter.insert("member_ids", &uid);
         let update = with_outbox(
             doc! {
@@ -394,9 +365,7 @@ impl Directory for MongoDirectory {
     }
 
     async fn members(&self, room: RoomId) -> StoreResult<Vec<(User, Role)>> {
-        let mut filter = live();
-        filter.insert("_id", id(room));
-        let Some(people) = self.people(filter).await?.pop() else {
+        let Some(people) = self.people(live_id(id(room))).await?.pop() else {
             return Ok(Vec::new());
         };
         let mut members: Vec<(&String, &convert::MemberDoc)> = people.members.iter().collect();
@@ -420,8 +389,7 @@ impl Directory for MongoDirectory {
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<()> {
         let (rid, uid) = (id(req.id), id(req.user_id));
-        let mut filter = live();
-        filter.insert("_id", id(req.room_id));
+        let mut filter = live_id(id(req.room_id));
         filter.insert("request_users", doc! { "$ne": &uid });
         let update = with_outbox(
             doc! {
@@ -453,10 +421,8 @@ impl Directory for MongoDirectory {
     }
 
     async fn join_requests_of_room(&self, room: RoomId) -> StoreResult<Vec<JoinRequestPublic>> {
-        let mut filter = live();
-        filter.insert("_id", id(room));
         let mut out = self
-            .public_requests(self.people(filter).await?, None)
+            .public_requests(self.people(live_id(id(room))).await?, None)
             .await?;
         out.sort_by_key(|j| (j.created_at, j.id));
         Ok(out)
@@ -481,8 +447,7 @@ impl Directory for MongoDirectory {
     ) -> StoreResult<bool> {
         let (rid, uid) = (id(req.id), id(req.user_id));
         let base = || {
-            let mut f = live();
-            f.insert("_id", id(req.room_id));
+            let mut f = live_id(id(req.room_id));
             f.insert("request_ids", &rid);
             f
         };
@@ -522,31 +487,15 @@ impl Directory for MongoDirectory {
         events: MessageEventsFn,
     ) -> StoreResult<Option<SendReceipt>> {
         let (rid, uid) = (id(msg.room_id), id(msg.user_id));
-        // By `_id` alone, membership checked here: the primary-key lookup every server indexes.
-        let role = format!("members.{uid}.role");
-        let Some(room) = self
-            .coll("rooms")
-            .find_one(doc! { "_id": &rid })
-            .projection(doc! { "last_seq": 1, "_gone": 1, &role: 1 })
-            .await
-            .map_err(db_err)?
-        else {
+        let Some((last_seq, _)) = self.room_member(&rid, &uid).await? else {
             return Ok(None);
         };
-        let member = room
-            .get_document("members")
-            .ok()
-            .and_then(|m| m.get_document(&uid).ok())
-            .is_some();
-        if !member || room.get_bool("_gone").unwrap_or(false) {
-            return Ok(None);
-        }
         // A retried send is found when its insert collides on `_id` (no lookup up front).
         let key = dedup_key(&msg);
         // Seqs are taken by inserting under the unique (room_id, seq) index: the first free one
         // at or above `last_seq + 1` (every seq up to `last_seq` is taken, since it is raised
         // only after an insert). A taken seq moves us past it, never leaving a hole.
-        let mut seq = room.get_i64("last_seq").unwrap_or(0) + 1;
+        let mut seq = last_seq + 1;
         for _ in 0..SEQ_ATTEMPTS {
             let records = events(seq).map_err(StoreError::Other)?;
             let d = insert_outbox(
@@ -619,23 +568,18 @@ impl Directory for MongoDirectory {
         if unread_only {
             filter.insert("read", false);
         }
-        let docs: Vec<Document> = self
-            .coll("notifications")
-            .find(filter)
+        let options = FindOptions::builder()
             .projection(doc! { "_outbox": 0 })
             .sort(doc! { "created_at": -1 })
             .limit(i64::from(limit))
-            .await
-            .map_err(db_err)?
-            .try_collect()
-            .await
-            .map_err(db_err)?;
+            .build();
+        let docs = self.find_all("notifications", filter, options).await?;
         docs.into_iter().map(convert::notification).collect()
     }
 
     async fn notification(&self, nid: Uuid) -> StoreResult<Option<Notification>> {
         self.coll("notifications")
-            .find_one(doc! { "_id": id(nid), "_gone": { "$ne": true } })
+            .find_one(live_id(id(nid)))
             .projection(doc! { "_outbox": 0 })
             .await
             .map_err(db_err)?
@@ -650,7 +594,7 @@ impl Directory for MongoDirectory {
     ) -> StoreResult<()> {
         self.update_doc(
             "notifications",
-            doc! { "_id": id(nid), "_gone": { "$ne": true } },
+            live_id(id(nid)),
             with_outbox(doc! { "$set": { "read": true } }, &outbox),
         )
         .await?;
@@ -701,8 +645,7 @@ impl Directory for MongoDirectory {
             return Ok(true);
         }
         // Still holding records for the relay: a tombstone now, deleted once they are relayed.
-        let mut filter = live();
-        filter.insert("_id", id(nid));
+        let mut filter = live_id(id(nid));
         filter.insert("user_id", id(user));
         let res = self
             .update_doc("notifications", filter, doc! { "$set": { "_gone": true } })
@@ -729,27 +672,20 @@ impl Directory for MongoDirectory {
     }
 
     async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64> {
-        let uid = id(user);
-        let field = format!("members.{uid}.read");
-        let mut filter = live();
-        filter.insert("_id", id(room));
+        let (rid, uid) = (id(room), id(user));
+        let mut filter = live_id(rid.as_str());
         filter.insert("member_ids", &uid);
-        // (FerretDB's findAndModify takes no projection: an update, then a projected read.)
-        self.update_doc("rooms", filter.clone(), doc! { "$max": { &field: seq } })
-            .await?;
-        let after = self
-            .coll("rooms")
-            .find_one(filter)
-            .projection(doc! { &field: 1 })
-            .await
-            .map_err(db_err)?;
-        Ok(after
-            .and_then(|d| {
-                d.get_document("members")
-                    .ok()
-                    .and_then(|m| m.get_document(&uid).ok())
-                    .and_then(|m| m.get_i64("read").ok())
-            })
+        // (FerretDB's findAndModify takes no projection: an update, then a read.)
+        self.update_doc(
+            "rooms",
+            filter,
+            doc! { "$max": { format!("members.{uid}.read"): seq } },
+        )
+        .await?;
+        Ok(self
+            .room_member(&rid, &uid)
+            .await?
+            .and_then(|(_, member)| member.get_i64("read").ok())
             .unwrap_or(0))
     }
 

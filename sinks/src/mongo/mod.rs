@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::OutboxRecord;
 use mongodb::bson::spec::BinarySubtype;
@@ -144,6 +145,23 @@ impl MongoDirectory {
             .await;
         self.coll(coll)
             .update_one(filter, update)
+            .await
+            .map_err(db_err)
+    }
+
+    /// Every document `filter` matches in `coll`, read into memory.
+    async fn find_all(
+        &self,
+        coll: &str,
+        filter: Document,
+        options: mongodb::options::FindOptions,
+    ) -> StoreResult<Vec<Document>> {
+        self.coll(coll)
+            .find(filter)
+            .with_options(options)
+            .await
+            .map_err(db_err)?
+            .try_collect()
             .await
             .map_err(db_err)
     }
@@ -269,6 +287,13 @@ fn relayed() -> Document {
 /// Filter term: the document is not a tombstone.
 fn live() -> Document {
     doc! { "_gone": { "$ne": true } }
+}
+
+/// Filter: the live (not tombstoned) document with this `_id`.
+fn live_id(id: impl Into<Bson>) -> Document {
+    let mut f = live();
+    f.insert("_id", id.into());
+    f
 }
 
 fn id(u: Uuid) -> String {

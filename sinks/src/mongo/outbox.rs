@@ -88,16 +88,14 @@ impl MongoDirectory {
     async fn sweep(&self, limit: u32) -> StoreResult<Vec<(&'static str, Document)>> {
         let mut docs = Vec::new();
         for coll in OUTBOX_SOURCES {
-            let mut cursor = self
-                .coll(coll)
-                .find(doc! { "_ords": { "$gt": 0_i64 } })
+            let options = mongodb::options::FindOptions::builder()
                 .projection(doc! { "_outbox": 1, "_gone": 1 })
                 .limit(i64::from(limit))
-                .await
-                .map_err(db_err)?;
-            while let Some(d) = cursor.try_next().await.map_err(db_err)? {
-                docs.push((coll, d));
-            }
+                .build();
+            let found = self
+                .find_all(coll, doc! { "_ords": { "$gt": 0_i64 } }, options)
+                .await?;
+            docs.extend(found.into_iter().map(|d| (coll, d)));
         }
         Ok(docs)
     }

@@ -9,7 +9,7 @@ use mongodb::bson::doc;
 use uuid::Uuid;
 
 use super::convert::{self, ms};
-use super::{db_err, id, insert_outbox, live, with_outbox, MongoDirectory};
+use super::{db_err, id, insert_outbox, live_id, with_outbox, MongoDirectory};
 
 #[async_trait]
 impl SessionStore for MongoDirectory {
@@ -33,8 +33,7 @@ impl SessionStore for MongoDirectory {
     }
 
     async fn session(&self, sid: Uuid) -> StoreResult<Option<Session>> {
-        let mut filter = live();
-        filter.insert("_id", id(sid));
+        let filter = live_id(id(sid));
         self.coll("sessions")
             .find_one(filter)
             .projection(doc! { "_outbox": 0 })
@@ -45,8 +44,7 @@ impl SessionStore for MongoDirectory {
     }
 
     async fn extend_session(&self, sid: Uuid, expires_at: DateTime<Utc>) -> StoreResult<()> {
-        let mut filter = live();
-        filter.insert("_id", id(sid));
+        let filter = live_id(id(sid));
         self.update_doc(
             "sessions",
             filter,
@@ -57,8 +55,7 @@ impl SessionStore for MongoDirectory {
     }
 
     async fn delete_session(&self, sid: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<bool> {
-        let mut filter = live();
-        filter.insert("_id", id(sid));
+        let filter = live_id(id(sid));
         if outbox.is_empty() {
             let res = self
                 .coll("sessions")
