@@ -280,53 +280,21 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use livechat_core::error::StoreResult;
-    use std::sync::Mutex;
+    use livechat_sinks::embedded::SqliteLog;
 
-    /// A log that only takes appends (all `dead_letter` does).
-    #[derive(Default)]
-    struct Appends(Mutex<Vec<OutboxRecord>>);
-
-    #[async_trait]
-    impl EventLog for Appends {
-        fn partitions(&self, _: &str) -> u32 {
-            1
+    /// Every record of the dead-letter topic, from all its partitions.
+    async fn dead_letters(log: &SqliteLog) -> Vec<LogEntry> {
+        let mut all = Vec::new();
+        for p in 0..log.partitions(DEAD_LETTER_TOPIC) {
+            all.extend(log.read(DEAD_LETTER_TOPIC, p, 0, 100).await.unwrap());
         }
-        async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
-            self.0.lock().unwrap().extend_from_slice(records);
-            Ok(())
-        }
-        async fn read(&self, _: &str, _: u32, _: i64, _: u32) -> StoreResult<Vec<LogEntry>> {
-            unreachable!()
-        }
-        async fn end_offset(&self, _: &str, _: u32) -> StoreResult<i64> {
-            unreachable!()
-        }
-        async fn offset_for_time(&self, _: &str, _: u32, _: i64) -> StoreResult<i64> {
-            unreachable!()
-        }
-        async fn committed(&self, _: &str, _: &str, _: u32) -> StoreResult<Option<i64>> {
-            unreachable!()
-        }
-        async fn commit(&self, _: &str, _: &str, _: u32, _: i64) -> StoreResult<()> {
-            unreachable!()
-        }
-        fn append_signal(&self) -> tokio::sync::watch::Receiver<u64> {
-            unreachable!()
-        }
-        async fn join_group(
-            &self,
-            _: &str,
-            _: &[&str],
-            _: StartAt,
-        ) -> StoreResult<Box<dyn GroupConsumer>> {
-            unreachable!()
-        }
+        all
     }
 
     #[tokio::test]
     async fn a_dead_letter_names_its_origin_in_headers_and_body() {
-        let log = Appends::default();
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteLog::open(&dir.path().join("log.db"), 4).unwrap();
         let entry = LogEntry {
             topic: "chat.room-events.v1".into(),
             partition: 3,
@@ -339,7 +307,8 @@ mod tests {
         let err = codec::decode(&entry.payload).unwrap_err();
         let class = decode_error_class(&err);
         dead_letter(&log, "history", &entry, class, &err.to_string()).await;
-        let recs = log.0.lock().unwrap();
+        let recs = dead_letters(&log).await;
+        assert_eq!(recs.len(), 1);
         let rec = &recs[0];
         assert_eq!(rec.topic, DEAD_LETTER_TOPIC);
         assert_eq!(rec.key, "room-1");
@@ -356,8 +325,8 @@ mod tests {
         assert_eq!(h("error.class"), "SCHEMA_ID_NOT_FOUND");
         assert_eq!(h("error.msg"), "schema id 99 is not registered");
         assert_eq!(h("processor"), "history");
-        assert_eq!(h("failed_at"), rec.created_at_ms.to_string());
         let body: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
+        assert_eq!(h("failed_at"), body["failed_at"].to_string());
         assert_eq!(body["orig_offset"], 42);
         assert_eq!(body["error_class"], "SCHEMA_ID_NOT_FOUND");
         assert_eq!(body["payload_hex"], "000000006301");
