@@ -1,17 +1,19 @@
 //! Builds the topic records (outbox entries) for each state change.
 
 use chrono::{DateTime, Utc};
-use livechat_schemas::{codec, RoomEvent, UserEvent, ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC};
+use livechat_schemas::{
+    codec, RoomEvent, RoomEventType, UserEvent, UserEventType, ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC,
+};
 use uuid::Uuid;
 
 use crate::error::AppError;
 use crate::model::{OutboxRecord, Room, RoomId, UserId};
 
 /// A room event of `event_type` with a fresh event id, stamped at `at`.
-pub fn room_event(event_type: &str, room: RoomId, at: DateTime<Utc>) -> RoomEvent {
+pub fn room_event(event_type: RoomEventType, room: RoomId, at: DateTime<Utc>) -> RoomEvent {
     RoomEvent {
         event_id: Uuid::new_v4().to_string(),
-        event_type: event_type.to_string(),
+        event_type: event_type.as_str().to_string(),
         occurred_at: at.timestamp_millis(),
         room_id: room.to_string(),
         ..Default::default()
@@ -20,7 +22,7 @@ pub fn room_event(event_type: &str, room: RoomId, at: DateTime<Utc>) -> RoomEven
 
 /// A room event that carries the room's descriptive fields (name, owner, visibility).
 pub fn room_event_for(
-    event_type: &str,
+    event_type: RoomEventType,
     room: &Room,
     actor: UserId,
     at: DateTime<Utc>,
@@ -35,10 +37,10 @@ pub fn room_event_for(
     }
 }
 
-pub fn user_event(event_type: &str, user: UserId, at: DateTime<Utc>) -> UserEvent {
+pub fn user_event(event_type: UserEventType, user: UserId, at: DateTime<Utc>) -> UserEvent {
     UserEvent {
         event_id: Uuid::new_v4().to_string(),
-        event_type: event_type.to_string(),
+        event_type: event_type.as_str().to_string(),
         occurred_at: at.timestamp_millis(),
         user_id: user.to_string(),
         ..Default::default()

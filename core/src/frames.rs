@@ -7,11 +7,26 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use livechat_schemas::RoomEvent;
+use livechat_schemas::{RoomEvent, RoomEventType};
 use serde_json::{json, Map, Value};
 
 use crate::model::{Notification, RoomId, UserId};
 use crate::ports::LiveFrame;
+
+/// The `event_type` of each frame clients receive (the original's names, kept for its clients).
+pub mod client_event {
+    pub const MESSAGE_CREATED: &str = "MESSAGE_CREATED";
+    pub const MESSAGE_EDITED: &str = "MESSAGE_EDITED";
+    pub const MESSAGE_DELETED: &str = "MESSAGE_DELETED";
+    pub const USER_JOINED: &str = "USER_JOINED";
+    pub const USER_LEFT: &str = "USER_LEFT";
+    pub const ROOM_UPDATED: &str = "ROOM_UPDATED";
+    pub const ROOM_DELETED: &str = "ROOM_DELETED";
+    pub const ROOM_USER_ONLINE: &str = "ROOM_USER_ONLINE";
+    pub const ROOM_USER_OFFLINE: &str = "ROOM_USER_OFFLINE";
+    pub const USER_TYPING: &str = "USER_TYPING";
+    pub const NOTIFICATION: &str = "NOTIFICATION";
+}
 
 fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -54,11 +69,15 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let mut extra = Map::new();
     extra.insert("room_id".into(), Value::String(room.clone()));
-    match ev.event_type.as_str() {
-        "MESSAGE_SENT" | "MESSAGE_EDITED" | "MESSAGE_DELETED" => {
-            let name = match ev.event_type.as_str() {
-                "MESSAGE_SENT" => "MESSAGE_CREATED",
-                other => other,
+    let kind = ev.kind()?;
+    match kind {
+        RoomEventType::MessageSent
+        | RoomEventType::MessageEdited
+        | RoomEventType::MessageDeleted => {
+            let name = match kind {
+                RoomEventType::MessageSent => client_event::MESSAGE_CREATED,
+                RoomEventType::MessageEdited => client_event::MESSAGE_EDITED,
+                _ => client_event::MESSAGE_DELETED,
             };
             let seq = ev.seq.unwrap_or_default();
             let created = ev.message_created_at.map(crate::from_ms).unwrap_or(at);
@@ -72,7 +91,7 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
                 ("created_at", ts(created)),
             ]);
             extra.insert("seq".into(), json!(seq));
-            if ev.event_type == "MESSAGE_SENT" {
+            if kind == RoomEventType::MessageSent {
                 extra.insert("client_msg_id".into(), json!(ev.client_msg_id));
                 extra.insert(
                     "message".into(),
@@ -89,19 +108,25 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
                 Some(frame(None, envelope(name, payload, at, extra)))
             }
         }
-        "USER_JOINED_ROOM" | "JOIN_REQUEST_ACCEPTED" => {
+        RoomEventType::UserJoinedRoom | RoomEventType::JoinRequestAccepted => {
             let payload = strings(&[("user_id", opt(&ev.subject_user_id)), ("room_id", room)]);
-            Some(frame(None, envelope("USER_JOINED", payload, at, extra)))
+            Some(frame(
+                None,
+                envelope(client_event::USER_JOINED, payload, at, extra),
+            ))
         }
-        "USER_LEFT_ROOM" | "USER_REMOVED_FROM_ROOM" => {
+        RoomEventType::UserLeftRoom | RoomEventType::UserRemovedFromRoom => {
             let payload = strings(&[("user_id", opt(&ev.subject_user_id)), ("room_id", room)]);
             extra.insert(
                 "removed".into(),
-                json!(ev.event_type == "USER_REMOVED_FROM_ROOM"),
+                json!(kind == RoomEventType::UserRemovedFromRoom),
             );
-            Some(frame(None, envelope("USER_LEFT", payload, at, extra)))
+            Some(frame(
+                None,
+                envelope(client_event::USER_LEFT, payload, at, extra),
+            ))
         }
-        "ROOM_UPDATED" => {
+        RoomEventType::RoomUpdated => {
             let payload = strings(&[
                 ("room_id", room),
                 ("description", opt(&ev.room_description)),
@@ -114,22 +139,33 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
                     },
                 ),
             ]);
-            Some(frame(None, envelope("ROOM_UPDATED", payload, at, extra)))
+            Some(frame(
+                None,
+                envelope(client_event::ROOM_UPDATED, payload, at, extra),
+            ))
         }
-        "ROOM_DELETED" => {
+        RoomEventType::RoomDeleted => {
             let payload = strings(&[("room_id", room)]);
-            Some(frame(None, envelope("ROOM_DELETED", payload, at, extra)))
+            Some(frame(
+                None,
+                envelope(client_event::ROOM_DELETED, payload, at, extra),
+            ))
         }
-        _ => None,
+        RoomEventType::RoomCreated
+        | RoomEventType::JoinRequestCreated
+        | RoomEventType::JoinRequestRejected
+        | RoomEventType::UserConnected
+        | RoomEventType::UserDisconnected
+        | RoomEventType::UserForcedDisconnect => None,
     }
 }
 
 /// `ROOM_USER_ONLINE` / `ROOM_USER_OFFLINE`.
 pub fn presence(room: RoomId, user: UserId, online: bool) -> LiveFrame {
     let name = if online {
-        "ROOM_USER_ONLINE"
+        client_event::ROOM_USER_ONLINE
     } else {
-        "ROOM_USER_OFFLINE"
+        client_event::ROOM_USER_OFFLINE
     };
     let payload = strings(&[("user_id", user.to_string()), ("room_id", room.to_string())]);
     let mut extra = Map::new();
@@ -159,7 +195,12 @@ pub fn typing(room: RoomId, user: UserId, username: &str, is_typing: bool) -> Li
     LiveFrame {
         seq: None,
         skip_user: Some(user),
-        text: Arc::from(envelope("USER_TYPING", payload, crate::now(), extra)),
+        text: Arc::from(envelope(
+            client_event::USER_TYPING,
+            payload,
+            crate::now(),
+            extra,
+        )),
     }
 }
 
@@ -178,7 +219,10 @@ pub fn notification(n: &Notification) -> LiveFrame {
         "notification".into(),
         serde_json::to_value(crate::model::NotificationPublic::from(n)).unwrap_or(Value::Null),
     );
-    frame(None, envelope("NOTIFICATION", payload, n.created_at, extra))
+    frame(
+        None,
+        envelope(client_event::NOTIFICATION, payload, n.created_at, extra),
+    )
 }
 
 /// A stored message as a `MESSAGE_CREATED` frame (resume and gap fill); tombstones carry
@@ -202,5 +246,5 @@ pub fn stored_message(m: &crate::model::StoredMessage) -> String {
         "message".into(),
         serde_json::to_value(crate::model::MessagePublic::from(m)).unwrap_or(Value::Null),
     );
-    envelope("MESSAGE_CREATED", payload, m.created_at, extra)
+    envelope(client_event::MESSAGE_CREATED, payload, m.created_at, extra)
 }

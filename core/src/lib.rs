@@ -10,6 +10,7 @@
 //! - [`frames`]: the JSON frames pushed to WebSocket clients (the original's envelope, extended).
 //! - [`limits`]: every configurable limit, with defaults.
 //! - [`auth`]: password hashing and login throttling.
+//! - [`validate`]: text, username and `@mention` rules shared by every input.
 //! - [`service`]: [`service::ChatService`], the business rules behind every route and frame.
 
 pub mod auth;

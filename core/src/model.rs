@@ -219,13 +219,6 @@ pub enum HistoryOp {
     },
 }
 
-pub const NOTIFICATION_TYPES: [&str; 4] = [
-    "JOIN_REQUEST_CREATED",
-    "JOIN_REQUEST_ACCEPTED",
-    "JOIN_REQUEST_REJECTED",
-    "MENTION",
-];
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     pub id: Uuid,
@@ -237,7 +230,7 @@ pub struct Notification {
     pub created_at: DateTime<Utc>,
 }
 
-/// `NotificationPublic` of the original API, plus `created_at` (the original omitted it, B28).
+/// `NotificationPublic` of the original API, plus `created_at` (the original omitted it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationPublic {
     pub id: Uuid,

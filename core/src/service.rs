@@ -5,12 +5,11 @@
 //! history, analytics). Live effects that must be immediate (evicting a removed member's stream)
 //! go straight to the [`Fanout`]; everything else reaches clients through the log.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use livechat_schemas::RoomEvent;
+use livechat_schemas::{RoomEvent, RoomEventType, UserEventType};
 use uuid::Uuid;
 
 use crate::auth::{self, LoginThrottle};
@@ -126,11 +125,11 @@ impl ChatService {
             created_at: at,
             updated_at: at,
         };
-        let mut ev = user_event("USER_REGISTERED", user.id, at);
+        let mut ev = user_event(UserEventType::UserRegistered, user.id, at);
         ev.username = Some(user.username.clone());
         match self.dir().create_user(&user, vec![user_record(&ev)?]).await {
             Ok(()) => Ok(UserPublic::from(&user)),
-            // Lost a race with a concurrent registration of the same name (B13).
+            // Lost a race with a concurrent registration of the same name: 400, never a 500.
             Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("User already exists".into())),
             Err(e) => Err(e.into()),
         }
@@ -171,7 +170,7 @@ impl ChatService {
             expires_at: at + Duration::seconds(self.limits.session_idle_secs),
             absolute_expires_at: at + Duration::seconds(self.limits.session_absolute_secs),
         };
-        let ev = user_event("USER_LOGGED_IN", user.id, at);
+        let ev = user_event(UserEventType::UserLoggedIn, user.id, at);
         self.ports
             .sessions
             .create_session(&session, vec![user_record(&ev)?])
@@ -223,7 +222,7 @@ impl ChatService {
 
     pub async fn logout(&self, cookie: Option<&str>) -> AppResult<()> {
         let authed = self.authenticate(cookie).await?;
-        let ev = user_event("USER_LOGGED_OUT", authed.user.id, now());
+        let ev = user_event(UserEventType::UserLoggedOut, authed.user.id, now());
         self.ports
             .sessions
             .delete_session(authed.session.id, vec![user_record(&ev)?])
@@ -284,6 +283,14 @@ impl ChatService {
             .ok_or_else(AppError::room_forbidden)
     }
 
+    /// The room whose live stream a user may open: 404 if it does not exist, 403 if the user is
+    /// not a member (the one check behind the upgrade's `?room_id=` and `subscribe` frames).
+    pub async fn room_to_stream(&self, room: RoomId, user: UserId) -> AppResult<Room> {
+        let r = self.room_or_404(room).await?;
+        self.require_member(room, user).await?;
+        Ok(r)
+    }
+
     async fn require_owner(&self, room: RoomId, user: UserId) -> AppResult<Room> {
         let r = self.room_or_404(room).await?;
         if r.created_by != user {
@@ -324,7 +331,7 @@ impl ChatService {
             created_at: at,
             updated_at: at,
         };
-        let ev = room_event_for("ROOM_CREATED", &room, user.id, at);
+        let ev = room_event_for(RoomEventType::RoomCreated, &room, user.id, at);
         match self.dir().create_room(&room, vec![room_record(&ev)?]).await {
             Ok(()) => Ok(RoomPublic::from(&room)),
             Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("Room already exists".into())),
@@ -358,7 +365,7 @@ impl ChatService {
             return Err(AppError::BadRequest("Nothing to change in room".into()));
         }
         r.updated_at = now();
-        let ev = room_event_for("ROOM_UPDATED", &r, user.id, r.updated_at);
+        let ev = room_event_for(RoomEventType::RoomUpdated, &r, user.id, r.updated_at);
         self.dir().update_room(&r, vec![room_record(&ev)?]).await?;
         Ok(RoomPublic::from(&r))
     }
@@ -369,7 +376,7 @@ impl ChatService {
     }
 
     async fn delete_room_unchecked(&self, r: &Room, actor: UserId) -> AppResult<()> {
-        let ev = room_event_for("ROOM_DELETED", r, actor, now());
+        let ev = room_event_for(RoomEventType::RoomDeleted, r, actor, now());
         self.dir()
             .delete_room(r.id, vec![room_record(&ev)?])
             .await?;
@@ -460,7 +467,7 @@ impl ChatService {
         }
         let at = now();
         if r.is_public {
-            let mut ev = room_event_for("USER_JOINED_ROOM", &r, user.id, at);
+            let mut ev = room_event_for(RoomEventType::UserJoinedRoom, &r, user.id, at);
             ev.subject_user_id = Some(user.id.to_string());
             ev.subject_username = Some(user.username.clone());
             self.dir()
@@ -486,7 +493,7 @@ impl ChatService {
             message: message.clone(),
             created_at: at,
         };
-        let mut ev = room_event_for("JOIN_REQUEST_CREATED", &r, user.id, at);
+        let mut ev = room_event_for(RoomEventType::JoinRequestCreated, &r, user.id, at);
         ev.subject_user_id = Some(user.id.to_string());
         ev.subject_username = Some(user.username.clone());
         ev.request_id = Some(req.id.to_string());
@@ -518,9 +525,9 @@ impl ChatService {
         let r = self.require_owner(req.room_id, user.id).await?;
         let requester = self.dir().user_by_id(req.user_id).await?;
         let kind = if accept {
-            "JOIN_REQUEST_ACCEPTED"
+            RoomEventType::JoinRequestAccepted
         } else {
-            "JOIN_REQUEST_REJECTED"
+            RoomEventType::JoinRequestRejected
         };
         let mut ev = room_event_for(kind, &r, user.id, now());
         ev.subject_user_id = Some(req.user_id.to_string());
@@ -557,7 +564,7 @@ impl ChatService {
                 "The owner can't remove themself; delete the room instead".into(),
             ));
         }
-        let mut ev = room_event_for("USER_REMOVED_FROM_ROOM", &r, user.id, now());
+        let mut ev = room_event_for(RoomEventType::UserRemovedFromRoom, &r, user.id, now());
         ev.subject_user_id = Some(target.to_string());
         if !self
             .dir()
@@ -578,7 +585,7 @@ impl ChatService {
         if r.created_by == user.id {
             return self.delete_room_unchecked(&r, user.id).await;
         }
-        let mut ev = room_event_for("USER_LEFT_ROOM", &r, user.id, now());
+        let mut ev = room_event_for(RoomEventType::UserLeftRoom, &r, user.id, now());
         ev.subject_user_id = Some(user.id.to_string());
         ev.subject_username = Some(user.username.clone());
         if self
@@ -663,7 +670,7 @@ impl ChatService {
                 content: Some(content.clone()),
                 message_created_at: Some(at.timestamp_millis()),
                 mentioned_user_ids: mentions.iter().map(|m| m.to_string()).collect(),
-                ..room_event("MESSAGE_SENT", room, at)
+                ..room_event(RoomEventType::MessageSent, room, at)
             };
             Ok(vec![room_record(&ev).map_err(|e| anyhow::anyhow!("{e}"))?])
         });
@@ -672,6 +679,9 @@ impl ChatService {
             .send_message(msg.clone(), events)
             .await?
             .ok_or_else(AppError::room_forbidden)?;
+        if !receipt.duplicate {
+            metrics::counter!("livechat_messages_sent_total").increment(1);
+        }
         let public = MessagePublic {
             id: receipt.message_id,
             room_id: room,
@@ -697,7 +707,7 @@ impl ChatService {
 
     fn message_event(
         &self,
-        kind: &str,
+        kind: RoomEventType,
         m: &StoredMessage,
         actor: UserId,
         content: &str,
@@ -728,7 +738,7 @@ impl ChatService {
             return Err(AppError::Forbidden("Cannot access user's message".into()));
         }
         self.require_member(m.room_id, user.id).await?;
-        let ev = self.message_event("MESSAGE_EDITED", &m, user.id, &content);
+        let ev = self.message_event(RoomEventType::MessageEdited, &m, user.id, &content);
         self.dir().enqueue(vec![room_record(&ev)?]).await?;
         m.content = content;
         m.edited = true;
@@ -747,7 +757,7 @@ impl ChatService {
             }
             self.require_member(m.room_id, user.id).await?;
         }
-        let ev = self.message_event("MESSAGE_DELETED", &m, user.id, &m.content);
+        let ev = self.message_event(RoomEventType::MessageDeleted, &m, user.id, &m.content);
         self.dir().enqueue(vec![room_record(&ev)?]).await?;
         Ok(())
     }
@@ -865,7 +875,7 @@ impl ChatService {
         target: UserId,
     ) -> AppResult<()> {
         let r = self.require_owner(room, user.id).await?;
-        let mut ev = room_event_for("USER_FORCED_DISCONNECT", &r, user.id, now());
+        let mut ev = room_event_for(RoomEventType::UserForcedDisconnect, &r, user.id, now());
         ev.subject_user_id = Some(target.to_string());
         self.dir().enqueue(vec![room_record(&ev)?]).await?;
         self.ports.fanout.evict(room, Some(target), "disconnected");
@@ -880,9 +890,9 @@ impl ChatService {
         connected: bool,
     ) -> AppResult<()> {
         let kind = if connected {
-            "USER_CONNECTED"
+            RoomEventType::UserConnected
         } else {
-            "USER_DISCONNECTED"
+            RoomEventType::UserDisconnected
         };
         let mut ev = room_event(kind, room, now());
         ev.actor_id = Some(user.to_string());
@@ -918,7 +928,7 @@ impl ChatService {
         if n.user_id != user.id {
             return Err(AppError::Forbidden("User can't access notification".into()));
         }
-        let mut ev = user_event("NOTIFICATION_READ", user.id, now());
+        let mut ev = user_event(UserEventType::NotificationRead, user.id, now());
         ev.notification_id = Some(id.to_string());
         self.dir()
             .mark_notification_read(id, vec![user_record(&ev)?])
@@ -927,7 +937,7 @@ impl ChatService {
     }
 
     pub async fn mark_all_notifications_read(&self, user: &User) -> AppResult<u64> {
-        let ev = user_event("NOTIFICATIONS_ALL_READ", user.id, now());
+        let ev = user_event(UserEventType::NotificationsAllRead, user.id, now());
         Ok(self
             .dir()
             .mark_all_notifications_read(user.id, vec![user_record(&ev)?])
@@ -1044,120 +1054,4 @@ impl ChatService {
 
 pub fn user_cache_key(id: UserId) -> String {
     format!("user:{id}")
-}
-
-/// The notifications a room event creates, with ids derived from the event id so that a
-/// redelivered event creates nothing new.
-pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
-    let at = crate::from_ms(ev.occurred_at);
-    let room_name = ev.room_name.clone().unwrap_or_default();
-    let source = ev.actor_id.as_deref().and_then(parse_uuid);
-    let make = |recipient: Uuid, kind: &str, extra: &[(&str, String)]| {
-        let mut payload = BTreeMap::new();
-        payload.insert("room_name".to_string(), room_name.clone());
-        payload.insert("room_id".to_string(), ev.room_id.clone());
-        for (k, v) in extra {
-            payload.insert(k.to_string(), v.clone());
-        }
-        Notification {
-            id: Uuid::new_v5(
-                &Uuid::NAMESPACE_OID,
-                format!("{}:{}", ev.event_id, recipient).as_bytes(),
-            ),
-            user_id: recipient,
-            kind: kind.to_string(),
-            payload,
-            read: false,
-            source_id: source,
-            created_at: at,
-        }
-    };
-    let subject = ev.subject_user_id.as_deref().and_then(parse_uuid);
-    let username = ev.subject_username.clone().unwrap_or_default();
-    match ev.event_type.as_str() {
-        "JOIN_REQUEST_CREATED" => ev
-            .room_owner_id
-            .as_deref()
-            .and_then(parse_uuid)
-            .map(|owner| {
-                vec![make(
-                    owner,
-                    "JOIN_REQUEST_CREATED",
-                    &[
-                        ("username", username.clone()),
-                        ("request_id", ev.request_id.clone().unwrap_or_default()),
-                        ("message", ev.request_message.clone().unwrap_or_default()),
-                    ],
-                )]
-            })
-            .unwrap_or_default(),
-        "JOIN_REQUEST_ACCEPTED" | "JOIN_REQUEST_REJECTED" => subject
-            .map(|s| vec![make(s, &ev.event_type, &[])])
-            .unwrap_or_default(),
-        "MESSAGE_SENT" => ev
-            .mentioned_user_ids
-            .iter()
-            .filter_map(|m| parse_uuid(m))
-            .map(|m| {
-                let preview: String = ev
-                    .content
-                    .clone()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(140)
-                    .collect();
-                make(
-                    m,
-                    "MENTION",
-                    &[
-                        ("username", username.clone()),
-                        ("message_id", ev.message_id.clone().unwrap_or_default()),
-                        ("seq", ev.seq.unwrap_or_default().to_string()),
-                        ("message", preview),
-                    ],
-                )
-            })
-            .collect(),
-        _ => vec![],
-    }
-}
-
-/// The analytics row of a topic event (event time; absent ids stay absent, never zero UUIDs).
-pub fn analytics_row(ev: &livechat_schemas::TopicEvent) -> Option<AnalyticsEvent> {
-    use livechat_schemas::TopicEvent;
-    match ev {
-        TopicEvent::Room(e) => {
-            let payload = match e.event_type.as_str() {
-                "MESSAGE_SENT" | "MESSAGE_EDITED" | "MESSAGE_DELETED" => serde_json::json!({
-                    "message_id": e.message_id, "seq": e.seq,
-                })
-                .to_string(),
-                _ => serde_json::json!({ "room_name": e.room_name }).to_string(),
-            };
-            // The subject is who the event is about (message author, joined/removed user).
-            let user = e
-                .subject_user_id
-                .as_deref()
-                .or(e.actor_id.as_deref())
-                .and_then(parse_uuid);
-            Some(AnalyticsEvent {
-                event_id: parse_uuid(&e.event_id)?,
-                event_type: e.event_type.clone(),
-                user_id: user,
-                room_id: parse_uuid(&e.room_id),
-                occurred_at: crate::from_ms(e.occurred_at),
-                payload,
-            })
-        }
-        TopicEvent::User(e) => Some(AnalyticsEvent {
-            event_id: parse_uuid(&e.event_id)?,
-            event_type: e.event_type.clone(),
-            user_id: parse_uuid(&e.user_id),
-            room_id: None,
-            occurred_at: crate::from_ms(e.occurred_at),
-            payload: serde_json::json!({ "notification_id": e.notification_id }).to_string(),
-        }),
-        // Notifications are derived from room events, which are counted already.
-        TopicEvent::Notification(_) => None,
-    }
 }

@@ -5,6 +5,9 @@
 //! - [`routes`]: one module per API area; handlers only parse input and call the service.
 //! - [`ws`]: the WebSocket endpoint, its protocol, and the per-connection loop.
 //! - [`hub`]: in-process live delivery and presence (the `Fanout` port).
+//! - [`presence`]: publishes this process's presence to the shared store and pushes other
+//!   processes' presence changes to local sockets (distributed mode).
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`auth`]: the session cookie and the middleware that authenticates requests.
 //! - [`error`], [`extract`]: error responses and extractors that never produce a 500.
 //! - [`openapi`]: the OpenAPI 3 document and the docs page.
@@ -102,6 +105,8 @@ pub struct AppState {
     pub config: IngressConfig,
     /// Consumer lag for `/metrics` (None: not exported).
     pub lag: Option<metrics::LagSource>,
+    /// The process's metrics recorder, rendered by `/metrics` (None: only the scrape-time gauges).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 async fn health() -> StatusCode {
@@ -218,7 +223,10 @@ pub fn router(st: Arc<AppState>) -> Router {
             .route("/internal/docs/", get(openapi::docs_file))
             .route("/internal/docs/{*tail}", get(openapi::docs_file));
     }
-    let api = open.merge(authed).fallback(api_not_found);
+    let api = open
+        .merge(authed)
+        .route_layer(middleware::from_fn(metrics::track_requests))
+        .fallback(api_not_found);
     let web = st.config.web_path();
     let index = web.join("index.html");
     let origins: Vec<HeaderValue> = st
@@ -239,6 +247,14 @@ pub fn router(st: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             st.svc.limits.max_body_bytes,
         ))
+        .layer(
+            // One span per request; failures (5xx) are logged by the layer itself.
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
         .layer(
             CompressionLayer::new()
                 .gzip(true)

@@ -20,7 +20,7 @@ use livechat_ingress::{AppState, IngressConfig};
 use livechat_processors::{
     analytics::AnalyticsProcessor, delivery::DeliveryProcessor, history::HistoryProcessor,
 };
-use livechat_processors::{notifications::NotificationsProcessor, relay, runner};
+use livechat_processors::{notifications::NotificationsProcessor, relay, runner, Durable};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -56,8 +56,8 @@ enum Command {
     Ingress,
     /// Run one durable processor only.
     Processor {
-        #[arg(value_parser = PROCESSORS)]
-        name: String,
+        #[arg(value_parser = durable_parser())]
+        name: Durable,
     },
     /// Print the effective configuration as TOML.
     Config,
@@ -122,22 +122,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Parses a durable processor's name (clap lists the names in `--help` and in errors).
+fn durable_parser() -> impl clap::builder::TypedValueParser<Value = Durable> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Durable::NAMES)
+        .map(|name: String| Durable::parse(&name).expect("one of the possible values"))
+}
+
 /// The committing consumer groups whose lag `/metrics` reports.
 fn processors_for_lag() -> Vec<(String, Vec<&'static str>)> {
-    vec![
-        (
-            "history".into(),
-            livechat_processors::history::TOPICS.to_vec(),
-        ),
-        (
-            "notifications".into(),
-            livechat_processors::notifications::TOPICS.to_vec(),
-        ),
-        (
-            "analytics".into(),
-            livechat_processors::analytics::TOPICS.to_vec(),
-        ),
-    ]
+    Durable::ALL
+        .iter()
+        .map(|d| (d.name().to_string(), d.topics().to_vec()))
+        .collect()
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -165,43 +162,44 @@ struct Roles {
     /// REST + WebSocket, the outbox relay and live delivery (always together: delivery pushes
     /// to this process's sockets, and the relay drains what this process commits).
     ingress: bool,
-    /// Durable processors: any of "history", "notifications", "analytics".
-    processors: Vec<String>,
+    /// Durable processors.
+    processors: Vec<Durable>,
 }
 
 impl Roles {
     fn all() -> Roles {
         Roles {
             ingress: true,
-            processors: PROCESSORS.iter().map(|p| p.to_string()).collect(),
+            processors: Durable::ALL.to_vec(),
         }
     }
 }
 
-const PROCESSORS: [&str; 3] = ["history", "notifications", "analytics"];
-
 fn durable_processor(
-    name: &str,
+    kind: Durable,
     stores: &wire::Stores,
     log: &Arc<dyn EventLog>,
 ) -> Arc<dyn livechat_processors::Processor> {
-    match name {
-        "history" => Arc::new(HistoryProcessor {
+    match kind {
+        Durable::History => Arc::new(HistoryProcessor {
             store: stores.history.clone(),
-            group: "history".into(),
+            group: kind.name().into(),
         }),
-        "notifications" => Arc::new(NotificationsProcessor {
+        Durable::Notifications => Arc::new(NotificationsProcessor {
             directory: stores.directory.clone(),
             announce: Some(log.clone()),
         }),
-        _ => Arc::new(AnalyticsProcessor {
+        Durable::Analytics => Arc::new(AnalyticsProcessor {
             store: stores.analytics.clone(),
-            group: "analytics".into(),
+            group: kind.name().into(),
         }),
     }
 }
 
 async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
+    // Installed before anything records, so no early count is lost.
+    let metrics = livechat_ingress::metrics::install()?;
+    livechat_ingress::metrics::describe();
     let data_dir = PathBuf::from(&cfg.data_dir);
     let stores = wire::stores(&cfg).await?;
     let log: Arc<dyn EventLog> = wire::log(&cfg).await?;
@@ -211,10 +209,10 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let stop_processors = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let mut processors = tokio::task::JoinSet::new();
-    for name in &roles.processors {
+    for kind in &roles.processors {
         processors.spawn(runner::run(
             log.clone(),
-            durable_processor(name, &stores, &log),
+            durable_processor(*kind, &stores, &log),
             stop_processors.clone(),
         ));
     }
@@ -224,14 +222,16 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
             &cfg,
             &stores,
             log.clone(),
+            metrics,
             &mut ingress_tasks,
             shutdown.clone(),
         )
         .await
     } else {
+        let names: Vec<&str> = roles.processors.iter().map(|d| d.name()).collect();
         println!(
             "LiveChat processors running: {} (data in {})",
-            roles.processors.join(", "),
+            names.join(", "),
             data_dir.display()
         );
         tracing::info!(processors = ?roles.processors, "LiveChat processors started.");
@@ -266,6 +266,7 @@ async fn run_ingress(
     cfg: &Config,
     stores: &wire::Stores,
     log: Arc<dyn EventLog>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -336,6 +337,7 @@ async fn run_ingress(
         hub,
         config: ingress,
         lag: Some(lag),
+        metrics: Some(metrics),
     });
     // Tests and scripts read this line to learn the bound port.
     println!(

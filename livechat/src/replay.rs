@@ -4,27 +4,26 @@
 //! gives identical stores; `--verify` proves it with checksums.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use livechat_core::model::Checksum;
-use livechat_core::ports::{AnalyticsStore, Directory, MessageStore};
 use livechat_processors::analytics::AnalyticsProcessor;
 use livechat_processors::history::HistoryProcessor;
 use livechat_processors::notifications::NotificationsProcessor;
-use livechat_processors::{Decoded, Processor};
+use livechat_processors::{Decoded, Durable, Processor};
 use livechat_schemas::{codec, TopicEvent};
-use livechat_sinks::embedded::{SqliteAnalytics, SqliteDirectory, SqliteHistory};
 
 use crate::config::Config;
+use crate::wire::ReadModel;
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
-    /// The store to rebuild.
-    #[arg(long, value_parser = ["history", "analytics", "notifications"])]
-    store: String,
+    /// The store to rebuild (the one its processor keeps).
+    #[arg(long, value_parser = crate::durable_parser())]
+    store: Durable,
     /// Replay only records appended at or after this time (RFC 3339); default: from the beginning.
     #[arg(long)]
     from_time: Option<String>,
@@ -39,51 +38,18 @@ pub struct ReplayArgs {
     verify: bool,
 }
 
-/// A store that can be rebuilt, opened at a path.
-enum Target {
-    History(Arc<dyn MessageStore>),
-    Analytics(Arc<dyn AnalyticsStore>),
-    Notifications(Arc<dyn Directory>),
-}
-
-impl Target {
-    /// A fresh (or existing) SQLite file. A new one is filled without journal or fsync (a
-    /// crash leaves a partial file to delete; nothing else depends on it until replay is done).
-    fn file(store: &str, path: &Path) -> anyhow::Result<Target> {
-        let fresh = !path.exists();
-        Ok(match store {
-            "history" if fresh => {
-                Target::History(Arc::new(SqliteHistory::create_for_rebuild(path)?))
-            }
-            "history" => Target::History(Arc::new(SqliteHistory::open(path)?)),
-            "analytics" if fresh => {
-                Target::Analytics(Arc::new(SqliteAnalytics::create_for_rebuild(path)?))
-            }
-            "analytics" => Target::Analytics(Arc::new(SqliteAnalytics::open(path)?)),
-            _ => Target::Notifications(Arc::new(SqliteDirectory::open(path)?)),
-        })
-    }
-
-    /// The store the configuration names (SQLite in the data directory, Cassandra, ClickHouse).
-    async fn live(store: &str, cfg: &Config) -> anyhow::Result<Target> {
-        Ok(match store {
-            "history" => Target::History(crate::wire::history(cfg).await?),
-            "analytics" => Target::Analytics(crate::wire::analytics(cfg).await?),
-            _ => Target::Notifications(crate::wire::directory(cfg).await?),
-        })
-    }
-
+impl ReadModel {
     fn processor(&self, group: &str) -> Arc<dyn Processor> {
         match self {
-            Target::History(s) => Arc::new(HistoryProcessor {
+            ReadModel::History(s) => Arc::new(HistoryProcessor {
                 store: s.clone(),
                 group: group.into(),
             }),
-            Target::Analytics(s) => Arc::new(AnalyticsProcessor {
+            ReadModel::Analytics(s) => Arc::new(AnalyticsProcessor {
                 store: s.clone(),
                 group: group.into(),
             }),
-            Target::Notifications(d) => Arc::new(NotificationsProcessor {
+            ReadModel::Notifications(d) => Arc::new(NotificationsProcessor {
                 directory: d.clone(),
                 announce: None,
             }),
@@ -92,30 +58,10 @@ impl Target {
 
     async fn checksum(&self) -> anyhow::Result<Checksum> {
         Ok(match self {
-            Target::History(s) => s.checksum().await?,
-            Target::Analytics(s) => s.checksum().await?,
-            Target::Notifications(d) => d.notifications_checksum().await?,
+            ReadModel::History(s) => s.checksum().await?,
+            ReadModel::Analytics(s) => s.checksum().await?,
+            ReadModel::Notifications(d) => d.notifications_checksum().await?,
         })
-    }
-}
-
-/// How the live store is named in messages.
-fn live_name(store: &str, cfg: &Config) -> String {
-    use crate::config::{AnalyticsKind, DirectoryKind, HistoryKind};
-    let data = Path::new(&cfg.data_dir);
-    match store {
-        "history" if cfg.history.kind == HistoryKind::Cassandra => {
-            format!("cassandra keyspace {}", cfg.history.cassandra.keyspace)
-        }
-        "analytics" if cfg.analytics.kind == AnalyticsKind::Clickhouse => {
-            format!("clickhouse database {}", cfg.analytics.clickhouse.database)
-        }
-        "history" => data.join("history.db").display().to_string(),
-        "analytics" => data.join("analytics.db").display().to_string(),
-        _ if cfg.directory.kind == DirectoryKind::Mongo => {
-            format!("mongo database {}", cfg.directory.mongo.database)
-        }
-        _ => data.join("directory.db").display().to_string(),
     }
 }
 
@@ -181,14 +127,7 @@ impl Progress {
 }
 
 pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
-    let data = PathBuf::from(&cfg.data_dir);
-    if cfg.log.kind == crate::config::LogKind::Embedded && !data.join("log.db").exists() {
-        anyhow::bail!(
-            "no log at {}: is --data-dir right?",
-            data.join("log.db").display()
-        );
-    }
-    let log = crate::wire::log(cfg).await?;
+    let log = crate::wire::existing_log(cfg).await?;
     let from_ms = match &args.from_time {
         Some(t) => Some(
             chrono::DateTime::parse_from_rfc3339(t)
@@ -197,7 +136,7 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let live = live_name(&args.store, cfg);
+    let live = crate::wire::read_model_name(args.store, cfg);
     let target_name = args
         .into
         .as_ref()
@@ -205,19 +144,15 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| live.clone());
     let target = match (&args.into, args.dry_run) {
         (_, true) => None,
-        (Some(path), false) => Some(Target::file(&args.store, path)?),
-        (None, false) => Some(Target::live(&args.store, cfg).await?),
+        (Some(path), false) => Some(crate::wire::read_model_file(args.store, path)?),
+        (None, false) => Some(crate::wire::read_model(args.store, cfg).await?),
     };
     let group = format!("replay-{}", args.store);
-    let topics: Vec<&'static str> = match args.store.as_str() {
-        "history" => livechat_processors::history::TOPICS.to_vec(),
-        "analytics" => livechat_processors::analytics::TOPICS.to_vec(),
-        _ => livechat_processors::notifications::TOPICS.to_vec(),
-    };
+    let topics = args.store.topics();
 
     // Snapshot the ranges first: records appended while replaying are left to the live processors.
     let mut ranges = Vec::new();
-    for topic in &topics {
+    for topic in topics {
         for p in 0..log.partitions(topic) {
             let end = log.end_offset(topic, p).await?;
             let start = match from_ms {
@@ -299,7 +234,10 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
             println!("verify: skipped (a replay from a time is partial; compare full replays)");
             return Ok(());
         }
-        let live_sum = Target::live(&args.store, cfg).await?.checksum().await?;
+        let live_sum = crate::wire::read_model(args.store, cfg)
+            .await?
+            .checksum()
+            .await?;
         println!(
             "checksum {} ({}): rows={} sha256={}",
             args.store, live, live_sum.rows, live_sum.sha256

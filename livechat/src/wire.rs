@@ -1,5 +1,5 @@
-//! Chooses the adapter of each port from the configuration (the only place that matches on
-//! technology names).
+//! Chooses the adapter of each port from the configuration: the only place that matches on
+//! technology names (the serving roles and `livechat replay` both open their stores here).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use anyhow::Context;
 use livechat_core::ports::{
     AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, SessionStore,
 };
+use livechat_processors::Durable;
 use livechat_sinks::embedded::{SqliteAnalytics, SqliteDirectory, SqliteHistory, SqliteLog};
 use livechat_sinks::memory::MemoryCache;
 
@@ -201,4 +202,75 @@ pub async fn stores(cfg: &Config) -> anyhow::Result<Stores> {
         analytics: analytics(cfg).await?,
         cache: cache(cfg)?,
     })
+}
+
+/// The log of an existing deployment: for the embedded log, its file must already exist (a
+/// replay against a mistyped `--data-dir` fails instead of creating an empty log).
+pub async fn existing_log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
+    if cfg.log.kind == LogKind::Embedded {
+        let file = Path::new(&cfg.data_dir).join("log.db");
+        anyhow::ensure!(
+            file.exists(),
+            "no log at {}: is --data-dir right?",
+            file.display()
+        );
+    }
+    log(cfg).await
+}
+
+/// A read model `livechat replay` rebuilds: the store a durable processor keeps.
+pub enum ReadModel {
+    History(Arc<dyn MessageStore>),
+    Analytics(Arc<dyn AnalyticsStore>),
+    Notifications(Arc<dyn Directory>),
+}
+
+/// The live read model the configuration names.
+pub async fn read_model(kind: Durable, cfg: &Config) -> anyhow::Result<ReadModel> {
+    Ok(match kind {
+        Durable::History => ReadModel::History(history(cfg).await?),
+        Durable::Analytics => ReadModel::Analytics(analytics(cfg).await?),
+        Durable::Notifications => ReadModel::Notifications(directory(cfg).await?),
+    })
+}
+
+/// A read model in a SQLite file of its own (`replay --into`). A new file is filled without
+/// journal or fsync (a crash leaves a partial file to delete; nothing depends on it until the
+/// replay is done); an existing one is opened as usual.
+pub fn read_model_file(kind: Durable, path: &Path) -> anyhow::Result<ReadModel> {
+    let fresh = !path.exists();
+    Ok(match kind {
+        Durable::History if fresh => {
+            ReadModel::History(Arc::new(SqliteHistory::create_for_rebuild(path)?))
+        }
+        Durable::History => ReadModel::History(Arc::new(SqliteHistory::open(path)?)),
+        Durable::Analytics if fresh => {
+            ReadModel::Analytics(Arc::new(SqliteAnalytics::create_for_rebuild(path)?))
+        }
+        Durable::Analytics => ReadModel::Analytics(Arc::new(SqliteAnalytics::open(path)?)),
+        Durable::Notifications => ReadModel::Notifications(Arc::new(SqliteDirectory::open(path)?)),
+    })
+}
+
+/// How the live read model is named in messages (a file, a keyspace, a database).
+pub fn read_model_name(kind: Durable, cfg: &Config) -> String {
+    let data = Path::new(&cfg.data_dir);
+    match kind {
+        Durable::History => match cfg.history.kind {
+            HistoryKind::Cassandra => {
+                format!("cassandra keyspace {}", cfg.history.cassandra.keyspace)
+            }
+            HistoryKind::Embedded => data.join("history.db").display().to_string(),
+        },
+        Durable::Analytics => match cfg.analytics.kind {
+            AnalyticsKind::Clickhouse => {
+                format!("clickhouse database {}", cfg.analytics.clickhouse.database)
+            }
+            AnalyticsKind::Embedded => data.join("analytics.db").display().to_string(),
+        },
+        Durable::Notifications => match cfg.directory.kind {
+            DirectoryKind::Mongo => format!("mongo database {}", cfg.directory.mongo.database),
+            DirectoryKind::Embedded => data.join("directory.db").display().to_string(),
+        },
+    }
 }

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use livechat_core::model::AnalyticsEvent;
 use livechat_core::ports::AnalyticsStore;
-use livechat_core::service::analytics_row;
-use livechat_schemas::{ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC};
+use livechat_schemas::{RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC};
+use uuid::Uuid;
 
 use crate::runner::{Decoded, Processor};
 
@@ -34,5 +35,52 @@ impl Processor for AnalyticsProcessor {
             self.store.insert(&rows).await?;
         }
         Ok(())
+    }
+}
+
+fn parse_uuid(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
+}
+
+/// The analytics row of a topic event (event time; absent ids stay absent, never zero UUIDs).
+pub fn analytics_row(ev: &TopicEvent) -> Option<AnalyticsEvent> {
+    match ev {
+        TopicEvent::Room(e) => {
+            let payload = match e.kind() {
+                Some(
+                    RoomEventType::MessageSent
+                    | RoomEventType::MessageEdited
+                    | RoomEventType::MessageDeleted,
+                ) => serde_json::json!({
+                    "message_id": e.message_id, "seq": e.seq,
+                })
+                .to_string(),
+                _ => serde_json::json!({ "room_name": e.room_name }).to_string(),
+            };
+            // The subject is who the event is about (message author, joined/removed user).
+            let user = e
+                .subject_user_id
+                .as_deref()
+                .or(e.actor_id.as_deref())
+                .and_then(parse_uuid);
+            Some(AnalyticsEvent {
+                event_id: parse_uuid(&e.event_id)?,
+                event_type: e.event_type.clone(),
+                user_id: user,
+                room_id: parse_uuid(&e.room_id),
+                occurred_at: livechat_core::from_ms(e.occurred_at),
+                payload,
+            })
+        }
+        TopicEvent::User(e) => Some(AnalyticsEvent {
+            event_id: parse_uuid(&e.event_id)?,
+            event_type: e.event_type.clone(),
+            user_id: parse_uuid(&e.user_id),
+            room_id: None,
+            occurred_at: livechat_core::from_ms(e.occurred_at),
+            payload: serde_json::json!({ "notification_id": e.notification_id }).to_string(),
+        }),
+        // Notifications are derived from room events, which are counted already.
+        TopicEvent::Notification(_) => None,
     }
 }

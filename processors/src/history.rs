@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use livechat_core::model::{HistoryOp, StoredMessage};
 use livechat_core::ports::MessageStore;
-use livechat_schemas::{RoomEvent, TopicEvent, ROOM_EVENTS_TOPIC};
+use livechat_schemas::{RoomEvent, RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
 use uuid::Uuid;
 
 use crate::runner::{Decoded, Processor};
@@ -30,8 +30,8 @@ pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
     let room = Uuid::parse_str(&ev.room_id)
         .map_err(|e| anyhow::anyhow!("room_id {:?}: {e}", ev.room_id))?;
     let at = livechat_core::from_ms(ev.occurred_at);
-    Ok(match ev.event_type.as_str() {
-        "MESSAGE_SENT" => {
+    Ok(match ev.kind() {
+        Some(RoomEventType::MessageSent) => {
             let created = ev
                 .message_created_at
                 .map(livechat_core::from_ms)
@@ -50,18 +50,18 @@ pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
                 client_msg_id: ev.client_msg_id.clone(),
             }))
         }
-        "MESSAGE_EDITED" => Some(HistoryOp::Edit {
+        Some(RoomEventType::MessageEdited) => Some(HistoryOp::Edit {
             room_id: room,
             message_id: id(&ev.message_id, "message_id")?,
             content: ev.content.clone().unwrap_or_default(),
             at,
         }),
-        "MESSAGE_DELETED" => Some(HistoryOp::Delete {
+        Some(RoomEventType::MessageDeleted) => Some(HistoryOp::Delete {
             room_id: room,
             message_id: id(&ev.message_id, "message_id")?,
             at,
         }),
-        "ROOM_DELETED" => Some(HistoryOp::PurgeRoom { room_id: room }),
+        Some(RoomEventType::RoomDeleted) => Some(HistoryOp::PurgeRoom { room_id: room }),
         _ => None,
     })
 }

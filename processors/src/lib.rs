@@ -8,6 +8,7 @@
 //! - [`delivery`]: pushes room events to online subscribers.
 //! - [`notifications`]: persists notifications (join requests, decisions, mentions) and pushes them.
 //! - [`analytics`]: records every event, at event time, in the analytics store.
+//! - [`Durable`]: the names of the durable processors (and of the stores they keep).
 
 pub mod analytics;
 pub mod delivery;
@@ -17,3 +18,45 @@ pub mod relay;
 pub mod runner;
 
 pub use runner::{Decoded, Processor, StartAt};
+
+/// The durable processors: each is a consumer group that commits its offsets and keeps one
+/// store up to date (so it also names the store `livechat replay` rebuilds with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durable {
+    History,
+    Notifications,
+    Analytics,
+}
+
+impl Durable {
+    pub const ALL: [Durable; 3] = [Durable::History, Durable::Notifications, Durable::Analytics];
+    /// Their names, as on the command line and as consumer-group names.
+    pub const NAMES: [&'static str; 3] = ["history", "notifications", "analytics"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Durable::History => Self::NAMES[0],
+            Durable::Notifications => Self::NAMES[1],
+            Durable::Analytics => Self::NAMES[2],
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Durable> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The topics the processor consumes.
+    pub fn topics(self) -> &'static [&'static str] {
+        match self {
+            Durable::History => history::TOPICS,
+            Durable::Notifications => notifications::TOPICS,
+            Durable::Analytics => analytics::TOPICS,
+        }
+    }
+}
+
+impl std::fmt::Display for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

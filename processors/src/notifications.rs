@@ -4,18 +4,23 @@
 //! the event id, so a redelivered event stores nothing twice; the announcement is repeated after
 //! a crash rather than lost (clients deduplicate by notification id).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use livechat_core::events::notification_record;
+use livechat_core::model::Notification;
 use livechat_core::ports::{Directory, EventLog};
-use livechat_core::service::notifications_for;
-use livechat_schemas::{TopicEvent, ROOM_EVENTS_TOPIC};
+use livechat_schemas::{NotificationType, RoomEvent, RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
+use uuid::Uuid;
 
 use crate::runner::{Decoded, Processor};
 
 /// Topics the notifications processor consumes.
 pub const TOPICS: &[&str] = &[ROOM_EVENTS_TOPIC];
+
+/// Characters of a mentioning message kept in the notification.
+const MENTION_PREVIEW_CHARS: usize = 140;
 
 pub struct NotificationsProcessor {
     pub directory: Arc<dyn Directory>,
@@ -46,5 +51,88 @@ impl Processor for NotificationsProcessor {
             log.append(&announcements).await?;
         }
         Ok(())
+    }
+}
+
+fn parse_uuid(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
+}
+
+/// The notifications a room event creates, with ids derived from the event id so that a
+/// redelivered event creates nothing new.
+pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
+    let at = livechat_core::from_ms(ev.occurred_at);
+    let room_name = ev.room_name.clone().unwrap_or_default();
+    let source = ev.actor_id.as_deref().and_then(parse_uuid);
+    let make = |recipient: Uuid, kind: NotificationType, extra: &[(&str, String)]| {
+        let mut payload = BTreeMap::new();
+        payload.insert("room_name".to_string(), room_name.clone());
+        payload.insert("room_id".to_string(), ev.room_id.clone());
+        for (k, v) in extra {
+            payload.insert(k.to_string(), v.clone());
+        }
+        Notification {
+            id: Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("{}:{}", ev.event_id, recipient).as_bytes(),
+            ),
+            user_id: recipient,
+            kind: kind.as_str().to_string(),
+            payload,
+            read: false,
+            source_id: source,
+            created_at: at,
+        }
+    };
+    let subject = ev.subject_user_id.as_deref().and_then(parse_uuid);
+    let username = ev.subject_username.clone().unwrap_or_default();
+    match ev.kind() {
+        Some(RoomEventType::JoinRequestCreated) => ev
+            .room_owner_id
+            .as_deref()
+            .and_then(parse_uuid)
+            .map(|owner| {
+                vec![make(
+                    owner,
+                    NotificationType::JoinRequestCreated,
+                    &[
+                        ("username", username.clone()),
+                        ("request_id", ev.request_id.clone().unwrap_or_default()),
+                        ("message", ev.request_message.clone().unwrap_or_default()),
+                    ],
+                )]
+            })
+            .unwrap_or_default(),
+        Some(RoomEventType::JoinRequestAccepted) => subject
+            .map(|s| vec![make(s, NotificationType::JoinRequestAccepted, &[])])
+            .unwrap_or_default(),
+        Some(RoomEventType::JoinRequestRejected) => subject
+            .map(|s| vec![make(s, NotificationType::JoinRequestRejected, &[])])
+            .unwrap_or_default(),
+        Some(RoomEventType::MessageSent) => ev
+            .mentioned_user_ids
+            .iter()
+            .filter_map(|m| parse_uuid(m))
+            .map(|m| {
+                let preview: String = ev
+                    .content
+                    .clone()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(MENTION_PREVIEW_CHARS)
+                    .collect();
+                make(
+                    m,
+                    NotificationType::Mention,
+                    &[
+                        ("username", username.clone()),
+                        ("message_id", ev.message_id.clone().unwrap_or_default()),
+                        ("seq", ev.seq.unwrap_or_default().to_string()),
+                        ("message", preview),
+                    ],
+                )
+            })
+            .collect(),
+        _ => vec![],
     }
 }

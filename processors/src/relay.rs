@@ -51,5 +51,6 @@ pub async fn relay_once(outbox: &dyn Outbox, log: &dyn EventLog) -> anyhow::Resu
     log.append(&records).await?;
     let positions: Vec<i64> = batch.iter().map(|(p, _)| *p).collect();
     outbox.remove(&positions).await?;
+    metrics::counter!("livechat_outbox_relayed_total").increment(batch.len() as u64);
     Ok(batch.len())
 }

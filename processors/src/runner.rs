@@ -10,6 +10,7 @@ pub use livechat_core::ports::StartAt;
 use livechat_core::ports::{EventLog, GroupConsumer};
 use livechat_schemas::{codec, TopicEvent, DEAD_LETTER_TOPIC};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A log record with its decoded event.
 #[derive(Debug, Clone)]
@@ -126,43 +127,87 @@ pub async fn run_with_ready(
         if entries.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
+        let records = entries.len();
+        let mut first: BTreeMap<(String, u32), i64> = BTreeMap::new();
         let mut next: BTreeMap<(String, u32), i64> = BTreeMap::new();
-        let mut batch = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for entry in &entries {
+            first
+                .entry((entry.topic.clone(), entry.partition))
+                .or_insert(entry.offset);
             next.insert((entry.topic.clone(), entry.partition), entry.offset + 1);
-            match codec::decode(&entry.payload) {
-                Ok(event) => batch.push(Decoded { entry, event }),
-                Err(e) => {
-                    let class = decode_error_class(&e);
-                    dead_letter(log.as_ref(), p.name(), &entry, class, &e.to_string()).await
-                }
-            }
         }
-        if !handle_batch(log.as_ref(), p.as_ref(), &batch, &shutdown).await {
+        // One span per batch: which records of which partitions it covers.
+        let offsets: Vec<String> = next
+            .iter()
+            .map(|((t, p), n)| format!("{t}/{p}:{}..{}", first[&(t.clone(), *p)], n - 1))
+            .collect();
+        let span = tracing::info_span!("batch", processor = p.name(), records, offsets = %offsets.join(","));
+        let done = process_batch(
+            log.as_ref(),
+            p.as_ref(),
+            consumer.as_mut(),
+            entries,
+            next,
+            commits,
+            &shutdown,
+        )
+        .instrument(span)
+        .await;
+        if !done {
             return; // shutting down mid-retry: leave the batch uncommitted for the next run
         }
-        if commits {
-            let next: Vec<(String, u32, i64)> =
-                next.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-            // A commit can fail for good when a rebalance moved the partition away: then the
-            // new owner re-handles the batch from the last commit (handling is idempotent).
-            for attempt in 0..COMMIT_ATTEMPTS {
-                match consumer.commit(&next).await {
-                    Ok(()) => break,
-                    Err(e) if attempt + 1 == COMMIT_ATTEMPTS => {
-                        tracing::warn!(processor = p.name(), error = %e, "Offset commit failed; the batch may be handled again.");
+        metrics::counter!("livechat_processor_records_total", "processor" => p.name().to_string())
+            .increment(records as u64);
+        metrics::histogram!("livechat_processor_batch_seconds", "processor" => p.name().to_string())
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Decodes, handles and commits one batch; false if shutdown interrupted it (nothing committed).
+async fn process_batch(
+    log: &dyn EventLog,
+    p: &dyn Processor,
+    consumer: &mut dyn GroupConsumer,
+    entries: Vec<LogEntry>,
+    next: BTreeMap<(String, u32), i64>,
+    commits: bool,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut batch = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match codec::decode(&entry.payload) {
+            Ok(event) => batch.push(Decoded { entry, event }),
+            Err(e) => {
+                let class = decode_error_class(&e);
+                dead_letter(log, p.name(), &entry, class, &e.to_string()).await
+            }
+        }
+    }
+    if !handle_batch(log, p, &batch, shutdown).await {
+        return false;
+    }
+    if commits {
+        let next: Vec<(String, u32, i64)> = next.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+        // A commit can fail for good when a rebalance moved the partition away: then the
+        // new owner re-handles the batch from the last commit (handling is idempotent).
+        for attempt in 0..COMMIT_ATTEMPTS {
+            match consumer.commit(&next).await {
+                Ok(()) => break,
+                Err(e) if attempt + 1 == COMMIT_ATTEMPTS => {
+                    tracing::warn!(error = %e, "Offset commit failed; the batch may be handled again.");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Offset commit failed; retrying.");
+                    if shutdown.is_cancelled() {
+                        return false;
                     }
-                    Err(e) => {
-                        tracing::debug!(processor = p.name(), error = %e, "Offset commit failed; retrying.");
-                        if shutdown.is_cancelled() {
-                            return;
-                        }
-                        backoff(attempt, &shutdown).await;
-                    }
+                    backoff(attempt, shutdown).await;
                 }
             }
         }
     }
+    true
 }
 
 /// Handles a batch, retrying it; if it keeps failing, handles its records one at a time and
@@ -240,6 +285,8 @@ async fn dead_letter(
     error: &str,
 ) {
     tracing::error!(processor, topic = %entry.topic, partition = entry.partition, offset = entry.offset, error_class, error, "Record dead-lettered.");
+    metrics::counter!("livechat_dead_letters_total", "processor" => processor.to_string(), "class" => error_class.to_string())
+        .increment(1);
     let failed_at = livechat_core::now().timestamp_millis();
     let body = serde_json::json!({
         "orig_topic": entry.topic,

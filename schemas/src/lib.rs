@@ -3,13 +3,17 @@
 //! Layout:
 //! - `avro/*.avsc` (beside `src/`) are the schemas, one per topic value; they are compiled into the
 //!   binary with `include_str!`, so the files are the single source of truth.
-//! - [`RoomEvent`] and [`UserEvent`] are their Rust types (serde maps them field by field).
+//! - [`RoomEvent`], [`UserEvent`] and [`NotificationEvent`] are their Rust types (serde maps them
+//!   field by field); [`event_type`] names every `event_type` value once.
 //! - [`codec`] frames records in the Confluent wire format: magic byte `0`, a 4-byte big-endian
 //!   schema id, then Avro binary.
 //! - [`registry`] knows every schema with its stable id (the embedded registry).
 
 pub mod codec;
+pub mod event_type;
 pub mod registry;
+
+pub use event_type::{NotificationType, RoomEventType, UserEventType};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,18 +1,24 @@
-//! Store adapters.
+//! Store adapters: every port of `livechat-core` on its engines.
 //!
 //! Layout:
 //! - [`embedded`]: the default adapters, on SQLite (rusqlite, bundled): one database file per
-//!   store in the data directory, WAL journal, `synchronous=FULL` so a commit survives a crash.
-//!   - `directory.db`: users, sessions, rooms, memberships (with read markers), join requests,
-//!     notifications, message receipts (idempotent sends) and the outbox;
-//!   - `log.db`: the partitioned topic log with consumer-group offsets;
-//!   - `history.db`: the message history read model;
-//!   - `analytics.db`: analytics events and the seven views.
+//!   store in the data directory, WAL journal, `synchronous=FULL` for the sources of truth.
+//!   - `directory.db`: users, rooms, memberships (with read markers), join requests and
+//!     notifications (`directory.rs`), sessions (`sessions.rs`), the outbox (`outbox.rs`), and
+//!     the send path that assigns seqs and deduplicates sends with its message receipts
+//!     (`sequencer.rs`);
+//!   - `log.db`: the partitioned topic log with consumer-group offsets (`log.rs`);
+//!   - `history.db`: the message history read model (`history.rs`);
+//!   - `analytics.db`: analytics events and the seven views (`analytics.rs`).
 //! - [`memory`]: in-process cache.
 //! - [`config`]: settings of the distributed adapters (always compiled).
-//! - `kafka` (cargo feature `kafka`): the log on a Kafka-API broker.
-//! - `mongo` (cargo feature `mongo`): the directory, sessions and outbox on MongoDB / FerretDB.
-//! - `redis` (cargo feature `redis`): sessions and cross-process presence on Redis.
+//! - Distributed adapters, each behind the cargo feature of its name:
+//!   - `kafka`: the log on a Kafka-API broker (Redpanda, Apache Kafka), with the schema registry;
+//!   - `cassandra`: the message history on Cassandra / ScyllaDB;
+//!   - `clickhouse`: the analytics store on ClickHouse;
+//!   - `mongo`: the directory, sessions and outbox on MongoDB (tested on FerretDB);
+//!   - `redis`: sessions and cross-process presence on Redis;
+//!   - `memcached`: the cache on Memcached.
 
 #[cfg(feature = "cassandra")]
 pub mod cassandra;

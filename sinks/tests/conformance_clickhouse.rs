@@ -3,22 +3,7 @@
 #![cfg(feature = "clickhouse")]
 
 use livechat_sinks::clickhouse::{ClickHouseAnalytics, ClickHouseConfig};
-
-/// The server named by the environment. Without one the test is skipped with a note, except
-/// under CI, where a missing server is a failure.
-fn url() -> Option<String> {
-    let Ok(url) = std::env::var("LIVECHAT_CLICKHOUSE_URL") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must provide LIVECHAT_CLICKHOUSE_URL (scripts/dev-services up clickhouse)"
-        );
-        eprintln!(
-            "skipped: LIVECHAT_CLICKHOUSE_URL is not set (run scripts/dev-services up clickhouse)"
-        );
-        return None;
-    };
-    Some(url)
-}
+use livechat_sinks::embedded::SqliteAnalytics;
 
 async fn connect(url: String, database: &str) -> ClickHouseAnalytics {
     let cfg = ClickHouseConfig {
@@ -31,35 +16,18 @@ async fn connect(url: String, database: &str) -> ClickHouseAnalytics {
         .expect("connect to ClickHouse")
 }
 
+fn url() -> Option<String> {
+    livechat_conformance::server_env("LIVECHAT_CLICKHOUSE_URL", "clickhouse")
+}
+
 /// The shared database of the checks that make their own ids.
 async fn clickhouse() -> Option<ClickHouseAnalytics> {
     Some(connect(url()?, "livechat_conformance").await)
 }
 
-macro_rules! clickhouse_checks {
-    ($($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                if let Some(store) = clickhouse().await {
-                    livechat_conformance::analytics::$check(&store).await;
-                }
-            }
-        )*
-    };
-}
-
-clickhouse_checks!(
-    an_event_counts_once_however_often_it_is_inserted,
-    room_and_user_views,
-    global_views_are_well_formed,
-);
-
-/// Global views and the checksum cover the whole store, so this check gets a database of its
-/// own, emptied first; the SQLite adapter fed the same events is the reference.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn views_and_checksum_match_the_reference() {
-    let Some(url) = url() else { return };
+/// A database of its own, emptied first: global views and the checksum cover a whole store.
+async fn empty_clickhouse() -> Option<ClickHouseAnalytics> {
+    let url = url()?;
     let database = "livechat_conformance_reference";
     clickhouse::Client::default()
         .with_url(&url)
@@ -67,10 +35,13 @@ async fn views_and_checksum_match_the_reference() {
         .execute()
         .await
         .expect("drop the check's database");
-    let store = connect(url, database).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let reference =
-        livechat_sinks::embedded::SqliteAnalytics::open(&dir.path().join("analytics.db")).unwrap();
-    livechat_conformance::analytics::views_and_checksum_match_the_reference(&store, &reference)
-        .await;
+    Some(connect(url, database).await)
 }
+
+/// The embedded adapter fed the same events is the reference.
+async fn reference() -> SqliteAnalytics {
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    SqliteAnalytics::open(&dir.join("analytics.db")).unwrap()
+}
+
+livechat_conformance::analytics_suite!(clickhouse(), empty_clickhouse(), reference());

@@ -7,17 +7,9 @@ use std::sync::Arc;
 use livechat_sinks::embedded::SqliteDirectory;
 use livechat_sinks::redis::{Redis, RedisConfig, RedisPresence, RedisSessions};
 
-/// Connects to the server named by the environment, with a namespace of its own. Without it
-/// the test is skipped with a note, except under CI, where a missing server is a failure.
+/// A client with a namespace of its own.
 async fn redis() -> Option<Redis> {
-    let Ok(url) = std::env::var("LIVECHAT_REDIS_URL") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must provide LIVECHAT_REDIS_URL (scripts/dev-services up redis)"
-        );
-        eprintln!("skipped: LIVECHAT_REDIS_URL is not set (run scripts/dev-services up redis)");
-        return None;
-    };
+    let url = livechat_conformance::server_env("LIVECHAT_REDIS_URL", "redis")?;
     let cfg = RedisConfig {
         url,
         namespace: format!("conformance:{}:", uuid::Uuid::new_v4().simple()),
@@ -25,29 +17,21 @@ async fn redis() -> Option<Redis> {
     Some(Redis::connect(&cfg).await.expect("Redis"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_can_be_created_extended_and_deleted() {
-    let Some(r) = redis().await else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(SqliteDirectory::open(&dir.path().join("directory.db")).unwrap());
-    let sessions = Arc::new(RedisSessions::new(r, outbox));
-    livechat_conformance::directory::sessions_can_be_created_extended_and_deleted(&sessions).await;
+mod sessions {
+    use super::*;
+
+    /// Sessions in Redis; their login/logout records go to a directory's outbox.
+    async fn sessions() -> Option<Arc<RedisSessions>> {
+        let r = redis().await?;
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let outbox = Arc::new(SqliteDirectory::open(&dir.join("directory.db")).unwrap());
+        Some(Arc::new(RedisSessions::new(r, outbox)))
+    }
+
+    livechat_conformance::sessions_suite!(sessions());
 }
 
-macro_rules! presence_checks {
-    ($($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                if let Some(r) = redis().await {
-                    livechat_conformance::presence::$check(&RedisPresence::new(r)).await;
-                }
-            }
-        )*
-    };
+mod presence {
+    use super::*;
+    livechat_conformance::presence_suite!(async { redis().await.map(RedisPresence::new) });
 }
-
-presence_checks!(
-    published_users_are_online_until_withdrawn,
-    entries_of_a_silent_process_expire,
-);

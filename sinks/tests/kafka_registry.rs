@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use livechat_conformance::server_env;
 use livechat_core::model::OutboxRecord;
 use livechat_core::ports::{EventLog, StartAt};
 use livechat_schemas::registry::{self as embedded, ROOM_EVENTS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID};
@@ -22,27 +23,11 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
-/// The broker and registry named by the environment. Without them the test is skipped with a
-/// note, except under CI, where a missing server is a failure.
+/// The broker and registry named by the environment.
 fn servers() -> Option<(String, String)> {
-    match (
-        std::env::var("LIVECHAT_KAFKA_BROKERS"),
-        std::env::var("LIVECHAT_SCHEMA_REGISTRY_URL"),
-    ) {
-        (Ok(brokers), Ok(registry)) => Some((brokers, registry)),
-        _ => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI must provide LIVECHAT_KAFKA_BROKERS and LIVECHAT_SCHEMA_REGISTRY_URL \
-                 (scripts/dev-services up kafka registry)"
-            );
-            eprintln!(
-                "skipped: LIVECHAT_KAFKA_BROKERS or LIVECHAT_SCHEMA_REGISTRY_URL is not set \
-                 (run scripts/dev-services up kafka registry)"
-            );
-            None
-        }
-    }
+    let brokers = server_env("LIVECHAT_KAFKA_BROKERS", "kafka")?;
+    let registry = server_env("LIVECHAT_SCHEMA_REGISTRY_URL", "kafka registry")?;
+    Some((brokers, registry))
 }
 
 /// A registry-enabled log. `namespace` = a fresh prefix gives the test its own topics and
@@ -427,27 +412,6 @@ async fn an_incompatible_schema_change_is_refused_by_the_registry() {
 }
 
 /// The whole log conformance suite, on a registry-enabled log with the plain subjects.
-macro_rules! registry_checks {
-    ($($check:ident),* $(,)?) => {
-        mod conformance {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    if let Some((log, _)) = super::log_in("").await {
-                        livechat_conformance::log::$check(&log).await;
-                    }
-                }
-            )*
-        }
-    };
+mod conformance {
+    livechat_conformance::log_suite!(async { super::log_in("").await.map(|(log, _)| log) });
 }
-
-registry_checks!(
-    records_of_a_key_stay_in_order_in_one_partition,
-    offsets_are_dense_and_end_offset_is_next,
-    group_offsets_are_per_group_and_survive,
-    offset_for_time_seeks_by_timestamp,
-    appends_wake_waiting_consumers,
-    a_group_resumes_after_its_committed_offsets,
-    headers_round_trip,
-);

@@ -14,6 +14,7 @@ use futures::{SinkExt, StreamExt};
 use livechat_core::model::{RoomId, User};
 use livechat_core::{frames, AppError};
 use serde_json::{json, Value};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::protocol::{control, error, ClientFrame};
@@ -68,10 +69,25 @@ pub async fn serve(
     session: Uuid,
     legacy_room: Option<RoomId>,
 ) {
-    let limits = st.svc.limits.clone();
-    let (handle, mut rx) = st
+    let (handle, rx) = st
         .hub
-        .register(user.id, session, limits.outbound_queue_frames);
+        .register(user.id, session, st.svc.limits.outbound_queue_frames);
+    let span = tracing::info_span!("ws", conn = handle.id, user = %user.id);
+    run(socket, st, user, session, legacy_room, handle, rx)
+        .instrument(span)
+        .await
+}
+
+async fn run(
+    socket: WebSocket,
+    st: Arc<AppState>,
+    user: User,
+    session: Uuid,
+    legacy_room: Option<RoomId>,
+    handle: Arc<ConnHandle>,
+    mut rx: tokio::sync::mpsc::Receiver<Outbound>,
+) {
+    let limits = st.svc.limits.clone();
     let (mut sink, mut stream) = socket.split();
     let mut c = Conn {
         st: st.clone(),
@@ -151,6 +167,9 @@ pub async fn serve(
         }
     }
     if let Some((code, reason)) = c.close.take() {
+        tracing::info!(code, reason = %reason, "Closing the WebSocket.");
+        metrics::counter!("livechat_websocket_closes_total", "code" => code.to_string())
+            .increment(1);
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -369,13 +388,7 @@ impl Conn {
 
     /// Subscribes (or re-subscribes) to a room; with `since_seq` the missed messages follow.
     async fn subscribe(&mut self, room: RoomId, since: Option<i64>, native: bool, r: &Value) {
-        let checked = async {
-            let rm = self.st.svc.room_or_404(room).await?;
-            self.st.svc.require_member(room, self.user.id).await?;
-            Ok::<_, AppError>(rm)
-        }
-        .await;
-        let rm = match checked {
+        let rm = match self.st.svc.room_to_stream(room, self.user.id).await {
             Ok(rm) => rm,
             Err(e) => return self.reply_err(&e, r),
         };

@@ -13,7 +13,9 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use livechat_core::model::{RoomId, User};
 use livechat_core::AppError;
+use uuid::Uuid;
 
 use crate::auth::session_cookie;
 use crate::error::{ApiError, ApiResult};
@@ -26,6 +28,42 @@ pub async fn stream(
     QueryParams(q): QueryParams<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
+    let (user, session, legacy_room) = match admit(&st, &headers, &q).await {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            refused(e.0.code(), &e.0.to_string());
+            return Err(e);
+        }
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            refused("not_websocket", &rejection.body_text());
+            return Ok(rejection.into_response());
+        }
+    };
+    let l = &st.svc.limits;
+    let ws = ws
+        .read_buffer_size(l.ws_read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_write_buffer_size(l.max_ws_message_bytes.max(64 * 1024) * 4)
+        .max_frame_size(l.max_ws_frame_bytes)
+        .max_message_size(l.max_ws_message_bytes);
+    Ok(ws.on_upgrade(move |socket| conn::serve(socket, st, user, session, legacy_room)))
+}
+
+/// Logs and counts a refused upgrade.
+fn refused(reason: &'static str, detail: &str) {
+    tracing::info!(reason, detail, "WebSocket upgrade refused.");
+    metrics::counter!("livechat_websocket_upgrades_refused_total", "reason" => reason).increment(1);
+}
+
+/// The checks before an upgrade: Origin, session, and the original's `?room_id=`.
+async fn admit(
+    st: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<(User, Uuid, Option<RoomId>), ApiError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
         if !st.config.origin_allowed(origin) {
@@ -36,28 +74,15 @@ pub async fn stream(
     }
     let authed = st
         .svc
-        .authenticate(session_cookie(&headers).as_deref())
+        .authenticate(session_cookie(headers).as_deref())
         .await?;
     let legacy_room = match q.get("room_id") {
         Some(r) => {
             let room = uuid_param("query", "room_id", r)?;
-            st.svc.room_or_404(room).await?;
-            st.svc.require_member(room, authed.user.id).await?;
+            st.svc.room_to_stream(room, authed.user.id).await?;
             Some(room)
         }
         None => None,
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return Ok(rejection.into_response()),
-    };
-    let l = &st.svc.limits;
-    let ws = ws
-        .read_buffer_size(l.ws_read_buffer_bytes)
-        .write_buffer_size(0)
-        .max_write_buffer_size(l.max_ws_message_bytes.max(64 * 1024) * 4)
-        .max_frame_size(l.max_ws_frame_bytes)
-        .max_message_size(l.max_ws_message_bytes);
-    let (user, session) = (authed.user, authed.session.id);
-    Ok(ws.on_upgrade(move |socket| conn::serve(socket, st, user, session, legacy_room)))
+    Ok((authed.user, authed.session.id, legacy_room))
 }

@@ -144,6 +144,11 @@ impl Db {
         Ok(db)
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `f` in one write transaction (committed if `f` returns Ok).
     pub async fn write<R, F>(self: &Arc<Self>, f: F) -> StoreResult<R>
     where

@@ -1,5 +1,8 @@
-//! `directory.db`: the directory, sessions and the outbox. Each port method is one SQLite
-//! transaction, so a state change and its outbox records commit together or not at all.
+//! `directory.db`: users, rooms, memberships (with read markers), join requests and
+//! notifications. Each port method is one SQLite transaction that writes the state change
+//! together with its outbox records (see `outbox.rs`), so both commit or neither does. The same
+//! file holds the sessions (`sessions.rs`) and the message receipts of the send path
+//! (`sequencer.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,12 +11,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
 use livechat_core::model::*;
-use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox, SessionStore};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox};
+use livechat_core::to_ms;
+use rusqlite::{params, OptionalExtension, Row, Transaction};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::db::{checksum_query, opt_uuid_col, ts_col, user_err, uuid_col, Db};
+use super::outbox::{queue, OutboxTable};
 use super::sequencer::Sequencer;
 
 const SCHEMA: &str = r#"
@@ -51,32 +56,35 @@ CREATE TABLE IF NOT EXISTS outbox(
 "#;
 
 pub struct SqliteDirectory {
-    db: Arc<Db>,
-    pending: watch::Sender<u64>,
+    pub(super) db: Arc<Db>,
+    outbox: Arc<OutboxTable>,
     sequencer: Sequencer,
 }
 
 impl SqliteDirectory {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let db = Db::open(path, SCHEMA)?;
-        let pending: watch::Sender<u64> = watch::channel(0).0;
-        let signal = pending.clone();
-        let sequencer = Sequencer::start(db.clone(), move || {
-            signal.send_modify(|v| *v = v.wrapping_add(1))
-        })?;
+        let outbox = Arc::new(OutboxTable::new(db.clone()));
+        let signal = outbox.clone();
+        let sequencer = Sequencer::start(db.clone(), move || signal.signal())?;
         Ok(SqliteDirectory {
             db,
-            pending,
+            outbox,
             sequencer,
         })
     }
 
+    /// The database file (another handle on it acts as another process).
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+
     fn signal(&self) {
-        self.pending.send_modify(|v| *v = v.wrapping_add(1));
+        self.outbox.signal();
     }
 
     /// Runs a write that queues outbox records, then wakes the relay.
-    async fn write_with_outbox<R, F>(&self, f: F) -> StoreResult<R>
+    pub(super) async fn write_with_outbox<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
@@ -85,26 +93,6 @@ impl SqliteDirectory {
         self.signal();
         Ok(out)
     }
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-pub(super) fn queue(tx: &Connection, records: &[OutboxRecord]) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO outbox(event_id, topic, key, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for r in records {
-        stmt.execute(params![
-            r.event_id.to_string(),
-            r.topic,
-            r.key,
-            r.payload,
-            r.created_at_ms
-        ])?;
-    }
-    Ok(())
 }
 
 const USER_COLS: &str = "id, username, password_hash, last_active, created_at, updated_at";
@@ -163,16 +151,6 @@ fn notif_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
     })
 }
 
-fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
-    Ok(Session {
-        id: uuid_col(r, 0)?,
-        user_id: uuid_col(r, 1)?,
-        created_at: ts_col(r, 2)?,
-        expires_at: ts_col(r, 3)?,
-        absolute_expires_at: ts_col(r, 4)?,
-    })
-}
-
 fn add_member_tx(
     tx: &Transaction<'_>,
     room: RoomId,
@@ -181,7 +159,7 @@ fn add_member_tx(
 ) -> rusqlite::Result<bool> {
     let added = tx.execute(
         "INSERT OR IGNORE INTO memberships(room_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)",
-        params![room.to_string(), user.to_string(), role.as_str(), ms(livechat_core::now())],
+        params![room.to_string(), user.to_string(), role.as_str(), to_ms(livechat_core::now())],
     )? == 1;
     if added {
         tx.execute(
@@ -192,67 +170,6 @@ fn add_member_tx(
     Ok(added)
 }
 
-/// Assigns the next seq and queues the message's records (one send, inside a transaction).
-pub(super) fn send_tx(
-    tx: &Connection,
-    msg: NewMessage,
-    events: MessageEventsFn,
-) -> rusqlite::Result<Option<SendReceipt>> {
-    let room = msg.room_id.to_string();
-    let user = msg.user_id.to_string();
-    let member: Option<i64> = tx
-        .prepare_cached("SELECT 1 FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
-        .query_row(params![room, user], |r| r.get(0))
-        .optional()?;
-    if member.is_none() {
-        return Ok(None);
-    }
-    if let Some(cid) = &msg.client_msg_id {
-        let earlier = tx
-            .prepare_cached(
-                "SELECT message_id, seq, created_at, content FROM message_receipts
-                     WHERE room_id = ?1 AND user_id = ?2 AND client_msg_id = ?3",
-            )?
-            .query_row(params![room, user, cid], |r| {
-                Ok(SendReceipt {
-                    message_id: uuid_col(r, 0)?,
-                    seq: r.get(1)?,
-                    created_at: ts_col(r, 2)?,
-                    content: r.get(3)?,
-                    duplicate: true,
-                })
-            })
-            .optional()?;
-        if earlier.is_some() {
-            return Ok(earlier);
-        }
-    }
-    let seq: i64 = tx
-        .prepare_cached(
-            "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-        )?
-        .query_row(params![room], |r| r.get(0))?;
-    // The author has read their own message: it never counts as unread for them.
-    tx.prepare_cached("UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2")?
-        .execute(params![room, user, seq])?;
-    if let Some(cid) = &msg.client_msg_id {
-        tx.prepare_cached(
-                "INSERT INTO message_receipts(room_id, user_id, client_msg_id, message_id, seq, content, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![room, user, cid, msg.message_id.to_string(), seq, msg.content, ms(msg.created_at)])?;
-    }
-    let records = events(seq).map_err(user_err)?;
-    queue(tx, &records)?;
-    Ok(Some(SendReceipt {
-        message_id: msg.message_id,
-        seq,
-        created_at: msg.created_at,
-        content: msg.content.clone(),
-        duplicate: false,
-    }))
-}
-
 #[async_trait]
 impl Directory for SqliteDirectory {
     async fn create_user(&self, user: &User, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
@@ -260,7 +177,7 @@ impl Directory for SqliteDirectory {
         self.write_with_outbox(move |tx| {
             tx.execute(
                 "INSERT INTO users(id, username, password_hash, last_active, created_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
-                params![u.id.to_string(), u.username, u.password_hash, ms(u.created_at), ms(u.updated_at)],
+                params![u.id.to_string(), u.username, u.password_hash, to_ms(u.created_at), to_ms(u.updated_at)],
             )?;
             queue(tx, &outbox)
         })
@@ -330,7 +247,7 @@ impl Directory for SqliteDirectory {
             .write(move |tx| {
                 tx.execute(
                     "UPDATE users SET last_active = ?2 WHERE id = ?1",
-                    params![id.to_string(), ms(at)],
+                    params![id.to_string(), to_ms(at)],
                 )?;
                 Ok(())
             })
@@ -343,7 +260,7 @@ impl Directory for SqliteDirectory {
             tx.execute(
                 "INSERT INTO rooms(id, name, description, is_public, created_by, participants_count, last_seq, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7)",
-                params![r.id.to_string(), r.name, r.description, r.is_public, r.created_by.to_string(), ms(r.created_at), ms(r.updated_at)],
+                params![r.id.to_string(), r.name, r.description, r.is_public, r.created_by.to_string(), to_ms(r.created_at), to_ms(r.updated_at)],
             )?;
             add_member_tx(tx, r.id, r.created_by, Role::Owner)?;
             queue(tx, &outbox)
@@ -370,7 +287,7 @@ impl Directory for SqliteDirectory {
                     r.id.to_string(),
                     r.description,
                     r.is_public,
-                    ms(r.updated_at)
+                    to_ms(r.updated_at)
                 ],
             )?;
             queue(tx, &outbox)
@@ -429,7 +346,8 @@ impl Directory for SqliteDirectory {
     }
 
     async fn search_rooms(&self, text: &str, limit: u32, viewer: UserId) -> StoreResult<Vec<Room>> {
-        // instr() is a literal substring match: no pattern characters, no regex (B16).
+        // instr() is a literal substring match: no pattern characters, no regex (user text never acts
+        // as a pattern, unlike the original's regex search).
         let needle = text.to_lowercase();
         self.db
             .read(move |c| {
@@ -524,7 +442,7 @@ impl Directory for SqliteDirectory {
         self.write_with_outbox(move |tx| {
             tx.execute(
                 "INSERT INTO join_requests(id, room_id, user_id, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![j.id.to_string(), j.room_id.to_string(), j.user_id.to_string(), j.message, ms(j.created_at)],
+                params![j.id.to_string(), j.room_id.to_string(), j.user_id.to_string(), j.message, to_ms(j.created_at)],
             )?;
             queue(tx, &outbox)
         })
@@ -616,7 +534,7 @@ impl Directory for SqliteDirectory {
                 Ok(tx.execute(
                     "INSERT OR IGNORE INTO notifications(id, user_id, type, payload, read, source_id, created_at)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
-                    params![n.id.to_string(), n.user_id.to_string(), n.kind, payload, n.source_id.map(|s| s.to_string()), ms(n.created_at)],
+                    params![n.id.to_string(), n.user_id.to_string(), n.kind, payload, n.source_id.map(|s| s.to_string()), to_ms(n.created_at)],
                 )? == 1)
             })
             .await
@@ -731,97 +649,16 @@ impl Directory for SqliteDirectory {
     }
 }
 
+/// The relay drains the outbox of the directory's own file.
 #[async_trait]
 impl Outbox for SqliteDirectory {
     async fn pending(&self, limit: u32) -> StoreResult<Vec<(i64, OutboxRecord)>> {
-        self.db
-            .read(move |c| {
-                let mut stmt = c.prepare_cached("SELECT pos, event_id, topic, key, payload, created_at FROM outbox ORDER BY pos LIMIT ?1")?;
-                let rows = stmt.query_map(params![limit], |r| {
-                    Ok((
-                        r.get(0)?,
-                        OutboxRecord {
-                            event_id: uuid_col(r, 1)?,
-                            topic: r.get(2)?,
-                            key: r.get(3)?,
-                            payload: r.get(4)?,
-                            created_at_ms: r.get(5)?,
-                            headers: Vec::new(),
-                        },
-                    ))
-                })?;
-                rows.collect()
-            })
-            .await
+        self.outbox.pending(limit).await
     }
-
     async fn remove(&self, positions: &[i64]) -> StoreResult<()> {
-        let positions = positions.to_vec();
-        self.db
-            .write(move |tx| {
-                let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE pos = ?1")?;
-                for p in positions {
-                    stmt.execute(params![p])?;
-                }
-                Ok(())
-            })
-            .await
+        self.outbox.remove(positions).await
     }
-
     fn pending_signal(&self) -> watch::Receiver<u64> {
-        self.pending.subscribe()
-    }
-}
-
-#[async_trait]
-impl SessionStore for SqliteDirectory {
-    async fn create_session(&self, s: &Session, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
-        let s = s.clone();
-        self.write_with_outbox(move |tx| {
-            // Expired sessions are swept here, on the (rare) login path.
-            tx.execute("DELETE FROM sessions WHERE expires_at < ?1 OR absolute_expires_at < ?1", params![ms(livechat_core::now())])?;
-            tx.execute(
-                "INSERT INTO sessions(id, user_id, created_at, expires_at, absolute_expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![s.id.to_string(), s.user_id.to_string(), ms(s.created_at), ms(s.expires_at), ms(s.absolute_expires_at)],
-            )?;
-            queue(tx, &outbox)
-        })
-        .await
-    }
-
-    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
-        self.db
-            .read(move |c| {
-                c.prepare_cached("SELECT id, user_id, created_at, expires_at, absolute_expires_at FROM sessions WHERE id = ?1")?
-                    .query_row(params![id.to_string()], session_row)
-                    .optional()
-            })
-            .await
-    }
-
-    async fn extend_session(&self, id: Uuid, expires_at: DateTime<Utc>) -> StoreResult<()> {
-        self.db
-            .write(move |tx| {
-                tx.execute(
-                    "UPDATE sessions SET expires_at = ?2 WHERE id = ?1",
-                    params![id.to_string(), ms(expires_at)],
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
-    async fn delete_session(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<bool> {
-        self.write_with_outbox(move |tx| {
-            let n = tx.execute(
-                "DELETE FROM sessions WHERE id = ?1",
-                params![id.to_string()],
-            )?;
-            if n == 1 {
-                queue(tx, &outbox)?;
-            }
-            Ok(n == 1)
-        })
-        .await
+        self.outbox.pending_signal()
     }
 }

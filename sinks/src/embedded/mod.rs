@@ -5,7 +5,9 @@ mod db;
 mod directory;
 mod history;
 mod log;
+mod outbox;
 mod sequencer;
+mod sessions;
 
 pub use analytics::SqliteAnalytics;
 pub use directory::SqliteDirectory;

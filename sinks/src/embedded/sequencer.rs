@@ -1,7 +1,9 @@
-//! Group commit for message sends. Every send must be durable before it is acknowledged, and
-//! an fsync per send would cap a machine at a few hundred sends per second. The sequencer is a
-//! dedicated thread that takes every send waiting in its queue, runs each in its own savepoint
-//! of one transaction (a failing send rolls back alone), commits once, then answers them all.
+//! The send path of `directory.db`: each message gets the next dense seq of its room, is
+//! deduplicated by `client_msg_id`, and queues its records, in one transaction with many other
+//! sends. Every send must be durable before it is acknowledged, and an fsync per send would cap
+//! a machine at a few hundred sends per second; so the sequencer is a dedicated thread that
+//! takes every send waiting in its queue, runs each in its own savepoint of one transaction (a
+//! failing send rolls back alone), commits once, then answers them all.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -9,11 +11,12 @@ use std::sync::Arc;
 use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::SendReceipt;
 use livechat_core::ports::{MessageEventsFn, NewMessage};
-use rusqlite::{Connection, TransactionBehavior};
+use livechat_core::to_ms;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::db::{store_err, Db};
-use super::directory::send_tx;
+use super::db::{store_err, ts_col, user_err, uuid_col, Db};
+use super::outbox::queue;
 
 /// Sends waiting to be sequenced; beyond this the ingress answers 503 (back-pressure).
 const QUEUE: usize = 8192;
@@ -74,6 +77,9 @@ fn run(db: Arc<Db>, rx: Receiver<Job>, on_commit: impl Fn()) {
                 Err(_) => break,
             }
         }
+        let _span = tracing::info_span!("send_batch", sends = batch.len()).entered();
+        metrics::histogram!("livechat_send_batch_size").record(batch.len() as f64);
+        let started = std::time::Instant::now();
         let replies: Vec<Reply>;
         let results = {
             let mut work = Vec::with_capacity(batch.len());
@@ -87,6 +93,8 @@ fn run(db: Arc<Db>, rx: Receiver<Job>, on_commit: impl Fn()) {
         };
         match results {
             Ok(results) => {
+                metrics::histogram!("livechat_send_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 on_commit();
                 for (reply, r) in replies.into_iter().zip(results) {
                     let _ = reply.send(r);
@@ -126,4 +134,65 @@ fn commit_batch(
     }
     tx.commit().map_err(store_err)?;
     Ok(results)
+}
+
+/// Assigns the next seq and queues the message's records (one send, inside a transaction).
+fn send_tx(
+    tx: &Connection,
+    msg: NewMessage,
+    events: MessageEventsFn,
+) -> rusqlite::Result<Option<SendReceipt>> {
+    let room = msg.room_id.to_string();
+    let user = msg.user_id.to_string();
+    let member: Option<i64> = tx
+        .prepare_cached("SELECT 1 FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row(params![room, user], |r| r.get(0))
+        .optional()?;
+    if member.is_none() {
+        return Ok(None);
+    }
+    if let Some(cid) = &msg.client_msg_id {
+        let earlier = tx
+            .prepare_cached(
+                "SELECT message_id, seq, created_at, content FROM message_receipts
+                     WHERE room_id = ?1 AND user_id = ?2 AND client_msg_id = ?3",
+            )?
+            .query_row(params![room, user, cid], |r| {
+                Ok(SendReceipt {
+                    message_id: uuid_col(r, 0)?,
+                    seq: r.get(1)?,
+                    created_at: ts_col(r, 2)?,
+                    content: r.get(3)?,
+                    duplicate: true,
+                })
+            })
+            .optional()?;
+        if earlier.is_some() {
+            return Ok(earlier);
+        }
+    }
+    let seq: i64 = tx
+        .prepare_cached(
+            "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+        )?
+        .query_row(params![room], |r| r.get(0))?;
+    // The author has read their own message: it never counts as unread for them.
+    tx.prepare_cached("UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2")?
+        .execute(params![room, user, seq])?;
+    if let Some(cid) = &msg.client_msg_id {
+        tx.prepare_cached(
+                "INSERT INTO message_receipts(room_id, user_id, client_msg_id, message_id, seq, content, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![room, user, cid, msg.message_id.to_string(), seq, msg.content, to_ms(msg.created_at)])?;
+    }
+    let records = events(seq).map_err(user_err)?;
+    queue(tx, &records)?;
+    Ok(Some(SendReceipt {
+        message_id: msg.message_id,
+        seq,
+        created_at: msg.created_at,
+        content: msg.content.clone(),
+        duplicate: false,
+    }))
 }

@@ -23,7 +23,7 @@ use super::{
 const SEQ_ATTEMPTS: usize = 64;
 
 /// A literal pattern for `$regex`: every character that is not a letter or digit is escaped,
-/// so user text never acts as a pattern (the original's regex injection, B16).
+/// so user text never acts as a pattern (the original's search passed user text to a regex).
 fn literal_regex(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 2);
     for c in text.chars() {

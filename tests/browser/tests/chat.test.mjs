@@ -1,4 +1,4 @@
-// Browser tests of the web client (issue 4): two users in two separate browser contexts, from
+// Browser tests of the web client: two users in two separate browser contexts, from
 // registration to analytics, against a private server. The steps build on each other (one
 // story), so after the first failure the remaining steps are skipped instead of piling up.
 

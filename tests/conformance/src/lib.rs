@@ -1,9 +1,12 @@
 //! The shared conformance suite: what every adapter of a port must do, whatever its engine.
 //!
-//! Each module holds async checks over `&dyn Port`; the macros at the bottom stamp them out as
-//! named `#[tokio::test]`s for one adapter, so a failure reads as the broken behaviour. Every
-//! check makes its own ids (a fresh room, user, topic or group), so the suite can run against a
-//! shared real server without cleaning up between runs.
+//! Each module holds async checks over one port; the `*_suite!` macros at the bottom hold the one
+//! list of checks per port and stamp them out as named `#[tokio::test]`s for an adapter, so a
+//! failure reads as the broken behaviour and a new check reaches every adapter at once. An
+//! adapter's test file is one macro call with an async block that makes a fresh adapter, or
+//! `None` when its server is not there ([`server_env`]: a skip outside CI, a failure under CI).
+//! Every check makes its own ids (a fresh room, user, topic or group), so the suite can run
+//! against a shared real server without cleaning up between runs.
 
 pub mod analytics;
 pub mod cache;
@@ -76,16 +79,180 @@ pub fn record(topic: &str, key: &str, body: &str) -> OutboxRecord {
     }
 }
 
-/// Stamps out one `#[tokio::test]` per listed check; `$make` builds a fresh adapter per test.
+/// The value of `var`, which names a real server for the distributed adapters' checks. Without
+/// it the check is skipped with a note (a developer without that server), except under CI,
+/// where a missing server is a failure.
+pub fn server_env(var: &str, service: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must provide {var} (scripts/dev-services up {service})"
+            );
+            eprintln!("skipped: {var} is not set (run scripts/dev-services up {service})");
+            None
+        }
+    }
+}
+
+/// Stamps out one `#[tokio::test]` per listed check; `$make` is an async block giving a fresh
+/// adapter, or `None` to skip.
 #[macro_export]
 macro_rules! suite {
     ($module:ident, $make:expr, [$($check:ident),* $(,)?]) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let adapter = $make.await;
+                let Some(adapter) = $make.await else { return };
                 $crate::$module::$check(&adapter).await;
             }
         )*
+    };
+}
+
+/// Every check of the directory port (with its outbox). `$beside` makes a second handle on the
+/// same store from the first (another process sharing it).
+#[macro_export]
+macro_rules! directory_suite {
+    ($make:expr, $beside:expr) => {
+        $crate::suite!(
+            directory,
+            $make,
+            [
+                usernames_and_room_names_are_unique,
+                memberships_count_participants_once,
+                join_requests_are_unique_and_handled_once,
+                concurrent_sends_get_dense_unique_seqs,
+                concurrent_joins_are_all_kept,
+                a_repeated_client_msg_id_returns_the_first_receipt,
+                outbox_holds_the_records_of_each_change_in_order,
+                notifications_are_idempotent_and_owned,
+                read_markers_only_move_forward,
+                deleting_a_room_removes_its_memberships_and_requests,
+                search_is_literal_and_hides_private_rooms,
+            ]
+        );
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn two_writers_share_one_dense_seq() {
+            let Some(a) = $make.await else { return };
+            let b = ($beside)(&a).await;
+            $crate::directory::two_writers_share_one_dense_seq(&a, &b).await;
+        }
+    };
+}
+
+/// Every check of the sessions port.
+#[macro_export]
+macro_rules! sessions_suite {
+    ($make:expr) => {
+        $crate::suite!(
+            directory,
+            $make,
+            [sessions_can_be_created_extended_and_deleted]
+        );
+    };
+}
+
+/// Every check of the log port.
+#[macro_export]
+macro_rules! log_suite {
+    ($make:expr) => {
+        $crate::suite!(
+            log,
+            $make,
+            [
+                records_of_a_key_stay_in_order_in_one_partition,
+                offsets_are_dense_and_end_offset_is_next,
+                group_offsets_are_per_group_and_survive,
+                offset_for_time_seeks_by_timestamp,
+                appends_wake_waiting_consumers,
+                a_group_resumes_after_its_committed_offsets,
+                headers_round_trip,
+            ]
+        );
+    };
+}
+
+/// Every check of the history port. `$make_empty` gives an adapter on a store of its own,
+/// emptied first (the checksum covers the whole store); `$reference` the embedded adapter the
+/// checksum must equal.
+#[macro_export]
+macro_rules! history_suite {
+    ($make:expr, $make_empty:expr, $reference:expr) => {
+        $crate::suite!(
+            history,
+            $make,
+            [
+                inserts_are_idempotent,
+                pages_by_seq_in_both_directions,
+                edits_and_deletes_are_idempotent_and_keep_seqs_dense,
+                rooms_are_isolated_and_purge_removes_one_room,
+                pages_cross_partition_boundaries,
+            ]
+        );
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn checksum_matches_the_reference_and_survives_replay() {
+            let Some(store) = $make_empty.await else {
+                return;
+            };
+            let reference = $reference.await;
+            $crate::history::checksum_matches_the_reference_and_survives_replay(&store, &reference)
+                .await;
+        }
+    };
+}
+
+/// Every check of the analytics port; `$make_empty` and `$reference` as for history.
+#[macro_export]
+macro_rules! analytics_suite {
+    ($make:expr, $make_empty:expr, $reference:expr) => {
+        $crate::suite!(
+            analytics,
+            $make,
+            [
+                an_event_counts_once_however_often_it_is_inserted,
+                room_and_user_views,
+                global_views_are_well_formed,
+            ]
+        );
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn views_and_checksum_match_the_reference() {
+            let Some(store) = $make_empty.await else {
+                return;
+            };
+            let reference = $reference.await;
+            $crate::analytics::views_and_checksum_match_the_reference(&store, &reference).await;
+        }
+    };
+}
+
+/// Every check of the cache port.
+#[macro_export]
+macro_rules! cache_suite {
+    ($make:expr) => {
+        $crate::suite!(
+            cache,
+            $make,
+            [get_after_set_and_miss_after_delete, entries_expire]
+        );
+    };
+}
+
+/// Every check of the presence port.
+#[macro_export]
+macro_rules! presence_suite {
+    ($make:expr) => {
+        $crate::suite!(
+            presence,
+            $make,
+            [
+                published_users_are_online_until_withdrawn,
+                entries_of_a_silent_process_expire,
+            ]
+        );
     };
 }
