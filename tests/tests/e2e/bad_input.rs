@@ -45,9 +45,9 @@ fn case(
 /// What must not change when a bad request is refused.
 async fn snapshot(owner: &User, room: &str) -> Value {
     json!({
-        "rooms": owner.get("/api/rooms/get-rooms").await.1,
-        "messages": owner.get(&format!("/api/messages/get-messages/{room}?after_seq=0")).await.1,
-        "members": owner.get(&format!("/api/rooms/get-users/{room}")).await.1,
+        "rooms": owner.my_rooms().await.1,
+        "messages": owner.history(room, 0, None).await.1,
+        "members": owner.members(room).await.1,
     })
 }
 
@@ -59,17 +59,7 @@ async fn bad_rest_input_gets_a_clear_status_and_changes_nothing() {
     let room = owner.create_room("guarded", false).await;
     let mut ws = owner.ws(&app, None).await;
     ws.send_msg(&room, "keep me", "k").await;
-    eventually("stored", || async {
-        (owner
-            .get(&format!("/api/messages/get-messages/{room}?after_seq=0"))
-            .await
-            .1
-            .as_array()?
-            .len()
-            == 1)
-            .then_some(())
-    })
-    .await;
+    owner.wait_for_history(&room, 1).await;
     let before = snapshot(&owner, &room).await;
     let missing = uuid::Uuid::new_v4();
     let long = "x".repeat(4001);
@@ -295,66 +285,16 @@ async fn bad_rest_input_gets_a_clear_status_and_changes_nothing() {
     }
     // Non-member actions on the private room.
     assert_eq!(
-        other
-            .post(
-                "/api/rooms/create-join-request",
-                json!({"room_id": room, "message": "m".repeat(501)})
-            )
-            .await
-            .0,
+        other.join_with_message(&room, &"m".repeat(501)).await.0,
         422
     );
-    assert!(owner
-        .get(&format!("/api/rooms/get-join-requests-by-room/{room}"))
-        .await
-        .1
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(owner.join_requests_of_room_ok(&room).await.is_empty());
+    assert_eq!(other.send_rest(&room, "intrude", None).await.0, 403);
+    assert_eq!(other.recent_messages(&room).await.0, 403);
+    assert_eq!(other.delete_room(&room).await.0, 403);
+    assert_eq!(other.set_room_public(&room, true).await.0, 403);
     assert_eq!(
-        other
-            .post(
-                &format!("/api/messages/create-message/{room}"),
-                json!({"content": "intrude"})
-            )
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        other
-            .get(&format!("/api/messages/get-recent-messages/{room}"))
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        other
-            .call("DELETE", &format!("/api/rooms/delete-room/{room}"), None)
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        other
-            .call(
-                "PUT",
-                &format!("/api/rooms/update-room/{room}"),
-                Some(json!({"is_public": true}))
-            )
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        owner
-            .call(
-                "PUT",
-                &format!("/api/rooms/update-room/{room}"),
-                Some(json!({"is_public": false}))
-            )
-            .await
-            .0,
+        owner.set_room_public(&room, false).await.0,
         400,
         "no change"
     );
@@ -367,9 +307,7 @@ async fn bad_rest_input_gets_a_clear_status_and_changes_nothing() {
 }
 
 async fn upgrade_status(app: &App, query: &str, cookie: Option<&str>, origin: Option<&str>) -> u16 {
-    let mut req = format!("ws://{}/api/ws/stream{query}", app.addr)
-        .into_client_request()
-        .unwrap();
+    let mut req = app.ws_url(query).into_client_request().unwrap();
     if let Some(c) = cookie {
         req.headers_mut()
             .insert("cookie", HeaderValue::from_str(c).unwrap());
@@ -447,48 +385,30 @@ async fn bad_websocket_input_gets_a_clear_status_error_frame_or_close_code() {
 
     let mut ws = owner.ws(&app, None).await;
     ws.ws.send(Message::Text("{oops".into())).await.unwrap();
-    assert_eq!(
-        ws.wait_for("error", |v| v["type"] == "error").await["code"],
-        "bad_json"
-    );
+    assert_eq!(ws.wait_type("error").await["code"], "bad_json");
     ws.send(json!({"type": "launch_missiles", "ref": 1})).await;
-    let e = ws.wait_for("error", |v| v["type"] == "error").await;
+    let e = ws.wait_type("error").await;
     assert_eq!(
         (e["code"].as_str(), e["ref"].as_i64()),
         (Some("bad_frame"), Some(1))
     );
     ws.send(json!({"type": "send", "room_id": "nope", "content": "x"}))
         .await;
-    assert_eq!(
-        ws.wait_for("error", |v| v["type"] == "error").await["code"],
-        "invalid"
-    );
+    assert_eq!(ws.wait_type("error").await["code"], "invalid");
     ws.send(json!({"type": "send", "room_id": room, "content": "x".repeat(4001)}))
         .await;
-    assert_eq!(
-        ws.wait_for("error", |v| v["type"] == "error").await["code"],
-        "invalid"
-    );
+    assert_eq!(ws.wait_type("error").await["code"], "invalid");
     ws.ws
         .send(Message::Binary(vec![1u8, 2, 3].into()))
         .await
         .unwrap();
-    assert_eq!(
-        ws.wait_for("error", |v| v["type"] == "error").await["code"],
-        "unsupported"
-    );
+    assert_eq!(ws.wait_type("error").await["code"], "unsupported");
     let mut ow = other.ws(&app, None).await;
     ow.send(json!({"type": "send", "room_id": room, "content": "intrude"}))
         .await;
-    assert_eq!(
-        ow.wait_for("error", |v| v["type"] == "error").await["code"],
-        "forbidden"
-    );
+    assert_eq!(ow.wait_type("error").await["code"], "forbidden");
     ow.send(json!({"type": "subscribe", "room_id": room})).await;
-    assert_eq!(
-        ow.wait_for("error", |v| v["type"] == "error").await["code"],
-        "forbidden"
-    );
+    assert_eq!(ow.wait_type("error").await["code"], "forbidden");
 
     // Rate limit (per connection): the burst passes, then error frames, then a policy close.
     let mut ws = owner.ws(&app, None).await;
@@ -517,16 +437,8 @@ async fn bad_websocket_input_gets_a_clear_status_error_frame_or_close_code() {
     let _ = big.ws.send(Message::Text("z".repeat(100_000).into())).await;
     assert_eq!(big.closed_with().await, Some(1009));
     // Nothing was stored by the refused sends.
-    let (_, hist) = owner
-        .get(&format!("/api/messages/get-messages/{room}?after_seq=0"))
-        .await;
-    let stored = eventually("acked sends stored", || async {
-        let (_, h) = owner
-            .get(&format!("/api/messages/get-messages/{room}?after_seq=0"))
-            .await;
-        (h.as_array()?.len() == 2).then_some(h)
-    })
-    .await;
+    let (_, hist) = owner.history(&room, 0, None).await;
+    let stored = owner.wait_for_history(&room, 2).await;
     assert!(hist.is_array());
-    assert_eq!(stored.as_array().unwrap().len(), 2);
+    assert_eq!(stored.len(), 2);
 }

@@ -60,17 +60,9 @@ async fn sigkill_with_1000_sends_in_flight_loses_no_acknowledged_message() {
 
     app.restart().await;
     // Every acknowledged message is in history exactly once, with its seq; seqs are dense.
-    let hist = eventually("history caught up", || {
-        let (alice, room, n) = (&alice, &room, acked.len());
-        async move {
-            let h = full_history(alice, room).await;
-            (h.len() >= n).then_some(h)
-        }
-    })
-    .await;
-    let seqs: Vec<i64> = hist.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    let hist = alice.wait_for_history_at_least(&room, acked.len()).await;
     assert_eq!(
-        seqs,
+        seqs(&hist),
         (1..=hist.len() as i64).collect::<Vec<_>>(),
         "dense seqs"
     );
@@ -98,30 +90,16 @@ async fn sigkill_with_1000_sends_in_flight_loses_no_acknowledged_message() {
             }
         }
     }
-    let hist = eventually("all 1000", || {
-        let (alice, room) = (&alice, &room);
-        async move {
-            let h = full_history(alice, room).await;
-            (h.len() >= CLIENTS * PER_CLIENT).then_some(h)
-        }
-    })
-    .await;
+    let hist = alice
+        .wait_for_history_at_least(&room, CLIENTS * PER_CLIENT)
+        .await;
     assert_eq!(hist.len(), CLIENTS * PER_CLIENT);
     let distinct: HashSet<&str> = hist
         .iter()
         .map(|m| m["client_msg_id"].as_str().unwrap())
         .collect();
     assert_eq!(distinct.len(), CLIENTS * PER_CLIENT);
-    let total = eventually("analytics caught up", || {
-        let (alice, room) = (&alice, &room);
-        async move {
-            let (_, s) = alice
-                .get(&format!("/api/analytics/get-room-stats?room_id={room}"))
-                .await;
-            (s["total_messages"] == 1000).then_some(s)
-        }
-    })
-    .await;
+    let total = alice.wait_for_room_stats(&room, 1000).await;
     assert_eq!(
         total["total_messages"], 1000,
         "analytics counts each message once despite the crash"
@@ -134,9 +112,7 @@ async fn sigterm_shuts_down_cleanly_and_data_survives() {
     let alice = app.user("alice").await;
     let room = alice.create_room("term", true).await;
     let mut ws = alice.ws(&app, None).await;
-    for i in 0..10 {
-        ws.send_msg(&room, &format!("t{i}"), &format!("t{i}")).await;
-    }
+    ws.send_numbered(&room, "t", 0..10).await;
     let status = app.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(
@@ -145,15 +121,8 @@ async fn sigterm_shuts_down_cleanly_and_data_survives() {
         "sockets are told the server is going away"
     );
     app.restart().await;
-    let hist = eventually("history", || {
-        let (alice, room) = (&alice, &room);
-        async move {
-            let h = full_history(alice, room).await;
-            (h.len() == 10).then_some(h)
-        }
-    })
-    .await;
+    let hist = alice.wait_for_history(&room, 10).await;
     assert_eq!(hist[9]["content"], "t9");
     // The session survived the restart too.
-    assert_eq!(alice.get("/api/users/get-me").await.0, 200);
+    assert_eq!(alice.me().await.0, 200);
 }

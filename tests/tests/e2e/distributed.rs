@@ -6,20 +6,6 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn env_or_skip(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) => Some(v),
-        Err(_) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI must provide {name} (scripts/dev-services)"
-            );
-            eprintln!("skipped: {name} is not set");
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn chat_on_kafka_cassandra_clickhouse_memcached_and_replay_verifies() {
     let (Some(kafka), Some(cassandra), Some(clickhouse), Some(memcached)) = (
@@ -52,55 +38,27 @@ async fn chat_on_kafka_cassandra_clickhouse_memcached_and_replay_verifies() {
         ("LIVECHAT_CACHE__MEMCACHED__SERVERS", servers.as_str()),
     ];
     let mut app = App::spawn(&env).await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    assert_eq!(
-        alice.get("/api/users/get-me").await.0,
-        200,
-        "get-me through memcached"
-    );
-    let room = alice.create_room("stack", true).await;
-    bob.post("/api/rooms/create-join-request", json!({"room_id": room}))
-        .await;
-    let mut wb = bob.ws(&app, None).await;
-    wb.subscribe(&room, None).await;
+    let Pair { alice, bob, room } = app.pair("stack").await;
+    assert_eq!(alice.me().await.0, 200, "get-me through memcached");
+    let mut wb = bob.subscribed_ws(&app, &room).await;
     let mut wa = alice.ws(&app, None).await;
-    for i in 0..25 {
-        wa.send_msg(&room, &format!("d{i}"), &format!("d{i}")).await;
-    }
+    wa.send_numbered(&room, "d", 0..25).await;
     let got = wb.messages(&room, 25).await;
     assert_eq!(got.last().unwrap()["seq"], 25);
-    let hist = eventually("history in Cassandra", || async {
-        let h = full_history(&alice, &room).await;
-        (h.len() == 25).then_some(h)
-    })
-    .await;
+    let hist = alice.wait_for_history(&room, 25).await;
     let mid = hist[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        alice
-            .call(
-                "PUT",
-                &format!("/api/messages/update-message/{mid}"),
-                Some(json!({"new_content": "edited"}))
-            )
-            .await
-            .0,
-        200
-    );
+    assert_eq!(alice.edit_message(&mid, "edited").await.0, 200);
     eventually("analytics in ClickHouse", || async {
-        let (_, s) = alice
-            .get(&format!("/api/analytics/get-room-stats?room_id={room}"))
-            .await;
-        let (_, r) = alice
-            .get("/api/analytics/get-message-edit-delete-ratio")
-            .await;
+        let (_, s) = alice.room_stats(&room).await;
+        let (_, r) = alice.edit_delete_ratio().await;
         (s["total_messages"] == 25 && r["edit_ratio"].as_f64()? > 0.0).then_some(())
     })
     .await;
-    eventually("edit in Cassandra", || async {
-        (full_history(&alice, &room).await[0]["content"] == "edited").then_some(())
-    })
-    .await;
+    alice
+        .history_until("edit in Cassandra", &room, |h| {
+            h.first().is_some_and(|m| m["content"] == "edited")
+        })
+        .await;
     assert!(app.terminate().await.success());
 
     // Rebuild both stores from Kafka into SQLite files: equal checksums to Cassandra and ClickHouse.
@@ -169,10 +127,6 @@ fn stack_env() -> Option<Vec<(&'static str, String)>> {
     ])
 }
 
-fn seqs_of(history: &[serde_json::Value]) -> Vec<i64> {
-    history.iter().map(|m| m["seq"].as_i64().unwrap()).collect()
-}
-
 /// Every role in its own process with its own (empty) data directory: nothing is shared but the
 /// servers. Two ingress processes assign one room's seqs concurrently (MongoDB, no transactions),
 /// sessions and presence cross processes (Redis), a SIGKILLed processor and a SIGKILLed ingress
@@ -191,21 +145,15 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
     let alice = a.user("alice").await;
     let bob = b.user("bob").await;
     assert_eq!(
-        alice.via(&b).get("/api/users/get-me").await.0,
+        alice.via(&b).me().await.0,
         200,
         "a session made on A is valid on B"
     );
     let room = alice.create_room("split", true).await;
-    assert_eq!(
-        bob.post("/api/rooms/create-join-request", json!({"room_id": room}))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(bob.join(&room).await.0, 200);
 
     // Bob reads on B; presence of his socket shows through A.
-    let mut reader = bob.ws(&b, None).await;
-    reader.subscribe(&room, None).await;
+    let mut reader = bob.subscribed_ws(&b, &room).await;
     let bob_id = bob.id.clone();
     // (Presence is republished every 2 s; the window is wide for a loaded CI machine, and the
     // answers are printed every 2 s while waiting.)
@@ -214,9 +162,7 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
         "Bob online as seen from ingress A",
         std::time::Duration::from_secs(30),
         || async {
-            let (status, ids) = alice
-                .get(&format!("/api/ws/get-active-user-ids/{room}"))
-                .await;
+            let (status, ids) = alice.online_users(&room).await;
             if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 40 == 39 {
                 eprintln!("still waiting; active users via A: {status} {ids}");
             }
@@ -229,8 +175,7 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
     .await;
 
     // Alice subscribes on A: Bob's socket on B is told she is online.
-    let mut wa = alice.ws(&a, None).await;
-    wa.subscribe(&room, None).await;
+    let mut wa = alice.subscribed_ws(&a, &room).await;
     let alice_id = alice.id.clone();
     reader
         .wait_for_within(
@@ -245,33 +190,13 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
 
     // Alice through A and Bob through B send at the same time into one room.
     let mut wb = bob.ws(&b, None).await;
-    let (ra, rb) = (room.clone(), room.clone());
     let (acks_a, acks_b) = tokio::join!(
-        async move {
-            let mut seqs = Vec::new();
-            for i in 0..30 {
-                seqs.push(
-                    wa.send_msg(&ra, &format!("a{i}"), &format!("a{i}")).await["seq"]
-                        .as_i64()
-                        .unwrap(),
-                );
-            }
-            (seqs, wa)
-        },
-        async move {
-            let mut seqs = Vec::new();
-            for i in 0..30 {
-                seqs.push(
-                    wb.send_msg(&rb, &format!("b{i}"), &format!("b{i}")).await["seq"]
-                        .as_i64()
-                        .unwrap(),
-                );
-            }
-            seqs
-        }
+        wa.send_numbered(&room, "a", 0..30),
+        wb.send_numbered(&room, "b", 0..30)
     );
-    let (seqs_a, mut wa) = acks_a;
-    let mut all: Vec<i64> = seqs_a.iter().chain(acks_b.iter()).copied().collect();
+    drop(wb);
+    let mut all = seqs(&acks_a);
+    all.extend(seqs(&acks_b));
     all.sort();
     assert_eq!(
         all,
@@ -280,7 +205,7 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
     );
     let live = reader.messages(&room, 60).await;
     assert_eq!(
-        seqs_of(&live),
+        seqs(&live),
         (1..=60).collect::<Vec<_>>(),
         "delivered on B in seq order"
     );
@@ -289,7 +214,7 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
     wa.send_msg(&room, &format!("hello @{}", bob.name), "mention")
         .await;
     eventually("mention notification", || async {
-        let (_, n) = bob.get("/api/notifications/get-notifications").await;
+        let (_, n) = bob.notifications().await;
         n.as_array()?
             .iter()
             .any(|n| n["type"] == "MENTION")
@@ -299,17 +224,11 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
 
     // The history processor dies mid-stream; its restart resumes from committed offsets.
     history.kill9().await;
-    for i in 0..20 {
-        wa.send_msg(&room, &format!("k{i}"), &format!("k{i}")).await;
-    }
+    wa.send_numbered(&room, "k", 0..20).await;
     history.restart().await;
-    let h = eventually("history after the processor's SIGKILL", || async {
-        let h = full_history(&alice, &room).await;
-        (h.len() >= 81).then_some(h)
-    })
-    .await;
+    let h = alice.wait_for_history_at_least(&room, 81).await;
     assert_eq!(
-        seqs_of(&h),
+        seqs(&h),
         (1..=81).collect::<Vec<_>>(),
         "nothing lost, nothing twice"
     );
@@ -361,13 +280,13 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
         "ingress B acknowledged {} sends before its SIGKILL; the room has {last} messages",
         acked.len()
     );
-    let h = eventually("history after the ingress SIGKILL", || async {
-        let h = full_history(&alice, &room).await;
-        (h.len() as i64 >= last).then_some(h)
-    })
-    .await;
+    let h = alice
+        .history_until("history after the ingress SIGKILL", &room, |h| {
+            h.len() as i64 >= last
+        })
+        .await;
     assert_eq!(
-        seqs_of(&h),
+        seqs(&h),
         (1..=last).collect::<Vec<_>>(),
         "dense after the crash"
     );
@@ -378,13 +297,7 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
             .count();
         assert_eq!(n, 1, "acknowledged {cid} stored exactly once");
     }
-    eventually("analytics in ClickHouse", || async {
-        let (_, s) = alice
-            .get(&format!("/api/analytics/get-room-stats?room_id={room}"))
-            .await;
-        (s["total_messages"].as_i64()? == last).then_some(())
-    })
-    .await;
+    alice.wait_for_room_stats(&room, last).await;
 
     for p in [&mut history, &mut analytics, &mut notifications] {
         assert!(p.terminate().await.success());

@@ -49,11 +49,13 @@ impl App {
     }
 
     /// Starts another process on the same data directory (a second ingress + processors).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))] // multi-process scenarios only
     pub async fn spawn_beside(other: &App, env: &[(&str, &str)]) -> App {
         App::spawn_with(other.data.clone(), env).await
     }
 
     /// Starts one role (`["ingress"]`, `["processor", "history"]`) on a fresh data directory.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub async fn spawn_role(command: &[&str], env: &[(&str, &str)]) -> App {
         let data = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut app = App::new(data, env);
@@ -63,6 +65,7 @@ impl App {
     }
 
     /// Starts one role (`["ingress"]`, `["processor", "history"]`) on the same data directory.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub async fn spawn_role_beside(other: &App, command: &[&str], env: &[(&str, &str)]) -> App {
         let mut app = App::new(other.data.clone(), env);
         app.command = command.iter().map(|c| c.to_string()).collect();
@@ -181,24 +184,82 @@ impl App {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The socket endpoint with `query` (`""` or `?room_id=...`).
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/api/ws/stream{query}", self.addr)
+    }
+
+    // Raw responses: these tests look at headers, not just at bodies.
+
+    pub async fn register(&self, name: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/users/register-user"))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn login(&self, name: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/users/login-user"))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn health(&self) -> reqwest::Response {
+        self.http.get(self.url("/api/health")).send().await.unwrap()
+    }
+
+    /// The OpenAPI document, optionally asking for a gzipped response.
+    pub async fn openapi(&self, gzip: bool) -> reqwest::Response {
+        let mut req = self.http.get(self.url("/api/internal/openapi.json"));
+        if gzip {
+            req = req.header("accept-encoding", "gzip");
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A file of the Swagger UI (`""`: its index).
+    pub async fn docs(&self, file: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/api/internal/docs/{file}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A CORS preflight from `origin` for a GET of an authenticated route (the rooms list).
+    pub async fn preflight(&self, origin: &str) -> reqwest::Response {
+        self.http
+            .request(reqwest::Method::OPTIONS, self.url("/api/rooms/get-rooms"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The Prometheus text, or None while the endpoint does not answer.
+    pub async fn metrics(&self) -> Option<String> {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
     /// Registers and logs in a user with a unique name derived from `base`.
     pub async fn user(&self, base: &str) -> User {
         let name = format!("{base}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let r = self
-            .http
-            .post(self.url("/api/users/register-user"))
-            .json(&json!({"username": name, "password": "pw-secret"}))
-            .send()
-            .await
-            .unwrap();
+        let r = self.register(&name, "pw-secret").await;
         assert_eq!(r.status(), 200, "register: {}", r.text().await.unwrap());
-        let r = self
-            .http
-            .post(self.url("/api/users/login-user"))
-            .json(&json!({"username": name, "password": "pw-secret"}))
-            .send()
-            .await
-            .unwrap();
+        let r = self.login(&name, "pw-secret").await;
         assert_eq!(r.status(), 200);
         let cookie = r
             .headers()
@@ -211,23 +272,40 @@ impl App {
             .next()
             .unwrap()
             .to_string();
-        let me: Value = self
-            .http
-            .get(self.url("/api/users/get-me"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        User {
+        let mut user = User {
             name,
-            id: me["id"].as_str().unwrap().to_string(),
+            id: String::new(),
             cookie,
             http: self.http.clone(),
             base: format!("http://{}", self.addr),
-        }
+        };
+        user.id = user.me_ok().await["id"].as_str().unwrap().to_string();
+        user
+    }
+
+    /// Alice owns a public room named after `room` that Bob has joined.
+    pub async fn pair(&self, room: &str) -> Pair {
+        let alice = self.user("alice").await;
+        let bob = self.user("bob").await;
+        let room = alice.create_room(room, true).await;
+        bob.join_ok(&room).await;
+        Pair { alice, bob, room }
+    }
+}
+
+/// Two members of one room: see [`App::pair`].
+pub struct Pair {
+    pub alice: User,
+    pub bob: User,
+    pub room: String,
+}
+
+impl Pair {
+    /// Alice's and Bob's sockets on `app`, both subscribed to the room.
+    pub async fn subscribed(&self, app: &App) -> (Ws, Ws) {
+        let wa = self.alice.subscribed_ws(app, &self.room).await;
+        let wb = self.bob.subscribed_ws(app, &self.room).await;
+        (wa, wb)
     }
 }
 
@@ -242,7 +320,23 @@ pub struct User {
 /// (status, parsed JSON body or Null when empty)
 pub type Resp = (u16, Value);
 
+/// The body of a response that must be 200.
+fn ok((status, body): Resp, what: &str) -> Value {
+    assert_eq!(status, 200, "{what}: {body}");
+    body
+}
+
+/// The body of a 200 response that must be a JSON array.
+fn ok_list(r: Resp, what: &str) -> Vec<Value> {
+    match ok(r, what) {
+        Value::Array(a) => a,
+        other => panic!("{what}: not a list: {other}"),
+    }
+}
+
 impl User {
+    // Raw requests, for paths and bodies the typed helpers below would not send.
+
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         let url = format!("{}{}", self.base, path);
         let mut req = self
@@ -263,7 +357,37 @@ impl User {
     pub async fn post(&self, path: &str, body: Value) -> Resp {
         self.call("POST", path, Some(body)).await
     }
+    pub async fn put(&self, path: &str, body: Option<Value>) -> Resp {
+        self.call("PUT", path, body).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, None).await
+    }
 
+    // Users.
+
+    pub async fn me(&self) -> Resp {
+        self.get("/api/users/get-me").await
+    }
+    pub async fn me_ok(&self) -> Value {
+        ok(self.me().await, "get-me")
+    }
+    /// `get-me` as a raw response, to look at the cookie it sets.
+    pub async fn me_response(&self) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/users/get-me", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+    pub async fn logout(&self) -> Resp {
+        self.post("/api/users/logout-user", json!({})).await
+    }
+
+    // Rooms.
+
+    /// Creates a room with a unique name derived from `name`; returns its id.
     pub async fn create_room(&self, name: &str, public: bool) -> String {
         let unique = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
         let (s, b) = self
@@ -275,8 +399,300 @@ impl User {
         assert_eq!(s, 200, "{b}");
         b["id"].as_str().unwrap().to_string()
     }
+    pub async fn room(&self, room: &str) -> Resp {
+        self.get(&format!("/api/rooms/get-room/{room}")).await
+    }
+    pub async fn set_room_public(&self, room: &str, public: bool) -> Resp {
+        self.put(
+            &format!("/api/rooms/update-room/{room}"),
+            Some(json!({"is_public": public})),
+        )
+        .await
+    }
+    pub async fn delete_room(&self, room: &str) -> Resp {
+        self.delete(&format!("/api/rooms/delete-room/{room}")).await
+    }
+    pub async fn search_rooms(&self, text: &str) -> Resp {
+        self.get(&format!("/api/rooms/get-search-rooms?text={text}"))
+            .await
+    }
+    /// The caller's rooms, with unread counts.
+    pub async fn my_rooms(&self) -> Resp {
+        self.get("/api/rooms/get-rooms").await
+    }
+    pub async fn my_rooms_ok(&self) -> Vec<Value> {
+        ok_list(self.my_rooms().await, "get-rooms")
+    }
+    pub async fn members(&self, room: &str) -> Resp {
+        self.get(&format!("/api/rooms/get-users/{room}")).await
+    }
+    pub async fn members_ok(&self, room: &str) -> Vec<Value> {
+        ok_list(self.members(room).await, "get-users")
+    }
+    /// Ids of the room's members with an open socket.
+    pub async fn online_users(&self, room: &str) -> Resp {
+        self.get(&format!("/api/ws/get-active-user-ids/{room}"))
+            .await
+    }
+    pub async fn remove_member(&self, room: &str, user_id: &str) -> Resp {
+        self.delete(&format!("/api/rooms/remove-user/{room}/{user_id}"))
+            .await
+    }
+    pub async fn leave(&self, room: &str) -> Resp {
+        self.delete(&format!("/api/rooms/leave-room/{room}")).await
+    }
+    pub async fn read_marker(&self, room: &str, seq: i64) -> Resp {
+        self.put(
+            &format!("/api/rooms/read-marker/{room}"),
+            Some(json!({"seq": seq})),
+        )
+        .await
+    }
+
+    // Join requests (joining a public room is immediate).
+
+    pub async fn join(&self, room: &str) -> Resp {
+        self.post("/api/rooms/create-join-request", json!({"room_id": room}))
+            .await
+    }
+    pub async fn join_ok(&self, room: &str) {
+        ok(self.join(room).await, "create-join-request");
+    }
+    pub async fn join_with_message(&self, room: &str, message: &str) -> Resp {
+        self.post(
+            "/api/rooms/create-join-request",
+            json!({"room_id": room, "message": message}),
+        )
+        .await
+    }
+    pub async fn join_requests_of_room(&self, room: &str) -> Resp {
+        self.get(&format!("/api/rooms/get-join-requests-by-room/{room}"))
+            .await
+    }
+    pub async fn join_requests_of_room_ok(&self, room: &str) -> Vec<Value> {
+        ok_list(
+            self.join_requests_of_room(room).await,
+            "get-join-requests-by-room",
+        )
+    }
+    pub async fn accept_join_request(&self, request: &str) -> Resp {
+        self.post(
+            &format!("/api/rooms/handle-join-request/{request}?accept=true"),
+            json!({}),
+        )
+        .await
+    }
+    pub async fn reject_join_request(&self, request: &str) -> Resp {
+        self.post(
+            &format!("/api/rooms/handle-join-request/{request}?accept=false"),
+            json!({}),
+        )
+        .await
+    }
+    /// As the owner of `room`, accepts the pending request of `requester`.
+    pub async fn admit(&self, room: &str, requester: &User) {
+        let reqs = self.join_requests_of_room_ok(room).await;
+        let req = reqs
+            .iter()
+            .find(|r| r["username"] == requester.name)
+            .unwrap_or_else(|| panic!("no request of {} in {reqs:?}", requester.name));
+        let id = req["id"].as_str().unwrap();
+        ok(self.accept_join_request(id).await, "accept join request");
+    }
+
+    // Messages.
+
+    /// Sends over REST (the original's route); `cid` is the client message id, if any.
+    pub async fn send_rest(&self, room: &str, content: &str, cid: Option<&str>) -> Resp {
+        let mut body = json!({"content": content});
+        if let Some(cid) = cid {
+            body["client_msg_id"] = json!(cid);
+        }
+        self.post(&format!("/api/messages/create-message/{room}"), body)
+            .await
+    }
+    pub async fn edit_message(&self, message: &str, content: &str) -> Resp {
+        self.put(
+            &format!("/api/messages/update-message/{message}"),
+            Some(json!({"new_content": content})),
+        )
+        .await
+    }
+    pub async fn edit_message_ok(&self, message: &str, content: &str) -> Value {
+        ok(self.edit_message(message, content).await, "update-message")
+    }
+    pub async fn delete_message(&self, message: &str) -> Resp {
+        self.delete(&format!("/api/messages/delete-message/{message}"))
+            .await
+    }
+    pub async fn delete_message_ok(&self, message: &str) {
+        ok(self.delete_message(message).await, "delete-message");
+    }
+    /// History by seq: the messages after `after_seq`, oldest first (tombstones included).
+    pub async fn history(&self, room: &str, after_seq: i64, limit: Option<u32>) -> Resp {
+        let limit = limit.map(|l| format!("&limit={l}")).unwrap_or_default();
+        self.get(&format!(
+            "/api/messages/get-messages/{room}?after_seq={after_seq}{limit}"
+        ))
+        .await
+    }
+    /// Every message of a room from history, by seq (tombstones included).
+    pub async fn full_history(&self, room: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = ok_list(self.history(room, after, Some(200)).await, "get-messages");
+            let Some(last) = page.last() else {
+                return out;
+            };
+            after = last["seq"].as_i64().unwrap();
+            out.extend(page);
+        }
+    }
+    /// Polls the full history until `done` holds for it; returns it.
+    pub async fn history_until(
+        &self,
+        what: &str,
+        room: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        eventually(what, || async {
+            let h = self.full_history(room).await;
+            done(&h).then_some(h)
+        })
+        .await
+    }
+    /// Waits until the room's history holds exactly `n` messages.
+    pub async fn wait_for_history(&self, room: &str, n: usize) -> Vec<Value> {
+        self.history_until(&format!("{n} messages in history"), room, |h| h.len() == n)
+            .await
+    }
+    /// Waits until the room's history holds `n` messages or more.
+    pub async fn wait_for_history_at_least(&self, room: &str, n: usize) -> Vec<Value> {
+        self.history_until(&format!("{n}+ messages in history"), room, |h| h.len() >= n)
+            .await
+    }
+    /// The original's newest-messages page.
+    pub async fn recent_messages(&self, room: &str) -> Resp {
+        self.recent_messages_page(room, None, None).await
+    }
+    /// The original's page of recent messages: older than `before` (ISO-8601) if given, at most
+    /// `limit`.
+    pub async fn recent_messages_page(
+        &self,
+        room: &str,
+        before: Option<&str>,
+        limit: Option<u32>,
+    ) -> Resp {
+        let query: Vec<String> = before
+            .map(|b| format!("before={b}"))
+            .into_iter()
+            .chain(limit.map(|l| format!("limit={l}")))
+            .collect();
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        self.get(&format!("/api/messages/get-recent-messages/{room}{query}"))
+            .await
+    }
+    pub async fn recent_messages_ok(&self, room: &str) -> Vec<Value> {
+        ok_list(self.recent_messages(room).await, "get-recent-messages")
+    }
+    /// Waits until the newest-messages page holds exactly `n` messages.
+    pub async fn wait_for_recent_messages(&self, room: &str, n: usize) -> Vec<Value> {
+        eventually(&format!("{n} recent messages"), || async {
+            match self.recent_messages(room).await {
+                (_, Value::Array(page)) if page.len() == n => Some(page),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    // Notifications.
+
+    pub async fn notifications(&self) -> Resp {
+        self.get("/api/notifications/get-notifications").await
+    }
+    pub async fn notifications_ok(&self) -> Vec<Value> {
+        ok_list(self.notifications().await, "get-notifications")
+    }
+    pub async fn unread_notifications(&self) -> Resp {
+        self.get("/api/notifications/get-notifications-count-unread")
+            .await
+    }
+    pub async fn unread_notifications_ok(&self) -> i64 {
+        ok(self.unread_notifications().await, "count-unread")["unread_count"]
+            .as_i64()
+            .expect("unread_count")
+    }
+    pub async fn mark_notification_read(&self, id: &str) -> Resp {
+        self.put(
+            &format!("/api/notifications/update-notification/{id}"),
+            None,
+        )
+        .await
+    }
+    pub async fn delete_notification(&self, id: &str) -> Resp {
+        self.delete(&format!("/api/notifications/delete-notification/{id}"))
+            .await
+    }
+
+    // Analytics.
+
+    pub async fn room_stats(&self, room: &str) -> Resp {
+        self.get(&format!("/api/analytics/get-room-stats?room_id={room}"))
+            .await
+    }
+    /// Waits until the room's stats count `total` messages; returns them.
+    pub async fn wait_for_room_stats(&self, room: &str, total: i64) -> Value {
+        eventually(&format!("room stats of {total} messages"), || async {
+            let (_, s) = self.room_stats(room).await;
+            (s["total_messages"].as_i64()? == total).then_some(s)
+        })
+        .await
+    }
+    pub async fn messages_per_minute(&self, room: &str, since_minutes: i64) -> Resp {
+        self.get(&format!(
+            "/api/analytics/get-message-per-minutes?room_id={room}&since_minutes={since_minutes}"
+        ))
+        .await
+    }
+    pub async fn user_activity(&self, user_id: &str) -> Resp {
+        self.get(&format!(
+            "/api/analytics/get-user-activity?user_id={user_id}"
+        ))
+        .await
+    }
+    pub async fn top_active_rooms(&self, limit: u32) -> Resp {
+        self.get(&format!(
+            "/api/analytics/get-top-active-rooms?limit={limit}"
+        ))
+        .await
+    }
+    pub async fn edit_delete_ratio(&self) -> Resp {
+        self.get("/api/analytics/get-message-edit-delete-ratio")
+            .await
+    }
+    /// `days` None leaves the required parameter out.
+    pub async fn user_retention(&self, days: Option<i64>) -> Resp {
+        let q = days.map(|d| format!("?days={d}")).unwrap_or_default();
+        self.get(&format!("/api/analytics/get-user-retention{q}"))
+            .await
+    }
+    /// `limit` None leaves the required parameter out.
+    pub async fn top_social_users(&self, limit: Option<u32>) -> Resp {
+        let q = limit.map(|l| format!("?limit={l}")).unwrap_or_default();
+        self.get(&format!("/api/analytics/get-top-social-users{q}"))
+            .await
+    }
+
+    // Sessions on other processes, and sockets.
 
     /// The same login, talking to another process (sessions are shared between them).
+    #[cfg_attr(not(feature = "distributed"), allow(dead_code))]
     pub fn via(&self, app: &App) -> User {
         User {
             name: self.name.clone(),
@@ -290,9 +706,7 @@ impl User {
     /// Opens a socket (optionally the original's `?room_id=`), with a same-origin header.
     pub async fn ws(&self, app: &App, room: Option<&str>) -> Ws {
         let q = room.map(|r| format!("?room_id={r}")).unwrap_or_default();
-        let mut req = format!("ws://{}/api/ws/stream{q}", app.addr)
-            .into_client_request()
-            .unwrap();
+        let mut req = app.ws_url(&q).into_client_request().unwrap();
         req.headers_mut()
             .insert("cookie", HeaderValue::from_str(&self.cookie).unwrap());
         req.headers_mut().insert(
@@ -306,6 +720,14 @@ impl User {
             ws,
             backlog: Default::default(),
         }
+    }
+
+    /// Opens a socket and subscribes it to `room` (from now on).
+    pub async fn subscribed_ws(&self, app: &App, room: &str) -> Ws {
+        let mut ws = self.ws(app, None).await;
+        let sub = ws.subscribe(room, None).await;
+        assert_eq!(sub["type"], "subscribed", "{sub}");
+        ws
     }
 }
 
@@ -364,6 +786,27 @@ impl Ws {
         }
     }
 
+    /// Waits for the first event (`event_type`) of that kind.
+    pub async fn wait_event(&mut self, event_type: &str) -> Value {
+        self.wait_for(event_type, |v| v["event_type"] == event_type)
+            .await
+    }
+
+    /// Waits for the first protocol frame (`type`) of that kind.
+    pub async fn wait_type(&mut self, frame_type: &str) -> Value {
+        self.wait_for(frame_type, |v| v["type"] == frame_type).await
+    }
+
+    /// Pings, then returns the pong or an earlier `event_type` event, whichever comes first:
+    /// a pong proves that no such event was on its way.
+    pub async fn ping_or(&mut self, event_type: &str) -> Value {
+        self.send(json!({"type": "ping"})).await;
+        self.wait_for("pong", |v| {
+            v["type"] == "pong" || v["event_type"] == event_type
+        })
+        .await
+    }
+
     pub async fn subscribe(&mut self, room: &str, since: Option<i64>) -> Value {
         let mut f = json!({"type": "subscribe", "room_id": room});
         if let Some(s) = since {
@@ -383,6 +826,24 @@ impl Ws {
             (v["type"] == "ack" || v["type"] == "error") && v["ref"] == cid
         })
         .await
+    }
+
+    /// Sends `{prefix}{i}` for each `i`, as content and as client message id, each acknowledged;
+    /// returns the acks.
+    pub async fn send_numbered(
+        &mut self,
+        room: &str,
+        prefix: &str,
+        range: std::ops::Range<usize>,
+    ) -> Vec<Value> {
+        let mut acks = Vec::new();
+        for i in range {
+            let text = format!("{prefix}{i}");
+            let ack = self.send_msg(room, &text, &text).await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+            acks.push(ack);
+        }
+        acks
     }
 
     /// Collects `n` MESSAGE_CREATED frames of a room, in arrival order.
@@ -414,6 +875,23 @@ impl Ws {
     }
 }
 
+/// The value of `name`, the address of a server a scenario needs; without it the scenario is
+/// skipped, except on CI, which must provide it.
+#[cfg(feature = "kafka")]
+pub fn env_or_skip(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must provide {name} (scripts/dev-services)"
+            );
+            eprintln!("skipped: {name} is not set");
+            None
+        }
+    }
+}
+
 /// Polls `f` until it returns Some, for up to [`WAIT`].
 pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
@@ -441,22 +919,10 @@ where
     }
 }
 
-/// Every message of a room from history, by seq (tombstones included).
-pub async fn full_history(user: &User, room: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let (s, page) = user
-            .get(&format!(
-                "/api/messages/get-messages/{room}?after_seq={after}&limit=200"
-            ))
-            .await;
-        assert_eq!(s, 200, "{page}");
-        let page = page.as_array().unwrap().clone();
-        if page.is_empty() {
-            return out;
-        }
-        after = page.last().unwrap()["seq"].as_i64().unwrap();
-        out.extend(page);
-    }
+/// The seqs of messages or frames, in order.
+pub fn seqs(messages: &[Value]) -> Vec<i64> {
+    messages
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect()
 }

@@ -1,7 +1,5 @@
 //! `livechat replay` rebuilds stores from the log with checksums equal to the live ones.
 
-use serde_json::json;
-
 use crate::harness::*;
 
 fn replay(app: &App, args: &[&str]) -> (bool, String) {
@@ -31,21 +29,8 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let room = alice.create_room("replay", false).await;
-    bob.post(
-        "/api/rooms/create-join-request",
-        json!({"room_id": room, "message": "hi"}),
-    )
-    .await;
-    let (_, reqs) = alice
-        .get(&format!("/api/rooms/get-join-requests-by-room/{room}"))
-        .await;
-    let req = reqs[0]["id"].as_str().unwrap().to_string();
-    alice
-        .post(
-            &format!("/api/rooms/handle-join-request/{req}?accept=true"),
-            json!({}),
-        )
-        .await;
+    assert_eq!(bob.join_with_message(&room, "hi").await.0, 200);
+    alice.admit(&room, &bob).await;
     let mut ws = alice.ws(&app, None).await;
     let mut ids = Vec::new();
     for i in 0..30 {
@@ -57,42 +42,15 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
                 .to_string(),
         );
     }
-    eventually("history", || async {
-        (alice
-            .get(&format!("/api/messages/get-messages/{room}?after_seq=0"))
-            .await
-            .1
-            .as_array()?
-            .len()
-            == 30)
-            .then_some(())
-    })
-    .await;
+    alice.wait_for_history(&room, 30).await;
+    alice.edit_message_ok(&ids[3], "edited").await;
+    alice.delete_message_ok(&ids[4]).await;
     alice
-        .call(
-            "PUT",
-            &format!("/api/messages/update-message/{}", ids[3]),
-            Some(json!({"new_content": "edited"})),
-        )
+        .history_until("tombstone", &room, |h| {
+            h.iter()
+                .any(|m| m["id"] == ids[4].as_str() && m["deleted"] == true)
+        })
         .await;
-    alice
-        .call(
-            "DELETE",
-            &format!("/api/messages/delete-message/{}", ids[4]),
-            None,
-        )
-        .await;
-    eventually("tombstone", || async {
-        (alice
-            .get(&format!(
-                "/api/messages/get-messages/{room}?after_seq=4&limit=1"
-            ))
-            .await
-            .1[0]["deleted"]
-            == true)
-            .then_some(())
-    })
-    .await;
     assert!(app.terminate().await.success());
 
     let (ok, dry) = replay(&app, &["--store", "history", "--dry-run"]);
