@@ -1,8 +1,11 @@
 //! Builds the topic records (outbox entries) for each state change.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use livechat_schemas::{
-    codec, RoomEvent, RoomEventType, UserEvent, UserEventType, ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC,
+    codec, RoomEvent, RoomEventType, TopicEvent, UserEvent, UserEventType, ROOM_EVENTS_TOPIC,
+    USER_EVENTS_TOPIC,
 };
 use uuid::Uuid;
 
@@ -63,10 +66,11 @@ pub fn notification_record(n: &crate::model::Notification) -> Result<OutboxRecor
     Ok(OutboxRecord {
         event_id: n.id,
         topic: livechat_schemas::NOTIFICATIONS_TOPIC.to_string(),
-        key: ev.user_id,
+        key: ev.user_id.clone(),
         payload,
         created_at_ms: ev.created_at,
         headers: Vec::new(),
+        event: Some(Arc::new(TopicEvent::Notification(ev))),
     })
 }
 
@@ -93,9 +97,9 @@ fn parse_id(s: &str) -> Result<Uuid, AppError> {
         .map_err(|e| AppError::Internal(anyhow::anyhow!("event id {s:?} is not a UUID: {e}")))
 }
 
-/// Encodes a room event as an outbox record keyed by room id.
-pub fn room_record(ev: &RoomEvent) -> Result<OutboxRecord, AppError> {
-    let payload = codec::encode_room_event(ev)
+/// Encodes a room event as an outbox record keyed by room id (the event rides along).
+pub fn room_record(ev: RoomEvent) -> Result<OutboxRecord, AppError> {
+    let payload = codec::encode_room_event(&ev)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding room event: {e}")))?;
     Ok(OutboxRecord {
         event_id: parse_id(&ev.event_id)?,
@@ -104,12 +108,13 @@ pub fn room_record(ev: &RoomEvent) -> Result<OutboxRecord, AppError> {
         payload,
         created_at_ms: ev.occurred_at,
         headers: Vec::new(),
+        event: Some(Arc::new(TopicEvent::Room(ev))),
     })
 }
 
-/// Encodes a user event as an outbox record keyed by user id.
-pub fn user_record(ev: &UserEvent) -> Result<OutboxRecord, AppError> {
-    let payload = codec::encode_user_event(ev)
+/// Encodes a user event as an outbox record keyed by user id (the event rides along).
+pub fn user_record(ev: UserEvent) -> Result<OutboxRecord, AppError> {
+    let payload = codec::encode_user_event(&ev)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding user event: {e}")))?;
     Ok(OutboxRecord {
         event_id: parse_id(&ev.event_id)?,
@@ -118,5 +123,6 @@ pub fn user_record(ev: &UserEvent) -> Result<OutboxRecord, AppError> {
         payload,
         created_at_ms: ev.occurred_at,
         headers: Vec::new(),
+        event: Some(Arc::new(TopicEvent::User(ev))),
     })
 }

@@ -1,8 +1,10 @@
 //! Entities and the public views the API returns (field names follow the original API).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use livechat_schemas::TopicEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -316,6 +318,9 @@ pub struct OutboxRecord {
     /// Record headers, in order (Kafka headers; a key may repeat). Empty for the records the
     /// ingress queues; the dead-letter topic names the failed record's origin here.
     pub headers: Vec<(String, String)>,
+    /// The event the payload encodes, when this process built the record: handed on in memory
+    /// (an in-process consumer skips decoding it). Never stored; `None` once read back.
+    pub event: Option<Arc<TopicEvent>>,
 }
 
 /// A digest of a store's content in a canonical order (replay verification).
@@ -338,4 +343,7 @@ pub struct LogEntry {
     /// The record's headers, in order: those it was appended with, plus any the adapter adds
     /// itself (Kafka: `event_id`). Values that are not UTF-8 are read lossily.
     pub headers: Vec<(String, String)>,
+    /// The decoded event, when it came in memory from this process's append (see
+    /// [`OutboxRecord::event`]); `None` when read from storage.
+    pub event: Option<Arc<TopicEvent>>,
 }

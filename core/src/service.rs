@@ -127,7 +127,7 @@ impl ChatService {
         };
         let mut ev = user_event(UserEventType::UserRegistered, user.id, at);
         ev.username = Some(user.username.clone());
-        match self.dir().create_user(&user, vec![user_record(&ev)?]).await {
+        match self.dir().create_user(&user, vec![user_record(ev)?]).await {
             Ok(()) => Ok(UserPublic::from(&user)),
             // Lost a race with a concurrent registration of the same name: 400, never a 500.
             Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("User already exists".into())),
@@ -173,7 +173,7 @@ impl ChatService {
         let ev = user_event(UserEventType::UserLoggedIn, user.id, at);
         self.ports
             .sessions
-            .create_session(&session, vec![user_record(&ev)?])
+            .create_session(&session, vec![user_record(ev)?])
             .await?;
         Ok(session)
     }
@@ -225,7 +225,7 @@ impl ChatService {
         let ev = user_event(UserEventType::UserLoggedOut, authed.user.id, now());
         self.ports
             .sessions
-            .delete_session(authed.session.id, vec![user_record(&ev)?])
+            .delete_session(authed.session.id, vec![user_record(ev)?])
             .await?;
         self.ports.cache.delete(&user_cache_key(authed.user.id));
         self.ports.fanout.disconnect_session(authed.session.id);
@@ -332,7 +332,7 @@ impl ChatService {
             updated_at: at,
         };
         let ev = room_event_for(RoomEventType::RoomCreated, &room, user.id, at);
-        match self.dir().create_room(&room, vec![room_record(&ev)?]).await {
+        match self.dir().create_room(&room, vec![room_record(ev)?]).await {
             Ok(()) => Ok(RoomPublic::from(&room)),
             Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("Room already exists".into())),
             Err(e) => Err(e.into()),
@@ -366,7 +366,7 @@ impl ChatService {
         }
         r.updated_at = now();
         let ev = room_event_for(RoomEventType::RoomUpdated, &r, user.id, r.updated_at);
-        self.dir().update_room(&r, vec![room_record(&ev)?]).await?;
+        self.dir().update_room(&r, vec![room_record(ev)?]).await?;
         Ok(RoomPublic::from(&r))
     }
 
@@ -377,9 +377,7 @@ impl ChatService {
 
     async fn delete_room_unchecked(&self, r: &Room, actor: UserId) -> AppResult<()> {
         let ev = room_event_for(RoomEventType::RoomDeleted, r, actor, now());
-        self.dir()
-            .delete_room(r.id, vec![room_record(&ev)?])
-            .await?;
+        self.dir().delete_room(r.id, vec![room_record(ev)?]).await?;
         self.ports.fanout.evict(r.id, None, "room_deleted");
         Ok(())
     }
@@ -471,7 +469,7 @@ impl ChatService {
             ev.subject_user_id = Some(user.id.to_string());
             ev.subject_username = Some(user.username.clone());
             self.dir()
-                .add_member(room, user.id, Role::Member, vec![room_record(&ev)?])
+                .add_member(room, user.id, Role::Member, vec![room_record(ev)?])
                 .await?;
             return Ok(());
         }
@@ -500,7 +498,7 @@ impl ChatService {
         ev.request_message = message;
         match self
             .dir()
-            .create_join_request(&req, vec![room_record(&ev)?])
+            .create_join_request(&req, vec![room_record(ev)?])
             .await
         {
             Ok(()) => Ok(()),
@@ -535,7 +533,7 @@ impl ChatService {
         ev.request_id = Some(req.id.to_string());
         if !self
             .dir()
-            .handle_join_request(&req, accept, vec![room_record(&ev)?])
+            .handle_join_request(&req, accept, vec![room_record(ev)?])
             .await?
         {
             return Err(AppError::not_found("Join request"));
@@ -568,7 +566,7 @@ impl ChatService {
         ev.subject_user_id = Some(target.to_string());
         if !self
             .dir()
-            .remove_member(room, target, vec![room_record(&ev)?])
+            .remove_member(room, target, vec![room_record(ev)?])
             .await?
         {
             return Err(AppError::NotFound(
@@ -590,7 +588,7 @@ impl ChatService {
         ev.subject_username = Some(user.username.clone());
         if self
             .dir()
-            .remove_member(room, user.id, vec![room_record(&ev)?])
+            .remove_member(room, user.id, vec![room_record(ev)?])
             .await?
         {
             self.ports.fanout.evict(room, Some(user.id), "left");
@@ -672,7 +670,7 @@ impl ChatService {
                 mentioned_user_ids: mentions.iter().map(|m| m.to_string()).collect(),
                 ..room_event(RoomEventType::MessageSent, room, at)
             };
-            Ok(vec![room_record(&ev).map_err(|e| anyhow::anyhow!("{e}"))?])
+            Ok(vec![room_record(ev).map_err(|e| anyhow::anyhow!("{e}"))?])
         });
         let receipt = self
             .dir()
@@ -739,10 +737,11 @@ impl ChatService {
         }
         self.require_member(m.room_id, user.id).await?;
         let ev = self.message_event(RoomEventType::MessageEdited, &m, user.id, &content);
-        self.dir().enqueue(vec![room_record(&ev)?]).await?;
+        let at = crate::from_ms(ev.occurred_at);
+        self.dir().enqueue(vec![room_record(ev)?]).await?;
         m.content = content;
         m.edited = true;
-        m.updated_at = crate::from_ms(ev.occurred_at);
+        m.updated_at = at;
         Ok(MessagePublic::from(&m))
     }
 
@@ -758,7 +757,7 @@ impl ChatService {
             self.require_member(m.room_id, user.id).await?;
         }
         let ev = self.message_event(RoomEventType::MessageDeleted, &m, user.id, &m.content);
-        self.dir().enqueue(vec![room_record(&ev)?]).await?;
+        self.dir().enqueue(vec![room_record(ev)?]).await?;
         Ok(())
     }
 
@@ -877,7 +876,7 @@ impl ChatService {
         let r = self.require_owner(room, user.id).await?;
         let mut ev = room_event_for(RoomEventType::UserForcedDisconnect, &r, user.id, now());
         ev.subject_user_id = Some(target.to_string());
-        self.dir().enqueue(vec![room_record(&ev)?]).await?;
+        self.dir().enqueue(vec![room_record(ev)?]).await?;
         self.ports.fanout.evict(room, Some(target), "disconnected");
         Ok(())
     }
@@ -897,7 +896,7 @@ impl ChatService {
         let mut ev = room_event(kind, room, now());
         ev.actor_id = Some(user.to_string());
         ev.subject_user_id = Some(user.to_string());
-        self.dir().enqueue(vec![room_record(&ev)?]).await?;
+        self.dir().enqueue(vec![room_record(ev)?]).await?;
         Ok(())
     }
 
@@ -931,7 +930,7 @@ impl ChatService {
         let mut ev = user_event(UserEventType::NotificationRead, user.id, now());
         ev.notification_id = Some(id.to_string());
         self.dir()
-            .mark_notification_read(id, vec![user_record(&ev)?])
+            .mark_notification_read(id, vec![user_record(ev)?])
             .await?;
         Ok(())
     }
@@ -940,7 +939,7 @@ impl ChatService {
         let ev = user_event(UserEventType::NotificationsAllRead, user.id, now());
         Ok(self
             .dir()
-            .mark_all_notifications_read(user.id, vec![user_record(&ev)?])
+            .mark_all_notifications_read(user.id, vec![user_record(ev)?])
             .await?)
     }
 

@@ -129,10 +129,12 @@ fn durable_parser() -> impl clap::builder::TypedValueParser<Value = Durable> {
         .map(|name: String| Durable::parse(&name).expect("one of the possible values"))
 }
 
-/// The committing consumer groups whose lag `/metrics` reports.
-fn processors_for_lag() -> Vec<(String, Vec<&'static str>)> {
+/// The committing consumer groups whose lag `/metrics` reports (those that run as consumers).
+fn processors_for_lag(cfg: &Config) -> Vec<(String, Vec<&'static str>)> {
+    let inline = wire::inline_processors(cfg);
     Durable::ALL
         .iter()
+        .filter(|d| !inline.contains(d))
         .map(|d| (d.name().to_string(), d.topics().to_vec()))
         .collect()
 }
@@ -209,7 +211,8 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     let stop_processors = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let mut processors = tokio::task::JoinSet::new();
-    for kind in &roles.processors {
+    let inline = wire::inline_processors(&cfg);
+    for kind in roles.processors.iter().filter(|k| !inline.contains(k)) {
         processors.spawn(runner::run(
             log.clone(),
             durable_processor(*kind, &stores, &log),
@@ -308,8 +311,11 @@ async fn run_ingress(
     let addr = listener.local_addr()?;
     let ingress: IngressConfig = cfg.ingress.clone().with_bound_address(addr);
 
-    let outbox: Arc<dyn Outbox> = stores.directory.clone();
-    tasks.spawn(relay::run(outbox, log.clone(), shutdown.clone()));
+    if !wire::colocated(cfg) {
+        // The directory queues records in its outbox for another log: relay them.
+        let outbox: Arc<dyn Outbox> = stores.directory.clone();
+        tasks.spawn(relay::run(outbox, log.clone(), shutdown.clone()));
+    }
     let (ready, joined) = tokio::sync::oneshot::channel();
     let delivery = Arc::new(DeliveryProcessor {
         fanout: hub.clone(),
@@ -330,7 +336,7 @@ async fn run_ingress(
 
     let lag = livechat_ingress::metrics::LagSource {
         log: log.clone(),
-        groups: processors_for_lag(),
+        groups: processors_for_lag(cfg),
     };
     let state = Arc::new(AppState {
         svc,

@@ -14,7 +14,7 @@ use livechat_processors::analytics::AnalyticsProcessor;
 use livechat_processors::history::HistoryProcessor;
 use livechat_processors::notifications::NotificationsProcessor;
 use livechat_processors::{Decoded, Durable, Processor};
-use livechat_schemas::{codec, TopicEvent};
+use livechat_schemas::TopicEvent;
 
 use crate::config::Config;
 use crate::wire::ReadModel;
@@ -188,15 +188,15 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
             let n = entries.len() as i64;
             let mut batch = Vec::with_capacity(entries.len());
             for entry in entries {
-                match codec::decode(&entry.payload) {
-                    Ok(event) => {
-                        let kind = match &event {
+                match Decoded::of(entry) {
+                    Ok(d) => {
+                        let kind = match d.event.as_ref() {
                             TopicEvent::Room(e) => e.event_type.clone(),
                             TopicEvent::User(e) => e.event_type.clone(),
                             TopicEvent::Notification(e) => e.notification_type.clone(),
                         };
                         *by_type.entry(kind).or_default() += 1;
-                        batch.push(Decoded { entry, event });
+                        batch.push(d);
                     }
                     Err(_) => undecodable += 1,
                 }

@@ -9,7 +9,10 @@ use livechat_core::ports::{
     AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, SessionStore,
 };
 use livechat_processors::Durable;
-use livechat_sinks::embedded::{SqliteAnalytics, SqliteDirectory, SqliteHistory, SqliteLog};
+use livechat_sinks::embedded::{
+    EmbeddedStore, HistoryMapping, InlineReadModels, NotificationsMapping, SqliteAnalytics,
+    SqliteDirectory, SqliteHistory, SqliteLog,
+};
 use livechat_sinks::memory::MemoryCache;
 
 use crate::config::{
@@ -21,9 +24,54 @@ use crate::config::{
 pub trait DirectoryStore: Directory + Outbox + SessionStore {}
 impl<T: Directory + Outbox + SessionStore> DirectoryStore for T {}
 
-/// The topic log: `log.db` in the data directory, or a Kafka-API broker.
+/// Whether the directory and the log share the embedded store's single file (the default): a
+/// change and its records then commit together with no outbox and no relay, and the history
+/// (when embedded too) and the notifications are kept inline, not by consumers.
+pub fn colocated(cfg: &Config) -> bool {
+    cfg.directory.kind == DirectoryKind::Embedded && cfg.log.kind == LogKind::Embedded
+}
+
+/// The durable processors whose read models the embedded store keeps inline (they do not run
+/// as consumers; `livechat replay` still rebuilds them with their own code).
+pub fn inline_processors(cfg: &Config) -> Vec<Durable> {
+    if !colocated(cfg) {
+        return Vec::new();
+    }
+    let mut kept = vec![Durable::Notifications];
+    if cfg.history.kind == HistoryKind::Embedded {
+        kept.push(Durable::History);
+    }
+    kept
+}
+
+/// The embedded store of the configured data directory, opened once per process.
+fn embedded_store(cfg: &Config) -> anyhow::Result<Arc<EmbeddedStore>> {
+    static OPEN: std::sync::Mutex<Vec<(std::path::PathBuf, Arc<EmbeddedStore>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let dir = data_dir(cfg)?.to_path_buf();
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, store)) = open.iter().find(|(d, _)| *d == dir) {
+        return Ok(store.clone());
+    }
+    let inline = InlineReadModels {
+        history: (cfg.history.kind == HistoryKind::Embedded)
+            .then_some(livechat_processors::history::history_op as HistoryMapping),
+        notifications: Some(
+            livechat_processors::notifications::notifications_for as NotificationsMapping,
+        ),
+    };
+    let store = Arc::new(
+        EmbeddedStore::open(&dir, cfg.log.partitions, inline)
+            .with_context(|| format!("opening {}", EmbeddedStore::path(&dir).display()))?,
+    );
+    open.push((dir, store.clone()));
+    Ok(store)
+}
+
+/// The topic log: the embedded store's, `log.db` in the data directory, or a Kafka-API broker.
 pub async fn log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
     match cfg.log.kind {
+        LogKind::Embedded if colocated(cfg) => Ok(Arc::new(embedded_store(cfg)?.log.clone())),
         LogKind::Embedded => Ok(Arc::new(
             SqliteLog::open(&data_dir(cfg)?.join("log.db"), cfg.log.partitions)
                 .context("opening the embedded log")?,
@@ -41,9 +89,10 @@ pub async fn log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
     }
 }
 
-/// The message history: `history.db`, or Cassandra / ScyllaDB.
+/// The message history: the embedded store's, `history.db`, or Cassandra / ScyllaDB.
 pub async fn history(cfg: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
     match cfg.history.kind {
+        HistoryKind::Embedded if colocated(cfg) => Ok(embedded_store(cfg)?.history.clone()),
         HistoryKind::Embedded => Ok(Arc::new(
             SqliteHistory::open(&data_dir(cfg)?.join("history.db"))
                 .context("opening the embedded history")?,
@@ -109,9 +158,11 @@ pub fn cache(cfg: &Config) -> anyhow::Result<Arc<dyn Cache>> {
     }
 }
 
-/// The directory (users, rooms, sessions, outbox): `directory.db`, or MongoDB / FerretDB.
+/// The directory (users, rooms, sessions, outbox): the embedded store's, `directory.db`, or
+/// MongoDB / FerretDB.
 pub async fn directory(cfg: &Config) -> anyhow::Result<Arc<dyn DirectoryStore>> {
     match cfg.directory.kind {
+        DirectoryKind::Embedded if colocated(cfg) => Ok(embedded_store(cfg)?.directory.clone()),
         DirectoryKind::Embedded => Ok(Arc::new(
             SqliteDirectory::open(&data_dir(cfg)?.join("directory.db"))
                 .context("opening the directory")?,
@@ -208,7 +259,12 @@ pub async fn stores(cfg: &Config) -> anyhow::Result<Stores> {
 /// replay against a mistyped `--data-dir` fails instead of creating an empty log).
 pub async fn existing_log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
     if cfg.log.kind == LogKind::Embedded {
-        let file = Path::new(&cfg.data_dir).join("log.db");
+        let dir = Path::new(&cfg.data_dir);
+        let file = if colocated(cfg) {
+            EmbeddedStore::path(dir)
+        } else {
+            dir.join("log.db")
+        };
         anyhow::ensure!(
             file.exists(),
             "no log at {}: is --data-dir right?",
@@ -260,6 +316,9 @@ pub fn read_model_name(kind: Durable, cfg: &Config) -> String {
             HistoryKind::Cassandra => {
                 format!("cassandra keyspace {}", cfg.history.cassandra.keyspace)
             }
+            HistoryKind::Embedded if colocated(cfg) => {
+                format!("{} (messages)", EmbeddedStore::path(data).display())
+            }
             HistoryKind::Embedded => data.join("history.db").display().to_string(),
         },
         Durable::Analytics => match cfg.analytics.kind {
@@ -270,6 +329,9 @@ pub fn read_model_name(kind: Durable, cfg: &Config) -> String {
         },
         Durable::Notifications => match cfg.directory.kind {
             DirectoryKind::Mongo => format!("mongo database {}", cfg.directory.mongo.database),
+            DirectoryKind::Embedded if colocated(cfg) => {
+                format!("{} (notifications)", EmbeddedStore::path(data).display())
+            }
             DirectoryKind::Embedded => data.join("directory.db").display().to_string(),
         },
     }

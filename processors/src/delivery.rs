@@ -29,7 +29,7 @@ impl Processor for DeliveryProcessor {
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         for d in batch {
-            match &d.event {
+            match d.event.as_ref() {
                 TopicEvent::Room(ev) => {
                     let Ok(room) = Uuid::parse_str(&ev.room_id) else {
                         continue;

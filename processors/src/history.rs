@@ -77,7 +77,7 @@ impl Processor for HistoryProcessor {
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let mut ops = Vec::new();
         for d in batch {
-            if let TopicEvent::Room(ev) = &d.event {
+            if let TopicEvent::Room(ev) = d.event.as_ref() {
                 if let Some(op) = history_op(ev)? {
                     ops.push(op);
                 }

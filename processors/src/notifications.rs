@@ -39,7 +39,7 @@ impl Processor for NotificationsProcessor {
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let mut announcements = Vec::new();
         for d in batch {
-            let TopicEvent::Room(ev) = &d.event else {
+            let TopicEvent::Room(ev) = d.event.as_ref() else {
                 continue;
             };
             for n in notifications_for(ev) {

@@ -16,7 +16,22 @@ use tracing::Instrument;
 #[derive(Debug, Clone)]
 pub struct Decoded {
     pub entry: LogEntry,
-    pub event: TopicEvent,
+    pub event: Arc<TopicEvent>,
+}
+
+impl Decoded {
+    /// The record's event: the one it carries from this process's append (decoded once, shared
+    /// by every consumer), or decoded from its payload.
+    pub fn of(mut entry: LogEntry) -> Result<Decoded, Box<(LogEntry, codec::CodecError)>> {
+        let event = match entry.event.take() {
+            Some(ev) => ev,
+            None => match codec::decode(&entry.payload) {
+                Ok(ev) => Arc::new(ev),
+                Err(e) => return Err(Box::new((entry, e))),
+            },
+        };
+        Ok(Decoded { entry, event })
+    }
 }
 
 /// A stream processor. `handle` must be idempotent: after a crash a batch may be handled again.
@@ -34,6 +49,8 @@ pub trait Processor: Send + Sync + 'static {
 
 const BATCH: usize = 500;
 const POLL: Duration = Duration::from_millis(500);
+/// Longest a group keeps handled offsets uncommitted while records keep coming.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
 /// Failed attempts on a batch before it is retried record by record (isolating a poison record).
 const BATCH_ATTEMPTS: u32 = 3;
 const RECORD_ATTEMPTS: u32 = 3;
@@ -92,6 +109,11 @@ pub async fn run_with_ready(
     }
     let commits = p.start_at() == StartAt::Earliest;
     let mut attempt = 0u32;
+    // Offsets handled but not yet committed, committed at most every COMMIT_EVERY (and when
+    // the log is idle, and before stopping): handling is idempotent, so a crash in between only
+    // hands the records again, and a commit is not a write of its own per batch.
+    let mut uncommitted: BTreeMap<(String, u32), i64> = BTreeMap::new();
+    let mut last_commit = tokio::time::Instant::now();
     // On shutdown the processor drains: it handles what the log already holds (bounded in
     // time), commits, and only then stops, so a restart has nothing left to redo.
     let mut drain_until: Option<tokio::time::Instant> = None;
@@ -101,11 +123,18 @@ pub async fn run_with_ready(
         }
         let entries = match drain_until {
             Some(deadline) => {
-                if tokio::time::Instant::now() >= deadline {
-                    return;
-                }
-                match consumer.poll(BATCH, Duration::from_millis(200)).await {
-                    Ok(e) if e.is_empty() => return,
+                let polled = if tokio::time::Instant::now() >= deadline {
+                    Ok(Vec::new())
+                } else {
+                    consumer.poll(BATCH, Duration::from_millis(200)).await
+                };
+                match polled {
+                    Ok(e) if e.is_empty() => {
+                        if commits {
+                            commit(consumer.as_mut(), p.name(), &mut uncommitted, &shutdown).await;
+                        }
+                        return;
+                    }
                     other => other,
                 }
             }
@@ -125,6 +154,10 @@ pub async fn run_with_ready(
         };
         attempt = 0;
         if entries.is_empty() {
+            if commits && !uncommitted.is_empty() {
+                commit(consumer.as_mut(), p.name(), &mut uncommitted, &shutdown).await;
+                last_commit = tokio::time::Instant::now();
+            }
             continue;
         }
         let started = std::time::Instant::now();
@@ -143,71 +176,82 @@ pub async fn run_with_ready(
             .map(|((t, p), n)| format!("{t}/{p}:{}..{}", first[&(t.clone(), *p)], n - 1))
             .collect();
         let span = tracing::info_span!("batch", processor = p.name(), records, offsets = %offsets.join(","));
-        let done = process_batch(
-            log.as_ref(),
-            p.as_ref(),
-            consumer.as_mut(),
-            entries,
-            next,
-            commits,
-            &shutdown,
-        )
-        .instrument(span)
-        .await;
+        let done = process_batch(log.as_ref(), p.as_ref(), entries, &shutdown)
+            .instrument(span)
+            .await;
         if !done {
-            return; // shutting down mid-retry: leave the batch uncommitted for the next run
+            // Shutting down mid-retry: the batch stays uncommitted for the next run.
+            if commits {
+                commit(consumer.as_mut(), p.name(), &mut uncommitted, &shutdown).await;
+            }
+            return;
         }
         metrics::counter!("livechat_processor_records_total", "processor" => p.name().to_string())
             .increment(records as u64);
         metrics::histogram!("livechat_processor_batch_seconds", "processor" => p.name().to_string())
             .record(started.elapsed().as_secs_f64());
+        if commits {
+            uncommitted.extend(next);
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                commit(consumer.as_mut(), p.name(), &mut uncommitted, &shutdown).await;
+                last_commit = tokio::time::Instant::now();
+            }
+        }
     }
 }
 
-/// Decodes, handles and commits one batch; false if shutdown interrupted it (nothing committed).
+/// Decodes (unless the record carries its event) and handles one batch; false if shutdown
+/// interrupted it.
 async fn process_batch(
     log: &dyn EventLog,
     p: &dyn Processor,
-    consumer: &mut dyn GroupConsumer,
     entries: Vec<LogEntry>,
-    next: BTreeMap<(String, u32), i64>,
-    commits: bool,
     shutdown: &CancellationToken,
 ) -> bool {
     let mut batch = Vec::with_capacity(entries.len());
     for entry in entries {
-        match codec::decode(&entry.payload) {
-            Ok(event) => batch.push(Decoded { entry, event }),
-            Err(e) => {
+        match Decoded::of(entry) {
+            Ok(d) => batch.push(d),
+            Err(failed) => {
+                let (entry, e) = *failed;
                 let class = decode_error_class(&e);
                 dead_letter(log, p.name(), &entry, class, &e.to_string()).await
             }
         }
     }
-    if !handle_batch(log, p, &batch, shutdown).await {
-        return false;
+    handle_batch(log, p, &batch, shutdown).await
+}
+
+/// Commits the handled offsets. A commit can fail for good when a rebalance moved the partition
+/// away: then the new owner handles those records again from the last commit (idempotently).
+async fn commit(
+    consumer: &mut dyn GroupConsumer,
+    processor: &str,
+    uncommitted: &mut BTreeMap<(String, u32), i64>,
+    shutdown: &CancellationToken,
+) {
+    if uncommitted.is_empty() {
+        return;
     }
-    if commits {
-        let next: Vec<(String, u32, i64)> = next.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-        // A commit can fail for good when a rebalance moved the partition away: then the
-        // new owner re-handles the batch from the last commit (handling is idempotent).
-        for attempt in 0..COMMIT_ATTEMPTS {
-            match consumer.commit(&next).await {
-                Ok(()) => break,
-                Err(e) if attempt + 1 == COMMIT_ATTEMPTS => {
-                    tracing::warn!(error = %e, "Offset commit failed; the batch may be handled again.");
+    let next: Vec<(String, u32, i64)> = std::mem::take(uncommitted)
+        .into_iter()
+        .map(|((t, p), o)| (t, p, o))
+        .collect();
+    for attempt in 0..COMMIT_ATTEMPTS {
+        match consumer.commit(&next).await {
+            Ok(()) => return,
+            Err(e) if attempt + 1 == COMMIT_ATTEMPTS => {
+                tracing::warn!(processor, error = %e, "Offset commit failed; the records may be handled again.");
+            }
+            Err(e) => {
+                tracing::debug!(processor, error = %e, "Offset commit failed; retrying.");
+                if shutdown.is_cancelled() && attempt > 1 {
+                    return;
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "Offset commit failed; retrying.");
-                    if shutdown.is_cancelled() {
-                        return false;
-                    }
-                    backoff(attempt, shutdown).await;
-                }
+                backoff(attempt, shutdown).await;
             }
         }
     }
-    true
 }
 
 /// Handles a batch, retrying it; if it keeps failing, handles its records one at a time and
@@ -318,6 +362,7 @@ async fn dead_letter(
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+        event: None,
     };
     if let Err(e) = log.append(&[rec]).await {
         tracing::error!(error = %e, "Dead-letter append failed; the record is skipped.");
@@ -350,6 +395,7 @@ mod tests {
             payload: vec![0, 0, 0, 0, 99, 1],
             timestamp_ms: 5,
             headers: Vec::new(),
+            event: None,
         };
         let err = codec::decode(&entry.payload).unwrap_err();
         let class = decode_error_class(&err);

@@ -18,13 +18,65 @@ mod directory {
         Arc::new(SqliteDirectory::open(path).unwrap())
     }
 
-    livechat_conformance::directory_suite!(async { Some(open(&db("directory.db"))) }, |a: &Arc<
-        SqliteDirectory,
-    >| {
-        let path = a.path().to_path_buf();
-        async move { open(&path) }
-    });
+    livechat_conformance::directory_suite!(
+        async { Some(open(&db("directory.db"))) },
+        |a: &Arc<SqliteDirectory>| {
+            let path = a.path().to_path_buf();
+            async move { open(&path) }
+        },
+        livechat_conformance::directory::outbox_bodies
+    );
     livechat_conformance::sessions_suite!(async { Some(open(&db("directory.db"))) });
+}
+
+/// The embedded store: directory, log and history in one file, records appended to the log in
+/// the change's own transaction, history and notifications kept inline.
+mod store {
+    use super::*;
+    use livechat_sinks::embedded::{EmbeddedStore, InlineReadModels};
+
+    fn open(dir: &std::path::Path) -> EmbeddedStore {
+        EmbeddedStore::open(dir, 4, InlineReadModels::default()).unwrap()
+    }
+
+    fn fresh() -> EmbeddedStore {
+        open(&tempfile::tempdir().expect("temp dir").keep())
+    }
+
+    async fn written(d: Arc<SqliteDirectory>, topic: String) -> Vec<String> {
+        let log = d.log().expect("the store's directory appends to its log");
+        livechat_conformance::directory::log_bodies(&log, &topic).await
+    }
+
+    mod directory {
+        use super::*;
+        livechat_conformance::directory_suite!(
+            async { Some(fresh().directory) },
+            |a: &Arc<SqliteDirectory>| {
+                let dir = a.path().parent().unwrap().to_path_buf();
+                async move { open(&dir).directory }
+            },
+            written
+        );
+        livechat_conformance::sessions_suite!(async { Some(fresh().directory) });
+    }
+
+    mod log {
+        use super::*;
+        livechat_conformance::log_suite!(async { Some(fresh().log) });
+    }
+
+    mod history {
+        use super::*;
+        fn history() -> SqliteHistory {
+            SqliteHistory::clone(&fresh().history)
+        }
+        livechat_conformance::history_suite!(
+            async { Some(history()) },
+            async { Some(history()) },
+            async { history() }
+        );
+    }
 }
 
 mod log {

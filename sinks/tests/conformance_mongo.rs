@@ -30,10 +30,14 @@ async fn mongo() -> Option<Arc<MongoDirectory>> {
     .await
 }
 
-livechat_conformance::directory_suite!(mongo(), |a: &Arc<MongoDirectory>| {
-    let database = a.database_name().to_string();
-    async move { connect(&database).await.expect("second MongoDB handle") }
-});
+livechat_conformance::directory_suite!(
+    mongo(),
+    |a: &Arc<MongoDirectory>| {
+        let database = a.database_name().to_string();
+        async move { connect(&database).await.expect("second MongoDB handle") }
+    },
+    livechat_conformance::directory::outbox_bodies
+);
 livechat_conformance::sessions_suite!(mongo());
 
 /// The relay finds records through this process's write hints, and a fresh process (after a

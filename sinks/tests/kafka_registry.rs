@@ -214,9 +214,9 @@ async fn records_carry_registry_ids_on_the_wire_and_embedded_ids_inside() {
     let room_bytes = codec::encode_room_event(&room).unwrap();
     let user = user_event();
     let user_bytes = codec::encode_user_event(&user).unwrap();
-    let mut room_rec = livechat_core::events::room_record(&room).unwrap();
+    let mut room_rec = livechat_core::events::room_record(room.clone()).unwrap();
     room_rec.headers = vec![("trace".into(), "t-1".into())];
-    let user_rec = livechat_core::events::user_record(&user).unwrap();
+    let user_rec = livechat_core::events::user_record(user.clone()).unwrap();
     let dlq_body = br#"{"orig_topic":"chat.room-events.v1","error":"x"}"#.to_vec();
     let dlq_rec = OutboxRecord {
         event_id: Uuid::new_v4(),
@@ -225,6 +225,7 @@ async fn records_carry_registry_ids_on_the_wire_and_embedded_ids_inside() {
         payload: dlq_body.clone(),
         created_at_ms: livechat_core::now().timestamp_millis(),
         headers: vec![("orig.topic".into(), ROOM_EVENTS_TOPIC.into())],
+        event: None,
     };
     log.append(&[room_rec.clone(), user_rec, dlq_rec])
         .await

@@ -78,13 +78,13 @@ impl AnalyticsStore for SqliteAnalytics {
 
     async fn checksum(&self) -> StoreResult<Checksum> {
         self.db
-            .read(|c| checksum_query(c, "SELECT event_id, event_type, user_id, room_id, occurred_at, payload FROM analytics_events ORDER BY event_id"))
+            .read_blocking(|c| checksum_query(c, "SELECT event_id, event_type, user_id, room_id, occurred_at, payload FROM analytics_events ORDER BY event_id"))
             .await
     }
 
     async fn room_stats(&self, room: RoomId) -> StoreResult<RoomStats> {
         self.db
-            .read(move |c| {
+            .read_blocking(move |c| {
                 c.prepare_cached(
                     "SELECT ?1, count(*), count(DISTINCT user_id), max(occurred_at) FROM analytics_events
                      WHERE room_id = ?1 AND event_type = 'MESSAGE_SENT'",
@@ -96,7 +96,7 @@ impl AnalyticsStore for SqliteAnalytics {
 
     async fn user_activity(&self, user: UserId) -> StoreResult<UserActivity> {
         self.db
-            .read(move |c| {
+            .read_blocking(move |c| {
                 c.prepare_cached(
                     "SELECT coalesce(sum(event_type = 'MESSAGE_SENT'), 0),
                             count(DISTINCT CASE WHEN event_type IN ('USER_JOINED_ROOM', 'JOIN_REQUEST_ACCEPTED') THEN room_id END)
@@ -109,7 +109,7 @@ impl AnalyticsStore for SqliteAnalytics {
 
     async fn top_active_rooms(&self, limit: u32) -> StoreResult<Vec<RoomStats>> {
         self.db
-            .read(move |c| {
+            .read_blocking(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT room_id, count(*) AS n, count(DISTINCT user_id), max(occurred_at) FROM analytics_events
                      WHERE event_type = 'MESSAGE_SENT' AND room_id IS NOT NULL
@@ -123,7 +123,7 @@ impl AnalyticsStore for SqliteAnalytics {
 
     async fn messages_since(&self, room: RoomId, since: DateTime<Utc>) -> StoreResult<i64> {
         self.db
-            .read(move |c| {
+            .read_blocking(move |c| {
                 c.prepare_cached(
                     "SELECT count(*) FROM analytics_events WHERE event_type = 'MESSAGE_SENT' AND room_id = ?1 AND occurred_at >= ?2",
                 )?
@@ -134,7 +134,7 @@ impl AnalyticsStore for SqliteAnalytics {
 
     async fn retention(&self, since: DateTime<Utc>) -> StoreResult<f64> {
         self.db
-            .read(move |c| {
+            .read_blocking(move |c| {
                 let (active, registered): (i64, i64) = c
                     .prepare_cached(
                         "SELECT (SELECT count(DISTINCT user_id) FROM analytics_events WHERE event_type = 'USER_LOGGED_IN' AND occurred_at >= ?1),
@@ -148,7 +148,7 @@ impl AnalyticsStore for SqliteAnalytics {
 
     async fn edit_delete_ratio(&self) -> StoreResult<EditDeleteRatio> {
         self.db
-            .read(move |c| {
+            .read_blocking(move |c| {
                 let (sent, edited, deleted): (i64, i64, i64) = c
                     .prepare_cached(
                         "SELECT coalesce(sum(event_type = 'MESSAGE_SENT'), 0), coalesce(sum(event_type = 'MESSAGE_EDITED'), 0),
@@ -164,7 +164,7 @@ impl AnalyticsStore for SqliteAnalytics {
 
     async fn top_social_users(&self, limit: u32) -> StoreResult<Vec<SocialUser>> {
         self.db
-            .read(move |c| {
+            .read_blocking(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT user_id, count(DISTINCT room_id) AS rooms, coalesce(sum(event_type = 'MESSAGE_SENT'), 0) AS messages
                      FROM analytics_events WHERE user_id IS NOT NULL

@@ -1,12 +1,20 @@
-//! A SQLite database file shared by async code: one writer connection and a small pool of
-//! readers (WAL lets readers run beside the writer), all used from the blocking thread pool.
+//! A SQLite database file shared by async code, without a thread hop per query:
+//! - writes go to the file's **committer**, a long-lived thread that owns the write connection
+//!   and commits every write waiting in its queue in one transaction (group commit: one fsync
+//!   for many writes), each in a savepoint of its own so a failing write rolls back alone;
+//!   a write is answered only once its transaction is committed;
+//! - reads run on the calling thread with a pooled read-only connection (WAL lets readers run
+//!   beside the writer): an indexed read from the page cache takes microseconds, less than a
+//!   hand-off to another thread would; scans and aggregates use [`Db::read_blocking`].
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use livechat_core::error::{StoreError, StoreResult};
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 const MAX_IDLE_READERS: usize = 8;
 /// How often the background checkpointer copies the WAL into the database file.
@@ -16,13 +24,30 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// commit path every few thousand writes; the profile showed 12 % of CPU there).
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 
-#[derive(Debug)]
 pub struct Db {
     path: PathBuf,
-    // std Mutexes: only locked inside spawn_blocking closures, never across an .await.
-    writer: Mutex<Connection>,
+    jobs: SyncSender<Job>,
+    /// Idle read-only connections (std Mutex: held only to pop or push one).
     readers: Mutex<Vec<Connection>>,
 }
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+/// Writes waiting for the committer; beyond this a write is refused with `Unavailable` (the
+/// ingress answers 503) instead of queueing without bound.
+const QUEUE: usize = 8192;
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// What a write reports once its transaction is committed (or failed).
+type Finish = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// A write: runs in its savepoint, says whether it failed (its savepoint is then rolled back),
+/// and hands back what to do once the outcome of the whole transaction is known.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +146,8 @@ impl Db {
         Db::open_with(path, schema, Durability::Full)
     }
 
-    /// Opens (creating if needed) the file and applies `schema` (idempotent DDL).
+    /// Opens (creating if needed) the file, applies `schema` (idempotent DDL) and starts its
+    /// committer thread (it ends when the last handle is dropped).
     pub fn open_with(path: &Path, schema: &str, durability: Durability) -> anyhow::Result<Arc<Db>> {
         let writer = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
@@ -133,9 +159,18 @@ impl Db {
         writer
             .pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
             .map_err(|e| anyhow::anyhow!("configuring {}: {e}", path.display()))?;
+        let (jobs, rx) = mpsc::sync_channel(QUEUE);
+        let name = format!(
+            "commit-{}",
+            path.file_stem().and_then(|s| s.to_str()).unwrap_or("db")
+        );
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || commit_loop(writer, rx))
+            .map_err(|e| anyhow::anyhow!("starting the committer of {}: {e}", path.display()))?;
         let db = Arc::new(Db {
             path: path.to_path_buf(),
-            writer: Mutex::new(writer),
+            jobs,
             readers: Mutex::new(Vec::new()),
         });
         if durability != Durability::Bulk {
@@ -149,65 +184,187 @@ impl Db {
         &self.path
     }
 
-    /// Runs `f` in one write transaction (committed if `f` returns Ok).
-    pub async fn write<R, F>(self: &Arc<Self>, f: F) -> StoreResult<R>
+    /// Runs `f` in a savepoint of the committer's next transaction; answers once that
+    /// transaction is committed (so the write is durable as the file's [`Durability`] says).
+    pub async fn write<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(store_err)?;
-            let out = f(&tx).map_err(store_err)?;
-            tx.commit().map_err(store_err)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("sqlite task failed: {e}")))?
+        self.write_then(f, |_| {}).await
     }
 
-    /// Runs `f` with the writer connection on the calling (blocking) thread.
-    pub fn with_writer<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn)
+    /// Like [`Db::write`], and runs `after` on the committer thread once the transaction is
+    /// committed, before any later write's: committed writes are announced in commit order.
+    pub async fn write_then<R, F, A>(&self, f: F, after: A) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        A: FnOnce(&R) + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel::<StoreResult<R>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let out = f(conn).map_err(store_err);
+            let failed = out.is_err();
+            let finish: Finish = Box::new(move |committed: Result<(), &StoreError>| {
+                let result = match (committed, out) {
+                    (Ok(()), Ok(r)) => {
+                        after(&r);
+                        Ok(r)
+                    }
+                    (_, Err(e)) => Err(e),
+                    (Err(e), Ok(_)) => Err(refused_by(e)),
+                };
+                let _ = reply.send(result);
+            });
+            (failed, finish)
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(StoreError::Unavailable(anyhow::anyhow!(
+                    "{}: write queue full",
+                    self.path.display()
+                )))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "{}: committer stopped",
+                    self.path.display()
+                )))
+            }
+        }
+        answer.await.map_err(|_| {
+            StoreError::Other(anyhow::anyhow!(
+                "{}: committer dropped a write",
+                self.path.display()
+            ))
+        })?
     }
 
-    /// Runs `f` on a reader connection.
-    pub async fn read<R, F>(self: &Arc<Self>, f: F) -> StoreResult<R>
+    /// Runs `f` on a read-only connection, on the calling thread (for indexed reads: a page or
+    /// a row; use [`Db::read_blocking`] for scans).
+    pub async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R>,
+    {
+        self.read_now(f)
+    }
+
+    /// Runs `f` on a read-only connection on the blocking pool (scans, aggregates, checksums).
+    pub async fn read_blocking<R, F>(self: &Arc<Self>, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = db.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &db.path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )
-                    .map_err(store_err)?;
-                    c.busy_timeout(std::time::Duration::from_secs(10))
-                        .map_err(store_err)?;
-                    tune(&c).map_err(store_err)?;
-                    c
-                }
-            };
-            let out = f(&conn).map_err(store_err);
-            let mut pool = db.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < MAX_IDLE_READERS {
-                pool.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("sqlite task failed: {e}")))?
+        tokio::task::spawn_blocking(move || db.read_now(f))
+            .await
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("sqlite task failed: {e}")))?
     }
+
+    fn read_now<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R>,
+    {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open_reader().map_err(store_err)?,
+        };
+        let out = f(&conn).map_err(store_err);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn open_reader(&self) -> rusqlite::Result<Connection> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(Duration::from_secs(10))?;
+        tune(&c)?;
+        Ok(c)
+    }
+}
+
+/// The error each write of a failed transaction gets.
+fn refused_by(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(_) => {
+            StoreError::Unavailable(anyhow::anyhow!("commit failed: {e}"))
+        }
+        _ => StoreError::Other(anyhow::anyhow!("commit failed: {e}")),
+    }
+}
+
+/// Runs one of the savepoint statements (cached: they run for every write).
+fn savepoint_step(tx: &Connection, sql: &str) -> StoreResult<()> {
+    tx.prepare_cached(sql)
+        .and_then(|mut st| st.execute([]))
+        .map(|_| ())
+        .map_err(store_err)
+}
+
+/// The committer: takes every write waiting, runs each in its own savepoint of one
+/// transaction, commits once, then reports to each in order. Ends when every handle is gone.
+fn commit_loop(mut conn: Connection, rx: Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let _span = tracing::debug_span!("commit", writes = batch.len()).entered();
+        let started = Instant::now();
+        let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
+        let committed = run_batch(&mut conn, batch, &mut finishes);
+        match &committed {
+            Ok(()) => {
+                metrics::histogram!("livechat_commit_batch_size").record(finishes.len() as f64);
+                metrics::histogram!("livechat_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+            }
+            Err(e) => tracing::warn!(error = %e, "Commit failed; its writes are refused."),
+        }
+        for finish in finishes {
+            finish(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// One transaction, one savepoint per write. An error here means nothing was committed.
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    finishes: &mut Vec<Finish>,
+) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_err)?;
+    for job in batch {
+        savepoint_step(&tx, "SAVEPOINT w")?;
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&tx)));
+        let (failed, finish) = match ran {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!("A write panicked; it is rolled back and refused.");
+                let finish: Finish = Box::new(|_| {});
+                (true, finish)
+            }
+        };
+        if failed {
+            savepoint_step(&tx, "ROLLBACK TO w")?;
+        }
+        savepoint_step(&tx, "RELEASE w")?;
+        finishes.push(finish);
+    }
+    tx.commit().map_err(store_err)
 }
 
 /// Parses a UUID column.

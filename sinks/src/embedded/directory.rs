@@ -13,15 +13,18 @@ use livechat_core::error::StoreResult;
 use livechat_core::model::*;
 use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox};
 use livechat_core::to_ms;
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::db::{checksum_query, opt_uuid_col, ts_col, user_err, uuid_col, Db};
-use super::outbox::{queue, OutboxTable};
-use super::sequencer::Sequencer;
+use super::db::{checksum_query, ts_col, uuid_col, Db};
+use super::log::SqliteLog;
+use super::notifications::{self, notif_row, NOTIF_COLS};
+use super::outbox::OutboxTable;
+use super::records::{Queued, RecordSink};
+use super::sequencer::send_tx;
 
-const SCHEMA: &str = r#"
+pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users(
   id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
   last_active INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
@@ -57,21 +60,36 @@ CREATE TABLE IF NOT EXISTS outbox(
 
 pub struct SqliteDirectory {
     pub(super) db: Arc<Db>,
-    outbox: Arc<OutboxTable>,
-    sequencer: Sequencer,
+    records: RecordSink,
 }
 
 impl SqliteDirectory {
+    /// The directory in a file of its own: changes queue their records in its outbox, which
+    /// the relay moves to the log.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let db = Db::open(path, SCHEMA)?;
         let outbox = Arc::new(OutboxTable::new(db.clone()));
-        let signal = outbox.clone();
-        let sequencer = Sequencer::start(db.clone(), move || signal.signal())?;
         Ok(SqliteDirectory {
             db,
-            outbox,
-            sequencer,
+            records: RecordSink::Outbox(outbox),
         })
+    }
+
+    /// The directory in the embedded store's file: changes append their records to the log of
+    /// that file in their own transaction.
+    pub(super) fn on(db: Arc<Db>, log: SqliteLog) -> Self {
+        SqliteDirectory {
+            db,
+            records: RecordSink::Log(log),
+        }
+    }
+
+    /// The log this directory appends its records to, when it lives in the same file.
+    pub fn log(&self) -> Option<SqliteLog> {
+        match &self.records {
+            RecordSink::Log(log) => Some(log.clone()),
+            RecordSink::Outbox(_) => None,
+        }
     }
 
     /// The database file (another handle on it acts as another process).
@@ -79,18 +97,25 @@ impl SqliteDirectory {
         self.db.path()
     }
 
-    fn signal(&self) {
-        self.outbox.signal();
-    }
-
-    /// Runs a write that queues outbox records, then wakes the relay.
-    pub(super) async fn write_with_outbox<R, F>(&self, f: F) -> StoreResult<R>
+    /// Runs a write whose change queues topic records (`q.queue`) in the same transaction; they
+    /// are announced (relay woken, or log entries published) once it is committed.
+    pub(super) async fn write_recording<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+        F: FnOnce(&Connection, &mut Queued) -> rusqlite::Result<R> + Send + 'static,
     {
-        let out = self.db.write(f).await?;
-        self.signal();
+        let sink = self.records.clone();
+        let (out, _) = self
+            .db
+            .write_then(
+                move |conn| {
+                    let mut q = Queued::new(sink);
+                    let out = f(conn, &mut q)?;
+                    Ok((out, q))
+                },
+                |(_, q)| q.published(),
+            )
+            .await?;
         Ok(out)
     }
 }
@@ -137,22 +162,8 @@ fn jr_public_row(r: &Row<'_>) -> rusqlite::Result<JoinRequestPublic> {
     })
 }
 
-const NOTIF_COLS: &str = "id, user_id, type, payload, read, source_id, created_at";
-fn notif_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
-    let payload: String = r.get(3)?;
-    Ok(Notification {
-        id: uuid_col(r, 0)?,
-        user_id: uuid_col(r, 1)?,
-        kind: r.get(2)?,
-        payload: serde_json::from_str(&payload).unwrap_or_default(),
-        read: r.get(4)?,
-        source_id: opt_uuid_col(r, 5)?,
-        created_at: ts_col(r, 6)?,
-    })
-}
-
 fn add_member_tx(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     room: RoomId,
     user: UserId,
     role: Role,
@@ -174,12 +185,12 @@ fn add_member_tx(
 impl Directory for SqliteDirectory {
     async fn create_user(&self, user: &User, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         let u = user.clone();
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             tx.execute(
                 "INSERT INTO users(id, username, password_hash, last_active, created_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
                 params![u.id.to_string(), u.username, u.password_hash, to_ms(u.created_at), to_ms(u.updated_at)],
             )?;
-            queue(tx, &outbox)
+            q.queue(tx, outbox)
         })
         .await
     }
@@ -256,14 +267,14 @@ impl Directory for SqliteDirectory {
 
     async fn create_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         let r = room.clone();
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             tx.execute(
                 "INSERT INTO rooms(id, name, description, is_public, created_by, participants_count, last_seq, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7)",
                 params![r.id.to_string(), r.name, r.description, r.is_public, r.created_by.to_string(), to_ms(r.created_at), to_ms(r.updated_at)],
             )?;
             add_member_tx(tx, r.id, r.created_by, Role::Owner)?;
-            queue(tx, &outbox)
+            q.queue(tx, outbox)
         })
         .await
     }
@@ -280,7 +291,7 @@ impl Directory for SqliteDirectory {
 
     async fn update_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         let r = room.clone();
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             tx.execute(
                 "UPDATE rooms SET description = ?2, is_public = ?3, updated_at = ?4 WHERE id = ?1",
                 params![
@@ -290,13 +301,13 @@ impl Directory for SqliteDirectory {
                     to_ms(r.updated_at)
                 ],
             )?;
-            queue(tx, &outbox)
+            q.queue(tx, outbox)
         })
         .await
     }
 
     async fn delete_room(&self, id: RoomId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             let id = id.to_string();
             tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
             tx.execute("DELETE FROM memberships WHERE room_id = ?1", params![id])?;
@@ -305,7 +316,7 @@ impl Directory for SqliteDirectory {
                 "DELETE FROM message_receipts WHERE room_id = ?1",
                 params![id],
             )?;
-            queue(tx, &outbox)
+            q.queue(tx, outbox)
         })
         .await
     }
@@ -384,10 +395,10 @@ impl Directory for SqliteDirectory {
         role: Role,
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<bool> {
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             let added = add_member_tx(tx, room, user, role)?;
             if added {
-                queue(tx, &outbox)?;
+                q.queue(tx, outbox)?;
             }
             Ok(added)
         })
@@ -400,7 +411,7 @@ impl Directory for SqliteDirectory {
         user: UserId,
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<bool> {
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             let removed = tx.execute(
                 "DELETE FROM memberships WHERE room_id = ?1 AND user_id = ?2",
                 params![room.to_string(), user.to_string()],
@@ -410,7 +421,7 @@ impl Directory for SqliteDirectory {
                     "UPDATE rooms SET participants_count = max(participants_count - 1, 0) WHERE id = ?1",
                     params![room.to_string()],
                 )?;
-                queue(tx, &outbox)?;
+                q.queue(tx, outbox)?;
             }
             Ok(removed)
         })
@@ -439,12 +450,12 @@ impl Directory for SqliteDirectory {
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<()> {
         let j = req.clone();
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             tx.execute(
                 "INSERT INTO join_requests(id, room_id, user_id, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![j.id.to_string(), j.room_id.to_string(), j.user_id.to_string(), j.message, to_ms(j.created_at)],
             )?;
-            queue(tx, &outbox)
+            q.queue(tx, outbox)
         })
         .await
     }
@@ -500,7 +511,7 @@ impl Directory for SqliteDirectory {
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<bool> {
         let j = req.clone();
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             if tx.execute(
                 "DELETE FROM join_requests WHERE id = ?1",
                 params![j.id.to_string()],
@@ -511,7 +522,7 @@ impl Directory for SqliteDirectory {
             if accept {
                 add_member_tx(tx, j.room_id, j.user_id, Role::Member)?;
             }
-            queue(tx, &outbox)?;
+            q.queue(tx, outbox)?;
             Ok(true)
         })
         .await
@@ -522,21 +533,15 @@ impl Directory for SqliteDirectory {
         msg: NewMessage,
         events: MessageEventsFn,
     ) -> StoreResult<Option<SendReceipt>> {
-        // Sends go through the sequencer, which commits many of them per fsync.
-        self.sequencer.send(msg, events).await
+        // Sends share the committer's transactions with every other write: one fsync for many.
+        self.write_recording(move |tx, q| send_tx(tx, q, msg, events))
+            .await
     }
 
     async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
         let n = n.clone();
         self.db
-            .write(move |tx| {
-                let payload = serde_json::to_string(&n.payload).map_err(user_err)?;
-                Ok(tx.execute(
-                    "INSERT OR IGNORE INTO notifications(id, user_id, type, payload, read, source_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
-                    params![n.id.to_string(), n.user_id.to_string(), n.kind, payload, n.source_id.map(|s| s.to_string()), to_ms(n.created_at)],
-                )? == 1)
-            })
+            .write(move |tx| notifications::insert_in(tx, &n))
             .await
     }
 
@@ -571,12 +576,12 @@ impl Directory for SqliteDirectory {
     }
 
     async fn mark_notification_read(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             tx.execute(
                 "UPDATE notifications SET read = 1 WHERE id = ?1",
                 params![id.to_string()],
             )?;
-            queue(tx, &outbox)
+            q.queue(tx, outbox)
         })
         .await
     }
@@ -586,12 +591,12 @@ impl Directory for SqliteDirectory {
         user: UserId,
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<u64> {
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             let n = tx.execute(
                 "UPDATE notifications SET read = 1 WHERE user_id = ?1 AND read = 0",
                 params![user.to_string()],
             )?;
-            queue(tx, &outbox)?;
+            q.queue(tx, outbox)?;
             Ok(n as u64)
         })
         .await
@@ -645,20 +650,30 @@ impl Directory for SqliteDirectory {
     }
 
     async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
-        self.write_with_outbox(move |tx| queue(tx, &outbox)).await
+        self.write_recording(move |tx, q| q.queue(tx, outbox)).await
     }
 }
 
-/// The relay drains the outbox of the directory's own file.
+/// The relay drains the outbox of the directory's own file. In the embedded store records go
+/// straight to the log, so there is never anything pending (and no relay runs).
 #[async_trait]
 impl Outbox for SqliteDirectory {
     async fn pending(&self, limit: u32) -> StoreResult<Vec<(i64, OutboxRecord)>> {
-        self.outbox.pending(limit).await
+        match &self.records {
+            RecordSink::Outbox(outbox) => outbox.pending(limit).await,
+            RecordSink::Log(_) => Ok(Vec::new()),
+        }
     }
     async fn remove(&self, positions: &[i64]) -> StoreResult<()> {
-        self.outbox.remove(positions).await
+        match &self.records {
+            RecordSink::Outbox(outbox) => outbox.remove(positions).await,
+            RecordSink::Log(_) => Ok(()),
+        }
     }
     fn pending_signal(&self) -> watch::Receiver<u64> {
-        self.outbox.pending_signal()
+        match &self.records {
+            RecordSink::Outbox(outbox) => outbox.pending_signal(),
+            RecordSink::Log(_) => watch::channel(0).1,
+        }
     }
 }

@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
 use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage};
 use livechat_core::ports::MessageStore;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::db::{checksum_query, ts_col, uuid_col, Db, Durability};
 
-const SCHEMA: &str = r#"
+pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages(
   room_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL,
   username TEXT NOT NULL, content TEXT NOT NULL, edited INTEGER NOT NULL DEFAULT 0,
@@ -41,6 +41,57 @@ fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     })
 }
 
+/// Applies history changes inside the caller's write (idempotent, in order).
+pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<()> {
+    for op in ops {
+        match op {
+            HistoryOp::Insert(m) => {
+                tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?
+                    .execute(params![
+                        m.id.to_string(), m.room_id.to_string(), m.seq, m.user_id.to_string(), m.username,
+                        m.content, m.edited, m.deleted, m.created_at.timestamp_millis(),
+                        m.updated_at.timestamp_millis(), m.client_msg_id
+                    ])?;
+            }
+            HistoryOp::Edit {
+                room_id,
+                message_id,
+                content,
+                at,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE messages SET content = ?3, edited = 1, updated_at = max(updated_at, ?4)
+                     WHERE room_id = ?1 AND id = ?2 AND deleted = 0",
+                )?
+                .execute(params![
+                    room_id.to_string(),
+                    message_id.to_string(),
+                    content,
+                    at.timestamp_millis()
+                ])?;
+            }
+            HistoryOp::Delete {
+                room_id,
+                message_id,
+                at,
+            } => {
+                // A tombstone keeps the seq, so resuming clients see no gap.
+                tx.prepare_cached(
+                    "UPDATE messages SET content = '', deleted = 1, updated_at = max(updated_at, ?3)
+                     WHERE room_id = ?1 AND id = ?2",
+                )?
+                .execute(params![room_id.to_string(), message_id.to_string(), at.timestamp_millis()])?;
+            }
+            HistoryOp::PurgeRoom { room_id } => {
+                tx.prepare_cached("DELETE FROM messages WHERE room_id = ?1")?
+                    .execute(params![room_id.to_string()])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
 pub struct SqliteHistory {
     db: Arc<Db>,
 }
@@ -51,6 +102,11 @@ impl SqliteHistory {
             // A read model: `livechat replay` rebuilds it if a power loss cuts its tail.
             db: Db::open_with(path, SCHEMA, Durability::Normal)?,
         })
+    }
+
+    /// The history in a file shared with other stores (its table created by [`SCHEMA`]).
+    pub(super) fn on(db: Arc<Db>) -> Self {
+        SqliteHistory { db }
     }
 
     /// A new file to fill from scratch (`livechat replay --into`): no journal, no fsync.
@@ -66,41 +122,7 @@ impl SqliteHistory {
 impl MessageStore for SqliteHistory {
     async fn apply(&self, ops: &[HistoryOp]) -> StoreResult<()> {
         let ops = ops.to_vec();
-        self.db
-            .write(move |tx| {
-                for op in &ops {
-                    match op {
-                        HistoryOp::Insert(m) => {
-                            tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?
-                                .execute(params![
-                                    m.id.to_string(), m.room_id.to_string(), m.seq, m.user_id.to_string(), m.username,
-                                    m.content, m.edited, m.deleted, m.created_at.timestamp_millis(),
-                                    m.updated_at.timestamp_millis(), m.client_msg_id
-                                ])?;
-                        }
-                        HistoryOp::Edit { room_id, message_id, content, at } => {
-                            tx.prepare_cached(
-                                "UPDATE messages SET content = ?3, edited = 1, updated_at = max(updated_at, ?4)
-                                 WHERE room_id = ?1 AND id = ?2 AND deleted = 0",
-                            )?
-                            .execute(params![room_id.to_string(), message_id.to_string(), content, at.timestamp_millis()])?;
-                        }
-                        HistoryOp::Delete { room_id, message_id, at } => {
-                            // A tombstone keeps the seq, so resuming clients see no gap.
-                            tx.prepare_cached(
-                                "UPDATE messages SET content = '', deleted = 1, updated_at = max(updated_at, ?3)
-                                 WHERE room_id = ?1 AND id = ?2",
-                            )?
-                            .execute(params![room_id.to_string(), message_id.to_string(), at.timestamp_millis()])?;
-                        }
-                        HistoryOp::PurgeRoom { room_id } => {
-                            tx.prepare_cached("DELETE FROM messages WHERE room_id = ?1")?.execute(params![room_id.to_string()])?;
-                        }
-                    }
-                }
-                Ok(())
-            })
-            .await
+        self.db.write(move |tx| apply_in(tx, &ops)).await
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<StoredMessage>> {
@@ -149,7 +171,7 @@ impl MessageStore for SqliteHistory {
 
     async fn checksum(&self) -> StoreResult<Checksum> {
         self.db
-            .read(|c| {
+            .read_blocking(|c| {
                 checksum_query(
                     c,
                     &format!("SELECT {COLS} FROM messages ORDER BY room_id, seq"),

@@ -2,25 +2,29 @@
 //! Records are partitioned like Kafka's default partitioner (murmur2 of the key), so a room maps
 //! to the same partition number here as on a Kafka topic with the same partition count.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use livechat_core::error::StoreResult;
 use livechat_core::model::{LogEntry, OutboxRecord};
 use livechat_core::ports::{EventLog, GroupConsumer, StartAt};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::watch;
 
 use super::db::Db;
+use super::inline::InlineReadModels;
 
-const SCHEMA: &str = r#"
+/// The log's tables. Timestamps never decrease within a partition, so a time seek bisects the
+/// primary key (files from before kept a time index; it is dropped: one B-tree less per record).
+pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS records(
   topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
   key TEXT NOT NULL, payload BLOB NOT NULL, ts INTEGER NOT NULL,
   headers TEXT,
   PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_by_time ON records(topic, partition, ts);
+DROP INDEX IF EXISTS records_by_time;
 CREATE TABLE IF NOT EXISTS group_offsets(
   grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
   PRIMARY KEY(grp, topic, partition)) WITHOUT ROWID;
@@ -72,7 +76,7 @@ fn kafka_partition(key: &str, partitions: u32) -> u32 {
 /// Adds `records.headers` (a JSON array of `[key, value]` pairs, NULL for none) to a log file
 /// written before it existed. Idempotent, and safe when several processes open the file at once
 /// (the check and the change run in one write transaction).
-fn migrate(path: &Path) -> anyhow::Result<()> {
+pub(super) fn migrate(path: &Path) -> anyhow::Result<()> {
     if !path.exists() {
         return Ok(()); // a new file gets the column from SCHEMA
     }
@@ -110,59 +114,163 @@ fn headers_from_sql(col: Option<String>) -> rusqlite::Result<Vec<(String, String
     }
 }
 
+/// Entries of each partition kept in memory after their commit, so consumers that keep up
+/// (live delivery, analytics) take them without a read and without decoding them again.
+const TAIL_PER_PARTITION: usize = 2048;
+
+/// The log of a SQLite file: its own `log.db`, or the `records` table of the embedded store's
+/// single file (then the directory appends in its own transactions and read models are kept
+/// inline, see `inline.rs`). Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Arc<Db>,
     partitions: u32,
     appended: watch::Sender<u64>,
+    /// The newest committed entries per (topic, partition), contiguous by offset.
+    tail: Mutex<HashMap<(String, u32), VecDeque<LogEntry>>>,
+    /// Read models updated in the append's own transaction (the embedded store's file only).
+    inline: Option<InlineReadModels>,
 }
 
 impl SqliteLog {
+    /// The log in a file of its own.
     pub fn open(path: &Path, partitions: u32) -> anyhow::Result<Self> {
         migrate(path)?;
-        Ok(SqliteLog {
-            db: Db::open(path, SCHEMA)?,
-            partitions: partitions.max(1),
-            appended: watch::channel(0).0,
-        })
-    }
-}
-
-#[async_trait]
-impl EventLog for SqliteLog {
-    fn partitions(&self, _topic: &str) -> u32 {
-        self.partitions
+        Ok(SqliteLog::on(Db::open(path, SCHEMA)?, partitions, None))
     }
 
-    async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
-        let parts = self.partitions;
-        let records = records.to_vec();
-        self.db
-            .write(move |tx| {
-                let mut next = tx.prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?;
-                let mut insert = tx.prepare_cached("INSERT INTO records(topic, partition, offset, key, payload, ts, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
-                let now = livechat_core::now().timestamp_millis();
-                for r in &records {
-                    let p = kafka_partition(&r.key, parts);
-                    let offset: i64 = next.query_row(params![r.topic, p], |row| row.get(0))?;
-                    insert.execute(params![
-                        r.topic,
-                        p,
-                        offset,
-                        r.key,
-                        r.payload,
-                        now,
-                        headers_to_sql(&r.headers)
-                    ])?;
+    /// The log in a file shared with other stores (its tables created by [`SCHEMA`]).
+    pub(super) fn on(db: Arc<Db>, partitions: u32, inline: Option<InlineReadModels>) -> Self {
+        SqliteLog {
+            inner: Arc::new(Inner {
+                db,
+                partitions: partitions.max(1),
+                appended: watch::channel(0).0,
+                tail: Mutex::new(HashMap::new()),
+                inline,
+            }),
+        }
+    }
+
+    /// Appends records inside the caller's write (with the read models kept inline, and the
+    /// records those add); returns the entries to [`SqliteLog::published`] once committed.
+    pub(super) fn append_in(
+        &self,
+        conn: &Connection,
+        mut records: Vec<OutboxRecord>,
+    ) -> rusqlite::Result<Vec<LogEntry>> {
+        if let Some(inline) = &self.inner.inline {
+            let more = inline.apply(conn, &records)?;
+            records.extend(more);
+        }
+        let mut last = conn.prepare_cached(
+            "SELECT offset, ts FROM records WHERE topic = ?1 AND partition = ?2 ORDER BY offset DESC LIMIT 1",
+        )?;
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO records(topic, partition, offset, key, payload, ts, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let now = livechat_core::now().timestamp_millis();
+        // Next offset and latest time per partition, read once per write.
+        let mut ends: HashMap<(String, u32), (i64, i64)> = HashMap::new();
+        let mut entries = Vec::with_capacity(records.len());
+        for r in records {
+            let p = kafka_partition(&r.key, self.inner.partitions);
+            let end = match ends.get_mut(&(r.topic.clone(), p)) {
+                Some(e) => e,
+                None => {
+                    let found: Option<(i64, i64)> = last
+                        .query_row(params![r.topic, p], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?;
+                    let (next, ts) = found.map(|(o, ts)| (o + 1, ts)).unwrap_or((0, 0));
+                    ends.entry((r.topic.clone(), p)).or_insert((next, ts))
                 }
-                Ok(())
-            })
-            .await?;
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
-        Ok(())
+            };
+            // Timestamps never go back within a partition, so a time seek can bisect offsets.
+            let ts = now.max(end.1);
+            let offset = end.0;
+            *end = (offset + 1, ts);
+            insert.execute(params![
+                r.topic,
+                p,
+                offset,
+                r.key,
+                r.payload,
+                ts,
+                headers_to_sql(&r.headers)
+            ])?;
+            entries.push(LogEntry {
+                topic: r.topic,
+                partition: p,
+                offset,
+                key: r.key,
+                payload: r.payload,
+                timestamp_ms: ts,
+                headers: r.headers,
+                event: r.event,
+            });
+        }
+        Ok(entries)
     }
 
-    async fn read(
+    /// Applies what `records` change to the inline read models (none outside the embedded
+    /// store); returns the records those add.
+    pub(super) fn inline_apply(
+        &self,
+        conn: &Connection,
+        records: &[OutboxRecord],
+    ) -> rusqlite::Result<Vec<OutboxRecord>> {
+        match &self.inner.inline {
+            Some(inline) => inline.apply(conn, records),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Announces committed entries: into the tail, and wakes the consumers.
+    pub(super) fn published(&self, entries: &[LogEntry]) {
+        if entries.is_empty() {
+            return;
+        }
+        {
+            let mut tail = self.inner.tail.lock().unwrap_or_else(|p| p.into_inner());
+            for e in entries {
+                let q = tail.entry((e.topic.clone(), e.partition)).or_default();
+                // Another process may append to the same file: keep the tail contiguous.
+                if q.back().is_some_and(|b| b.offset + 1 != e.offset) {
+                    q.clear();
+                }
+                if q.len() == TAIL_PER_PARTITION {
+                    q.pop_front();
+                }
+                q.push_back(e.clone());
+            }
+        }
+        self.inner.appended.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Entries from `from` on, out of the tail, if the tail holds `from`.
+    fn tail_from(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max: usize,
+    ) -> Option<Vec<LogEntry>> {
+        let tail = self.inner.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let q = tail.get(&(topic.to_string(), partition))?;
+        let first = q.front()?.offset;
+        let last = q.back()?.offset;
+        if from < first || from > last {
+            return None;
+        }
+        let skip = (from - first) as usize;
+        Some(q.iter().skip(skip).take(max).cloned().collect())
+    }
+
+    async fn read_stored(
         &self,
         topic: &str,
         partition: u32,
@@ -170,7 +278,8 @@ impl EventLog for SqliteLog {
         max: u32,
     ) -> StoreResult<Vec<LogEntry>> {
         let topic = topic.to_string();
-        self.db
+        self.inner
+            .db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT offset, key, payload, ts, headers FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
@@ -184,6 +293,7 @@ impl EventLog for SqliteLog {
                         payload: r.get(2)?,
                         timestamp_ms: r.get(3)?,
                         headers: headers_from_sql(r.get(4)?)?,
+                        event: None,
                     })
                 })?;
                 rows.collect()
@@ -191,9 +301,68 @@ impl EventLog for SqliteLog {
             .await
     }
 
+    /// Commits several offsets of a group in one write.
+    async fn commit_all(&self, group: &str, next: &[(String, u32, i64)]) -> StoreResult<()> {
+        let group = group.to_string();
+        let next = next.to_vec();
+        self.inner
+            .db
+            .write(move |tx| {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO group_offsets(grp, topic, partition, next) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(grp, topic, partition) DO UPDATE SET next = excluded.next",
+                )?;
+                for (topic, p, offset) in &next {
+                    stmt.execute(params![group, topic, p, offset])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteLog {
+    fn partitions(&self, _topic: &str) -> u32 {
+        self.inner.partitions
+    }
+
+    async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
+        let records = records.to_vec();
+        let (log, published) = (self.clone(), self.clone());
+        self.inner
+            .db
+            .write_then(
+                move |conn| log.append_in(conn, records),
+                move |entries| published.published(entries),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max: u32,
+    ) -> StoreResult<Vec<LogEntry>> {
+        let mut entries = self
+            .tail_from(topic, partition, from, max as usize)
+            .unwrap_or_default();
+        // The tail holds this process's appends; another process may have appended after them.
+        let have = entries.len() as u32;
+        if have < max {
+            let next = entries.last().map_or(from, |e| e.offset + 1);
+            entries.extend(self.read_stored(topic, partition, next, max - have).await?);
+        }
+        Ok(entries)
+    }
+
     async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64> {
         let topic = topic.to_string();
-        self.db
+        self.inner
+            .db
             .read(move |c| {
                 c.prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?
                     .query_row(params![topic, partition], |r| r.get(0))
@@ -203,17 +372,27 @@ impl EventLog for SqliteLog {
 
     async fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> StoreResult<i64> {
         let topic = topic.to_string();
-        self.db
+        self.inner
+            .db
             .read(move |c| {
-                let first: Option<i64> = c
-                    .prepare_cached("SELECT min(offset) FROM records WHERE topic = ?1 AND partition = ?2 AND ts >= ?3")?
-                    .query_row(params![topic, partition, ts_ms], |r| r.get(0))?;
-                match first {
-                    Some(o) => Ok(o),
-                    None => c
-                        .prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?
-                        .query_row(params![topic, partition], |r| r.get(0)),
+                let end: i64 = c
+                    .prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?
+                    .query_row(params![topic, partition], |r| r.get(0))?;
+                // Timestamps never decrease within a partition: bisect the offsets.
+                let mut ts_at = c.prepare_cached(
+                    "SELECT ts FROM records WHERE topic = ?1 AND partition = ?2 AND offset = ?3",
+                )?;
+                let (mut lo, mut hi) = (0i64, end);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    let ts: i64 = ts_at.query_row(params![topic, partition, mid], |r| r.get(0))?;
+                    if ts >= ts_ms {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
+                    }
                 }
+                Ok(lo)
             })
             .await
     }
@@ -225,7 +404,8 @@ impl EventLog for SqliteLog {
         partition: u32,
     ) -> StoreResult<Option<i64>> {
         let (group, topic) = (group.to_string(), topic.to_string());
-        self.db
+        self.inner
+            .db
             .read(move |c| {
                 c.prepare_cached("SELECT next FROM group_offsets WHERE grp = ?1 AND topic = ?2 AND partition = ?3")?
                     .query_row(params![group, topic, partition], |r| r.get(0))
@@ -235,21 +415,12 @@ impl EventLog for SqliteLog {
     }
 
     async fn commit(&self, group: &str, topic: &str, partition: u32, next: i64) -> StoreResult<()> {
-        let (group, topic) = (group.to_string(), topic.to_string());
-        self.db
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO group_offsets(grp, topic, partition, next) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(grp, topic, partition) DO UPDATE SET next = excluded.next",
-                    params![group, topic, partition, next],
-                )?;
-                Ok(())
-            })
+        self.commit_all(group, &[(topic.to_string(), partition, next)])
             .await
     }
 
     fn append_signal(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+        self.inner.appended.subscribe()
     }
 
     async fn join_group(
@@ -261,7 +432,7 @@ impl EventLog for SqliteLog {
         // One process: the single member of the group is assigned every partition.
         let mut positions = Vec::new();
         for topic in topics {
-            for p in 0..self.partitions {
+            for p in 0..self.inner.partitions {
                 let next = match start {
                     StartAt::Earliest => self.committed(group, topic, p).await?.unwrap_or(0),
                     StartAt::Latest => self.end_offset(topic, p).await?,
@@ -272,7 +443,7 @@ impl EventLog for SqliteLog {
         Ok(Box::new(EmbeddedConsumer {
             log: self.clone(),
             group: group.to_string(),
-            signal: self.appended.subscribe(),
+            signal: self.inner.appended.subscribe(),
             positions,
             cursor: 0,
         }))
@@ -333,10 +504,7 @@ impl GroupConsumer for EmbeddedConsumer {
     }
 
     async fn commit(&mut self, next: &[(String, u32, i64)]) -> StoreResult<()> {
-        for (topic, p, offset) in next {
-            self.log.commit(&self.group, topic, *p, *offset).await?;
-        }
-        Ok(())
+        self.log.commit_all(&self.group, next).await
     }
 }
 
@@ -375,6 +543,7 @@ mod tests {
             payload: vec![2],
             created_at_ms: 6,
             headers: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+            event: None,
         };
         log.append(std::slice::from_ref(&rec)).await.unwrap();
         let got = log.read("t", 0, 1, 10).await.unwrap();

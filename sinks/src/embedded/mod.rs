@@ -4,12 +4,18 @@ mod analytics;
 mod db;
 mod directory;
 mod history;
+mod inline;
 mod log;
+mod notifications;
 mod outbox;
+mod records;
 mod sequencer;
 mod sessions;
+mod store;
 
 pub use analytics::SqliteAnalytics;
 pub use directory::SqliteDirectory;
 pub use history::SqliteHistory;
+pub use inline::{HistoryMapping, InlineReadModels, NotificationsMapping};
 pub use log::SqliteLog;
+pub use store::EmbeddedStore;

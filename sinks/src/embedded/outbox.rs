@@ -66,6 +66,7 @@ impl Outbox for OutboxTable {
                             payload: r.get(4)?,
                             created_at_ms: r.get(5)?,
                             headers: Vec::new(),
+                            event: None,
                         },
                     ))
                 })?;

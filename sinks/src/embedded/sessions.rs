@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::db::{ts_col, uuid_col};
 use super::directory::SqliteDirectory;
-use super::outbox::queue;
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
     Ok(Session {
@@ -28,14 +27,14 @@ fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
 impl SessionStore for SqliteDirectory {
     async fn create_session(&self, s: &Session, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         let s = s.clone();
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             // Expired sessions are swept here, on the (rare) login path.
             tx.execute("DELETE FROM sessions WHERE expires_at < ?1 OR absolute_expires_at < ?1", params![to_ms(livechat_core::now())])?;
             tx.execute(
                 "INSERT INTO sessions(id, user_id, created_at, expires_at, absolute_expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![s.id.to_string(), s.user_id.to_string(), to_ms(s.created_at), to_ms(s.expires_at), to_ms(s.absolute_expires_at)],
             )?;
-            queue(tx, &outbox)
+            q.queue(tx, outbox)
         })
         .await
     }
@@ -63,13 +62,13 @@ impl SessionStore for SqliteDirectory {
     }
 
     async fn delete_session(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<bool> {
-        self.write_with_outbox(move |tx| {
+        self.write_recording(move |tx, q| {
             let n = tx.execute(
                 "DELETE FROM sessions WHERE id = ?1",
                 params![id.to_string()],
             )?;
             if n == 1 {
-                queue(tx, &outbox)?;
+                q.queue(tx, outbox)?;
             }
             Ok(n == 1)
         })

@@ -247,6 +247,7 @@ fn entry_of(m: &rdkafka::message::BorrowedMessage<'_>, namespace: &str) -> LogEn
                     .collect()
             })
             .unwrap_or_default(),
+        event: None,
     }
 }
 
@@ -284,6 +285,24 @@ async fn from_registry(
         }
     }
     Ok(entries)
+}
+
+impl KafkaLog {
+    /// The end offset of a partition, waiting (up to the client timeout) for a topic created a
+    /// moment ago to show its partitions and leaders to this client.
+    async fn end_offset_of_new(&self, topic: &str, partition: u32) -> StoreResult<i64> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.end_offset(topic, partition).await {
+                Ok(end) => return Ok(end),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(topic, partition, error = %e, "Partition not ready; retrying.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 fn one_partition(topic: &str, partition: u32, offset: Offset) -> StoreResult<TopicPartitionList> {
@@ -489,35 +508,30 @@ impl EventLog for KafkaLog {
             .set("enable.partition.eof", "false")
             .create()
             .map_err(unavailable)?;
-        let names: Vec<String> = topics.iter().map(|t| self.phys(t)).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        consumer.subscribe(&names).map_err(unavailable)?;
-        let consumer = Arc::new(consumer);
-        let mut early = Vec::new();
-        if start == StartAt::Latest {
-            // "Latest" means the end at assignment time: wait for the assignment so that records
-            // appended after join_group returns are seen (keeping any that arrive meanwhile).
-            let c = consumer.clone();
-            let ns = self.cfg.namespace.clone();
-            early = tokio::task::spawn_blocking(move || {
-                let deadline = Instant::now() + TIMEOUT;
-                let mut got = Vec::new();
-                while Instant::now() < deadline {
-                    if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                        got.push(entry_of(&m, &ns));
-                    }
-                    if c.assignment().map(|a| a.count() > 0).unwrap_or(false) {
-                        break;
+        match start {
+            StartAt::Earliest => {
+                let names: Vec<String> = topics.iter().map(|t| self.phys(t)).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                consumer.subscribe(&names).map_err(unavailable)?;
+            }
+            StartAt::Latest => {
+                // "Latest" means the end when join_group returns: every partition is assigned
+                // at the end offset read now, so a record appended once this returns is seen
+                // (a group subscription would resolve "latest" only at its first fetch, after a
+                // rebalance of unknown length, and skip what was appended meanwhile).
+                let mut tpl = TopicPartitionList::new();
+                for topic in topics {
+                    for p in 0..self.partitions {
+                        let end = self.end_offset_of_new(topic, p).await?;
+                        tpl.add_partition_offset(&self.phys(topic), p as i32, Offset::Offset(end))
+                            .map_err(unavailable)?;
                     }
                 }
-                got
-            })
-            .await
-            .map_err(blocking_err)?;
+                consumer.assign(&tpl).map_err(unavailable)?;
+            }
         }
         Ok(Box::new(KafkaGroupConsumer {
-            consumer,
-            early,
+            consumer: Arc::new(consumer),
             namespace: self.cfg.namespace.clone(),
             ids: self.ids.clone(),
         }))
@@ -527,19 +541,12 @@ impl EventLog for KafkaLog {
 struct KafkaGroupConsumer {
     consumer: Arc<BaseConsumer>,
     namespace: String,
-    /// Records received while waiting for the first assignment.
-    early: Vec<LogEntry>,
     ids: Option<Arc<SchemaIds>>,
 }
 
 #[async_trait]
 impl GroupConsumer for KafkaGroupConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> StoreResult<Vec<LogEntry>> {
-        if !self.early.is_empty() {
-            let n = self.early.len().min(max);
-            let early = self.early.drain(..n).collect();
-            return from_registry(self.ids.as_deref(), early, true).await;
-        }
         let consumer = self.consumer.clone();
         let ns = self.namespace.clone();
         let entries = tokio::task::spawn_blocking(move || {

@@ -208,6 +208,7 @@ fn record(entry: &Document) -> StoreResult<OutboxRecord> {
             .get_i64("created_at_ms")
             .map_err(|_| bad("created_at_ms"))?,
         headers,
+        event: None,
     })
 }
 

@@ -1,13 +1,18 @@
 //! `Directory`, `SessionStore` and `Outbox`: unique names, membership counting, join requests
-//! handled once, dense seqs under concurrency, idempotent sends and notifications, and outbox
-//! records written atomically with the change they describe.
+//! handled once, dense seqs under concurrency, idempotent sends and notifications, and topic
+//! records written atomically with the change they describe (into an outbox, or straight into a
+//! log that shares the directory's file).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use livechat_core::error::StoreError;
 use livechat_core::model::*;
-use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox, SessionStore};
+use std::future::Future;
+
+use livechat_core::ports::{
+    Directory, EventLog, MessageEventsFn, NewMessage, Outbox, SessionStore,
+};
 use uuid::Uuid;
 
 use crate::{at, record, room, user};
@@ -196,7 +201,37 @@ pub async fn a_repeated_client_msg_id_returns_the_first_receipt<D: Directory>(d:
     );
 }
 
-pub async fn outbox_holds_the_records_of_each_change_in_order<D: Directory + Outbox>(d: &Arc<D>) {
+/// The records an adapter queued in its outbox for `topic` (in queue order; none removed).
+pub async fn outbox_bodies<D: Outbox>(d: Arc<D>, topic: String) -> Vec<String> {
+    d.pending(100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, rec)| rec.topic == topic)
+        .map(|(_, rec)| String::from_utf8(rec.payload).unwrap())
+        .collect()
+}
+
+/// The records of `topic` in a log (every partition, in offset order within each).
+pub async fn log_bodies(log: &dyn EventLog, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in 0..log.partitions(topic) {
+        for e in log.read(topic, p, 0, 100_000).await.unwrap() {
+            out.push(String::from_utf8(e.payload).unwrap());
+        }
+    }
+    out
+}
+
+/// Every change's records are written with it (in the outbox, or straight into the log: the
+/// adapter's `written` reads them back), in commit order, and a change that changes nothing
+/// writes none.
+pub async fn records_of_each_change_are_written_in_order<D, W, F>(d: &Arc<D>, written: W)
+where
+    D: Directory,
+    W: Fn(Arc<D>, String) -> F,
+    F: Future<Output = Vec<String>>,
+{
     let (owner, r) = owner_and_room(d.as_ref(), true).await;
     let topic = format!("conformance.{}", Uuid::new_v4().simple());
     d.enqueue(vec![record(&topic, "k", "first")]).await.unwrap();
@@ -225,26 +260,10 @@ pub async fn outbox_holds_the_records_of_each_change_in_order<D: Directory + Out
     )
     .await
     .unwrap();
-    let mine: Vec<(i64, OutboxRecord)> = d
-        .pending(100_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(_, rec)| rec.topic == topic)
-        .collect();
-    let bodies: Vec<String> = mine
-        .iter()
-        .map(|(_, rec)| String::from_utf8(rec.payload.clone()).unwrap())
-        .collect();
-    assert_eq!(bodies, vec!["first", "seq=1", "joined"]);
-    let positions: Vec<i64> = mine.iter().map(|(p, _)| *p).collect();
-    d.remove(&positions).await.unwrap();
-    assert!(d
-        .pending(100_000)
-        .await
-        .unwrap()
-        .iter()
-        .all(|(_, rec)| rec.topic != topic));
+    assert_eq!(
+        written(d.clone(), topic.clone()).await,
+        vec!["first", "seq=1", "joined"]
+    );
 }
 
 pub async fn notifications_are_idempotent_and_owned<D: Directory>(d: &Arc<D>) {
@@ -370,10 +389,12 @@ pub async fn sessions_can_be_created_extended_and_deleted<S: SessionStore>(s: &A
 /// Two handles on one store (two processes): concurrent sends to one room still get dense,
 /// unique seqs with exactly one outbox record each, and a retry through the other handle is
 /// recognised as a duplicate.
-pub async fn two_writers_share_one_dense_seq<D: Directory + Outbox + 'static>(
-    a: &Arc<D>,
-    b: &Arc<D>,
-) {
+pub async fn two_writers_share_one_dense_seq<D, W, F>(a: &Arc<D>, b: &Arc<D>, written: W)
+where
+    D: Directory + 'static,
+    W: Fn(Arc<D>, String) -> F,
+    F: Future<Output = Vec<String>>,
+{
     let (owner, r) = owner_and_room(a.as_ref(), true).await;
     let topic = format!("conformance.{}", Uuid::new_v4().simple());
     let mut tasks = Vec::new();
@@ -408,14 +429,7 @@ pub async fn two_writers_share_one_dense_seq<D: Directory + Outbox + 'static>(
         .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.message_id, receipts[1].message_id);
-    let mut bodies: Vec<String> = a
-        .pending(100_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|(_, rec)| rec.topic == topic)
-        .map(|(_, rec)| String::from_utf8(rec.payload).unwrap())
-        .collect();
+    let mut bodies = written(a.clone(), topic.clone()).await;
     bodies.sort_by_key(|b| b.trim_start_matches("seq=").parse::<i64>().unwrap());
     let expected: Vec<String> = (1..=60).map(|s| format!("seq={s}")).collect();
     assert_eq!(

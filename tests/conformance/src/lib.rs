@@ -76,6 +76,7 @@ pub fn record(topic: &str, key: &str, body: &str) -> OutboxRecord {
         payload: body.as_bytes().to_vec(),
         created_at_ms: livechat_core::now().timestamp_millis(),
         headers: Vec::new(),
+        event: None,
     }
 }
 
@@ -111,11 +112,13 @@ macro_rules! suite {
     };
 }
 
-/// Every check of the directory port (with its outbox). `$beside` makes a second handle on the
-/// same store from the first (another process sharing it).
+/// Every check of the directory port. `$beside` makes a second handle on the same store from
+/// the first (another process sharing it); `$written` (an `async fn(Arc<A>, String) ->
+/// Vec<String>`) reads back the payloads of the records the adapter wrote for a topic
+/// ([`directory::outbox_bodies`] for an adapter with an outbox).
 #[macro_export]
 macro_rules! directory_suite {
-    ($make:expr, $beside:expr) => {
+    ($make:expr, $beside:expr, $written:expr) => {
         $crate::suite!(
             directory,
             $make,
@@ -126,7 +129,6 @@ macro_rules! directory_suite {
                 concurrent_sends_get_dense_unique_seqs,
                 concurrent_joins_are_all_kept,
                 a_repeated_client_msg_id_returns_the_first_receipt,
-                outbox_holds_the_records_of_each_change_in_order,
                 notifications_are_idempotent_and_owned,
                 read_markers_only_move_forward,
                 deleting_a_room_removes_its_memberships_and_requests,
@@ -135,10 +137,16 @@ macro_rules! directory_suite {
         );
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn records_of_each_change_are_written_in_order() {
+            let Some(a) = $make.await else { return };
+            $crate::directory::records_of_each_change_are_written_in_order(&a, $written).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn two_writers_share_one_dense_seq() {
             let Some(a) = $make.await else { return };
             let b = ($beside)(&a).await;
-            $crate::directory::two_writers_share_one_dense_seq(&a, &b).await;
+            $crate::directory::two_writers_share_one_dense_seq(&a, &b, $written).await;
         }
     };
 }

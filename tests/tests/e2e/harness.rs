@@ -16,6 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a process may take to listen: on Kafka it creates topics and waits for their
+/// partitions, which takes seconds on a loaded machine.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 /// The binary built by `cargo test` (overridable with `LIVECHAT_BIN`).
 pub fn binary() -> PathBuf {
@@ -119,7 +122,7 @@ impl App {
             .unwrap_or_else(|e| panic!("spawning {}: {e}", binary().display()));
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line())
+        let line = tokio::time::timeout(STARTUP_WAIT, lines.next_line())
             .await
             .expect("livechat did not start in time")
             .expect("reading stdout")
@@ -692,7 +695,6 @@ impl User {
     // Sessions on other processes, and sockets.
 
     /// The same login, talking to another process (sessions are shared between them).
-    #[cfg_attr(not(feature = "distributed"), allow(dead_code))]
     pub fn via(&self, app: &App) -> User {
         User {
             name: self.name.clone(),

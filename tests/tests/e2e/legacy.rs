@@ -183,7 +183,9 @@ async fn metrics_report_sockets_and_consumer_lag() {
     .await;
     assert!(text.contains("livechat_websocket_connections 1"), "{text}");
     assert!(
-        text.contains(r#"livechat_consumer_lag{group="history",topic="chat.room-events.v1""#),
+        text.contains(r#"livechat_consumer_lag{group="analytics",topic="chat.room-events.v1""#),
         "{text}"
     );
+    // History and notifications are kept inline by the embedded store: no group, no lag.
+    assert!(!text.contains(r#"group="history""#), "{text}");
 }

@@ -11,4 +11,5 @@ mod harness;
 mod kafka;
 mod legacy;
 mod membership;
+mod read_your_writes;
 mod replay;

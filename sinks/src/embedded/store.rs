@@ -1,0 +1,186 @@
+//! `livechat.db`: the embedded store when the directory and the log are both embedded (the
+//! default). One file, one committer thread, so a state change, its log records and the read
+//! models kept inline (history, notifications: see `inline.rs`) commit in one transaction with
+//! one fsync, shared with every other write waiting at that moment:
+//! - a message is written once into the log and once into the history, not copied through an
+//!   outbox and a relay, and not read back and decoded by a history or notifications consumer;
+//! - once a write is acknowledged every read sees it (read-your-writes), because the read
+//!   models were committed with it;
+//! - committed entries are published from memory to the in-process consumers (live delivery,
+//!   analytics), see `log.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use livechat_core::model::OutboxRecord;
+use livechat_schemas::ROOM_EVENTS_TOPIC;
+use rusqlite::Connection;
+
+use super::db::{uuid_col, Db};
+use super::directory::{self, SqliteDirectory};
+use super::history::{self, SqliteHistory};
+use super::inline::InlineReadModels;
+use super::log::{self, SqliteLog};
+
+pub struct EmbeddedStore {
+    pub directory: Arc<SqliteDirectory>,
+    pub log: SqliteLog,
+    pub history: Arc<SqliteHistory>,
+}
+
+impl EmbeddedStore {
+    /// The file's name in the data directory.
+    pub const FILE: &'static str = "livechat.db";
+
+    /// The store's file in `data_dir`.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(Self::FILE)
+    }
+
+    /// Opens (creating if needed) the store in `data_dir`, keeping `inline` read models in the
+    /// append's transaction.
+    pub fn open(
+        data_dir: &Path,
+        partitions: u32,
+        inline: InlineReadModels,
+    ) -> anyhow::Result<Self> {
+        let schema = [directory::SCHEMA, log::SCHEMA, history::SCHEMA].concat();
+        let imported = import_separate_files(data_dir, &schema)?;
+        let db = Db::open(&Self::path(data_dir), &schema)?;
+        let log = SqliteLog::on(db.clone(), partitions, Some(inline));
+        if imported {
+            catch_up(&db, &log)?;
+        }
+        Ok(EmbeddedStore {
+            directory: Arc::new(SqliteDirectory::on(db.clone(), log.clone())),
+            log,
+            history: Arc::new(SqliteHistory::on(db)),
+        })
+    }
+}
+
+/// The files of a data directory written before the single file.
+const SEPARATE_FILES: [(&str, &[&str]); 3] = [
+    (
+        "directory.db",
+        &[
+            "users",
+            "sessions",
+            "rooms",
+            "memberships",
+            "join_requests",
+            "notifications",
+            "message_receipts",
+            "outbox",
+        ],
+    ),
+    ("log.db", &["records", "group_offsets"]),
+    ("history.db", &["messages"]),
+];
+
+/// Copies a data directory kept in separate files (`directory.db`, `log.db`, `history.db`)
+/// into the single file, once: into a temporary file renamed into place when complete (a crash
+/// midway leaves the old files as they were), then the old files are renamed `*.imported`.
+/// Returns whether it imported anything.
+fn import_separate_files(dir: &Path, schema: &str) -> anyhow::Result<bool> {
+    let target = EmbeddedStore::path(dir);
+    if target.exists() || !dir.join(SEPARATE_FILES[0].0).exists() {
+        return Ok(false);
+    }
+    // A log file from before its `headers` column gets it first, so the copy lines up.
+    if dir.join("log.db").exists() {
+        log::migrate(&dir.join("log.db"))?;
+    }
+    let partial = dir.join(format!("{}.importing", EmbeddedStore::FILE));
+    let _ = std::fs::remove_file(&partial);
+    let conn = Connection::open(&partial)?;
+    conn.execute_batch(schema)?;
+    for (file, tables) in SEPARATE_FILES {
+        let path = dir.join(file);
+        if !path.exists() {
+            continue;
+        }
+        conn.execute("ATTACH DATABASE ?1 AS old", [path.to_string_lossy()])?;
+        for table in tables {
+            let columns: Vec<String> = conn
+                .prepare(&format!(
+                    "SELECT name FROM old.pragma_table_info('{table}')"
+                ))?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if columns.is_empty() {
+                continue;
+            }
+            let cols = columns.join(", ");
+            conn.execute_batch(&format!(
+                "INSERT OR IGNORE INTO main.{table}({cols}) SELECT {cols} FROM old.{table}"
+            ))?;
+        }
+        conn.execute_batch("DETACH DATABASE old")?;
+    }
+    drop(conn);
+    std::fs::rename(&partial, &target)?;
+    for (file, _) in SEPARATE_FILES {
+        for suffix in ["", "-wal", "-shm"] {
+            let old = dir.join(format!("{file}{suffix}"));
+            if old.exists() {
+                std::fs::rename(&old, dir.join(format!("{file}{suffix}.imported")))?;
+            }
+        }
+    }
+    tracing::info!(file = %target.display(), "Data directory imported into the single file; the old files are kept as *.imported.");
+    Ok(true)
+}
+
+/// After an import, brings the store to where the old pipeline would have gone: the outbox
+/// records not yet relayed go into the log, and the log records the old history and
+/// notifications consumers had not handled yet are applied to the read models now kept inline
+/// (again idempotently: history by (room, seq), notifications by id).
+fn catch_up(db: &Db, log: &SqliteLog) -> anyhow::Result<()> {
+    let conn = Connection::open(db.path())?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let tx = conn.unchecked_transaction()?;
+    let pending: Vec<OutboxRecord> = tx
+        .prepare("SELECT event_id, topic, key, payload, created_at FROM outbox ORDER BY pos")?
+        .query_map([], |r| {
+            Ok(OutboxRecord {
+                event_id: uuid_col(r, 0)?,
+                topic: r.get(1)?,
+                key: r.get(2)?,
+                payload: r.get(3)?,
+                created_at_ms: r.get(4)?,
+                headers: Vec::new(),
+                event: None,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    // From the earlier of the two old groups' positions in each partition.
+    let unhandled: Vec<OutboxRecord> = tx
+        .prepare(
+            "SELECT r.key, r.payload, r.ts FROM records r
+             WHERE r.topic = ?1 AND r.offset >= (
+               SELECT coalesce(min(g.next), 0) FROM group_offsets g
+               WHERE g.grp IN ('history', 'notifications') AND g.topic = r.topic
+                 AND g.partition = r.partition)
+             ORDER BY r.partition, r.offset",
+        )?
+        .query_map([ROOM_EVENTS_TOPIC], |r| {
+            Ok(OutboxRecord {
+                event_id: uuid::Uuid::nil(),
+                topic: ROOM_EVENTS_TOPIC.to_string(),
+                key: r.get(0)?,
+                payload: r.get(1)?,
+                created_at_ms: r.get(2)?,
+                headers: Vec::new(),
+                event: None,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let announcements = log.inline_apply(&tx, &unhandled)?;
+    log.append_in(&tx, pending.into_iter().chain(announcements).collect())?;
+    tx.execute_batch(
+        "DELETE FROM outbox; DELETE FROM group_offsets WHERE grp IN ('history', 'notifications');",
+    )?;
+    tx.commit()?;
+    Ok(())
+}
