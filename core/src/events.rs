@@ -12,10 +12,12 @@ use uuid::Uuid;
 use crate::error::AppError;
 use crate::model::{OutboxRecord, Room, RoomId, UserId};
 
-/// A room event of `event_type` with a fresh event id, stamped at `at`.
+/// A room event of `event_type` with a fresh event id, stamped at `at`. Event ids (like message
+/// ids) are UUIDv7: time-ordered, so every store indexing them appends instead of writing into
+/// a random page of its index.
 pub fn room_event(event_type: RoomEventType, room: RoomId, at: DateTime<Utc>) -> RoomEvent {
     RoomEvent {
-        event_id: Uuid::new_v4().to_string(),
+        event_id: Uuid::now_v7().to_string(),
         event_type: event_type.as_str().to_string(),
         occurred_at: at.timestamp_millis(),
         room_id: room.to_string(),
@@ -42,7 +44,7 @@ pub fn room_event_for(
 
 pub fn user_event(event_type: UserEventType, user: UserId, at: DateTime<Utc>) -> UserEvent {
     UserEvent {
-        event_id: Uuid::new_v4().to_string(),
+        event_id: Uuid::now_v7().to_string(),
         event_type: event_type.as_str().to_string(),
         occurred_at: at.timestamp_millis(),
         user_id: user.to_string(),

@@ -641,7 +641,8 @@ impl ChatService {
         let mentions = self.mentioned_members(room, user.id, &content).await?;
         let at = now();
         let msg = NewMessage {
-            message_id: Uuid::new_v4(),
+            // Time-ordered (UUIDv7), so the history's index by id grows at its end.
+            message_id: Uuid::now_v7(),
             room_id: room,
             user_id: user.id,
             content: content.clone(),

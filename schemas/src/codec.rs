@@ -1,6 +1,6 @@
 //! Confluent wire format: `0x00`, schema id (u32 big-endian), Avro binary body.
 
-use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value};
+use apache_avro::{from_avro_datum, from_value, write_avro_datum_ref};
 
 use crate::registry::{
     self, NOTIFICATIONS_SCHEMA_ID, ROOM_EVENTS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID,
@@ -23,16 +23,12 @@ fn encode<T: serde::Serialize>(schema_id: u32, value: &T) -> Result<Vec<u8>, Cod
     let schema = &registry::by_id(schema_id)
         .ok_or(CodecError::UnknownSchemaId(schema_id))?
         .schema;
-    let value = to_value(value).map_err(|e| CodecError::Avro(e.to_string()))?;
-    // `resolve` turns plain values into the union branches the schema declares.
-    let value = value
-        .resolve(schema)
-        .map_err(|e| CodecError::Avro(e.to_string()))?;
-    let body = to_avro_datum(schema, value).map_err(|e| CodecError::Avro(e.to_string()))?;
-    let mut out = Vec::with_capacity(5 + body.len());
+    let mut out = Vec::with_capacity(256);
     out.push(0);
     out.extend_from_slice(&schema_id.to_be_bytes());
-    out.extend_from_slice(&body);
+    // Serialized straight into the buffer against the schema (unions chosen by it), with no
+    // intermediate value tree: this runs for every record, on the path of every send.
+    write_avro_datum_ref(schema, value, &mut out).map_err(|e| CodecError::Avro(e.to_string()))?;
     Ok(out)
 }
 

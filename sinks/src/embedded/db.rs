@@ -9,6 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ use livechat_core::error::{StoreError, StoreResult};
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 const MAX_IDLE_READERS: usize = 8;
+/// Statements cached per connection (more than the adapters use, so none is evicted).
+const STATEMENT_CACHE: usize = 128;
 /// How often the background checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// WAL pages after which a commit checkpoints by itself: only when the background checkpointer
@@ -27,6 +30,9 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 pub struct Db {
     path: PathBuf,
     jobs: SyncSender<Job>,
+    /// Set once the committer sees a commit by another connection (another process, or
+    /// another handle on the file).
+    shared: Arc<AtomicBool>,
     /// Idle read-only connections (std Mutex: held only to pop or push one).
     readers: Mutex<Vec<Connection>>,
 }
@@ -45,9 +51,17 @@ const MAX_BATCH: usize = 1024;
 
 /// What a write reports once its transaction is committed (or failed).
 type Finish = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-/// A write: runs in its savepoint, says whether it failed (its savepoint is then rolled back),
-/// and hands back what to do once the outcome of the whole transaction is known.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// A write's work: says whether it failed, and what to do once the transaction's outcome is known.
+type Work = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// A write: says whether it failed, and hands back what to do once the outcome of the whole
+/// transaction is known.
+struct Job {
+    run: Work,
+    /// Runs in a savepoint of its own, so its failure rolls back only itself. An unguarded
+    /// write (one that fails only when the database does: a send, whose checks come before any
+    /// change) spares the savepoint's cost; if it fails, its whole transaction is rolled back.
+    guarded: bool,
+}
 
 /// How hard a commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,10 +126,19 @@ fn spawn_checkpointer(db: Weak<Db>, durability: Durability) {
     }
 }
 
-/// Memory-mapped reads (no pread per page) and a larger page cache, for every connection.
+/// Every connection: memory-mapped reads (no pread per page), a larger page cache, temporary
+/// data (the savepoints' sub-journal of each write) in memory rather than in temporary files,
+/// and room for every statement the adapters cache (a statement evicted from the cache is
+/// parsed again at its next use).
+///
+/// Queries bind no `LIMIT ?`: SQLite prepares a statement again whenever the value bound to a
+/// `LIMIT` parameter changes, so they take rows from the iterator instead (rows are computed
+/// one step at a time; the query stops where the caller stops).
 fn tune(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
     conn.pragma_update(None, "cache_size", -8000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
 
@@ -160,17 +183,20 @@ impl Db {
             .pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
             .map_err(|e| anyhow::anyhow!("configuring {}: {e}", path.display()))?;
         let (jobs, rx) = mpsc::sync_channel(QUEUE);
+        let shared = Arc::new(AtomicBool::new(false));
+        let seen = shared.clone();
         let name = format!(
             "commit-{}",
             path.file_stem().and_then(|s| s.to_str()).unwrap_or("db")
         );
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || commit_loop(writer, rx))
+            .spawn(move || commit_loop(writer, rx, seen))
             .map_err(|e| anyhow::anyhow!("starting the committer of {}: {e}", path.display()))?;
         let db = Arc::new(Db {
             path: path.to_path_buf(),
             jobs,
+            shared,
             readers: Mutex::new(Vec::new()),
         });
         if durability != Durability::Bulk {
@@ -182,6 +208,11 @@ impl Db {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Becomes true once another connection has committed to the file.
+    pub fn shared_flag(&self) -> Arc<AtomicBool> {
+        self.shared.clone()
     }
 
     /// Runs `f` in a savepoint of the committer's next transaction; answers once that
@@ -202,8 +233,30 @@ impl Db {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         A: FnOnce(&R) + Send + 'static,
     {
+        self.submit(f, after, true).await
+    }
+
+    /// Like [`Db::write_then`] without a savepoint: for a write that can fail only when the
+    /// database does (every check that may refuse it runs before it changes anything). If it
+    /// fails anyway, its whole transaction is rolled back: the writes that ran before it in
+    /// that transaction are refused, the ones after it run in the next.
+    pub async fn write_unguarded_then<R, F, A>(&self, f: F, after: A) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        A: FnOnce(&R) + Send + 'static,
+    {
+        self.submit(f, after, false).await
+    }
+
+    async fn submit<R, F, A>(&self, f: F, after: A, guarded: bool) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        A: FnOnce(&R) + Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel::<StoreResult<R>>();
-        let job: Job = Box::new(move |conn: &Connection| {
+        let run = Box::new(move |conn: &Connection| {
             let out = f(conn).map_err(store_err);
             let failed = out.is_err();
             let finish: Finish = Box::new(move |committed: Result<(), &StoreError>| {
@@ -219,7 +272,7 @@ impl Db {
             });
             (failed, finish)
         });
-        match self.jobs.try_send(job) {
+        match self.jobs.try_send(Job { run, guarded }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(StoreError::Unavailable(anyhow::anyhow!(
@@ -311,9 +364,18 @@ fn savepoint_step(tx: &Connection, sql: &str) -> StoreResult<()> {
 
 /// The committer: takes every write waiting, runs each in its own savepoint of one
 /// transaction, commits once, then reports to each in order. Ends when every handle is gone.
-fn commit_loop(mut conn: Connection, rx: Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+fn commit_loop(mut conn: Connection, rx: Receiver<Job>, shared: Arc<AtomicBool>) {
+    let mut leftover: Vec<Job> = Vec::new();
+    // `PRAGMA data_version` changes only when another connection commits to the file.
+    let mut version: Option<i64> = None;
+    loop {
+        let mut batch = std::mem::take(&mut leftover);
+        if batch.is_empty() {
+            match rx.recv() {
+                Ok(first) => batch.push(first),
+                Err(_) => return,
+            }
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(j) => batch.push(j),
@@ -321,9 +383,20 @@ fn commit_loop(mut conn: Connection, rx: Receiver<Job>) {
             }
         }
         let _span = tracing::debug_span!("commit", writes = batch.len()).entered();
+        if !shared.load(Ordering::Relaxed) {
+            let now: Option<i64> = conn
+                .prepare_cached("PRAGMA data_version")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .ok();
+            if version.is_some() && now != version {
+                tracing::info!(file = %conn.path().unwrap_or_default(), "Another connection writes this file; reads no longer rely on what this process wrote.");
+                shared.store(true, Ordering::Relaxed);
+            }
+            version = now;
+        }
         let started = Instant::now();
         let mut finishes: Vec<Finish> = Vec::with_capacity(batch.len());
-        let committed = run_batch(&mut conn, batch, &mut finishes);
+        let committed = run_batch(&mut conn, batch, &mut finishes, &mut leftover);
         match &committed {
             Ok(()) => {
                 metrics::histogram!("livechat_commit_batch_size").record(finishes.len() as f64);
@@ -338,18 +411,23 @@ fn commit_loop(mut conn: Connection, rx: Receiver<Job>) {
     }
 }
 
-/// One transaction, one savepoint per write. An error here means nothing was committed.
+/// One transaction, a savepoint per guarded write. An error here means nothing was committed;
+/// the writes not yet run are handed back in `leftover` for the next transaction.
 fn run_batch(
     conn: &mut Connection,
     batch: Vec<Job>,
     finishes: &mut Vec<Finish>,
+    leftover: &mut Vec<Job>,
 ) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(store_err)?;
-    for job in batch {
-        savepoint_step(&tx, "SAVEPOINT w")?;
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&tx)));
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
+        if job.guarded {
+            savepoint_step(&tx, "SAVEPOINT w")?;
+        }
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&tx)));
         let (failed, finish) = match ran {
             Ok(r) => r,
             Err(_) => {
@@ -358,11 +436,18 @@ fn run_batch(
                 (true, finish)
             }
         };
-        if failed {
-            savepoint_step(&tx, "ROLLBACK TO w")?;
-        }
-        savepoint_step(&tx, "RELEASE w")?;
         finishes.push(finish);
+        if job.guarded {
+            if failed {
+                savepoint_step(&tx, "ROLLBACK TO w")?;
+            }
+            savepoint_step(&tx, "RELEASE w")?;
+        } else if failed {
+            leftover.extend(jobs);
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "a write failed midway; its transaction is rolled back"
+            )));
+        }
     }
     tx.commit().map_err(store_err)
 }

@@ -104,18 +104,35 @@ impl SqliteDirectory {
         R: Send + 'static,
         F: FnOnce(&Connection, &mut Queued) -> rusqlite::Result<R> + Send + 'static,
     {
+        self.recording(f, true).await
+    }
+
+    /// [`SqliteDirectory::write_recording`] without a savepoint (see `Db::write_unguarded_then`).
+    async fn write_recording_unguarded<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection, &mut Queued) -> rusqlite::Result<R> + Send + 'static,
+    {
+        self.recording(f, false).await
+    }
+
+    async fn recording<R, F>(&self, f: F, guarded: bool) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection, &mut Queued) -> rusqlite::Result<R> + Send + 'static,
+    {
         let sink = self.records.clone();
-        let (out, _) = self
-            .db
-            .write_then(
-                move |conn| {
-                    let mut q = Queued::new(sink);
-                    let out = f(conn, &mut q)?;
-                    Ok((out, q))
-                },
-                |(_, q)| q.published(),
-            )
-            .await?;
+        let run = move |conn: &Connection| {
+            let mut q = Queued::new(sink);
+            let out = f(conn, &mut q)?;
+            Ok((out, q))
+        };
+        let after = |(_, q): &(R, Queued)| q.published();
+        let (out, _) = if guarded {
+            self.db.write_then(run, after).await?
+        } else {
+            self.db.write_unguarded_then(run, after).await?
+        };
         Ok(out)
     }
 }
@@ -534,7 +551,9 @@ impl Directory for SqliteDirectory {
         events: MessageEventsFn,
     ) -> StoreResult<Option<SendReceipt>> {
         // Sends share the committer's transactions with every other write: one fsync for many.
-        self.write_recording(move |tx, q| send_tx(tx, q, msg, events))
+        // A send refuses (not a member, a retried client_msg_id) before it changes anything, so
+        // it needs no savepoint of its own.
+        self.write_recording_unguarded(move |tx, q| send_tx(tx, q, msg, events))
             .await
     }
 
@@ -555,10 +574,10 @@ impl Directory for SqliteDirectory {
             .read(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {NOTIF_COLS} FROM notifications WHERE user_id = ?1 AND (?2 = 0 OR read = 0)
-                     ORDER BY created_at DESC LIMIT ?3"
+                     ORDER BY created_at DESC"
                 ))?;
-                let rows = stmt.query_map(params![user.to_string(), unread_only, limit], notif_row)?;
-                rows.collect()
+                let rows = stmt.query_map(params![user.to_string(), unread_only], notif_row)?;
+                rows.take(limit as usize).collect()
             })
             .await
     }

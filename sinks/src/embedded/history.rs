@@ -146,10 +146,10 @@ impl MessageStore for SqliteHistory {
             .read(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {COLS} FROM messages WHERE room_id = ?1 AND created_at < ?2 AND deleted = 0
-                     ORDER BY created_at DESC, seq DESC LIMIT ?3"
+                     ORDER BY created_at DESC, seq DESC"
                 ))?;
-                let rows = stmt.query_map(params![room.to_string(), before, limit], row)?;
-                rows.collect()
+                let rows = stmt.query_map(params![room.to_string(), before], row)?;
+                rows.take(limit as usize).collect()
             })
             .await
     }
@@ -162,9 +162,11 @@ impl MessageStore for SqliteHistory {
     ) -> StoreResult<Vec<StoredMessage>> {
         self.db
             .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"))?;
-                let rows = stmt.query_map(params![room.to_string(), after, limit], row)?;
-                rows.collect()
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq"
+                ))?;
+                let rows = stmt.query_map(params![room.to_string(), after], row)?;
+                rows.take(limit as usize).collect()
             })
             .await
     }
@@ -188,9 +190,11 @@ impl MessageStore for SqliteHistory {
     ) -> StoreResult<Vec<StoredMessage>> {
         self.db
             .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"))?;
-                let rows = stmt.query_map(params![room.to_string(), before, limit], row)?;
-                rows.collect()
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC"
+                ))?;
+                let rows = stmt.query_map(params![room.to_string(), before], row)?;
+                rows.take(limit as usize).collect()
             })
             .await
     }

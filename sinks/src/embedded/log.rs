@@ -2,9 +2,9 @@
 //! Records are partitioned like Kafka's default partitioner (murmur2 of the key), so a room maps
 //! to the same partition number here as on a Kafka topic with the same partition count.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use livechat_core::error::StoreResult;
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::db::Db;
 use super::inline::InlineReadModels;
+use super::tail::{FromTail, Tail};
 
 /// The log's tables. Timestamps never decrease within a partition, so a time seek bisects the
 /// primary key (files from before kept a time index; it is dropped: one B-tree less per record).
@@ -114,10 +115,6 @@ fn headers_from_sql(col: Option<String>) -> rusqlite::Result<Vec<(String, String
     }
 }
 
-/// Entries of each partition kept in memory after their commit, so consumers that keep up
-/// (live delivery, analytics) take them without a read and without decoding them again.
-const TAIL_PER_PARTITION: usize = 2048;
-
 /// The log of a SQLite file: its own `log.db`, or the `records` table of the embedded store's
 /// single file (then the directory appends in its own transactions and read models are kept
 /// inline, see `inline.rs`). Cheap to clone.
@@ -130,8 +127,8 @@ struct Inner {
     db: Arc<Db>,
     partitions: u32,
     appended: watch::Sender<u64>,
-    /// The newest committed entries per (topic, partition), contiguous by offset.
-    tail: Mutex<HashMap<(String, u32), VecDeque<LogEntry>>>,
+    /// The newest committed entries, for the consumers that keep up.
+    tail: Tail,
     /// Read models updated in the append's own transaction (the embedded store's file only).
     inline: Option<InlineReadModels>,
 }
@@ -147,10 +144,10 @@ impl SqliteLog {
     pub(super) fn on(db: Arc<Db>, partitions: u32, inline: Option<InlineReadModels>) -> Self {
         SqliteLog {
             inner: Arc::new(Inner {
-                db,
                 partitions: partitions.max(1),
                 appended: watch::channel(0).0,
-                tail: Mutex::new(HashMap::new()),
+                tail: Tail::new(db.shared_flag()),
+                db,
                 inline,
             }),
         }
@@ -234,40 +231,8 @@ impl SqliteLog {
         if entries.is_empty() {
             return;
         }
-        {
-            let mut tail = self.inner.tail.lock().unwrap_or_else(|p| p.into_inner());
-            for e in entries {
-                let q = tail.entry((e.topic.clone(), e.partition)).or_default();
-                // Another process may append to the same file: keep the tail contiguous.
-                if q.back().is_some_and(|b| b.offset + 1 != e.offset) {
-                    q.clear();
-                }
-                if q.len() == TAIL_PER_PARTITION {
-                    q.pop_front();
-                }
-                q.push_back(e.clone());
-            }
-        }
+        self.inner.tail.push(entries);
         self.inner.appended.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    /// Entries from `from` on, out of the tail, if the tail holds `from`.
-    fn tail_from(
-        &self,
-        topic: &str,
-        partition: u32,
-        from: i64,
-        max: usize,
-    ) -> Option<Vec<LogEntry>> {
-        let tail = self.inner.tail.lock().unwrap_or_else(|p| p.into_inner());
-        let q = tail.get(&(topic.to_string(), partition))?;
-        let first = q.front()?.offset;
-        let last = q.back()?.offset;
-        if from < first || from > last {
-            return None;
-        }
-        let skip = (from - first) as usize;
-        Some(q.iter().skip(skip).take(max).cloned().collect())
     }
 
     async fn read_stored(
@@ -282,9 +247,9 @@ impl SqliteLog {
             .db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT offset, key, payload, ts, headers FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
+                    "SELECT offset, key, payload, ts, headers FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset",
                 )?;
-                let rows = stmt.query_map(params![topic, partition, from, max], |r| {
+                let rows = stmt.query_map(params![topic, partition, from], |r| {
                     Ok(LogEntry {
                         topic: topic.clone(),
                         partition,
@@ -296,7 +261,7 @@ impl SqliteLog {
                         event: None,
                     })
                 })?;
-                rows.collect()
+                rows.take(max as usize).collect()
             })
             .await
     }
@@ -347,15 +312,19 @@ impl EventLog for SqliteLog {
         from: i64,
         max: u32,
     ) -> StoreResult<Vec<LogEntry>> {
-        let mut entries = self
-            .tail_from(topic, partition, from, max as usize)
-            .unwrap_or_default();
-        // The tail holds this process's appends; another process may have appended after them.
+        let mut entries = match self.inner.tail.read(topic, partition, from, max as usize) {
+            FromTail::Complete(entries) => return Ok(entries),
+            FromTail::Partial(entries) => entries,
+        };
         let have = entries.len() as u32;
-        if have < max {
-            let next = entries.last().map_or(from, |e| e.offset + 1);
-            entries.extend(self.read_stored(topic, partition, next, max - have).await?);
+        let next = entries.last().map_or(from, |e| e.offset + 1);
+        let stored = self.read_stored(topic, partition, next, max - have).await?;
+        if (stored.len() as u32) < max - have {
+            // Read to the end of the partition: the tail knows its end from now on.
+            let end = stored.last().map_or(next, |e| e.offset + 1);
+            self.inner.tail.ends_at(topic, partition, end);
         }
+        entries.extend(stored);
         Ok(entries)
     }
 

@@ -12,6 +12,7 @@ mod records;
 mod sequencer;
 mod sessions;
 mod store;
+mod tail;
 
 pub use analytics::SqliteAnalytics;
 pub use directory::SqliteDirectory;

@@ -55,8 +55,8 @@ impl Outbox for OutboxTable {
     async fn pending(&self, limit: u32) -> StoreResult<Vec<(i64, OutboxRecord)>> {
         self.db
             .read(move |c| {
-                let mut stmt = c.prepare_cached("SELECT pos, event_id, topic, key, payload, created_at FROM outbox ORDER BY pos LIMIT ?1")?;
-                let rows = stmt.query_map(params![limit], |r| {
+                let mut stmt = c.prepare_cached("SELECT pos, event_id, topic, key, payload, created_at FROM outbox ORDER BY pos")?;
+                let rows = stmt.query_map([], |r| {
                     Ok((
                         r.get(0)?,
                         OutboxRecord {
@@ -70,7 +70,7 @@ impl Outbox for OutboxTable {
                         },
                     ))
                 })?;
-                rows.collect()
+                rows.take(limit as usize).collect()
             })
             .await
     }

@@ -48,11 +48,14 @@ pub(super) fn send_tx(
             return Ok(earlier);
         }
     }
+    // Every step that may fail for a reason of its own (building the records) comes before the
+    // first change: from here on only the database can fail, so a send needs no savepoint.
     let seq: i64 = tx
-        .prepare_cached(
-            "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-        )?
+        .prepare_cached("SELECT last_seq + 1 FROM rooms WHERE id = ?1")?
         .query_row(params![room], |r| r.get(0))?;
+    let records = events(seq).map_err(user_err)?;
+    tx.prepare_cached("UPDATE rooms SET last_seq = ?2 WHERE id = ?1")?
+        .execute(params![room, seq])?;
     // The author has read their own message: it never counts as unread for them.
     tx.prepare_cached("UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2")?
         .execute(params![room, user, seq])?;
@@ -63,7 +66,6 @@ pub(super) fn send_tx(
             )?
             .execute(params![room, user, cid, msg.message_id.to_string(), seq, msg.content, to_ms(msg.created_at)])?;
     }
-    let records = events(seq).map_err(user_err)?;
     q.queue(tx, records)?;
     Ok(Some(SendReceipt {
         message_id: msg.message_id,

@@ -289,7 +289,8 @@ async fn from_registry(
 
 impl KafkaLog {
     /// The end offset of a partition, waiting (up to the client timeout) for a topic created a
-    /// moment ago to show its partitions and leaders to this client.
+    /// moment ago to show its partitions and leaders to this client: its metadata is asked for
+    /// again between tries (the client's cache may still say the topic has none).
     async fn end_offset_of_new(&self, topic: &str, partition: u32) -> StoreResult<i64> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
@@ -297,6 +298,13 @@ impl KafkaLog {
                 Ok(end) => return Ok(end),
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(topic, partition, error = %e, "Partition not ready; retrying.");
+                    let reader = self.reader.clone();
+                    let name = self.phys(topic);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let c = reader.lock().unwrap_or_else(|p| p.into_inner());
+                        c.fetch_metadata(Some(&name), Duration::from_secs(2)).map(|_| ())
+                    })
+                    .await;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),

@@ -1,0 +1,104 @@
+//! The newest committed entries of each partition of the embedded log, kept in memory so that
+//! the consumers that keep up (live delivery, analytics) take them without reading the file and
+//! without decoding them again (each entry carries the event it was built from).
+//!
+//! Each partition also knows where it ends, as far as this process knows: while no other
+//! connection writes the file (the committer watches for that), a consumer at the end is told
+//! "nothing new" without a query. Once another writer shows up, every read goes to the file.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use livechat_core::model::LogEntry;
+
+/// Entries kept per partition.
+const ENTRIES_PER_PARTITION: usize = 2048;
+
+#[derive(Default)]
+struct Partition {
+    /// Contiguous by offset.
+    entries: VecDeque<Arc<LogEntry>>,
+    /// The offset the next entry will get, once known.
+    end: Option<i64>,
+}
+
+pub(super) struct Tail {
+    partitions: Mutex<HashMap<(String, u32), Partition>>,
+    /// Set once another connection has written the file: the ends known here no longer say
+    /// that nothing follows them.
+    shared: Arc<AtomicBool>,
+}
+
+/// What the tail can answer for a read from an offset.
+pub(super) enum FromTail {
+    /// These entries (possibly none: the partition ends here), and nothing after them.
+    Complete(Vec<LogEntry>),
+    /// These entries (possibly none); the file may hold more after them.
+    Partial(Vec<LogEntry>),
+}
+
+impl Tail {
+    /// `shared` is set by the file's committer when another connection writes to it.
+    pub(super) fn new(shared: Arc<AtomicBool>) -> Tail {
+        Tail {
+            partitions: Mutex::new(HashMap::new()),
+            shared,
+        }
+    }
+
+    /// Adds committed entries, in offset order per partition.
+    pub(super) fn push(&self, entries: &[LogEntry]) {
+        let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        for e in entries {
+            let part = parts.entry((e.topic.clone(), e.partition)).or_default();
+            if part
+                .entries
+                .back()
+                .is_some_and(|b| b.offset + 1 != e.offset)
+            {
+                part.entries.clear(); // another writer appended in between
+            }
+            if part.entries.len() == ENTRIES_PER_PARTITION {
+                part.entries.pop_front();
+            }
+            part.entries.push_back(Arc::new(e.clone()));
+            part.end = Some(part.end.map_or(e.offset + 1, |end| end.max(e.offset + 1)));
+        }
+    }
+
+    /// Records where a partition ends, as read from the file.
+    pub(super) fn ends_at(&self, topic: &str, partition: u32, end: i64) {
+        let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let part = parts.entry((topic.to_string(), partition)).or_default();
+        part.end = Some(part.end.map_or(end, |known| known.max(end)));
+    }
+
+    /// Up to `max` entries from `from`.
+    pub(super) fn read(&self, topic: &str, partition: u32, from: i64, max: usize) -> FromTail {
+        let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(part) = parts.get(&(topic.to_string(), partition)) else {
+            return FromTail::Partial(Vec::new());
+        };
+        let mut out = Vec::new();
+        if let (Some(first), Some(last)) = (part.entries.front(), part.entries.back()) {
+            if from >= first.offset && from <= last.offset {
+                let skip = (from - first.offset) as usize;
+                out = part
+                    .entries
+                    .iter()
+                    .skip(skip)
+                    .take(max)
+                    .map(|e| LogEntry::clone(e))
+                    .collect();
+            }
+        }
+        let next = out.last().map_or(from, |e| e.offset + 1);
+        let at_end = part.end == Some(next) && !self.shared.load(Ordering::Relaxed);
+        if at_end || out.len() == max {
+            FromTail::Complete(out)
+        } else {
+            FromTail::Partial(out)
+        }
+    }
+}
