@@ -18,7 +18,161 @@ pub const CENTRIFUGO_SECRET: &str = "livechat-bench-hmac-secret-not-for-producti
 pub struct Bins {
     pub livechat: PathBuf,
     pub bare: PathBuf,
-    pub centrifugo: Option<PathBuf>,
+    pub centrifugo: Option<Centrifugo>,
+}
+
+/// The Centrifugo binary under test. Its major version decides how it is started: v5 takes flat
+/// configuration keys and `--address`/`--port`, v6 nested keys (`client.token.*`,
+/// `channel.without_namespace.*`, `http_server.*`, …).
+#[derive(Clone, Debug)]
+pub struct Centrifugo {
+    pub bin: PathBuf,
+    pub major: u32,
+    /// `vX.Y.Z` when the binary (release build) or its Go build information tells.
+    pub version: Option<String>,
+    /// How the results describe it.
+    pub label: String,
+}
+
+/// What `go version -m` says about the Centrifugo module inside a binary.
+#[derive(Debug, PartialEq, Eq)]
+struct ModuleInfo {
+    /// `github.com/centrifugal/centrifugo/v6`
+    path: String,
+    major: u32,
+    /// The module version (`v6.9.1`); None for `(devel)`.
+    version: Option<String>,
+    /// The binary's main module (`go install …@version`) rather than a dependency of another
+    /// module (`go build` in a scratch module).
+    main: bool,
+}
+
+const CENTRIFUGO_MODULE: &str = "github.com/centrifugal/centrifugo";
+
+/// `vX.Y.Z` from `centrifugo version` (`Centrifugo v5.4.9 (Go version: …)`); None for the
+/// `v0.0.0` a build without release ldflags prints.
+fn version_from_output(out: &str) -> Option<(u32, String)> {
+    out.split_whitespace()
+        .filter_map(|w| {
+            let digits = w.strip_prefix('v')?;
+            let major: u32 = digits.split('.').next()?.parse().ok()?;
+            (digits.split('.').count() >= 3).then(|| (major, w.to_string()))
+        })
+        .find(|(major, _)| *major > 0)
+}
+
+/// The Centrifugo module line (`mod` or `dep`) of `go version -m <binary>`.
+fn module_from_build_info(info: &str) -> Option<ModuleInfo> {
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (kind, path) = (*f.first()?, *f.get(1)?);
+        if kind != "mod" && kind != "dep" {
+            return None;
+        }
+        let major = match path.strip_prefix(CENTRIFUGO_MODULE)? {
+            "" => 1,
+            tail => tail.strip_prefix("/v")?.parse().ok()?,
+        };
+        let version = f
+            .get(2)
+            .filter(|v| v.starts_with('v'))
+            .map(|v| v.to_string());
+        Some(ModuleInfo {
+            path: path.to_string(),
+            major,
+            version,
+            main: kind == "mod",
+        })
+    })
+}
+
+/// The major version implied by `centrifugo --help`: v6 moved the listener flags under
+/// `--http_server.`, v5 has `--port`.
+fn major_from_help(help: &str) -> Option<u32> {
+    if help.contains("--http_server.port") {
+        Some(6)
+    } else if help.contains("--port ") {
+        Some(5)
+    } else {
+        None
+    }
+}
+
+/// stdout and stderr of a command, empty when it cannot run.
+fn output_of(cmd: &mut std::process::Command) -> String {
+    cmd.stdin(Stdio::null())
+        .output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s
+        })
+        .unwrap_or_default()
+}
+
+impl Centrifugo {
+    /// Finds the major version of the binary at `bin`: from `centrifugo version` when it was
+    /// built with release ldflags, else from the module path in its Go build information
+    /// (`go version -m`, e.g. `github.com/centrifugal/centrifugo/v6 v6.9.1`), else from which
+    /// listener flags `centrifugo --help` lists.
+    pub fn detect(bin: &Path) -> Result<Centrifugo> {
+        let printed = output_of(std::process::Command::new(bin).arg("version"));
+        let release = version_from_output(&printed);
+        let module = module_from_build_info(&output_of(
+            std::process::Command::new("go")
+                .arg("version")
+                .arg("-m")
+                .arg(bin),
+        ));
+        let major = match (&release, &module) {
+            (Some((m, _)), _) => *m,
+            (None, Some(m)) => m.major,
+            (None, None) => {
+                let help = output_of(std::process::Command::new(bin).arg("--help"));
+                major_from_help(&help).ok_or_else(|| {
+                    anyhow!(
+                        "cannot tell the major version of {}: no release version, no Go build \
+                         information, unknown flags",
+                        bin.display()
+                    )
+                })?
+            }
+        };
+        let version = release
+            .as_ref()
+            .map(|(_, v)| v.clone())
+            .or_else(|| module.as_ref().and_then(|m| m.version.clone()));
+        let mut how = Vec::new();
+        if let Some(m) = &module {
+            let v = m.version.as_deref().unwrap_or("(devel)");
+            let built = if m.main {
+                "built with `go install` from the Go module"
+            } else {
+                "built with `go build` in a scratch module requiring"
+            };
+            how.push(format!("{built} {} {v}, per `go version -m`", m.path));
+        }
+        if release.is_none() {
+            if printed.contains("v0.0.0") {
+                how.push("prints v0.0.0 without release ldflags".to_string());
+            }
+            if module.is_none() {
+                how.push("major version from its command-line flags".to_string());
+            }
+        }
+        let shown = version.clone().unwrap_or_else(|| format!("v{major}"));
+        let label = if how.is_empty() {
+            shown
+        } else {
+            format!("{shown} ({})", how.join("; "))
+        };
+        Ok(Centrifugo {
+            bin: bin.to_path_buf(),
+            major,
+            version,
+            label,
+        })
+    }
 }
 
 /// Environment overrides that lift LiveChat's per-user limits so the generator can drive it.
@@ -49,24 +203,59 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn centrifugo_config(dir: &Path, history_size: usize) -> Result<PathBuf> {
-    let cfg = serde_json::json!({
-        "token_hmac_secret_key": CENTRIFUGO_SECRET,
-        "health": true,
-        "log_level": "error",
-        "allowed_origins": ["*"],
-        // Channels keep history (comparable to LiveChat's stored messages; in memory here).
-        "history_size": history_size.max(1),
-        "history_ttl": "3600s",
-        "force_recovery": true,
-        "allow_subscribe_for_client": true,
-        "allow_publish_for_client": true,
-        "allow_publish_for_subscriber": true,
-        "allow_history_for_client": true,
-        "allow_history_for_subscriber": true,
-        "client_history_max_publication_limit": 300,
-        "usage_stats_disable": true,
-    });
+/// The configuration file for one Centrifugo run: HS256 connection tokens, any origin, the
+/// health endpoint, errors-only logging, no usage stats; channels (no namespace) keep history
+/// (comparable to LiveChat's stored messages; in memory here) with forced recovery, and clients
+/// may subscribe, publish and read history. v6 also gets its listener here (v5: flags).
+fn centrifugo_config(
+    dir: &Path,
+    major: u32,
+    listen: (&str, u16),
+    history_size: usize,
+) -> Result<PathBuf> {
+    let history_size = history_size.max(1);
+    let cfg = if major >= 6 {
+        serde_json::json!({
+            "http_server": { "address": listen.0, "port": listen.1 },
+            "log": { "level": "error" },
+            "health": { "enabled": true },
+            "usage_stats": { "disabled": true },
+            "client": {
+                "token": { "hmac_secret_key": CENTRIFUGO_SECRET },
+                "allowed_origins": ["*"],
+                "history_max_publication_limit": 300,
+            },
+            "channel": {
+                "without_namespace": {
+                    "history_size": history_size,
+                    "history_ttl": "3600s",
+                    "force_recovery": true,
+                    "allow_subscribe_for_client": true,
+                    "allow_publish_for_client": true,
+                    "allow_publish_for_subscriber": true,
+                    "allow_history_for_client": true,
+                    "allow_history_for_subscriber": true,
+                },
+            },
+        })
+    } else {
+        serde_json::json!({
+            "token_hmac_secret_key": CENTRIFUGO_SECRET,
+            "health": true,
+            "log_level": "error",
+            "allowed_origins": ["*"],
+            "history_size": history_size,
+            "history_ttl": "3600s",
+            "force_recovery": true,
+            "allow_subscribe_for_client": true,
+            "allow_publish_for_client": true,
+            "allow_publish_for_subscriber": true,
+            "allow_history_for_client": true,
+            "allow_history_for_subscriber": true,
+            "client_history_max_publication_limit": 300,
+            "usage_stats_disable": true,
+        })
+    };
     let p = dir.join("centrifugo.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&cfg)?)?;
     Ok(p)
@@ -98,18 +287,19 @@ pub fn command(
             c
         }
         Proto::Centrifugo => {
-            let bin = bins
+            let cf = bins
                 .centrifugo
                 .as_ref()
                 .ok_or_else(|| anyhow!("centrifugo binary not available"))?;
-            let cfg = centrifugo_config(dir, history_size)?;
-            let mut c = Command::new(bin);
-            c.arg("--config")
-                .arg(cfg)
-                .arg("--address")
-                .arg("127.0.0.1")
-                .arg("--port")
-                .arg(port.to_string());
+            let cfg = centrifugo_config(dir, cf.major, ("127.0.0.1", port), history_size)?;
+            let mut c = Command::new(&cf.bin);
+            c.arg("--config").arg(cfg);
+            if cf.major < 6 {
+                c.arg("--address")
+                    .arg("127.0.0.1")
+                    .arg("--port")
+                    .arg(port.to_string());
+            }
             c
         }
     };
@@ -236,5 +426,68 @@ impl Server {
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_version_is_read_and_v0_is_not() {
+        assert_eq!(
+            version_from_output("Centrifugo v5.4.9 (Go version: go1.22.5)"),
+            Some((5, "v5.4.9".to_string()))
+        );
+        assert_eq!(
+            version_from_output("Centrifugo v0.0.0 (Go version: go1.26.8)"),
+            None
+        );
+        assert_eq!(version_from_output(""), None);
+    }
+
+    #[test]
+    fn module_is_read_from_go_build_info() {
+        let installed = "/b/centrifugo: go1.26.8\n\
+            \tpath\tgithub.com/centrifugal/centrifugo/v6\n\
+            \tmod\tgithub.com/centrifugal/centrifugo/v6\tv6.9.1\th1:abc=\n\
+            \tdep\tgithub.com/centrifugal/centrifuge\tv0.38.1\th1:def=\n";
+        assert_eq!(
+            module_from_build_info(installed),
+            Some(ModuleInfo {
+                path: "github.com/centrifugal/centrifugo/v6".into(),
+                major: 6,
+                version: Some("v6.9.1".into()),
+                main: true,
+            })
+        );
+        let scratch = "/b/centrifugo: go1.22.5\n\
+            \tpath\tgithub.com/centrifugal/centrifugo/v5\n\
+            \tmod\tcentrifugo-build\t(devel)\t\n\
+            \tdep\tgithub.com/centrifugal/centrifuge\tv0.33.4\th1:x=\n\
+            \tdep\tgithub.com/centrifugal/centrifugo/v5\tv5.4.9\th1:y=\n";
+        assert_eq!(
+            module_from_build_info(scratch),
+            Some(ModuleInfo {
+                path: "github.com/centrifugal/centrifugo/v5".into(),
+                major: 5,
+                version: Some("v5.4.9".into()),
+                main: false,
+            })
+        );
+        assert_eq!(module_from_build_info("go: not a Go binary"), None);
+    }
+
+    #[test]
+    fn major_from_listener_flags() {
+        assert_eq!(
+            major_from_help("  -p, --http_server.port string   port to bind HTTP server to"),
+            Some(6)
+        );
+        assert_eq!(
+            major_from_help("  -p, --port string   port to bind HTTP server to (default \"8000\")"),
+            Some(5)
+        );
+        assert_eq!(major_from_help("usage: something else"), None);
     }
 }

@@ -198,7 +198,7 @@ pub async fn run(o: SuiteOpts) -> Result<()> {
     let mut all: BTreeMap<String, PeerRuns> = BTreeMap::new();
     let mut notes: Vec<String> = Vec::new();
     if o.peers.contains(&Proto::Centrifugo) && o.bins.centrifugo.is_none() {
-        notes.push("Centrifugo binary not found: its columns are empty.".into());
+        notes.push("Centrifugo binary not found or not recognised: its columns are empty.".into());
     }
     let peers: Vec<Proto> = o
         .peers
@@ -456,7 +456,7 @@ pub async fn run(o: SuiteOpts) -> Result<()> {
 
     // Output: one JSON file per scenario, and the README summary.
     let date = started.format("%Y-%m-%d").to_string();
-    let machine = machine_info(&o.bins).await;
+    let machine = machine_info(&o.bins, &peers).await;
     let mut medians: BTreeMap<String, BTreeMap<&'static str, Value>> = BTreeMap::new();
     for (scenario, peers_runs) in &all {
         let mut med = BTreeMap::new();
@@ -566,11 +566,12 @@ async fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn machine_info(bins: &Bins) -> Value {
-    let cf = match &bins.centrifugo {
-        Some(b) => sh(&format!("'{}' version 2>&1 | head -1", b.display())).await,
-        None => String::new(),
-    };
+async fn machine_info(bins: &Bins, peers: &[Proto]) -> Value {
+    // Empty when Centrifugo was not among the peers run.
+    let cf = bins
+        .centrifugo
+        .as_ref()
+        .filter(|_| peers.contains(&Proto::Centrifugo));
     json!({
         "nproc": sh("nproc").await,
         "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-").await,
@@ -580,7 +581,9 @@ async fn machine_info(bins: &Bins) -> Value {
         "ulimit_n": sh("ulimit -n").await,
         "rustc": sh("rustc --version").await,
         "livechat_commit": std::env::var("BENCH_GIT").unwrap_or_default(),
-        "centrifugo": cf,
+        "centrifugo": cf.map(|c| c.label.clone()).unwrap_or_default(),
+        "centrifugo_version": cf.and_then(|c| c.version.clone()),
+        "centrifugo_major": cf.map(|c| c.major),
     })
 }
 
@@ -865,7 +868,7 @@ fn render(
         machine["kernel"].as_str().unwrap_or("?"),
         machine["ulimit_n"].as_str().unwrap_or("?"),
         machine["rustc"].as_str().unwrap_or("?"),
-        if machine["centrifugo"].as_str().unwrap_or("").is_empty() { "not run" } else { "v5.4.9 (built from the Go module proxy; prints v0.0.0 without release ldflags)" },
+        match machine["centrifugo"].as_str().unwrap_or("") { "" => "not run", label => label },
     ));
     s.push_str(&format!(
         "Runs per cell: {} (median){}. Fan-out shape: {} rooms × {} members, {} publishers, {} B messages, steps of {} s after {} s warm-up; ladder {:?} msg/s. Ingest: {} sockets × {} in flight for {} s. History: {} messages, {} pages.\n\n",

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use livechat_bench::client::{livechat_world, Target, World};
 use livechat_bench::proto::Proto;
 use livechat_bench::scenarios::{self, FanoutCfg, HistoryCfg, IngestCfg};
-use livechat_bench::servers::{Bins, CENTRIFUGO_SECRET};
+use livechat_bench::servers::{Bins, Centrifugo, CENTRIFUGO_SECRET};
 use livechat_bench::suite::{self, Mode, SuiteOpts};
 
 #[derive(Parser)]
@@ -178,7 +178,12 @@ fn print<T: serde::Serialize>(v: &T) -> Result<()> {
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Suite(a) => {
-            let centrifugo = a.centrifugo_bin.filter(|p| p.exists());
+            let centrifugo = a.centrifugo_bin.filter(|p| p.exists()).and_then(|p| {
+                Centrifugo::detect(&p)
+                    .inspect(|c| eprintln!("== Centrifugo: {}", c.label))
+                    .inspect_err(|e| eprintln!("!! {e:#}; running without Centrifugo"))
+                    .ok()
+            });
             suite::run(SuiteOpts {
                 mode: a.mode,
                 peers: a.peers,
