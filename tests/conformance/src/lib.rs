@@ -111,7 +111,7 @@ macro_rules! suite {
     };
 }
 
-/// Every check of the directory port (with its outbox). `$beside` makes a second handle on the
+/// Every check of the directory port (with its outbox). `$beside` makes another handle on the
 /// same store from the first (another process sharing it).
 #[macro_export]
 macro_rules! directory_suite {
@@ -139,6 +139,15 @@ macro_rules! directory_suite {
             let Some(a) = $make.await else { return };
             let b = ($beside)(&a).await;
             $crate::directory::two_writers_share_one_dense_seq(&a, &b).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn two_handles_keep_every_concurrent_change_to_one_room() {
+            let Some(a) = $make.await else { return };
+            let b = ($beside)(&a).await;
+            let later = ($beside)(&a).await;
+            $crate::directory::two_handles_keep_every_concurrent_change_to_one_room(&a, &b, &later)
+                .await;
         }
     };
 }
