@@ -6,7 +6,7 @@ answers, non-zero with the reason otherwise), plus small config generators.
 
   helper.py kafka HOST PORT          ApiVersions v0 + Metadata v4: a broker is registered
   helper.py cql HOST PORT            native protocol v4: OPTIONS, STARTUP, SELECT release_version
-  helper.py mongo HOST PORT          OP_MSG hello + buildInfo
+  helper.py mongo HOST PORT          OP_MSG hello (a writable primary) + ping + buildInfo
   helper.py memcached HOST PORT      text protocol "version"
   helper.py kafka-cluster-id         prints a random Kafka cluster id (base64url UUID)
   helper.py clickhouse-config SRC_DIR DST_DIR HOME HTTP_PORT TCP_PORT
@@ -245,8 +245,11 @@ def mongo_command(sock, request_id, pairs):
 def probe_mongo(host, port):
     with connect(host, port) as s:
         hello = mongo_command(s, 1, [("hello", 1), ("$db", "admin")])
-        info = mongo_command(s, 2, [("buildInfo", 1), ("$db", "admin")])
-        return (f"mongo ready: version {info.get('version', '?')}, "
+        if not hello.get("isWritablePrimary", hello.get("ismaster")):
+            raise ProbeError("hello: not a writable primary yet")
+        mongo_command(s, 2, [("ping", 1), ("$db", "admin")])
+        info = mongo_command(s, 3, [("buildInfo", 1), ("$db", "admin")])
+        return (f"mongo ready: ping ok, writable primary, version {info.get('version', '?')}, "
                 f"maxWireVersion {hello.get('maxWireVersion', '?')}")
 
 

@@ -1,5 +1,5 @@
 //! The MongoDB directory adapter against the shared conformance suite, on a real server
-//! (`scripts/dev-services up mongo`: FerretDB; URI in `LIVECHAT_MONGO_URI`). Each test gets a
+//! (`scripts/dev-services up mongo`: SecantusDB; URI in `LIVECHAT_MONGO_URI`). Each test gets a
 //! database of its own, so the outbox checks see only their own records.
 #![cfg(feature = "mongo")]
 

@@ -1,4 +1,4 @@
-//! The directory, sessions and outbox on a MongoDB-wire server (MongoDB, or FerretDB in tests),
+//! The directory, sessions and outbox on a MongoDB-wire server (MongoDB; SecantusDB in tests),
 //! with single-document atomic operations only: no multi-document transactions, no replica set.
 //!
 //! How a state change and its outbox records stay atomic without transactions: the records
@@ -17,8 +17,8 @@
 //! - deletions that carry outbox records (a room, a session, a notification) leave a tombstone
 //!   (`_gone`) holding the records; the relay deletes it once they are relayed.
 //!
-//! Hot paths touch documents by `_id` only (FerretDB, the test server, uses no other index for
-//! queries); the relay finds pending records through write hints (see `outbox.rs`); updates of
+//! Hot paths touch documents by `_id` only (the lookup every MongoDB-wire server indexes; FerretDB
+//! uses no other index for queries); the relay finds pending records through write hints (see `outbox.rs`); updates of
 //! one document from this process are serialized (see `MongoDirectory::update_doc`).
 
 mod convert;
@@ -121,12 +121,14 @@ impl MongoDirectory {
         self.db.collection(name)
     }
 
-    /// Updates the one document `filter` names by `_id`. MongoDB applies an update to one
-    /// document atomically; FerretDB 1.x does not (its update reads the document, applies the
-    /// operators, and writes it back, with nothing in between stopping a concurrent update), so
-    /// this process's updates of one document are serialized here. Across processes FerretDB can
-    /// still lose one of two simultaneous updates of a document: it is a test server, not a
-    /// production one.
+    /// Updates the one document `filter` names by `_id`. MongoDB (and SecantusDB, the test
+    /// server) applies an update to one document atomically; FerretDB 1.x does not (its update
+    /// reads the document, applies the operators, and writes it back, with nothing in between
+    /// stopping a concurrent update), so this process's updates of one document are serialized
+    /// here, which keeps a single process correct on FerretDB. Across processes FerretDB can
+    /// still lose one of two simultaneous updates of a document (the conformance check
+    /// `two_handles_keep_every_concurrent_change_to_one_room`), which is why it is not the test
+    /// server.
     async fn update_doc(
         &self,
         coll: &str,

@@ -4,7 +4,9 @@
 //! log that shares the directory's file).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use livechat_core::error::StoreError;
 use livechat_core::model::*;
@@ -473,4 +475,101 @@ pub async fn concurrent_joins_are_all_kept<D: Directory + 'static>(d: &Arc<D>) {
     for u in users {
         assert_eq!(d.membership(r.id, u).await.unwrap(), Some(Role::Member));
     }
+}
+
+/// Two handles on one store (two processes) changing one room at the same instant: members join
+/// through both handles while the first also sends to the room and its relay removes relayed
+/// records (from the room's own data where the adapter keeps them there). No change is lost to
+/// another: every member is kept and counted, the room's `last_seq` is the last send's, and every
+/// change's record comes out exactly once (through the relay, or read back through a third
+/// handle afterwards).
+pub async fn two_handles_keep_every_concurrent_change_to_one_room<D, W, F>(
+    a: &Arc<D>,
+    b: &Arc<D>,
+    later: &Arc<D>,
+    written: W,
+) where
+    D: Directory + Outbox + 'static,
+    W: Fn(Arc<D>, String) -> F,
+    F: Future<Output = Vec<String>>,
+{
+    const JOINERS: usize = 40;
+    const SENDS: i64 = 20;
+    let (owner, r) = owner_and_room(a.as_ref(), true).await;
+    let topic = format!("conformance.{}", Uuid::new_v4().simple());
+    let mut users = Vec::new();
+    for _ in 0..JOINERS {
+        let u = user("joiner");
+        a.create_user(&u, vec![]).await.unwrap();
+        users.push(u.id);
+    }
+    let payload = |rec: &OutboxRecord| String::from_utf8(rec.payload.clone()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let relay = {
+        let (a, stop, topic) = (a.clone(), stop.clone(), topic.clone());
+        tokio::spawn(async move {
+            let mut relayed = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let batch = a.pending(16).await.unwrap();
+                if batch.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                relayed.extend(
+                    batch
+                        .iter()
+                        .filter(|(_, rec)| rec.topic == topic)
+                        .map(|(_, rec)| payload(rec)),
+                );
+                let positions: Vec<i64> = batch.iter().map(|(p, _)| *p).collect();
+                a.remove(&positions).await.unwrap();
+            }
+            relayed
+        })
+    };
+    let mut tasks = Vec::new();
+    for (i, u) in users.iter().copied().enumerate() {
+        let d = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let rec = record(&topic, &r.id.to_string(), &format!("joined {u}"));
+        tasks.push(tokio::spawn(async move {
+            assert!(d
+                .add_member(r.id, u, Role::Member, vec![rec])
+                .await
+                .unwrap());
+        }));
+    }
+    let sender = {
+        let (a, topic) = (a.clone(), topic.clone());
+        tokio::spawn(async move {
+            for i in 0..SENDS {
+                a.send_message(
+                    new_message(r.id, owner.id, Some(&format!("c{i}"))),
+                    events_with_seq(&topic, r.id.to_string()),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            }
+        })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    sender.await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let mut bodies = relay.await.unwrap();
+    // What the relay did not take (an adapter writing straight into its log has no relay).
+    bodies.extend(written(later.clone(), topic.clone()).await);
+    let room = b.room(r.id).await.unwrap().unwrap();
+    assert_eq!(room.participants_count, 1 + JOINERS as i64);
+    assert_eq!(room.last_seq, SENDS);
+    assert_eq!(b.members(r.id).await.unwrap().len(), 1 + JOINERS);
+    for u in &users {
+        assert_eq!(a.membership(r.id, *u).await.unwrap(), Some(Role::Member));
+    }
+    bodies.sort();
+    let mut expected: Vec<String> = users.iter().map(|u| format!("joined {u}")).collect();
+    expected.extend((1..=SENDS).map(|s| format!("seq={s}")));
+    expected.sort();
+    assert_eq!(bodies, expected, "every change's record, each exactly once");
 }

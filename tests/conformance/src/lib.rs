@@ -148,6 +148,17 @@ macro_rules! directory_suite {
             let b = ($beside)(&a).await;
             $crate::directory::two_writers_share_one_dense_seq(&a, &b, $written).await;
         }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn two_handles_keep_every_concurrent_change_to_one_room() {
+            let Some(a) = $make.await else { return };
+            let b = ($beside)(&a).await;
+            let later = ($beside)(&a).await;
+            $crate::directory::two_handles_keep_every_concurrent_change_to_one_room(
+                &a, &b, &later, $written,
+            )
+            .await;
+        }
     };
 }
 
