@@ -16,7 +16,7 @@
 //!   - `kafka`: the log on a Kafka-API broker (Redpanda, Apache Kafka), with the schema registry;
 //!   - `cassandra`: the message history on Cassandra / ScyllaDB;
 //!   - `clickhouse`: the analytics store on ClickHouse;
-//!   - `mongo`: the directory, sessions and outbox on MongoDB (tested on FerretDB);
+//!   - `mongo`: the directory, sessions and outbox on MongoDB (tested on SecantusDB);
 //!   - `redis`: sessions and cross-process presence on Redis;
 //!   - `memcached`: the cache on Memcached.
 
