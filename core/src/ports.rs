@@ -261,6 +261,9 @@ pub struct LiveFrame {
 
 /// Live delivery to connected clients, and presence.
 pub trait Fanout: Send + Sync {
+    /// Whether any socket of this process is subscribed to the room (if not, its frames need
+    /// not be built at all).
+    fn watched(&self, room: RoomId) -> bool;
     fn to_room(&self, room: RoomId, frame: LiveFrame);
     fn to_user(&self, user: UserId, frame: LiveFrame);
     /// Ends the room's live stream for one user (or everybody when `user` is None) at once.

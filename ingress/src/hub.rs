@@ -192,6 +192,13 @@ impl Hub {
 }
 
 impl Fanout for Hub {
+    fn watched(&self, room: RoomId) -> bool {
+        self.rooms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&room)
+    }
+
     fn to_room(&self, room: RoomId, frame: LiveFrame) {
         let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
         if let Some(conns) = rooms.get(&room) {

@@ -34,6 +34,9 @@ impl Processor for DeliveryProcessor {
                     let Ok(room) = Uuid::parse_str(&ev.room_id) else {
                         continue;
                     };
+                    if !self.fanout.watched(room) {
+                        continue; // nobody here listens: no frame to build
+                    }
                     if let Some(frame) = frames::from_room_event(ev) {
                         self.fanout.to_room(room, frame);
                     }

@@ -30,6 +30,8 @@ pub const CLOSE_REMOVED: u16 = 4403;
 pub const CLOSE_SESSION_ENDED: u16 = 4401;
 
 const CATCH_UP_PAGE: u32 = 200;
+/// Most queued frames taken from the hub per turn of the loop (written with one flush).
+const OUTBOUND_BATCH: usize = 64;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pings between session re-checks (the session may expire or be revoked while connected).
 const PINGS_PER_SESSION_CHECK: u32 = 12;
@@ -108,6 +110,7 @@ async fn run(
     ping.tick().await;
     let idle = Duration::from_secs(limits.idle_timeout_secs.max(1));
     let mut last_seen = Instant::now();
+    let mut inbox: Vec<Outbound> = Vec::new();
     let mut pings = 0u32;
 
     while c.close.is_none() {
@@ -142,9 +145,14 @@ async fn run(
                 }
                 None => break,
             },
-            out = rx.recv() => match out {
-                Some(o) => c.on_outbound(o),
-                None => break,
+            // Every frame already queued goes out with one flush (one write to the socket).
+            n = rx.recv_many(&mut inbox, OUTBOUND_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                for o in inbox.drain(..) {
+                    c.on_outbound(o);
+                }
             },
             _ = ping.tick() => {
                 if last_seen.elapsed() > idle {
@@ -388,12 +396,20 @@ impl Conn {
 
     /// Subscribes (or re-subscribes) to a room; with `since_seq` the missed messages follow.
     async fn subscribe(&mut self, room: RoomId, since: Option<i64>, native: bool, r: &Value) {
-        let rm = match self.st.svc.room_to_stream(room, self.user.id).await {
-            Ok(rm) => rm,
-            Err(e) => return self.reply_err(&e, r),
-        };
-        // Join the live stream first so nothing committed from now on is missed.
+        if let Err(e) = self.st.svc.room_to_stream(room, self.user.id).await {
+            return self.reply_err(&e, r);
+        }
+        // Join the live stream first, then read where the room is: a message committed before
+        // the read is counted in `last_seq` (its live frame, if any, is a duplicate), one after
+        // it arrives live. Reading first would miss one committed in between until the next.
         self.st.hub.subscribe(&self.handle, room);
+        let rm = match self.st.svc.room_or_404(room).await {
+            Ok(rm) => rm,
+            Err(e) => {
+                self.st.hub.unsubscribe(&self.handle, room);
+                return self.reply_err(&e, r);
+            }
+        };
         let last = since.map(|s| s.min(rm.last_seq)).unwrap_or(rm.last_seq);
         let catching_up = last < rm.last_seq;
         self.subs.insert(

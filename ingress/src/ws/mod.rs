@@ -45,12 +45,17 @@ pub async fn stream(
     let l = &st.svc.limits;
     let ws = ws
         .read_buffer_size(l.ws_read_buffer_bytes)
-        .write_buffer_size(0)
+        // Frames are buffered until the flush that ends each turn of the connection's loop, so
+        // the frames queued for a socket at one moment leave in one write.
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(l.max_ws_message_bytes.max(64 * 1024) * 4)
         .max_frame_size(l.max_ws_frame_bytes)
         .max_message_size(l.max_ws_message_bytes);
     Ok(ws.on_upgrade(move |socket| conn::serve(socket, st, user, session, legacy_room)))
 }
+
+/// Bytes of frames a socket buffers before writing them without waiting for the flush.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Logs and counts a refused upgrade.
 fn refused(reason: &'static str, detail: &str) {
