@@ -234,6 +234,16 @@ pub trait MessageStore: Send + Sync {
     async fn checksum(&self) -> StoreResult<Checksum>;
 }
 
+/// Makes a change readable before it is acknowledged where the read models are kept by
+/// consumers of the log (distributed mode: the history processor writes Cassandra some time
+/// after the change is in the directory). The service hands it the records of a send, an edit or
+/// a delete once they are durable; it applies them to the read model at once, with the
+/// processor's own mapping. Idempotent: the processor applies the same records again later.
+#[async_trait]
+pub trait WriteThrough: Send + Sync {
+    async fn apply(&self, records: &[OutboxRecord]) -> StoreResult<()>;
+}
+
 /// Analytics events and the seven views. Inserting an event id twice counts it once.
 #[async_trait]
 pub trait AnalyticsStore: Send + Sync {

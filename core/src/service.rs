@@ -30,6 +30,9 @@ pub struct Ports {
     pub fanout: Arc<dyn Fanout>,
     /// Presence across processes; None when this process is the only ingress (its hub knows).
     pub presence: Option<Arc<dyn Presence>>,
+    /// Read models to write before acknowledging; None where they are kept in the change's own
+    /// transaction (the embedded store).
+    pub write_through: Option<Arc<dyn WriteThrough>>,
     pub cache: Arc<dyn Cache>,
 }
 
@@ -649,28 +652,28 @@ impl ChatService {
             client_msg_id: client_msg_id.clone(),
             created_at: at,
         };
-        let (mid, uid, uname, rname, owner) = (
-            msg.message_id,
-            user.id,
-            user.username.clone(),
-            room_name,
-            room_owner,
-        );
-        let events: MessageEventsFn = Box::new(move |seq| {
-            let ev = RoomEvent {
+        // The MESSAGE_SENT event of the message with this id, seq, text and time.
+        let sent = {
+            let (uid, uname) = (user.id, user.username.clone());
+            let client_msg_id = client_msg_id.clone();
+            move |mid: MessageId, seq: i64, text: &str, created: DateTime<Utc>| RoomEvent {
                 actor_id: Some(uid.to_string()),
                 subject_user_id: Some(uid.to_string()),
                 subject_username: Some(uname.clone()),
-                room_name: Some(rname.clone()),
-                room_owner_id: Some(owner.to_string()),
+                room_name: Some(room_name.clone()),
+                room_owner_id: Some(room_owner.to_string()),
                 message_id: Some(mid.to_string()),
                 seq: Some(seq),
                 client_msg_id: client_msg_id.clone(),
-                content: Some(content.clone()),
-                message_created_at: Some(at.timestamp_millis()),
+                content: Some(text.to_string()),
+                message_created_at: Some(created.timestamp_millis()),
                 mentioned_user_ids: mentions.iter().map(|m| m.to_string()).collect(),
-                ..room_event(RoomEventType::MessageSent, room, at)
-            };
+                ..room_event(RoomEventType::MessageSent, room, created)
+            }
+        };
+        let (mid, template) = (msg.message_id, sent.clone());
+        let events: MessageEventsFn = Box::new(move |seq| {
+            let ev = template(mid, seq, &content, at);
             Ok(vec![room_record(ev).map_err(|e| anyhow::anyhow!("{e}"))?])
         });
         let receipt = self
@@ -680,6 +683,24 @@ impl ChatService {
             .ok_or_else(AppError::room_forbidden)?;
         if !receipt.duplicate {
             metrics::counter!("livechat_messages_sent_total").increment(1);
+        }
+        if let Some(wt) = &self.ports.write_through {
+            // Also for a retry: it finishes what a failed write-through left undone.
+            let ev = sent(
+                receipt.message_id,
+                receipt.seq,
+                &receipt.content,
+                receipt.created_at,
+            );
+            if let Err(e) = wt.apply(&[room_record(ev)?]).await {
+                // Stored, but not yet readable: a client with a client_msg_id retries and gets
+                // it readable; without one a retry would store it twice, so it is acknowledged
+                // and becomes readable once the history processor has it.
+                if msg.client_msg_id.is_some() {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "Sent message not yet readable (write-through failed).");
+            }
         }
         let public = MessagePublic {
             id: receipt.message_id,
@@ -720,7 +741,14 @@ impl ChatService {
             client_msg_id: m.client_msg_id.clone(),
             content: Some(content.to_string()),
             message_created_at: Some(m.created_at.timestamp_millis()),
-            ..room_event(kind, m.room_id, now())
+            // Later than the message's last change, whatever this clock says: a change applies
+            // only over an older one, so it is never lost to another process's clock running
+            // ahead, and applying the same changes in any order gives the same message.
+            ..room_event(
+                kind,
+                m.room_id,
+                now().max(m.updated_at + Duration::milliseconds(1)),
+            )
         }
     }
 
@@ -739,7 +767,7 @@ impl ChatService {
         self.require_member(m.room_id, user.id).await?;
         let ev = self.message_event(RoomEventType::MessageEdited, &m, user.id, &content);
         let at = crate::from_ms(ev.occurred_at);
-        self.dir().enqueue(vec![room_record(ev)?]).await?;
+        self.change_message(room_record(ev)?).await?;
         m.content = content;
         m.edited = true;
         m.updated_at = at;
@@ -758,7 +786,15 @@ impl ChatService {
             self.require_member(m.room_id, user.id).await?;
         }
         let ev = self.message_event(RoomEventType::MessageDeleted, &m, user.id, &m.content);
-        self.dir().enqueue(vec![room_record(ev)?]).await?;
+        self.change_message(room_record(ev)?).await
+    }
+
+    /// Records an edit or a delete, readable at once (see [`WriteThrough`]).
+    async fn change_message(&self, record: OutboxRecord) -> AppResult<()> {
+        self.dir().enqueue(vec![record.clone()]).await?;
+        if let Some(wt) = &self.ports.write_through {
+            wt.apply(&[record]).await?;
+        }
         Ok(())
     }
 

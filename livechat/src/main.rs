@@ -289,6 +289,7 @@ async fn run_ingress(
         analytics: stores.analytics.clone(),
         fanout: hub.clone(),
         presence,
+        write_through: wire::write_through(cfg, stores),
         cache: stores.cache.clone(),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));

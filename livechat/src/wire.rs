@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use livechat_core::ports::{
     AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, SessionStore,
+    WriteThrough,
 };
 use livechat_processors::Durable;
 use livechat_sinks::embedded::{
@@ -335,4 +336,17 @@ pub fn read_model_name(kind: Durable, cfg: &Config) -> String {
             DirectoryKind::Embedded => data.join("directory.db").display().to_string(),
         },
     }
+}
+
+/// The read models a change is written to before it is acknowledged: the history, when it is
+/// not kept in the change's own transaction (see [`colocated`]).
+pub fn write_through(cfg: &Config, stores: &Stores) -> Option<Arc<dyn WriteThrough>> {
+    if inline_processors(cfg).contains(&Durable::History) {
+        return None;
+    }
+    Some(Arc::new(
+        livechat_processors::history::HistoryWriteThrough {
+            store: stores.history.clone(),
+        },
+    ))
 }

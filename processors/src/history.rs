@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use livechat_core::model::{HistoryOp, StoredMessage};
-use livechat_core::ports::MessageStore;
-use livechat_schemas::{RoomEvent, RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
+use livechat_core::error::{StoreError, StoreResult};
+use livechat_core::model::{HistoryOp, OutboxRecord, StoredMessage};
+use livechat_core::ports::{MessageStore, WriteThrough};
+use livechat_schemas::{codec, RoomEvent, RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
 use uuid::Uuid;
 
 use crate::runner::{Decoded, Processor};
@@ -87,5 +88,41 @@ impl Processor for HistoryProcessor {
             self.store.apply(&ops).await?;
         }
         Ok(())
+    }
+}
+
+/// The history written before a change is acknowledged, where the history processor keeps it
+/// later (distributed mode): the same mapping, applied at once (see [`WriteThrough`]).
+pub struct HistoryWriteThrough {
+    pub store: Arc<dyn MessageStore>,
+}
+
+#[async_trait]
+impl WriteThrough for HistoryWriteThrough {
+    async fn apply(&self, records: &[OutboxRecord]) -> StoreResult<()> {
+        let mut ops = Vec::new();
+        for r in records {
+            let decoded;
+            let ev = match r.event.as_deref() {
+                Some(TopicEvent::Room(ev)) => ev,
+                Some(_) => continue,
+                None => {
+                    decoded = codec::decode(&r.payload).map_err(|e| {
+                        StoreError::Other(anyhow::anyhow!("decoding a record: {e}"))
+                    })?;
+                    match &decoded {
+                        TopicEvent::Room(ev) => ev,
+                        _ => continue,
+                    }
+                }
+            };
+            if let Some(op) = history_op(ev).map_err(StoreError::Other)? {
+                ops.push(op);
+            }
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.store.apply(&ops).await
     }
 }

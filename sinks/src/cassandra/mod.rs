@@ -222,7 +222,6 @@ struct Statements {
     by_id_get: PreparedStatement,
     row_get: PreparedStatement,
     edit_raise: PreparedStatement,
-    edit_keep: PreparedStatement,
     delete_raise: PreparedStatement,
     delete_keep: PreparedStatement,
     buckets_from: PreparedStatement,
@@ -266,11 +265,6 @@ impl Statements {
             edit_raise: p(format!(
                 "UPDATE {ks}.messages SET content = ?, edited = true, updated_at = ? {slot} \
                  IF id = ? AND deleted = false AND updated_at <= ?"
-            ))
-            .await?,
-            edit_keep: p(format!(
-                "UPDATE {ks}.messages SET content = ?, edited = true {slot} \
-                 IF id = ? AND deleted = false AND updated_at > ?"
             ))
             .await?,
             delete_raise: p(format!(
@@ -346,12 +340,11 @@ impl Lwt {
             .and_then(|(_, v)| v.as_ref())
     }
 
-    /// Not applied only because the row (still this message, and visible to the change) holds
-    /// a newer `updated_at` than `at`.
-    fn only_newer(&self, id: Uuid, at: CqlTimestamp, need_live: bool) -> bool {
+    /// Not applied only because the row (still this message) holds a newer `updated_at` than
+    /// `at`.
+    fn only_newer(&self, id: Uuid, at: CqlTimestamp) -> bool {
         !self.applied
             && self.get("id") == Some(&CqlValue::Uuid(id))
-            && (!need_live || self.get("deleted") == Some(&CqlValue::Boolean(false)))
             && matches!(self.get("updated_at"), Some(CqlValue::Timestamp(t)) if t.0 > at.0)
     }
 }
@@ -560,14 +553,9 @@ impl CassandraHistory {
             return Ok(());
         }
         let (b, at) = (bucket_of(seq), ts(at));
-        let r = self
-            .lwt(&self.st.edit_raise, (content, at, room, b, seq, id, at))
+        // The newest edit wins: an older one arriving late (or applied again) changes nothing.
+        self.lwt(&self.st.edit_raise, (content, at, room, b, seq, id, at))
             .await?;
-        if r.only_newer(id, at, true) {
-            // An older edit arriving late: change the text, keep the newer updated_at.
-            self.lwt(&self.st.edit_keep, (content, room, b, seq, id, at))
-                .await?;
-        }
         Ok(())
     }
 
@@ -582,7 +570,7 @@ impl CassandraHistory {
         let r = self
             .lwt(&self.st.delete_raise, (at, room, b, seq, id, at))
             .await?;
-        if r.only_newer(id, at, false) {
+        if r.only_newer(id, at) {
             self.lwt(&self.st.delete_keep, (room, b, seq, id, at))
                 .await?;
         }

@@ -1,5 +1,7 @@
-//! `history.db`: messages keyed by (room, seq). Inserts are `INSERT OR IGNORE`, edits and
-//! deletes are absolute updates, so applying the same change twice changes nothing.
+//! The message history: messages keyed by (room, seq), in `livechat.db` (kept in the append's
+//! transaction) or in a `history.db` of its own. Inserts are `INSERT OR IGNORE`; an edit applies
+//! only over an older change and a delete is final, so applying the same changes twice, or in
+//! another order, gives the same messages.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,9 +61,10 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
                 content,
                 at,
             } => {
+                // The newest edit wins, whatever the order edits are applied in.
                 tx.prepare_cached(
-                    "UPDATE messages SET content = ?3, edited = 1, updated_at = max(updated_at, ?4)
-                     WHERE room_id = ?1 AND id = ?2 AND deleted = 0",
+                    "UPDATE messages SET content = ?3, edited = 1, updated_at = ?4
+                     WHERE room_id = ?1 AND id = ?2 AND deleted = 0 AND updated_at <= ?4",
                 )?
                 .execute(params![
                     room_id.to_string(),

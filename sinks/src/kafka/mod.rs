@@ -302,7 +302,8 @@ impl KafkaLog {
                     let name = self.phys(topic);
                     let _ = tokio::task::spawn_blocking(move || {
                         let c = reader.lock().unwrap_or_else(|p| p.into_inner());
-                        c.fetch_metadata(Some(&name), Duration::from_secs(2)).map(|_| ())
+                        c.fetch_metadata(Some(&name), Duration::from_secs(2))
+                            .map(|_| ())
                     })
                     .await;
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -93,9 +93,31 @@ pub async fn edits_and_deletes_are_idempotent_and_keep_seqs_dense(store: &dyn Me
         }])
         .await
         .unwrap();
+    // An older edit applied after a newer one (a write-through and the processor applying the
+    // same edits, in another order) leaves the newer text.
+    let newest = at(400);
+    let (newer, older) = (
+        HistoryOp::Edit {
+            room_id: room,
+            message_id: a.id,
+            content: "a3".into(),
+            at: newest,
+        },
+        HistoryOp::Edit {
+            room_id: room,
+            message_id: a.id,
+            content: "a2 again".into(),
+            at: at(100),
+        },
+    );
+    store.apply(&[newer.clone(), older]).await.unwrap();
+    let a_now = store.message(a.id).await.unwrap().unwrap();
+    assert_eq!(a_now.content, "a3", "the newest edit wins");
+    assert_eq!(a_now.updated_at, newest);
+    store.apply(&[newer]).await.unwrap();
     let all = store.after_seq(room, 0, 10).await.unwrap();
     assert_eq!(all.len(), 2, "the tombstone keeps its seq");
-    assert_eq!((all[0].content.as_str(), all[0].edited), ("a2", true));
+    assert_eq!((all[0].content.as_str(), all[0].edited), ("a3", true));
     assert_eq!((all[1].content.as_str(), all[1].deleted), ("", true));
     let visible = store.recent(room, None, 10).await.unwrap();
     assert_eq!(

@@ -309,3 +309,17 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
         &["history", "analytics", "notifications"],
     );
 }
+
+/// Read-your-writes on the whole distributed stack, across processes: sends through a socket on
+/// ingress A, each edit, delete and history read through ingress B the moment the send is
+/// acknowledged (the history is written through before the acknowledgement; the history
+/// processor applies the same records again later).
+#[tokio::test]
+async fn read_your_writes_across_ingress_processes() {
+    let Some(owned) = stack_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let b = App::spawn_role(&["ingress"], &env).await;
+    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    crate::read_your_writes::read_your_writes(&a, &b).await;
+}
