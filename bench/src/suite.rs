@@ -761,6 +761,19 @@ fn render(
         0,
         false,
     );
+    // CPU time per unit of work: % of one core × 10,000 / units per second = µs per unit.
+    add(
+        "fan-out fixed: server CPU µs per message".into(),
+        &|c| Some(fx(c, "server_cpu_pct")? * 1e4 / fx(c, "sent_msg_s")?),
+        1,
+        false,
+    );
+    add(
+        "fan-out fixed: server CPU µs per delivery".into(),
+        &|c| Some(fx(c, "server_cpu_pct")? * 1e4 / fx(c, "deliveries_s")?),
+        2,
+        false,
+    );
     let pk = |c: Proto, path: &str| {
         get("fanout", c)
             .and_then(|v| peak_step(v, b))
@@ -807,6 +820,15 @@ fn render(
         "ingest: server CPU %".into(),
         &|c| get("ingest", c).and_then(|v| num(v, "server_cpu_pct")),
         0,
+        false,
+    );
+    add(
+        "ingest: server CPU µs per acked send".into(),
+        &|c| {
+            let v = get("ingest", c)?;
+            Some(num(v, "server_cpu_pct")? * 1e4 / num(v, "acked_per_s")?)
+        },
+        1,
         false,
     );
     add(

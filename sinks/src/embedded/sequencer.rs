@@ -21,57 +21,60 @@ pub(super) fn send_tx(
 ) -> rusqlite::Result<Option<SendReceipt>> {
     let room = msg.room_id.to_string();
     let user = msg.user_id.to_string();
-    let member: Option<i64> = tx
-        .prepare_cached("SELECT 1 FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
+    // The room's last seq, if the sender is a member (one lookup for both).
+    let last: Option<i64> = tx
+        .prepare_cached(
+            "SELECT r.last_seq FROM rooms r JOIN memberships m ON m.room_id = r.id AND m.user_id = ?2
+             WHERE r.id = ?1",
+        )?
         .query_row(params![room, user], |r| r.get(0))
         .optional()?;
-    if member.is_none() {
+    let Some(last) = last else {
         return Ok(None);
-    }
-    if let Some(cid) = &msg.client_msg_id {
-        let earlier = tx
-            .prepare_cached(
-                "SELECT message_id, seq, created_at, content FROM message_receipts
-                     WHERE room_id = ?1 AND user_id = ?2 AND client_msg_id = ?3",
-            )?
-            .query_row(params![room, user, cid], |r| {
-                Ok(SendReceipt {
-                    message_id: uuid_col(r, 0)?,
-                    seq: r.get(1)?,
-                    created_at: ts_col(r, 2)?,
-                    content: r.get(3)?,
-                    duplicate: true,
-                })
-            })
-            .optional()?;
-        if earlier.is_some() {
-            return Ok(earlier);
-        }
-    }
+    };
+    let seq = last + 1;
     // Every step that may fail for a reason of its own (building the records) comes before the
     // first change: from here on only the database can fail, so a send needs no savepoint.
-    let seq: i64 = tx
-        .prepare_cached("SELECT last_seq + 1 FROM rooms WHERE id = ?1")?
-        .query_row(params![room], |r| r.get(0))?;
     let records = events(seq).map_err(user_err)?;
+    if let Some(cid) = &msg.client_msg_id {
+        // The receipt is the first change: a retried client_msg_id is refused here, before
+        // anything else is written, and answered with the first message.
+        let fresh = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO message_receipts(room_id, user_id, client_msg_id, message_id, seq, content, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![room, user, cid, msg.message_id.to_string(), seq, msg.content, to_ms(msg.created_at)])?
+            == 1;
+        if !fresh {
+            return tx
+                .prepare_cached(
+                    "SELECT message_id, seq, created_at, content FROM message_receipts
+                     WHERE room_id = ?1 AND user_id = ?2 AND client_msg_id = ?3",
+                )?
+                .query_row(params![room, user, cid], |r| {
+                    Ok(SendReceipt {
+                        message_id: uuid_col(r, 0)?,
+                        seq: r.get(1)?,
+                        created_at: ts_col(r, 2)?,
+                        content: r.get(3)?,
+                        duplicate: true,
+                    })
+                })
+                .map(Some);
+        }
+    }
     tx.prepare_cached("UPDATE rooms SET last_seq = ?2 WHERE id = ?1")?
         .execute(params![room, seq])?;
     // The author has read their own message: it never counts as unread for them.
     tx.prepare_cached("UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2")?
         .execute(params![room, user, seq])?;
-    if let Some(cid) = &msg.client_msg_id {
-        tx.prepare_cached(
-                "INSERT INTO message_receipts(room_id, user_id, client_msg_id, message_id, seq, content, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![room, user, cid, msg.message_id.to_string(), seq, msg.content, to_ms(msg.created_at)])?;
-    }
     q.queue(tx, records)?;
     Ok(Some(SendReceipt {
         message_id: msg.message_id,
         seq,
         created_at: msg.created_at,
-        content: msg.content.clone(),
+        content: msg.content,
         duplicate: false,
     }))
 }
