@@ -213,7 +213,18 @@ fn centrifugo_config(
     listen: (&str, u16),
     history_size: usize,
 ) -> Result<PathBuf> {
-    let history_size = history_size.max(1);
+    // The same channel options in both versions: nested for channels without a namespace in
+    // v6, at the top level in v5.
+    let channel = serde_json::json!({
+        "history_size": history_size.max(1),
+        "history_ttl": "3600s",
+        "force_recovery": true,
+        "allow_subscribe_for_client": true,
+        "allow_publish_for_client": true,
+        "allow_publish_for_subscriber": true,
+        "allow_history_for_client": true,
+        "allow_history_for_subscriber": true,
+    });
     let cfg = if major >= 6 {
         serde_json::json!({
             "http_server": { "address": listen.0, "port": listen.1 },
@@ -225,36 +236,21 @@ fn centrifugo_config(
                 "allowed_origins": ["*"],
                 "history_max_publication_limit": 300,
             },
-            "channel": {
-                "without_namespace": {
-                    "history_size": history_size,
-                    "history_ttl": "3600s",
-                    "force_recovery": true,
-                    "allow_subscribe_for_client": true,
-                    "allow_publish_for_client": true,
-                    "allow_publish_for_subscriber": true,
-                    "allow_history_for_client": true,
-                    "allow_history_for_subscriber": true,
-                },
-            },
+            "channel": { "without_namespace": channel },
         })
     } else {
-        serde_json::json!({
+        let mut cfg = serde_json::json!({
             "token_hmac_secret_key": CENTRIFUGO_SECRET,
             "health": true,
             "log_level": "error",
             "allowed_origins": ["*"],
-            "history_size": history_size,
-            "history_ttl": "3600s",
-            "force_recovery": true,
-            "allow_subscribe_for_client": true,
-            "allow_publish_for_client": true,
-            "allow_publish_for_subscriber": true,
-            "allow_history_for_client": true,
-            "allow_history_for_subscriber": true,
             "client_history_max_publication_limit": 300,
             "usage_stats_disable": true,
-        })
+        });
+        if let (Some(top), serde_json::Value::Object(options)) = (cfg.as_object_mut(), channel) {
+            top.extend(options);
+        }
+        cfg
     };
     let p = dir.join("centrifugo.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&cfg)?)?;
