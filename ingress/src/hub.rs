@@ -18,19 +18,23 @@ use uuid::Uuid;
 
 pub type ConnId = u64;
 
-/// What the hub queues for a connection.
+/// A frame for the sockets of a room (or of a user when `room` is None), built once per
+/// broadcast and shared by every recipient.
+#[derive(Debug)]
+pub struct Broadcast {
+    pub room: Option<RoomId>,
+    /// The message seq, for ordering and deduplication per room.
+    pub seq: Option<i64>,
+    pub text: Utf8Bytes,
+}
+
+/// What the hub queues for a connection: one pointer wide, so a socket's queue costs little
+/// while idle and a broadcast costs one reference count per recipient.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A frame of a room the connection is subscribed to (or a user frame when `room` is None).
-    Frame {
-        room: Option<RoomId>,
-        /// The message seq, for ordering and deduplication per room.
-        seq: Option<i64>,
-        /// Serialized once per broadcast; each connection gets a reference-counted clone.
-        text: Utf8Bytes,
-    },
+    Frame(Arc<Broadcast>),
     /// The connection's subscription to the room ended (removed, left, room deleted).
-    Evicted { room: RoomId, reason: String },
+    Evicted(Box<(RoomId, String)>),
 }
 
 /// Close codes the hub may ask a connection to close with.
@@ -202,16 +206,16 @@ impl Fanout for Hub {
     fn to_room(&self, room: RoomId, frame: LiveFrame) {
         let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
         if let Some(conns) = rooms.get(&room) {
-            let text = Utf8Bytes::from(frame.text.as_ref());
+            let shared = Arc::new(Broadcast {
+                room: Some(room),
+                seq: frame.seq,
+                text: Utf8Bytes::from(frame.text.as_ref()),
+            });
             for c in conns.values() {
                 if frame.skip_user == Some(c.user) {
                     continue;
                 }
-                c.push(Outbound::Frame {
-                    room: Some(room),
-                    seq: frame.seq,
-                    text: text.clone(),
-                });
+                c.push(Outbound::Frame(shared.clone()));
             }
         }
     }
@@ -219,13 +223,13 @@ impl Fanout for Hub {
     fn to_user(&self, user: UserId, frame: LiveFrame) {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
         if let Some(conns) = users.get(&user) {
-            let text = Utf8Bytes::from(frame.text.as_ref());
+            let shared = Arc::new(Broadcast {
+                room: None,
+                seq: frame.seq,
+                text: Utf8Bytes::from(frame.text.as_ref()),
+            });
             for c in conns.values() {
-                c.push(Outbound::Frame {
-                    room: None,
-                    seq: frame.seq,
-                    text: text.clone(),
-                });
+                c.push(Outbound::Frame(shared.clone()));
             }
         }
     }
@@ -246,10 +250,7 @@ impl Fanout for Hub {
         for c in targets {
             // Unsubscribe first so no later frame of the room reaches the socket.
             self.unsubscribe(&c, room);
-            c.push(Outbound::Evicted {
-                room,
-                reason: reason.to_string(),
-            });
+            c.push(Outbound::Evicted(Box::new((room, reason.to_string()))));
         }
     }
 

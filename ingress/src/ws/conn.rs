@@ -104,7 +104,7 @@ async fn run(
         close: None,
     };
     if let Some(room) = legacy_room {
-        c.subscribe(room, None, false, &Value::Null).await;
+        Box::pin(c.subscribe(room, None, false, &Value::Null)).await;
     }
     let mut ping = tokio::time::interval(Duration::from_secs(limits.ping_interval_secs.max(1)));
     ping.tick().await;
@@ -129,7 +129,9 @@ async fn run(
                 Some(Ok(m)) => {
                     last_seen = Instant::now();
                     match m {
-                        Message::Text(t) => c.on_text(t.as_str()).await,
+                        // Boxed: a frame's work (a send reaches the store) is a large future,
+                        // and kept inline it would make every idle connection's task as large.
+                        Message::Text(t) => Box::pin(c.on_text(t.as_str())).await,
                         Message::Binary(_) => c.out.push(text(error("unsupported", "binary frames are not supported; send JSON text", &Value::Null))),
                         Message::Close(_) => break,
                         Message::Ping(_) | Message::Pong(_) => {}
@@ -163,14 +165,16 @@ async fn run(
                         c.out.push(text(json!({"type": "PING"}).to_string()));
                     }
                     pings += 1;
-                    if pings.is_multiple_of(PINGS_PER_SESSION_CHECK) && !c.session_valid(session).await {
+                    if pings.is_multiple_of(PINGS_PER_SESSION_CHECK) && !Box::pin(c.session_valid(session)).await {
                         c.close = Some((CLOSE_SESSION_ENDED, "session ended".into()));
                     }
                 }
             }
-            _ = sleep_until(due), if due.is_some() => c.catch_up_due().await,
+            _ = sleep_until(due), if due.is_some() => Box::pin(c.catch_up_due()).await,
         }
-        if !c.out.is_empty() && !flush(&mut sink, &mut c.out).await {
+        // Boxed like the frame handling above: kept inline, the write's timer and state would be
+        // part of every idle connection's task.
+        if !c.out.is_empty() && !Box::pin(flush(&mut sink, &mut c.out)).await {
             break;
         }
     }
@@ -448,18 +452,15 @@ impl Conn {
 
     fn on_outbound(&mut self, o: Outbound) {
         match o {
-            Outbound::Frame {
-                room: None, text, ..
-            } => self.out.push(Message::Text(text)),
-            Outbound::Frame {
-                room: Some(room),
-                seq,
-                text,
-            } => {
+            Outbound::Frame(b) => {
+                let text = b.text.clone();
+                let Some(room) = b.room else {
+                    return self.out.push(Message::Text(text));
+                };
                 let Some(sub) = self.subs.get_mut(&room) else {
                     return;
                 };
-                match seq {
+                match b.seq {
                     None => self.out.push(Message::Text(text)),
                     Some(seq) => {
                         sub.target = sub.target.max(seq);
@@ -476,7 +477,8 @@ impl Conn {
                     }
                 }
             }
-            Outbound::Evicted { room, reason } => {
+            Outbound::Evicted(evicted) => {
+                let (room, reason) = *evicted;
                 self.subs.remove(&room);
                 self.out.push(text(control(
                     "unsubscribed",
