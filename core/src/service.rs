@@ -235,6 +235,15 @@ impl ChatService {
         Ok(())
     }
 
+    /// Ends a session if it is still valid (a login replacing it). Nothing to do for one that
+    /// is unknown or expired; a store failure is logged (the new session is issued anyway).
+    pub async fn end_session(&self, cookie: &str) {
+        match self.logout(Some(cookie)).await {
+            Ok(()) | Err(AppError::Unauthorized(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "Ending the replaced session failed."),
+        }
+    }
+
     /// The caller's profile, through the cache (which never holds the password hash).
     pub async fn me(&self, user: &User) -> AppResult<UserPublic> {
         let key = user_cache_key(user.id);

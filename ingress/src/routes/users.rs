@@ -25,12 +25,18 @@ pub async fn register(st: St, JsonBody(b): JsonBody<UserAuth>) -> ApiResult<Resp
 pub async fn login(
     st: St,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonBody(b): JsonBody<UserAuth>,
 ) -> ApiResult<Response> {
     let s = st
         .svc
         .login(&b.username, &b.password, Some(addr.ip()))
         .await?;
+    // The session the client presented is replaced by the new one: it ends now, with its
+    // sockets (it must not stay valid beside the new one, e.g. for whoever copied it).
+    if let Some(old) = session_cookie(&headers) {
+        st.svc.end_session(&old).await;
+    }
     let secs = (s.expires_at - livechat_core::now()).num_seconds().max(1);
     let mut resp = empty_ok();
     resp.headers_mut().append(

@@ -696,12 +696,24 @@ impl User {
 
     /// The same login, talking to another process (sessions are shared between them).
     pub fn via(&self, app: &App) -> User {
+        self.clone_on(&format!("http://{}", app.addr))
+    }
+
+    /// The same user with another session cookie (`session_id=…`).
+    pub fn with_cookie(&self, cookie: &str) -> User {
+        User {
+            cookie: cookie.to_string(),
+            ..self.clone_on(&self.base)
+        }
+    }
+
+    fn clone_on(&self, base: &str) -> User {
         User {
             name: self.name.clone(),
             id: self.id.clone(),
             cookie: self.cookie.clone(),
             http: self.http.clone(),
-            base: format!("http://{}", app.addr),
+            base: base.to_string(),
         }
     }
 

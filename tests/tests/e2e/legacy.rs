@@ -95,6 +95,27 @@ async fn sessions_rotate_and_logins_are_throttled() {
 }
 
 #[tokio::test]
+async fn logging_in_again_ends_the_session_presented() {
+    let app = App::spawn(&[]).await;
+    let u = app.user("relog").await;
+    // Log in again from the same client, which presents its current session.
+    let r = app
+        .http
+        .post(app.url("/api/users/login-user"))
+        .header("cookie", &u.cookie)
+        .json(&serde_json::json!({"username": u.name, "password": "pw-secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let fresh = r.headers()["set-cookie"].to_str().unwrap();
+    let fresh = fresh.split(';').next().unwrap().to_string();
+    assert_ne!(fresh, u.cookie);
+    assert_eq!(u.me().await.0, 401, "the presented session ended");
+    assert_eq!(u.with_cookie(&fresh).me().await.0, 200, "the new one works");
+}
+
+#[tokio::test]
 async fn session_expiry_slides_with_activity_and_reissues_the_cookie() {
     let app = App::spawn(&[("LIVECHAT_LIMITS__SESSION_IDLE_SECS", "4")]).await;
     let u = app.user("slide").await;
