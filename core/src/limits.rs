@@ -30,6 +30,10 @@ pub struct Limits {
     /// Typing frames per second per connection and burst.
     pub typing_rate_per_sec: f64,
     pub typing_burst: f64,
+    /// Subscribe frames per second per connection and burst (the burst covers subscribing to
+    /// every room of a user at connect).
+    pub subscribe_rate_per_sec: f64,
+    pub subscribe_burst: f64,
     /// Rejected frames in a row (rate limit) before the socket is closed with 1008.
     pub max_rate_violations: u32,
     /// Rooms one socket may subscribe to.
@@ -69,6 +73,8 @@ impl Default for Limits {
             send_burst: 20.0,
             typing_rate_per_sec: 2.0,
             typing_burst: 5.0,
+            subscribe_rate_per_sec: 20.0,
+            subscribe_burst: 200.0,
             max_rate_violations: 20,
             max_rooms_per_socket: 200,
             ping_interval_secs: 25,

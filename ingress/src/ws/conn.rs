@@ -58,6 +58,7 @@ struct Conn {
     subs: HashMap<RoomId, Sub>,
     sends: TokenBucket,
     typing: TokenBucket,
+    subscribes: TokenBucket,
     violations: u32,
     out: Vec<Message>,
     close: Option<(u16, String)>,
@@ -99,6 +100,7 @@ async fn run(
         subs: HashMap::new(),
         sends: TokenBucket::new(limits.send_rate_per_sec, limits.send_burst),
         typing: TokenBucket::new(limits.typing_rate_per_sec, limits.typing_burst),
+        subscribes: TokenBucket::new(limits.subscribe_rate_per_sec, limits.subscribe_burst),
         violations: 0,
         out: Vec::new(),
         close: None,
@@ -335,6 +337,10 @@ impl Conn {
                         self.st.svc.limits.max_rooms_per_socket
                     )));
                 }
+                if !self.subscribes.try_take() {
+                    self.limited("subscribe frames", r);
+                    return Ok(());
+                }
                 self.subscribe(room, since_seq, true, r).await;
             }
             ClientFrame::Unsubscribe { room_id } => {
@@ -403,6 +409,9 @@ impl Conn {
         if let Err(e) = self.st.svc.room_to_stream(room, self.user.id).await {
             return self.reply_err(&e, r);
         }
+        // A subscribe for a room the socket is already in only moves its position (a resume);
+        // it is not another connection.
+        let again = self.subs.contains_key(&room);
         // Join the live stream first, then read where the room is: a message committed before
         // the read is counted in `last_seq` (its live frame, if any, is a duplicate), one after
         // it arrives live. Reading first would miss one committed in between until the next.
@@ -440,6 +449,9 @@ impl Conn {
                     &Value::Null,
                 )));
             }
+        }
+        if again {
+            return; // the socket was already in the room: no new connection to record
         }
         let svc = self.st.svc.clone();
         let uid = self.user.id;

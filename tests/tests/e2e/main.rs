@@ -1,5 +1,6 @@
 //! End-to-end scenarios against the real binary (one test executable; see `harness`).
 
+mod abuse;
 mod analytics;
 mod bad_input;
 mod chat;
