@@ -17,7 +17,8 @@ pub struct Limits {
     pub max_join_message_chars: usize,
     /// Largest REST request body, in bytes.
     pub max_body_bytes: usize,
-    /// Largest WebSocket frame and message, in bytes (larger ones close the socket with 1009).
+    /// Largest WebSocket frame and message, in bytes (larger ones close the socket with 1009);
+    /// raised to what the longest message needs once JSON-escaped (see [`Limits::ws_frame_bytes`]).
     pub max_ws_frame_bytes: usize,
     pub max_ws_message_bytes: usize,
     /// Per-socket read buffer: small on purpose (tungstenite zero-fills the whole buffer per read).
@@ -52,6 +53,25 @@ pub struct Limits {
     /// Largest history page.
     pub max_history_page: u32,
 }
+
+impl Limits {
+    /// The largest frame a socket accepts: the configured size, and never less than a `send`
+    /// frame carrying the longest message allowed with every character JSON-escaped
+    /// (`\uXXXX`, 6 bytes; a character outside the BMP is a surrogate pair, 12 bytes for
+    /// 2 UTF-16 units but 1 character, so 12 per character at worst) plus the frame's fields.
+    pub fn ws_frame_bytes(&self) -> usize {
+        self.max_ws_frame_bytes
+            .max(self.max_message_chars * 12 + FRAME_FIELDS_BYTES)
+    }
+
+    /// The largest WebSocket message (a frame or several): never less than one frame.
+    pub fn ws_message_bytes(&self) -> usize {
+        self.max_ws_message_bytes.max(self.ws_frame_bytes())
+    }
+}
+
+/// Room for a `send` frame's other fields (type, room id, client_msg_id, ref).
+const FRAME_FIELDS_BYTES: usize = 1024;
 
 impl Default for Limits {
     fn default() -> Self {

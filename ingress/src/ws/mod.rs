@@ -48,9 +48,9 @@ pub async fn stream(
         // Frames are buffered until the flush that ends each turn of the connection's loop, so
         // the frames queued for a socket at one moment leave in one write.
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(l.max_ws_message_bytes.max(64 * 1024) * 4)
-        .max_frame_size(l.max_ws_frame_bytes)
-        .max_message_size(l.max_ws_message_bytes);
+        .max_write_buffer_size(l.ws_message_bytes().max(64 * 1024) * 4)
+        .max_frame_size(l.ws_frame_bytes())
+        .max_message_size(l.ws_message_bytes());
     Ok(ws.on_upgrade(move |socket| conn::serve(socket, st, user, session, legacy_room)))
 }
 

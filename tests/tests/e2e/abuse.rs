@@ -1,5 +1,6 @@
 //! A client that misuses the protocol costs the server no more than one that does not.
 
+use futures::SinkExt;
 use serde_json::json;
 
 use crate::harness::*;
@@ -71,4 +72,29 @@ async fn subscribe_frames_are_rate_limited() {
         }
     }
     assert_eq!((answered, limited), (5, 5), "the burst, then refusals");
+}
+
+#[tokio::test]
+async fn the_longest_message_fits_a_frame_however_it_is_escaped() {
+    let app = App::spawn(&[]).await;
+    let u = app.user("escaped").await;
+    let room = u.create_room("escaped", true).await;
+    let mut ws = u.subscribed_ws(&app, &room).await;
+    // 4,000 characters (the default limit), each written as a JSON escape: 24 KB of frame.
+    let escaped = "\\u00e9".repeat(4000);
+    let frame = format!(
+        r#"{{"type":"send","room_id":"{room}","content":"{escaped}","client_msg_id":"e","ref":"e"}}"#
+    );
+    ws.ws
+        .send(tokio_tungstenite::tungstenite::Message::Text(frame.into()))
+        .await
+        .unwrap();
+    let ack = ws
+        .wait_for("ack", |v| {
+            v["ref"] == "e" && (v["type"] == "ack" || v["type"] == "error")
+        })
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let stored = u.wait_for_history(&room, 1).await;
+    assert_eq!(stored[0]["content"], "é".repeat(4000));
 }
