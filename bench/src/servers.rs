@@ -184,6 +184,10 @@ pub fn livechat_env() -> Vec<(&'static str, &'static str)> {
             "LIVECHAT_LIMITS__LOGIN_ATTEMPTS_PER_IP_PER_MINUTE",
             "1000000",
         ),
+        (
+            "LIVECHAT_LIMITS__REGISTRATIONS_PER_IP_PER_MINUTE",
+            "1000000",
+        ),
         ("LIVECHAT_LIMITS__OUTBOUND_QUEUE_FRAMES", "4096"),
         ("RUST_LOG", "warn"),
     ]

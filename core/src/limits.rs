@@ -47,6 +47,8 @@ pub struct Limits {
     pub session_absolute_secs: i64,
     /// Login attempts per IP per minute.
     pub login_attempts_per_ip_per_minute: u32,
+    /// Accounts created per IP per minute.
+    pub registrations_per_ip_per_minute: u32,
     /// Failed logins of one account before exponential backoff starts, and its cap.
     pub login_failures_before_backoff: u32,
     pub login_backoff_max_secs: u64,
@@ -102,6 +104,7 @@ impl Default for Limits {
             session_idle_secs: 3600,
             session_absolute_secs: 7 * 24 * 3600,
             login_attempts_per_ip_per_minute: 10,
+            registrations_per_ip_per_minute: 10,
             login_failures_before_backoff: 5,
             login_backoff_max_secs: 900,
             max_history_page: 200,

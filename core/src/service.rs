@@ -49,6 +49,9 @@ pub struct ChatService {
     pub ports: Ports,
     pub limits: Limits,
     throttle: LoginThrottle,
+    /// Registrations per IP (a window of its own: creating accounts is not logging in).
+    registrations: LoginThrottle,
+    hashing: auth::Hashing,
     /// Name and owner of rooms seen by this process. Both never change, so the send path reads
     /// them once per room instead of once per message (std Mutex: never held across .await).
     room_facts: std::sync::Mutex<std::collections::HashMap<RoomId, (String, UserId)>>,
@@ -85,10 +88,17 @@ impl ChatService {
             limits.login_failures_before_backoff,
             limits.login_backoff_max_secs,
         );
+        let registrations = LoginThrottle::new(
+            limits.registrations_per_ip_per_minute,
+            u32::MAX,
+            limits.login_backoff_max_secs,
+        );
         ChatService {
             ports,
             limits,
             throttle,
+            registrations,
+            hashing: auth::Hashing::per_core(),
             room_facts: Default::default(),
         }
     }
@@ -99,7 +109,13 @@ impl ChatService {
 
     // ----- accounts and sessions -------------------------------------------------------------
 
-    pub async fn register(&self, username: &str, password: &str) -> AppResult<UserPublic> {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> AppResult<UserPublic> {
+        self.registrations.check_ip(ip, "registrations")?;
         let l = &self.limits;
         let username = validate::username(username, l.min_username_chars, l.max_username_chars)?;
         let n = password.chars().count();
@@ -115,10 +131,7 @@ impl ChatService {
         if self.dir().user_by_name(&username).await?.is_some() {
             return Err(AppError::BadRequest("User already exists".into()));
         }
-        let pw = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-            .await
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("hashing task failed: {e}")))??;
+        let hash = self.hashing.hash(password).await?;
         let at = now();
         let user = User {
             id: Uuid::new_v4(),
@@ -146,14 +159,8 @@ impl ChatService {
     ) -> AppResult<Session> {
         self.throttle.check(ip, username)?;
         let user = self.dir().user_by_name(username).await?;
-        let hash = user
-            .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| auth::dummy_hash().to_string());
-        let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
-            .await
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("verify task failed: {e}")))?;
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let ok = self.hashing.verify(password, hash).await?;
         let user = match (user, ok) {
             (Some(u), true) => u,
             _ => {

@@ -1,15 +1,21 @@
 //! Store adapters: every port of `livechat-core` on its engines.
 //!
 //! Layout:
-//! - [`embedded`]: the default adapters, on SQLite (rusqlite, bundled): one database file per
-//!   store in the data directory, WAL journal, `synchronous=FULL` for the sources of truth.
-//!   - `directory.db`: users, rooms, memberships (with read markers), join requests and
-//!     notifications (`directory.rs`), sessions (`sessions.rs`), the outbox (`outbox.rs`), and
-//!     the send path that assigns seqs and deduplicates sends with its message receipts
+//! - [`embedded`]: the default adapters, on SQLite (rusqlite, bundled), WAL journal,
+//!   `synchronous=FULL`. When the directory and the log are both embedded (the default) they
+//!   share one file, `livechat.db` (`store.rs`), written by one committer thread (`db.rs`):
+//!   - users, rooms, memberships (with read markers), join requests (`directory.rs`),
+//!     sessions (`sessions.rs`), notifications (`notifications.rs`);
+//!   - the send path that assigns seqs and deduplicates sends with its message receipts
 //!     (`sequencer.rs`);
-//!   - `log.db`: the partitioned topic log with consumer-group offsets (`log.rs`);
-//!   - `history.db`: the message history read model (`history.rs`);
-//!   - `analytics.db`: analytics events and the seven views (`analytics.rs`).
+//!   - the partitioned topic log with consumer-group offsets (`log.rs`), its newest entries
+//!     also kept in memory for the consumers that keep up (`tail.rs`); a change's records are
+//!     appended in its own transaction (`records.rs`), with the read models kept inline
+//!     (history, notifications: `inline.rs`);
+//!   - the message history read model (`history.rs`).
+//!
+//!   The analytics read model has its own file, `analytics.db` (`analytics.rs`). With a Kafka
+//!   log the directory's file keeps an outbox table instead (`outbox.rs`), emptied by the relay.
 //! - [`memory`]: in-process cache.
 //! - [`config`]: settings of the distributed adapters (always compiled).
 //! - Distributed adapters, each behind the cargo feature of its name:

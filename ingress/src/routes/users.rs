@@ -18,8 +18,16 @@ pub struct UserAuth {
     password: String,
 }
 
-pub async fn register(st: St, JsonBody(b): JsonBody<UserAuth>) -> ApiResult<Response> {
-    Ok(json(st.svc.register(&b.username, &b.password).await?))
+pub async fn register(
+    st: St,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    JsonBody(b): JsonBody<UserAuth>,
+) -> ApiResult<Response> {
+    Ok(json(
+        st.svc
+            .register(&b.username, &b.password, Some(addr.ip()))
+            .await?,
+    ))
 }
 
 pub async fn login(

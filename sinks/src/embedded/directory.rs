@@ -1,6 +1,7 @@
-//! `directory.db`: users, rooms, memberships (with read markers), join requests and
+//! The directory: users, rooms, memberships (with read markers), join requests and
 //! notifications. Each port method is one SQLite transaction that writes the state change
-//! together with its outbox records (see `outbox.rs`), so both commit or neither does. The same
+//! together with its records (see `records.rs`: the log itself, or the outbox), so both commit or
+//! neither does. The same
 //! file holds the sessions (`sessions.rs`) and the message receipts of the send path
 //! (`sequencer.rs`).
 

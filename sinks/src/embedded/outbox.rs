@@ -1,4 +1,4 @@
-//! The outbox of `directory.db`: the records each change queues in its own transaction, which
+//! The outbox of the directory's file (when the log is not in the same file): the records each change queues in its own transaction, which
 //! the relay appends to the log and then removes (a crash in between appends them again; every
 //! consumer deduplicates).
 
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::db::{uuid_col, Db};
 
-/// The outbox table of `directory.db` and the signal that wakes the relay.
+/// The outbox table of the directory's file and the signal that wakes the relay.
 pub struct OutboxTable {
     db: Arc<Db>,
     pending: watch::Sender<u64>,

@@ -1,4 +1,4 @@
-//! Login sessions in `directory.db` (the default; Redis in distributed mode). Logins and
+//! Login sessions in the directory's file (the default; Redis in distributed mode). Logins and
 //! logouts queue their records in the same transaction.
 
 use async_trait::async_trait;

@@ -47,6 +47,7 @@ export async function startServer({ env = {} } = {}) {
       ...process.env,
       LIVECHAT_INGRESS__WEB_DIR: WEB_DIR,
       LIVECHAT_LIMITS__LOGIN_ATTEMPTS_PER_IP_PER_MINUTE: '100000',
+      LIVECHAT_LIMITS__REGISTRATIONS_PER_IP_PER_MINUTE: '100000',
       LIVECHAT_LIMITS__SEND_RATE_PER_SEC: '1000',
       LIVECHAT_LIMITS__SEND_BURST: '1000',
       ...env,

@@ -98,3 +98,66 @@ async fn the_longest_message_fits_a_frame_however_it_is_escaped() {
     let stored = u.wait_for_history(&room, 1).await;
     assert_eq!(stored[0]["content"], "é".repeat(4000));
 }
+
+/// The process's peak resident memory, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+#[tokio::test]
+async fn concurrent_registrations_hash_a_few_at_a_time() {
+    let app = App::spawn(&[]).await;
+    // Each argon2 hash takes ~19 MiB; 60 at once, unbounded, would take over a gigabyte.
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let http = app.http.clone();
+            let url = app.url("/api/users/register-user");
+            tokio::spawn(async move {
+                let name = format!(
+                    "many_{i}_{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..6]
+                );
+                http.post(url)
+                    .json(&json!({"username": name, "password": "pw-secret-1"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let peak = peak_rss_mib(app.pid());
+    assert!(peak < 120, "peak RSS {peak} MiB");
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_address() {
+    let app = App::spawn(&[("LIVECHAT_LIMITS__REGISTRATIONS_PER_IP_PER_MINUTE", "3")]).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = app
+            .register(
+                &format!(
+                    "reg_{i}_{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ),
+                "pw-secret-1",
+            )
+            .await;
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().get("retry-after").is_some());
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+}

@@ -84,6 +84,10 @@ impl App {
                 "LIVECHAT_LIMITS__LOGIN_ATTEMPTS_PER_IP_PER_MINUTE".into(),
                 "100000".into(),
             ),
+            (
+                "LIVECHAT_LIMITS__REGISTRATIONS_PER_IP_PER_MINUTE".into(),
+                "100000".into(),
+            ),
         ];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         App {
@@ -141,6 +145,14 @@ impl App {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.addr = addr;
         self.child = Some(child);
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("a running process")
     }
 
     /// SIGKILLs the process (no shutdown of any kind).
