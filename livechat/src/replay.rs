@@ -3,6 +3,7 @@
 //! processors are idempotent, so replaying twice (or into a store that already has the data)
 //! gives identical stores; `--verify` proves it with checksums.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use livechat_core::model::Checksum;
+use livechat_core::ports::EventLog;
 use livechat_processors::analytics::AnalyticsProcessor;
 use livechat_processors::history::HistoryProcessor;
 use livechat_processors::notifications::NotificationsProcessor;
@@ -126,6 +128,77 @@ impl Progress {
     }
 }
 
+/// One step of the replay: the records read from one partition, decoded.
+struct ReadBatch {
+    topic: &'static str,
+    partition: u32,
+    first: i64,
+    last: i64,
+    /// Records read (decoded or not).
+    read: i64,
+    records: Vec<Decoded>,
+}
+
+/// Reads every range in steps and decodes it, counting event types and undecodable records;
+/// stops early when the applying side is gone (it failed).
+async fn read_ahead(
+    log: Arc<dyn EventLog>,
+    ranges: Vec<(&'static str, u32, i64, i64)>,
+    out: tokio::sync::mpsc::Sender<ReadBatch>,
+) -> anyhow::Result<(u64, BTreeMap<String, u64>)> {
+    let (mut undecodable, mut by_type) = (0u64, BTreeMap::<String, u64>::new());
+    for (topic, partition, start, end) in ranges {
+        let mut next = start;
+        while next < end {
+            let entries = log
+                .read(
+                    topic,
+                    partition,
+                    next,
+                    REPLAY_BATCH.min((end - next) as u32),
+                )
+                .await?;
+            let Some(last) = entries.last().map(|e| e.offset) else {
+                break;
+            };
+            let read = entries.len() as i64;
+            let mut records = Vec::with_capacity(entries.len());
+            for entry in entries {
+                match Decoded::of(entry) {
+                    Ok(d) => {
+                        let kind = match d.event.as_ref() {
+                            TopicEvent::Room(e) => &e.event_type,
+                            TopicEvent::User(e) => &e.event_type,
+                            TopicEvent::Notification(e) => &e.notification_type,
+                        };
+                        match by_type.get_mut(kind) {
+                            Some(n) => *n += 1,
+                            None => {
+                                by_type.insert(kind.clone(), 1);
+                            }
+                        }
+                        records.push(d);
+                    }
+                    Err(_) => undecodable += 1,
+                }
+            }
+            let batch = ReadBatch {
+                topic,
+                partition,
+                first: next,
+                last,
+                read,
+                records,
+            };
+            if out.send(batch).await.is_err() {
+                break;
+            }
+            next = last + 1;
+        }
+    }
+    Ok((undecodable, by_type))
+}
+
 pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let log = crate::wire::existing_log(cfg).await?;
     let from_ms = match &args.from_time {
@@ -175,42 +248,22 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     );
     let processor = target.as_ref().map(|t| t.processor(&group));
     let mut progress = Progress::new(total);
-    let (mut undecodable, mut by_type) = (0u64, std::collections::BTreeMap::<String, u64>::new());
-    for (topic, p, start, end) in ranges {
-        let mut next = start;
-        while next < end {
-            let entries = log
-                .read(topic, p, next, REPLAY_BATCH.min((end - next) as u32))
-                .await?;
-            let Some(last) = entries.last().map(|e| e.offset) else {
-                break;
-            };
-            let n = entries.len() as i64;
-            let mut batch = Vec::with_capacity(entries.len());
-            for entry in entries {
-                match Decoded::of(entry) {
-                    Ok(d) => {
-                        let kind = match d.event.as_ref() {
-                            TopicEvent::Room(e) => e.event_type.clone(),
-                            TopicEvent::User(e) => e.event_type.clone(),
-                            TopicEvent::Notification(e) => e.notification_type.clone(),
-                        };
-                        *by_type.entry(kind).or_default() += 1;
-                        batch.push(d);
-                    }
-                    Err(_) => undecodable += 1,
-                }
-            }
-            if let Some(proc_) = &processor {
-                proc_
-                    .handle(&batch)
-                    .await
-                    .with_context(|| format!("applying {topic}/{p} offsets {next}..={last}"))?;
-            }
-            next = last + 1;
-            progress.advance(n);
+    // Reading and decoding run ahead of applying (a task of their own, two batches ahead), so
+    // the log's reads and the target's writes use a core each instead of taking turns.
+    let (batches, mut decoded) = tokio::sync::mpsc::channel::<ReadBatch>(2);
+    let reader = tokio::spawn(read_ahead(log, ranges, batches));
+    while let Some(b) = decoded.recv().await {
+        if let Some(proc_) = &processor {
+            proc_.handle(&b.records).await.with_context(|| {
+                format!(
+                    "applying {}/{} offsets {}..={}",
+                    b.topic, b.partition, b.first, b.last
+                )
+            })?;
         }
+        progress.advance(b.read);
     }
+    let (undecodable, by_type) = reader.await.context("log reader task")??;
     if progress.tty {
         eprintln!();
     }

@@ -1,6 +1,9 @@
 //! Confluent wire format: `0x00`, schema id (u32 big-endian), Avro binary body.
 
-use apache_avro::{from_avro_datum, from_value, write_avro_datum_ref};
+use std::io::BufRead;
+
+use serde_avro_fast::de::DeserializerState;
+use serde_avro_fast::ser::SerializerConfig;
 
 use crate::registry::{
     self, NOTIFICATIONS_SCHEMA_ID, ROOM_EVENTS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID,
@@ -22,14 +25,14 @@ pub enum CodecError {
 fn encode<T: serde::Serialize>(schema_id: u32, value: &T) -> Result<Vec<u8>, CodecError> {
     let schema = &registry::by_id(schema_id)
         .ok_or(CodecError::UnknownSchemaId(schema_id))?
-        .schema;
+        .codec;
     let mut out = Vec::with_capacity(256);
     out.push(0);
     out.extend_from_slice(&schema_id.to_be_bytes());
     // Serialized straight into the buffer against the schema (unions chosen by it), with no
     // intermediate value tree: this runs for every record, on the path of every send.
-    write_avro_datum_ref(schema, value, &mut out).map_err(|e| CodecError::Avro(e.to_string()))?;
-    Ok(out)
+    serde_avro_fast::to_datum(value, out, &mut SerializerConfig::new(schema))
+        .map_err(|e| CodecError::Avro(e.to_string()))
 }
 
 pub fn encode_room_event(ev: &RoomEvent) -> Result<Vec<u8>, CodecError> {
@@ -59,22 +62,29 @@ pub fn schema_id(bytes: &[u8]) -> Result<u32, CodecError> {
 pub fn decode(bytes: &[u8]) -> Result<TopicEvent, CodecError> {
     let id = schema_id(bytes)?;
     let registered = registry::by_id(id).ok_or(CodecError::UnknownSchemaId(id))?;
-    let mut body = &bytes[5..];
-    let value = from_avro_datum(&registered.schema, &mut body, None)
-        .map_err(|e| CodecError::Avro(e.to_string()))?;
-    if !body.is_empty() {
+    let body = &bytes[5..];
+    match id {
+        ROOM_EVENTS_SCHEMA_ID => decode_body(body, registered).map(TopicEvent::Room),
+        USER_EVENTS_SCHEMA_ID => decode_body(body, registered).map(TopicEvent::User),
+        NOTIFICATIONS_SCHEMA_ID => decode_body(body, registered).map(TopicEvent::Notification),
+        other => Err(CodecError::UnknownSchemaId(other)),
+    }
+}
+
+/// Decodes an Avro body straight into its Rust type (every record a consumer or a replay reads
+/// goes through here), refusing bytes left over after the record.
+fn decode_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    registered: &registry::RegisteredSchema,
+) -> Result<T, CodecError> {
+    let mut state = DeserializerState::from_slice(body, &registered.codec);
+    let value =
+        T::deserialize(state.deserializer()).map_err(|e| CodecError::Avro(e.to_string()))?;
+    let left = state.into_reader().fill_buf().map_or(0, |rest| rest.len());
+    if left > 0 {
         return Err(CodecError::Avro(format!(
-            "{} trailing bytes after the record",
-            body.len()
+            "{left} trailing bytes after the record"
         )));
     }
-    match id {
-        ROOM_EVENTS_SCHEMA_ID => from_value::<RoomEvent>(&value).map(TopicEvent::Room),
-        USER_EVENTS_SCHEMA_ID => from_value::<UserEvent>(&value).map(TopicEvent::User),
-        NOTIFICATIONS_SCHEMA_ID => {
-            from_value::<NotificationEvent>(&value).map(TopicEvent::Notification)
-        }
-        other => return Err(CodecError::UnknownSchemaId(other)),
-    }
-    .map_err(|e| CodecError::Avro(e.to_string()))
+    Ok(value)
 }

@@ -103,7 +103,8 @@ mod tests {
     }
 
     /// The direct serializer writes exactly the bytes of apache-avro's value-tree encoder, so
-    /// records written before and after the switch are alike (checksums, consumers).
+    /// records written before and after the switch are alike (checksums, consumers), and the
+    /// direct decoder reads what apache-avro reads.
     #[test]
     fn the_direct_encoder_writes_the_value_encoders_bytes() {
         let full = sample_room_event();
@@ -121,6 +122,9 @@ mod tests {
             let mut expected = vec![0, 0, 0, 0, registry::ROOM_EVENTS_SCHEMA_ID as u8];
             expected.extend(apache_avro::to_avro_datum(schema, value).unwrap());
             assert_eq!(codec::encode_room_event(&ev).unwrap(), expected);
+            let tree = apache_avro::from_avro_datum(schema, &mut &expected[5..], None).unwrap();
+            let theirs: RoomEvent = apache_avro::from_value(&tree).unwrap();
+            assert_eq!(codec::decode(&expected).unwrap(), TopicEvent::Room(theirs));
         }
     }
 
@@ -183,10 +187,16 @@ mod tests {
             Err(codec::CodecError::UnknownSchemaId(99))
         ));
         let mut truncated = codec::encode_room_event(&sample_room_event()).unwrap();
+        let mut longer = truncated.clone();
         truncated.truncate(12);
         assert!(matches!(
             codec::decode(&truncated),
             Err(codec::CodecError::Avro(_))
+        ));
+        longer.push(0);
+        assert!(matches!(
+            codec::decode(&longer),
+            Err(codec::CodecError::Avro(e)) if e.contains("trailing")
         ));
     }
 

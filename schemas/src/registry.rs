@@ -20,7 +20,11 @@ pub struct RegisteredSchema {
     pub subject: &'static str,
     pub topic: &'static str,
     pub text: &'static str,
+    /// Parsed by apache-avro: canonical form, registry compatibility.
     pub schema: Schema,
+    /// Parsed by serde_avro_fast: encoding and decoding records (straight between the bytes
+    /// and the Rust types, no value tree in between).
+    pub codec: serde_avro_fast::Schema,
 }
 
 fn build() -> Vec<RegisteredSchema> {
@@ -52,6 +56,9 @@ fn build() -> Vec<RegisteredSchema> {
             text,
             // The files are compiled in and covered by a unit test, so a parse failure is a build defect.
             schema: Schema::parse_str(text)
+                .unwrap_or_else(|e| panic!("schema {subject} does not parse: {e}")),
+            codec: text
+                .parse()
                 .unwrap_or_else(|e| panic!("schema {subject} does not parse: {e}")),
         })
         .collect()
