@@ -113,14 +113,25 @@ pub trait Directory: Send + Sync {
     ) -> StoreResult<Vec<Notification>>;
     async fn notification(&self, id: Uuid) -> StoreResult<Option<Notification>>;
     async fn mark_notification_read(&self, id: Uuid, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+    /// Marks read the user's notifications created at or before `up_to` (a replay of the event
+    /// leaves later ones unread, as they were).
     async fn mark_all_notifications_read(
         &self,
         user: UserId,
+        up_to: DateTime<Utc>,
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<u64>;
     async fn count_unread_notifications(&self, user: UserId) -> StoreResult<i64>;
-    async fn delete_notification(&self, id: Uuid, user: UserId) -> StoreResult<bool>;
-    /// Digest of every notification's log-derived fields (not its read state), ordered by id.
+    /// Deletes one of the user's notifications, with its records when there was one to delete.
+    /// What stays is a tombstone, so a redelivered event that created it does not bring it back.
+    async fn delete_notification(
+        &self,
+        id: Uuid,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool>;
+    /// Digest of every notification (tombstones included, with their read state), ordered by
+    /// id: a store rebuilt from the log has the same.
     async fn notifications_checksum(&self) -> StoreResult<Checksum>;
 
     /// Raises the user's read marker in the room (never lowers it); returns the marker now stored.

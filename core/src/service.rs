@@ -746,7 +746,7 @@ impl ChatService {
         kind: RoomEventType,
         m: &StoredMessage,
         actor: UserId,
-        content: &str,
+        content: Option<&str>,
     ) -> RoomEvent {
         RoomEvent {
             actor_id: Some(actor.to_string()),
@@ -755,7 +755,7 @@ impl ChatService {
             message_id: Some(m.id.to_string()),
             seq: Some(m.seq),
             client_msg_id: m.client_msg_id.clone(),
-            content: Some(content.to_string()),
+            content: content.map(str::to_string),
             message_created_at: Some(m.created_at.timestamp_millis()),
             // Later than the message's last change, whatever this clock says: a change applies
             // only over an older one, so it is never lost to another process's clock running
@@ -781,7 +781,7 @@ impl ChatService {
             return Err(AppError::Forbidden("Cannot access user's message".into()));
         }
         self.require_member(m.room_id, user.id).await?;
-        let ev = self.message_event(RoomEventType::MessageEdited, &m, user.id, &content);
+        let ev = self.message_event(RoomEventType::MessageEdited, &m, user.id, Some(&content));
         let at = crate::from_ms(ev.occurred_at);
         self.change_message(room_record(ev)?).await?;
         m.content = content;
@@ -801,7 +801,8 @@ impl ChatService {
             }
             self.require_member(m.room_id, user.id).await?;
         }
-        let ev = self.message_event(RoomEventType::MessageDeleted, &m, user.id, &m.content);
+        // No content: what a delete removes is not copied into the log (or a replay of it).
+        let ev = self.message_event(RoomEventType::MessageDeleted, &m, user.id, None);
         self.change_message(room_record(ev)?).await
     }
 
@@ -989,10 +990,11 @@ impl ChatService {
     }
 
     pub async fn mark_all_notifications_read(&self, user: &User) -> AppResult<u64> {
-        let ev = user_event(UserEventType::NotificationsAllRead, user.id, now());
+        let at = now();
+        let ev = user_event(UserEventType::NotificationsAllRead, user.id, at);
         Ok(self
             .dir()
-            .mark_all_notifications_read(user.id, vec![user_record(ev)?])
+            .mark_all_notifications_read(user.id, at, vec![user_record(ev)?])
             .await?)
     }
 
@@ -1001,8 +1003,13 @@ impl ChatService {
     }
 
     /// Deletes one of the caller's notifications (200 whether or not it existed, as before).
+    /// The delete goes into the log, so a rebuild of the notifications does not bring it back.
     pub async fn delete_notification(&self, user: &User, id: Uuid) -> AppResult<()> {
-        self.dir().delete_notification(id, user.id).await?;
+        let mut ev = user_event(UserEventType::NotificationDeleted, user.id, now());
+        ev.notification_id = Some(id.to_string());
+        self.dir()
+            .delete_notification(id, user.id, vec![user_record(ev)?])
+            .await?;
         Ok(())
     }
 

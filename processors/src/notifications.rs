@@ -2,7 +2,10 @@
 //! each then announced on `chat.notifications.v1`, from which every ingress process pushes it
 //! live to the recipient's sockets (so the push reaches users on any process). Ids derive from
 //! the event id, so a redelivered event stores nothing twice; the announcement is repeated after
-//! a crash rather than lost (clients deduplicate by notification id).
+//! a crash rather than lost (clients deduplicate by notification id). It also applies what users
+//! did to their notifications (read, all read, deleted; `chat.user-events.v1`), so a store
+//! rebuilt from the log has them as they were: these changes are idempotent, and a deleted
+//! notification stays a tombstone that a redelivered event does not bring back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,13 +14,17 @@ use async_trait::async_trait;
 use livechat_core::events::notification_record;
 use livechat_core::model::Notification;
 use livechat_core::ports::{Directory, EventLog};
-use livechat_schemas::{NotificationType, RoomEvent, RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
+use livechat_schemas::{
+    NotificationType, RoomEvent, RoomEventType, TopicEvent, UserEvent, UserEventType,
+    ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC,
+};
 use uuid::Uuid;
 
 use crate::runner::{Decoded, Processor};
 
-/// Topics the notifications processor consumes.
-pub const TOPICS: &[&str] = &[ROOM_EVENTS_TOPIC];
+/// Topics the notifications processor consumes (a replay reads them in this order: every
+/// notification is stored before what was done to it).
+pub const TOPICS: &[&str] = &[ROOM_EVENTS_TOPIC, USER_EVENTS_TOPIC];
 
 /// Characters of a mentioning message kept in the notification.
 const MENTION_PREVIEW_CHARS: usize = 140;
@@ -39,8 +46,13 @@ impl Processor for NotificationsProcessor {
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let mut announcements = Vec::new();
         for d in batch {
-            let TopicEvent::Room(ev) = d.event.as_ref() else {
-                continue;
+            let ev = match d.event.as_ref() {
+                TopicEvent::Room(ev) => ev,
+                TopicEvent::User(ev) => {
+                    self.apply_user_change(ev).await?;
+                    continue;
+                }
+                TopicEvent::Notification(_) => continue,
             };
             for n in notifications_for(ev) {
                 self.directory.insert_notification(&n).await?;
@@ -49,6 +61,30 @@ impl Processor for NotificationsProcessor {
         }
         if let (Some(log), false) = (&self.announce, announcements.is_empty()) {
             log.append(&announcements).await?;
+        }
+        Ok(())
+    }
+}
+
+impl NotificationsProcessor {
+    /// A user's read, all-read or delete, applied again (a no-op where the store has it).
+    async fn apply_user_change(&self, ev: &UserEvent) -> anyhow::Result<()> {
+        let user = parse_uuid(&ev.user_id);
+        let notification = ev.notification_id.as_deref().and_then(parse_uuid);
+        match (ev.kind(), user, notification) {
+            (Some(UserEventType::NotificationRead), _, Some(n)) => {
+                self.directory.mark_notification_read(n, vec![]).await?;
+            }
+            (Some(UserEventType::NotificationsAllRead), Some(u), _) => {
+                let up_to = livechat_core::from_ms(ev.occurred_at);
+                self.directory
+                    .mark_all_notifications_read(u, up_to, vec![])
+                    .await?;
+            }
+            (Some(UserEventType::NotificationDeleted), Some(u), Some(n)) => {
+                self.directory.delete_notification(n, u, vec![]).await?;
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -67,6 +67,7 @@ vocabulary! {
         UserLoggedOut = "USER_LOGGED_OUT",
         NotificationRead = "NOTIFICATION_READ",
         NotificationsAllRead = "NOTIFICATIONS_ALL_READ",
+        NotificationDeleted = "NOTIFICATION_DELETED",
     }
 }
 

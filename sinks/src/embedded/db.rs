@@ -179,6 +179,8 @@ impl Db {
         writer
             .execute_batch(schema)
             .map_err(|e| anyhow::anyhow!("applying schema to {}: {e}", path.display()))?;
+        add_later_columns(&writer)
+            .map_err(|e| anyhow::anyhow!("adding columns to {}: {e}", path.display()))?;
         writer
             .pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
             .map_err(|e| anyhow::anyhow!("configuring {}: {e}", path.display()))?;
@@ -479,6 +481,40 @@ pub fn ts_col(
 
 /// SHA-256 over the rows of `sql` (every column rendered as text, `|`-separated, one row per
 /// line), in the order the query gives.
+/// Columns added to tables after files with those tables were written: `(table, column,
+/// declaration)`. A new file gets them from its schema.
+const LATER_COLUMNS: &[(&str, &str, &str)] = &[
+    // A JSON array of `[key, value]` pairs, NULL for none.
+    ("records", "headers", "TEXT"),
+    // A deleted notification's tombstone.
+    ("notifications", "deleted", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Adds the [`LATER_COLUMNS`] a file's existing tables lack. Idempotent, and safe when several
+/// processes open the file at once (the check and the change run in one write transaction).
+fn add_later_columns(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let added = (|| {
+        for (table, column, decl) in LATER_COLUMNS {
+            let columns: Vec<String> = conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if !columns.is_empty() && !columns.iter().any(|c| c == column) {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+                tracing::info!(
+                    table,
+                    column,
+                    "Column added to a file written before it existed."
+                );
+            }
+        }
+        Ok(())
+    })();
+    conn.execute_batch(if added.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    added
+}
+
 pub fn checksum_query(
     conn: &rusqlite::Connection,
     sql: &str,

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS join_requests(
 CREATE INDEX IF NOT EXISTS join_requests_by_user ON join_requests(user_id);
 CREATE TABLE IF NOT EXISTS notifications(
   id TEXT PRIMARY KEY, user_id TEXT NOT NULL, type TEXT NOT NULL, payload TEXT NOT NULL,
-  read INTEGER NOT NULL DEFAULT 0, source_id TEXT, created_at INTEGER NOT NULL);
+  read INTEGER NOT NULL DEFAULT 0, source_id TEXT, created_at INTEGER NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications(user_id, created_at DESC);
 CREATE TABLE IF NOT EXISTS message_receipts(
   room_id TEXT NOT NULL, user_id TEXT NOT NULL, client_msg_id TEXT NOT NULL, message_id TEXT NOT NULL,
@@ -574,7 +575,8 @@ impl Directory for SqliteDirectory {
         self.db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {NOTIF_COLS} FROM notifications WHERE user_id = ?1 AND (?2 = 0 OR read = 0)
+                    "SELECT {NOTIF_COLS} FROM notifications
+                     WHERE user_id = ?1 AND deleted = 0 AND (?2 = 0 OR read = 0)
                      ORDER BY created_at DESC"
                 ))?;
                 let rows = stmt.query_map(params![user.to_string(), unread_only], notif_row)?;
@@ -587,7 +589,7 @@ impl Directory for SqliteDirectory {
         self.db
             .read(move |c| {
                 c.prepare_cached(&format!(
-                    "SELECT {NOTIF_COLS} FROM notifications WHERE id = ?1"
+                    "SELECT {NOTIF_COLS} FROM notifications WHERE id = ?1 AND deleted = 0"
                 ))?
                 .query_row(params![id.to_string()], notif_row)
                 .optional()
@@ -609,12 +611,14 @@ impl Directory for SqliteDirectory {
     async fn mark_all_notifications_read(
         &self,
         user: UserId,
+        up_to: DateTime<Utc>,
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<u64> {
         self.write_recording(move |tx, q| {
             let n = tx.execute(
-                "UPDATE notifications SET read = 1 WHERE user_id = ?1 AND read = 0",
-                params![user.to_string()],
+                "UPDATE notifications SET read = 1
+                 WHERE user_id = ?1 AND read = 0 AND deleted = 0 AND created_at <= ?2",
+                params![user.to_string(), to_ms(up_to)],
             )?;
             q.queue(tx, outbox)?;
             Ok(n as u64)
@@ -626,27 +630,38 @@ impl Directory for SqliteDirectory {
         self.db
             .read(move |c| {
                 c.prepare_cached(
-                    "SELECT count(*) FROM notifications WHERE user_id = ?1 AND read = 0",
+                    "SELECT count(*) FROM notifications WHERE user_id = ?1 AND read = 0 AND deleted = 0",
                 )?
                 .query_row(params![user.to_string()], |r| r.get(0))
             })
             .await
     }
 
-    async fn delete_notification(&self, id: Uuid, user: UserId) -> StoreResult<bool> {
-        self.db
-            .write(move |tx| {
-                Ok(tx.execute(
-                    "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2",
-                    params![id.to_string(), user.to_string()],
-                )? == 1)
-            })
-            .await
+    async fn delete_notification(
+        &self,
+        id: Uuid,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool> {
+        self.write_recording(move |tx, q| {
+            // A tombstone: the payload goes, the row stays so the notification is not stored
+            // again when the event that created it is redelivered or replayed.
+            let deleted = tx.execute(
+                "UPDATE notifications SET deleted = 1, payload = '{}'
+                 WHERE id = ?1 AND user_id = ?2 AND deleted = 0",
+                params![id.to_string(), user.to_string()],
+            )? == 1;
+            if deleted {
+                q.queue(tx, outbox)?;
+            }
+            Ok(deleted)
+        })
+        .await
     }
 
     async fn notifications_checksum(&self) -> StoreResult<Checksum> {
         self.db
-            .read(|c| checksum_query(c, "SELECT id, user_id, type, payload, source_id, created_at FROM notifications ORDER BY id"))
+            .read(|c| checksum_query(c, "SELECT id, user_id, type, payload, read, deleted, source_id, created_at FROM notifications ORDER BY id"))
             .await
     }
 

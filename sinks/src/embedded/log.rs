@@ -74,30 +74,6 @@ fn kafka_partition(key: &str, partitions: u32) -> u32 {
     ((murmur2(key.as_bytes()) & 0x7fff_ffff) as u32) % partitions.max(1)
 }
 
-/// Adds `records.headers` (a JSON array of `[key, value]` pairs, NULL for none) to a log file
-/// written before it existed. Idempotent, and safe when several processes open the file at once
-/// (the check and the change run in one write transaction).
-pub(super) fn migrate(path: &Path) -> anyhow::Result<()> {
-    if !path.exists() {
-        return Ok(()); // a new file gets the column from SCHEMA
-    }
-    let mut conn = rusqlite::Connection::open(path)
-        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let columns: Vec<String> = tx
-        .prepare("SELECT name FROM pragma_table_info('records')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    if !columns.is_empty() && !columns.iter().any(|c| c == "headers") {
-        tx.execute_batch("ALTER TABLE records ADD COLUMN headers TEXT")
-            .map_err(|e| anyhow::anyhow!("adding records.headers to {}: {e}", path.display()))?;
-        tracing::info!(file = %path.display(), "Log file migrated: records.headers added.");
-    }
-    tx.commit()?;
-    Ok(())
-}
-
 fn headers_to_sql(headers: &[(String, String)]) -> Option<String> {
     (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
 }
@@ -136,7 +112,6 @@ struct Inner {
 impl SqliteLog {
     /// The log in a file of its own.
     pub fn open(path: &Path, partitions: u32) -> anyhow::Result<Self> {
-        migrate(path)?;
         Ok(SqliteLog::on(Db::open(path, SCHEMA)?, partitions, None))
     }
 

@@ -87,10 +87,6 @@ fn import_separate_files(dir: &Path, schema: &str) -> anyhow::Result<bool> {
     if target.exists() || !dir.join(SEPARATE_FILES[0].0).exists() {
         return Ok(false);
     }
-    // A log file from before its `headers` column gets it first, so the copy lines up.
-    if dir.join("log.db").exists() {
-        log::migrate(&dir.join("log.db"))?;
-    }
     let partial = dir.join(format!("{}.importing", EmbeddedStore::FILE));
     let _ = std::fs::remove_file(&partial);
     let conn = Connection::open(&partial)?;

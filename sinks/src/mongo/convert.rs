@@ -205,6 +205,8 @@ struct NotificationDoc {
     kind: String,
     payload: String,
     read: bool,
+    #[serde(default)]
+    deleted: bool,
     source_id: Option<String>,
     created_at: i64,
 }
@@ -222,15 +224,17 @@ pub(super) fn notification(d: Document) -> StoreResult<Notification> {
     })
 }
 
-/// The log-derived fields of a notification, in checksum order (not its read state).
+/// A notification's fields, tombstones included, in checksum order.
 pub(super) fn notification_checksum_line(d: Document) -> StoreResult<String> {
     let n: NotificationDoc = decode(d, "notification")?;
     Ok(format!(
-        "{}|{}|{}|{}|{}|{}\n",
+        "{}|{}|{}|{}|{}|{}|{}|{}\n",
         n._id,
         n.user_id,
         n.kind,
         n.payload,
+        u8::from(n.read),
+        u8::from(n.deleted),
         n.source_id.as_deref().unwrap_or("\\N"),
         n.created_at
     ))

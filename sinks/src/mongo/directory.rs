@@ -565,6 +565,7 @@ impl Directory for MongoDirectory {
     ) -> StoreResult<Vec<Notification>> {
         let mut filter = live();
         filter.insert("user_id", id(user));
+        filter.insert("deleted", doc! { "$ne": true });
         if unread_only {
             filter.insert("read", false);
         }
@@ -578,8 +579,10 @@ impl Directory for MongoDirectory {
     }
 
     async fn notification(&self, nid: Uuid) -> StoreResult<Option<Notification>> {
+        let mut filter = live_id(id(nid));
+        filter.insert("deleted", doc! { "$ne": true });
         self.coll("notifications")
-            .find_one(live_id(id(nid)))
+            .find_one(filter)
             .projection(doc! { "_outbox": 0 })
             .await
             .map_err(db_err)?
@@ -605,6 +608,7 @@ impl Directory for MongoDirectory {
     async fn mark_all_notifications_read(
         &self,
         user: UserId,
+        up_to: DateTime<Utc>,
         outbox: Vec<OutboxRecord>,
     ) -> StoreResult<u64> {
         // Many documents change: the records go first, on their own, so a crash in between
@@ -613,7 +617,10 @@ impl Directory for MongoDirectory {
         let res = self
             .coll("notifications")
             .update_many(
-                doc! { "user_id": id(user), "read": false, "_gone": { "$ne": true } },
+                doc! {
+                    "user_id": id(user), "read": false, "_gone": { "$ne": true },
+                    "deleted": { "$ne": true }, "created_at": { "$lte": ms(up_to) },
+                },
                 doc! { "$set": { "read": true } },
             )
             .await
@@ -624,32 +631,38 @@ impl Directory for MongoDirectory {
     async fn count_unread_notifications(&self, user: UserId) -> StoreResult<i64> {
         let n = self
             .coll("notifications")
-            .count_documents(doc! { "user_id": id(user), "read": false, "_gone": { "$ne": true } })
+            .count_documents(doc! {
+                "user_id": id(user), "read": false, "_gone": { "$ne": true }, "deleted": { "$ne": true },
+            })
             .await
             .map_err(db_err)?;
         Ok(n as i64)
     }
 
-    async fn delete_notification(&self, nid: Uuid, user: UserId) -> StoreResult<bool> {
-        let coll = self.coll("notifications");
-        let res = coll
-            .delete_one({
-                let mut f = relayed();
-                f.insert("_id", id(nid));
-                f.insert("user_id", id(user));
-                f
-            })
-            .await
-            .map_err(db_err)?;
-        if res.deleted_count == 1 {
-            return Ok(true);
-        }
-        // Still holding records for the relay: a tombstone now, deleted once they are relayed.
+    async fn delete_notification(
+        &self,
+        nid: Uuid,
+        user: UserId,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<bool> {
+        // A tombstone: the payload goes, the document stays so the notification is not stored
+        // again when the event that created it is redelivered or replayed.
         let mut filter = live_id(id(nid));
         filter.insert("user_id", id(user));
+        filter.insert("deleted", doc! { "$ne": true });
         let res = self
-            .update_doc("notifications", filter, doc! { "$set": { "_gone": true } })
+            .update_doc(
+                "notifications",
+                filter,
+                with_outbox(
+                    doc! { "$set": { "deleted": true, "payload": "{}" } },
+                    &outbox,
+                ),
+            )
             .await?;
+        if res.modified_count == 1 {
+            self.queued("notifications", id(nid));
+        }
         Ok(res.modified_count == 1)
     }
 

@@ -294,10 +294,54 @@ pub async fn notifications_are_idempotent_and_owned<D: Directory>(d: &Arc<D>) {
     assert_eq!(d.count_unread_notifications(u.id).await.unwrap(), 0);
     assert_eq!(d.notifications(u.id, false, 10).await.unwrap().len(), 1);
     assert!(
-        !d.delete_notification(n.id, Uuid::new_v4()).await.unwrap(),
+        !d.delete_notification(n.id, Uuid::new_v4(), vec![])
+            .await
+            .unwrap(),
         "others cannot delete it"
     );
-    assert!(d.delete_notification(n.id, u.id).await.unwrap());
+    assert!(d.delete_notification(n.id, u.id, vec![]).await.unwrap());
+    assert!(!d.delete_notification(n.id, u.id, vec![]).await.unwrap());
+    // The tombstone stays: the event that created it, redelivered, stores nothing.
+    assert!(!d.insert_notification(&n).await.unwrap());
+    assert!(d.notifications(u.id, false, 10).await.unwrap().is_empty());
+    assert!(d.notification(n.id).await.unwrap().is_none());
+    assert_eq!(d.count_unread_notifications(u.id).await.unwrap(), 0);
+}
+
+pub async fn mark_all_read_stops_at_its_time<D: Directory>(d: &Arc<D>) {
+    let u = user("allread");
+    d.create_user(&u, vec![]).await.unwrap();
+    let t0 = at(0);
+    let t = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+    let notification = |ms: i64| Notification {
+        id: Uuid::new_v4(),
+        user_id: u.id,
+        kind: "MENTION".into(),
+        payload: BTreeMap::new(),
+        read: false,
+        source_id: None,
+        created_at: t(ms),
+    };
+    for n in [notification(0), notification(10), notification(20)] {
+        d.insert_notification(&n).await.unwrap();
+    }
+    // As a replay applies it: the event of time 10 leaves the later notification unread.
+    assert_eq!(
+        d.mark_all_notifications_read(u.id, t(10), vec![])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(d.count_unread_notifications(u.id).await.unwrap(), 1);
+    let before = d.notifications_checksum().await.unwrap();
+    assert_eq!(
+        d.mark_all_notifications_read(u.id, t(10), vec![])
+            .await
+            .unwrap(),
+        0,
+        "applied twice changes nothing"
+    );
+    assert_eq!(d.notifications_checksum().await.unwrap(), before);
 }
 
 pub async fn read_markers_only_move_forward<D: Directory>(d: &Arc<D>) {

@@ -130,6 +130,7 @@ macro_rules! directory_suite {
                 concurrent_joins_are_all_kept,
                 a_repeated_client_msg_id_returns_the_first_receipt,
                 notifications_are_idempotent_and_owned,
+                mark_all_read_stops_at_its_time,
                 read_markers_only_move_forward,
                 deleting_a_room_removes_its_memberships_and_requests,
                 search_is_literal_and_hides_private_rooms,

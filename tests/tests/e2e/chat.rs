@@ -122,7 +122,10 @@ async fn edits_and_deletes_reach_history_and_live_subscribers() {
     // Others may not edit; the room owner may delete anyone's message.
     assert_eq!(owner.edit_message(&mid, "x").await.0, 403);
     assert_eq!(owner.delete_message(&mid).await.0, 200);
-    wo.wait_event("MESSAGE_DELETED").await;
+    // The frame is built from the delete's log record: neither carries the deleted text.
+    let ev = wo.wait_event("MESSAGE_DELETED").await;
+    assert_eq!(ev["payload"]["message_id"], mid.as_str());
+    assert_eq!(ev["payload"]["message"], "");
     let hist = owner
         .history_until("tombstone", &room, |h| {
             h.first().is_some_and(|m| m["deleted"] == true)

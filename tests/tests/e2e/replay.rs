@@ -51,6 +51,16 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
                 .any(|m| m["id"] == ids[4].as_str() && m["deleted"] == true)
         })
         .await;
+    // What bob does to his notifications is rebuilt too: one read, one deleted.
+    let notes = bob.notifications_ok().await;
+    assert!(notes.len() >= 2, "{notes:?}");
+    let (read, gone) = (
+        notes[0]["id"].as_str().unwrap(),
+        notes[1]["id"].as_str().unwrap(),
+    );
+    assert_eq!(bob.mark_notification_read(read).await.0, 200);
+    assert_eq!(bob.delete_notification(gone).await.0, 200);
+    let unread = bob.unread_notifications_ok().await;
     assert!(app.terminate().await.success());
 
     let (ok, dry) = replay(&app, &["--store", "history", "--dry-run"]);
@@ -91,4 +101,13 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
     assert!(again.contains("verify: match"), "{again}");
     let (ok, bad) = replay(&app, &["--store", "history", "--from-time", "yesterday"]);
     assert!(!ok && bad.contains("RFC 3339"), "{bad}");
+
+    // Replayed into the live store, the notifications stay as bob left them.
+    let (ok, live) = replay(&app, &["--store", "notifications"]);
+    assert!(ok, "{live}");
+    app.restart().await;
+    let after = bob.notifications_ok().await;
+    assert!(after.iter().all(|n| n["id"] != gone), "deleted one is back");
+    assert!(after.iter().any(|n| n["id"] == read && n["read"] == true));
+    assert_eq!(bob.unread_notifications_ok().await, unread);
 }
