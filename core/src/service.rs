@@ -816,6 +816,10 @@ impl ChatService {
     }
 
     /// History, newest first, keyset on `created_at < before` (the original's route).
+    ///
+    /// The next page is asked for with the oldest `created_at` of this one, so messages of that
+    /// same millisecond that did not fit would be skipped for good: a full page is extended by
+    /// them (it may then hold more than `limit`; clients stop at a short page, never a long one).
     pub async fn recent_messages(
         &self,
         user: &User,
@@ -823,17 +827,30 @@ impl ChatService {
         before: Option<DateTime<Utc>>,
         limit: Option<u32>,
     ) -> AppResult<Vec<MessagePublic>> {
+        /// Most messages one millisecond of one room is scanned for.
+        const SAME_MILLISECOND_SCAN: u32 = 1_000;
         let limit = clamp_limit("limit", limit, 50, self.limits.max_history_page)?;
         self.room_or_404(room).await?;
         self.require_member(room, user.id).await?;
-        Ok(self
-            .ports
-            .history
-            .recent(room, before, limit)
-            .await?
-            .iter()
-            .map(MessagePublic::from)
-            .collect())
+        let history = &self.ports.history;
+        let mut page = history.recent(room, before, limit).await?;
+        if let (true, Some(edge)) = (
+            page.len() == limit as usize,
+            page.last().map(|m| m.created_at),
+        ) {
+            let edge_ms = edge.timestamp_millis();
+            let through_edge = crate::from_ms(edge_ms + 1);
+            let seen: std::collections::HashSet<MessageId> = page.iter().map(|m| m.id).collect();
+            let same_ms: Vec<StoredMessage> = history
+                .recent(room, Some(through_edge), SAME_MILLISECOND_SCAN)
+                .await?
+                .into_iter()
+                .filter(|m| m.created_at.timestamp_millis() == edge_ms && !seen.contains(&m.id))
+                .collect();
+            page.extend(same_ms);
+            page.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.seq)));
+        }
+        Ok(page.iter().map(MessagePublic::from).collect())
     }
 
     /// History by seq: oldest first after `after_seq`, or newest first before `before_seq`.

@@ -210,3 +210,44 @@ async fn metrics_report_sockets_and_consumer_lag() {
     // History and notifications are kept inline by the embedded store: no group, no lag.
     assert!(!text.contains(r#"group="history""#), "{text}");
 }
+
+/// The original's `before=<created_at>` paging never skips messages that share a millisecond:
+/// a full page takes in the rest of its oldest millisecond.
+#[tokio::test]
+async fn recent_message_pages_keep_messages_of_one_millisecond() {
+    let app = App::spawn(&[]).await;
+    let alice = app.user("alice").await;
+    let room = alice.create_room("ties", true).await;
+    let texts: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    let sends = texts.iter().map(|t| alice.send_rest(&room, t, None));
+    for (status, body) in futures::future::join_all(sends).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    for limit in [7, 1] {
+        let mut seen = std::collections::HashSet::new();
+        let mut before: Option<String> = None;
+        loop {
+            let (status, page) = alice
+                .recent_messages_page(&room, before.as_deref(), Some(limit))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let page = page.as_array().unwrap().clone();
+            for m in &page {
+                assert!(
+                    seen.insert(m["id"].as_str().unwrap().to_string()),
+                    "twice: {m}"
+                );
+            }
+            if page.len() < limit as usize {
+                break;
+            }
+            before = Some(
+                page.last().unwrap()["created_at"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert_eq!(seen.len(), 300, "limit {limit}");
+    }
+}
