@@ -66,10 +66,9 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     ) else {
         return false;
     };
-    let version = parsed
-        .version
-        .map_or(Ok(Version::V0x13), Version::try_from)
-        .unwrap_or(Version::V0x13);
+    let Ok(version) = parsed.version.map_or(Ok(Version::V0x13), Version::try_from) else {
+        return false;
+    };
     let mut raw_salt = [0u8; 64];
     let Ok(raw_salt) = salt.decode_b64(&mut raw_salt) else {
         return false;

@@ -818,8 +818,9 @@ impl ChatService {
     /// History, newest first, keyset on `created_at < before` (the original's route).
     ///
     /// The next page is asked for with the oldest `created_at` of this one, so messages of that
-    /// same millisecond that did not fit would be skipped for good: a full page is extended by
-    /// them (it may then hold more than `limit`; clients stop at a short page, never a long one).
+    /// same millisecond that did not fit would be skipped for good: a page is extended by them
+    /// (it may then hold more than `limit`; clients stop at a short page, never a long one).
+    /// One message past the page tells whether there are any, so only then is there a second read.
     pub async fn recent_messages(
         &self,
         user: &User,
@@ -833,12 +834,14 @@ impl ChatService {
         self.room_or_404(room).await?;
         self.require_member(room, user.id).await?;
         let history = &self.ports.history;
-        let mut page = history.recent(room, before, limit).await?;
-        if let (true, Some(edge)) = (
-            page.len() == limit as usize,
-            page.last().map(|m| m.created_at),
-        ) {
-            let edge_ms = edge.timestamp_millis();
+        let mut page = history.recent(room, before, limit + 1).await?;
+        let beyond = match page.len() > limit as usize {
+            true => page.split_off(limit as usize).into_iter().next(),
+            false => None,
+        };
+        let edge = page.last().map(|m| m.created_at.timestamp_millis());
+        let beyond = beyond.map(|m| m.created_at.timestamp_millis());
+        if let Some(edge_ms) = edge.filter(|e| beyond == Some(*e)) {
             let through_edge = crate::from_ms(edge_ms + 1);
             let seen: std::collections::HashSet<MessageId> = page.iter().map(|m| m.id).collect();
             let same_ms: Vec<StoredMessage> = history
