@@ -20,6 +20,7 @@ pub mod frames;
 pub mod limits;
 pub mod model;
 pub mod ports;
+pub mod ratelimit;
 pub mod service;
 pub mod validate;
 

@@ -25,7 +25,8 @@ pub struct Limits {
     pub ws_read_buffer_bytes: usize,
     /// Frames queued for one socket before it counts as a slow reader and is closed (4008).
     pub outbound_queue_frames: usize,
-    /// Sends per second per connection (token bucket) and the burst allowed.
+    /// Sends per second per user, over all their sockets and REST together (token bucket), and
+    /// the burst allowed.
     pub send_rate_per_sec: f64,
     pub send_burst: f64,
     /// Typing frames per second per connection and burst.
@@ -35,11 +36,14 @@ pub struct Limits {
     /// every room of a user at connect).
     pub subscribe_rate_per_sec: f64,
     pub subscribe_burst: f64,
-    /// Rejected frames in a row (rate limit) before the socket is closed with 1008.
+    /// Rate-limited frames within 10 s before the socket is closed with 1008.
     pub max_rate_violations: u32,
     /// Rooms one socket may subscribe to.
     pub max_rooms_per_socket: usize,
+    /// Open sockets per user (tabs and devices together); the next upgrade gets 429.
+    pub max_sockets_per_user: usize,
     /// Server ping interval and idle timeout (no frame from the client for this long closes it).
+    /// A client that goes silent is closed, and shown offline, within their sum.
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     /// Session idle expiry (sliding) and absolute lifetime.
@@ -99,8 +103,9 @@ impl Default for Limits {
             subscribe_burst: 200.0,
             max_rate_violations: 20,
             max_rooms_per_socket: 200,
-            ping_interval_secs: 25,
-            idle_timeout_secs: 75,
+            max_sockets_per_user: 20,
+            ping_interval_secs: 10,
+            idle_timeout_secs: 20,
             session_idle_secs: 3600,
             session_absolute_secs: 7 * 24 * 3600,
             login_attempts_per_ip_per_minute: 10,
@@ -109,5 +114,17 @@ impl Default for Limits {
             login_backoff_max_secs: 900,
             max_history_page: 200,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_client_is_offline_within_thirty_seconds() {
+        // The idle check runs at each ping: the worst case is a ping interval past the timeout.
+        let l = Limits::default();
+        assert!(l.ping_interval_secs + l.idle_timeout_secs <= 30);
     }
 }

@@ -1,6 +1,10 @@
-//! A token bucket per connection (no shared state, so no locking).
+//! Token buckets: one per connection for what a socket does (typing, subscribing), and one per
+//! user, shared by every socket and REST call of that user, for sends.
 
+use std::collections::HashMap;
 use std::time::Instant;
+
+use crate::model::UserId;
 
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -33,6 +37,55 @@ impl TokenBucket {
             false
         }
     }
+
+    /// Whole seconds until a token is available (at least 1).
+    pub fn wait_secs(&self) -> u64 {
+        let missing = (1.0 - self.tokens).max(0.0);
+        ((missing / self.rate.max(f64::MIN_POSITIVE)).ceil() as u64).max(1)
+    }
+
+    /// Full again: a bucket in this state carries no information and can be forgotten.
+    fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate >= self.burst
+    }
+}
+
+/// A bucket per user (std Mutex: never held across `.await`). Bounded: past `MAX_USERS`
+/// entries, the buckets that have refilled are forgotten.
+#[derive(Debug)]
+pub struct PerUser {
+    rate: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<HashMap<UserId, TokenBucket>>,
+}
+
+const MAX_USERS: usize = 100_000;
+
+impl PerUser {
+    pub fn new(rate_per_sec: f64, burst: f64) -> PerUser {
+        PerUser {
+            rate: rate_per_sec,
+            burst,
+            buckets: Default::default(),
+        }
+    }
+
+    /// Takes one of `user`'s tokens; Err with the seconds to wait when there is none.
+    pub fn try_take(&self, user: UserId) -> Result<(), u64> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_USERS {
+            let now = Instant::now();
+            buckets.retain(|_, b| !b.is_full(now));
+        }
+        let bucket = buckets
+            .entry(user)
+            .or_insert_with(|| TokenBucket::new(self.rate, self.burst));
+        if bucket.try_take() {
+            Ok(())
+        } else {
+            Err(bucket.wait_secs())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -44,5 +97,14 @@ mod tests {
         let mut b = TokenBucket::new(0.001, 3.0);
         assert!(b.try_take() && b.try_take() && b.try_take());
         assert!(!b.try_take());
+    }
+
+    #[test]
+    fn users_have_buckets_of_their_own() {
+        let per_user = PerUser::new(0.001, 2.0);
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        assert!(per_user.try_take(a).is_ok() && per_user.try_take(a).is_ok());
+        assert!(per_user.try_take(a).unwrap_err() >= 1);
+        assert!(per_user.try_take(b).is_ok());
     }
 }

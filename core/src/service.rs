@@ -18,7 +18,7 @@ use crate::events::{room_event, room_event_for, room_record, user_event, user_re
 use crate::limits::Limits;
 use crate::model::*;
 use crate::ports::*;
-use crate::{frames, now, validate};
+use crate::{frames, now, ratelimit, validate};
 
 /// The ports the service works with.
 #[derive(Clone)]
@@ -52,6 +52,8 @@ pub struct ChatService {
     /// Registrations per IP (a window of its own: creating accounts is not logging in).
     registrations: LoginThrottle,
     hashing: auth::Hashing,
+    /// Sends per user, over all their sockets and REST calls.
+    sends: ratelimit::PerUser,
     /// Name and owner of rooms seen by this process. Both never change, so the send path reads
     /// them once per room instead of once per message (std Mutex: never held across .await).
     room_facts: std::sync::Mutex<std::collections::HashMap<RoomId, (String, UserId)>>,
@@ -93,12 +95,14 @@ impl ChatService {
             u32::MAX,
             limits.login_backoff_max_secs,
         );
+        let sends = ratelimit::PerUser::new(limits.send_rate_per_sec, limits.send_burst);
         ChatService {
             ports,
             limits,
             throttle,
             registrations,
             hashing: auth::Hashing::per_core(),
+            sends,
             room_facts: Default::default(),
         }
     }
@@ -656,6 +660,13 @@ impl ChatService {
             Some(c) => Some(validate::text("client_msg_id", c, 1, 64, false)?),
             None => None,
         };
+        // After the checks of the input (a refused send costs nothing), before any store work.
+        self.sends
+            .try_take(user.id)
+            .map_err(|wait| AppError::TooManyRequests {
+                message: "Too many messages; slow down".into(),
+                retry_after_secs: wait,
+            })?;
         let (room_name, room_owner) = self.room_facts(room).await?;
         let mentions = self.mentioned_members(room, user.id, &content).await?;
         let at = now();

@@ -116,6 +116,15 @@ impl Hub {
         (h, rx)
     }
 
+    /// Open sockets of a user in this process.
+    pub fn sockets_of(&self, user: UserId) -> usize {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user)
+            .map_or(0, HashMap::len)
+    }
+
     /// Removes a connection and all its subscriptions (announcing presence changes).
     pub fn unregister(&self, conn: &Arc<ConnHandle>, rooms: &[RoomId]) {
         for r in rooms {

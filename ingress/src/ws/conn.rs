@@ -12,17 +12,20 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use livechat_core::model::{RoomId, User};
+use livechat_core::ratelimit::TokenBucket;
 use livechat_core::{frames, AppError};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::protocol::{control, error, ClientFrame};
-use super::ratelimit::TokenBucket;
 use crate::hub::{ConnHandle, Outbound};
 use crate::AppState;
 
 /// Close codes (RFC 6455 and LiveChat's 4xxx range), documented in the README.
+pub const CLOSE_PROTOCOL: u16 = 1002;
+pub const CLOSE_BAD_DATA: u16 = 1007;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_IDLE: u16 = 4000;
@@ -33,8 +36,12 @@ const CATCH_UP_PAGE: u32 = 200;
 /// Most queued frames taken from the hub per turn of the loop (written with one flush).
 const OUTBOUND_BATCH: usize = 64;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the close frame may take: a socket closed for not reading may not take it at all.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The window in which `max_rate_violations` rate-limited frames close the socket (1008).
+const VIOLATION_WINDOW: Duration = Duration::from_secs(10);
 /// Pings between session re-checks (the session may expire or be revoked while connected).
-const PINGS_PER_SESSION_CHECK: u32 = 12;
+const PINGS_PER_SESSION_CHECK: u32 = 30;
 
 #[derive(Debug)]
 struct Sub {
@@ -56,10 +63,10 @@ struct Conn {
     handle: Arc<ConnHandle>,
     legacy_room: Option<RoomId>,
     subs: HashMap<RoomId, Sub>,
-    sends: TokenBucket,
     typing: TokenBucket,
     subscribes: TokenBucket,
-    violations: u32,
+    /// Rate-limited frames in the current window, and when it began.
+    violations: (Instant, u32),
     out: Vec<Message>,
     close: Option<(u16, String)>,
 }
@@ -98,10 +105,9 @@ async fn run(
         handle: handle.clone(),
         legacy_room,
         subs: HashMap::new(),
-        sends: TokenBucket::new(limits.send_rate_per_sec, limits.send_burst),
         typing: TokenBucket::new(limits.typing_rate_per_sec, limits.typing_burst),
         subscribes: TokenBucket::new(limits.subscribe_rate_per_sec, limits.subscribe_burst),
-        violations: 0,
+        violations: (Instant::now(), 0),
         out: Vec::new(),
         close: None,
     };
@@ -139,14 +145,10 @@ async fn run(
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
-                Some(Err(e)) => {
-                    let s = e.to_string();
-                    if s.contains("too long") || s.contains("Space limit") {
-                        c.close = Some((CLOSE_TOO_BIG, "frame or message too large".into()));
-                    } else {
-                        break;
-                    }
-                }
+                Some(Err(e)) => match close_for_read_error(&e.to_string()) {
+                    Some(close) => c.close = Some(close),
+                    None => break,
+                },
                 None => break,
             },
             // Every frame already queued goes out with one flush (one write to the socket).
@@ -176,7 +178,7 @@ async fn run(
         }
         // Boxed like the frame handling above: kept inline, the write's timer and state would be
         // part of every idle connection's task.
-        if !c.out.is_empty() && !Box::pin(flush(&mut sink, &mut c.out)).await {
+        if !c.out.is_empty() && !Box::pin(flush(&mut sink, &mut c.out, &handle.closed)).await {
             break;
         }
     }
@@ -188,7 +190,7 @@ async fn run(
             code,
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
     let rooms: Vec<RoomId> = c.subs.keys().copied().collect();
     st.hub.unregister(&handle, &rooms);
@@ -213,8 +215,10 @@ fn text(s: String) -> Message {
     Message::Text(s.into())
 }
 
-/// Writes queued frames with one flush; false if the socket is gone or too slow.
-async fn flush<S>(sink: &mut S, out: &mut Vec<Message>) -> bool
+/// Writes queued frames with one flush; false if the socket is gone or too slow. A write that
+/// waits on a client that stopped reading gives way as soon as the hub asks for the close (its
+/// queue overflowed: 4008), rather than holding the connection until the write times out.
+async fn flush<S>(sink: &mut S, out: &mut Vec<Message>, closed: &CancellationToken) -> bool
 where
     S: futures::Sink<Message> + Unpin,
 {
@@ -226,9 +230,27 @@ where
         }
         sink.flush().await.is_ok()
     };
-    tokio::time::timeout(WRITE_TIMEOUT, write)
-        .await
-        .unwrap_or(false)
+    tokio::select! {
+        biased; // a socket that takes the frames gets them, even when a close is on its way
+        written = tokio::time::timeout(WRITE_TIMEOUT, write) => written.unwrap_or(false),
+        // The loop's next turn sees the close and ends the connection.
+        _ = closed.cancelled() => true,
+    }
+}
+
+/// The close a failed read deserves (RFC 6455 §7.4.1), from the WebSocket library's error; None
+/// when the socket is simply gone.
+fn close_for_read_error(error: &str) -> Option<(u16, String)> {
+    if error.contains("too long") || error.contains("Space limit") {
+        Some((CLOSE_TOO_BIG, "frame or message too large".into()))
+    } else if error.contains("UTF-8") {
+        Some((CLOSE_BAD_DATA, "text frame is not valid UTF-8".into()))
+    } else if error.contains("protocol error") {
+        // A close reason has at most 123 bytes.
+        Some((CLOSE_PROTOCOL, error.chars().take(100).collect()))
+    } else {
+        None
+    }
 }
 
 fn parse_room(s: &str) -> Result<RoomId, AppError> {
@@ -250,15 +272,21 @@ impl Conn {
         self.out.push(text(error(e.code(), &msg, r)));
     }
 
-    /// A rate-limited frame: an error frame, and the socket closes after too many in a row.
+    /// A rate-limited frame: an error frame, and the socket closes after too many within
+    /// [`VIOLATION_WINDOW`] (counted whatever frames were accepted in between: a client sending
+    /// steadily faster than its limit gets some through, and is still closed).
     fn limited(&mut self, what: &str, r: &Value) {
-        self.violations += 1;
+        let (since, count) = &mut self.violations;
+        if since.elapsed() > VIOLATION_WINDOW {
+            (*since, *count) = (Instant::now(), 0);
+        }
+        *count += 1;
         self.out.push(text(error(
             "rate_limited",
             &format!("too many {what}; slow down"),
             r,
         )));
-        if self.violations > self.st.svc.limits.max_rate_violations {
+        if self.violations.1 > self.st.svc.limits.max_rate_violations {
             self.close = Some((CLOSE_POLICY, "rate limit exceeded repeatedly".into()));
         }
     }
@@ -359,16 +387,18 @@ impl Conn {
                 client_msg_id,
             } => {
                 let room = parse_room(&room_id)?;
-                if !self.sends.try_take() {
-                    self.limited("messages", r);
-                    return Ok(());
-                }
-                self.violations = 0;
-                let (m, duplicate) = self
+                let sent = self
                     .st
                     .svc
                     .send_message(&self.user, room, &content, client_msg_id.as_deref())
-                    .await?;
+                    .await;
+                let (m, duplicate) = match sent {
+                    Err(AppError::TooManyRequests { .. }) => {
+                        self.limited("messages", r);
+                        return Ok(());
+                    }
+                    other => other?,
+                };
                 self.out.push(text(control(
                     "ack",
                     json!({

@@ -1,10 +1,10 @@
 //! `GET /api/ws/stream`: the WebSocket endpoint. Everything is checked before the upgrade:
 //! Origin (allowlist, 403), session cookie (401), and with the original's `?room_id=` the room
-//! (422 malformed, 404 unknown, 403 not a member).
+//! (422 malformed, 404 unknown, 403 not a member), and the user's open sockets (429 past
+//! `max_sockets_per_user`).
 
 pub mod conn;
 pub mod protocol;
-pub mod ratelimit;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +43,18 @@ pub async fn stream(
         }
     };
     let l = &st.svc.limits;
+    // Checked before the upgrade, so the refusal is a plain 429 (two upgrades racing may both
+    // pass: the cap is exceeded by at most the upgrades in flight, not without bound).
+    if st.hub.sockets_of(user.id) >= l.max_sockets_per_user {
+        refused("too_many_sockets", "open sockets per user");
+        return Err(ApiError::from(AppError::TooManyRequests {
+            message: format!(
+                "At most {} open sockets per user; close one first",
+                l.max_sockets_per_user
+            ),
+            retry_after_secs: 1,
+        }));
+    }
     let ws = ws
         .read_buffer_size(l.ws_read_buffer_bytes)
         // Frames are buffered until the flush that ends each turn of the connection's loop, so

@@ -410,7 +410,7 @@ async fn bad_websocket_input_gets_a_clear_status_error_frame_or_close_code() {
     ow.send(json!({"type": "subscribe", "room_id": room})).await;
     assert_eq!(ow.wait_type("error").await["code"], "forbidden");
 
-    // Rate limit (per connection): the burst passes, then error frames, then a policy close.
+    // Rate limit (per user): the burst passes, then error frames, then a policy close.
     let mut ws = owner.ws(&app, None).await;
     let mut codes = Vec::new();
     for i in 0..6 {

@@ -764,6 +764,16 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// Writes bytes straight to the TCP stream, past the WebSocket library: frames it would
+    /// never produce (protocol errors).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() else {
+            panic!("raw bytes on a TLS stream");
+        };
+        tcp.write_all(bytes).await.expect("raw write");
+    }
+
     pub async fn send(&mut self, v: Value) {
         self.ws
             .send(Message::Text(v.to_string().into()))
