@@ -11,6 +11,8 @@
 //! - [`limits`]: every configurable limit, with defaults.
 //! - [`auth`]: password hashing and login throttling.
 //! - [`validate`]: text, username and `@mention` rules shared by every input.
+//! - [`sequencing`]: dense per-room seqs and `client_msg_id` deduplication, as the distributed
+//!   sequencer decides them.
 //! - [`service`]: [`service::ChatService`], the business rules behind every route and frame.
 
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod limits;
 pub mod model;
 pub mod ports;
 pub mod ratelimit;
+pub mod sequencing;
 pub mod service;
 pub mod validate;
 

@@ -134,11 +134,31 @@ pub trait Directory: Send + Sync {
     /// id: a store rebuilt from the log has the same.
     async fn notifications_checksum(&self) -> StoreResult<Checksum>;
 
+    /// Raises rooms' `last_seq` and their authors' read markers to messages sequenced outside the
+    /// directory (the distributed sequencer), given as `(room, author, seq)`. Never lowers
+    /// either, so applying the same messages again, or in another order, changes nothing.
+    async fn messages_sequenced(&self, sent: &[(RoomId, UserId, i64)]) -> StoreResult<()>;
+
     /// Raises the user's read marker in the room (never lowers it); returns the marker now stored.
     async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64>;
 
     /// Queues records with no other state change (e.g. connect/disconnect analytics).
     async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+}
+
+/// Sends sequenced outside the directory: in distributed mode the ingress hands each send to the
+/// sequencer that owns its room (one writer per partition of the commands topic), which assigns
+/// the seq, deduplicates `client_msg_id` and appends the message to the log; the receipt comes
+/// back once it is there, durable. The caller has checked that the sender is a member.
+#[async_trait]
+pub trait Sequencing: Send + Sync {
+    /// The message's receipt (`duplicate` for a `client_msg_id` the sequencer still remembers).
+    /// `events(0)` builds the command: the message's records, with a seq still to assign.
+    async fn send_message(
+        &self,
+        msg: NewMessage,
+        events: MessageEventsFn,
+    ) -> StoreResult<SendReceipt>;
 }
 
 /// The outbox side the relay drains.

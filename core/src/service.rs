@@ -33,6 +33,8 @@ pub struct Ports {
     /// Read models to write before acknowledging; None where they are kept in the change's own
     /// transaction (the embedded store).
     pub write_through: Option<Arc<dyn WriteThrough>>,
+    /// Where sends get their seq when the directory does not assign it (distributed mode).
+    pub sequencing: Option<Arc<dyn Sequencing>>,
     pub cache: Arc<dyn Cache>,
 }
 
@@ -703,11 +705,17 @@ impl ChatService {
             let ev = template(mid, seq, &content, at);
             Ok(vec![room_record(ev).map_err(|e| anyhow::anyhow!("{e}"))?])
         });
-        let receipt = self
-            .dir()
-            .send_message(msg.clone(), events)
-            .await?
-            .ok_or_else(AppError::room_forbidden)?;
+        let receipt = match &self.ports.sequencing {
+            Some(sequencer) => {
+                self.require_member(room, user.id).await?;
+                sequencer.send_message(msg.clone(), events).await?
+            }
+            None => self
+                .dir()
+                .send_message(msg.clone(), events)
+                .await?
+                .ok_or_else(AppError::room_forbidden)?,
+        };
         if !receipt.duplicate {
             metrics::counter!("livechat_messages_sent_total").increment(1);
         }

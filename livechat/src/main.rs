@@ -55,13 +55,17 @@ struct Cli {
 enum Command {
     /// Run every role in one process (the default).
     Serve,
-    /// Run the ingress only: REST + WebSocket, the outbox relay and live delivery.
+    /// Run the ingress only: REST + WebSocket, the outbox relay and live delivery (and, with the
+    /// log on Kafka, a sequencer of the sends).
     Ingress,
     /// Run one durable processor only.
     Processor {
         #[arg(value_parser = durable_parser())]
         name: Durable,
     },
+    /// Run a sequencer of the sends only (with the log on Kafka: the single writer of the
+    /// seqs of the rooms whose partitions it owns; run one or more).
+    Sequencer,
     /// Print the effective configuration as TOML.
     Config,
     /// Rebuild a store (history, analytics, notifications) from the log.
@@ -100,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
                 Roles {
                     ingress: true,
                     processors: vec![],
+                    sequencer: true,
                 },
             )
             .await
@@ -110,6 +115,18 @@ async fn main() -> anyhow::Result<()> {
                 Roles {
                     ingress: false,
                     processors: vec![name],
+                    sequencer: false,
+                },
+            )
+            .await
+        }
+        Command::Sequencer => {
+            serve(
+                cfg,
+                Roles {
+                    ingress: false,
+                    processors: vec![],
+                    sequencer: true,
                 },
             )
             .await
@@ -169,6 +186,9 @@ struct Roles {
     ingress: bool,
     /// Durable processors.
     processors: Vec<Durable>,
+    /// A sequencer of the sends (with the log on Kafka; see `wire::sequencing`). Every ingress
+    /// runs one, so a deployment of ingress processes sequences without another role.
+    sequencer: bool,
 }
 
 impl Roles {
@@ -176,6 +196,7 @@ impl Roles {
         Roles {
             ingress: true,
             processors: Durable::ALL.to_vec(),
+            sequencer: true,
         }
     }
 }
@@ -222,6 +243,12 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
             stop_processors.clone(),
         ));
     }
+    let stop_sequencer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sequencer = if roles.sequencer {
+        wire::start_sequencer(&cfg, stores.directory.clone(), stop_sequencer.clone()).await?
+    } else {
+        None
+    };
     let mut ingress_tasks = tokio::task::JoinSet::new();
     let served = if roles.ingress {
         run_ingress(
@@ -234,7 +261,10 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         )
         .await
     } else {
-        let names: Vec<&str> = roles.processors.iter().map(|d| d.name()).collect();
+        let mut names: Vec<&str> = roles.processors.iter().map(|d| d.name()).collect();
+        if sequencer.is_some() {
+            names.push("sequencer");
+        }
         println!(
             "LiveChat processors running: {} (data in {})",
             names.join(", "),
@@ -255,6 +285,11 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         );
     }
     stop_processors.cancel();
+    stop_sequencer.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(handle) = sequencer {
+        // It stops after its current batch (a poll waits at most a fraction of a second).
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
     let drained = tokio::time::timeout(Duration::from_secs(15), async {
         while processors.join_next().await.is_some() {}
     })
@@ -293,6 +328,7 @@ async fn run_ingress(
         fanout: hub.clone(),
         presence,
         write_through: wire::write_through(cfg, stores),
+        sequencing: wire::sequencing(cfg).await?,
         cache: stores.cache.clone(),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));

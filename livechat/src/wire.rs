@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use livechat_core::ports::{
-    AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, SessionStore,
-    WriteThrough,
+    AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, Sequencing,
+    SessionStore, WriteThrough,
 };
 use livechat_processors::Durable;
 use livechat_sinks::embedded::{
@@ -78,11 +78,71 @@ pub async fn log(cfg: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
                 .context("opening the embedded log")?,
         )),
         #[cfg(feature = "kafka")]
-        LogKind::Kafka => Ok(Arc::new(
-            livechat_sinks::kafka::KafkaLog::connect(cfg.log.kafka.clone(), cfg.log.partitions)
-                .await
-                .with_context(|| format!("connecting to Kafka at {}", cfg.log.kafka.brokers))?,
-        )),
+        LogKind::Kafka => Ok(kafka_log(cfg).await?),
+        #[cfg(not(feature = "kafka"))]
+        LogKind::Kafka => {
+            anyhow::bail!("log.kind = \"kafka\" needs a build with `--features kafka`")
+        }
+    }
+}
+
+/// The Kafka log, connected once per process (the log, the send path and the sequencer share it).
+#[cfg(feature = "kafka")]
+async fn kafka_log(cfg: &Config) -> anyhow::Result<Arc<livechat_sinks::kafka::KafkaLog>> {
+    use livechat_sinks::kafka::KafkaLog;
+    static OPEN: tokio::sync::Mutex<Vec<(String, Arc<KafkaLog>)>> =
+        tokio::sync::Mutex::const_new(Vec::new());
+    let k = &cfg.log.kafka;
+    let key = format!("{}|{}", k.brokers, k.namespace);
+    let mut open = OPEN.lock().await;
+    if let Some((_, log)) = open.iter().find(|(o, _)| *o == key) {
+        return Ok(log.clone());
+    }
+    let log = Arc::new(
+        KafkaLog::connect(k.clone(), cfg.log.partitions)
+            .await
+            .with_context(|| format!("connecting to Kafka at {}", k.brokers))?,
+    );
+    open.push((key, log.clone()));
+    Ok(log)
+}
+
+/// Where sends get their seqs when the directory does not assign them: with the log on Kafka,
+/// the sequencers behind the commands topic (the directory's seqs would put a database round
+/// trip on every message, and several ingress processes share the rooms).
+pub async fn sequencing(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Sequencing>>> {
+    match cfg.log.kind {
+        LogKind::Embedded => Ok(None),
+        #[cfg(feature = "kafka")]
+        LogKind::Kafka => {
+            let sends = livechat_sinks::kafka::KafkaSends::start(kafka_log(cfg).await?).await?;
+            Ok(Some(sends))
+        }
+        #[cfg(not(feature = "kafka"))]
+        LogKind::Kafka => {
+            anyhow::bail!("log.kind = \"kafka\" needs a build with `--features kafka`")
+        }
+    }
+}
+
+/// Starts this process's sequencer when sends are sequenced on the log (see [`sequencing`]);
+/// it stops once `stop` is set.
+pub async fn start_sequencer(
+    cfg: &Config,
+    directory: Arc<dyn Directory>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    match cfg.log.kind {
+        LogKind::Embedded => {
+            let _ = (directory, stop);
+            Ok(None)
+        }
+        #[cfg(feature = "kafka")]
+        LogKind::Kafka => Ok(Some(livechat_sinks::kafka::spawn_sequencer(
+            kafka_log(cfg).await?,
+            directory,
+            stop,
+        )?)),
         #[cfg(not(feature = "kafka"))]
         LogKind::Kafka => {
             anyhow::bail!("log.kind = \"kafka\" needs a build with `--features kafka`")

@@ -5,7 +5,9 @@
 //! a crash rather than lost (clients deduplicate by notification id). It also applies what users
 //! did to their notifications (read, all read, deleted; `chat.user-events.v1`), so a store
 //! rebuilt from the log has them as they were: these changes are idempotent, and a deleted
-//! notification stays a tombstone that a redelivered event does not bring back.
+//! notification stays a tombstone that a redelivered event does not bring back. And it raises
+//! each room's last seq and its authors' read markers in the directory to the messages sent
+//! (where the distributed sequencer, not the directory, assigned their seqs).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +47,7 @@ impl Processor for NotificationsProcessor {
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let mut announcements = Vec::new();
+        let mut sent = Vec::new();
         for d in batch {
             let ev = match d.event.as_ref() {
                 TopicEvent::Room(ev) => ev,
@@ -54,16 +57,32 @@ impl Processor for NotificationsProcessor {
                 }
                 TopicEvent::Notification(_) => continue,
             };
+            if let Some(s) = sent_by(ev) {
+                sent.push(s);
+            }
             for n in notifications_for(ev) {
                 self.directory.insert_notification(&n).await?;
                 announcements.push(notification_record(&n).map_err(|e| anyhow::anyhow!("{e}"))?);
             }
         }
+        self.directory.messages_sequenced(&sent).await?;
         if let (Some(log), false) = (&self.announce, announcements.is_empty()) {
             log.append(&announcements).await?;
         }
         Ok(())
     }
+}
+
+/// A sent message's (room, author, seq).
+fn sent_by(ev: &RoomEvent) -> Option<(Uuid, Uuid, i64)> {
+    if ev.kind() != Some(RoomEventType::MessageSent) {
+        return None;
+    }
+    Some((
+        parse_uuid(&ev.room_id)?,
+        parse_uuid(ev.actor_id.as_deref()?)?,
+        ev.seq?,
+    ))
 }
 
 impl NotificationsProcessor {

@@ -25,6 +25,15 @@ pub const USER_EVENTS_TOPIC: &str = "chat.user-events.v1";
 pub const NOTIFICATIONS_TOPIC: &str = "chat.notifications.v1";
 /// Dead-letter topic: records a processor could not decode or process.
 pub const DEAD_LETTER_TOPIC: &str = "chat.dead-letter.v1";
+/// Distributed mode, internal: sends waiting for their seq (a `MESSAGE_SENT` room event without
+/// it), keyed by room id, so the one sequencer that owns a room's partition sees its sends in order.
+pub const MESSAGE_COMMANDS_TOPIC: &str = "chat.message-commands.v1";
+/// Distributed mode, internal: the sequencer's answer to each send (the sequenced room event, or
+/// the first one for a retried `client_msg_id`), keyed by the ingress process that asked.
+pub const MESSAGE_RECEIPTS_TOPIC: &str = "chat.message-receipts.v1";
+/// Distributed mode, internal and compacted: each room's latest sequenced event, keyed by room id,
+/// from which a sequencer taking over a partition learns the rooms' last seqs.
+pub const SEQUENCER_STATE_TOPIC: &str = "chat.sequencer-state.v1";
 
 /// One state change of a room (see `avro/chat.room-events.v1.avsc` for field docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -665,6 +665,27 @@ impl Directory for SqliteDirectory {
             .await
     }
 
+    async fn messages_sequenced(&self, sent: &[(RoomId, UserId, i64)]) -> StoreResult<()> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let sent: Vec<(String, String, i64)> = sent
+            .iter()
+            .map(|(r, u, s)| (r.to_string(), u.to_string(), *s))
+            .collect();
+        self.db
+            .write(move |tx| {
+                for (room, user, seq) in &sent {
+                    tx.prepare_cached("UPDATE rooms SET last_seq = max(last_seq, ?2) WHERE id = ?1")?
+                        .execute(params![room, seq])?;
+                    tx.prepare_cached("UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2")?
+                        .execute(params![room, user, seq])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64> {
         self.db
             .write(move |tx| {

@@ -70,7 +70,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 }
 
 /// The partition Kafka's default partitioner picks for a keyed record.
-fn kafka_partition(key: &str, partitions: u32) -> u32 {
+pub fn kafka_partition(key: &str, partitions: u32) -> u32 {
     ((murmur2(key.as_bytes()) & 0x7fff_ffff) as u32) % partitions.max(1)
 }
 

@@ -18,5 +18,5 @@ pub use analytics::SqliteAnalytics;
 pub use directory::SqliteDirectory;
 pub use history::SqliteHistory;
 pub use inline::{HistoryMapping, InlineReadModels, NotificationsMapping};
-pub use log::SqliteLog;
+pub use log::{kafka_partition, SqliteLog};
 pub use store::EmbeddedStore;

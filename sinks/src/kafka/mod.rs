@@ -14,6 +14,11 @@
 //!   reads return them all.
 
 pub mod registry;
+mod sends;
+mod sequencer;
+
+pub use sends::KafkaSends;
+pub use sequencer::spawn_sequencer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -93,7 +98,9 @@ impl KafkaLog {
             .clone()
             .set("group.id", "livechat-reader")
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+            // A read ends at the partition's end: offsets are not all records (a transaction's
+            // commit marker takes one, and aborted records are skipped).
+            .set("enable.partition.eof", "true")
             .create()
             .map_err(|e| anyhow::anyhow!("creating the Kafka reader: {e}"))?;
         let ids = match &cfg.schema_registry_url {
@@ -145,13 +152,15 @@ impl KafkaLog {
         let new: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
+                let plain = t.strip_prefix(&self.cfg.namespace).unwrap_or(t);
+                let (policy, retention) = retention_of(plain);
                 NewTopic::new(
                     t,
                     self.partitions as i32,
                     TopicReplication::Fixed(self.cfg.replication_factor),
                 )
-                .set("cleanup.policy", "delete")
-                .set("retention.ms", "-1")
+                .set("cleanup.policy", policy)
+                .set("retention.ms", retention)
             })
             .collect();
         let results = self
@@ -203,6 +212,18 @@ impl KafkaLog {
         let c = Arc::new(c);
         map.insert(group.to_string(), c.clone());
         Ok(c)
+    }
+}
+
+/// A topic's `cleanup.policy` and `retention.ms`: the event topics keep everything (replay from
+/// offset 0 is a promise); the sequencer's internal topics keep what it needs: its state
+/// compacted to each room's latest, the sends for a week, the receipts for an hour.
+fn retention_of(topic: &str) -> (&'static str, &'static str) {
+    match topic {
+        livechat_schemas::SEQUENCER_STATE_TOPIC => ("compact", "-1"),
+        livechat_schemas::MESSAGE_COMMANDS_TOPIC => ("delete", "604800000"),
+        livechat_schemas::MESSAGE_RECEIPTS_TOPIC => ("delete", "3600000"),
+        _ => ("delete", "-1"),
     }
 }
 
@@ -314,6 +335,54 @@ impl KafkaLog {
     }
 }
 
+impl KafkaLog {
+    /// Adds `partitions` of `topic` at their end offsets read now. "Latest" means the end when
+    /// this returns, so a record appended afterwards is seen (a group subscription would resolve
+    /// "latest" only at its first fetch, after a rebalance of unknown length, and skip what was
+    /// appended meanwhile).
+    async fn add_ends(
+        &self,
+        tpl: &mut TopicPartitionList,
+        topic: &str,
+        partitions: &[u32],
+    ) -> StoreResult<()> {
+        for &p in partitions {
+            let end = self.end_offset_of_new(topic, p).await?;
+            tpl.add_partition_offset(&self.phys(topic), p as i32, Offset::Offset(end))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// A consumer of `partitions` of `topic` from their end, outside any group (it commits nothing).
+    pub(crate) async fn tail(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+    ) -> StoreResult<Box<dyn GroupConsumer>> {
+        self.ensure_topics(&[topic]).await?;
+        let consumer: BaseConsumer = self
+            .client()
+            .set(
+                "group.id",
+                format!("{}-tail-{}", self.phys(topic), uuid::Uuid::new_v4()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        self.add_ends(&mut tpl, topic, partitions).await?;
+        consumer.assign(&tpl).map_err(unavailable)?;
+        Ok(Box::new(KafkaGroupConsumer {
+            consumer: Arc::new(consumer),
+            namespace: self.cfg.namespace.clone(),
+            ids: self.ids.clone(),
+        }))
+    }
+}
+
 fn one_partition(topic: &str, partition: u32, offset: Offset) -> StoreResult<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition as i32, offset)
@@ -397,6 +466,7 @@ impl EventLog for KafkaLog {
                 match consumer.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) if m.offset() >= from => out.push(entry_of(&m, &ns)),
                     Some(Ok(_)) => {}
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
                     Some(Err(e)) => return Err(unavailable(e)),
                     None => {}
                 }
@@ -524,17 +594,10 @@ impl EventLog for KafkaLog {
                 consumer.subscribe(&names).map_err(unavailable)?;
             }
             StartAt::Latest => {
-                // "Latest" means the end when join_group returns: every partition is assigned
-                // at the end offset read now, so a record appended once this returns is seen
-                // (a group subscription would resolve "latest" only at its first fetch, after a
-                // rebalance of unknown length, and skip what was appended meanwhile).
+                let all: Vec<u32> = (0..self.partitions).collect();
                 let mut tpl = TopicPartitionList::new();
                 for topic in topics {
-                    for p in 0..self.partitions {
-                        let end = self.end_offset_of_new(topic, p).await?;
-                        tpl.add_partition_offset(&self.phys(topic), p as i32, Offset::Offset(end))
-                            .map_err(unavailable)?;
-                    }
+                    self.add_ends(&mut tpl, topic, &all).await?;
                 }
                 consumer.assign(&tpl).map_err(unavailable)?;
             }

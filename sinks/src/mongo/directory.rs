@@ -684,6 +684,38 @@ impl Directory for MongoDirectory {
         Ok(Checksum { rows, sha256 })
     }
 
+    async fn messages_sequenced(&self, sent: &[(RoomId, UserId, i64)]) -> StoreResult<()> {
+        // One update per room (its highest seq) and one per author in it (theirs).
+        let mut rooms: std::collections::HashMap<RoomId, i64> = Default::default();
+        let mut authors: std::collections::HashMap<(RoomId, UserId), i64> = Default::default();
+        for &(room, user, seq) in sent {
+            let r = rooms.entry(room).or_insert(seq);
+            *r = (*r).max(seq);
+            let a = authors.entry((room, user)).or_insert(seq);
+            *a = (*a).max(seq);
+        }
+        let raise_rooms = rooms.into_iter().map(|(room, seq)| {
+            (
+                live_id(id(room).as_str()),
+                doc! { "$max": { "last_seq": seq } },
+            )
+        });
+        // A marker only while a member: one of someone who left is not brought back.
+        let raise_markers = authors.into_iter().map(|((room, user), seq)| {
+            let uid = id(user);
+            let mut filter = live_id(id(room).as_str());
+            filter.insert("member_ids", &uid);
+            (
+                filter,
+                doc! { "$max": { format!("members.{uid}.read"): seq } },
+            )
+        });
+        for (filter, update) in raise_rooms.chain(raise_markers) {
+            self.update_doc("rooms", filter, update).await?;
+        }
+        Ok(())
+    }
+
     async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64> {
         let (rid, uid) = (id(room), id(user));
         let mut filter = live_id(rid.as_str());

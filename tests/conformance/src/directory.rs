@@ -361,6 +361,29 @@ pub async fn read_markers_only_move_forward<D: Directory>(d: &Arc<D>) {
     assert_eq!(d.rooms_of_user(owner.id).await.unwrap()[0].2, 5);
 }
 
+pub async fn messages_sequenced_elsewhere_raise_seqs_and_markers<D: Directory>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let stranger = user("stranger");
+    d.create_user(&stranger, vec![]).await.unwrap();
+    d.messages_sequenced(&[
+        (r.id, owner.id, 3),
+        (r.id, owner.id, 2),
+        (r.id, stranger.id, 7),
+    ])
+    .await
+    .unwrap();
+    // Applied again, or lower: nothing moves back.
+    d.messages_sequenced(&[(r.id, owner.id, 1)]).await.unwrap();
+    assert_eq!(d.room(r.id).await.unwrap().unwrap().last_seq, 7);
+    let mine = d.rooms_of_user(owner.id).await.unwrap();
+    assert_eq!(mine[0].2, 3, "the author has read their own messages");
+    assert!(
+        d.rooms_of_user(stranger.id).await.unwrap().is_empty(),
+        "a non-member's message makes no membership"
+    );
+    assert!(d.membership(r.id, stranger.id).await.unwrap().is_none());
+}
+
 pub async fn deleting_a_room_removes_its_memberships_and_requests<D: Directory>(d: &Arc<D>) {
     let (owner, r) = owner_and_room(d.as_ref(), false).await;
     let asker = user("asker");

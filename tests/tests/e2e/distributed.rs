@@ -128,7 +128,7 @@ fn stack_env() -> Option<Vec<(&'static str, String)>> {
 }
 
 /// Every role in its own process with its own (empty) data directory: nothing is shared but the
-/// servers. Two ingress processes assign one room's seqs concurrently (MongoDB, no transactions),
+/// servers. Two ingress processes send into one room at once (their sequencers share the sends' partitions),
 /// sessions and presence cross processes (Redis), a SIGKILLed processor and a SIGKILLed ingress
 /// lose and duplicate nothing, and replay rebuilds history, analytics and notifications equal to
 /// Cassandra, ClickHouse and MongoDB.
@@ -136,7 +136,7 @@ fn stack_env() -> Option<Vec<(&'static str, String)>> {
 async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
     let Some(owned) = stack_env() else { return };
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = App::spawn_role(&["ingress"], &env).await;
+    let mut a = App::spawn_role(&["ingress"], &env).await;
     let mut b = App::spawn_role(&["ingress"], &env).await;
     let mut history = App::spawn_role(&["processor", "history"], &env).await;
     let mut analytics = App::spawn_role(&["processor", "analytics"], &env).await;
@@ -299,6 +299,9 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
     }
     alice.wait_for_room_stats(&room, last).await;
 
+    // Stopped as `livechat serve` stops: the ingress first (its sockets close, their events
+    // go out), then the processors, which drain the log.
+    assert!(a.terminate().await.success());
     for p in [&mut history, &mut analytics, &mut notifications] {
         assert!(p.terminate().await.success());
     }

@@ -16,6 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a send waits for its acknowledgement: on Kafka, a partition whose sequencer died
+/// moves within the group's session timeout plus the broker's abort of its open transaction.
+const SEND_WAIT: Duration = Duration::from_secs(40);
 /// How long a process may take to listen: on Kafka it creates topics and waits for their
 /// partitions, which takes seconds on a loaded machine.
 const STARTUP_WAIT: Duration = Duration::from_secs(30);
@@ -858,7 +861,8 @@ impl Ws {
     /// Sends a message and waits for its ack.
     pub async fn send_msg(&mut self, room: &str, content: &str, cid: &str) -> Value {
         self.send(json!({"type": "send", "room_id": room, "content": content, "client_msg_id": cid, "ref": cid})).await;
-        self.wait_for("ack", |v| {
+        // Longer than WAIT: on Kafka a send waits while its room's sequencer changes hands.
+        self.wait_for_within("ack", SEND_WAIT, |v| {
             (v["type"] == "ack" || v["type"] == "error") && v["ref"] == cid
         })
         .await

@@ -1,6 +1,9 @@
 //! The pipeline on a real Kafka broker (`scripts/dev-services up kafka`): two LiveChat processes
 //! share the directory and the log; Kafka consumer groups split the processors' partitions
-//! between them, and each process delivers live to its own sockets.
+//! between them, and each process delivers live to its own sockets. Sequencers (one in every
+//! ingress, or a process of their own) share the partitions of the sends.
+
+use serde_json::Value;
 
 use crate::harness::*;
 
@@ -104,4 +107,85 @@ async fn separate_ingress_and_processor_processes_on_kafka() {
     assert_eq!(seqs(&hist), (1..=40).collect::<Vec<_>>());
     let stats = owner.wait_for_room_stats(&room, 40).await;
     assert_eq!(stats["users_amount"], 1);
+}
+
+/// The sequencers are the single writers of the seqs. One is paused past its session timeout
+/// while sends go on (its partitions move; when it wakes, what it had not committed is refused),
+/// another is SIGKILLed: every acknowledged send is in the history exactly once, and every
+/// room's seqs are dense, none given twice.
+#[tokio::test]
+async fn sequencers_paused_or_killed_never_give_a_seq_twice() {
+    let Some(owned) = kafka_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn(&env).await;
+    let paused = App::spawn_role_beside(&a, &["sequencer"], &env).await;
+    let mut killed = App::spawn_role_beside(&a, &["sequencer"], &env).await;
+    let alice = a.user("alice").await;
+    // Rooms over every partition, so each sequencer owns some of them.
+    let mut rooms = Vec::new();
+    for i in 0..8 {
+        rooms.push(alice.create_room(&format!("seq{i}"), true).await);
+    }
+    let mut ws = alice.ws(&a, None).await;
+    let mut acks: Vec<(String, Value)> = Vec::new();
+    round(&mut ws, &rooms, 0, &mut acks).await;
+
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    // Paused past the group's session timeout (6 s) while sends go on, then woken.
+    signal("-STOP", paused.pid());
+    let wake = async {
+        tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+        signal("-CONT", paused.pid());
+    };
+    tokio::join!(round(&mut ws, &rooms, 1, &mut acks), wake);
+    round(&mut ws, &rooms, 2, &mut acks).await;
+    // Killed while sends go on.
+    let kill = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        killed.kill9().await;
+    };
+    tokio::join!(round(&mut ws, &rooms, 3, &mut acks), kill);
+
+    for r in &rooms {
+        let mine: Vec<Value> = acks
+            .iter()
+            .filter(|(room, _)| room == r)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let mut given = seqs(&mine);
+        given.sort();
+        given.dedup();
+        assert_eq!(
+            given.len(),
+            mine.len(),
+            "room {r}: a seq acknowledged twice"
+        );
+        let hist = alice.wait_for_history(r, mine.len()).await;
+        assert_eq!(
+            seqs(&hist),
+            (1..=mine.len() as i64).collect::<Vec<_>>(),
+            "room {r}: dense seqs, each message once"
+        );
+        for a in &mine {
+            let cid = a["client_msg_id"].as_str().unwrap();
+            let n = hist.iter().filter(|m| m["client_msg_id"] == cid).count();
+            assert_eq!(n, 1, "room {r}: acknowledged {cid} stored once");
+        }
+    }
+}
+
+/// Ten acknowledged sends into each room, through one socket.
+async fn round(ws: &mut Ws, rooms: &[String], n: usize, acks: &mut Vec<(String, Value)>) {
+    for r in rooms {
+        for a in ws.send_numbered(r, &format!("r{n}-"), 0..10).await {
+            acks.push((r.clone(), a));
+        }
+    }
 }

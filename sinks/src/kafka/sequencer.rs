@@ -1,0 +1,521 @@
+//! The distributed sequencer: the single writer of each room's seqs, with no database on the way.
+//!
+//! Sequencers form one consumer group on `chat.message-commands.v1` (keyed by room), so each
+//! partition, and every room in it, has one owner. For a batch of sends the owner assigns the
+//! seqs ([`RoomSeqs`]) and, in one Kafka transaction, appends the sequenced events to
+//! `chat.room-events.v1`, each send's receipt to `chat.message-receipts.v1`, each room's latest
+//! event to the compacted `chat.sequencer-state.v1`, and the commands' offsets: all of it is
+//! committed, or none.
+//!
+//! Fencing: the offsets go into the transaction with the consumer's group generation, so a
+//! sequencer that lost its partitions (paused past its session timeout, cut off) cannot commit
+//! again: its transaction fails and is aborted, and nothing it wrote becomes visible to
+//! `read_committed` readers. The assignment is eager, so a partition changes owner only once
+//! the old owner has given it up or been expelled; a new owner asks for the committed offsets,
+//! which the broker answers only once no transaction holding them is pending (KIP-447), and
+//! then reads the partition's state: every room's last seq from the state topic, and the sends
+//! of the last [`DEDUP_WINDOW`] from the room events (to answer a retried `client_msg_id`). A
+//! room the state topic does not have yet takes its last seq from the directory (rooms whose
+//! messages were sequenced there).
+//!
+//! Any failure drops the whole session (consumer, producer, state) and starts a new one from the
+//! committed offsets; librdkafka's calls block, so it runs on a thread of its own.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use livechat_core::model::LogEntry;
+use livechat_core::ports::Directory;
+use livechat_core::sequencing::{RoomSeqs, Sequenced};
+use livechat_schemas::{
+    codec, RoomEvent, RoomEventType, TopicEvent, MESSAGE_COMMANDS_TOPIC, MESSAGE_RECEIPTS_TOPIC,
+    ROOM_EVENTS_TOPIC, SEQUENCER_STATE_TOPIC,
+};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use uuid::Uuid;
+
+use super::sends::{DUPLICATE, REPLY_TO, REQUEST};
+use super::{entry_of, from_registry, KafkaLog};
+
+/// The sequencers' consumer group (and transactional id prefix).
+const GROUP: &str = "sequencer";
+/// Most sends in one transaction.
+const MAX_BATCH: usize = 2048;
+/// How long the first send of a batch is waited for.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How long a `client_msg_id` is remembered: a retry within it gets the first message.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// A transaction left open by a sequencer that stopped is aborted by the broker after this;
+/// until then the partition's new owner waits to read its state.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts a sequencer on a thread of its own; it stops when `stop` is set.
+pub fn spawn_sequencer(
+    log: Arc<KafkaLog>,
+    directory: Arc<dyn Directory>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let ctx = Ctx {
+        log,
+        directory,
+        rt: tokio::runtime::Handle::current(),
+        stop,
+    };
+    std::thread::Builder::new()
+        .name("sequencer".into())
+        .spawn(move || ctx.run())
+        .context("starting the sequencer thread")
+}
+
+struct Ctx {
+    log: Arc<KafkaLog>,
+    directory: Arc<dyn Directory>,
+    rt: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn run(&self) {
+        tracing::info!("Sequencer started.");
+        while !self.stopped() {
+            let outcome = Session::open(self).and_then(|mut s| s.run());
+            match outcome {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "Sequencer session ended; starting a new one from the committed offsets."
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        tracing::info!("Sequencer stopped.");
+    }
+}
+
+/// Notes that the assignment changed: the state of every partition is then read again.
+#[derive(Default)]
+struct Rebalances(AtomicBool);
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One consumer, one transactional producer and the state of the partitions they own.
+struct Session<'a> {
+    ctx: &'a Ctx,
+    consumer: BaseConsumer<Rebalances>,
+    /// Polled by this thread, before each commit.
+    producer: BaseProducer,
+    /// Reads partitions of the state and event topics when a partition is taken over.
+    reader: BaseConsumer,
+    parts: HashMap<u32, RoomSeqs>,
+}
+
+impl<'a> Session<'a> {
+    fn open(ctx: &'a Ctx) -> anyhow::Result<Session<'a>> {
+        let log = &ctx.log;
+        ctx.rt
+            .block_on(log.ensure_topics(&[
+                MESSAGE_COMMANDS_TOPIC,
+                MESSAGE_RECEIPTS_TOPIC,
+                SEQUENCER_STATE_TOPIC,
+                ROOM_EVENTS_TOPIC,
+            ]))
+            .context("creating the sequencer's topics")?;
+        let consumer: BaseConsumer<Rebalances> = log
+            .client()
+            .set("group.id", log.phys(GROUP))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Eager: a partition moves only once its owner gave it up (or was expelled).
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("enable.partition.eof", "false")
+            .create_with_context(Rebalances::default())
+            .context("creating the sequencer's consumer")?;
+        consumer
+            .subscribe(&[&log.phys(MESSAGE_COMMANDS_TOPIC)])
+            .context("subscribing to the message commands")?;
+        let producer: BaseProducer = log
+            .client()
+            .set(
+                "transactional.id",
+                format!("{}-{}", log.phys(GROUP), Uuid::new_v4()),
+            )
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "1")
+            .set("compression.type", "lz4")
+            // The broker answers "concurrent transactions" to the next transaction's first
+            // request while it still writes the last one's markers: retried after the default
+            // 100 ms backoff, that was most of each batch's time.
+            .set("retry.backoff.ms", "5")
+            .set("retry.backoff.max.ms", "50")
+            .set(
+                "transaction.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            )
+            .create()
+            .context("creating the sequencer's producer")?;
+        producer
+            .init_transactions(CALL_TIMEOUT)
+            .context("initialising the sequencer's transactions")?;
+        let reader: BaseConsumer = log
+            .client()
+            .set(
+                "group.id",
+                format!("{}-reader-{}", log.phys(GROUP), Uuid::new_v4()),
+            )
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            // The end is known by the end-of-partition event (a transaction's marker takes the
+            // last offset, so no record has it); an empty fetch there returns at once.
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .context("creating the sequencer's reader")?;
+        Ok(Session {
+            ctx,
+            consumer,
+            producer,
+            reader,
+            parts: HashMap::new(),
+        })
+    }
+
+    fn run(&mut self) -> anyhow::Result<()> {
+        while !self.ctx.stopped() {
+            let batch = self.poll_batch()?;
+            if batch.is_empty() {
+                continue;
+            }
+            let batch =
+                self.ctx
+                    .rt
+                    .block_on(from_registry(self.ctx.log.ids.as_deref(), batch, true))?;
+            let _span = tracing::debug_span!("sequence", sends = batch.len()).entered();
+            if let Err(e) = self.sequence(&batch) {
+                // Nothing of the transaction is visible; the session restarts from the
+                // committed offsets with its state read again.
+                if let Err(abort) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                    tracing::debug!(error = %abort, "Abort failed (the producer is fenced or gone).");
+                }
+                return Err(e.context("sequencing a batch"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to [`MAX_BATCH`] commands: waits for the first, then takes what is there. A rebalance
+    /// while polling discards what was taken (it may belong to partitions given up) and the
+    /// state of every partition.
+    fn poll_batch(&mut self) -> anyhow::Result<Vec<LogEntry>> {
+        let ns = &self.ctx.log.cfg.namespace;
+        let deadline = Instant::now() + POLL_WAIT;
+        let mut out = Vec::new();
+        while out.len() < MAX_BATCH {
+            let wait = if out.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let polled = self.consumer.poll(wait);
+            if self.consumer.context().0.swap(false, Ordering::SeqCst) {
+                self.parts.clear();
+                out.clear();
+            }
+            match polled {
+                Some(Ok(m)) => out.push(entry_of(&m, ns)),
+                Some(Err(e)) => return Err(e).context("polling the message commands"),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn sequence(&mut self, batch: &[LogEntry]) -> anyhow::Result<()> {
+        let mut next: HashMap<u32, i64> = HashMap::new();
+        let mut sends = Vec::with_capacity(batch.len());
+        for e in batch {
+            next.insert(e.partition, e.offset + 1);
+            match codec::decode(&e.payload) {
+                Ok(TopicEvent::Room(ev)) if ev.kind() == Some(RoomEventType::MessageSent) => {
+                    let reply_to = e
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k == REPLY_TO)
+                        .map(|(_, v)| v.clone());
+                    sends.push((e.partition, ev, reply_to));
+                }
+                other => tracing::error!(
+                    partition = e.partition,
+                    offset = e.offset,
+                    ?other,
+                    "A message command that is not a send; skipped."
+                ),
+            }
+        }
+        let partitions: HashSet<u32> = sends.iter().map(|(p, _, _)| *p).collect();
+        for p in partitions {
+            if !self.parts.contains_key(&p) {
+                let state = self.load(p)?;
+                self.parts.insert(p, state);
+            }
+        }
+        for (p, ev, _) in &sends {
+            if !self.parts[p].knows(&ev.room_id) {
+                let last = self.last_seq_in_directory(&ev.room_id)?;
+                if let Some(s) = self.parts.get_mut(p) {
+                    s.raise(&ev.room_id, last);
+                }
+            }
+        }
+
+        let started = Instant::now();
+        self.producer.begin_transaction()?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut latest: HashMap<String, (Vec<u8>, i64)> = HashMap::new();
+        for (p, cmd, reply_to) in sends {
+            let request = cmd.message_id.clone().unwrap_or_default();
+            let state = self.parts.get_mut(&p).context("state of a partition")?;
+            let (ev, duplicate) = match state.sequence(cmd, now) {
+                Sequenced::New(ev) => (ev, false),
+                Sequenced::Duplicate(ev) => (ev, true),
+            };
+            let payload = codec::encode_room_event(&ev)?;
+            let payload = match &self.ctx.log.ids {
+                Some(ids) => ids.outgoing(&payload).into_owned(),
+                None => payload,
+            };
+            if !duplicate {
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "event_id",
+                    value: Some(ev.event_id.as_bytes()),
+                });
+                self.produce(
+                    ROOM_EVENTS_TOPIC,
+                    &ev.room_id,
+                    &payload,
+                    headers,
+                    ev.occurred_at,
+                )?;
+                latest.insert(ev.room_id.clone(), (payload.clone(), ev.occurred_at));
+                metrics::counter!("livechat_sequencer_messages_total").increment(1);
+            }
+            if let Some(node) = reply_to {
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: REPLY_TO,
+                        value: Some(node.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: REQUEST,
+                        value: Some(request.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: DUPLICATE,
+                        value: Some(if duplicate { "1" } else { "0" }),
+                    });
+                self.produce(MESSAGE_RECEIPTS_TOPIC, &node, &payload, headers, now)?;
+            }
+        }
+        for (room, (payload, at)) in &latest {
+            self.produce(
+                SEQUENCER_STATE_TOPIC,
+                room,
+                payload,
+                OwnedHeaders::new(),
+                *at,
+            )?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        let topic = self.ctx.log.phys(MESSAGE_COMMANDS_TOPIC);
+        for (p, o) in next {
+            offsets.add_partition_offset(&topic, p as i32, Offset::Offset(o))?;
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .context("the sequencer's group metadata")?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)?;
+        // Served here rather than by `commit_transaction`, whose own flush waits for delivery
+        // reports in slices of 100 ms: that was most of each batch's time.
+        while self.producer.in_flight_count() > 0 {
+            self.producer.poll(Duration::from_millis(1));
+        }
+        self.producer.commit_transaction(CALL_TIMEOUT)?;
+        metrics::histogram!("livechat_sequencer_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("livechat_sequencer_batch_size").record(batch.len() as f64);
+        Ok(())
+    }
+
+    /// Queues one record of the open transaction (waiting while the producer's queue is full).
+    fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: OwnedHeaders,
+        ts: i64,
+    ) -> anyhow::Result<()> {
+        let name = self.ctx.log.phys(topic);
+        let mut record = BaseRecord::to(&name)
+            .key(key)
+            .payload(payload)
+            .headers(headers)
+            .timestamp(ts);
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if Instant::now() < deadline =>
+                {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).with_context(|| format!("producing to {topic}")),
+            }
+        }
+    }
+
+    /// A partition's state when it is taken over: the rooms' last seqs from the state topic, and
+    /// the sends of the dedup window from the room events.
+    fn load(&mut self, partition: u32) -> anyhow::Result<RoomSeqs> {
+        let started = Instant::now();
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut state = RoomSeqs::new(DEDUP_WINDOW.as_millis() as i64);
+        let mut states = 0usize;
+        self.read_to_end(SEQUENCER_STATE_TOPIC, partition, Offset::Beginning, |ev| {
+            if let Some(seq) = ev.seq {
+                state.raise(&ev.room_id, seq);
+                states += 1;
+            }
+        })?;
+        let since = Offset::Offset(now - DEDUP_WINDOW.as_millis() as i64);
+        let mut recent = 0usize;
+        self.read_to_end(ROOM_EVENTS_TOPIC, partition, since, |ev| {
+            if ev.kind() == Some(RoomEventType::MessageSent) {
+                state.remember(&ev, now);
+                recent += 1;
+            }
+        })?;
+        tracing::info!(
+            partition,
+            states,
+            recent,
+            ms = started.elapsed().as_millis() as u64,
+            "Sequencer took over a partition."
+        );
+        Ok(state)
+    }
+
+    /// Reads a partition's committed records from `from` (an offset, the beginning, or a time in
+    /// ms as `Offset::Offset` for the room events) to its end, decoding each room event.
+    fn read_to_end(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        from: Offset,
+        mut each: impl FnMut(RoomEvent),
+    ) -> anyhow::Result<()> {
+        let name = self.ctx.log.phys(topic);
+        let (_, high) = self
+            .reader
+            .fetch_watermarks(&name, partition as i32, CALL_TIMEOUT)
+            .with_context(|| format!("the end of {topic}/{partition}"))?;
+        let start = match from {
+            Offset::Offset(ts) if topic == ROOM_EVENTS_TOPIC => {
+                let mut at = TopicPartitionList::new();
+                at.add_partition_offset(&name, partition as i32, Offset::Offset(ts))?;
+                let found = self.reader.offsets_for_times(at, CALL_TIMEOUT)?;
+                match found.elements().first().map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) if o >= 0 => o,
+                    _ => return Ok(()), // nothing that recent
+                }
+            }
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        if start >= high {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&name, partition as i32, Offset::Offset(start))?;
+        self.reader.assign(&tpl)?;
+        // Past the transaction timeout, a transaction left open by a stopped owner is aborted.
+        let deadline = Instant::now() + TRANSACTION_TIMEOUT * 3;
+        let mut entries = Vec::new();
+        let ns = self.ctx.log.cfg.namespace.clone();
+        let outcome = loop {
+            if Instant::now() > deadline {
+                break Err(anyhow::anyhow!(
+                    "{topic}/{partition}: the end ({high}) not reached within {:?}",
+                    TRANSACTION_TIMEOUT * 3
+                ));
+            }
+            match self.reader.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => entries.push(entry_of(&m, &ns)),
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(e)) => break Err(anyhow::anyhow!("reading {topic}/{partition}: {e}")),
+                None => {}
+            }
+        };
+        let _ = self.reader.unassign();
+        outcome?;
+        let entries =
+            self.ctx
+                .rt
+                .block_on(from_registry(self.ctx.log.ids.as_deref(), entries, true))?;
+        for e in entries {
+            match codec::decode(&e.payload) {
+                Ok(TopicEvent::Room(ev)) => each(ev),
+                _ => tracing::warn!(
+                    topic,
+                    partition,
+                    offset = e.offset,
+                    "Undecodable record skipped while loading the sequencer's state."
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// The last seq the directory has for a room (rooms sequenced there before; 0 for a new one).
+    fn last_seq_in_directory(&self, room: &str) -> anyhow::Result<i64> {
+        let Ok(id) = Uuid::parse_str(room) else {
+            return Ok(0);
+        };
+        let found = self
+            .ctx
+            .rt
+            .block_on(self.ctx.directory.room(id))
+            .map_err(|e| anyhow::anyhow!("reading room {room} from the directory: {e}"))?;
+        Ok(found.map(|r| r.last_seq).unwrap_or(0))
+    }
+}
