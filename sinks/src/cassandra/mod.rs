@@ -10,15 +10,21 @@
 //!   buckets that exist, newest or oldest first, and the checksum finds every room.
 //! - `messages_by_id`: message id → (room, seq).
 //!
-//! Idempotence (replaying the log, in order, leaves identical content):
-//! - an insert is `INSERT … IF NOT EXISTS` (a lightweight transaction): a replayed insert never
-//!   overwrites an edit or a delete that happened after it (SQLite's `INSERT OR IGNORE`);
-//! - edits and deletes are conditional updates on the row's id, so they never create a row; an
-//!   edit requires `deleted = false`, and `updated_at` only grows (SQLite's `max(updated_at, at)`):
-//!   `… SET updated_at = at IF updated_at <= at`, else the same change keeping `updated_at`;
-//! - every write to `messages` except the purge goes through Paxos, so they serialize with each
-//!   other whatever the client. Timestamps are the coordinator's (no client-side generator), so a
-//!   purge's partition tombstone orders with the Paxos writes by the servers' clocks.
+//! Idempotence (replaying the log, in order, leaves identical content) without lightweight
+//! transactions: every write to a message row carries its own write time (`USING TIMESTAMP`, the
+//! change's time in microseconds), and Cassandra keeps, cell by cell, the value written latest:
+//! - an insert is written at the message's creation time, so a replayed insert loses to every
+//!   edit or delete that came after it (SQLite's `INSERT OR IGNORE`);
+//! - an edit and a delete are written at their own (later) times, so `updated_at` keeps the
+//!   latest change (SQLite's `max(updated_at, at)`) and an older change arriving late, or
+//!   applied again, changes nothing;
+//! - an edit reads the row first and leaves a deleted message alone; a deleted message reads
+//!   with empty content even if an edit raced its delete (two ingress processes accepting an
+//!   edit and a delete of one message at once);
+//! - a purge (room deletion) writes partition tombstones at the server's time, after every
+//!   message of the room.
+//!
+//! Lookup rows (`messages_by_id`, `room_buckets`) are plain upserts of fixed values.
 //!
 //! `apply` runs changes of distinct messages concurrently (they commute) and keeps the log order
 //! between changes of the same message and around a purge.
@@ -41,11 +47,10 @@ use scylla::errors::{
     DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, PrepareError,
     RequestAttemptError,
 };
-use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlTimestamp, CqlValue, MaybeUnset, Row};
+use scylla::value::{CqlTimestamp, MaybeUnset};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -93,6 +98,11 @@ fn ts(t: DateTime<Utc>) -> CqlTimestamp {
     CqlTimestamp(t.timestamp_millis())
 }
 
+/// A change's write time: its own time in microseconds (Cassandra keeps the latest per cell).
+fn write_time(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis().saturating_mul(1000)
+}
+
 fn limit_i32(limit: usize) -> i32 {
     i32::try_from(limit).unwrap_or(i32::MAX)
 }
@@ -120,7 +130,8 @@ impl From<MessageRow> for StoredMessage {
             seq: r.seq,
             user_id: r.user_id,
             username: r.username,
-            content: r.content,
+            // A deleted message has no text, whatever edit raced the delete.
+            content: if r.deleted { String::new() } else { r.content },
             edited: r.edited,
             deleted: r.deleted,
             created_at: livechat_core::from_ms(r.created_at.0),
@@ -221,9 +232,8 @@ struct Statements {
     insert: PreparedStatement,
     by_id_get: PreparedStatement,
     row_get: PreparedStatement,
-    edit_raise: PreparedStatement,
-    delete_raise: PreparedStatement,
-    delete_keep: PreparedStatement,
+    edit: PreparedStatement,
+    delete: PreparedStatement,
     buckets_from: PreparedStatement,
     buckets_to_desc: PreparedStatement,
     page_after: PreparedStatement,
@@ -257,23 +267,17 @@ impl Statements {
             insert: p(format!(
                 "INSERT INTO {ks}.messages (room_id, bucket, seq, id, user_id, username, content, edited, \
                  deleted, created_at, updated_at, client_msg_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 IF NOT EXISTS"
+                 USING TIMESTAMP ?"
             ))
             .await?,
             by_id_get: p(format!("SELECT room_id, seq FROM {ks}.messages_by_id WHERE id = ?")).await?,
             row_get: p(format!("SELECT {COLS} FROM {ks}.messages {slot}")).await?,
-            edit_raise: p(format!(
-                "UPDATE {ks}.messages SET content = ?, edited = true, updated_at = ? {slot} \
-                 IF id = ? AND deleted = false AND updated_at <= ?"
+            edit: p(format!(
+                "UPDATE {ks}.messages USING TIMESTAMP ? SET content = ?, edited = true, updated_at = ? {slot}"
             ))
             .await?,
-            delete_raise: p(format!(
-                "UPDATE {ks}.messages SET content = '', deleted = true, updated_at = ? {slot} \
-                 IF id = ? AND updated_at <= ?"
-            ))
-            .await?,
-            delete_keep: p(format!(
-                "UPDATE {ks}.messages SET content = '', deleted = true {slot} IF id = ? AND updated_at > ?"
+            delete: p(format!(
+                "UPDATE {ks}.messages USING TIMESTAMP ? SET content = '', deleted = true, updated_at = ? {slot}"
             ))
             .await?,
             buckets_from: p(format!("SELECT bucket FROM {ks}.room_buckets WHERE room_id = ? AND bucket >= ?")).await?,
@@ -307,45 +311,6 @@ impl Statements {
             room_buckets_del: p(format!("DELETE FROM {ks}.room_buckets WHERE room_id = ?")).await?,
             rooms: p(format!("SELECT DISTINCT room_id FROM {ks}.room_buckets")).await?,
         })
-    }
-}
-
-/// The outcome of a lightweight transaction: `[applied]`, and when not applied the current
-/// values of the row's columns named in the condition (absent when the row does not exist).
-struct Lwt {
-    applied: bool,
-    cols: Vec<(String, Option<CqlValue>)>,
-}
-
-impl Lwt {
-    fn from_result(res: QueryResult) -> StoreResult<Lwt> {
-        let rows = res.into_rows_result().map_err(decode_err)?;
-        let names: Vec<String> = rows
-            .column_specs()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect();
-        let row: Row = rows.first_row::<Row>().map_err(decode_err)?;
-        let applied = matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true))));
-        Ok(Lwt {
-            applied,
-            cols: names.into_iter().zip(row.columns).collect(),
-        })
-    }
-
-    fn get(&self, name: &str) -> Option<&CqlValue> {
-        self.cols
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.as_ref())
-    }
-
-    /// Not applied only because the row (still this message) holds a newer `updated_at` than
-    /// `at`.
-    fn only_newer(&self, id: Uuid, at: CqlTimestamp) -> bool {
-        !self.applied
-            && self.get("id") == Some(&CqlValue::Uuid(id))
-            && matches!(self.get("updated_at"), Some(CqlValue::Timestamp(t)) if t.0 > at.0)
     }
 }
 
@@ -459,15 +424,6 @@ impl CassandraHistory {
         Ok(())
     }
 
-    async fn lwt(&self, st: &PreparedStatement, values: impl SerializeRow) -> StoreResult<Lwt> {
-        let res = self
-            .session
-            .execute_unpaged(st, values)
-            .await
-            .map_err(exec_err)?;
-        Lwt::from_result(res)
-    }
-
     /// Every row of a paged read.
     async fn rows<T>(
         &self,
@@ -517,8 +473,8 @@ impl CassandraHistory {
             Some(c) => MaybeUnset::Set(c.as_str()),
             None => MaybeUnset::Unset,
         };
-        // IF NOT EXISTS: a replayed insert leaves a later edit or delete in place.
-        self.lwt(
+        // Written at the message's creation: every later change to it wins over a replay.
+        self.exec(
             &self.st.insert,
             (
                 m.room_id,
@@ -533,10 +489,10 @@ impl CassandraHistory {
                 ts(m.created_at),
                 ts(m.updated_at),
                 client_msg_id,
+                write_time(m.created_at),
             ),
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn edit(
@@ -552,11 +508,19 @@ impl CassandraHistory {
         if at_room != room {
             return Ok(());
         }
-        let (b, at) = (bucket_of(seq), ts(at));
-        // The newest edit wins: an older one arriving late (or applied again) changes nothing.
-        self.lwt(&self.st.edit_raise, (content, at, room, b, seq, id, at))
-            .await?;
-        Ok(())
+        let b = bucket_of(seq);
+        // A deleted message is not edited (SQLite's `deleted = 0` condition). The changes of one
+        // message are applied in log order, so the row read here already has every earlier one.
+        let rows: Vec<MessageRow> = self.rows(&self.st.row_get, (room, b, seq)).await?;
+        if !rows.first().is_some_and(|r| r.id == id && !r.deleted) {
+            return Ok(());
+        }
+        // The newest change wins: an older edit arriving late (or applied again) changes nothing.
+        self.exec(
+            &self.st.edit,
+            (write_time(at), content, ts(at), room, b, seq),
+        )
+        .await
     }
 
     async fn delete(&self, room: RoomId, id: MessageId, at: DateTime<Utc>) -> StoreResult<()> {
@@ -566,15 +530,9 @@ impl CassandraHistory {
         if at_room != room {
             return Ok(());
         }
-        let (b, at) = (bucket_of(seq), ts(at));
-        let r = self
-            .lwt(&self.st.delete_raise, (at, room, b, seq, id, at))
-            .await?;
-        if r.only_newer(id, at) {
-            self.lwt(&self.st.delete_keep, (room, b, seq, id, at))
-                .await?;
-        }
-        Ok(())
+        let b = bucket_of(seq);
+        self.exec(&self.st.delete, (write_time(at), ts(at), room, b, seq))
+            .await
     }
 
     async fn purge(&self, room: RoomId) -> StoreResult<()> {
