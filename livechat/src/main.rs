@@ -359,6 +359,7 @@ async fn run_ingress(
     let (ready, joined) = tokio::sync::oneshot::channel();
     let delivery = Arc::new(DeliveryProcessor {
         fanout: hub.clone(),
+        directory: stores.directory.clone(),
     });
     tasks.spawn(runner::run_with_ready(
         log.clone(),

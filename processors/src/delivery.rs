@@ -1,19 +1,25 @@
 //! The delivery processor: room events and notifications → frames for online subscribers (live only; a client
-//! that was away resumes from history with its last seq).
+//! that was away resumes from history with its last seq). It also ends the subscriptions of a
+//! member who left or was removed, and of everyone in a deleted room, on this process, whichever
+//! process made the change (the one that made it has already done so).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use livechat_core::events::notification_of;
 use livechat_core::frames;
-use livechat_core::ports::Fanout;
-use livechat_schemas::{TopicEvent, NOTIFICATIONS_TOPIC, ROOM_EVENTS_TOPIC};
+use livechat_core::ports::{Directory, Fanout};
+use livechat_schemas::{
+    RoomEvent, RoomEventType, TopicEvent, NOTIFICATIONS_TOPIC, ROOM_EVENTS_TOPIC,
+};
 use uuid::Uuid;
 
 use crate::runner::{Decoded, Processor, StartAt};
 
 pub struct DeliveryProcessor {
     pub fanout: Arc<dyn Fanout>,
+    /// Asked whether someone who left is a member again before their subscription is ended.
+    pub directory: Arc<dyn Directory>,
 }
 
 #[async_trait]
@@ -40,6 +46,7 @@ impl Processor for DeliveryProcessor {
                     if let Some(frame) = frames::from_room_event(ev) {
                         self.fanout.to_room(room, frame);
                     }
+                    self.end_subscriptions(room, ev).await?;
                 }
                 TopicEvent::Notification(ev) => {
                     if let Some(n) = notification_of(ev) {
@@ -48,6 +55,33 @@ impl Processor for DeliveryProcessor {
                 }
                 TopicEvent::User(_) => {}
             }
+        }
+        Ok(())
+    }
+}
+
+impl DeliveryProcessor {
+    /// Evicts the subscriptions a membership change ended. Someone who left (or was removed) and
+    /// is a member again by now keeps the subscription they made since.
+    async fn end_subscriptions(&self, room: Uuid, ev: &RoomEvent) -> anyhow::Result<()> {
+        let reason = match ev.kind() {
+            Some(RoomEventType::RoomDeleted) => {
+                self.fanout.evict(room, None, "room_deleted");
+                return Ok(());
+            }
+            Some(RoomEventType::UserLeftRoom) => "left",
+            Some(RoomEventType::UserRemovedFromRoom) => "removed",
+            _ => return Ok(()),
+        };
+        let Some(user) = ev
+            .subject_user_id
+            .as_deref()
+            .and_then(|u| Uuid::parse_str(u).ok())
+        else {
+            return Ok(());
+        };
+        if self.directory.membership(room, user).await?.is_none() {
+            self.fanout.evict(room, Some(user), reason);
         }
         Ok(())
     }

@@ -58,7 +58,7 @@ pub struct KafkaLog {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     /// Assign-only consumer for random reads (replay, tests): used by one call at a time.
-    reader: Arc<Mutex<BaseConsumer>>,
+    reader: Arc<Mutex<BaseConsumer<ReaderContext>>>,
     /// Group-scoped consumers for `committed`/`commit` outside a running group.
     offset_clients: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     topics: Mutex<HashSet<String>>,
@@ -94,14 +94,14 @@ impl KafkaLog {
         let admin: AdminClient<DefaultClientContext> = base
             .create()
             .map_err(|e| anyhow::anyhow!("creating the Kafka admin client: {e}"))?;
-        let reader: BaseConsumer = base
+        let reader: BaseConsumer<ReaderContext> = base
             .clone()
             .set("group.id", "livechat-reader")
             .set("enable.auto.commit", "false")
             // A read ends at the partition's end: offsets are not all records (a transaction's
             // commit marker takes one, and aborted records are skipped).
             .set("enable.partition.eof", "true")
-            .create()
+            .create_with_context(ReaderContext)
             .map_err(|e| anyhow::anyhow!("creating the Kafka reader: {e}"))?;
         let ids = match &cfg.schema_registry_url {
             None => None,
@@ -226,6 +226,23 @@ fn retention_of(topic: &str) -> (&'static str, &'static str) {
         _ => ("delete", "-1"),
     }
 }
+
+/// The context of a consumer that reads partitions to their end: the end-of-partition event of
+/// a partition it has just stopped reading arrives as a client error, and is expected.
+struct ReaderContext;
+
+impl rdkafka::client::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(reason, "End of a partition no longer read.");
+            }
+            e => tracing::error!(error = %e, reason, "Kafka client error."),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
 fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();

@@ -189,3 +189,30 @@ async fn round(ws: &mut Ws, rooms: &[String], n: usize, acks: &mut Vec<(String, 
         }
     }
 }
+
+/// A member removed through one process loses the room's stream on the other at once: the
+/// removal reaches every process's live delivery, which ends the subscriptions there.
+#[tokio::test]
+async fn a_member_removed_on_one_process_loses_the_stream_on_the_other() {
+    let Some(owned) = kafka_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn(&env).await;
+    let b = App::spawn_beside(&a, &env).await;
+    let Pair {
+        alice: owner,
+        bob,
+        room,
+    } = a.pair("evict").await;
+    let mut native = bob.subscribed_ws(&b, &room).await;
+    let mut legacy = bob.ws(&b, Some(&room)).await;
+    let mut wo = owner.ws(&a, None).await;
+    wo.send_msg(&room, "before", "e1").await;
+    native.messages(&room, 1).await;
+
+    assert_eq!(owner.remove_member(&room, &bob.id).await.0, 200);
+    let u = native.wait_type("unsubscribed").await;
+    assert_eq!(u["reason"], "removed");
+    assert_eq!(legacy.closed_with().await, Some(4403));
+    wo.send_msg(&room, "after removal", "e2").await;
+    assert_eq!(native.ping_or("MESSAGE_CREATED").await["type"], "pong");
+}
