@@ -326,3 +326,35 @@ async fn read_your_writes_across_ingress_processes() {
     let _history = App::spawn_role(&["processor", "history"], &env).await;
     crate::read_your_writes::read_your_writes(&a, &b).await;
 }
+
+/// Two ingress processes on the whole stack: a user joins on B and opens the room's stream on
+/// B, the other sends 50 messages on A; all 50 arrive on B in order, and B's history has all of
+/// them within a second of the last one's live delivery.
+#[tokio::test]
+async fn a_stream_on_one_ingress_gets_every_message_sent_on_the_other_in_order() {
+    let Some(owned) = stack_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn(&env).await;
+    let b = App::spawn(&env).await;
+    let alice = a.user("alice").await;
+    let bob = b.user("bob").await;
+    let room = alice.create_room("across", true).await;
+    assert_eq!(bob.join(&room).await.0, 200);
+    let mut reader = bob.subscribed_ws(&b, &room).await;
+    let mut wa = alice.ws(&a, None).await;
+    wa.send_numbered(&room, "m", 0..50).await;
+    let got = reader.messages(&room, 50).await;
+    let delivered = std::time::Instant::now();
+    assert_eq!(
+        seqs(&got),
+        (1..=50).collect::<Vec<_>>(),
+        "in order, none missing"
+    );
+    let hist = bob.wait_for_history(&room, 50).await;
+    let lag = delivered.elapsed();
+    assert_eq!(seqs(&hist), (1..=50).collect::<Vec<_>>());
+    assert!(
+        lag <= std::time::Duration::from_secs(1),
+        "B's history complete {lag:?} after live delivery"
+    );
+}
