@@ -1,6 +1,7 @@
 //! LiveChat's domain core: the model, the business rules and the ports every adapter implements.
 //!
 //! Layout:
+//! - [`membership`]: memberships known to hold, remembered briefly for the distributed send path.
 //! - [`model`]: entities (users, rooms, memberships, messages, notifications) and their public views.
 //! - [`error`]: [`AppError`], the one error type the ingress turns into HTTP statuses and close codes,
 //!   and [`StoreError`], what adapters return.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod frames;
 pub mod limits;
+pub mod membership;
 pub mod model;
 pub mod ports;
 pub mod ratelimit;

@@ -16,6 +16,7 @@ use crate::auth::{self, LoginThrottle};
 use crate::error::{AppError, AppResult, StoreError};
 use crate::events::{room_event, room_event_for, room_record, user_event, user_record};
 use crate::limits::Limits;
+use crate::membership::KnownMembers;
 use crate::model::*;
 use crate::ports::*;
 use crate::{frames, now, ratelimit, validate};
@@ -59,7 +60,14 @@ pub struct ChatService {
     /// Name and owner of rooms seen by this process. Both never change, so the send path reads
     /// them once per room instead of once per message (std Mutex: never held across .await).
     room_facts: std::sync::Mutex<std::collections::HashMap<RoomId, (String, UserId)>>,
+    /// Memberships the distributed send path found in the directory lately (see
+    /// [`KnownMembers`]); shared with live delivery, which forgets those other processes change.
+    known_members: Arc<KnownMembers>,
 }
+
+/// How long a membership found in the directory is trusted by the distributed send path when no
+/// membership event says otherwise.
+const KNOWN_MEMBER_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Rooms whose facts are remembered before the map is cleared.
 const ROOM_FACTS_MAX: usize = 100_000;
@@ -86,6 +94,11 @@ fn parse_uuid(s: &str) -> Option<Uuid> {
 }
 
 impl ChatService {
+    /// The memberships the send path trusts, for live delivery to forget those that change.
+    pub fn known_members(&self) -> Arc<KnownMembers> {
+        self.known_members.clone()
+    }
+
     pub fn new(ports: Ports, limits: Limits) -> Self {
         let throttle = LoginThrottle::new(
             limits.login_attempts_per_ip_per_minute,
@@ -106,6 +119,7 @@ impl ChatService {
             hashing: auth::Hashing::per_core(),
             sends,
             room_facts: Default::default(),
+            known_members: Arc::new(KnownMembers::new(KNOWN_MEMBER_TTL)),
         }
     }
 
@@ -403,6 +417,7 @@ impl ChatService {
     async fn delete_room_unchecked(&self, r: &Room, actor: UserId) -> AppResult<()> {
         let ev = room_event_for(RoomEventType::RoomDeleted, r, actor, now());
         self.dir().delete_room(r.id, vec![room_record(ev)?]).await?;
+        self.known_members.forget(r.id, None);
         self.ports.fanout.evict(r.id, None, "room_deleted");
         Ok(())
     }
@@ -598,6 +613,7 @@ impl ChatService {
                 "User is not a member of this room".into(),
             ));
         }
+        self.known_members.forget(room, Some(target));
         self.ports.fanout.evict(room, Some(target), "removed");
         Ok(())
     }
@@ -616,6 +632,7 @@ impl ChatService {
             .remove_member(room, user.id, vec![room_record(ev)?])
             .await?
         {
+            self.known_members.forget(room, Some(user.id));
             self.ports.fanout.evict(room, Some(user.id), "left");
         }
         Ok(())
@@ -707,7 +724,11 @@ impl ChatService {
         });
         let receipt = match &self.ports.sequencing {
             Some(sequencer) => {
-                self.require_member(room, user.id).await?;
+                // The directory is asked once in a while, not for every message.
+                if !self.known_members.holds(room, user.id) {
+                    self.require_member(room, user.id).await?;
+                    self.known_members.remember(room, user.id);
+                }
                 sequencer.send_message(msg.clone(), events).await?
             }
             None => self

@@ -360,6 +360,7 @@ async fn run_ingress(
     let delivery = Arc::new(DeliveryProcessor {
         fanout: hub.clone(),
         directory: stores.directory.clone(),
+        known_members: svc.known_members(),
     });
     tasks.spawn(runner::run_with_ready(
         log.clone(),

@@ -1,13 +1,15 @@
 //! The delivery processor: room events and notifications → frames for online subscribers (live only; a client
 //! that was away resumes from history with its last seq). It also ends the subscriptions of a
 //! member who left or was removed, and of everyone in a deleted room, on this process, whichever
-//! process made the change (the one that made it has already done so).
+//! process made the change (the one that made it has already done so), and forgets the
+//! memberships those changes ended from what the send path trusts.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use livechat_core::events::notification_of;
 use livechat_core::frames;
+use livechat_core::membership::KnownMembers;
 use livechat_core::ports::{Directory, Fanout};
 use livechat_schemas::{
     RoomEvent, RoomEventType, TopicEvent, NOTIFICATIONS_TOPIC, ROOM_EVENTS_TOPIC,
@@ -20,6 +22,8 @@ pub struct DeliveryProcessor {
     pub fanout: Arc<dyn Fanout>,
     /// Asked whether someone who left is a member again before their subscription is ended.
     pub directory: Arc<dyn Directory>,
+    /// The memberships this process's send path trusts: those that change are forgotten here.
+    pub known_members: Arc<KnownMembers>,
 }
 
 #[async_trait]
@@ -40,6 +44,7 @@ impl Processor for DeliveryProcessor {
                     let Ok(room) = Uuid::parse_str(&ev.room_id) else {
                         continue;
                     };
+                    self.forget_membership(room, ev);
                     if !self.fanout.watched(room) {
                         continue; // nobody here listens: no frame to build
                     }
@@ -61,6 +66,22 @@ impl Processor for DeliveryProcessor {
 }
 
 impl DeliveryProcessor {
+    /// Forgets the memberships a change ended (whatever process made it, watched here or not).
+    fn forget_membership(&self, room: Uuid, ev: &RoomEvent) {
+        match ev.kind() {
+            Some(RoomEventType::RoomDeleted) => self.known_members.forget(room, None),
+            Some(RoomEventType::UserLeftRoom | RoomEventType::UserRemovedFromRoom) => {
+                let user = ev
+                    .subject_user_id
+                    .as_deref()
+                    .and_then(|u| Uuid::parse_str(u).ok());
+                // Without a subject, everyone's (the room is read again).
+                self.known_members.forget(room, user);
+            }
+            _ => {}
+        }
+    }
+
     /// Evicts the subscriptions a membership change ended. Someone who left (or was removed) and
     /// is a member again by now keeps the subscription they made since.
     async fn end_subscriptions(&self, room: Uuid, ev: &RoomEvent) -> anyhow::Result<()> {

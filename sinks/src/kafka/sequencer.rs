@@ -259,6 +259,10 @@ impl<'a> Session<'a> {
             }
             match polled {
                 Some(Ok(m)) => out.push(entry_of(&m, ns)),
+                // The commands topic created a moment ago, not yet in this client's metadata.
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::UnknownTopicOrPartition,
+                ))) => break,
                 Some(Err(e)) => return Err(e).context("polling the message commands"),
                 None => break,
             }

@@ -685,33 +685,20 @@ impl Directory for MongoDirectory {
     }
 
     async fn messages_sequenced(&self, sent: &[(RoomId, UserId, i64)]) -> StoreResult<()> {
-        // One update per room (its highest seq) and one per author in it (theirs).
-        let mut rooms: std::collections::HashMap<RoomId, i64> = Default::default();
-        let mut authors: std::collections::HashMap<(RoomId, UserId), i64> = Default::default();
+        // One update per room: its highest seq, and each author's highest as their read marker.
+        // An author who left gets a marker without a role, which is no membership (`member_of`)
+        // and is replaced whole if they join again.
+        let mut rooms: std::collections::HashMap<RoomId, Document> = Default::default();
         for &(room, user, seq) in sent {
-            let r = rooms.entry(room).or_insert(seq);
-            *r = (*r).max(seq);
-            let a = authors.entry((room, user)).or_insert(seq);
-            *a = (*a).max(seq);
+            let max = rooms.entry(room).or_default();
+            for field in ["last_seq".to_string(), format!("members.{}.read", id(user))] {
+                let higher = max.get_i64(&field).map_or(seq, |s| s.max(seq));
+                max.insert(field, higher);
+            }
         }
-        let raise_rooms = rooms.into_iter().map(|(room, seq)| {
-            (
-                live_id(id(room).as_str()),
-                doc! { "$max": { "last_seq": seq } },
-            )
-        });
-        // A marker only while a member: one of someone who left is not brought back.
-        let raise_markers = authors.into_iter().map(|((room, user), seq)| {
-            let uid = id(user);
-            let mut filter = live_id(id(room).as_str());
-            filter.insert("member_ids", &uid);
-            (
-                filter,
-                doc! { "$max": { format!("members.{uid}.read"): seq } },
-            )
-        });
-        for (filter, update) in raise_rooms.chain(raise_markers) {
-            self.update_doc("rooms", filter, update).await?;
+        for (room, max) in rooms {
+            self.update_doc("rooms", live_id(id(room).as_str()), doc! { "$max": max })
+                .await?;
         }
         Ok(())
     }

@@ -191,7 +191,8 @@ async fn round(ws: &mut Ws, rooms: &[String], n: usize, acks: &mut Vec<(String, 
 }
 
 /// A member removed through one process loses the room's stream on the other at once: the
-/// removal reaches every process's live delivery, which ends the subscriptions there.
+/// removal reaches every process's live delivery, which ends the subscriptions there and
+/// forgets the membership its send path trusted.
 #[tokio::test]
 async fn a_member_removed_on_one_process_loses_the_stream_on_the_other() {
     let Some(owned) = kafka_env() else { return };
@@ -208,6 +209,9 @@ async fn a_member_removed_on_one_process_loses_the_stream_on_the_other() {
     let mut wo = owner.ws(&a, None).await;
     wo.send_msg(&room, "before", "e1").await;
     native.messages(&room, 1).await;
+    // Bob sends through B: B's send path now trusts his membership.
+    assert_eq!(native.send_msg(&room, "mine", "b1").await["type"], "ack");
+    native.messages(&room, 1).await;
 
     assert_eq!(owner.remove_member(&room, &bob.id).await.0, 200);
     let u = native.wait_type("unsubscribed").await;
@@ -215,4 +219,7 @@ async fn a_member_removed_on_one_process_loses_the_stream_on_the_other() {
     assert_eq!(legacy.closed_with().await, Some(4403));
     wo.send_msg(&room, "after removal", "e2").await;
     assert_eq!(native.ping_or("MESSAGE_CREATED").await["type"], "pong");
+    // B forgot the membership with the removal: Bob's next send there is refused.
+    let refused = native.send_msg(&room, "after removal", "b2").await;
+    assert_eq!(refused["type"], "error", "{refused}");
 }
