@@ -363,7 +363,11 @@ async fn sockets_per_user_are_capped() {
     let u = app.user("tabs").await;
     let mut open = Vec::new();
     for _ in 0..3 {
-        open.push(u.ws(&app, None).await);
+        let mut ws = u.ws(&app, None).await;
+        // Answered once its connection runs, so the server counts it (the handshake alone
+        // returns before the server has registered the socket).
+        assert_eq!(ws.ping_or("none").await["type"], "pong");
+        open.push(ws);
     }
     let mut req = app.ws_url("").into_client_request().unwrap();
     req.headers_mut()

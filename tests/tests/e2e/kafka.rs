@@ -223,3 +223,31 @@ async fn a_member_removed_on_one_process_loses_the_stream_on_the_other() {
     let refused = native.send_msg(&room, "after removal", "b2").await;
     assert_eq!(refused["type"], "error", "{refused}");
 }
+
+/// Analytics processors scaled 1 → 3 → 1 while sends go on: their consumer group moves the
+/// partitions each time, and every room still counts every message once, complete within
+/// seconds of the last send (no partition left behind).
+#[tokio::test]
+async fn processors_scaled_up_and_down_while_sending_lose_nothing() {
+    let Some(owned) = kafka_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let _first = App::spawn_role_beside(&a, &["processor", "analytics"], &env).await;
+    let alice = a.user("alice").await;
+    let mut rooms = Vec::new();
+    for i in 0..6 {
+        rooms.push(alice.create_room(&format!("scale{i}"), true).await);
+    }
+    let mut ws = alice.ws(&a, None).await;
+    let mut acks = Vec::new();
+    round(&mut ws, &rooms, 0, &mut acks).await;
+    let mut second = App::spawn_role_beside(&a, &["processor", "analytics"], &env).await;
+    let mut third = App::spawn_role_beside(&a, &["processor", "analytics"], &env).await;
+    round(&mut ws, &rooms, 1, &mut acks).await;
+    assert!(second.terminate().await.success());
+    assert!(third.terminate().await.success());
+    round(&mut ws, &rooms, 2, &mut acks).await;
+    for r in &rooms {
+        alice.wait_for_room_stats(r, 30).await;
+    }
+}
