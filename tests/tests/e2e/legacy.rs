@@ -146,6 +146,15 @@ async fn health_openapi_and_swagger_ui_are_served() {
     assert!(doc["paths"]["/api/rooms/create-join-request"]["post"].is_object());
     let ui = app.docs("").await;
     assert_eq!(ui.status(), 200);
+    // Every response: no sniffing, never framed elsewhere, no referrer.
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("content-security-policy", "frame-ancestors 'none'"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(ui.headers()[name], value, "{name}");
+    }
     assert!(ui.text().await.unwrap().contains("swagger"));
     let init = app
         .docs("swagger-initializer.js")
