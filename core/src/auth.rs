@@ -205,7 +205,7 @@ impl LoginThrottle {
                 if elapsed < wait {
                     return Err(AppError::TooManyRequests {
                         message: "Too many failed logins for this account; try again later".into(),
-                        retry_after_secs: (wait - elapsed).as_secs().max(1),
+                        retry_after_secs: whole_secs_up(wait - elapsed),
                     });
                 }
             }
@@ -262,6 +262,12 @@ impl LoginThrottle {
             .accounts
             .remove(username);
     }
+}
+
+/// A wait in whole seconds, rounded up (at least 1): a client that waits `Retry-After` seconds
+/// is then let in, never refused once more for a fraction of a second.
+fn whole_secs_up(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]
@@ -323,5 +329,13 @@ mod tests {
         ));
         t.record_success("bob");
         t.check(None, "bob").unwrap();
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up() {
+        assert_eq!(whole_secs_up(Duration::from_millis(1500)), 2);
+        assert_eq!(whole_secs_up(Duration::from_secs(3)), 3);
+        assert_eq!(whole_secs_up(Duration::from_millis(1)), 1);
+        assert_eq!(whole_secs_up(Duration::ZERO), 1);
     }
 }
