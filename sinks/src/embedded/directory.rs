@@ -23,7 +23,7 @@ use super::log::SqliteLog;
 use super::notifications::{self, notif_row, NOTIF_COLS};
 use super::outbox::OutboxTable;
 use super::records::{Queued, RecordSink};
-use super::sequencer::send_tx;
+use super::sequencer::{raise_read_marker, raise_seqs, send_tx};
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users(
@@ -676,10 +676,7 @@ impl Directory for SqliteDirectory {
         self.db
             .write(move |tx| {
                 for (room, user, seq) in &sent {
-                    tx.prepare_cached("UPDATE rooms SET last_seq = max(last_seq, ?2) WHERE id = ?1")?
-                        .execute(params![room, seq])?;
-                    tx.prepare_cached("UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2")?
-                        .execute(params![room, user, seq])?;
+                    raise_seqs(tx, room, user, *seq)?;
                 }
                 Ok(())
             })
@@ -689,10 +686,7 @@ impl Directory for SqliteDirectory {
     async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64> {
         self.db
             .write(move |tx| {
-                tx.execute(
-                    "UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2",
-                    params![room.to_string(), user.to_string(), seq],
-                )?;
+                raise_read_marker(tx, &room.to_string(), &user.to_string(), seq)?;
                 Ok(tx
                     .query_row(
                         "SELECT last_read_seq FROM memberships WHERE room_id = ?1 AND user_id = ?2",

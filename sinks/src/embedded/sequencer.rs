@@ -64,11 +64,7 @@ pub(super) fn send_tx(
                 .map(Some);
         }
     }
-    tx.prepare_cached("UPDATE rooms SET last_seq = ?2 WHERE id = ?1")?
-        .execute(params![room, seq])?;
-    // The author has read their own message: it never counts as unread for them.
-    tx.prepare_cached("UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2")?
-        .execute(params![room, user, seq])?;
+    raise_seqs(tx, &room, &user, seq)?;
     q.queue(tx, records)?;
     Ok(Some(SendReceipt {
         message_id: msg.message_id,
@@ -77,4 +73,32 @@ pub(super) fn send_tx(
         content: msg.content,
         duplicate: false,
     }))
+}
+
+/// Raises the room's last seq to that of a message sent in it, and its author's read marker
+/// (the author has read their own message: it never counts as unread for them). Never lowers
+/// either, so it also applies messages sequenced elsewhere, again or out of order.
+pub(super) fn raise_seqs(
+    tx: &Connection,
+    room: &str,
+    author: &str,
+    seq: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE rooms SET last_seq = max(last_seq, ?2) WHERE id = ?1")?
+        .execute(params![room, seq])?;
+    raise_read_marker(tx, room, author, seq)
+}
+
+/// Raises a member's read marker in a room (never lowers it).
+pub(super) fn raise_read_marker(
+    tx: &Connection,
+    room: &str,
+    user: &str,
+    seq: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE memberships SET last_read_seq = max(last_read_seq, ?3) WHERE room_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![room, user, seq])?;
+    Ok(())
 }

@@ -312,6 +312,36 @@ impl App {
 }
 
 /// Two members of one room: see [`App::pair`].
+/// The owner, through `remover`, removes Bob, whose sockets are on `reader` (one process or
+/// two): Bob's native socket is told "removed" and gets nothing more of the room, his legacy
+/// socket is closed with 4403, and his next send is refused.
+pub async fn removal_ends_the_members_stream(remover: &App, reader: &App, pair: &Pair) {
+    let Pair {
+        alice: owner,
+        bob,
+        room,
+    } = pair;
+    let mut native = bob.subscribed_ws(reader, room).await;
+    let mut legacy = bob.ws(reader, Some(room)).await;
+    let mut wo = owner.ws(remover, None).await;
+    wo.send_msg(room, "before", "k1").await;
+    native.messages(room, 1).await;
+    // Bob sends too: on Kafka, his process's send path now trusts his membership.
+    assert_eq!(native.send_msg(room, "mine", "b1").await["type"], "ack");
+    native.messages(room, 1).await;
+
+    assert_eq!(owner.remove_member(room, &bob.id).await.0, 200);
+    let u = native.wait_type("unsubscribed").await;
+    assert_eq!(u["reason"], "removed");
+    assert_eq!(legacy.closed_with().await, Some(4403));
+    wo.send_msg(room, "after removal", "k2").await;
+    // Bob's native socket stays open but gets nothing more of the room.
+    assert_eq!(native.ping_or("MESSAGE_CREATED").await["type"], "pong");
+    // The membership is forgotten with the removal: Bob's next send is refused.
+    let refused = native.send_msg(room, "after removal", "b2").await;
+    assert_eq!(refused["type"], "error", "{refused}");
+}
+
 pub struct Pair {
     pub alice: User,
     pub bob: User,

@@ -199,29 +199,7 @@ async fn a_member_removed_on_one_process_loses_the_stream_on_the_other() {
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let a = App::spawn(&env).await;
     let b = App::spawn_beside(&a, &env).await;
-    let Pair {
-        alice: owner,
-        bob,
-        room,
-    } = a.pair("evict").await;
-    let mut native = bob.subscribed_ws(&b, &room).await;
-    let mut legacy = bob.ws(&b, Some(&room)).await;
-    let mut wo = owner.ws(&a, None).await;
-    wo.send_msg(&room, "before", "e1").await;
-    native.messages(&room, 1).await;
-    // Bob sends through B: B's send path now trusts his membership.
-    assert_eq!(native.send_msg(&room, "mine", "b1").await["type"], "ack");
-    native.messages(&room, 1).await;
-
-    assert_eq!(owner.remove_member(&room, &bob.id).await.0, 200);
-    let u = native.wait_type("unsubscribed").await;
-    assert_eq!(u["reason"], "removed");
-    assert_eq!(legacy.closed_with().await, Some(4403));
-    wo.send_msg(&room, "after removal", "e2").await;
-    assert_eq!(native.ping_or("MESSAGE_CREATED").await["type"], "pong");
-    // B forgot the membership with the removal: Bob's next send there is refused.
-    let refused = native.send_msg(&room, "after removal", "b2").await;
-    assert_eq!(refused["type"], "error", "{refused}");
+    removal_ends_the_members_stream(&a, &b, &a.pair("evict").await).await;
 }
 
 /// Analytics processors scaled 1 → 3 → 1 while sends go on: their consumer group moves the

@@ -66,24 +66,13 @@ async fn private_room_request_accept_and_reject_with_live_notifications() {
 #[tokio::test]
 async fn a_removed_member_stream_stops_at_once() {
     let app = App::spawn(&[]).await;
+    let pair = app.pair("kick").await;
+    removal_ends_the_members_stream(&app, &app, &pair).await;
     let Pair {
         alice: owner,
         bob,
         room,
-    } = app.pair("kick").await;
-    let mut native = bob.subscribed_ws(&app, &room).await;
-    let mut legacy = bob.ws(&app, Some(&room)).await;
-    let mut wo = owner.ws(&app, None).await;
-    wo.send_msg(&room, "before", "k1").await;
-    native.messages(&room, 1).await;
-
-    assert_eq!(owner.remove_member(&room, &bob.id).await.0, 200);
-    let u = native.wait_type("unsubscribed").await;
-    assert_eq!(u["reason"], "removed");
-    assert_eq!(legacy.closed_with().await, Some(4403));
-    wo.send_msg(&room, "after removal", "k2").await;
-    // Bob's native socket stays open but gets nothing more of the room.
-    assert_eq!(native.ping_or("MESSAGE_CREATED").await["type"], "pong");
+    } = pair;
     assert_eq!(bob.recent_messages(&room).await.0, 403);
     // The owner cannot remove themself, nor a non-member.
     assert_eq!(owner.remove_member(&room, &owner.id).await.0, 400);
