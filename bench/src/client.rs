@@ -26,6 +26,10 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Target {
     pub proto: Proto,
     pub addr: SocketAddr,
+    /// Further nodes of the same server (LiveChat's distributed mode: more ingress processes on
+    /// one stack). Sockets are spread over `addr` and these by a hash of their number, so the
+    /// members of a room and the publishers land on every node.
+    pub other_nodes: Vec<SocketAddr>,
     /// Source addresses used round-robin (each has its own ephemeral port range).
     pub src_ips: Vec<Ipv4Addr>,
     /// Centrifugo HMAC secret for connection tokens.
@@ -72,23 +76,38 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096)
 }
 
-/// Opens a WebSocket to `path` (with query) from source address number `idx`.
+impl Target {
+    /// The node socket number `idx` connects to.
+    pub fn node(&self, idx: usize) -> SocketAddr {
+        if self.other_nodes.is_empty() {
+            return self.addr;
+        }
+        // Fibonacci hashing: consecutive numbers (a room's members are `rooms` apart, its
+        // publisher is the first) scatter over the nodes.
+        let h = (idx as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        match (h % (1 + self.other_nodes.len() as u64)) as usize {
+            0 => self.addr,
+            k => self.other_nodes[k - 1],
+        }
+    }
+}
+
+/// Opens WebSocket number `idx` to `path` (with query): its node, and source address number `idx`.
 pub async fn ws_open(t: &Target, idx: usize, path: &str, cookie: Option<&str>) -> Result<Ws> {
     let src = if t.src_ips.is_empty() {
         None
     } else {
         Some(t.src_ips[idx % t.src_ips.len()])
     };
-    let stream = tcp(t.addr, src).await.context("tcp connect")?;
-    let mut req = format!("ws://{}{}", t.addr, path).into_client_request()?;
+    let addr = t.node(idx);
+    let stream = tcp(addr, src).await.context("tcp connect")?;
+    let mut req = format!("ws://{addr}{path}").into_client_request()?;
     if let Some(c) = cookie {
         req.headers_mut()
             .insert("cookie", HeaderValue::from_str(c)?);
     }
-    req.headers_mut().insert(
-        "origin",
-        HeaderValue::from_str(&format!("http://{}", t.addr))?,
-    );
+    req.headers_mut()
+        .insert("origin", HeaderValue::from_str(&format!("http://{addr}"))?);
     let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config()))
         .await
         .context("websocket handshake")?;

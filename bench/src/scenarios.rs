@@ -3,7 +3,7 @@
 //!
 //! Every loop here is bounded: connection counts are fixed, phases are timed, waits time out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, centrifugo_reply, Target, World, Ws};
 use crate::proto::{self, content, publish_frame, scan, Event, Proto, FIRST_PUBLISH_ID};
-use crate::stats::{self, cpu_pct, machine, machine_pct, now_ns, sample, Counters, Hist, Lat};
+use crate::stats::{
+    self, cpu_pct, machine, machine_pct, now_ns, sample, Counters, Hist, Lat, Watch,
+};
 
 const OPEN_CONCURRENCY: usize = 128;
 
@@ -447,6 +449,9 @@ pub struct Step {
     pub lost: i64,
     pub closed: u64,
     pub server_cpu_pct: f64,
+    /// CPU % of each process beside the server (see [`Watch`]), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components_cpu_pct: BTreeMap<String, f64>,
     pub loadgen_cpu_pct: f64,
     /// Whole machine busy (200 = both cores); the rest is other processes.
     pub machine_cpu_pct: f64,
@@ -462,7 +467,12 @@ pub struct FanoutResult {
     pub steps: Vec<Step>,
 }
 
-pub async fn fanout(t: &Target, world: &World, cfg: &FanoutCfg, pid: u32) -> Result<FanoutResult> {
+pub async fn fanout(
+    t: &Target,
+    world: &World,
+    cfg: &FanoutCfg,
+    watch: &Watch,
+) -> Result<FanoutResult> {
     let ctr = Arc::new(Counters::new());
     let hist = Arc::new(Hist::new());
     let off = Ctl {
@@ -515,9 +525,9 @@ pub async fn fanout(t: &Target, world: &World, cfg: &FanoutCfg, pid: u32) -> Res
             tokio::time::sleep(Duration::from_secs_f64(cfg.warmup_s)).await;
             let from = now_ns();
             ctr.open_window(from, from + (cfg.duration_s * 1e9) as u64);
-            let (sa, ga, ma) = (sample(Some(pid)), sample(None), machine());
+            let (sa, ga, ma) = (watch.sample(), sample(None), machine());
             tokio::time::sleep(Duration::from_secs_f64(cfg.duration_s)).await;
-            let (sb, gb, mb) = (sample(Some(pid)), sample(None), machine());
+            let (sb, gb, mb) = (watch.sample(), sample(None), machine());
             let _ = ctl_tx.send(off);
             // Drain: at least `drain_s`, then until no delivery arrived for 300 ms (an
             // overloaded server may still be flushing queues), at most 10 s.
@@ -548,10 +558,11 @@ pub async fn fanout(t: &Target, world: &World, cfg: &FanoutCfg, pid: u32) -> Res
                 delivered,
                 lost: expected as i64 - delivered as i64,
                 closed: Counters::get(&ctr.closed) - closed0,
-                server_cpu_pct: cpu_pct(&sa, &sb),
+                server_cpu_pct: watch.server_cpu_pct(&sa, &sb),
+                components_cpu_pct: watch.components_cpu_pct(&sa, &sb),
                 loadgen_cpu_pct: cpu_pct(&ga, &gb),
                 machine_cpu_pct: machine_pct(&ma, &mb),
-                server_rss_mb: sb.map(|s| s.rss_kb as f64 / 1024.0).unwrap_or(0.0),
+                server_rss_mb: watch.server_rss_mb(&sb),
                 first_close: ctr.first_close(),
             }
         }
@@ -634,6 +645,9 @@ pub struct IngestResult {
     pub send_errors: u64,
     pub closed: u64,
     pub server_cpu_pct: f64,
+    /// CPU % of each process beside the server (see [`Watch`]), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components_cpu_pct: BTreeMap<String, f64>,
     pub loadgen_cpu_pct: f64,
     pub machine_cpu_pct: f64,
     pub first_error: Option<String>,
@@ -642,7 +656,12 @@ pub struct IngestResult {
 
 /// Sockets that only publish (no subscribers anywhere), each keeping `window` sends in flight;
 /// sends/s counts acknowledgements received in the window.
-pub async fn ingest(t: &Target, world: &World, cfg: &IngestCfg, pid: u32) -> Result<IngestResult> {
+pub async fn ingest(
+    t: &Target,
+    world: &World,
+    cfg: &IngestCfg,
+    watch: &Watch,
+) -> Result<IngestResult> {
     let ctr = Arc::new(Counters::new());
     let hist = Arc::new(Hist::new());
     let (ctl_tx, ctl_rx) = watch::channel(0u8);
@@ -672,9 +691,9 @@ pub async fn ingest(t: &Target, world: &World, cfg: &IngestCfg, pid: u32) -> Res
     tokio::time::sleep(Duration::from_secs_f64(cfg.warmup_s)).await;
     let from = now_ns();
     ctr.open_window(from, from + (cfg.duration_s * 1e9) as u64);
-    let (sa, ga, ma) = (sample(Some(pid)), sample(None), machine());
+    let (sa, ga, ma) = (watch.sample(), sample(None), machine());
     tokio::time::sleep(Duration::from_secs_f64(cfg.duration_s)).await;
-    let (sb, gb, mb) = (sample(Some(pid)), sample(None), machine());
+    let (sb, gb, mb) = (watch.sample(), sample(None), machine());
     let _ = ctl_tx.send(STOP);
     finish(&mut tasks, Duration::from_secs(15)).await;
     Ok(IngestResult {
@@ -686,7 +705,8 @@ pub async fn ingest(t: &Target, world: &World, cfg: &IngestCfg, pid: u32) -> Res
         acked: Counters::get(&ctr.acked),
         send_errors: Counters::get(&ctr.send_errors),
         closed: Counters::get(&ctr.closed),
-        server_cpu_pct: cpu_pct(&sa, &sb),
+        server_cpu_pct: watch.server_cpu_pct(&sa, &sb),
+        components_cpu_pct: watch.components_cpu_pct(&sa, &sb),
         loadgen_cpu_pct: cpu_pct(&ga, &gb),
         machine_cpu_pct: machine_pct(&ma, &mb),
         first_error,

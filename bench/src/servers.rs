@@ -354,8 +354,39 @@ pub async fn start_timed(
     history_size: usize,
 ) -> Result<Started> {
     let port = free_port()?;
+    let cmd = command(proto, bins, dir, port, history_size)?;
+    spawn_until_ready(proto, cmd, dir, port).await
+}
+
+/// LiveChat with a configuration file and environment of its own (distributed mode: which
+/// servers, and which names on them), on a free port, once its health endpoint answers.
+pub async fn start_livechat(
+    bin: &Path,
+    dir: &Path,
+    config: &Path,
+    env: &[(String, String)],
+) -> Result<Server> {
+    let port = free_port()?;
+    let bins = Bins {
+        livechat: bin.to_path_buf(),
+        bare: PathBuf::new(),
+        centrifugo: None,
+    };
+    let mut cmd = command(Proto::Livechat, &bins, dir, port, 0)?;
+    cmd.arg("--config").arg(config);
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Ok(spawn_until_ready(Proto::Livechat, cmd, dir, port)
+        .await?
+        .server)
+}
+
+async fn spawn_until_ready(
+    proto: Proto,
+    mut cmd: Command,
+    dir: &Path,
+    port: u16,
+) -> Result<Started> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let mut cmd = command(proto, bins, dir, port, history_size)?;
     let t0 = Instant::now();
     let mut child = cmd
         .spawn()

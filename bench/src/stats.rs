@@ -1,5 +1,6 @@
 //! Clocks, latency histograms, counters and /proc sampling.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
@@ -223,6 +224,78 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
         rss_kb,
         at: Instant::now(),
     })
+}
+
+/// Several processes as one: CPU ticks and RSS summed; None when any of them is gone.
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    let mut total: Option<ProcSample> = None;
+    for &pid in pids {
+        let s = sample(Some(pid))?;
+        total = Some(match total {
+            None => s,
+            Some(t) => ProcSample {
+                ticks: t.ticks + s.ticks,
+                rss_kb: t.rss_kb + s.rss_kb,
+                at: t.at,
+            },
+        });
+    }
+    total
+}
+
+/// The processes a measurement samples: the server under test (one process, or several whose
+/// CPU and memory are summed) and named components beside it (in distributed mode the servers
+/// it uses: Kafka, Cassandra, …), whose CPU is reported one by one.
+#[derive(Clone, Debug, Default)]
+pub struct Watch {
+    pub server: Vec<u32>,
+    pub components: Vec<(String, u32)>,
+}
+
+/// One reading of every process of a [`Watch`].
+pub struct WatchSample {
+    server: Option<ProcSample>,
+    components: Vec<Option<ProcSample>>,
+}
+
+impl Watch {
+    /// A single server process and nothing beside it.
+    pub fn one(pid: u32) -> Watch {
+        Watch {
+            server: vec![pid],
+            components: Vec::new(),
+        }
+    }
+
+    pub fn sample(&self) -> WatchSample {
+        WatchSample {
+            server: sample_all(&self.server),
+            components: self
+                .components
+                .iter()
+                .map(|(_, pid)| sample(Some(*pid)))
+                .collect(),
+        }
+    }
+
+    /// Server CPU % between two readings.
+    pub fn server_cpu_pct(&self, a: &WatchSample, b: &WatchSample) -> f64 {
+        cpu_pct(&a.server, &b.server)
+    }
+
+    /// Server RSS (MB) at a reading.
+    pub fn server_rss_mb(&self, s: &WatchSample) -> f64 {
+        s.server.map(|s| s.rss_kb as f64 / 1024.0).unwrap_or(0.0)
+    }
+
+    /// CPU % of each component between two readings, by name.
+    pub fn components_cpu_pct(&self, a: &WatchSample, b: &WatchSample) -> BTreeMap<String, f64> {
+        self.components
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), cpu_pct(&a.components[i], &b.components[i])))
+            .collect()
+    }
 }
 
 /// Percent of one core used between two samples (200 % = both cores of a 2-core machine).

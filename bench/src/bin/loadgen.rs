@@ -12,8 +12,10 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use livechat_bench::client::{livechat_world, Target, World};
 use livechat_bench::proto::Proto;
+use livechat_bench::scaleout::{self, ScaleOpts};
 use livechat_bench::scenarios::{self, FanoutCfg, HistoryCfg, IngestCfg};
 use livechat_bench::servers::{Bins, Centrifugo, CENTRIFUGO_SECRET};
+use livechat_bench::stats::Watch;
 use livechat_bench::suite::{self, Mode, SuiteOpts};
 
 #[derive(Parser)]
@@ -30,6 +32,9 @@ struct Cli {
 enum Cmd {
     /// Every scenario against every peer; JSON per scenario and a README summary.
     Suite(SuiteArgs),
+    /// Embedded beside distributed (on the scripts/dev-services servers): ingest and fan-out
+    /// across two ingress processes, with every process's CPU per message.
+    Distributed(DistributedArgs),
     /// Idle sockets: RSS per connection and idle CPU of the server.
     Idle {
         #[command(flatten)]
@@ -151,11 +156,42 @@ struct SuiteArgs {
     src_ips: Vec<Ipv4Addr>,
 }
 
+#[derive(Args)]
+struct DistributedArgs {
+    /// A livechat built with `--features distributed`.
+    #[arg(long)]
+    livechat_bin: PathBuf,
+    /// The distributed configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Where scripts/dev-services keeps its services (default: its own default).
+    #[arg(long, env = "LIVECHAT_SERVICES_HOME")]
+    services_home: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Only these scenarios (ingest-16x1, ingest-64x2, fanout); default all.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    #[arg(long)]
+    work: PathBuf,
+    #[arg(long)]
+    results: PathBuf,
+    #[arg(long)]
+    readme: PathBuf,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4"
+    )]
+    src_ips: Vec<Ipv4Addr>,
+}
+
 impl TargetArgs {
     fn target(&self) -> Target {
         Target {
             proto: self.proto,
             addr: self.addr,
+            other_nodes: Vec::new(),
             src_ips: self.src_ips.clone(),
             secret: self.secret.clone(),
         }
@@ -198,6 +234,24 @@ async fn main() -> Result<()> {
                 readme: a.readme,
                 src_ips: a.src_ips,
                 runs: a.runs,
+            })
+            .await
+        }
+        Cmd::Distributed(a) => {
+            let services_home = match a.services_home {
+                Some(h) => h,
+                None => PathBuf::from(std::env::var("HOME")?).join(".cache/livechat/services"),
+            };
+            scaleout::run(ScaleOpts {
+                livechat: a.livechat_bin,
+                config: a.config,
+                services_home,
+                work: a.work,
+                results: a.results,
+                readme: a.readme,
+                src_ips: a.src_ips,
+                runs: a.runs,
+                scenarios: a.scenarios,
             })
             .await
         }
@@ -246,7 +300,7 @@ async fn main() -> Result<()> {
                 half_peak: false,
                 retry_broken: false,
             };
-            print(&scenarios::fanout(&t.target(), &w, &cfg, t.server_pid).await?)
+            print(&scenarios::fanout(&t.target(), &w, &cfg, &Watch::one(t.server_pid)).await?)
         }
         Cmd::Ingest {
             t,
@@ -264,7 +318,7 @@ async fn main() -> Result<()> {
                 duration_s: duration,
                 size: 100,
             };
-            print(&scenarios::ingest(&t.target(), &w, &cfg, t.server_pid).await?)
+            print(&scenarios::ingest(&t.target(), &w, &cfg, &Watch::one(t.server_pid)).await?)
         }
         Cmd::History {
             t,

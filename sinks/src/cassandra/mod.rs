@@ -30,7 +30,7 @@
 //! between changes of the same message and around a purge.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -368,7 +368,14 @@ fn hash_row(h: &mut Sha256, m: &StoredMessage) {
 pub struct CassandraHistory {
     session: Arc<Session>,
     st: Statements,
+    /// Buckets this process has recorded in `room_buckets`: a room's bucket is recorded once,
+    /// not with each of its (up to BUCKET_SIZE) messages. Forgotten when the room is purged here,
+    /// and all at once when it grows past KNOWN_BUCKETS_MAX.
+    known_buckets: Mutex<HashSet<(RoomId, i64)>>,
 }
+
+/// At most this many remembered buckets (a few MB) before the memory starts over.
+const KNOWN_BUCKETS_MAX: usize = 100_000;
 
 /// A keyspace name that is safe to splice into CQL (unquoted identifier, at most 48 chars).
 fn valid_keyspace(ks: &str) -> bool {
@@ -413,6 +420,7 @@ impl CassandraHistory {
         Ok(CassandraHistory {
             session: Arc::new(session),
             st,
+            known_buckets: Mutex::default(),
         })
     }
 
@@ -465,8 +473,22 @@ impl CassandraHistory {
         let bucket = bucket_of(m.seq);
         // Bucket and lookup entries first: a stored row is always reachable by readers. Both
         // are idempotent upserts of fixed values.
+        let slot = (m.room_id, bucket);
+        let known = self.known_buckets().contains(&slot);
+        let record_bucket = async {
+            if known {
+                return Ok(());
+            }
+            self.exec(&self.st.bucket_add, slot).await?;
+            let mut buckets = self.known_buckets();
+            if buckets.len() >= KNOWN_BUCKETS_MAX {
+                buckets.clear();
+            }
+            buckets.insert(slot);
+            Ok(())
+        };
         futures::try_join!(
-            self.exec(&self.st.bucket_add, (m.room_id, bucket)),
+            record_bucket,
             self.exec(&self.st.by_id_add, (m.id, m.room_id, m.seq)),
         )?;
         let client_msg_id = match &m.client_msg_id {
@@ -535,7 +557,12 @@ impl CassandraHistory {
             .await
     }
 
+    fn known_buckets(&self) -> std::sync::MutexGuard<'_, HashSet<(RoomId, i64)>> {
+        self.known_buckets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn purge(&self, room: RoomId) -> StoreResult<()> {
+        self.known_buckets().retain(|(r, _)| *r != room);
         for b in self.buckets_from(room, i64::MIN).await? {
             let ids: Vec<(Uuid,)> = self.rows(&self.st.bucket_ids, (room, b)).await?;
             futures::stream::iter(ids)
