@@ -49,16 +49,12 @@ pub trait Directory: Send + Sync {
     /// Deletes the room, its memberships, join requests and read markers.
     async fn delete_room(&self, id: RoomId, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
     async fn rooms_of_user(&self, user: UserId) -> StoreResult<Vec<(Room, Role, i64)>>;
-    /// Rooms by participants desc; private rooms only where `viewer` is a member.
-    async fn top_rooms(
-        &self,
-        limit: u32,
-        only_public: bool,
-        viewer: UserId,
-    ) -> StoreResult<Vec<Room>>;
-    /// Literal, case-insensitive substring search on name or description; private rooms only
-    /// where `viewer` is a member. Newest first.
-    async fn search_rooms(&self, text: &str, limit: u32, viewer: UserId) -> StoreResult<Vec<Room>>;
+    /// Rooms by participants desc, private ones too unless `only_public`. A private room is
+    /// listed like a public one: "private" means joining needs the owner's approval.
+    async fn top_rooms(&self, limit: u32, only_public: bool) -> StoreResult<Vec<Room>>;
+    /// Literal, case-insensitive substring search on name or description, private rooms
+    /// included (they are found to be requested). Newest first.
+    async fn search_rooms(&self, text: &str, limit: u32) -> StoreResult<Vec<Room>>;
 
     async fn membership(&self, room: RoomId, user: UserId) -> StoreResult<Option<Role>>;
     /// Adds a member; false (and no outbox written) if already a member.

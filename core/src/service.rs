@@ -422,13 +422,11 @@ impl ChatService {
         Ok(())
     }
 
-    /// A room's details: public rooms for anyone, private rooms for members only.
-    pub async fn get_room(&self, user: &User, room: RoomId) -> AppResult<RoomPublic> {
-        let r = self.room_or_404(room).await?;
-        if !r.is_public {
-            self.require_member(room, user.id).await?;
-        }
-        Ok(RoomPublic::from(&r))
+    /// A room's details (name, description, member count), for any signed-in user: a private
+    /// room is found and requested like a public one; its messages, members, presence, typing
+    /// and analytics stay members-only.
+    pub async fn get_room(&self, room: RoomId) -> AppResult<RoomPublic> {
+        Ok(RoomPublic::from(&self.room_or_404(room).await?))
     }
 
     /// The caller's rooms with unread counts from their read markers.
@@ -447,31 +445,25 @@ impl ChatService {
 
     pub async fn top_rooms(
         &self,
-        user: &User,
         limit: Option<u32>,
         only_public: bool,
     ) -> AppResult<Vec<RoomPublic>> {
         let limit = clamp_limit("limit", limit, 10, 100)?;
         Ok(self
             .dir()
-            .top_rooms(limit, only_public, user.id)
+            .top_rooms(limit, only_public)
             .await?
             .iter()
             .map(RoomPublic::from)
             .collect())
     }
 
-    pub async fn search_rooms(
-        &self,
-        user: &User,
-        text: &str,
-        limit: Option<u32>,
-    ) -> AppResult<Vec<RoomPublic>> {
+    pub async fn search_rooms(&self, text: &str, limit: Option<u32>) -> AppResult<Vec<RoomPublic>> {
         let text = validate::text("text", text, 1, 32, false)?;
         let limit = clamp_limit("limit", limit, 20, 100)?;
         Ok(self
             .dir()
-            .search_rooms(&text, limit, user.id)
+            .search_rooms(&text, limit)
             .await?
             .iter()
             .map(RoomPublic::from)

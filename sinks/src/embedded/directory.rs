@@ -356,26 +356,20 @@ impl Directory for SqliteDirectory {
             .await
     }
 
-    async fn top_rooms(
-        &self,
-        limit: u32,
-        only_public: bool,
-        viewer: UserId,
-    ) -> StoreResult<Vec<Room>> {
+    async fn top_rooms(&self, limit: u32, only_public: bool) -> StoreResult<Vec<Room>> {
         self.db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {ROOM_COLS} FROM rooms r
-                     WHERE r.is_public = 1 OR (?2 = 0 AND EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = ?1))
-                     ORDER BY r.participants_count DESC, r.created_at DESC LIMIT ?3"
+                    "SELECT {ROOM_COLS} FROM rooms r WHERE r.is_public = 1 OR ?1 = 0
+                     ORDER BY r.participants_count DESC, r.created_at DESC LIMIT ?2"
                 ))?;
-                let rows = stmt.query_map(params![viewer.to_string(), only_public, limit], room_row)?;
+                let rows = stmt.query_map(params![only_public, limit], room_row)?;
                 rows.collect()
             })
             .await
     }
 
-    async fn search_rooms(&self, text: &str, limit: u32, viewer: UserId) -> StoreResult<Vec<Room>> {
+    async fn search_rooms(&self, text: &str, limit: u32) -> StoreResult<Vec<Room>> {
         // instr() is a literal substring match: no pattern characters, no regex (user text never acts
         // as a pattern, unlike the original's regex search).
         let needle = text.to_lowercase();
@@ -383,11 +377,10 @@ impl Directory for SqliteDirectory {
             .read(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {ROOM_COLS} FROM rooms r
-                     WHERE (instr(lower(r.name), ?2) > 0 OR instr(lower(coalesce(r.description, '')), ?2) > 0)
-                       AND (r.is_public = 1 OR EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = r.id AND m.user_id = ?1))
-                     ORDER BY r.created_at DESC LIMIT ?3"
+                     WHERE instr(lower(r.name), ?1) > 0 OR instr(lower(coalesce(r.description, '')), ?1) > 0
+                     ORDER BY r.created_at DESC LIMIT ?2"
                 ))?;
-                let rows = stmt.query_map(params![viewer.to_string(), needle, limit], room_row)?;
+                let rows = stmt.query_map(params![needle, limit], room_row)?;
                 rows.collect()
             })
             .await

@@ -269,23 +269,10 @@ impl Directory for MongoDirectory {
         Ok(out)
     }
 
-    async fn top_rooms(
-        &self,
-        limit: u32,
-        only_public: bool,
-        viewer: UserId,
-    ) -> StoreResult<Vec<Room>> {
+    async fn top_rooms(&self, limit: u32, only_public: bool) -> StoreResult<Vec<Room>> {
         let mut filter = live();
         if only_public {
             filter.insert("is_public", true);
-        } else {
-            filter.insert(
-                "$or",
-                vec![
-                    doc! { "is_public": true },
-                    doc! { "member_ids": id(viewer) },
-                ],
-            );
         }
         self.rooms_where(
             filter,
@@ -295,17 +282,14 @@ impl Directory for MongoDirectory {
         .await
     }
 
-    async fn search_rooms(&self, text: &str, limit: u32, viewer: UserId) -> StoreResult<Vec<Room>> {
+    async fn search_rooms(&self, text: &str, limit: u32) -> StoreResult<Vec<Room>> {
         let pattern = literal_regex(text);
         let mut filter = live();
         filter.insert(
-            "$and",
+            "$or",
             vec![
-                doc! { "$or": [
-                    { "name": { "$regex": &pattern, "$options": "i" } },
-                    { "description": { "$regex": &pattern, "$options": "i" } },
-                ] },
-                doc! { "$or": [ { "is_public": true }, { "member_ids": id(viewer) } ] },
+                doc! { "name": { "$regex": &pattern, "$options": "i" } },
+                doc! { "description": { "$regex": &pattern, "$options": "i" } },
             ],
         );
         self.rooms_where(filter, doc! { "created_at": -1 }, limit)

@@ -134,7 +134,7 @@ macro_rules! directory_suite {
                 read_markers_only_move_forward,
                 messages_sequenced_elsewhere_raise_seqs_and_markers,
                 deleting_a_room_removes_its_memberships_and_requests,
-                search_is_literal_and_hides_private_rooms,
+                search_is_literal_and_lists_private_rooms,
             ]
         );
 

@@ -13,11 +13,31 @@ async fn private_room_request_accept_and_reject_with_live_notifications() {
     let mut wc = carol.ws(&app, None).await;
     let mut wd = dave.ws(&app, None).await;
 
-    // Non-members can neither see nor find the private room.
-    assert_eq!(carol.room(&room).await.0, 403);
+    // Non-members find the private room (search, popular rooms, its details), as the original
+    // client expects in order to request it, but not its messages, members or stream.
+    let (status, details) = carol.room(&room).await;
+    assert_eq!(status, 200);
+    assert_eq!(details["is_public"], false);
+    assert_eq!(details["participants_count"], 1);
     let (_, found) = carol.search_rooms("secret").await;
-    assert!(found.as_array().unwrap().iter().all(|r| r["id"] != room));
+    assert!(found.as_array().unwrap().iter().any(|r| r["id"] == room));
+    let (_, top) = carol
+        .get("/api/rooms/get-top-rooms?limit=100&only_public=false")
+        .await;
+    assert!(top.as_array().unwrap().iter().any(|r| r["id"] == room));
+    let (_, top) = carol
+        .get("/api/rooms/get-top-rooms?limit=100&only_public=true")
+        .await;
+    assert!(top.as_array().unwrap().iter().all(|r| r["id"] != room));
     assert_eq!(wc.subscribe(&room, None).await["code"], "forbidden");
+    assert_eq!(carol.members(&room).await.0, 403);
+    assert_eq!(
+        carol
+            .get(&format!("/api/messages/get-recent-messages/{room}"))
+            .await
+            .0,
+        403
+    );
 
     assert_eq!(carol.join_with_message(&room, "let me in").await.0, 200);
     assert_eq!(carol.join(&room).await.0, 400, "duplicate request");
