@@ -80,12 +80,26 @@ impl Role {
     }
 }
 
+/// Who finds a room and how one gets in. Public: listed, joined at once. Private (the
+/// original's meaning): listed with its name, description and member count, joined with the
+/// owner's approval. Unlisted: joined like a private room but never listed: found only through
+/// its link (its id), for rooms that must not be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Private,
+    Unlisted,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Room {
     pub id: RoomId,
     pub name: String,
     pub description: Option<String>,
     pub is_public: bool,
+    /// Left out of search and top rooms (never set on a public room).
+    pub unlisted: bool,
     pub created_by: UserId,
     pub participants_count: i64,
     /// The seq of the newest message (0 when none).
@@ -101,6 +115,8 @@ pub struct RoomPublic {
     pub name: String,
     pub description: Option<String>,
     pub is_public: bool,
+    /// `public`, `private` or `unlisted` (an addition; `is_public` is the original's field).
+    pub visibility: Visibility,
     pub created_by: UserId,
     pub participants_count: i64,
     pub created_at: DateTime<Utc>,
@@ -112,6 +128,21 @@ pub struct RoomPublic {
     pub last_read_seq: Option<i64>,
 }
 
+impl Room {
+    pub fn visibility(&self) -> Visibility {
+        match (self.is_public, self.unlisted) {
+            (true, _) => Visibility::Public,
+            (false, false) => Visibility::Private,
+            (false, true) => Visibility::Unlisted,
+        }
+    }
+
+    pub fn set_visibility(&mut self, v: Visibility) {
+        self.is_public = v == Visibility::Public;
+        self.unlisted = v == Visibility::Unlisted;
+    }
+}
+
 impl From<&Room> for RoomPublic {
     fn from(r: &Room) -> Self {
         RoomPublic {
@@ -119,6 +150,7 @@ impl From<&Room> for RoomPublic {
             name: r.name.clone(),
             description: r.description.clone(),
             is_public: r.is_public,
+            visibility: r.visibility(),
             created_by: r.created_by,
             participants_count: r.participants_count,
             created_at: r.created_at,

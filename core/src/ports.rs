@@ -50,10 +50,11 @@ pub trait Directory: Send + Sync {
     async fn delete_room(&self, id: RoomId, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
     async fn rooms_of_user(&self, user: UserId) -> StoreResult<Vec<(Room, Role, i64)>>;
     /// Rooms by participants desc, private ones too unless `only_public`. A private room is
-    /// listed like a public one: "private" means joining needs the owner's approval.
+    /// listed like a public one: "private" means joining needs the owner's approval. Unlisted
+    /// rooms never.
     async fn top_rooms(&self, limit: u32, only_public: bool) -> StoreResult<Vec<Room>>;
     /// Literal, case-insensitive substring search on name or description, private rooms
-    /// included (they are found to be requested). Newest first.
+    /// included (they are found to be requested), unlisted ones not. Newest first.
     async fn search_rooms(&self, text: &str, limit: u32) -> StoreResult<Vec<Room>>;
 
     async fn membership(&self, room: RoomId, user: UserId) -> StoreResult<Option<Role>>;

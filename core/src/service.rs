@@ -354,22 +354,24 @@ impl ChatService {
         user: &User,
         name: &str,
         description: Option<&str>,
-        is_public: bool,
+        visibility: Visibility,
     ) -> AppResult<RoomPublic> {
         let name = validate::text("name", name, 1, self.limits.max_room_name_chars, false)?;
         let description = self.description(description)?;
         let at = now();
-        let room = Room {
+        let mut room = Room {
             id: Uuid::new_v4(),
             name,
             description,
-            is_public,
+            is_public: true,
+            unlisted: false,
             created_by: user.id,
             participants_count: 1,
             last_seq: 0,
             created_at: at,
             updated_at: at,
         };
+        room.set_visibility(visibility);
         let ev = room_event_for(RoomEventType::RoomCreated, &room, user.id, at);
         match self.dir().create_room(&room, vec![room_record(ev)?]).await {
             Ok(()) => Ok(RoomPublic::from(&room)),
@@ -378,12 +380,16 @@ impl ChatService {
         }
     }
 
+    /// Changes the description and the visibility. `is_public` is the original client's switch:
+    /// true makes the room public, false makes a public room private (an unlisted one stays
+    /// unlisted); `visibility`, when given, wins.
     pub async fn update_room(
         &self,
         user: &User,
         room: RoomId,
         description: Option<&str>,
         is_public: Option<bool>,
+        visibility: Option<Visibility>,
     ) -> AppResult<RoomPublic> {
         let mut r = self.require_owner(room, user.id).await?;
         let mut changed = false;
@@ -394,11 +400,14 @@ impl ChatService {
                 changed = true;
             }
         }
-        if let Some(p) = is_public {
-            if p != r.is_public {
-                r.is_public = p;
-                changed = true;
-            }
+        let wanted = visibility.or(match is_public {
+            Some(true) => Some(Visibility::Public),
+            Some(false) if r.is_public => Some(Visibility::Private),
+            _ => None,
+        });
+        if let Some(v) = wanted.filter(|v| *v != r.visibility()) {
+            r.set_visibility(v);
+            changed = true;
         }
         if !changed {
             return Err(AppError::BadRequest("Nothing to change in room".into()));

@@ -69,7 +69,7 @@ export const api = {
   me: () => request('GET', '/users/get-me', { quiet401: true }),
 
   // rooms
-  createRoom: (name, description, isPublic) => request('POST', '/rooms/create-room', { body: { name, description, is_public: isPublic } }),
+  createRoom: (name, description, visibility) => request('POST', '/rooms/create-room', { body: { name, description, is_public: visibility === 'public', visibility } }),
   updateRoom: (id, changes) => request('PUT', `/rooms/update-room/${enc(id)}`, { body: changes }),
   deleteRoom: (id) => request('DELETE', `/rooms/delete-room/${enc(id)}`),
   getRoom: (id) => request('GET', `/rooms/get-room/${enc(id)}`),

@@ -3,7 +3,7 @@
 
 import { api } from './api.js';
 import { ChatSocket } from './socket.js';
-import { Emitter } from './util.js';
+import { Emitter, applyIsPublic } from './util.js';
 
 class Store extends Emitter {
   constructor() {
@@ -202,7 +202,7 @@ class Store extends Emitter {
       case 'ROOM_UPDATED':
         if (r && f.payload) {
           if ('description' in f.payload) r.description = f.payload.description || null;
-          if ('is_public' in f.payload) r.is_public = String(f.payload.is_public).toLowerCase() === 'true';
+          if ('is_public' in f.payload) applyIsPublic(r, f.payload.is_public);
           this.emit('rooms');
         }
         break;

@@ -77,3 +77,23 @@ export async function pool(items, n, fn) {
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
   return results;
 }
+
+/** A room's visibility: `public`, `private` or `unlisted` (servers without the field: from is_public). */
+export function visibilityOf(room) {
+  if (room instanceof HTMLFormElement) return room.elements.visibility.value;
+  return room.visibility || (room.is_public ? 'public' : 'private');
+}
+
+/** "Public", "Private" or "Unlisted". */
+export function visibilityLabel(room) {
+  const v = visibilityOf(room);
+  return v.charAt(0).toUpperCase() + v.slice(1);
+}
+
+/** Applies a live ROOM_UPDATED `is_public` to a room (it carries no visibility: a room made
+ *  public is public, one made non-public stays unlisted if it was). */
+export function applyIsPublic(room, value) {
+  room.is_public = String(value).toLowerCase() === 'true';
+  if (room.is_public) room.visibility = 'public';
+  else if (visibilityOf(room) === 'public') room.visibility = 'private';
+}

@@ -2,6 +2,7 @@
 
 use axum::extract::Path;
 use axum::response::Response;
+use livechat_core::model::Visibility;
 use serde::Deserialize;
 
 use super::{empty_ok, json, St};
@@ -9,22 +10,21 @@ use crate::auth::Caller;
 use crate::error::{invalid, ApiResult};
 use crate::extract::{uuid_param, JsonBody, QueryParams};
 
+/// The original's body, plus an optional `visibility` (`public`, `private`, `unlisted`) that
+/// wins over `is_public` (default: public).
 #[derive(Deserialize)]
 pub struct RoomCreate {
     name: String,
     description: Option<String>,
-    #[serde(default = "yes")]
-    is_public: bool,
-}
-
-fn yes() -> bool {
-    true
+    is_public: Option<bool>,
+    visibility: Option<Visibility>,
 }
 
 #[derive(Deserialize)]
 pub struct RoomUpdate {
     description: Option<String>,
     is_public: Option<bool>,
+    visibility: Option<Visibility>,
 }
 
 #[derive(Deserialize)]
@@ -58,7 +58,15 @@ pub struct ReadMarker {
 pub async fn create(st: St, c: Caller, JsonBody(b): JsonBody<RoomCreate>) -> ApiResult<Response> {
     Ok(json(
         st.svc
-            .create_room(&c.user, &b.name, b.description.as_deref(), b.is_public)
+            .create_room(
+                &c.user,
+                &b.name,
+                b.description.as_deref(),
+                b.visibility.unwrap_or(match b.is_public {
+                    Some(false) => Visibility::Private,
+                    _ => Visibility::Public,
+                }),
+            )
             .await?,
     ))
 }
@@ -72,7 +80,13 @@ pub async fn update(
     let room = uuid_param("path", "room_id", &id)?;
     Ok(json(
         st.svc
-            .update_room(&c.user, room, b.description.as_deref(), b.is_public)
+            .update_room(
+                &c.user,
+                room,
+                b.description.as_deref(),
+                b.is_public,
+                b.visibility,
+            )
             .await?,
     ))
 }

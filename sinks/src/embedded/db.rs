@@ -488,6 +488,8 @@ const LATER_COLUMNS: &[(&str, &str, &str)] = &[
     ("records", "headers", "TEXT"),
     // A deleted notification's tombstone.
     ("notifications", "deleted", "INTEGER NOT NULL DEFAULT 0"),
+    // Left out of search and top rooms.
+    ("rooms", "unlisted", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Adds the [`LATER_COLUMNS`] a file's existing tables lack. Idempotent, and safe when several

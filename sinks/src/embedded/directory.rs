@@ -36,7 +36,7 @@ CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id);
 CREATE TABLE IF NOT EXISTS rooms(
   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, is_public INTEGER NOT NULL,
   created_by TEXT NOT NULL, participants_count INTEGER NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0,
-  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, unlisted INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS rooms_by_participants ON rooms(participants_count DESC);
 CREATE TABLE IF NOT EXISTS memberships(
   room_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, joined_at INTEGER NOT NULL,
@@ -151,13 +151,16 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-const ROOM_COLS: &str = "r.id, r.name, r.description, r.is_public, r.created_by, r.participants_count, r.last_seq, r.created_at, r.updated_at";
+const ROOM_COLS: &str = "r.id, r.name, r.description, r.is_public, r.created_by, r.participants_count, r.last_seq, r.created_at, r.updated_at, r.unlisted";
+/// How many columns [`ROOM_COLS`] selects (what a query selects after them starts here).
+const ROOM_COLS_COUNT: usize = 10;
 fn room_row(r: &Row<'_>) -> rusqlite::Result<Room> {
     Ok(Room {
         id: uuid_col(r, 0)?,
         name: r.get(1)?,
         description: r.get(2)?,
         is_public: r.get(3)?,
+        unlisted: r.get(9)?,
         created_by: uuid_col(r, 4)?,
         participants_count: r.get(5)?,
         last_seq: r.get(6)?,
@@ -288,9 +291,9 @@ impl Directory for SqliteDirectory {
         let r = room.clone();
         self.write_recording(move |tx, q| {
             tx.execute(
-                "INSERT INTO rooms(id, name, description, is_public, created_by, participants_count, last_seq, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7)",
-                params![r.id.to_string(), r.name, r.description, r.is_public, r.created_by.to_string(), to_ms(r.created_at), to_ms(r.updated_at)],
+                "INSERT INTO rooms(id, name, description, is_public, created_by, participants_count, last_seq, created_at, updated_at, unlisted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?8)",
+                params![r.id.to_string(), r.name, r.description, r.is_public, r.created_by.to_string(), to_ms(r.created_at), to_ms(r.updated_at), r.unlisted],
             )?;
             add_member_tx(tx, r.id, r.created_by, Role::Owner)?;
             q.queue(tx, outbox)
@@ -312,12 +315,13 @@ impl Directory for SqliteDirectory {
         let r = room.clone();
         self.write_recording(move |tx, q| {
             tx.execute(
-                "UPDATE rooms SET description = ?2, is_public = ?3, updated_at = ?4 WHERE id = ?1",
+                "UPDATE rooms SET description = ?2, is_public = ?3, updated_at = ?4, unlisted = ?5 WHERE id = ?1",
                 params![
                     r.id.to_string(),
                     r.description,
                     r.is_public,
-                    to_ms(r.updated_at)
+                    to_ms(r.updated_at),
+                    r.unlisted
                 ],
             )?;
             q.queue(tx, outbox)
@@ -348,8 +352,9 @@ impl Directory for SqliteDirectory {
                      WHERE m.user_id = ?1 ORDER BY r.updated_at DESC"
                 ))?;
                 let rows = stmt.query_map(params![user.to_string()], |r| {
-                    let role: String = r.get(9)?;
-                    Ok((room_row(r)?, Role::parse(&role).unwrap_or(Role::Member), r.get::<_, i64>(10)?))
+                    // After the ROOM_COLS_COUNT room columns.
+                    let role: String = r.get(ROOM_COLS_COUNT)?;
+                    Ok((room_row(r)?, Role::parse(&role).unwrap_or(Role::Member), r.get::<_, i64>(ROOM_COLS_COUNT + 1)?))
                 })?;
                 rows.collect()
             })
@@ -360,7 +365,7 @@ impl Directory for SqliteDirectory {
         self.db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {ROOM_COLS} FROM rooms r WHERE r.is_public = 1 OR ?1 = 0
+                    "SELECT {ROOM_COLS} FROM rooms r WHERE (r.is_public = 1 OR ?1 = 0) AND r.unlisted = 0
                      ORDER BY r.participants_count DESC, r.created_at DESC LIMIT ?2"
                 ))?;
                 let rows = stmt.query_map(params![only_public, limit], room_row)?;
@@ -377,7 +382,8 @@ impl Directory for SqliteDirectory {
             .read(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {ROOM_COLS} FROM rooms r
-                     WHERE instr(lower(r.name), ?1) > 0 OR instr(lower(coalesce(r.description, '')), ?1) > 0
+                     WHERE (instr(lower(r.name), ?1) > 0 OR instr(lower(coalesce(r.description, '')), ?1) > 0)
+                       AND r.unlisted = 0
                      ORDER BY r.created_at DESC LIMIT ?2"
                 ))?;
                 let rows = stmt.query_map(params![needle, limit], room_row)?;
@@ -718,5 +724,15 @@ impl Outbox for SqliteDirectory {
             RecordSink::Outbox(outbox) => outbox.pending_signal(),
             RecordSink::Log(_) => watch::channel(0).1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_cols_count_matches_the_column_list() {
+        assert_eq!(ROOM_COLS.split(',').count(), ROOM_COLS_COUNT);
     }
 }

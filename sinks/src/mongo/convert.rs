@@ -58,7 +58,7 @@ pub(super) fn user(d: Document) -> StoreResult<User> {
 /// What a room read needs (not its members, requests or outbox).
 pub(super) fn room_projection() -> Document {
     doc! {
-        "name": 1, "description": 1, "is_public": 1, "created_by": 1,
+        "name": 1, "description": 1, "is_public": 1, "unlisted": 1, "created_by": 1,
         "participants_count": 1, "last_seq": 1, "created_at": 1, "updated_at": 1,
     }
 }
@@ -70,6 +70,7 @@ pub(super) fn room_doc(r: &Room) -> Document {
         "name": &r.name,
         "description": r.description.clone(),
         "is_public": r.is_public,
+        "unlisted": r.unlisted,
         "created_by": &owner,
         "participants_count": 1_i64,
         "last_seq": 0_i64,
@@ -113,6 +114,9 @@ struct RoomDoc {
     name: String,
     description: Option<String>,
     is_public: bool,
+    /// Absent on rooms written before unlisted rooms existed.
+    #[serde(default)]
+    unlisted: bool,
     created_by: String,
     participants_count: i64,
     last_seq: i64,
@@ -127,6 +131,7 @@ pub(super) fn room(d: Document) -> StoreResult<Room> {
         name: r.name,
         description: r.description,
         is_public: r.is_public,
+        unlisted: r.unlisted,
         created_by: parse_id(&r.created_by)?,
         participants_count: r.participants_count,
         last_seq: r.last_seq,

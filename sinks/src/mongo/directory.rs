@@ -211,6 +211,7 @@ impl Directory for MongoDirectory {
             doc! { "$set": {
                 "description": room.description.clone(),
                 "is_public": room.is_public,
+                "unlisted": room.unlisted,
                 "updated_at": ms(room.updated_at),
             } },
             &outbox,
@@ -271,6 +272,7 @@ impl Directory for MongoDirectory {
 
     async fn top_rooms(&self, limit: u32, only_public: bool) -> StoreResult<Vec<Room>> {
         let mut filter = live();
+        filter.insert("unlisted", doc! { "$ne": true });
         if only_public {
             filter.insert("is_public", true);
         }
@@ -285,6 +287,7 @@ impl Directory for MongoDirectory {
     async fn search_rooms(&self, text: &str, limit: u32) -> StoreResult<Vec<Room>> {
         let pattern = literal_regex(text);
         let mut filter = live();
+        filter.insert("unlisted", doc! { "$ne": true });
         filter.insert(
             "$or",
             vec![

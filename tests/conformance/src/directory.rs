@@ -403,15 +403,25 @@ pub async fn deleting_a_room_removes_its_memberships_and_requests<D: Directory>(
 }
 
 /// Search and top rooms list private rooms (their name, description and member count) like
-/// public ones: "private" means joining needs the owner's approval, not hidden.
+/// public ones: "private" means joining needs the owner's approval, not hidden. Unlisted rooms
+/// are never listed, and stay so through an update; read by id they keep their visibility.
 pub async fn search_is_literal_and_lists_private_rooms<D: Directory>(d: &Arc<D>) {
     let (owner, mut public) = owner_and_room(d.as_ref(), true).await;
     public.description = Some(format!("needle.* {}", public.id));
     d.update_room(&public, vec![]).await.unwrap();
-    let private = room(owner.id, false);
-    let mut private = private;
+    let mut private = room(owner.id, false);
     private.description = public.description.clone();
     d.create_room(&private, vec![]).await.unwrap();
+    let mut unlisted = room(owner.id, false);
+    unlisted.description = public.description.clone();
+    unlisted.set_visibility(Visibility::Unlisted);
+    d.create_room(&unlisted, vec![]).await.unwrap();
+    unlisted.updated_at = at(1);
+    d.update_room(&unlisted, vec![]).await.unwrap();
+    assert_eq!(
+        d.room(unlisted.id).await.unwrap().unwrap().visibility(),
+        Visibility::Unlisted
+    );
     let text = format!("NEEDLE.* {}", public.id);
     let mut found: Vec<_> = d
         .search_rooms(&text, 10)
@@ -441,6 +451,7 @@ pub async fn search_is_literal_and_lists_private_rooms<D: Directory>(d: &Arc<D>)
     };
     let all = top(false).await;
     assert!(all.contains(&public.id) && all.contains(&private.id));
+    assert!(!all.contains(&unlisted.id));
     let public_only = top(true).await;
     assert!(public_only.contains(&public.id) && !public_only.contains(&private.id));
 }

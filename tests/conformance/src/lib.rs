@@ -43,6 +43,7 @@ pub fn room(owner: UserId, public: bool) -> Room {
         name: format!("room-{}", &id.simple().to_string()[..12]),
         description: Some("a room".into()),
         is_public: public,
+        unlisted: false,
         created_by: owner,
         participants_count: 1,
         last_seq: 0,

@@ -1,5 +1,7 @@
 //! Private rooms, join requests with live notifications, removal, visibility.
 
+use serde_json::{json, Value};
+
 use crate::harness::*;
 
 #[tokio::test]
@@ -155,4 +157,67 @@ async fn mentions_notify_members_live() {
     assert_eq!(bob.unread_notifications_ok().await, 0);
     assert_eq!(bob.delete_notification(&id).await.0, 200);
     assert!(bob.notifications_ok().await.is_empty());
+}
+
+/// An unlisted room is joined by request like a private one, but is never listed: only its
+/// link (its id) leads to it. The original client's `is_public` switch leaves it unlisted.
+#[tokio::test]
+async fn an_unlisted_room_is_found_only_through_its_link() {
+    let app = App::spawn(&[]).await;
+    let owner = app.user("owner").await;
+    let carol = app.user("carol").await;
+    let (status, created) = owner
+        .post(
+            "/api/rooms/create-room",
+            json!({"name": "hideout", "description": "by link only", "visibility": "unlisted"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["visibility"], "unlisted");
+    assert_eq!(created["is_public"], false);
+    let room = created["id"].as_str().unwrap().to_string();
+    let listed = |rooms: &Value| rooms.as_array().unwrap().iter().any(|r| r["id"] == room);
+
+    for who in [&owner, &carol] {
+        assert!(!listed(&who.search_rooms("hideout").await.1));
+        let (_, top) = who
+            .get("/api/rooms/get-top-rooms?limit=100&only_public=false")
+            .await;
+        assert!(!listed(&top));
+    }
+    // The link: its details, and a request to join that the owner sees.
+    let (status, details) = carol.room(&room).await;
+    assert_eq!(status, 200);
+    assert_eq!(details["visibility"], "unlisted");
+    assert_eq!(
+        carol.join_with_message(&room, "found your link").await.0,
+        200
+    );
+    assert_eq!(
+        carol.members(&room).await.0,
+        403,
+        "a request, not a membership"
+    );
+    assert_eq!(owner.join_requests_of_room_ok(&room).await.len(), 1);
+
+    // The original client's switch: "not public" is already true, so nothing changes.
+    assert_eq!(owner.set_room_public(&room, false).await.0, 400);
+    assert_eq!(owner.room(&room).await.1["visibility"], "unlisted");
+    // Made private, it is listed.
+    let (status, updated) = owner
+        .put(
+            &format!("/api/rooms/update-room/{room}"),
+            Some(json!({"visibility": "private"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert!(listed(&carol.search_rooms("hideout").await.1));
+    // And a bad visibility is a 422 naming the field.
+    let (status, body) = owner
+        .put(
+            &format!("/api/rooms/update-room/{room}"),
+            Some(json!({"visibility": "secret"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
 }

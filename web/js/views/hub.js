@@ -4,6 +4,7 @@
 import { api } from '../api.js';
 import { store } from '../store.js';
 import { h, replace, errorBox, showError, hideError, busy, toast, relTime } from '../dom.js';
+import { visibilityOf, visibilityLabel } from '../util.js';
 
 export function roomCard(room, ctx, { onChanged } = {}) {
   const member = store.isMember(room.id);
@@ -41,7 +42,7 @@ export function roomCard(room, ctx, { onChanged } = {}) {
     h('div', { class: 'room-card-main' },
       h('div', { class: 'room-card-title' },
         h('span', { class: 'room-card-name' }, room.name),
-        h('span', { class: room.is_public ? 'tag tag-public' : 'tag tag-private' }, room.is_public ? 'Public' : 'Private'),
+        h('span', { class: room.is_public ? 'tag tag-public' : 'tag tag-private' }, visibilityLabel(room)),
         member ? h('span', { class: 'tag tag-member' }, 'Member') : null),
       room.description ? h('p', { class: 'room-card-desc' }, room.description) : null,
       h('p', { class: 'muted small' }, `${count} member${count === 1 ? '' : 's'}`),
@@ -58,6 +59,7 @@ export function mountHub(main, _params, ctx) {
   const desc = h('textarea', { id: 'room-desc', name: 'description', rows: 2, maxlength: 1000, 'data-testid': 'room-description-input' });
   const pub = h('input', { type: 'radio', name: 'visibility', id: 'vis-public', value: 'public', checked: true, 'data-testid': 'room-public' });
   const priv = h('input', { type: 'radio', name: 'visibility', id: 'vis-private', value: 'private', 'data-testid': 'room-private' });
+  const unl = h('input', { type: 'radio', name: 'visibility', id: 'vis-unlisted', value: 'unlisted', 'data-testid': 'room-unlisted' });
   const createForm = h('form', { class: 'form', 'data-testid': 'create-room-form', novalidate: true },
     cErr,
     h('div', { class: 'field' }, h('label', { for: 'room-name' }, 'Name'), name),
@@ -65,14 +67,15 @@ export function mountHub(main, _params, ctx) {
     h('fieldset', { class: 'field radios' },
       h('legend', {}, 'Who can join?'),
       h('label', { for: 'vis-public', class: 'radio' }, pub, ' Public — anyone can join'),
-      h('label', { for: 'vis-private', class: 'radio' }, priv, ' Private — by request, found via share link')),
+      h('label', { for: 'vis-private', class: 'radio' }, priv, ' Private — by request, found in search'),
+      h('label', { for: 'vis-unlisted', class: 'radio' }, unl, ' Unlisted — by request, found only through its share link')),
     h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'create-room-submit' }, 'Create room'));
   createForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     hideError(cErr);
     if (!name.value.trim()) { showError(cErr, 'Give the room a name.'); name.focus(); return; }
     try {
-      const room = await busy(createForm, () => api.createRoom(name.value.trim(), desc.value.trim() || null, pub.checked));
+      const room = await busy(createForm, () => api.createRoom(name.value.trim(), desc.value.trim() || null, visibilityOf(createForm)));
       store.upsertRoom({ ...room, last_read_seq: room.last_seq ?? 0 });
       store.loadRooms().catch(() => {});
       toast(`Room “${room.name}” created.`, 'success');

@@ -5,7 +5,7 @@
 import { api } from '../api.js';
 import { store } from '../store.js';
 import { h, replace, clear, errorBox, showError, hideError, busy, toast, shortTime, fullTime, relTime, confirmButton } from '../dom.js';
-import { splitMentions } from '../util.js';
+import { splitMentions, visibilityOf, visibilityLabel, applyIsPublic } from '../util.js';
 
 const PAGE = 50;
 const MAX_CHARS = 4000;
@@ -288,13 +288,15 @@ function openChat(main, initialRoom, ctx) {
 
   function drawHeader() {
     titleEl.textContent = room.name;
-    visTag.textContent = room.is_public ? 'Public' : 'Private';
+    visTag.textContent = visibilityLabel(room);
     visTag.className = room.is_public ? 'tag tag-public' : 'tag tag-private';
     descEl.textContent = room.description || '';
     descEl.hidden = !room.description;
-    shareNote.textContent = room.is_public
-      ? 'Anyone with the link can join.'
-      : 'Private: people with the link can ask to join.';
+    shareNote.textContent = {
+      public: 'Anyone with the link can join.',
+      private: 'Private: people with the link can ask to join.',
+      unlisted: 'Unlisted: only people with the link can find it and ask to join.',
+    }[visibilityOf(room)];
   }
 
   // ---- leave
@@ -337,8 +339,9 @@ function openChat(main, initialRoom, ctx) {
     desc.value = room.description || '';
     const vis = h('select', { id: 'settings-vis', 'data-testid': 'settings-visibility' },
       h('option', { value: 'public' }, 'Public — anyone can join'),
-      h('option', { value: 'private' }, 'Private — join by request'));
-    vis.value = room.is_public ? 'public' : 'private';
+      h('option', { value: 'private' }, 'Private — join by request'),
+      h('option', { value: 'unlisted' }, 'Unlisted — join by request, found only through its link'));
+    vis.value = visibilityOf(room);
     settingsFields = { desc, vis };
     const form = h('form', { class: 'form', 'data-testid': 'room-settings-form' },
       err, ok,
@@ -352,11 +355,9 @@ function openChat(main, initialRoom, ctx) {
       const changes = {};
       const newDesc = desc.value.trim();
       if (newDesc !== (room.description || '')) changes.description = newDesc;
-      const pub = vis.value === 'public';
-      if (pub !== !!room.is_public) changes.is_public = pub;
+      if (vis.value !== visibilityOf(room)) changes.visibility = vis.value;
       if (!Object.keys(changes).length) { showError(err, 'Nothing to change in room'); return; }
       if (!('description' in changes)) changes.description = null;
-      if (!('is_public' in changes)) changes.is_public = null;
       try {
         const updated = await busy(form, () => api.updateRoom(roomId, changes));
         room = { ...room, ...updated };
@@ -922,11 +923,11 @@ function openChat(main, initialRoom, ctx) {
       case 'ROOM_UPDATED': {
         const p = f.payload || {};
         if ('description' in p) room.description = p.description || null;
-        if ('is_public' in p) room.is_public = String(p.is_public).toLowerCase() === 'true';
+        if ('is_public' in p) applyIsPublic(room, p.is_public);
         drawHeader();
         if (settingsFields) {
           if (document.activeElement !== settingsFields.desc) settingsFields.desc.value = room.description || '';
-          if (document.activeElement !== settingsFields.vis) settingsFields.vis.value = room.is_public ? 'public' : 'private';
+          if (document.activeElement !== settingsFields.vis) settingsFields.vis.value = visibilityOf(room);
         }
         break;
       }
