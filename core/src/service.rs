@@ -205,6 +205,10 @@ impl ChatService {
             .sessions
             .create_session(&session, vec![user_record(ev)?])
             .await?;
+        // Signing in is activity: `get-me` right after a login shows it (later requests refresh
+        // it at most once a minute, with the session's expiry).
+        self.dir().touch_user(user.id, at).await?;
+        self.ports.cache.delete(&user_cache_key(user.id));
         Ok(session)
     }
 

@@ -17,6 +17,12 @@ impl From<AppError> for ApiError {
     }
 }
 
+/// The service's errors in a handler whose inputs are query parameters: a 422 names the field
+/// under `query` (the default is `body`).
+pub fn in_query(e: AppError) -> ApiError {
+    ApiError(e, "query")
+}
+
 /// A 422 for a malformed field, located like FastAPI (`body`, `query` or `path`).
 pub fn invalid(location: &'static str, field: &str, msg: impl Into<String>) -> ApiError {
     ApiError(AppError::validation(field, msg), location)

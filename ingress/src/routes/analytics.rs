@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::{json, St};
 use crate::auth::Caller;
-use crate::error::{invalid, ApiResult};
+use crate::error::{in_query, invalid, ApiResult};
 use crate::extract::{uuid_param, QueryParams};
 
 #[derive(Deserialize)]
@@ -24,7 +24,9 @@ fn required<'a>(v: &'a Option<String>, field: &str) -> ApiResult<&'a str> {
 
 pub async fn room_stats(st: St, c: Caller, QueryParams(q): QueryParams<Q>) -> ApiResult<Response> {
     let room = uuid_param("query", "room_id", required(&q.room_id, "room_id")?)?;
-    Ok(json(st.svc.room_stats(&c.user, room).await?))
+    Ok(json(
+        st.svc.room_stats(&c.user, room).await.map_err(in_query)?,
+    ))
 }
 
 pub async fn user_activity(
@@ -33,7 +35,12 @@ pub async fn user_activity(
     QueryParams(q): QueryParams<Q>,
 ) -> ApiResult<Response> {
     let user = uuid_param("query", "user_id", required(&q.user_id, "user_id")?)?;
-    Ok(json(st.svc.user_activity(&c.user, user).await?))
+    Ok(json(
+        st.svc
+            .user_activity(&c.user, user)
+            .await
+            .map_err(in_query)?,
+    ))
 }
 
 pub async fn top_active_rooms(
@@ -41,7 +48,12 @@ pub async fn top_active_rooms(
     c: Caller,
     QueryParams(q): QueryParams<Q>,
 ) -> ApiResult<Response> {
-    Ok(json(st.svc.top_active_rooms(&c.user, q.limit).await?))
+    Ok(json(
+        st.svc
+            .top_active_rooms(&c.user, q.limit)
+            .await
+            .map_err(in_query)?,
+    ))
 }
 
 pub async fn messages_per_minutes(
@@ -53,12 +65,13 @@ pub async fn messages_per_minutes(
     Ok(json(
         st.svc
             .messages_in_window(&c.user, room, q.since_minutes)
-            .await?,
+            .await
+            .map_err(in_query)?,
     ))
 }
 
 pub async fn retention(st: St, _c: Caller, QueryParams(q): QueryParams<Q>) -> ApiResult<Response> {
-    Ok(json(st.svc.retention(q.days).await?))
+    Ok(json(st.svc.retention(q.days).await.map_err(in_query)?))
 }
 
 pub async fn edit_delete_ratio(st: St, _c: Caller) -> ApiResult<Response> {
@@ -73,5 +86,7 @@ pub async fn top_social_users(
     if q.limit.is_none() {
         return Err(invalid("query", "limit", "limit is required"));
     }
-    Ok(json(st.svc.top_social_users(q.limit).await?))
+    Ok(json(
+        st.svc.top_social_users(q.limit).await.map_err(in_query)?,
+    ))
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{empty_ok, json, St};
 use crate::auth::Caller;
-use crate::error::{invalid, ApiResult};
+use crate::error::{in_query, invalid, ApiResult};
 use crate::extract::{uuid_param, JsonBody, QueryParams};
 
 #[derive(Deserialize)]
@@ -96,7 +96,8 @@ pub async fn recent(
     Ok(json(
         st.svc
             .recent_messages(&c.user, room, before, q.limit)
-            .await?,
+            .await
+            .map_err(in_query)?,
     ))
 }
 
@@ -110,6 +111,7 @@ pub async fn by_seq(
     Ok(json(
         st.svc
             .messages_by_seq(&c.user, room, q.after_seq, q.before_seq, q.limit)
-            .await?,
+            .await
+            .map_err(in_query)?,
     ))
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{empty_ok, json, St};
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{in_query, ApiResult};
 use crate::extract::{uuid_param, QueryParams};
 
 #[derive(Deserialize)]
@@ -23,7 +23,8 @@ pub async fn list(
     Ok(json(
         st.svc
             .notifications(&c.user, q.unread_only.unwrap_or(false), q.limit)
-            .await?,
+            .await
+            .map_err(in_query)?,
     ))
 }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{empty_ok, json, St};
 use crate::auth::Caller;
-use crate::error::{invalid, ApiResult};
+use crate::error::{in_query, invalid, ApiResult};
 use crate::extract::{uuid_param, JsonBody, QueryParams};
 
 /// The original's body, plus an optional `visibility` (`public`, `private`, `unlisted`) that
@@ -121,7 +121,8 @@ pub async fn top(st: St, _c: Caller, QueryParams(q): QueryParams<TopQuery>) -> A
     Ok(json(
         st.svc
             .top_rooms(q.limit, q.only_public.unwrap_or(true))
-            .await?,
+            .await
+            .map_err(in_query)?,
     ))
 }
 
@@ -133,7 +134,12 @@ pub async fn search(
     let text = q
         .text
         .ok_or_else(|| invalid("query", "text", "text is required"))?;
-    Ok(json(st.svc.search_rooms(&text, q.limit).await?))
+    Ok(json(
+        st.svc
+            .search_rooms(&text, q.limit)
+            .await
+            .map_err(in_query)?,
+    ))
 }
 
 pub async fn requests_of_room(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Response> {

@@ -382,7 +382,7 @@ impl Directory for SqliteDirectory {
             .read(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {ROOM_COLS} FROM rooms r
-                     WHERE (instr(lower(r.name), ?1) > 0 OR instr(lower(coalesce(r.description, '')), ?1) > 0)
+                     WHERE (instr(unicode_lower(r.name), ?1) > 0 OR instr(unicode_lower(coalesce(r.description, '')), ?1) > 0)
                        AND r.unlisted = 0
                      ORDER BY r.created_at DESC LIMIT ?2"
                 ))?;

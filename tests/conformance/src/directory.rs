@@ -445,6 +445,16 @@ pub async fn search_is_literal_and_lists_private_rooms<D: Directory>(d: &Arc<D>)
             .all(|r| r.id != public.id),
         "no regex"
     );
+    // Case-insensitive beyond ASCII.
+    let mut accented = room(owner.id, true);
+    accented.name = format!("Ünïcode {}", &accented.id.simple().to_string()[..8]);
+    d.create_room(&accented, vec![]).await.unwrap();
+    let needle = accented.name.to_lowercase();
+    let found = d.search_rooms(&needle, 10).await.unwrap();
+    assert_eq!(
+        found.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![accented.id]
+    );
     let top = |only_public| async move {
         let rooms = d.top_rooms(1000, only_public).await.unwrap();
         rooms.iter().map(|r| r.id).collect::<Vec<_>>()

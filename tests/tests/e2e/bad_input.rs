@@ -442,3 +442,21 @@ async fn bad_websocket_input_gets_a_clear_status_error_frame_or_close_code() {
     assert!(hist.is_array());
     assert_eq!(stored.len(), 2);
 }
+
+/// A 422 for a query parameter locates it under `query`, as FastAPI does (the original client
+/// shows `loc` to say which field is wrong).
+#[tokio::test]
+async fn query_parameter_errors_are_located_in_the_query() {
+    let app = App::spawn(&[]).await;
+    let alice = app.user("loc").await;
+    for (path, field) in [
+        ("/api/rooms/get-top-rooms?limit=0", "limit"),
+        ("/api/rooms/get-search-rooms?text=", "text"),
+        ("/api/analytics/get-user-retention?days=0", "days"),
+        ("/api/analytics/get-top-active-rooms?limit=5000", "limit"),
+    ] {
+        let (status, body) = alice.get(path).await;
+        assert_eq!(status, 422, "{path}: {body}");
+        assert_eq!(body["detail"][0]["loc"], json!(["query", field]), "{path}");
+    }
+}

@@ -260,3 +260,19 @@ async fn recent_message_pages_keep_messages_of_one_millisecond() {
         assert_eq!(seen.len(), 300, "limit {limit}");
     }
 }
+
+/// `get-me` shows when the user was last active: signing in counts (the original's field was
+/// always null).
+#[tokio::test]
+async fn get_me_shows_last_active_after_signing_in() {
+    let app = App::spawn(&[]).await;
+    let alice = app.user("active").await;
+    let me = alice.me_ok().await;
+    let at = me["last_active"].as_str().unwrap_or_else(|| panic!("{me}"));
+    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+    let age = chrono::Utc::now().signed_duration_since(at);
+    assert!(
+        age.num_seconds().abs() < 60,
+        "last_active {at} is not recent"
+    );
+}
