@@ -160,8 +160,12 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password(&uuid::Uuid::new_v4().to_string()).unwrap_or_default())
 }
 
-/// Per-IP attempt window and per-account exponential backoff after repeated failures.
-/// In-process state, bounded: the maps are pruned when they grow past `MAX_TRACKED`.
+/// Login throttling: per source address, a one-minute window of *failed* logins; per account
+/// *and* source, exponential backoff after repeated failures. A stranger's wrong passwords slow
+/// only that stranger (the owner's correct login from elsewhere is never locked out), and a
+/// successful login costs nothing. Also a plain per-address window for other costly requests
+/// (registrations, [`LoginThrottle::check_ip`]). In-process state, bounded: the maps are pruned
+/// when they grow past `MAX_TRACKED`.
 #[derive(Debug)]
 pub struct LoginThrottle {
     per_ip_per_minute: u32,
@@ -173,10 +177,27 @@ pub struct LoginThrottle {
 #[derive(Debug, Default)]
 struct ThrottleState {
     ip_windows: HashMap<IpAddr, (Instant, u32)>,
-    accounts: HashMap<String, (u32, Instant)>,
+    /// (account, source) → (failures in a row, last failure).
+    accounts: HashMap<(String, Option<IpAddr>), (u32, Instant)>,
 }
 
 const MAX_TRACKED: usize = 100_000;
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl ThrottleState {
+    /// The current window of `ip` (a new one when the last began a minute ago or more).
+    fn window(&mut self, ip: IpAddr, now: Instant) -> &mut (Instant, u32) {
+        if self.ip_windows.len() > MAX_TRACKED {
+            self.ip_windows
+                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+        let entry = self.ip_windows.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= WINDOW {
+            *entry = (now, 0);
+        }
+        entry
+    }
+}
 
 impl LoginThrottle {
     pub fn new(
@@ -192,12 +213,26 @@ impl LoginThrottle {
         }
     }
 
-    /// Counts an attempt; errors with 429 when the IP or the account must wait.
+    fn refused(&self, what: &str, window: (Instant, u32), now: Instant) -> AppError {
+        AppError::TooManyRequests {
+            message: format!("Too many {what} from this address; try again later"),
+            retry_after_secs: whole_secs_up(WINDOW.saturating_sub(now.duration_since(window.0))),
+        }
+    }
+
+    /// Before a login: 429 when this address failed too often this minute, or when this
+    /// account failed too often from this address.
     pub fn check(&self, ip: Option<IpAddr>, username: &str) -> Result<(), AppError> {
-        self.check_ip(ip, "login attempts")?;
         let now = Instant::now();
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((failures, last)) = st.accounts.get(username) {
+        // std Mutex: no .await while held.
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = ip {
+            let window = *st.window(ip, now);
+            if window.1 >= self.per_ip_per_minute {
+                return Err(self.refused("failed logins", window, now));
+            }
+        }
+        if let Some((failures, last)) = st.accounts.get(&(username.to_string(), ip)) {
             if *failures >= self.failures_before_backoff {
                 let exp = (*failures - self.failures_before_backoff).min(20);
                 let wait = Duration::from_secs(1u64 << exp).min(self.backoff_max);
@@ -218,49 +253,42 @@ impl LoginThrottle {
     pub fn check_ip(&self, ip: Option<IpAddr>, what: &str) -> Result<(), AppError> {
         let Some(ip) = ip else { return Ok(()) };
         let now = Instant::now();
-        // std Mutex: no .await while held.
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.ip_windows.len() > MAX_TRACKED {
-            st.ip_windows
-                .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
-        }
-        let entry = st.ip_windows.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= Duration::from_secs(60) {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        if entry.1 > self.per_ip_per_minute {
-            let wait = 60u64
-                .saturating_sub(now.duration_since(entry.0).as_secs())
-                .max(1);
-            return Err(AppError::TooManyRequests {
-                message: format!("Too many {what} from this address; try again later"),
-                retry_after_secs: wait,
-            });
+        let window = st.window(ip, now);
+        window.1 += 1;
+        if window.1 > self.per_ip_per_minute {
+            let window = *window;
+            return Err(self.refused(what, window, now));
         }
         Ok(())
     }
 
-    pub fn record_failure(&self, username: &str) {
+    /// A failed login: counted in the address's window and the account's backoff from it.
+    pub fn record_failure(&self, ip: Option<IpAddr>, username: &str) {
+        let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = ip {
+            st.window(ip, now).1 += 1;
+        }
         if st.accounts.len() > MAX_TRACKED {
             let max = self.backoff_max;
             st.accounts.retain(|_, (_, last)| last.elapsed() < max);
         }
         let e = st
             .accounts
-            .entry(username.to_string())
-            .or_insert((0, Instant::now()));
+            .entry((username.to_string(), ip))
+            .or_insert((0, now));
         e.0 += 1;
-        e.1 = Instant::now();
+        e.1 = now;
     }
 
-    pub fn record_success(&self, username: &str) {
+    /// A successful login ends the account's backoff from that address.
+    pub fn record_success(&self, ip: Option<IpAddr>, username: &str) {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .accounts
-            .remove(username);
+            .remove(&(username.to_string(), ip));
     }
 }
 
@@ -309,26 +337,38 @@ mod tests {
     }
 
     #[test]
-    fn ip_window_and_account_backoff() {
+    fn ip_window_counts_failures_and_backoff_is_per_account_and_source() {
         let t = LoginThrottle::new(3, 2, 60);
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
-        for _ in 0..3 {
+        // Successful logins are not counted in the address's window.
+        for _ in 0..10 {
             t.check(Some(ip), "a").unwrap();
+            t.record_success(Some(ip), "a");
+        }
+        // Failures are, on whatever account.
+        for name in ["a", "b", "c"] {
+            t.check(Some(ip), name).unwrap();
+            t.record_failure(Some(ip), name);
         }
         assert!(matches!(
-            t.check(Some(ip), "a"),
+            t.check(Some(ip), "d"),
             Err(AppError::TooManyRequests { .. })
         ));
+
         let t = LoginThrottle::new(100, 2, 60);
-        t.record_failure("bob");
-        t.check(None, "bob").unwrap();
-        t.record_failure("bob");
+        let (stranger, owner): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        t.record_failure(Some(stranger), "bob");
+        t.check(Some(stranger), "bob").unwrap();
+        t.record_failure(Some(stranger), "bob");
         assert!(matches!(
-            t.check(None, "bob"),
+            t.check(Some(stranger), "bob"),
             Err(AppError::TooManyRequests { .. })
         ));
-        t.record_success("bob");
-        t.check(None, "bob").unwrap();
+        // The stranger's failures do not lock bob out from his own address.
+        t.check(Some(owner), "bob").unwrap();
+        t.record_success(Some(stranger), "bob");
+        t.check(Some(stranger), "bob").unwrap();
     }
 
     #[test]

@@ -49,11 +49,12 @@ pub struct Limits {
     /// Session idle expiry (sliding) and absolute lifetime.
     pub session_idle_secs: i64,
     pub session_absolute_secs: i64,
-    /// Login attempts per IP per minute.
+    /// Failed logins per source address per minute (successful ones are not counted).
     pub login_attempts_per_ip_per_minute: u32,
     /// Accounts created per IP per minute.
     pub registrations_per_ip_per_minute: u32,
-    /// Failed logins of one account before exponential backoff starts, and its cap.
+    /// Failed logins of one account from one address before exponential backoff starts (for
+    /// that address only: others, the owner's among them, are not slowed), and its cap.
     pub login_failures_before_backoff: u32,
     pub login_backoff_max_secs: u64,
     /// Largest history page.

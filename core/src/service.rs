@@ -184,13 +184,13 @@ impl ChatService {
         let user = match (user, ok) {
             (Some(u), true) => u,
             _ => {
-                self.throttle.record_failure(username);
+                self.throttle.record_failure(ip, username);
                 return Err(AppError::Unauthorized(
                     "Invalid username or password".into(),
                 ));
             }
         };
-        self.throttle.record_success(username);
+        self.throttle.record_success(ip, username);
         let at = now();
         // A fresh random id at every login: a session id known before login is never upgraded.
         let session = Session {

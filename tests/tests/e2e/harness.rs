@@ -227,6 +227,20 @@ impl App {
             .unwrap()
     }
 
+    /// A login from another source address (loopback has all of 127.0.0.0/8), as another
+    /// client would.
+    pub async fn login_from(&self, name: &str, password: &str, source: &str) -> reqwest::Response {
+        reqwest::Client::builder()
+            .local_address(Some(source.parse().unwrap()))
+            .build()
+            .unwrap()
+            .post(self.url("/api/users/login-user"))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn health(&self) -> reqwest::Response {
         self.http.get(self.url("/api/health")).send().await.unwrap()
     }

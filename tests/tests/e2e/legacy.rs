@@ -276,3 +276,28 @@ async fn get_me_shows_last_active_after_signing_in() {
         "last_active {at} is not recent"
     );
 }
+
+/// A stranger's wrong passwords slow the stranger, not the account's owner signing in from
+/// another address; successful logins do not use up an address's attempts.
+#[tokio::test]
+async fn a_stranger_cannot_lock_an_account_out() {
+    let app = App::spawn(&[
+        ("LIVECHAT_LIMITS__LOGIN_FAILURES_BEFORE_BACKOFF", "3"),
+        ("LIVECHAT_LIMITS__LOGIN_ATTEMPTS_PER_IP_PER_MINUTE", "5"),
+    ])
+    .await;
+    let u = app.user("dana").await;
+    // Many successful logins from one address: none refused.
+    for _ in 0..8 {
+        assert_eq!(app.login(&u.name, "pw-secret").await.status(), 200);
+    }
+    let stranger = app.login_from(&u.name, "wrong", "127.0.0.2").await;
+    assert_eq!(stranger.status(), 401);
+    for _ in 0..2 {
+        app.login_from(&u.name, "wrong", "127.0.0.2").await;
+    }
+    let r = app.login_from(&u.name, "wrong", "127.0.0.2").await;
+    assert_eq!(r.status(), 429, "the stranger backs off");
+    // The owner, from their own address, is let in at once.
+    assert_eq!(app.login(&u.name, "pw-secret").await.status(), 200);
+}
