@@ -138,6 +138,8 @@ pub trait Directory: Send + Sync {
 
     /// Raises the user's read marker in the room (never lowers it); returns the marker now stored.
     async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64>;
+    /// A member's read marker; None when `user` is not a member.
+    async fn read_marker(&self, user: UserId, room: RoomId) -> StoreResult<Option<i64>>;
 
     /// Queues records with no other state change (e.g. connect/disconnect analytics).
     async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()>;

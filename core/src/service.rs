@@ -437,9 +437,16 @@ impl ChatService {
 
     /// A room's details (name, description, member count), for any signed-in user: a private
     /// room is found and requested like a public one; its messages, members, presence, typing
-    /// and analytics stay members-only.
-    pub async fn get_room(&self, room: RoomId) -> AppResult<RoomPublic> {
-        Ok(RoomPublic::from(&self.room_or_404(room).await?))
+    /// and analytics stay members-only. A member also gets their read marker and unread count,
+    /// as in their room list.
+    pub async fn get_room(&self, user: &User, room: RoomId) -> AppResult<RoomPublic> {
+        let r = self.room_or_404(room).await?;
+        let mut p = RoomPublic::from(&r);
+        if let Some(read) = self.dir().read_marker(user.id, room).await? {
+            p.last_read_seq = Some(read);
+            p.unread_count = Some((r.last_seq - read).max(0));
+        }
+        Ok(p)
     }
 
     /// The caller's rooms with unread counts from their read markers.

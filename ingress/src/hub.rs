@@ -257,9 +257,13 @@ impl Fanout for Hub {
                 .unwrap_or_default()
         };
         for c in targets {
-            // Unsubscribe first so no later frame of the room reaches the socket.
-            self.unsubscribe(&c, room);
-            c.push(Outbound::Evicted(Box::new((room, reason.to_string()))));
+            // Unsubscribe first so no later frame of the room reaches the socket. Two evictions
+            // of one socket may race (the service's own, and the delivery processor's when the
+            // event comes through the log): only the one that removed the subscription tells
+            // the socket, so the client hears of its removal once.
+            if self.unsubscribe(&c, room) {
+                c.push(Outbound::Evicted(Box::new((room, reason.to_string()))));
+            }
         }
     }
 
@@ -296,6 +300,34 @@ impl Hub {
             for c in conns.values() {
                 c.kill(code, reason);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_evicted_twice_at_once_is_told_once() {
+        let hub = Hub::new();
+        for _ in 0..2_000 {
+            let (user, room) = (Uuid::new_v4(), Uuid::new_v4());
+            let (conn, mut rx) = hub.register(user, Uuid::new_v4(), 16);
+            hub.subscribe(&conn, room);
+            // The service's eviction and the delivery processor's, at the same moment.
+            std::thread::scope(|s| {
+                s.spawn(|| hub.evict(room, Some(user), "removed"));
+                s.spawn(|| hub.evict(room, None, "removed"));
+            });
+            let mut evictions = 0;
+            while let Ok(o) = rx.try_recv() {
+                if matches!(o, Outbound::Evicted(_)) {
+                    evictions += 1;
+                }
+            }
+            assert_eq!(evictions, 1);
+            hub.unregister(&conn, &[]);
         }
     }
 }

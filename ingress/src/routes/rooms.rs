@@ -98,10 +98,12 @@ pub async fn delete(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Resp
     Ok(empty_ok())
 }
 
-/// Any signed-in user (the `Caller` extractor refuses others) may read a room's details.
-pub async fn get(st: St, _c: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+/// Any signed-in user may read a room's details.
+pub async fn get(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(json(
-        st.svc.get_room(uuid_param("path", "room_id", &id)?).await?,
+        st.svc
+            .get_room(&c.user, uuid_param("path", "room_id", &id)?)
+            .await?,
     ))
 }
 

@@ -698,6 +698,18 @@ impl Directory for SqliteDirectory {
             .await
     }
 
+    async fn read_marker(&self, user: UserId, room: RoomId) -> StoreResult<Option<i64>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT last_read_seq FROM memberships WHERE room_id = ?1 AND user_id = ?2",
+                )?
+                .query_row(params![room.to_string(), user.to_string()], |r| r.get(0))
+                .optional()
+            })
+            .await
+    }
+
     async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         self.write_recording(move |tx, q| q.queue(tx, outbox)).await
     }

@@ -299,6 +299,13 @@ impl Directory for MongoDirectory {
             .await
     }
 
+    async fn read_marker(&self, user: UserId, room: RoomId) -> StoreResult<Option<i64>> {
+        Ok(self
+            .room_member(&id(room), &id(user))
+            .await?
+            .map(|(_, member)| member.get_i64("read").unwrap_or(0)))
+    }
+
     async fn membership(&self, room: RoomId, user: UserId) -> StoreResult<Option<Role>> {
         Ok(self
             .room_member(&id(room), &id(user))

@@ -359,6 +359,10 @@ pub async fn read_markers_only_move_forward<D: Directory>(d: &Arc<D>) {
     assert_eq!(d.set_read_marker(owner.id, r.id, 5).await.unwrap(), 5);
     assert_eq!(d.set_read_marker(owner.id, r.id, 2).await.unwrap(), 5);
     assert_eq!(d.rooms_of_user(owner.id).await.unwrap()[0].2, 5);
+    assert_eq!(d.read_marker(owner.id, r.id).await.unwrap(), Some(5));
+    let stranger = user("not-a-member");
+    d.create_user(&stranger, vec![]).await.unwrap();
+    assert_eq!(d.read_marker(stranger.id, r.id).await.unwrap(), None);
 }
 
 pub async fn messages_sequenced_elsewhere_raise_seqs_and_markers<D: Directory>(d: &Arc<D>) {

@@ -173,6 +173,15 @@ async fn read_markers_drive_unread_counts() {
     assert_eq!(r["last_read_seq"], 3);
     let rooms = bob.my_rooms_ok().await;
     assert_eq!(rooms[0]["unread_count"], 2);
+    // The room's own page says the same to a member, and nothing of it to a non-member.
+    let (_, one) = bob.room(&room).await;
+    assert_eq!(
+        (one["last_read_seq"].clone(), one["unread_count"].clone()),
+        (json!(3), json!(2))
+    );
+    let carol = app.user("carol").await;
+    let (_, theirs) = carol.room(&room).await;
+    assert!(theirs.get("unread_count").is_none() && theirs.get("last_read_seq").is_none());
 }
 
 #[tokio::test]
