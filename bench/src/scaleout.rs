@@ -27,7 +27,7 @@ use crate::proto::Proto;
 use crate::scenarios::{self, FanoutCfg, IngestCfg};
 use crate::servers::{self, Bins, Server, CENTRIFUGO_SECRET};
 use crate::stats::Watch;
-use crate::suite::{fmt, median_value, num, ratio, sh, write_section};
+use crate::suite::{failure, fmt, machine_info, median_value, num, problems, ratio, write_section};
 
 /// The servers of the distributed stack, as `scripts/dev-services` names them.
 pub const SERVICES: [&str; 6] = [
@@ -158,11 +158,7 @@ async fn start(
         let node_dir = dir.join(format!("node{n}"));
         let srv = match stack {
             Stack::Embedded => {
-                let bins = Bins {
-                    livechat: o.livechat.clone(),
-                    bare: PathBuf::new(),
-                    centrifugo: None,
-                };
+                let bins = Bins::livechat_only(&o.livechat);
                 servers::start(Proto::Livechat, &bins, &node_dir, 0).await
             }
             Stack::Distributed => {
@@ -249,7 +245,7 @@ async fn one(
     let _ = std::fs::remove_dir_all(&dir);
     res.unwrap_or_else(|e| {
         eprintln!("  failed: {e:#}");
-        json!({"error": format!("{e:#}")})
+        failure(&e)
     })
 }
 
@@ -292,14 +288,8 @@ pub async fn run(o: ScaleOpts) -> Result<()> {
             (sc.clone(), m)
         })
         .collect();
-    let machine = json!({
-        "nproc": sh("nproc").await,
-        "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-").await,
-        "kernel": sh("uname -r").await,
-        "loadavg_at_start": sh("cut -d' ' -f1-3 /proc/loadavg").await,
-        "livechat_commit": std::env::var("BENCH_GIT").unwrap_or_default(),
-        "services": services.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-    });
+    let mut machine = machine_info(&Bins::livechat_only(&o.livechat), &[]).await;
+    machine["services"] = json!(services.iter().map(|(n, _)| n).collect::<Vec<_>>());
     let date = started.format("%Y-%m-%d").to_string();
     let path = o.results.join(format!("{date}-distributed.json"));
     let doc = json!({
@@ -416,19 +406,7 @@ fn render(
         ));
     }
     s.push_str("\n(– = not applicable: the embedded binary uses no servers. Server CPU is each server process's own, over the window; all share the machine's cores with LiveChat and the load generator.)\n");
-    let mut errs = Vec::new();
-    for (sc, m) in med {
-        for (st, v) in m {
-            if let Some(e) = v.get("error") {
-                errs.push(format!("- {sc} / {st}: {}", e.as_str().unwrap_or("")));
-            }
-        }
-    }
-    if !errs.is_empty() {
-        s.push_str("\nProblems in this run:\n\n");
-        s.push_str(&errs.join("\n"));
-        s.push('\n');
-    }
+    s.push_str(&problems(med, &[]));
     s.push_str(&format!(
         "\nRaw results: `bench/results/{date}-distributed.json`.\n"
     ));

@@ -21,6 +21,17 @@ pub struct Bins {
     pub centrifugo: Option<Centrifugo>,
 }
 
+impl Bins {
+    /// LiveChat alone (the scale-out comparison runs no other peer).
+    pub fn livechat_only(livechat: &Path) -> Bins {
+        Bins {
+            livechat: livechat.to_path_buf(),
+            bare: PathBuf::new(),
+            centrifugo: None,
+        }
+    }
+}
+
 /// The Centrifugo binary under test. Its major version decides how it is started: v5 takes flat
 /// configuration keys and `--address`/`--port`, v6 nested keys (`client.token.*`,
 /// `channel.without_namespace.*`, `http_server.*`, …).
@@ -367,12 +378,7 @@ pub async fn start_livechat(
     env: &[(String, String)],
 ) -> Result<Server> {
     let port = free_port()?;
-    let bins = Bins {
-        livechat: bin.to_path_buf(),
-        bare: PathBuf::new(),
-        centrifugo: None,
-    };
-    let mut cmd = command(Proto::Livechat, &bins, dir, port, 0)?;
+    let mut cmd = command(Proto::Livechat, &Bins::livechat_only(bin), dir, port, 0)?;
     cmd.arg("--config").arg(config);
     cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     Ok(spawn_until_ready(Proto::Livechat, cmd, dir, port)

@@ -182,7 +182,7 @@ fn record(all: &mut BTreeMap<String, PeerRuns>, scenario: &str, peer: Proto, v: 
         .push(v);
 }
 
-fn failure(e: &anyhow::Error) -> Value {
+pub fn failure(e: &anyhow::Error) -> Value {
     json!({"error": format!("{e:#}")})
 }
 
@@ -567,7 +567,7 @@ pub async fn sh(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn machine_info(bins: &Bins, peers: &[Proto]) -> Value {
+pub async fn machine_info(bins: &Bins, peers: &[Proto]) -> Value {
     // Empty when Centrifugo was not among the peers run.
     let cf = bins
         .centrifugo
@@ -977,29 +977,30 @@ fn render(
             }
         }
     }
-    // Failures.
-    let mut errs = Vec::new();
-    for (sc, m) in med {
-        for (peer, v) in m {
-            if let Some(e) = v.get("error") {
-                errs.push(format!("- {sc} / {peer}: {}", e.as_str().unwrap_or("")));
-            }
-        }
-    }
-    if !errs.is_empty() || !notes.is_empty() {
-        s.push_str("\nProblems in this run:\n\n");
-        for e in errs {
-            s.push_str(&format!("{e}\n"));
-        }
-        for n in notes {
-            s.push_str(&format!("- {n}\n"));
-        }
-    }
+    s.push_str(&problems(med, notes));
     s.push_str(&format!(
         "\nRaw results: `bench/results/{date}-<scenario>-{}.json`.\n",
         mode.name()
     ));
     s
+}
+
+/// "Problems in this run": the cells whose medians are failures (scenario / column: error),
+/// then `notes`; empty when there are none.
+pub fn problems(med: &BTreeMap<String, BTreeMap<&'static str, Value>>, notes: &[String]) -> String {
+    let mut lines = Vec::new();
+    for (sc, m) in med {
+        for (column, v) in m {
+            if let Some(e) = v.get("error") {
+                lines.push(format!("- {sc} / {column}: {}\n", e.as_str().unwrap_or("")));
+            }
+        }
+    }
+    lines.extend(notes.iter().map(|n| format!("- {n}\n")));
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("\nProblems in this run:\n\n{}", lines.concat())
 }
 
 /// Replaces the named generated section in the README (between its markers), or appends it.

@@ -128,6 +128,19 @@ pub struct RoomPublic {
     pub last_read_seq: Option<i64>,
 }
 
+impl Visibility {
+    /// The visibility the original client's `is_public` asks for, given the room's current one
+    /// (None when creating): `true` is public; `false` is private, except that a room already not
+    /// public keeps its visibility (an unlisted room stays unlisted).
+    pub fn from_is_public(is_public: bool, current: Option<Visibility>) -> Visibility {
+        match (is_public, current) {
+            (true, _) => Visibility::Public,
+            (false, Some(v)) if v != Visibility::Public => v,
+            (false, _) => Visibility::Private,
+        }
+    }
+}
+
 impl Room {
     pub fn visibility(&self) -> Visibility {
         match (self.is_public, self.unlisted) {

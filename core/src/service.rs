@@ -404,11 +404,8 @@ impl ChatService {
                 changed = true;
             }
         }
-        let wanted = visibility.or(match is_public {
-            Some(true) => Some(Visibility::Public),
-            Some(false) if r.is_public => Some(Visibility::Private),
-            _ => None,
-        });
+        let wanted = visibility
+            .or_else(|| is_public.map(|p| Visibility::from_is_public(p, Some(r.visibility()))));
         if let Some(v) = wanted.filter(|v| *v != r.visibility()) {
             r.set_visibility(v);
             changed = true;

@@ -80,7 +80,6 @@ export async function pool(items, n, fn) {
 
 /** A room's visibility: `public`, `private` or `unlisted` (servers without the field: from is_public). */
 export function visibilityOf(room) {
-  if (room instanceof HTMLFormElement) return room.elements.visibility.value;
   return room.visibility || (room.is_public ? 'public' : 'private');
 }
 

@@ -141,6 +141,13 @@ struct SuiteArgs {
     /// Centrifugo binary (skipped when absent).
     #[arg(long)]
     centrifugo_bin: Option<PathBuf>,
+    #[command(flatten)]
+    out: RunArgs,
+}
+
+/// Where a whole run works and writes, and the source addresses of its sockets.
+#[derive(Args)]
+struct RunArgs {
     /// Scratch directory for data dirs and server logs.
     #[arg(long)]
     work: PathBuf,
@@ -172,18 +179,8 @@ struct DistributedArgs {
     /// Only these scenarios (ingest-16x1, ingest-64x2, fanout); default all.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    #[arg(long)]
-    work: PathBuf,
-    #[arg(long)]
-    results: PathBuf,
-    #[arg(long)]
-    readme: PathBuf,
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4"
-    )]
-    src_ips: Vec<Ipv4Addr>,
+    #[command(flatten)]
+    out: RunArgs,
 }
 
 impl TargetArgs {
@@ -229,10 +226,10 @@ async fn main() -> Result<()> {
                     bare: a.bare_bin,
                     centrifugo,
                 },
-                work: a.work,
-                results: a.results,
-                readme: a.readme,
-                src_ips: a.src_ips,
+                work: a.out.work,
+                results: a.out.results,
+                readme: a.out.readme,
+                src_ips: a.out.src_ips,
                 runs: a.runs,
             })
             .await
@@ -246,10 +243,10 @@ async fn main() -> Result<()> {
                 livechat: a.livechat_bin,
                 config: a.config,
                 services_home,
-                work: a.work,
-                results: a.results,
-                readme: a.readme,
-                src_ips: a.src_ips,
+                work: a.out.work,
+                results: a.out.results,
+                readme: a.out.readme,
+                src_ips: a.out.src_ips,
                 runs: a.runs,
                 scenarios: a.scenarios,
             })

@@ -62,9 +62,8 @@ pub async fn create(st: St, c: Caller, JsonBody(b): JsonBody<RoomCreate>) -> Api
                 &c.user,
                 &b.name,
                 b.description.as_deref(),
-                b.visibility.unwrap_or(match b.is_public {
-                    Some(false) => Visibility::Private,
-                    _ => Visibility::Public,
+                b.visibility.unwrap_or_else(|| {
+                    Visibility::from_is_public(b.is_public.unwrap_or(true), None)
                 }),
             )
             .await?,

@@ -465,11 +465,11 @@ impl User {
         self.get(&format!("/api/rooms/get-room/{room}")).await
     }
     pub async fn set_room_public(&self, room: &str, public: bool) -> Resp {
-        self.put(
-            &format!("/api/rooms/update-room/{room}"),
-            Some(json!({"is_public": public})),
-        )
-        .await
+        self.update_room(room, json!({"is_public": public})).await
+    }
+    pub async fn update_room(&self, room: &str, changes: Value) -> Resp {
+        self.put(&format!("/api/rooms/update-room/{room}"), Some(changes))
+            .await
     }
     pub async fn delete_room(&self, room: &str) -> Resp {
         self.delete(&format!("/api/rooms/delete-room/{room}")).await

@@ -205,19 +205,13 @@ async fn an_unlisted_room_is_found_only_through_its_link() {
     assert_eq!(owner.room(&room).await.1["visibility"], "unlisted");
     // Made private, it is listed.
     let (status, updated) = owner
-        .put(
-            &format!("/api/rooms/update-room/{room}"),
-            Some(json!({"visibility": "private"})),
-        )
+        .update_room(&room, json!({"visibility": "private"}))
         .await;
     assert_eq!(status, 200, "{updated}");
     assert!(listed(&carol.search_rooms("hideout").await.1));
     // And a bad visibility is a 422 naming the field.
     let (status, body) = owner
-        .put(
-            &format!("/api/rooms/update-room/{room}"),
-            Some(json!({"visibility": "secret"})),
-        )
+        .update_room(&room, json!({"visibility": "secret"}))
         .await;
     assert_eq!(status, 422, "{body}");
 }

@@ -4,7 +4,7 @@
 import { api } from '../api.js';
 import { store } from '../store.js';
 import { h, replace, errorBox, showError, hideError, busy, toast, relTime } from '../dom.js';
-import { visibilityOf, visibilityLabel } from '../util.js';
+import { visibilityLabel } from '../util.js';
 
 export function roomCard(room, ctx, { onChanged } = {}) {
   const member = store.isMember(room.id);
@@ -75,7 +75,7 @@ export function mountHub(main, _params, ctx) {
     hideError(cErr);
     if (!name.value.trim()) { showError(cErr, 'Give the room a name.'); name.focus(); return; }
     try {
-      const room = await busy(createForm, () => api.createRoom(name.value.trim(), desc.value.trim() || null, visibilityOf(createForm)));
+      const room = await busy(createForm, () => api.createRoom(name.value.trim(), desc.value.trim() || null, createForm.elements.visibility.value));
       store.upsertRoom({ ...room, last_read_seq: room.last_seq ?? 0 });
       store.loadRooms().catch(() => {});
       toast(`Room “${room.name}” created.`, 'success');
