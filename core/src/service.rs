@@ -76,6 +76,8 @@ const ROOM_FACTS_MAX: usize = 100_000;
 const SESSION_TOUCH_SECS: i64 = 60;
 /// Most `@mentions` of one message that create notifications.
 const MAX_MENTIONS: usize = 20;
+/// Unread messages looked at one by one to leave deleted ones out of a room's unread count.
+const UNREAD_COUNTED: i64 = 100;
 const USER_CACHE_TTL_SECS: u64 = 300;
 
 fn clamp_limit(field: &str, value: Option<u32>, default: u32, max: u32) -> AppResult<u32> {
@@ -441,7 +443,7 @@ impl ChatService {
         let mut p = RoomPublic::from(&r);
         if let Some(read) = self.dir().read_marker(user.id, room).await? {
             p.last_read_seq = Some(read);
-            p.unread_count = Some((r.last_seq - read).max(0));
+            p.unread_count = Some(self.unread_count(room, r.last_seq, read).await?);
         }
         Ok(p)
     }
@@ -449,15 +451,35 @@ impl ChatService {
     /// The caller's rooms with unread counts from their read markers.
     pub async fn my_rooms(&self, user: &User) -> AppResult<Vec<RoomPublic>> {
         let rows = self.dir().rooms_of_user(user.id).await?;
-        Ok(rows
+        let mut out = Vec::with_capacity(rows.len());
+        for (room, _role, read) in &rows {
+            let mut p = RoomPublic::from(room);
+            p.last_read_seq = Some(*read);
+            p.unread_count = Some(self.unread_count(room.id, room.last_seq, *read).await?);
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// The messages after a read marker, deleted ones left out. Only the first
+    /// [`UNREAD_COUNTED`] are looked at (a history read of that many rows per room with
+    /// anything unread): past them every seq counts, deleted or not — a count clients show as
+    /// "99+" anyway.
+    async fn unread_count(&self, room: RoomId, last_seq: i64, read: i64) -> AppResult<i64> {
+        let unread = (last_seq - read).max(0);
+        if unread == 0 {
+            return Ok(0);
+        }
+        let looked_at = unread.min(UNREAD_COUNTED) as u32;
+        let deleted = self
+            .ports
+            .history
+            .after_seq(room, read, looked_at)
+            .await?
             .iter()
-            .map(|(room, _role, read)| {
-                let mut p = RoomPublic::from(room);
-                p.last_read_seq = Some(*read);
-                p.unread_count = Some((room.last_seq - read).max(0));
-                p
-            })
-            .collect())
+            .filter(|m| m.deleted && m.seq <= last_seq)
+            .count() as i64;
+        Ok(unread - deleted)
     }
 
     pub async fn top_rooms(
@@ -970,7 +992,7 @@ impl ChatService {
             .dir()
             .set_read_marker(user.id, room, seq.min(r.last_seq))
             .await?;
-        Ok((stored, (r.last_seq - stored).max(0)))
+        Ok((stored, self.unread_count(room, r.last_seq, stored).await?))
     }
 
     pub async fn active_users(&self, user: &User, room: RoomId) -> AppResult<Vec<UserId>> {

@@ -185,6 +185,33 @@ async fn read_markers_drive_unread_counts() {
 }
 
 #[tokio::test]
+async fn deleted_messages_are_not_counted_unread() {
+    let app = App::spawn(&[]).await;
+    let Pair { alice, bob, room } = app.pair("unread-deleted").await;
+    let mut wa = alice.ws(&app, None).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let ack = wa.send_msg(&room, &format!("d{i}"), &format!("d{i}")).await;
+        ids.push(ack["message_id"].as_str().expect("message_id").to_string());
+    }
+    // Seqs 2 and 5 deleted: bob has 3 unread, in his room list and on the room's page.
+    alice.delete_message_ok(&ids[1]).await;
+    alice.delete_message_ok(&ids[4]).await;
+    assert_eq!(bob.my_rooms_ok().await[0]["unread_count"], 3);
+    assert_eq!(bob.room(&room).await.1["unread_count"], 3);
+    // Read up to seq 3: seq 4 is left (5 is deleted).
+    let (_, r) = bob.read_marker(&room, 3).await;
+    assert_eq!(
+        (r["last_read_seq"].clone(), r["unread_count"].clone()),
+        (json!(3), json!(1))
+    );
+    let mut wb = bob.ws(&app, None).await;
+    wb.send(json!({"type": "read", "room_id": room, "seq": 4, "ref": "r"}))
+        .await;
+    assert_eq!(wb.wait_type("read_ack").await["unread_count"], 0);
+}
+
+#[tokio::test]
 async fn a_slow_reader_is_disconnected_without_stalling_others_and_resumes() {
     const TOTAL: usize = 300;
     let app = App::spawn(&[
