@@ -86,7 +86,7 @@ impl Default for Limits {
             max_message_chars: 4000,
             min_username_chars: 3,
             max_username_chars: 32,
-            min_password_chars: 4,
+            min_password_chars: 8,
             max_password_chars: 128,
             max_room_name_chars: 32,
             max_description_chars: 1000,

@@ -140,16 +140,12 @@ impl ChatService {
         self.registrations.check_ip(ip, "registrations")?;
         let l = &self.limits;
         let username = validate::username(username, l.min_username_chars, l.max_username_chars)?;
-        let n = password.chars().count();
-        if n < l.min_password_chars || n > l.max_password_chars {
-            return Err(AppError::validation(
-                "password",
-                format!(
-                    "password must be {} to {} characters",
-                    l.min_password_chars, l.max_password_chars
-                ),
-            ));
-        }
+        validate::password(
+            password,
+            &username,
+            l.min_password_chars,
+            l.max_password_chars,
+        )?;
         if self.dir().user_by_name(&username).await?.is_some() {
             return Err(AppError::BadRequest("User already exists".into()));
         }
@@ -179,20 +175,22 @@ impl ChatService {
         password: &str,
         ip: Option<IpAddr>,
     ) -> AppResult<Session> {
-        self.throttle.check(ip, username)?;
+        // Throttled per account whatever the spelling: "BOB" and "bob" are one account.
+        let account = validate::username_key(username);
+        self.throttle.check(ip, &account)?;
         let user = self.dir().user_by_name(username).await?;
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         let ok = self.hashing.verify(password, hash).await?;
         let user = match (user, ok) {
             (Some(u), true) => u,
             _ => {
-                self.throttle.record_failure(ip, username);
+                self.throttle.record_failure(ip, &account);
                 return Err(AppError::Unauthorized(
                     "Invalid username or password".into(),
                 ));
             }
         };
-        self.throttle.record_success(ip, username);
+        self.throttle.record_success(ip, &account);
         let at = now();
         // A fresh random id at every login: a session id known before login is never upgraded.
         let session = Session {
@@ -362,7 +360,7 @@ impl ChatService {
         description: Option<&str>,
         visibility: Visibility,
     ) -> AppResult<RoomPublic> {
-        let name = validate::text("name", name, 1, self.limits.max_room_name_chars, false)?;
+        let name = validate::room_name(name, self.limits.max_room_name_chars)?;
         let description = self.description(description)?;
         let at = now();
         let mut room = Room {

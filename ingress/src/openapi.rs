@@ -41,7 +41,7 @@ fn operations() -> Vec<Op> {
     ];
     vec![
         ("get", "/api/health", "status", "Liveness check (200, empty body)", false, &[], None, None),
-        ("post", "/api/users/register-user", "users", "Register (username 3-32 letters/digits/_.-, password 4-128)", false, &[], Some("UserAuth"), Some(schema_ref("UserPublic"))),
+        ("post", "/api/users/register-user", "users", "Register (username 3-32 letters/digits/_.- in one script, unique by case-folded look-alike form; password 8-128, not easily guessed)", false, &[], Some("UserAuth"), Some(schema_ref("UserPublic"))),
         ("post", "/api/users/login-user", "users", "Log in: sets the session_id cookie (429 when throttled)", false, &[], Some("UserAuth"), None),
         ("post", "/api/users/logout-user", "users", "Log out: ends this session and closes its sockets", false, &[], None, None),
         ("get", "/api/users/get-me", "users", "The caller", true, &[], None, Some(schema_ref("UserPublic"))),

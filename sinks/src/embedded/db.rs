@@ -499,10 +499,13 @@ const LATER_COLUMNS: &[(&str, &str, &str)] = &[
     ("notifications", "deleted", "INTEGER NOT NULL DEFAULT 0"),
     // Left out of search and top rooms.
     ("rooms", "unlisted", "INTEGER NOT NULL DEFAULT 0"),
+    // The username's key (case-folded confusable skeleton), unique: see `key_usernames`.
+    ("users", "name_key", "TEXT"),
 ];
 
-/// Adds the [`LATER_COLUMNS`] a file's existing tables lack. Idempotent, and safe when several
-/// processes open the file at once (the check and the change run in one write transaction).
+/// Adds the [`LATER_COLUMNS`] a file's existing tables lack, and fills what they need filled.
+/// Idempotent, and safe when several processes open the file at once (the check and the
+/// change run in one write transaction).
 fn add_later_columns(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let added = (|| {
@@ -520,10 +523,21 @@ fn add_later_columns(conn: &Connection) -> rusqlite::Result<()> {
                 );
             }
         }
+        if has_table(conn, "users")? {
+            super::directory::key_usernames(conn)?;
+        }
         Ok(())
     })();
     conn.execute_batch(if added.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
     added
+}
+
+fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [table],
+        |r| r.get(0),
+    )
 }
 
 pub fn checksum_query(

@@ -14,6 +14,7 @@ use livechat_core::error::StoreResult;
 use livechat_core::model::*;
 use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox};
 use livechat_core::to_ms;
+use livechat_core::validate::username_key;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -28,7 +29,7 @@ use super::sequencer::{raise_read_marker, raise_seqs, send_tx};
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS users(
   id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
-  last_active INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+  last_active INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, name_key TEXT);
 CREATE TABLE IF NOT EXISTS sessions(
   id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at INTEGER NOT NULL,
   expires_at INTEGER NOT NULL, absolute_expires_at INTEGER NOT NULL);
@@ -140,6 +141,55 @@ impl SqliteDirectory {
 }
 
 const USER_COLS: &str = "id, username, password_hash, last_active, created_at, updated_at";
+
+/// The account a name designates: the one of exactly that name, else the one whose key it
+/// shares (see [`username_key`]: "Alice" signs in and is mentioned as "alice").
+fn user_named(c: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
+    let exact = c
+        .prepare_cached(&format!(
+            "SELECT {USER_COLS} FROM users WHERE username = ?1"
+        ))?
+        .query_row(params![name], user_row)
+        .optional()?;
+    if exact.is_some() {
+        return Ok(exact);
+    }
+    c.prepare_cached(&format!(
+        "SELECT {USER_COLS} FROM users WHERE name_key = ?1"
+    ))?
+    .query_row(params![username_key(name)], user_row)
+    .optional()
+}
+
+/// Gives every account written before usernames had keys its key, oldest first (a later
+/// account whose key is taken keeps a key of its own, `key#id`: it still signs in by its exact
+/// name), then makes keys unique. Idempotent; run in the schema's write transaction.
+pub(super) fn key_usernames(conn: &Connection) -> rusqlite::Result<()> {
+    let unkeyed: Vec<(String, String)> = conn
+        .prepare("SELECT id, username FROM users WHERE name_key IS NULL ORDER BY created_at, id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, name) in &unkeyed {
+        let key = username_key(name);
+        let taken: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM users WHERE name_key = ?1)",
+            params![key],
+            |r| r.get(0),
+        )?;
+        let key = if taken { format!("{key}#{id}") } else { key };
+        conn.execute(
+            "UPDATE users SET name_key = ?2 WHERE id = ?1",
+            params![id, key],
+        )?;
+    }
+    if !unkeyed.is_empty() {
+        tracing::info!(
+            accounts = unkeyed.len(),
+            "Usernames keyed for case- and look-alike-insensitive lookup."
+        );
+    }
+    conn.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS users_by_key ON users(name_key)")
+}
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: uuid_col(r, 0)?,
@@ -209,8 +259,8 @@ impl Directory for SqliteDirectory {
         let u = user.clone();
         self.write_recording(move |tx, q| {
             tx.execute(
-                "INSERT INTO users(id, username, password_hash, last_active, created_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
-                params![u.id.to_string(), u.username, u.password_hash, to_ms(u.created_at), to_ms(u.updated_at)],
+                "INSERT INTO users(id, username, password_hash, last_active, created_at, updated_at, name_key) VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6)",
+                params![u.id.to_string(), u.username, u.password_hash, to_ms(u.created_at), to_ms(u.updated_at), username_key(&u.username)],
             )?;
             q.queue(tx, outbox)
         })
@@ -229,15 +279,7 @@ impl Directory for SqliteDirectory {
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
         let name = username.to_string();
-        self.db
-            .read(move |c| {
-                c.prepare_cached(&format!(
-                    "SELECT {USER_COLS} FROM users WHERE username = ?1"
-                ))?
-                .query_row(params![name], user_row)
-                .optional()
-            })
-            .await
+        self.db.read(move |c| user_named(c, &name)).await
     }
 
     async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
@@ -261,13 +303,12 @@ impl Directory for SqliteDirectory {
         let names = names.to_vec();
         self.db
             .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {USER_COLS} FROM users WHERE username = ?1"
-                ))?;
-                let mut out = Vec::new();
+                let mut out: Vec<User> = Vec::new();
                 for n in names {
-                    if let Some(u) = stmt.query_row(params![n], user_row).optional()? {
-                        out.push(u);
+                    if let Some(u) = user_named(c, &n)? {
+                        if !out.iter().any(|o| o.id == u.id) {
+                            out.push(u);
+                        }
                     }
                 }
                 Ok(out)
@@ -742,6 +783,52 @@ impl Outbox for SqliteDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file written before usernames had keys: "Bob" (older) and "bob" both keep signing in
+    /// by their exact names; any other spelling finds the older one.
+    #[tokio::test]
+    async fn accounts_from_before_keys_are_keyed_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE users(id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
+                   password_hash TEXT NOT NULL, last_active INTEGER, created_at INTEGER NOT NULL,
+                   updated_at INTEGER NOT NULL);
+                 INSERT INTO users VALUES ('00000000-0000-0000-0000-000000000002', 'bob', 'h', NULL, 2, 2);
+                 INSERT INTO users VALUES ('00000000-0000-0000-0000-000000000001', 'Bob', 'h', NULL, 1, 1);",
+            )
+            .unwrap();
+        }
+        let d = SqliteDirectory::open(&path).unwrap();
+        let name_of = |n: &'static str| {
+            let d = &d;
+            async move { d.user_by_name(n).await.unwrap().unwrap().username }
+        };
+        assert_eq!(name_of("bob").await, "bob");
+        assert_eq!(name_of("Bob").await, "Bob");
+        assert_eq!(name_of("BOB").await, "Bob");
+        // Keys are unique from now on.
+        let mut late = livechat_core::model::User {
+            id: Uuid::new_v4(),
+            username: "bOb".into(),
+            password_hash: "h".into(),
+            last_active: None,
+            created_at: livechat_core::now(),
+            updated_at: livechat_core::now(),
+        };
+        assert!(d.create_user(&late, vec![]).await.is_err());
+        late.username = "robert".into();
+        d.create_user(&late, vec![]).await.unwrap();
+        drop(d);
+        // Opening again changes nothing.
+        let d = SqliteDirectory::open(&path).unwrap();
+        assert_eq!(
+            d.user_by_name("BOB").await.unwrap().unwrap().username,
+            "Bob"
+        );
+    }
 
     #[test]
     fn room_cols_count_matches_the_column_list() {

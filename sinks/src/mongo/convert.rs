@@ -26,6 +26,7 @@ pub(super) fn user_doc(u: &User) -> Document {
     doc! {
         "_id": id(u.id),
         "username": &u.username,
+        "name_key": livechat_core::validate::username_key(&u.username),
         "password_hash": &u.password_hash,
         "last_active": u.last_active.map(ms),
         "created_at": ms(u.created_at),

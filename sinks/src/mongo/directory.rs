@@ -171,7 +171,12 @@ impl Directory for MongoDirectory {
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        Ok(self.users_where(doc! { "username": username }).await?.pop())
+        // The account of exactly that name, else the one whose key it shares.
+        if let Some(u) = self.users_where(doc! { "username": username }).await?.pop() {
+            return Ok(Some(u));
+        }
+        let key = livechat_core::validate::username_key(username);
+        Ok(self.users_where(doc! { "name_key": key }).await?.pop())
     }
 
     async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
@@ -180,8 +185,15 @@ impl Directory for MongoDirectory {
     }
 
     async fn users_by_names(&self, names: &[String]) -> StoreResult<Vec<User>> {
-        self.users_where(doc! { "username": { "$in": names } })
-            .await
+        let mut out: Vec<User> = Vec::new();
+        for name in names {
+            if let Some(u) = self.user_by_name(name).await? {
+                if !out.iter().any(|o| o.id == u.id) {
+                    out.push(u);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn touch_user(&self, uid: UserId, at: DateTime<Utc>) -> StoreResult<()> {

@@ -175,8 +175,10 @@ impl MongoDirectory {
 
 async fn create_indexes(db: &Database) -> anyhow::Result<()> {
     let unique = || IndexOptions::builder().unique(true).build();
+    key_usernames(db).await?;
     let plan: Vec<(&str, Document, bool)> = vec![
         ("users", doc! { "username": 1 }, true),
+        ("users", doc! { "name_key": 1 }, true),
         ("rooms", doc! { "name": 1 }, true),
         ("rooms", doc! { "member_ids": 1 }, false),
         ("rooms", doc! { "request_ids": 1 }, false),
@@ -207,6 +209,40 @@ async fn create_indexes(db: &Database) -> anyhow::Result<()> {
             .create_index(IndexModel::builder().keys(doc! { "_ords": 1 }).build())
             .await
             .map_err(|e| anyhow::anyhow!("creating the outbox index on {coll}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Gives every account written before usernames had keys its key, oldest first (a later
+/// account whose key is taken keeps a key of its own, `key#id`: it still signs in by its exact
+/// name), before the keys' unique index is built. Deterministic, so processes starting
+/// together write the same keys.
+async fn key_usernames(db: &Database) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let users = db.collection::<Document>("users");
+    let unkeyed: Vec<Document> = users
+        .find(doc! { "name_key": { "$exists": false } })
+        .projection(doc! { "username": 1 })
+        .sort(doc! { "created_at": 1, "_id": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    for d in &unkeyed {
+        let (Ok(uid), Ok(name)) = (d.get_str("_id"), d.get_str("username")) else {
+            continue;
+        };
+        let key = livechat_core::validate::username_key(name);
+        let taken = users.find_one(doc! { "name_key": &key }).await?.is_some();
+        let key = if taken { format!("{key}#{uid}") } else { key };
+        users
+            .update_one(doc! { "_id": uid }, doc! { "$set": { "name_key": key } })
+            .await?;
+    }
+    if !unkeyed.is_empty() {
+        tracing::info!(
+            accounts = unkeyed.len(),
+            "Usernames keyed for case- and look-alike-insensitive lookup."
+        );
     }
     Ok(())
 }

@@ -57,6 +57,21 @@ pub async fn usernames_and_room_names_are_unique<D: Directory>(d: &Arc<D>) {
         d.user_by_id(u.id).await.unwrap().unwrap().username,
         u.username
     );
+    // A name that differs only by case or by look-alike characters is the same name: it finds
+    // the account (signing in, mentions) and cannot be registered again.
+    let shouting = u.username.to_uppercase();
+    assert_eq!(d.user_by_name(&shouting).await.unwrap().unwrap().id, u.id);
+    let mut look_alike = user("uniq");
+    look_alike.username = u.username.replace('i', "\u{0456}").to_uppercase();
+    assert!(matches!(
+        d.create_user(&look_alike, vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let found = d
+        .users_by_names(&[shouting, u.username.clone()])
+        .await
+        .unwrap();
+    assert_eq!(found.iter().map(|f| f.id).collect::<Vec<_>>(), vec![u.id]);
     let r = room(u.id, true);
     d.create_room(&r, vec![]).await.unwrap();
     let mut r2 = room(u.id, true);

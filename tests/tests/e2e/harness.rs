@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(10);
+/// Every test user's password (strong enough for the registration rules).
+pub const PASSWORD: &str = "pw-secret-7";
 /// How long a send waits for its acknowledgement: on Kafka, a partition whose sequencer died
 /// moves within the group's session timeout plus the broker's abort of its open transaction.
 const SEND_WAIT: Duration = Duration::from_secs(40);
@@ -289,9 +291,9 @@ impl App {
     /// Registers and logs in a user with a unique name derived from `base`.
     pub async fn user(&self, base: &str) -> User {
         let name = format!("{base}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let r = self.register(&name, "pw-secret").await;
+        let r = self.register(&name, PASSWORD).await;
         assert_eq!(r.status(), 200, "register: {}", r.text().await.unwrap());
-        let r = self.login(&name, "pw-secret").await;
+        let r = self.login(&name, PASSWORD).await;
         assert_eq!(r.status(), 200);
         let cookie = r
             .headers()

@@ -70,11 +70,48 @@ async fn original_client_socket_and_routes_work_unchanged() {
 }
 
 #[tokio::test]
+async fn registration_refuses_guessable_passwords_and_names_that_pass_for_others() {
+    let app = App::spawn(&[]).await;
+    let name = format!("dora_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    // NIST SP 800-63B: at least 8 characters, nothing guessable, no control characters.
+    let own = format!("{name}1");
+    for (pw, why) in [
+        ("abc12", "too short"),
+        ("password", "common"),
+        ("12345678", "a sequence"),
+        (own.as_str(), "the username"),
+        ("\0\0\0\0\0\0\0\0", "NULs"),
+    ] {
+        let r = app.register(&name, pw).await;
+        assert_eq!(r.status(), 422, "{why}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["body", "password"]),
+            "{why}: {body}"
+        );
+    }
+    assert_eq!(app.register(&name, PASSWORD).await.status(), 200);
+    // The same name in other letters: another case, look-alike characters.
+    for twin in [name.to_uppercase(), name.replace('o', "0")] {
+        assert_eq!(app.register(&twin, PASSWORD).await.status(), 400, "{twin}");
+    }
+    // A Cyrillic letter among Latin ones.
+    let mixed = name.replace('a', "\u{0430}");
+    assert_eq!(app.register(&mixed, PASSWORD).await.status(), 422);
+    // Signing in takes any case.
+    assert_eq!(
+        app.login(&name.to_uppercase(), PASSWORD).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
 async fn sessions_rotate_and_logins_are_throttled() {
     let app = App::spawn(&[("LIVECHAT_LIMITS__LOGIN_FAILURES_BEFORE_BACKOFF", "3")]).await;
     let u = app.user("carol").await;
     let login = |pw| app.login(&u.name, pw);
-    let r = login("pw-secret").await;
+    let r = login(PASSWORD).await;
     let second = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         second.contains("HttpOnly") && second.contains("SameSite=Lax"),
@@ -91,7 +128,7 @@ async fn sessions_rotate_and_logins_are_throttled() {
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_some());
     // Even the right password waits out the backoff.
-    assert_eq!(login("pw-secret").await.status(), 429);
+    assert_eq!(login(PASSWORD).await.status(), 429);
 }
 
 #[tokio::test]
@@ -103,7 +140,7 @@ async fn logging_in_again_ends_the_session_presented() {
         .http
         .post(app.url("/api/users/login-user"))
         .header("cookie", &u.cookie)
-        .json(&serde_json::json!({"username": u.name, "password": "pw-secret"}))
+        .json(&serde_json::json!({"username": u.name, "password": PASSWORD}))
         .send()
         .await
         .unwrap();
@@ -289,7 +326,7 @@ async fn a_stranger_cannot_lock_an_account_out() {
     let u = app.user("dana").await;
     // Many successful logins from one address: none refused.
     for _ in 0..8 {
-        assert_eq!(app.login(&u.name, "pw-secret").await.status(), 200);
+        assert_eq!(app.login(&u.name, PASSWORD).await.status(), 200);
     }
     let stranger = app.login_from(&u.name, "wrong", "127.0.0.2").await;
     assert_eq!(stranger.status(), 401);
@@ -299,5 +336,5 @@ async fn a_stranger_cannot_lock_an_account_out() {
     let r = app.login_from(&u.name, "wrong", "127.0.0.2").await;
     assert_eq!(r.status(), 429, "the stranger backs off");
     // The owner, from their own address, is let in at once.
-    assert_eq!(app.login(&u.name, "pw-secret").await.status(), 200);
+    assert_eq!(app.login(&u.name, PASSWORD).await.status(), 200);
 }

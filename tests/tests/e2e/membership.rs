@@ -139,7 +139,8 @@ async fn mentions_notify_members_live() {
     let mut wa = alice.ws(&app, None).await;
     wa.send_msg(
         &room,
-        &format!("hey @{} and @{}", bob.name, outsider.name),
+        // Mentions take any case.
+        &format!("hey @{} and @{}", bob.name.to_uppercase(), outsider.name),
         "m1",
     )
     .await;
