@@ -11,6 +11,7 @@
 //! - [`auth`]: the session cookie and the middleware that authenticates requests.
 //! - [`error`], [`extract`]: error responses and extractors that never produce a 500.
 //! - [`openapi`]: the OpenAPI 3 document and the docs page.
+//! - [`web`]: the web client's files (revalidated caching) and the security headers.
 
 pub mod auth;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod presence;
 pub mod routes;
+pub mod web;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -37,7 +39,6 @@ use tokio_util::sync::CancellationToken;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::services::{ServeDir, ServeFile};
 
 use crate::hub::Hub;
 use crate::routes::{analytics, messages, notifications, rooms, users};
@@ -57,6 +58,20 @@ pub struct IngressConfig {
     pub web_dir: String,
     /// Serve the API docs page (`/api/internal/docs`).
     pub docs: bool,
+    /// Who may read `/metrics`: `"loopback"` (a scraper on this host), `"public"` or `"off"`.
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `/metrics` (it names rooms' consumer lag, routes and rates: not for everyone).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    Off,
+    /// Requests from a loopback address only. Behind a reverse proxy on the same host every
+    /// request comes from loopback: block `/metrics` at the proxy, or set `off`.
+    #[default]
+    Loopback,
+    Public,
 }
 
 impl Default for IngressConfig {
@@ -67,6 +82,7 @@ impl Default for IngressConfig {
             secure_cookies: false,
             web_dir: String::new(),
             docs: true,
+            metrics: MetricsAccess::default(),
         }
     }
 }
@@ -227,8 +243,6 @@ pub fn router(st: Arc<AppState>) -> Router {
         .merge(authed)
         .route_layer(middleware::from_fn(metrics::track_requests))
         .fallback(api_not_found);
-    let web = st.config.web_path();
-    let index = web.join("index.html");
     let origins: Vec<HeaderValue> = st
         .config
         .allowed_origins
@@ -243,7 +257,7 @@ pub fn router(st: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics::render))
         .nest("/api", api)
-        .fallback_service(ServeDir::new(web).fallback(ServeFile::new(index)))
+        .fallback_service(web::client(&st.config.web_path()))
         .layer(axum::extract::DefaultBodyLimit::max(
             st.svc.limits.max_body_bytes,
         ))
@@ -261,7 +275,10 @@ pub fn router(st: Arc<AppState>) -> Router {
                 .compress_when(SizeAbove::new(1000)),
         )
         .layer(cors)
-        .layer(middleware::map_response(security_headers))
+        .layer(middleware::from_fn_with_state(
+            st.clone(),
+            web::security_headers,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -270,26 +287,6 @@ pub fn router(st: Arc<AppState>) -> Router {
                 .into_response()
         }))
         .with_state(st)
-}
-
-/// Headers on every response: no MIME sniffing, never framed by another site (clickjacking),
-/// no referrer sent to other sites.
-async fn security_headers(mut res: axum::response::Response) -> axum::response::Response {
-    let h = res.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    res
 }
 
 /// Serves until `shutdown`; then closes every socket (1001) and stops accepting.

@@ -7,14 +7,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use livechat_core::ports::EventLog;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::AppState;
+use serde_json::json;
+
+use crate::{AppState, MetricsAccess};
 
 /// What the metrics endpoint reads: the log and the groups that commit offsets on it.
 #[derive(Clone)]
@@ -69,7 +74,25 @@ pub async fn track_requests(req: Request, next: Next) -> Response {
     response
 }
 
-pub async fn render(State(st): State<Arc<AppState>>) -> Response {
+pub async fn render(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let refused = match st.config.metrics {
+        MetricsAccess::Public => None,
+        MetricsAccess::Loopback if peer.ip().is_loopback() => None,
+        MetricsAccess::Loopback => Some((
+            StatusCode::FORBIDDEN,
+            "Metrics are served to this host only (ingress.metrics = \"loopback\")",
+        )),
+        MetricsAccess::Off => Some((
+            StatusCode::NOT_FOUND,
+            "Metrics are off (ingress.metrics = \"off\")",
+        )),
+    };
+    if let Some((status, detail)) = refused {
+        return (status, Json(json!({ "detail": detail }))).into_response();
+    }
     metrics::gauge!("livechat_websocket_connections").set(st.hub.connection_count() as f64);
     if let Some(src) = &st.lag {
         for (group, topics) in &src.groups {

@@ -175,6 +175,62 @@ async fn session_expiry_slides_with_activity_and_reissues_the_cookie() {
 }
 
 #[tokio::test]
+async fn the_web_client_is_served_under_a_strict_policy_and_revalidated() {
+    let app = App::spawn(&[]).await;
+    let get = |path: &'static str, etag: Option<String>| {
+        let mut req = app.http.get(app.url(path));
+        if let Some(e) = etag {
+            req = req.header("if-none-match", e);
+        }
+        req.send()
+    };
+    let page = get("/", None).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    // Behind plain HTTP (secure_cookies off) no HSTS.
+    assert!(page.headers().get("strict-transport-security").is_none());
+    // Files are revalidated at every load, and unchanged ones cost a 304 without a body.
+    let js = get("/app.js", None).await.unwrap();
+    assert_eq!(js.headers()["cache-control"], "no-cache");
+    let etag = js.headers()["etag"].to_str().unwrap().to_string();
+    let again = get("/app.js", Some(etag.clone())).await.unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"], etag.as_str());
+    assert!(again.bytes().await.unwrap().is_empty());
+    let other = get("/app.js", Some("W/\"0\"".into())).await.unwrap();
+    assert_eq!(other.status(), 200);
+    // API answers are never stored.
+    assert_eq!(app.health().await.headers()["cache-control"], "no-store");
+    // Metrics: this host only by default (the tests run on it), and a setting turns them off.
+    assert!(app.metrics().await.unwrap().contains("livechat_"));
+    let secure = App::spawn(&[
+        ("LIVECHAT_INGRESS__METRICS", "off"),
+        ("LIVECHAT_INGRESS__SECURE_COOKIES", "true"),
+    ])
+    .await;
+    let r = secure
+        .http
+        .get(secure.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age="));
+}
+
+#[tokio::test]
 async fn health_openapi_and_swagger_ui_are_served() {
     let app = App::spawn(&[]).await;
     assert_eq!(app.health().await.status(), 200);
@@ -187,11 +243,12 @@ async fn health_openapi_and_swagger_ui_are_served() {
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
-        ("content-security-policy", "frame-ancestors 'none'"),
         ("referrer-policy", "no-referrer"),
     ] {
         assert_eq!(ui.headers()[name], value, "{name}");
     }
+    let csp = ui.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(ui.text().await.unwrap().contains("swagger"));
     let init = app
         .docs("swagger-initializer.js")
