@@ -386,6 +386,20 @@ pub async fn start_livechat(
         .server)
 }
 
+/// LiveChat embedded (its own data directory under `dir`) on `port`, with extra environment,
+/// timed until its health endpoint answers: the fault suite restarts it on the same port and
+/// data after killing it.
+pub async fn start_livechat_at(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Result<Started> {
+    let mut cmd = command(Proto::Livechat, &Bins::livechat_only(bin), dir, port, 0)?;
+    cmd.envs(env.iter().copied());
+    spawn_until_ready(Proto::Livechat, cmd, dir, port).await
+}
+
 async fn spawn_until_ready(
     proto: Proto,
     mut cmd: Command,

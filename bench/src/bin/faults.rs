@@ -1,0 +1,52 @@
+//! `faults`: the fault and abuse suite (see `livechat_bench::faults`). `scripts/faults` builds
+//! and runs it; CI runs the short profile.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use livechat_bench::faults::{run, Opts, Profile};
+
+#[derive(Parser)]
+#[command(
+    about = "LiveChat's fault and abuse suite: load, kills, stalls, storms, garbage; then every store checked against a ledger"
+)]
+struct Cli {
+    /// The livechat binary to test.
+    #[arg(long)]
+    livechat_bin: PathBuf,
+    /// short (CI) or long (on demand; the figures of docs/reliability.md).
+    #[arg(long, default_value = "short")]
+    profile: String,
+    /// Scratch directory (data directories and rebuilt files).
+    #[arg(long, default_value = "/tmp/livechat-faults")]
+    work: PathBuf,
+    /// Only these scenarios (baseline, kill, slow-readers, storm, malformed, replay).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Write the report into this document's section for the profile.
+    #[arg(long)]
+    doc: Option<PathBuf>,
+    /// Write the raw results into this directory.
+    #[arg(long)]
+    results: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let profile = Profile::named(&cli.profile)
+        .ok_or_else(|| anyhow::anyhow!("unknown profile {:?} (short or long)", cli.profile))?;
+    let passed = run(Opts {
+        livechat: cli.livechat_bin,
+        work: cli.work,
+        profile,
+        only: cli.only,
+        doc: cli.doc,
+        results: cli.results,
+    })
+    .await?;
+    if !passed {
+        anyhow::bail!("some scenarios failed (see above)");
+    }
+    Ok(())
+}

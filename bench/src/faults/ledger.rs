@@ -1,0 +1,312 @@
+//! The ledger: every acknowledged send (room, seq, message id, hash of the body), kept by
+//! senders that behave like a careful client (one send in flight per socket; after a lost
+//! connection they reconnect and send the unacknowledged message again with the same
+//! `client_msg_id`), and the verification of a store against it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{ws_open, Rest, Target, World};
+use crate::proto::Proto;
+
+/// One acknowledged send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    pub seq: i64,
+    pub message_id: String,
+    pub body_sha: [u8; 32],
+}
+
+/// What the senders saw.
+#[derive(Default)]
+pub struct Ledger {
+    /// room → client_msg_id → the first acknowledgement.
+    acked: Mutex<HashMap<String, HashMap<String, Acked>>>,
+    pub sends: AtomicU64,
+    /// Sends repeated after a lost connection (same `client_msg_id`).
+    pub resent: AtomicU64,
+    /// Acknowledgements of a repeat that named another seq or id than the first: a duplicate.
+    pub conflicting_acks: AtomicU64,
+    /// Error frames answering a send (the ledger's sends are all valid: each is a failure).
+    pub refused: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+fn sha(body: &str) -> [u8; 32] {
+    Sha256::digest(body.as_bytes()).into()
+}
+
+impl Ledger {
+    fn record(&self, room: &str, cid: &str, ack: Acked) {
+        let mut all = self.acked.lock().unwrap_or_else(|p| p.into_inner());
+        let room = all.entry(room.to_string()).or_default();
+        match room.get(cid) {
+            Some(first) if *first != ack => {
+                self.conflicting_acks.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {}
+            None => {
+                room.insert(cid.to_string(), ack);
+            }
+        }
+    }
+
+    pub fn acked_count(&self) -> u64 {
+        let all = self.acked.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().map(|r| r.len() as u64).sum()
+    }
+}
+
+/// Sends from socket `idx` (user `idx % users`) into `room` until `stop`, one at a time,
+/// reconnecting and resending through server restarts.
+pub async fn sender(
+    t: Target,
+    world: Arc<World>,
+    ledger: Arc<Ledger>,
+    idx: usize,
+    room: usize,
+    stop: Arc<AtomicBool>,
+) {
+    let room_id = world.rooms[room].clone();
+    let cookie = world.cookies[idx % world.cookies.len()].clone();
+    let mut n = 0u64;
+    // The message waiting for its acknowledgement, kept across reconnects.
+    let mut pending: Option<(String, String)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut ws) = ws_open(&t, idx, "/api/ws/stream", Some(&cookie)).await else {
+            // The server is down (being restarted): try again shortly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        loop {
+            if stop.load(Ordering::Relaxed) && pending.is_none() {
+                let _ = ws.close(None).await;
+                return;
+            }
+            let (cid, body) = match &pending {
+                Some(p) => {
+                    ledger.resent.fetch_add(1, Ordering::Relaxed);
+                    p.clone()
+                }
+                None => {
+                    n += 1;
+                    let cid = format!("f{idx}-{n}");
+                    let body = format!("fault suite {cid} {}", "x".repeat(40));
+                    ledger.sends.fetch_add(1, Ordering::Relaxed);
+                    (cid, body)
+                }
+            };
+            pending = Some((cid.clone(), body.clone()));
+            let frame = json!({"type": "send", "room_id": room_id, "content": body, "client_msg_id": cid, "ref": cid});
+            if ws.send(Message::text(frame.to_string())).await.is_err() {
+                break;
+            }
+            match ack_for(&mut ws, &cid).await {
+                Ok(Some(v)) => {
+                    let ack = Acked {
+                        seq: v["seq"].as_i64().unwrap_or(-1),
+                        message_id: v["message_id"].as_str().unwrap_or_default().to_string(),
+                        body_sha: sha(&body),
+                    };
+                    ledger.record(&room_id, &cid, ack);
+                    pending = None;
+                }
+                Ok(None) => {
+                    // Refused (an error frame): counted, not retried.
+                    ledger.refused.fetch_add(1, Ordering::Relaxed);
+                    pending = None;
+                }
+                Err(_) => break,
+            }
+        }
+        ledger.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The acknowledgement of `cid` (Some), an error frame for it (None), or Err when the
+/// connection is lost or nothing comes within 30 s.
+async fn ack_for(ws: &mut crate::client::Ws, cid: &str) -> Result<Option<Value>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| anyhow!("no acknowledgement within 30 s"))?;
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                if v["ref"] == cid {
+                    return Ok((v["type"] == "ack").then_some(v));
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => bail!("connection lost"),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// A store read back and compared with the ledger, per room and in total.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdict {
+    pub rooms: usize,
+    pub acked: u64,
+    pub stored: u64,
+    /// Acknowledged, and missing from the store (or stored with another seq, id or body).
+    pub lost: u64,
+    /// `client_msg_id`s stored more than once, plus acks that contradicted an earlier one.
+    pub duplicated: u64,
+    /// Seqs missing between 1 and a room's highest.
+    pub gaps: u64,
+    /// Stored messages no acknowledgement names (sends whose ack the kill cut off: allowed).
+    pub unacked_stored: u64,
+    /// Whether each room's checksum over (seq, id, body hash) of the acknowledged messages
+    /// equals the store's over the same messages.
+    pub checksums_match: bool,
+}
+
+impl Verdict {
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.gaps == 0 && self.checksums_match
+    }
+}
+
+/// Reads every room of the ledger back through the history API (pages by seq) and compares.
+pub async fn verify(addr: SocketAddr, cookie: &str, ledger: &Ledger) -> Result<Verdict> {
+    let rest = Rest::new(addr);
+    let acked = ledger
+        .acked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut v = Verdict {
+        rooms: acked.len(),
+        duplicated: conflicting(ledger),
+        checksums_match: true,
+        ..Default::default()
+    };
+    for (room, by_cid) in &acked {
+        let stored = read_room(&rest, cookie, room).await?;
+        v.acked += by_cid.len() as u64;
+        v.stored += stored.len() as u64;
+        // Seqs dense from 1.
+        let mut expect = 1;
+        for seq in stored.keys() {
+            v.gaps += (seq - expect).max(0) as u64;
+            expect = seq + 1;
+        }
+        let mut by_stored_cid: HashMap<&str, u64> = HashMap::new();
+        for m in stored.values() {
+            if let Some(c) = m.cid.as_deref() {
+                *by_stored_cid.entry(c).or_default() += 1;
+            }
+        }
+        v.duplicated += by_stored_cid.values().map(|n| n - 1).sum::<u64>();
+        v.unacked_stored += by_stored_cid
+            .keys()
+            .filter(|c| !by_cid.contains_key(**c))
+            .count() as u64;
+        let (mut mine, mut theirs) = (Sha256::new(), Sha256::new());
+        let mut ordered: Vec<(&String, &Acked)> = by_cid.iter().collect();
+        ordered.sort_by_key(|(_, a)| a.seq);
+        for (cid, a) in ordered {
+            mine.update(a.seq.to_be_bytes());
+            mine.update(a.message_id.as_bytes());
+            mine.update(a.body_sha);
+            match stored.get(&a.seq) {
+                Some(s) if s.cid.as_deref() == Some(cid) && s.id == a.message_id => {
+                    theirs.update(s.seq.to_be_bytes());
+                    theirs.update(s.id.as_bytes());
+                    theirs.update(s.body_sha);
+                }
+                _ => v.lost += 1,
+            }
+        }
+        if mine.finalize() != theirs.finalize() {
+            v.checksums_match = false;
+        }
+    }
+    Ok(v)
+}
+
+fn conflicting(ledger: &Ledger) -> u64 {
+    ledger.conflicting_acks.load(Ordering::Relaxed)
+}
+
+struct Stored {
+    seq: i64,
+    id: String,
+    cid: Option<String>,
+    body_sha: [u8; 32],
+}
+
+/// Every message of a room, by seq, through `get-messages?after_seq=` pages.
+async fn read_room(rest: &Rest, cookie: &str, room: &str) -> Result<BTreeMap<i64, Stored>> {
+    let mut out = BTreeMap::new();
+    let mut after = 0i64;
+    loop {
+        let (s, t, _) = rest
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/messages/get-messages/{room}?after_seq={after}&limit=200"),
+                Some(cookie),
+                None,
+            )
+            .await?;
+        if s != 200 {
+            bail!("reading room {room} after seq {after}: {s} {t}");
+        }
+        let page: Vec<Value> = serde_json::from_str(&t)?;
+        let Some(last) = page.last().and_then(|m| m["seq"].as_i64()) else {
+            return Ok(out);
+        };
+        for m in &page {
+            let seq = m["seq"].as_i64().unwrap_or(-1);
+            out.insert(
+                seq,
+                Stored {
+                    seq,
+                    id: m["id"].as_str().unwrap_or_default().to_string(),
+                    cid: m["client_msg_id"].as_str().map(str::to_string),
+                    body_sha: sha(m["content"].as_str().unwrap_or_default()),
+                },
+            );
+        }
+        after = last;
+    }
+}
+
+/// Waits until every consumer group has caught up (`livechat_consumer_lag` all 0 in
+/// `/metrics`), polling; never a fixed sleep. Returns how long it took.
+pub async fn wait_for_lag_zero(addr: SocketAddr, limit: Duration) -> Result<Duration> {
+    let rest = Rest::new(addr);
+    let t0 = std::time::Instant::now();
+    loop {
+        let (s, text, _) = rest
+            .call(reqwest::Method::GET, "/metrics", None, None)
+            .await?;
+        let lagging = text
+            .lines()
+            .filter(|l| l.starts_with("livechat_consumer_lag{"))
+            .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) != Some(0.0))
+            .count();
+        if s == 200 && lagging == 0 {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > limit {
+            bail!("consumer lag not 0 after {limit:?} ({lagging} partitions behind)");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The protocol the fault suite speaks (LiveChat's own).
+pub const PROTO: Proto = Proto::Livechat;

@@ -1,0 +1,210 @@
+//! The fault and abuse suite (`faults`, run by `scripts/faults short|long`): LiveChat under
+//! load while its process is killed, readers stall, sockets reconnect all at once and clients
+//! send garbage; then every room is read back from the store and checked against a ledger of
+//! what was acknowledged. `short` runs in CI; `long` is the on-demand profile whose figures
+//! docs/reliability.md quotes.
+
+pub mod ledger;
+pub mod scenarios;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use scenarios::Row;
+
+/// How much of everything a run does.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: &'static str,
+    /// Sockets sending (one send in flight each) and the rooms they share.
+    pub senders: usize,
+    pub rooms: usize,
+    pub load_secs: f64,
+    pub kills: usize,
+    pub kill_secs: f64,
+    /// Slow readers: members of the room, how many of them stop reading, publish rate, seconds
+    /// per phase, and how much p99 may grow on top of 10 % on a machine shared with the load.
+    pub slow_members: usize,
+    pub slow: usize,
+    pub slow_rate: f64,
+    pub slow_secs: f64,
+    pub p99_slack_pct: f64,
+    pub storm_sockets: usize,
+    pub storm_rooms: usize,
+    pub storm_missed: usize,
+}
+
+impl Profile {
+    pub fn named(name: &str) -> Option<Profile> {
+        match name {
+            "short" => Some(Profile {
+                name: "short",
+                senders: 16,
+                rooms: 4,
+                load_secs: 5.0,
+                kills: 3,
+                kill_secs: 6.0,
+                slow_members: 100,
+                slow: 5,
+                slow_rate: 200.0,
+                slow_secs: 3.0,
+                // CI machines are noisy and small: the short profile checks the mechanism.
+                p99_slack_pct: 1_000.0,
+                storm_sockets: 500,
+                storm_rooms: 10,
+                storm_missed: 20,
+            }),
+            "long" => Some(Profile {
+                name: "long",
+                senders: 64,
+                rooms: 16,
+                load_secs: 600.0,
+                kills: 20,
+                kill_secs: 120.0,
+                slow_members: 1_000,
+                slow: 10,
+                slow_rate: 100.0,
+                slow_secs: 10.0,
+                p99_slack_pct: 0.0,
+                storm_sockets: 10_000,
+                storm_rooms: 100,
+                storm_missed: 20,
+            }),
+            _ => None,
+        }
+    }
+}
+
+pub struct Opts {
+    pub livechat: PathBuf,
+    pub work: PathBuf,
+    pub profile: Profile,
+    /// Only these scenarios (names as in the report, e.g. "malformed"); empty: all.
+    pub only: Vec<String>,
+    /// Write the report's section into this document (docs/reliability.md).
+    pub doc: Option<PathBuf>,
+    /// Write the raw results here (a directory).
+    pub results: Option<PathBuf>,
+}
+
+const SCENARIOS: &[&str] = &[
+    "baseline",
+    "kill",
+    "slow-readers",
+    "storm",
+    "malformed",
+    "replay",
+];
+
+/// Runs the profile's scenarios one after another; returns whether every one passed.
+pub async fn run(o: Opts) -> Result<bool> {
+    std::fs::create_dir_all(&o.work)?;
+    let started = chrono::Utc::now();
+    let p = &o.profile;
+    let mut rows: Vec<Row> = Vec::new();
+    for &name in SCENARIOS {
+        if !o.only.is_empty() && !o.only.iter().any(|s| s == name) {
+            continue;
+        }
+        eprintln!("== {name}");
+        let w = &o.work;
+        let result = match name {
+            "baseline" => scenarios::sends_under_kills(&o.livechat, w, p, 0, p.load_secs).await,
+            "kill" => scenarios::sends_under_kills(&o.livechat, w, p, p.kills, p.kill_secs).await,
+            "slow-readers" => scenarios::slow_readers(&o.livechat, w, p).await,
+            "storm" => scenarios::reconnect_storm(&o.livechat, w, p).await,
+            "malformed" => scenarios::malformed(&o.livechat, w).await,
+            "replay" => scenarios::replay_twice(&o.livechat, w, p).await,
+            _ => unreachable!("every scenario is listed"),
+        };
+        let row = result.unwrap_or_else(|e| Row {
+            scenario: name.into(),
+            notes: format!("failed to run: {e:#}"),
+            ..Default::default()
+        });
+        eprintln!(
+            "   {}: {} | {} | {} | {}",
+            if row.passed { "PASS" } else { "FAIL" },
+            row.load,
+            row.faults,
+            row.recovery,
+            row.notes
+        );
+        rows.push(row);
+    }
+    let passed = rows.iter().all(|r| r.passed);
+    let n_passed = rows.iter().filter(|r| r.passed).count();
+    println!(
+        "fault scenarios: {n_passed} passed, {} failed",
+        rows.len() - n_passed
+    );
+    let machine =
+        crate::suite::machine_info(&crate::servers::Bins::livechat_only(&o.livechat), &[]).await;
+    if let Some(dir) = &o.results {
+        std::fs::create_dir_all(dir)?;
+        let file = dir.join(format!(
+            "{}-faults-{}.json",
+            started.format("%Y-%m-%d"),
+            p.name
+        ));
+        std::fs::write(
+            &file,
+            serde_json::to_vec_pretty(&json!({"started": started.to_rfc3339(), "profile": p.name,
+                "machine": machine, "rows": rows}))?,
+        )?;
+    }
+    if let Some(doc) = &o.doc {
+        crate::suite::write_section_by(
+            doc,
+            p.name,
+            "scripts/faults",
+            &table(&rows, p, &started, &machine),
+        )?;
+    }
+    Ok(passed)
+}
+
+fn cell(x: Option<u64>) -> String {
+    x.map(|v| v.to_string()).unwrap_or_else(|| "–".into())
+}
+
+fn table(
+    rows: &[Row],
+    p: &Profile,
+    started: &chrono::DateTime<chrono::Utc>,
+    machine: &serde_json::Value,
+) -> String {
+    let s = |k: &str| machine[k].as_str().unwrap_or_default().to_string();
+    let mut out = format!(
+        "### Profile `{}` — {}\n\nGenerated by `scripts/faults {}` (started {}, LiveChat at `{}`, load average at start {}). Machine: {} cores ({}), {}, kernel {}, `ulimit -n` {}.\n\n",
+        p.name,
+        started.format("%Y-%m-%d"),
+        p.name,
+        started.format("%Y-%m-%d %H:%M UTC"),
+        s("livechat_commit"),
+        s("loadavg_at_start"),
+        s("nproc"),
+        s("cpu").trim(),
+        s("free_g"),
+        s("kernel"),
+        s("ulimit_n"),
+    );
+    out.push_str("| scenario | load held | faults injected / bad inputs tried | lost | duplicated | recovery | result | notes |\n|---|---|---|---:|---:|---|---|---|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.load,
+            r.faults,
+            cell(r.lost),
+            cell(r.duplicated),
+            r.recovery,
+            if r.passed { "pass" } else { "**FAIL**" },
+            r.notes.replace('|', "/")
+        ));
+    }
+    out.push('\n');
+    out
+}
