@@ -127,7 +127,7 @@ pub fn service_pids(home: &Path) -> Result<Vec<(String, u32)>> {
 }
 
 /// Names on the shared servers unique to one run, and the limits lifted as for every peer.
-fn distributed_env(id: &str) -> Vec<(String, String)> {
+pub fn distributed_env(id: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = servers::livechat_env()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -386,17 +386,19 @@ pub async fn start_livechat(
         .server)
 }
 
-/// LiveChat embedded (its own data directory under `dir`) on `port`, with extra environment,
-/// timed until its health endpoint answers: the fault suite restarts it on the same port and
-/// data after killing it.
+/// LiveChat (its own data directory under `dir`) on `port`, with extra arguments (a
+/// configuration file, a role) and environment, timed until its health endpoint answers: the
+/// fault suite restarts it on the same port and data after killing it.
 pub async fn start_livechat_at(
     bin: &Path,
     dir: &Path,
     port: u16,
-    env: &[(&str, &str)],
+    args: &[String],
+    env: &[(String, String)],
 ) -> Result<Started> {
     let mut cmd = command(Proto::Livechat, &Bins::livechat_only(bin), dir, port, 0)?;
-    cmd.envs(env.iter().copied());
+    cmd.args(args);
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     spawn_until_ready(Proto::Livechat, cmd, dir, port).await
 }
 

@@ -25,6 +25,7 @@ pub mod membership;
 pub mod model;
 pub mod ports;
 pub mod ratelimit;
+pub mod recent_sessions;
 pub mod sequencing;
 pub mod service;
 pub mod validate;

@@ -19,6 +19,7 @@ use crate::limits::Limits;
 use crate::membership::KnownMembers;
 use crate::model::*;
 use crate::ports::*;
+use crate::recent_sessions::RecentSessions;
 use crate::{frames, now, ratelimit, validate};
 
 /// The ports the service works with.
@@ -63,6 +64,8 @@ pub struct ChatService {
     /// Memberships the distributed send path found in the directory lately (see
     /// [`KnownMembers`]); shared with live delivery, which forgets those other processes change.
     known_members: Arc<KnownMembers>,
+    /// Sessions validated lately, standing in while the session store is unreachable.
+    recent_sessions: RecentSessions,
 }
 
 /// How long a membership found in the directory is trusted by the distributed send path when no
@@ -122,6 +125,7 @@ impl ChatService {
             sends,
             room_facts: Default::default(),
             known_members: Arc::new(KnownMembers::new(KNOWN_MEMBER_TTL)),
+            recent_sessions: RecentSessions::default(),
         }
     }
 
@@ -218,12 +222,26 @@ impl ChatService {
             cookie.ok_or_else(|| AppError::Unauthorized("No session cookie provided".into()))?;
         let id = parse_uuid(raw)
             .ok_or_else(|| AppError::Unauthorized("Invalid session cookie format".into()))?;
-        let mut session = self
-            .ports
-            .sessions
-            .session(id)
-            .await?
-            .ok_or_else(|| AppError::Unauthorized("Session not found".into()))?;
+        // With the session store unreachable, a session this process validated lately still
+        // authenticates (and is not extended: nothing can be written there).
+        let (mut session, recalled) = match self.ports.sessions.session(id).await {
+            Ok(Some(s)) => {
+                self.recent_sessions.remember(&s);
+                (s, false)
+            }
+            Ok(None) => {
+                self.recent_sessions.forget(id);
+                return Err(AppError::Unauthorized("Session not found".into()));
+            }
+            Err(StoreError::Unavailable(e)) => match self.recent_sessions.recall(id) {
+                Some(s) => {
+                    metrics::counter!("livechat_sessions_recalled_total").increment(1);
+                    (s, true)
+                }
+                None => return Err(StoreError::Unavailable(e).into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
         let at = now();
         if session.expires_at <= at || session.absolute_expires_at <= at {
             return Err(AppError::Unauthorized("Session expired".into()));
@@ -240,7 +258,7 @@ impl ChatService {
         let touch = SESSION_TOUCH_SECS
             .min(self.limits.session_idle_secs / 4)
             .max(1);
-        if target - session.expires_at >= Duration::seconds(touch) {
+        if !recalled && target - session.expires_at >= Duration::seconds(touch) {
             self.ports.sessions.extend_session(id, target).await?;
             self.dir().touch_user(user.id, at).await?;
             self.ports.cache.delete(&user_cache_key(user.id));
@@ -261,6 +279,7 @@ impl ChatService {
             .sessions
             .delete_session(authed.session.id, vec![user_record(ev)?])
             .await?;
+        self.recent_sessions.forget(authed.session.id);
         self.ports.cache.delete(&user_cache_key(authed.user.id));
         self.ports.fanout.disconnect_session(authed.session.id);
         Ok(())

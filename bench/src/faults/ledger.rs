@@ -171,11 +171,17 @@ pub struct Verdict {
     /// Whether each room's checksum over (seq, id, body hash) of the acknowledged messages
     /// equals the store's over the same messages.
     pub checksums_match: bool,
+    /// Rooms whose message count in analytics (`get-room-stats`) differs from the history's.
+    pub analytics_mismatches: u64,
 }
 
 impl Verdict {
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.gaps == 0 && self.checksums_match
+        self.lost == 0
+            && self.duplicated == 0
+            && self.gaps == 0
+            && self.checksums_match
+            && self.analytics_mismatches == 0
     }
 }
 
@@ -232,6 +238,21 @@ pub async fn verify(addr: SocketAddr, cookie: &str, ledger: &Ledger) -> Result<V
         }
         if mine.finalize() != theirs.finalize() {
             v.checksums_match = false;
+        }
+        // Analytics counts each message once, however often its record was delivered.
+        let (s, t, _) = rest
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/analytics/get-room-stats?room_id={room}"),
+                Some(cookie),
+                None,
+            )
+            .await?;
+        let counted = serde_json::from_str::<Value>(&t)
+            .ok()
+            .and_then(|v| v["total_messages"].as_u64());
+        if s != 200 || counted != Some(stored.len() as u64) {
+            v.analytics_mismatches += 1;
         }
     }
     Ok(v)

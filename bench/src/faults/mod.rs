@@ -4,6 +4,7 @@
 //! what was acknowledged. `short` runs in CI; `long` is the on-demand profile whose figures
 //! docs/reliability.md quotes.
 
+pub mod distributed;
 pub mod ledger;
 pub mod scenarios;
 
@@ -34,6 +35,13 @@ pub struct Profile {
     pub storm_sockets: usize,
     pub storm_rooms: usize,
     pub storm_missed: usize,
+    /// Random frames sent by the protocol fuzzer.
+    pub fuzz_frames: u64,
+    /// Distributed mode: seconds of load around the processor kills, how many, and how long
+    /// Redis stays down.
+    pub dist_secs: f64,
+    pub dist_kills: usize,
+    pub redis_down_secs: f64,
 }
 
 impl Profile {
@@ -55,6 +63,10 @@ impl Profile {
                 storm_sockets: 500,
                 storm_rooms: 10,
                 storm_missed: 20,
+                fuzz_frames: 5_000,
+                dist_secs: 20.0,
+                dist_kills: 2,
+                redis_down_secs: 5.0,
             }),
             "long" => Some(Profile {
                 name: "long",
@@ -71,6 +83,10 @@ impl Profile {
                 storm_sockets: 10_000,
                 storm_rooms: 100,
                 storm_missed: 20,
+                fuzz_frames: 200_000,
+                dist_secs: 120.0,
+                dist_kills: 5,
+                redis_down_secs: 60.0,
             }),
             _ => None,
         }
@@ -87,6 +103,8 @@ pub struct Opts {
     pub doc: Option<PathBuf>,
     /// Write the raw results here (a directory).
     pub results: Option<PathBuf>,
+    /// Distributed mode's scenarios too, on these servers.
+    pub distributed: Option<distributed::Stack>,
 }
 
 const SCENARIOS: &[&str] = &[
@@ -95,7 +113,10 @@ const SCENARIOS: &[&str] = &[
     "slow-readers",
     "storm",
     "malformed",
+    "fuzz",
     "replay",
+    "dist-processor-kill",
+    "dist-redis-down",
 ];
 
 /// Runs the profile's scenarios one after another; returns whether every one passed.
@@ -108,6 +129,10 @@ pub async fn run(o: Opts) -> Result<bool> {
         if !o.only.is_empty() && !o.only.iter().any(|s| s == name) {
             continue;
         }
+        let stack = o.distributed.as_ref();
+        if name.starts_with("dist-") && stack.is_none() {
+            continue;
+        }
         eprintln!("== {name}");
         let w = &o.work;
         let result = match name {
@@ -116,7 +141,16 @@ pub async fn run(o: Opts) -> Result<bool> {
             "slow-readers" => scenarios::slow_readers(&o.livechat, w, p).await,
             "storm" => scenarios::reconnect_storm(&o.livechat, w, p).await,
             "malformed" => scenarios::malformed(&o.livechat, w).await,
+            "fuzz" => scenarios::fuzz_frames(&o.livechat, w, p).await,
             "replay" => scenarios::replay_twice(&o.livechat, w, p).await,
+            "dist-processor-kill" => match stack {
+                Some(s) => distributed::processor_kills(&o.livechat, w, p, s).await,
+                None => unreachable!("skipped above"),
+            },
+            "dist-redis-down" => match stack {
+                Some(s) => distributed::redis_down(&o.livechat, w, p, s).await,
+                None => unreachable!("skipped above"),
+            },
             _ => unreachable!("every scenario is listed"),
         };
         let row = result.unwrap_or_else(|e| Row {

@@ -37,26 +37,40 @@ pub struct Row {
     pub detail: Value,
 }
 
-/// A LiveChat process the scenario may kill and start again on the same port and data.
+/// A LiveChat process serving HTTP that the scenario may kill and start again on the same port
+/// and data: embedded (`livechat serve`), or one role of distributed mode.
 pub struct Node {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
-    env: Vec<(&'static str, &'static str)>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     server: Option<Server>,
 }
 
 impl Node {
-    pub async fn start_new(
+    /// Embedded mode, in a fresh data directory, with extra environment.
+    pub async fn start_new(bin: &Path, dir: &Path, env: Vec<(&str, &str)>) -> Result<Node> {
+        let env = env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Node::start_with(bin, dir, vec![], env).await
+    }
+
+    /// Any mode: `args` after the common ones (`--config FILE`, a role), and environment.
+    pub async fn start_with(
         bin: &Path,
         dir: &Path,
-        env: Vec<(&'static str, &'static str)>,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
     ) -> Result<Node> {
         let _ = std::fs::remove_dir_all(dir);
         let mut n = Node {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             port: free_port()?,
+            args,
             env,
             server: None,
         };
@@ -66,7 +80,7 @@ impl Node {
 
     /// Starts the process; returns the milliseconds to its health endpoint's first 200.
     pub async fn start(&mut self) -> Result<f64> {
-        let s = start_livechat_at(&self.bin, &self.dir, self.port, &self.env).await?;
+        let s = start_livechat_at(&self.bin, &self.dir, self.port, &self.args, &self.env).await?;
         self.server = Some(s.server);
         Ok(s.ready_ms)
     }
@@ -96,10 +110,6 @@ impl Node {
             let _ = s.stop(Duration::from_secs(10)).await;
         }
     }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
 }
 
 fn tag() -> String {
@@ -113,6 +123,131 @@ fn verdict_row(row: &mut Row, v: &Verdict) {
 }
 
 // ------------------------------------------------------------------ load, with or without kills
+
+/// What a ledgered load ended with.
+pub struct Loaded {
+    pub ledger: Arc<Ledger>,
+    pub verdict: Verdict,
+    pub held_secs: f64,
+    /// What each injection returned (a recovery time in ms, for those that have one).
+    pub recoveries: Vec<f64>,
+    pub lag: Duration,
+}
+
+/// Senders running (one per socket, spread over the rooms of the world), recording into a
+/// ledger; the scenario injects its faults while they run, then [`Load::finish`].
+pub struct Load {
+    t: Target,
+    world: Arc<World>,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+    senders: Vec<tokio::task::JoinHandle<()>>,
+    t0: Instant,
+}
+
+impl Load {
+    pub fn start(t: &Target, world: Arc<World>, p: &Profile) -> Load {
+        let ledger = Arc::new(Ledger::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders = (0..p.senders)
+            .map(|i| {
+                tokio::spawn(ledger::sender(
+                    t.clone(),
+                    world.clone(),
+                    ledger.clone(),
+                    i,
+                    i % world.rooms.len(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Load {
+            t: t.clone(),
+            world,
+            ledger,
+            stop,
+            senders,
+            t0: Instant::now(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Sleeps until `secs` after the start.
+    pub async fn until(&self, secs: f64) {
+        tokio::time::sleep_until((self.t0 + Duration::from_secs_f64(secs)).into()).await;
+    }
+
+    /// Runs on until `secs` after the start, stops the senders, waits for consumer lag 0 and
+    /// reads every room back.
+    pub async fn finish(self, secs: f64, recoveries: Vec<f64>) -> Result<Loaded> {
+        self.until(secs).await;
+        self.stop.store(true, Ordering::Relaxed);
+        for s in self.senders {
+            tokio::time::timeout(Duration::from_secs(60), s)
+                .await
+                .map_err(|_| anyhow!("a sender did not finish within 60 s of the end"))??;
+        }
+        let held_secs = self.t0.elapsed().as_secs_f64();
+        let lag = ledger::wait_for_lag_zero(self.t.addr, Duration::from_secs(120)).await?;
+        let verdict = ledger::verify(self.t.addr, &self.world.cookies[0], &self.ledger).await?;
+        Ok(Loaded {
+            ledger: self.ledger,
+            verdict,
+            held_secs,
+            recoveries,
+            lag,
+        })
+    }
+}
+
+/// The row of a ledgered load: its figures, and pass when the store matches the ledger and
+/// no send was refused.
+pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
+    let acked = l.ledger.acked_count();
+    let refused = l.ledger.refused.load(Ordering::Relaxed);
+    let resent = l.ledger.resent.load(Ordering::Relaxed);
+    let v = &l.verdict;
+    let mut row = Row {
+        scenario: name.into(),
+        load: format!(
+            "{} sockets in {} rooms, {:.0} s: {} acked sends ({:.0}/s)",
+            p.senders,
+            v.rooms,
+            l.held_secs,
+            acked,
+            acked as f64 / l.held_secs
+        ),
+        faults,
+        recovery: if l.recoveries.is_empty() {
+            "–".into()
+        } else {
+            let mut r = l.recoveries.clone();
+            r.sort_by(f64::total_cmp);
+            format!(
+                "back in service: median {:.0} ms, max {:.0} ms",
+                r[r.len() / 2],
+                r[r.len() - 1]
+            )
+        },
+        notes: format!(
+            "{resent} resent after a lost connection, {} stored without an ack, {refused} refused, seqs dense: {}, checksums match: {}, analytics counts match: {}; consumer lag 0 after {} ms",
+            v.unacked_stored,
+            if v.gaps == 0 { "yes" } else { "no" },
+            if v.checksums_match { "yes" } else { "no" },
+            if v.analytics_mismatches == 0 { "yes" } else { "no" },
+            l.lag.as_millis()
+        ),
+        detail: json!({"verdict": v, "recoveries_ms": l.recoveries, "acked": acked, "refused": refused,
+            "resent": resent, "reconnects": l.ledger.reconnects.load(Ordering::Relaxed), "secs": l.held_secs}),
+        ..Default::default()
+    };
+    verdict_row(&mut row, v);
+    row.passed &= refused == 0 && acked > 0;
+    row
+}
 
 /// Senders in every room for `secs`, and `kills` SIGKILLs of the server spread over that time
 /// (each followed by a restart on the same data); then every room read back and compared.
@@ -130,86 +265,30 @@ pub async fn sends_under_kills(
     };
     let mut node = Node::start_new(bin, &work.join(name.replace(' ', "-")), vec![]).await?;
     let world = Arc::new(livechat_world(node.addr(), 4, p.rooms, &tag()).await?);
-    let ledger = Arc::new(Ledger::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let senders: Vec<_> = (0..p.senders)
-        .map(|i| {
-            tokio::spawn(ledger::sender(
-                node.target(),
-                world.clone(),
-                ledger.clone(),
-                i,
-                i % p.rooms,
-                stop.clone(),
-            ))
-        })
-        .collect();
-    let t0 = Instant::now();
+    let load = Load::start(&node.target(), world, p);
     let mut recoveries = Vec::new();
-    for k in 0..kills {
-        // Kills at uneven moments: never in step with the senders' rhythm.
-        let at = secs * (k as f64 + 0.3 + 0.4 * ((k * 7919) % 11) as f64 / 11.0) / kills as f64;
-        tokio::time::sleep_until((t0 + Duration::from_secs_f64(at)).into()).await;
+    for at in uneven(kills, secs) {
+        load.until(at).await;
         let killed = Instant::now();
         node.sigkill().await;
         node.start().await?;
         recoveries.push(killed.elapsed().as_secs_f64() * 1000.0);
     }
-    tokio::time::sleep_until((t0 + Duration::from_secs_f64(secs)).into()).await;
-    stop.store(true, Ordering::Relaxed);
-    for s in senders {
-        tokio::time::timeout(Duration::from_secs(60), s)
-            .await
-            .map_err(|_| anyhow!("a sender did not finish within 60 s of the end"))??;
-    }
-    let held = t0.elapsed().as_secs_f64();
-    let lag = ledger::wait_for_lag_zero(node.addr(), Duration::from_secs(60)).await?;
-    let v = ledger::verify(node.addr(), &world.cookies[0], &ledger).await?;
+    let loaded = load.finish(secs, recoveries).await;
     node.stop().await;
-    let acked = ledger.acked_count();
-    let refused = ledger.refused.load(Ordering::Relaxed);
-    let mut row = Row {
-        scenario: name.into(),
-        load: format!(
-            "{} sockets in {} rooms, {:.0} s: {} acked sends ({:.0}/s)",
-            p.senders,
-            p.rooms,
-            held,
-            acked,
-            acked as f64 / held
-        ),
-        faults: if kills == 0 {
-            "none".into()
-        } else {
-            format!("{kills} × SIGKILL of the only process")
-        },
-        recovery: if recoveries.is_empty() {
-            "–".into()
-        } else {
-            let mut r = recoveries.clone();
-            r.sort_by(f64::total_cmp);
-            format!(
-                "kill → serving again: median {:.0} ms, max {:.0} ms",
-                r[r.len() / 2],
-                r[r.len() - 1]
-            )
-        },
-        notes: format!(
-            "{} resent after a lost connection, {} stored without an ack (cut off by a kill), {} refused, seqs dense: {}, checksums match: {}; consumer lag 0 after {} ms",
-            ledger.resent.load(Ordering::Relaxed),
-            v.unacked_stored,
-            refused,
-            if v.gaps == 0 { "yes" } else { "no" },
-            if v.checksums_match { "yes" } else { "no" },
-            lag.as_millis()
-        ),
-        detail: json!({"verdict": v, "recoveries_ms": recoveries, "acked": acked, "refused": refused,
-            "resent": ledger.resent.load(Ordering::Relaxed), "reconnects": ledger.reconnects.load(Ordering::Relaxed), "secs": held}),
-        ..Default::default()
+    let faults = if kills == 0 {
+        "none".into()
+    } else {
+        format!("{kills} × SIGKILL of the only process (recovery: SIGKILL → health 200)")
     };
-    verdict_row(&mut row, &v);
-    row.passed &= refused == 0 && acked > 0;
-    Ok(row)
+    Ok(load_row(name, faults, p, &loaded?))
+}
+
+/// `n` moments spread over `secs` unevenly: never in step with the senders' rhythm.
+pub fn uneven(n: usize, secs: f64) -> Vec<f64> {
+    (0..n)
+        .map(|k| secs * (k as f64 + 0.3 + 0.4 * ((k * 7919) % 11) as f64 / 11.0) / n as f64)
+        .collect()
 }
 
 // ------------------------------------------------------------------ slow readers
@@ -914,6 +993,212 @@ pub async fn malformed(bin: &Path, work: &Path) -> Result<Row> {
             format!("wrong answers: {}", wrong.join("; "))
         },
         detail: json!({"answered": answered, "wrong": wrong}),
+    })
+}
+
+// ------------------------------------------------------------------ protocol fuzzing
+
+/// Frame types the server knows (the original's and the native ones), and a few it does not.
+const FRAME_TYPES: &[&str] = &[
+    "send",
+    "subscribe",
+    "unsubscribe",
+    "typing",
+    "read",
+    "ping",
+    "PONG",
+    "pong",
+    "USER_TYPING",
+    "SEND",
+    "",
+    "message",
+    "__proto__",
+];
+const FIELDS: &[&str] = &[
+    "room_id",
+    "content",
+    "client_msg_id",
+    "since_seq",
+    "seq",
+    "is_typing",
+    "username",
+    "ref",
+    "type",
+    "extra",
+];
+
+/// A random JSON value of any kind, nested up to `depth`.
+fn random_value(rng: &mut impl rand::Rng, depth: u32, room: &str) -> Value {
+    match rng.gen_range(0..if depth == 0 { 7 } else { 9 }) {
+        0 => Value::Null,
+        1 => json!(rng.gen::<bool>()),
+        2 => json!(rng.gen::<i64>()),
+        3 => json!(rng.gen::<f64>() * 1e12),
+        4 => json!(room),
+        5 => json!(random_text(rng, 40)),
+        6 => json!(rng.gen_range(-3i64..50)),
+        7 => Value::Array(
+            (0..rng.gen_range(0..4))
+                .map(|_| random_value(rng, depth - 1, room))
+                .collect(),
+        ),
+        _ => {
+            let mut m = serde_json::Map::new();
+            for _ in 0..rng.gen_range(0..4) {
+                m.insert(
+                    FIELDS[rng.gen_range(0..FIELDS.len())].into(),
+                    random_value(rng, depth - 1, room),
+                );
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+/// Random text: ASCII, any scalar value (controls, bidi marks, astral planes), JSON syntax.
+fn random_text(rng: &mut impl rand::Rng, max: usize) -> String {
+    let n = rng.gen_range(0..max);
+    (0..n)
+        .map(|_| match rng.gen_range(0..4) {
+            0 => rng.gen_range(b' '..=b'~') as char,
+            1 => ['{', '}', '"', ':', ',', '[', ']', '\\'][rng.gen_range(0..8)],
+            2 => char::from_u32(rng.gen_range(0..0x11_0000)).unwrap_or('\u{FFFD}'),
+            _ => rng.gen_range('a'..='z'),
+        })
+        .collect()
+}
+
+/// A random client frame: mostly objects shaped like real frames with wrong, missing or extra
+/// fields; some arbitrary JSON; some text that is not JSON; some binary.
+fn random_frame(rng: &mut impl rand::Rng, room: &str) -> Message {
+    match rng.gen_range(0..10) {
+        0 => Message::text(random_text(rng, 200)),
+        1 => Message::text(random_value(rng, 3, room).to_string()),
+        2 => Message::binary(
+            (0..rng.gen_range(0..64))
+                .map(|_| rng.gen::<u8>())
+                .collect::<Vec<u8>>(),
+        ),
+        _ => {
+            let mut m = serde_json::Map::new();
+            m.insert(
+                "type".into(),
+                json!(FRAME_TYPES[rng.gen_range(0..FRAME_TYPES.len())]),
+            );
+            for _ in 0..rng.gen_range(0..5) {
+                m.insert(
+                    FIELDS[rng.gen_range(0..FIELDS.len())].into(),
+                    random_value(rng, 2, room),
+                );
+            }
+            Message::text(Value::Object(m).to_string())
+        }
+    }
+}
+
+/// Close codes the README documents for a client's misbehaviour.
+const DOCUMENTED_CLOSES: &[u16] = &[1002, 1003, 1007, 1008, 1009, 4008];
+
+/// Random frames (a seeded generator: a failure can be replayed) over sockets of one user: the
+/// server must answer a ping after each batch, close a socket only with a documented code, and
+/// stay healthy; what the fuzzed sends stored must read back.
+pub async fn fuzz_frames(bin: &Path, work: &Path, p: &Profile) -> Result<Row> {
+    use rand::SeedableRng;
+    let mut node = Node::start_new(bin, &work.join("fuzz"), vec![]).await?;
+    let addr = node.addr();
+    let t = node.target();
+    let world = livechat_world(addr, 1, 1, &tag()).await?;
+    let room = world.rooms[0].clone();
+    let seed = 0x11FE_C4A7;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut sent, mut answers, mut sockets) = (0u64, 0u64, 0u64);
+    let mut closes: std::collections::BTreeMap<u16, u64> = Default::default();
+    let mut wrong = Vec::new();
+    while sent < p.fuzz_frames {
+        let mut ws = ws_open(
+            &t,
+            sockets as usize,
+            "/api/ws/stream",
+            Some(&world.cookies[0]),
+        )
+        .await?;
+        sockets += 1;
+        let mut closed = None;
+        'batch: for _ in 0..100 {
+            ws.send(random_frame(&mut rng, &room)).await?;
+            sent += 1;
+            // What came back so far (answers are counted, not required: a typing frame has none).
+            while let Ok(m) = tokio::time::timeout(Duration::from_millis(1), ws.next()).await {
+                match m {
+                    Some(Ok(Message::Text(_))) => answers += 1,
+                    Some(Ok(Message::Close(f))) => {
+                        closed = Some(f.map(|f| u16::from(f.code)).unwrap_or(1005));
+                        break 'batch;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        closed = Some(1006);
+                        break 'batch;
+                    }
+                }
+            }
+        }
+        if let Some(code) = closed {
+            *closes.entry(code).or_default() += 1;
+            if !DOCUMENTED_CLOSES.contains(&code) {
+                wrong.push(format!("socket closed with undocumented code {code}"));
+            }
+            continue;
+        }
+        // Still open: it must still answer.
+        ws.send(Message::text(
+            json!({"type": "ping", "ref": "alive"}).to_string(),
+        ))
+        .await?;
+        let alive = crate::client::wait_text(&mut ws, Proto::Livechat, "pong", |s| {
+            s.contains("\"type\":\"pong\"").then_some(())
+        })
+        .await;
+        if let Err(e) = alive {
+            wrong.push(format!("no pong after a batch: {e:#}"));
+            break;
+        }
+        let _ = ws.close(None).await;
+    }
+    let rest = Rest::new(addr);
+    let healthy = rest
+        .call(reqwest::Method::GET, "/api/health", None, None)
+        .await
+        .is_ok_and(|r| r.0 == 200);
+    // Whatever the fuzzer's sends stored reads back (the store is not corrupted).
+    let (status, text, _) = rest
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/messages/get-messages/{room}?after_seq=0&limit=200"),
+            Some(&world.cookies[0]),
+            None,
+        )
+        .await?;
+    let readable = status == 200 && serde_json::from_str::<Vec<Value>>(&text).is_ok();
+    node.stop().await;
+    Ok(Row {
+        scenario: "protocol fuzzing".into(),
+        load: format!("{sockets} sockets, 100 frames each"),
+        faults: format!("{sent} random frames (seed {seed:#x}): real frame types with wrong, missing or extra fields, arbitrary JSON, text that is not JSON, binary"),
+        lost: None,
+        duplicated: None,
+        recovery: format!(
+            "server healthy after all: {}; history readable: {}",
+            if healthy { "yes" } else { "no" },
+            if readable { "yes" } else { "no" }
+        ),
+        passed: wrong.is_empty() && healthy && readable,
+        notes: if wrong.is_empty() {
+            format!("{answers} text answers; sockets closed by the server, by code: {closes:?}; every other socket still answered a ping")
+        } else {
+            wrong.join("; ")
+        },
+        detail: json!({"sent": sent, "answers": answers, "closes": closes, "wrong": wrong, "seed": seed}),
     })
 }
 

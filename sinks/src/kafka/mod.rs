@@ -398,6 +398,7 @@ impl KafkaLog {
             consumer: Arc::new(consumer),
             namespace: self.cfg.namespace.clone(),
             ids: self.ids.clone(),
+            handed_out: HashMap::new(),
         }))
     }
 }
@@ -631,6 +632,7 @@ impl EventLog for KafkaLog {
             consumer: Arc::new(consumer),
             namespace: self.cfg.namespace.clone(),
             ids: self.ids.clone(),
+            handed_out: HashMap::new(),
         }))
     }
 }
@@ -639,6 +641,8 @@ struct KafkaGroupConsumer {
     consumer: Arc<BaseConsumer>,
     namespace: String,
     ids: Option<Arc<SchemaIds>>,
+    /// Per (topic, partition): the offset after the last record `poll` handed out.
+    handed_out: HashMap<(String, u32), i64>,
 }
 
 #[async_trait]
@@ -666,6 +670,10 @@ impl GroupConsumer for KafkaGroupConsumer {
         })
         .await
         .map_err(blocking_err)??;
+        for e in &entries {
+            self.handed_out
+                .insert((e.topic.clone(), e.partition), e.offset + 1);
+        }
         from_registry(self.ids.as_deref(), entries, true).await
     }
 
@@ -676,9 +684,29 @@ impl GroupConsumer for KafkaGroupConsumer {
             let e = highest.entry((t.as_str(), *p)).or_insert(*o);
             *e = (*e).max(*o);
         }
+        // Where everything handed out is committed, the consumer's position may be further on:
+        // past the markers that end the sequencer's transactions, which take an offset each and
+        // are never handed out. Committing the position then leaves no lag of 1 behind every
+        // transaction (what `livechat_consumer_lag` and Kafka's own tools report).
+        let positions = self.consumer.position().ok();
+        let position = |phys: &str, p: u32| {
+            positions.as_ref().and_then(|tpl| {
+                match tpl.find_partition(phys, p as i32).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                }
+            })
+        };
+        // Entries name topics without the namespace (see `entry_of`); the broker knows them with it.
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in highest {
-            tpl.add_partition_offset(t, p as i32, Offset::Offset(o))
+            let phys = format!("{}{t}", self.namespace);
+            let all_handed_out = self.handed_out.get(&(t.to_string(), p)) == Some(&o);
+            let o = match position(&phys, p) {
+                Some(at) if all_handed_out && at > o => at,
+                _ => o,
+            };
+            tpl.add_partition_offset(&phys, p as i32, Offset::Offset(o))
                 .map_err(unavailable)?;
         }
         let consumer = self.consumer.clone();

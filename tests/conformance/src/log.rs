@@ -171,6 +171,19 @@ pub async fn a_group_resumes_after_its_committed_offsets(log: &dyn EventLog) {
         .map(|e| (e.topic.clone(), e.partition, e.offset + 1))
         .collect();
     c.commit(&next).await.unwrap();
+    // The commit is what the log reports for the group (what its lag is computed from).
+    for (topic, partition, n) in &next {
+        let highest = next
+            .iter()
+            .filter(|(t, p, _)| t == topic && p == partition)
+            .map(|e| e.2)
+            .max();
+        assert_eq!(
+            log.committed(&group, topic, *partition).await.unwrap(),
+            highest,
+            "committed offset of {topic}/{partition} (one entry: {n})"
+        );
+    }
     drop(c);
     log.append(&[record(&t, "k0", "after")]).await.unwrap();
     let mut again = log
