@@ -180,6 +180,28 @@ impl Db {
 
     /// Opens (creating if needed) the file, applies `schema` (idempotent DDL) and starts its
     /// committer thread (it ends when the last handle is dropped).
+    /// Runs a data migration (what a later column needs filled) in one write transaction on a
+    /// connection of its own: safe when several processes open the file at once.
+    pub fn migrate(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<()>,
+    ) -> anyhow::Result<()> {
+        let conn = Connection::open(&self.path)
+            .and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(10))
+                    .map(|()| c)
+            })
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", self.path.display()))?;
+        let run = || -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let done = f(&conn);
+            conn.execute_batch(if done.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            done
+        };
+        run().map_err(|e| anyhow::anyhow!("{what} in {}: {e}", self.path.display()))
+    }
+
     pub fn open_with(path: &Path, schema: &str, durability: Durability) -> anyhow::Result<Arc<Db>> {
         let writer = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
@@ -503,9 +525,8 @@ const LATER_COLUMNS: &[(&str, &str, &str)] = &[
     ("users", "name_key", "TEXT"),
 ];
 
-/// Adds the [`LATER_COLUMNS`] a file's existing tables lack, and fills what they need filled.
-/// Idempotent, and safe when several processes open the file at once (the check and the
-/// change run in one write transaction).
+/// Adds the [`LATER_COLUMNS`] a file's existing tables lack. Idempotent, and safe when several
+/// processes open the file at once (the check and the change run in one write transaction).
 fn add_later_columns(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let added = (|| {
@@ -523,21 +544,10 @@ fn add_later_columns(conn: &Connection) -> rusqlite::Result<()> {
                 );
             }
         }
-        if has_table(conn, "users")? {
-            super::directory::key_usernames(conn)?;
-        }
         Ok(())
     })();
     conn.execute_batch(if added.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
     added
-}
-
-fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-        [table],
-        |r| r.get(0),
-    )
 }
 
 pub fn checksum_query(

@@ -71,6 +71,7 @@ impl SqliteDirectory {
     /// the relay moves to the log.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let db = Db::open(path, SCHEMA)?;
+        prepare(&db)?;
         let outbox = Arc::new(OutboxTable::new(db.clone()));
         Ok(SqliteDirectory {
             db,
@@ -161,10 +162,15 @@ fn user_named(c: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
     .optional()
 }
 
+/// What a file holding the directory needs besides its schema: usernames keyed.
+pub(super) fn prepare(db: &Db) -> anyhow::Result<()> {
+    db.migrate("keying usernames", key_usernames)
+}
+
 /// Gives every account written before usernames had keys its key, oldest first (a later
 /// account whose key is taken keeps a key of its own, `key#id`: it still signs in by its exact
-/// name), then makes keys unique. Idempotent; run in the schema's write transaction.
-pub(super) fn key_usernames(conn: &Connection) -> rusqlite::Result<()> {
+/// name), then makes keys unique. Idempotent.
+fn key_usernames(conn: &Connection) -> rusqlite::Result<()> {
     let unkeyed: Vec<(String, String)> = conn
         .prepare("SELECT id, username FROM users WHERE name_key IS NULL ORDER BY created_at, id")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -47,6 +47,7 @@ impl EmbeddedStore {
         let schema = [directory::SCHEMA, log::SCHEMA, history::SCHEMA].concat();
         let imported = import_separate_files(data_dir, &schema)?;
         let db = Db::open(&Self::path(data_dir), &schema)?;
+        directory::prepare(&db)?;
         let log = SqliteLog::on(db.clone(), partitions, Some(inline));
         if imported {
             catch_up(&db, &log)?;
