@@ -113,8 +113,6 @@ pub async fn run_with_ready(
     // the log is idle, and before stopping): handling is idempotent, so a crash in between only
     // hands the records again, and a commit is not a write of its own per batch.
     let mut uncommitted: BTreeMap<(String, u32), i64> = BTreeMap::new();
-    // Offsets committed since the log was last idle, committed once more when it is.
-    let mut settle: BTreeMap<(String, u32), i64> = BTreeMap::new();
     let mut last_commit = tokio::time::Instant::now();
     // On shutdown the processor drains: it handles what the log already holds (bounded in
     // time), commits, and only then stops, so a restart has nothing left to redo.
@@ -157,14 +155,8 @@ pub async fn run_with_ready(
         attempt = 0;
         if entries.is_empty() {
             if commits && !uncommitted.is_empty() {
-                settle.extend(uncommitted.iter().map(|(k, o)| (k.clone(), *o)));
                 commit(consumer.as_mut(), p.name(), &mut uncommitted, &shutdown).await;
                 last_commit = tokio::time::Instant::now();
-            } else if commits && !settle.is_empty() {
-                // Idle since the last commit: the same offsets once more, which the log may
-                // move past what followed them unseen (Kafka's transaction markers), so an
-                // idle group shows no lag.
-                commit(consumer.as_mut(), p.name(), &mut settle, &shutdown).await;
             }
             continue;
         }
@@ -201,7 +193,6 @@ pub async fn run_with_ready(
         if commits {
             uncommitted.extend(next);
             if last_commit.elapsed() >= COMMIT_EVERY {
-                settle.extend(uncommitted.iter().map(|(k, o)| (k.clone(), *o)));
                 commit(consumer.as_mut(), p.name(), &mut uncommitted, &shutdown).await;
                 last_commit = tokio::time::Instant::now();
             }

@@ -12,8 +12,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use super::scenarios::{load_row, uneven, Load, Node, Row};
-use super::Profile;
+use super::load::{load_row, uneven, Load};
+use super::node::Node;
+use super::{Profile, Row};
 use crate::client::{livechat_world, Rest};
 use crate::scaleout::distributed_env;
 use crate::stats::now_ns;

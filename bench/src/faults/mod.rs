@@ -5,15 +5,33 @@
 //! docs/reliability.md quotes.
 
 pub mod distributed;
+pub mod garbage;
 pub mod ledger;
-pub mod scenarios;
+pub mod load;
+pub mod node;
+pub mod raw;
+pub mod readers;
+pub mod replay;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use serde_json::json;
+use serde::Serialize;
+use serde_json::{json, Value};
 
-use scenarios::Row;
+/// One line of the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub load: String,
+    pub faults: String,
+    pub lost: Option<u64>,
+    pub duplicated: Option<u64>,
+    pub recovery: String,
+    pub passed: bool,
+    pub notes: String,
+    pub detail: Value,
+}
 
 /// How much of everything a run does.
 #[derive(Debug, Clone)]
@@ -137,13 +155,13 @@ pub async fn run(o: Opts) -> Result<bool> {
         eprintln!("== {name}");
         let w = &o.work;
         let result = match name {
-            "baseline" => scenarios::sends_under_kills(&o.livechat, w, p, 0, p.load_secs).await,
-            "kill" => scenarios::sends_under_kills(&o.livechat, w, p, p.kills, p.kill_secs).await,
-            "slow-readers" => scenarios::slow_readers(&o.livechat, w, p).await,
-            "storm" => scenarios::reconnect_storm(&o.livechat, w, p).await,
-            "malformed" => scenarios::malformed(&o.livechat, w).await,
-            "fuzz" => scenarios::fuzz_frames(&o.livechat, w, p).await,
-            "replay" => scenarios::replay_twice(&o.livechat, w, p).await,
+            "baseline" => load::sends_under_kills(&o.livechat, w, p, 0, p.load_secs).await,
+            "kill" => load::sends_under_kills(&o.livechat, w, p, p.kills, p.kill_secs).await,
+            "slow-readers" => readers::slow_readers(&o.livechat, w, p).await,
+            "storm" => readers::reconnect_storm(&o.livechat, w, p).await,
+            "malformed" => garbage::malformed(&o.livechat, w).await,
+            "fuzz" => garbage::fuzz_frames(&o.livechat, w, p).await,
+            "replay" => replay::replay_twice(&o.livechat, w, p).await,
             "dist-processor-kill" => match stack {
                 Some(s) => distributed::processor_kills(&o.livechat, w, p, s).await,
                 None => unreachable!("skipped above"),
@@ -209,7 +227,7 @@ fn table(
     rows: &[Row],
     p: &Profile,
     started: &chrono::DateTime<chrono::Utc>,
-    machine: &serde_json::Value,
+    machine: &Value,
 ) -> String {
     let s = |k: &str| machine[k].as_str().unwrap_or_default().to_string();
     let mut out = format!(

@@ -399,6 +399,7 @@ impl KafkaLog {
             namespace: self.cfg.namespace.clone(),
             ids: self.ids.clone(),
             handed_out: HashMap::new(),
+            committed: HashMap::new(),
         }))
     }
 }
@@ -633,6 +634,7 @@ impl EventLog for KafkaLog {
             namespace: self.cfg.namespace.clone(),
             ids: self.ids.clone(),
             handed_out: HashMap::new(),
+            committed: HashMap::new(),
         }))
     }
 }
@@ -641,8 +643,10 @@ struct KafkaGroupConsumer {
     consumer: Arc<BaseConsumer>,
     namespace: String,
     ids: Option<Arc<SchemaIds>>,
-    /// Per (topic, partition): the offset after the last record `poll` handed out.
+    /// Per (topic, partition): the offset after the last record `poll` handed out, and the
+    /// offset last committed.
     handed_out: HashMap<(String, u32), i64>,
+    committed: HashMap<(String, u32), i64>,
 }
 
 #[async_trait]
@@ -674,6 +678,9 @@ impl GroupConsumer for KafkaGroupConsumer {
             self.handed_out
                 .insert((e.topic.clone(), e.partition), e.offset + 1);
         }
+        if entries.is_empty() {
+            self.commit_past_markers().await;
+        }
         from_registry(self.ids.as_deref(), entries, true).await
     }
 
@@ -684,36 +691,72 @@ impl GroupConsumer for KafkaGroupConsumer {
             let e = highest.entry((t.as_str(), *p)).or_insert(*o);
             *e = (*e).max(*o);
         }
-        // Where everything handed out is committed, the consumer's position may be further on:
-        // past the markers that end the sequencer's transactions, which take an offset each and
-        // are never handed out. Committing the position then leaves no lag of 1 behind every
-        // transaction (what `livechat_consumer_lag` and Kafka's own tools report).
-        let positions = self.consumer.position().ok();
-        let position = |phys: &str, p: u32| {
-            positions.as_ref().and_then(|tpl| {
-                match tpl.find_partition(phys, p as i32).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Some(o),
-                    _ => None,
-                }
-            })
-        };
         // Entries name topics without the namespace (see `entry_of`); the broker knows them with it.
         let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in highest {
-            let phys = format!("{}{t}", self.namespace);
-            let all_handed_out = self.handed_out.get(&(t.to_string(), p)) == Some(&o);
-            let o = match position(&phys, p) {
-                Some(at) if all_handed_out && at > o => at,
-                _ => o,
-            };
-            tpl.add_partition_offset(&phys, p as i32, Offset::Offset(o))
-                .map_err(unavailable)?;
+        for ((t, p), o) in &highest {
+            tpl.add_partition_offset(
+                &format!("{}{t}", self.namespace),
+                *p as i32,
+                Offset::Offset(*o),
+            )
+            .map_err(unavailable)?;
         }
+        let done: Vec<((String, u32), i64)> = highest
+            .iter()
+            .map(|((t, p), o)| ((t.to_string(), *p), *o))
+            .collect();
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || {
             consumer.commit(&tpl, CommitMode::Sync).map_err(unavailable)
         })
         .await
-        .map_err(blocking_err)?
+        .map_err(blocking_err)??;
+        self.committed.extend(done);
+        Ok(())
+    }
+}
+
+impl KafkaGroupConsumer {
+    /// With nothing new to hand out: where every record handed out is committed and the
+    /// consumer's position is further on, commits the position. What lies between is the
+    /// markers that end the sequencer's transactions (an offset each, never handed out); without
+    /// this a caught-up group would show a lag of 1 per partition, in `livechat_consumer_lag` as
+    /// in Kafka's own tools. Partitions no longer assigned have no position and are left alone.
+    async fn commit_past_markers(&mut self) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for ((t, p), c) in &self.committed {
+            if self.handed_out.get(&(t.clone(), *p)) != Some(c) {
+                continue;
+            }
+            let phys = format!("{}{t}", self.namespace);
+            if let Some(Offset::Offset(at)) = positions
+                .find_partition(&phys, *p as i32)
+                .map(|e| e.offset())
+            {
+                if at > *c
+                    && tpl
+                        .add_partition_offset(&phys, *p as i32, Offset::Offset(at))
+                        .is_ok()
+                {
+                    moved.push(((t.clone(), *p), at));
+                }
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        let done =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        if let Ok(Ok(())) = done {
+            for (k, at) in moved {
+                self.handed_out.insert(k.clone(), at);
+                self.committed.insert(k, at);
+            }
+        }
     }
 }

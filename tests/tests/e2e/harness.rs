@@ -712,11 +712,28 @@ impl User {
     }
     /// Waits until the room's stats count `total` messages; returns them.
     pub async fn wait_for_room_stats(&self, room: &str, total: i64) -> Value {
-        eventually(&format!("room stats of {total} messages"), || async {
+        self.wait_for_room_stats_within(room, total, WAIT).await
+    }
+
+    /// [`User::wait_for_room_stats`] with a bound of its own.
+    pub async fn wait_for_room_stats_within(
+        &self,
+        room: &str,
+        total: i64,
+        limit: Duration,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
             let (_, s) = self.room_stats(room).await;
-            (s["total_messages"].as_i64()? == total).then_some(s)
-        })
-        .await
+            if s["total_messages"].as_i64() == Some(total) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for room stats of {total} messages; last seen: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     pub async fn messages_per_minute(&self, room: &str, since_minutes: i64) -> Resp {
         self.get(&format!(

@@ -204,7 +204,7 @@ async fn a_member_removed_on_one_process_loses_the_stream_on_the_other() {
 
 /// Analytics processors scaled 1 → 3 → 1 while sends go on: their consumer group moves the
 /// partitions each time, and every room still counts every message once, complete within
-/// seconds of the last send (no partition left behind).
+/// 30 s of the last send (no partition left behind).
 #[tokio::test]
 async fn processors_scaled_up_and_down_while_sending_lose_nothing() {
     let Some(owned) = kafka_env() else { return };
@@ -225,7 +225,11 @@ async fn processors_scaled_up_and_down_while_sending_lose_nothing() {
     assert!(second.terminate().await.success());
     assert!(third.terminate().await.success());
     round(&mut ws, &rooms, 2, &mut acks).await;
+    // A member leaving is a rebalance; on a loaded machine the broker may first time out a
+    // member's session (6 s) before the partitions move: up to 30 s for the counts.
     for r in &rooms {
-        alice.wait_for_room_stats(r, 30).await;
+        alice
+            .wait_for_room_stats_within(r, 30, std::time::Duration::from_secs(30))
+            .await;
     }
 }
