@@ -61,13 +61,16 @@ fn names() -> String {
 
 /// A processor process (no HTTP): started, SIGKILLed, started again.
 struct Processor {
-    cmd: (PathBuf, Vec<String>, Vec<(String, String)>, PathBuf),
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Processor {
     fn start(&mut self) -> Result<()> {
-        let (bin, args, env, dir) = &self.cmd;
+        let (bin, args, env, dir) = (&self.bin, &self.args, &self.env, &self.dir);
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("processor.log"))?;
         let child = Command::new(bin)
@@ -110,17 +113,15 @@ pub async fn processor_kills(bin: &Path, work: &Path, p: &Profile, stack: &Stack
     let mut procs: Vec<Processor> = ["history", "notifications", "analytics"]
         .iter()
         .map(|name| Processor {
-            cmd: (
-                bin.to_path_buf(),
-                vec![
-                    "--config".into(),
-                    stack.config.display().to_string(),
-                    "processor".into(),
-                    name.to_string(),
-                ],
-                env.clone(),
-                dir.join(name),
-            ),
+            bin: bin.to_path_buf(),
+            args: vec![
+                "--config".into(),
+                stack.config.display().to_string(),
+                "processor".into(),
+                name.to_string(),
+            ],
+            env: env.clone(),
+            dir: dir.join(name),
             child: None,
         })
         .collect();

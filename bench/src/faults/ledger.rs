@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
-use futures::{SinkExt, StreamExt};
+use anyhow::{bail, Result};
+use futures::SinkExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{ws_open, Rest, Target, World};
+use crate::client::{wait_text, ws_open, Rest, Target, World};
 use crate::proto::Proto;
 
 /// One acknowledged send.
@@ -134,24 +134,13 @@ pub async fn sender(
 }
 
 /// The acknowledgement of `cid` (Some), an error frame for it (None), or Err when the
-/// connection is lost or nothing comes within 30 s.
+/// connection is lost or nothing comes in time.
 async fn ack_for(ws: &mut crate::client::Ws, cid: &str) -> Result<Option<Value>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let m = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .map_err(|_| anyhow!("no acknowledgement within 30 s"))?;
-        match m {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                if v["ref"] == cid {
-                    return Ok((v["type"] == "ack").then_some(v));
-                }
-            }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => bail!("connection lost"),
-            Some(Ok(_)) => {}
-        }
-    }
+    wait_text(ws, Proto::Livechat, "acknowledgement", |t| {
+        let v: Value = serde_json::from_str(t).unwrap_or(Value::Null);
+        (v["ref"] == cid).then(|| (v["type"] == "ack").then_some(v))
+    })
+    .await
 }
 
 /// A store read back and compared with the ledger, per room and in total.
@@ -195,7 +184,7 @@ pub async fn verify(addr: SocketAddr, cookie: &str, ledger: &Ledger) -> Result<V
         .clone();
     let mut v = Verdict {
         rooms: acked.len(),
-        duplicated: conflicting(ledger),
+        duplicated: ledger.conflicting_acks.load(Ordering::Relaxed),
         checksums_match: true,
         ..Default::default()
     };
@@ -258,10 +247,6 @@ pub async fn verify(addr: SocketAddr, cookie: &str, ledger: &Ledger) -> Result<V
     Ok(v)
 }
 
-fn conflicting(ledger: &Ledger) -> u64 {
-    ledger.conflicting_acks.load(Ordering::Relaxed)
-}
-
 struct Stored {
     seq: i64,
     id: String,
@@ -305,6 +290,14 @@ async fn read_room(rest: &Rest, cookie: &str, room: &str) -> Result<BTreeMap<i64
     }
 }
 
+/// The values of the samples in Prometheus text whose line starts with `prefix` (a metric's
+/// name, with `{` and labels to narrow it).
+pub fn samples<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = f64> + 'a {
+    text.lines()
+        .filter(move |l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// Waits until every consumer group has caught up (`livechat_consumer_lag` all 0 in
 /// `/metrics`), polling; never a fixed sleep. Returns how long it took.
 pub async fn wait_for_lag_zero(addr: SocketAddr, limit: Duration) -> Result<Duration> {
@@ -314,10 +307,8 @@ pub async fn wait_for_lag_zero(addr: SocketAddr, limit: Duration) -> Result<Dura
         let (s, text, _) = rest
             .call(reqwest::Method::GET, "/metrics", None, None)
             .await?;
-        let lagging = text
-            .lines()
-            .filter(|l| l.starts_with("livechat_consumer_lag{"))
-            .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) != Some(0.0))
+        let lagging = samples(&text, "livechat_consumer_lag{")
+            .filter(|v| *v != 0.0)
             .count();
         if s == 200 && lagging == 0 {
             return Ok(t0.elapsed());
@@ -328,6 +319,3 @@ pub async fn wait_for_lag_zero(addr: SocketAddr, limit: Duration) -> Result<Dura
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
-
-/// The protocol the fault suite speaks (LiveChat's own).
-pub const PROTO: Proto = Proto::Livechat;

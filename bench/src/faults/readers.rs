@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::ledger::samples;
 use super::node::{tag, Node};
 use super::raw::{client_frame, read_frame, read_http_head, upgrade_request};
 use super::{Profile, Row};
@@ -100,10 +101,7 @@ pub async fn slow_readers(bin: &Path, work: &Path, p: &Profile) -> Result<Row> {
         }
     };
     let closes_4008 = |text: &str| {
-        text.lines()
-            .find(|l| l.starts_with("livechat_websocket_closes_total{code=\"4008\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
+        samples(text, "livechat_websocket_closes_total{code=\"4008\"}").sum::<f64>() as u64
     };
     // The server's count of 4008 closes, polled through the whole scenario (so both phases
     // carry the same polling load).
