@@ -148,13 +148,13 @@ pub fn describe() {
         "Messages stored and acknowledged (retries of a client_msg_id not counted)."
     );
     describe_histogram!(
-        "livechat_send_batch_size",
-        "Sends committed together in one transaction (group commit)."
+        "livechat_commit_batch_size",
+        "Writes committed together in one transaction (group commit), by SQLite file."
     );
     describe_histogram!(
-        "livechat_send_commit_seconds",
+        "livechat_commit_seconds",
         Unit::Seconds,
-        "Time to commit one batch of sends durably."
+        "Time to run and commit one transaction of writes (group commit), by SQLite file."
     );
     describe_counter!(
         "livechat_processor_records_total",

@@ -1,6 +1,7 @@
 //! The scenarios of distributed mode, on the servers of `scripts/dev-services` (Kafka,
-//! Cassandra, a MongoDB-wire server, ClickHouse, Redis, Memcached): a processor SIGKILLed under
-//! load, and Redis stopped under load. Names on the servers are fresh for each scenario.
+//! Cassandra, a MongoDB-wire server, ClickHouse, Redis, Memcached): a LiveChat process SIGKILLed
+//! with sends in flight, a processor SIGKILLed under load, the Kafka broker SIGKILLed under load,
+//! and Redis stopped under load. Names on the servers are fresh for each scenario.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use super::load::{load_row, uneven, Load};
+use super::load::{kills_under_load, load_row, uneven, Load};
 use super::node::Node;
 use super::{Profile, Row};
 use crate::client::{livechat_world, Rest};
@@ -94,6 +95,106 @@ impl Processor {
             let _ = c.wait().await;
         }
     }
+}
+
+/// `livechat serve` on the distributed servers SIGKILLed `serve_kills` times under load and
+/// started again: sends in flight at each kill may have reached the commands topic without
+/// their acknowledgement reaching the client, which sends them again with the same
+/// `client_msg_id` (the sequencer must answer the first message, not store a second).
+pub async fn serve_kills(bin: &Path, work: &Path, p: &Profile, stack: &Stack) -> Result<Row> {
+    let id = names();
+    let dir = work.join("dist-kill");
+    let node = Node::start_with(bin, &dir, stack.args("serve"), distributed_env(&id)).await?;
+    let secs = p.dist_secs.max(15.0 * p.serve_kills as f64);
+    let loaded = kills_under_load(node, &id, p, p.serve_kills, secs).await?;
+    Ok(load_row(
+        "distributed: LiveChat SIGKILL under load",
+        format!(
+            "{} × SIGKILL of `livechat serve` (ingress, sequencer, processors) with sends in flight (recovery: SIGKILL → health 200)",
+            p.serve_kills
+        ),
+        p,
+        &loaded,
+    ))
+}
+
+/// How the broker goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// SIGTERM: the broker shuts down cleanly (a rolling restart).
+    Restart,
+    /// SIGKILL: a crash; the broker recovers its logs when it starts again.
+    Crash,
+}
+
+/// `livechat serve` on the distributed servers, the Kafka broker stopped under load (every send
+/// goes through it) and started again on its data after `broker_down_secs`. Sends meanwhile
+/// are answered `unavailable` (or time out) and sent again by the clients; once the broker is
+/// back, sends must be acknowledged again, and every acknowledged one stored exactly once.
+pub async fn broker_outage(
+    bin: &Path,
+    work: &Path,
+    p: &Profile,
+    stack: &Stack,
+    how: Outage,
+) -> Result<Row> {
+    let id = names();
+    let (name, action, what) = match how {
+        Outage::Restart => ("dist-broker-restart", "down", "SIGTERM (clean shutdown)"),
+        Outage::Crash => ("dist-broker-kill", "kill", "SIGKILL"),
+    };
+    let dir = work.join(name);
+    let mut node = Node::start_with(bin, &dir, stack.args("serve"), distributed_env(&id)).await?;
+    let world = Arc::new(livechat_world(node.addr(), 4, p.rooms, &id).await?);
+    let down_at = 3.0;
+    let load = Load::start(&node.target(), world, p);
+    load.until(down_at).await;
+    let acked_before = load_acked(&load);
+    let killed = Instant::now();
+    let restarted = async {
+        stack.service(action, "kafka").await?;
+        tokio::time::sleep(Duration::from_secs_f64(p.broker_down_secs)).await;
+        stack.service("up", "kafka").await
+    }
+    .await;
+    if let Err(e) = restarted {
+        // Whatever happened, the broker is needed by what runs next.
+        let _ = stack.service("up", "kafka").await;
+        return Err(e);
+    }
+    let broker_ms = killed.elapsed().as_secs_f64() * 1000.0;
+    // Back in service: the first acknowledgement after the broker answers again.
+    let (ready, acked_ready) = (Instant::now(), load_acked(&load));
+    while load_acked(&load) == acked_ready && ready.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first_ack_ms = ready.elapsed().as_secs_f64() * 1000.0;
+    let resumed = load_acked(&load) > acked_ready;
+    let secs = load.elapsed() + 5.0;
+    let loaded = load.finish(secs, vec![]).await;
+    node.stop().await;
+    let loaded = loaded?;
+    let mut row = load_row(
+        &format!("distributed: Kafka broker {what} under load"),
+        format!(
+            "{what} of the only Kafka broker, started again on its data {:.0} s later",
+            p.broker_down_secs
+        ),
+        p,
+        &loaded,
+    );
+    row.recovery = if resumed {
+        format!(
+            "broker ready {broker_ms:.0} ms after it was stopped; first ack {first_ack_ms:.0} ms after that"
+        )
+    } else {
+        format!("no acknowledgement within {first_ack_ms:.0} ms of the broker's return")
+    };
+    row.passed &= resumed;
+    row.detail["acked_before_kill"] = json!(acked_before);
+    row.detail["broker_ready_ms"] = json!(broker_ms);
+    row.detail["first_ack_ms"] = json!(first_ack_ms);
+    Ok(row)
 }
 
 /// An ingress process and each durable processor in its own process; the analytics processor

@@ -1,7 +1,7 @@
 //! The ledger: every acknowledged send (room, seq, message id, hash of the body), kept by
 //! senders that behave like a careful client (one send in flight per socket; after a lost
-//! connection they reconnect and send the unacknowledged message again with the same
-//! `client_msg_id`), and the verification of a store against it.
+//! connection, or an answer `unavailable`, they send the unacknowledged message again with the
+//! same `client_msg_id`), and the verification of a store against it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -37,8 +37,11 @@ pub struct Ledger {
     pub resent: AtomicU64,
     /// Acknowledgements of a repeat that named another seq or id than the first: a duplicate.
     pub conflicting_acks: AtomicU64,
-    /// Error frames answering a send (the ledger's sends are all valid: each is a failure).
+    /// Error frames answering a send, other than `unavailable` (the ledger's sends are all
+    /// valid: each is a failure).
     pub refused: AtomicU64,
+    /// Sends answered `unavailable` (a dependency down), sent again after a pause.
+    pub unavailable: AtomicU64,
     pub reconnects: AtomicU64,
 }
 
@@ -112,7 +115,7 @@ pub async fn sender(
                 break;
             }
             match ack_for(&mut ws, &cid).await {
-                Ok(Some(v)) => {
+                Ok(Answer::Ack(v)) => {
                     let ack = Acked {
                         seq: v["seq"].as_i64().unwrap_or(-1),
                         message_id: v["message_id"].as_str().unwrap_or_default().to_string(),
@@ -121,8 +124,13 @@ pub async fn sender(
                     ledger.record(&room_id, &cid, ack);
                     pending = None;
                 }
-                Ok(None) => {
-                    // Refused (an error frame): counted, not retried.
+                Ok(Answer::Error(code)) if code == "unavailable" => {
+                    // Try again shortly, with the same client_msg_id.
+                    ledger.unavailable.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                }
+                Ok(Answer::Error(_)) => {
+                    // Refused: counted, not retried.
                     ledger.refused.fetch_add(1, Ordering::Relaxed);
                     pending = None;
                 }
@@ -133,12 +141,24 @@ pub async fn sender(
     }
 }
 
-/// The acknowledgement of `cid` (Some), an error frame for it (None), or Err when the
-/// connection is lost or nothing comes in time.
-async fn ack_for(ws: &mut crate::client::Ws, cid: &str) -> Result<Option<Value>> {
+/// How long a sender waits before sending again a message answered `unavailable`.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(100);
+
+/// What a send was answered.
+enum Answer {
+    Ack(Value),
+    /// An error frame, with its code.
+    Error(String),
+}
+
+/// The answer to the send `cid`, or Err when the connection is lost or nothing comes in time.
+async fn ack_for(ws: &mut crate::client::Ws, cid: &str) -> Result<Answer> {
     wait_text(ws, Proto::Livechat, "acknowledgement", |t| {
         let v: Value = serde_json::from_str(t).unwrap_or(Value::Null);
-        (v["ref"] == cid).then(|| (v["type"] == "ack").then_some(v))
+        (v["ref"] == cid).then(|| match v["type"].as_str() {
+            Some("ack") => Answer::Ack(v),
+            _ => Answer::Error(v["code"].as_str().unwrap_or_default().to_string()),
+        })
     })
     .await
 }

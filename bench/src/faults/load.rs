@@ -71,6 +71,11 @@ impl Load {
         &self.ledger
     }
 
+    /// Seconds since the start.
+    pub fn elapsed(&self) -> f64 {
+        self.t0.elapsed().as_secs_f64()
+    }
+
     /// Sleeps until `secs` after the start.
     pub async fn until(&self, secs: f64) {
         tokio::time::sleep_until((self.t0 + Duration::from_secs_f64(secs)).into()).await;
@@ -105,6 +110,7 @@ pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
     let acked = l.ledger.acked_count();
     let refused = l.ledger.refused.load(Ordering::Relaxed);
     let resent = l.ledger.resent.load(Ordering::Relaxed);
+    let unavailable = l.ledger.unavailable.load(Ordering::Relaxed);
     let v = &l.verdict;
     let mut row = Row {
         scenario: name.into(),
@@ -124,12 +130,12 @@ pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
             r.sort_by(f64::total_cmp);
             format!(
                 "back in service: median {:.0} ms, max {:.0} ms",
-                r[r.len() / 2],
+                (r[(r.len() - 1) / 2] + r[r.len() / 2]) / 2.0,
                 r[r.len() - 1]
             )
         },
         notes: format!(
-            "{resent} resent after a lost connection, {} stored without an ack, {refused} refused, seqs dense: {}, checksums match: {}, analytics counts match: {}; consumer lag 0 after {} ms",
+            "{resent} resent after a lost connection, {unavailable} answered unavailable and sent again, {} stored without an ack, {refused} refused, seqs dense: {}, checksums match: {}, analytics counts match: {}; consumer lag 0 after {} ms",
             v.unacked_stored,
             if v.gaps == 0 { "yes" } else { "no" },
             if v.checksums_match { "yes" } else { "no" },
@@ -137,7 +143,7 @@ pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
             l.lag.as_millis()
         ),
         detail: json!({"verdict": v, "recoveries_ms": l.recoveries, "acked": acked, "refused": refused,
-            "resent": resent, "reconnects": l.ledger.reconnects.load(Ordering::Relaxed), "secs": l.held_secs}),
+            "resent": resent, "unavailable": unavailable, "reconnects": l.ledger.reconnects.load(Ordering::Relaxed), "secs": l.held_secs}),
         ..Default::default()
     };
     verdict_row(&mut row, v);
@@ -159,8 +165,27 @@ pub async fn sends_under_kills(
     } else {
         "server SIGKILL under load"
     };
-    let mut node = Node::start_new(bin, &work.join(name.replace(' ', "-")), vec![]).await?;
-    let world = Arc::new(livechat_world(node.addr(), 4, p.rooms, &tag()).await?);
+    let node = Node::start_new(bin, &work.join(name.replace(' ', "-")), vec![]).await?;
+    let loaded = kills_under_load(node, &tag(), p, kills, secs).await?;
+    let faults = if kills == 0 {
+        "none".into()
+    } else {
+        format!("{kills} × SIGKILL of the only process (recovery: SIGKILL → health 200)")
+    };
+    Ok(load_row(name, faults, p, &loaded))
+}
+
+/// Senders in every room of a fresh world (users and rooms named after `names`) on `node` for
+/// `secs`, with `kills` SIGKILLs of the node spread over that time, each followed by a restart
+/// on the same port and data; the recovery of each is SIGKILL → health 200.
+pub async fn kills_under_load(
+    mut node: Node,
+    names: &str,
+    p: &Profile,
+    kills: usize,
+    secs: f64,
+) -> Result<Loaded> {
+    let world = Arc::new(livechat_world(node.addr(), 4, p.rooms, names).await?);
     let load = Load::start(&node.target(), world, p);
     let mut recoveries = Vec::new();
     for at in uneven(kills, secs) {
@@ -172,12 +197,7 @@ pub async fn sends_under_kills(
     }
     let loaded = load.finish(secs, recoveries).await;
     node.stop().await;
-    let faults = if kills == 0 {
-        "none".into()
-    } else {
-        format!("{kills} × SIGKILL of the only process (recovery: SIGKILL → health 200)")
-    };
-    Ok(load_row(name, faults, p, &loaded?))
+    loaded
 }
 
 /// `n` moments spread over `secs` unevenly: never in step with the senders' rhythm.

@@ -16,6 +16,7 @@ pub mod replay;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use distributed::Outage;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -55,11 +56,15 @@ pub struct Profile {
     pub storm_missed: usize,
     /// Random frames sent by the protocol fuzzer.
     pub fuzz_frames: u64,
-    /// Distributed mode: seconds of load around the processor kills, how many, and how long
-    /// Redis stays down.
+    /// Distributed mode: seconds of load around the kills of a processor, how many; how many
+    /// times `livechat serve` is killed (with at least 15 s of load per kill: a new process
+    /// takes its sequencer partitions over once the old transactions time out); how long Redis
+    /// and the Kafka broker stay down.
     pub dist_secs: f64,
     pub dist_kills: usize,
+    pub serve_kills: usize,
     pub redis_down_secs: f64,
+    pub broker_down_secs: f64,
 }
 
 impl Profile {
@@ -84,7 +89,9 @@ impl Profile {
                 fuzz_frames: 5_000,
                 dist_secs: 20.0,
                 dist_kills: 2,
+                serve_kills: 2,
                 redis_down_secs: 5.0,
+                broker_down_secs: 3.0,
             }),
             "long" => Some(Profile {
                 name: "long",
@@ -105,7 +112,9 @@ impl Profile {
                 fuzz_frames: 50_000,
                 dist_secs: 120.0,
                 dist_kills: 5,
+                serve_kills: 20,
                 redis_down_secs: 60.0,
+                broker_down_secs: 30.0,
             }),
             _ => None,
         }
@@ -134,7 +143,10 @@ const SCENARIOS: &[&str] = &[
     "malformed",
     "fuzz",
     "replay",
+    "dist-kill",
     "dist-processor-kill",
+    "dist-broker-restart",
+    "dist-broker-kill",
     "dist-redis-down",
 ];
 
@@ -162,6 +174,18 @@ pub async fn run(o: Opts) -> Result<bool> {
             "malformed" => garbage::malformed(&o.livechat, w).await,
             "fuzz" => garbage::fuzz_frames(&o.livechat, w, p).await,
             "replay" => replay::replay_twice(&o.livechat, w, p).await,
+            "dist-kill" => match stack {
+                Some(s) => distributed::serve_kills(&o.livechat, w, p, s).await,
+                None => unreachable!("skipped above"),
+            },
+            "dist-broker-restart" => match stack {
+                Some(s) => distributed::broker_outage(&o.livechat, w, p, s, Outage::Restart).await,
+                None => unreachable!("skipped above"),
+            },
+            "dist-broker-kill" => match stack {
+                Some(s) => distributed::broker_outage(&o.livechat, w, p, s, Outage::Crash).await,
+                None => unreachable!("skipped above"),
+            },
             "dist-processor-kill" => match stack {
                 Some(s) => distributed::processor_kills(&o.livechat, w, p, s).await,
                 None => unreachable!("skipped above"),

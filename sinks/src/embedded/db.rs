@@ -178,8 +178,6 @@ impl Db {
         Db::open_with(path, schema, Durability::Full)
     }
 
-    /// Opens (creating if needed) the file, applies `schema` (idempotent DDL) and starts its
-    /// committer thread (it ends when the last handle is dropped).
     /// Runs a data migration (what a later column needs filled) in one write transaction on a
     /// connection of its own: safe when several processes open the file at once.
     pub fn migrate(
@@ -202,6 +200,8 @@ impl Db {
         run().map_err(|e| anyhow::anyhow!("{what} in {}: {e}", self.path.display()))
     }
 
+    /// Opens (creating if needed) the file, applies `schema` (idempotent DDL) and starts its
+    /// committer thread (it ends when the last handle is dropped).
     pub fn open_with(path: &Path, schema: &str, durability: Durability) -> anyhow::Result<Arc<Db>> {
         let writer = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
@@ -218,13 +218,15 @@ impl Db {
         let (jobs, rx) = mpsc::sync_channel(QUEUE);
         let shared = Arc::new(AtomicBool::new(false));
         let seen = shared.clone();
-        let name = format!(
-            "commit-{}",
-            path.file_stem().and_then(|s| s.to_str()).unwrap_or("db")
-        );
+        let file = path
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("db")
+            .to_string();
+        let name = format!("commit-{}", file.trim_end_matches(".db"));
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || commit_loop(writer, rx, seen))
+            .spawn(move || commit_loop(writer, rx, seen, file))
             .map_err(|e| anyhow::anyhow!("starting the committer of {}: {e}", path.display()))?;
         let db = Arc::new(Db {
             path: path.to_path_buf(),
@@ -397,7 +399,9 @@ fn savepoint_step(tx: &Connection, sql: &str) -> StoreResult<()> {
 
 /// The committer: takes every write waiting, runs each in its own savepoint of one
 /// transaction, commits once, then reports to each in order. Ends when every handle is gone.
-fn commit_loop(mut conn: Connection, rx: Receiver<Job>, shared: Arc<AtomicBool>) {
+fn commit_loop(mut conn: Connection, rx: Receiver<Job>, shared: Arc<AtomicBool>, file: String) {
+    let batch_size = metrics::histogram!("livechat_commit_batch_size", "file" => file.clone());
+    let commit_seconds = metrics::histogram!("livechat_commit_seconds", "file" => file);
     let mut leftover: Vec<Job> = Vec::new();
     // `PRAGMA data_version` changes only when another connection commits to the file.
     let mut version: Option<i64> = None;
@@ -432,9 +436,8 @@ fn commit_loop(mut conn: Connection, rx: Receiver<Job>, shared: Arc<AtomicBool>)
         let committed = run_batch(&mut conn, batch, &mut finishes, &mut leftover);
         match &committed {
             Ok(()) => {
-                metrics::histogram!("livechat_commit_batch_size").record(finishes.len() as f64);
-                metrics::histogram!("livechat_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                batch_size.record(finishes.len() as f64);
+                commit_seconds.record(started.elapsed().as_secs_f64());
             }
             Err(e) => tracing::warn!(error = %e, "Commit failed; its writes are refused."),
         }
