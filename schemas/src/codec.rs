@@ -58,26 +58,42 @@ pub fn schema_id(bytes: &[u8]) -> Result<u32, CodecError> {
     Ok(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]))
 }
 
-/// Decodes a framed record of any LiveChat topic.
+/// Decodes a framed record of any LiveChat topic: written with one of our schemas, or with a
+/// learned writer schema one of ours can read (see [`registry::reader_id_for`]).
 pub fn decode(bytes: &[u8]) -> Result<TopicEvent, CodecError> {
     let id = schema_id(bytes)?;
-    let registered = registry::by_id(id).ok_or(CodecError::UnknownSchemaId(id))?;
     let body = &bytes[5..];
-    match id {
-        ROOM_EVENTS_SCHEMA_ID => decode_body(body, registered).map(TopicEvent::Room),
-        USER_EVENTS_SCHEMA_ID => decode_body(body, registered).map(TopicEvent::User),
-        NOTIFICATIONS_SCHEMA_ID => decode_body(body, registered).map(TopicEvent::Notification),
+    if let Some(registered) = registry::by_id(id) {
+        return decode_as(registered.id, body, &registered.codec);
+    }
+    match registry::learned_writer(id) {
+        Some(w) => decode_as(w.reader.id, body, &w.codec),
+        None => Err(CodecError::UnknownSchemaId(id)),
+    }
+}
+
+/// Decodes a body written with `writer` into the type of the registered schema `reader_id`.
+fn decode_as(
+    reader_id: u32,
+    body: &[u8],
+    writer: &serde_avro_fast::Schema,
+) -> Result<TopicEvent, CodecError> {
+    match reader_id {
+        ROOM_EVENTS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::Room),
+        USER_EVENTS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::User),
+        NOTIFICATIONS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::Notification),
         other => Err(CodecError::UnknownSchemaId(other)),
     }
 }
 
 /// Decodes an Avro body straight into its Rust type (every record a consumer or a replay reads
-/// goes through here), refusing bytes left over after the record.
+/// goes through here) with the schema it was written with, refusing bytes left over after the
+/// record.
 fn decode_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
-    registered: &registry::RegisteredSchema,
+    writer: &serde_avro_fast::Schema,
 ) -> Result<T, CodecError> {
-    let mut state = DeserializerState::from_slice(body, &registered.codec);
+    let mut state = DeserializerState::from_slice(body, writer);
     let value =
         T::deserialize(state.deserializer()).map_err(|e| CodecError::Avro(e.to_string()))?;
     let left = state.into_reader().fill_buf().map_or(0, |rest| rest.len());

@@ -1,11 +1,13 @@
-//! The embedded schema registry: every schema in `schemas/avro/` with a stable id.
+//! The embedded schema registry: every schema in `schemas/avro/` with a stable id, and the
+//! writer schemas learned from the log that those can read.
 //!
 //! Ids are fixed here (not assigned at start-up) so records written by one build stay readable
 //! by every later one. A Confluent/Redpanda registry assigns its own ids; consumers therefore
 //! always resolve the schema by the id in the record, never by assumption.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
+use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 
 pub const ROOM_EVENTS_SCHEMA_ID: u32 = 1;
@@ -73,4 +75,70 @@ pub fn all() -> &'static [RegisteredSchema] {
 /// The schema with this id, if it is registered.
 pub fn by_id(id: u32) -> Option<&'static RegisteredSchema> {
     all().iter().find(|s| s.id == id)
+}
+
+/// Ids given to learned writer schemas: far from the embedded ones and from a registry's.
+pub const LEARNED_IDS_FROM: u32 = 0x4000_0000;
+
+/// A writer schema met on the log that is not one of ours but that one of ours can read: an
+/// earlier or a later version of a topic's schema (a replay of old records, or a producer
+/// already upgraded while this process is not). Its records are decoded with it, straight into
+/// the Rust type of the schema that reads it: a field it lacks takes its default (every field
+/// added to a schema has one), a field it adds is skipped.
+#[derive(Debug)]
+pub struct LearnedWriter {
+    pub id: u32,
+    /// The registered schema whose type its records decode into.
+    pub reader: &'static RegisteredSchema,
+    pub codec: serde_avro_fast::Schema,
+    canonical: String,
+}
+
+fn learned() -> &'static RwLock<Vec<Arc<LearnedWriter>>> {
+    static LEARNED: OnceLock<RwLock<Vec<Arc<LearnedWriter>>>> = OnceLock::new();
+    LEARNED.get_or_init(|| RwLock::new(Vec::new()))
+}
+
+/// The id under which records written with the schema `text` decode: a registered schema's own
+/// id when it is one of ours (the same Parsing Canonical Form), a learned writer's id when one
+/// of ours can read it (the same record name, and compatible by Avro's resolution rules), None
+/// otherwise (its records are refused by the codec).
+pub fn reader_id_for(text: &str) -> Option<u32> {
+    let writer = Schema::parse_str(text).ok()?;
+    let form = writer.canonical_form();
+    if let Some(s) = all().iter().find(|s| s.schema.canonical_form() == form) {
+        return Some(s.id);
+    }
+    let find = |l: &[Arc<LearnedWriter>]| l.iter().find(|w| w.canonical == form).map(|w| w.id);
+    if let Some(id) = find(&learned().read().unwrap_or_else(|p| p.into_inner())) {
+        return Some(id);
+    }
+    let fullname = |s: &Schema| s.name().map(|n| n.fullname(None));
+    let reader = all().iter().find(|s| {
+        fullname(&s.schema) == fullname(&writer)
+            && SchemaCompatibility::can_read(&writer, &s.schema).is_ok()
+    })?;
+    let codec: serde_avro_fast::Schema = text.parse().ok()?;
+    let mut l = learned().write().unwrap_or_else(|p| p.into_inner());
+    if let Some(id) = find(&l) {
+        return Some(id);
+    }
+    let id = LEARNED_IDS_FROM + l.len() as u32;
+    l.push(Arc::new(LearnedWriter {
+        id,
+        reader,
+        codec,
+        canonical: form,
+    }));
+    Some(id)
+}
+
+/// The learned writer schema with this id.
+pub fn learned_writer(id: u32) -> Option<Arc<LearnedWriter>> {
+    learned()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|w| w.id == id)
+        .cloned()
 }

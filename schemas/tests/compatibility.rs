@@ -89,3 +89,117 @@ fn the_check_rejects_an_incompatible_change() {
     let compatible = Schema::parse_str(&text).unwrap();
     SchemaCompatibility::can_read(&v1, &compatible).unwrap();
 }
+
+/// The room events schema with `edit` applied to its list of fields.
+fn room_schema_with(edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
+    let current =
+        livechat_schemas::registry::by_id(livechat_schemas::registry::ROOM_EVENTS_SCHEMA_ID)
+            .unwrap()
+            .text;
+    let mut schema: serde_json::Value = serde_json::from_str(current).unwrap();
+    edit(schema["fields"].as_array_mut().unwrap());
+    schema.to_string()
+}
+
+fn message_sent() -> livechat_schemas::RoomEvent {
+    livechat_schemas::RoomEvent {
+        event_id: "e-1".into(),
+        event_type: "MESSAGE_SENT".into(),
+        occurred_at: 1_764_000_000_000,
+        room_id: "r-1".into(),
+        actor_id: Some("u-1".into()),
+        seq: Some(7),
+        content: Some("héllo".into()),
+        ..Default::default()
+    }
+}
+
+/// The body of `ev` (without the wire header) as this build writes it.
+fn body(ev: &livechat_schemas::RoomEvent) -> Vec<u8> {
+    livechat_schemas::codec::encode_room_event(ev).unwrap()[5..].to_vec()
+}
+
+fn framed(id: u32, body: &[u8]) -> Vec<u8> {
+    [&[0u8][..], &id.to_be_bytes(), body].concat()
+}
+
+/// A processor of this build reading records of a later LiveChat (a rolling upgrade: the
+/// producers already run the next version, which added a field): the record is read, the field
+/// it does not know skipped.
+#[test]
+fn records_of_a_later_version_are_read_by_this_one() {
+    let later = room_schema_with(|f| {
+        f.push(serde_json::json!({"name": "thread_root_seq", "type": ["null", "long"], "default": null}))
+    });
+    let id =
+        livechat_schemas::registry::reader_id_for(&later).expect("a later version is readable");
+    assert!(
+        id >= livechat_schemas::registry::LEARNED_IDS_FROM,
+        "learned, not one of ours"
+    );
+    assert_eq!(
+        livechat_schemas::registry::reader_id_for(&later),
+        Some(id),
+        "learned once"
+    );
+    let ev = message_sent();
+    // Avro writes a record's fields in order: the later record is this one and then the new
+    // field, here the union's second branch (zig-zag 1 = 0x02) and the long 5 (0x0a).
+    let record = framed(id, &[body(&ev), vec![0x02, 0x0a]].concat());
+    match livechat_schemas::codec::decode(&record).unwrap() {
+        livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
+        other => panic!("decoded as {other:?}"),
+    }
+}
+
+/// A processor of this build reading records an earlier LiveChat wrote (a replay from offset
+/// 0): a field added since is missing from them, and takes its default.
+#[test]
+fn records_of_an_earlier_version_are_read_with_the_defaults() {
+    let earlier = room_schema_with(|f| {
+        let last = f.pop().unwrap();
+        assert_eq!(last["name"], "mentioned_user_ids");
+    });
+    let id = livechat_schemas::registry::reader_id_for(&earlier)
+        .expect("an earlier version is readable");
+    let ev = message_sent();
+    let mut old = body(&ev);
+    // Without its last field: an empty array is one byte (a block count of 0).
+    assert_eq!(old.pop(), Some(0));
+    match livechat_schemas::codec::decode(&framed(id, &old)).unwrap() {
+        livechat_schemas::TopicEvent::Room(read) => {
+            assert_eq!(read, ev);
+            assert!(read.mentioned_user_ids.is_empty());
+        }
+        other => panic!("decoded as {other:?}"),
+    }
+    // A record with a field left over after it is refused, never half-read.
+    assert!(livechat_schemas::codec::decode(&framed(id, &body(&ev))).is_err());
+}
+
+/// Schemas this build cannot read get no id: their records are refused (and dead-lettered by
+/// the processors), never misread.
+#[test]
+fn schemas_this_build_cannot_read_are_not_learned() {
+    // The same record name with a field's type changed.
+    let changed = room_schema_with(|f| {
+        let seq = f.iter_mut().find(|x| x["name"] == "seq").unwrap();
+        seq["type"] = serde_json::json!("string");
+    });
+    assert_eq!(livechat_schemas::registry::reader_id_for(&changed), None);
+    // Another record altogether.
+    let other = r#"{"type":"record","name":"Invoice","namespace":"billing","fields":[{"name":"total","type":"long"}]}"#;
+    assert_eq!(livechat_schemas::registry::reader_id_for(other), None);
+    assert_eq!(
+        livechat_schemas::registry::reader_id_for("not a schema"),
+        None
+    );
+    // Our own schema is ours, not learned.
+    let current =
+        livechat_schemas::registry::by_id(livechat_schemas::registry::ROOM_EVENTS_SCHEMA_ID)
+            .unwrap();
+    assert_eq!(
+        livechat_schemas::registry::reader_id_for(current.text),
+        Some(livechat_schemas::registry::ROOM_EVENTS_SCHEMA_ID)
+    );
+}

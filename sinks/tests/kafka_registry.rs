@@ -379,6 +379,54 @@ async fn ids_met_on_the_log_are_resolved_through_the_registry() {
     ));
 }
 
+/// A rolling upgrade: a newer LiveChat registered the next version of the room events schema
+/// (a field added, with its default) and its producers write with it, while this one's
+/// processors still run. They read those records (the new field skipped) instead of refusing
+/// them into the dead-letter topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_a_newer_schema_version_are_read_by_this_one() {
+    let ns = fresh_namespace();
+    let Some((log, cfg)) = log_in(&ns).await else {
+        return;
+    };
+    let client = log.registry().unwrap().clone();
+    let current = embedded::by_id(ROOM_EVENTS_SCHEMA_ID).unwrap();
+    let mut next: serde_json::Value = serde_json::from_str(current.text).unwrap();
+    next["fields"].as_array_mut().unwrap().push(
+        serde_json::json!({"name": "thread_root_seq", "type": ["null", "long"], "default": null}),
+    );
+    // Under the subject this LiveChat registered: the registry checks it is compatible.
+    let next_id = client
+        .register(&format!("{ns}{}", current.subject), &next.to_string())
+        .await
+        .unwrap();
+    assert_ne!(Some(next_id), log.registry_schema_id(ROOM_EVENTS_SCHEMA_ID));
+    let room = room_event();
+    let bytes = codec::encode_room_event(&room).unwrap();
+    // The record as the newer version writes it: these fields, then the new one (the union's
+    // second branch, 0x02, and the long 5, 0x0a).
+    let newer = [
+        &[0u8][..],
+        &next_id.to_be_bytes(),
+        &bytes[5..],
+        &[0x02, 0x0a],
+    ]
+    .concat();
+    let topic = format!("{ns}{ROOM_EVENTS_TOPIC}");
+    produce_raw(&cfg.brokers, &topic, &room.room_id, vec![newer]).await;
+    let p = partition_with_data(&log, ROOM_EVENTS_TOPIC).await;
+    let read = log.read(ROOM_EVENTS_TOPIC, p, 0, 10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert!(
+        schema_id(&read[0].payload) >= embedded::LEARNED_IDS_FROM,
+        "the newer version is learned as a writer schema this build can read"
+    );
+    match codec::decode(&read[0].payload) {
+        Ok(TopicEvent::Room(r)) => assert_eq!(r, room),
+        other => panic!("decoded as {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incompatible_schema_change_is_refused_by_the_registry() {
     let ns = fresh_namespace();

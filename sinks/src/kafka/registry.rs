@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use apache_avro::Schema;
 use livechat_schemas::registry as embedded;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
@@ -291,7 +290,7 @@ fn with_id(payload: &[u8], id: u32) -> Vec<u8> {
 /// A record whose schema is not LiveChat's keeps its id, unless that id is also an embedded
 /// one: then it becomes 0, so the codec refuses the record instead of misreading it.
 fn unmapped(payload: &mut [u8], id: u32) {
-    if embedded::by_id(id).is_some() {
+    if embedded::by_id(id).is_some() || embedded::learned_writer(id).is_some() {
         tracing::warn!(
             schema_id = id,
             "A record's schema is not LiveChat's but its id is an embedded one; the id is cleared so it is not misread."
@@ -305,12 +304,11 @@ pub struct SchemaIds {
     client: RegistryClient,
     /// Embedded id → registry id (fixed at start).
     outgoing: HashMap<u32, u32>,
-    /// Registry id → embedded id, or None for a schema that is not one of ours. Learned at
-    /// start, then from `GET /schemas/ids/{id}` for ids met on the log (ids never change
-    /// meaning in a registry, so the answers are kept).
+    /// Registry id → embedded id (or a learned writer's: an earlier or later version of one of
+    /// ours), or None for a schema that is not one of ours. Learned at start, then from
+    /// `GET /schemas/ids/{id}` for ids met on the log (ids never change meaning in a registry,
+    /// so the answers are kept).
     incoming: RwLock<HashMap<u32, Option<u32>>>,
-    /// (Parsing Canonical Form, embedded id) of each of our schemas.
-    canonical: Vec<(String, u32)>,
 }
 
 impl SchemaIds {
@@ -322,7 +320,6 @@ impl SchemaIds {
     ) -> Result<SchemaIds, RegistryError> {
         let mut outgoing = HashMap::new();
         let mut incoming = HashMap::new();
-        let mut canonical = Vec::new();
         for s in embedded::all() {
             let subject = format!("{namespace}{}", s.subject);
             // Registering first: a registry may refuse a config for a subject it does not have.
@@ -351,13 +348,11 @@ impl SchemaIds {
             );
             outgoing.insert(s.id, id);
             incoming.insert(id, Some(s.id));
-            canonical.push((s.schema.canonical_form(), s.id));
         }
         Ok(SchemaIds {
             client,
             outgoing,
             incoming: RwLock::new(incoming),
-            canonical,
         })
     }
 
@@ -430,7 +425,9 @@ impl SchemaIds {
         }
     }
 
-    /// The embedded id of a fetched schema, if it is one of ours (same Parsing Canonical Form).
+    /// The id a fetched schema's records decode under: one of ours (the same Parsing Canonical
+    /// Form), or a version of one of ours that it can read (a schema evolved by a newer or an
+    /// older LiveChat: a rolling upgrade, a replay of old records).
     fn ours(&self, found: &FetchedSchema) -> Option<u32> {
         if found
             .schema_type
@@ -439,11 +436,7 @@ impl SchemaIds {
         {
             return None;
         }
-        let form = Schema::parse_str(&found.schema).ok()?.canonical_form();
-        self.canonical
-            .iter()
-            .find(|(c, _)| *c == form)
-            .map(|(_, id)| *id)
+        embedded::reader_id_for(&found.schema)
     }
 }
 
@@ -473,7 +466,6 @@ mod tests {
                     .into_iter()
                     .collect(),
             ),
-            canonical: Vec::new(),
         }
     }
 
