@@ -25,6 +25,12 @@ pub struct Limits {
     pub ws_read_buffer_bytes: usize,
     /// Frames queued for one socket before it counts as a slow reader and is closed (4008).
     pub outbound_queue_frames: usize,
+    /// The kernel's send buffer per socket (SO_SNDBUF; Linux doubles it for its bookkeeping), 0
+    /// for the kernel's autotuning. Bounded, a client that stops reading holds at most this much
+    /// kernel memory, and its queue overflows within seconds (4008) instead of minutes: with
+    /// autotuning the kernel buffers up to 4 MiB per socket before a write waits, which a
+    /// reader of a quiet room fills only after several minutes.
+    pub socket_send_buffer_bytes: usize,
     /// Sends per second per user, over all their sockets and REST together (token bucket), and
     /// the burst allowed.
     pub send_rate_per_sec: f64,
@@ -96,6 +102,7 @@ impl Default for Limits {
             max_ws_message_bytes: 64 * 1024,
             ws_read_buffer_bytes: 4096,
             outbound_queue_frames: 512,
+            socket_send_buffer_bytes: 32 * 1024,
             send_rate_per_sec: 10.0,
             send_burst: 20.0,
             typing_rate_per_sec: 2.0,

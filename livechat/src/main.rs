@@ -344,6 +344,13 @@ async fn run_ingress(
     }?;
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
+    // Accepted sockets inherit the listener's send buffer (Linux).
+    if cfg.limits.socket_send_buffer_bytes > 0 {
+        let bytes = u32::try_from(cfg.limits.socket_send_buffer_bytes).unwrap_or(u32::MAX);
+        socket
+            .set_send_buffer_size(bytes)
+            .context("setting the sockets' send buffer")?;
+    }
     socket
         .bind(listen)
         .with_context(|| format!("binding {listen}"))?;
