@@ -41,7 +41,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::hub::Hub;
-use crate::routes::{analytics, messages, notifications, rooms, users};
+use crate::routes::{analytics, messages, notifications, registry, rooms, users};
 
 /// `[ingress]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,6 +60,11 @@ pub struct IngressConfig {
     pub docs: bool,
     /// Who may read `/metrics`: `"loopback"` (a scraper on this host), `"public"` or `"off"`.
     pub metrics: MetricsAccess,
+    /// The schema registry LiveChat registers its schemas in, when there is one (distributed
+    /// mode, from the log's configuration): `/registry` then points there instead of serving
+    /// the embedded ids.
+    #[serde(skip)]
+    pub external_registry: Option<String>,
 }
 
 /// Who may read `/metrics` (it names rooms' consumer lag, routes and rates: not for everyone).
@@ -83,6 +88,7 @@ impl Default for IngressConfig {
             web_dir: String::new(),
             docs: true,
             metrics: MetricsAccess::default(),
+            external_registry: None,
         }
     }
 }
@@ -257,6 +263,10 @@ pub fn router(st: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics::render))
         .nest("/api", api)
+        .nest(
+            "/registry",
+            registry::router(st.config.external_registry.clone()),
+        )
         .fallback_service(web::client(&st.config.web_path()))
         .layer(axum::extract::DefaultBodyLimit::max(
             st.svc.limits.max_body_bytes,

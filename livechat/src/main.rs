@@ -23,7 +23,7 @@ use livechat_processors::{
 use livechat_processors::{notifications::NotificationsProcessor, relay, runner, Durable};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, LogKind};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -356,7 +356,10 @@ async fn run_ingress(
         .with_context(|| format!("binding {listen}"))?;
     let listener = socket.listen(4096).context("listening")?;
     let addr = listener.local_addr()?;
-    let ingress: IngressConfig = cfg.ingress.clone().with_bound_address(addr);
+    let mut ingress: IngressConfig = cfg.ingress.clone().with_bound_address(addr);
+    if cfg.log.kind == LogKind::Kafka {
+        ingress.external_registry = cfg.log.kafka.schema_registry_url.clone();
+    }
 
     if !wire::colocated(cfg) {
         // The directory queues records in its outbox for another log: relay them.

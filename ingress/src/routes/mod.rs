@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod messages;
 pub mod notifications;
+pub mod registry;
 pub mod rooms;
 pub mod users;
 

@@ -1,4 +1,7 @@
-//! `livechat replay` rebuilds stores from the log with checksums equal to the live ones.
+//! `livechat replay` rebuilds stores from the log with checksums equal to the live ones; the
+//! log's records decode with the schemas `/registry` serves.
+
+use serde_json::{json, Value};
 
 use crate::harness::*;
 
@@ -110,4 +113,129 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
     assert!(after.iter().all(|n| n["id"] != gone), "deleted one is back");
     assert!(after.iter().any(|n| n["id"] == read && n["read"] == true));
     assert_eq!(bob.unread_notifications_ok().await, unread);
+}
+
+/// A data team's consumer: takes a record from the embedded log as it is stored (Confluent wire
+/// format), asks `/registry` for the schema its header names, and decodes it with a generic Avro
+/// library (apache-avro, not LiveChat's codec) — no glue, no LiveChat code.
+#[tokio::test]
+async fn log_records_decode_with_the_schema_registry_the_server_serves() {
+    let app = App::spawn(&[]).await;
+    let alice = app.user("reader").await;
+    let room = alice.create_room("registry", true).await;
+    let mut ws = alice.subscribed_ws(&app, &room).await;
+    let text = "décodé par un client générique";
+    ws.send_msg(&room, text, "reg-1").await;
+    let records: Vec<Vec<u8>> = {
+        let db = rusqlite::Connection::open_with_flags(
+            app.data.path().join("livechat.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut q = db
+            .prepare("SELECT payload FROM records WHERE topic = 'chat.room-events.v1'")
+            .unwrap();
+        let rows = q.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    // Every record of the topic decodes; one of them is the message, with its text.
+    let mut contents = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for record in &records {
+        assert_eq!(record[0], 0, "Confluent wire format: magic byte 0");
+        let id = u32::from_be_bytes(record[1..5].try_into().unwrap());
+        ids.insert(id);
+        let res = app
+            .http
+            .get(app.url(&format!("/registry/schemas/ids/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/vnd.schemaregistry.v1+json"
+        );
+        let body: Value = res.json().await.unwrap();
+        let schema = apache_avro::Schema::parse_str(body["schema"].as_str().unwrap()).unwrap();
+        let value = apache_avro::from_avro_datum(&schema, &mut &record[5..], None).unwrap();
+        let apache_avro::types::Value::Record(fields) = value else {
+            panic!("not a record: {value:?}");
+        };
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        if field("event_type") == Some(apache_avro::types::Value::String("MESSAGE_SENT".into())) {
+            contents.push(field("content"));
+        }
+    }
+    assert_eq!(
+        contents,
+        vec![Some(apache_avro::types::Value::Union(
+            1,
+            Box::new(apache_avro::types::Value::String(text.into()))
+        ))]
+    );
+    let id = *ids.iter().next().unwrap();
+    assert_eq!(ids.len(), 1, "one schema for the topic: {ids:?}");
+    let body: Value = app
+        .http
+        .get(app.url(&format!("/registry/schemas/ids/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The subject of the topic names the same schema, as version 1; unknown names get the
+    // API's error codes.
+    let get = |path: String| {
+        let (http, url) = (app.http.clone(), app.url(&path));
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, subjects) = get("/registry/subjects".into()).await;
+    assert_eq!(status, 200);
+    assert!(subjects
+        .as_array()
+        .unwrap()
+        .contains(&json!("chat.room-events.v1-value")));
+    let (status, latest) =
+        get("/registry/subjects/chat.room-events.v1-value/versions/latest".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (latest["id"].as_u64(), latest["version"].as_u64()),
+        (Some(id as u64), Some(1))
+    );
+    assert_eq!(latest["schema"], body["schema"]);
+    for (path, status, code) in [
+        (
+            "/registry/subjects/nope-value/versions".to_string(),
+            404,
+            40401,
+        ),
+        (
+            "/registry/subjects/chat.room-events.v1-value/versions/7".into(),
+            404,
+            40402,
+        ),
+        (
+            "/registry/subjects/chat.room-events.v1-value/versions/x".into(),
+            422,
+            42202,
+        ),
+        ("/registry/schemas/ids/999999".into(), 404, 40403),
+    ] {
+        let (s, b) = get(path.clone()).await;
+        assert_eq!(
+            (s, b["error_code"].as_u64()),
+            (status, Some(code)),
+            "{path}: {b}"
+        );
+    }
 }
