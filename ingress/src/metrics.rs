@@ -158,7 +158,7 @@ pub fn describe() {
     );
     describe_counter!(
         "livechat_processor_records_total",
-        "Records handled by each processor."
+        "Records handled by each processor (its consumer group), by topic and partition."
     );
     describe_histogram!(
         "livechat_processor_batch_seconds",

@@ -164,11 +164,16 @@ pub async fn run_with_ready(
         let records = entries.len();
         let mut first: BTreeMap<(String, u32), i64> = BTreeMap::new();
         let mut next: BTreeMap<(String, u32), i64> = BTreeMap::new();
+        // Records per partition (offsets may skip: transaction markers, compaction).
+        let mut counts: BTreeMap<(String, u32), u64> = BTreeMap::new();
         for entry in &entries {
             first
                 .entry((entry.topic.clone(), entry.partition))
                 .or_insert(entry.offset);
             next.insert((entry.topic.clone(), entry.partition), entry.offset + 1);
+            *counts
+                .entry((entry.topic.clone(), entry.partition))
+                .or_default() += 1;
         }
         // One span per batch: which records of which partitions it covers.
         let offsets: Vec<String> = next
@@ -186,8 +191,12 @@ pub async fn run_with_ready(
             }
             return;
         }
-        metrics::counter!("livechat_processor_records_total", "processor" => p.name().to_string())
-            .increment(records as u64);
+        // Per partition, so a hot partition shows (its rate beside its lag, in both modes).
+        for ((topic, partition), n) in counts {
+            metrics::counter!("livechat_processor_records_total", "processor" => p.name().to_string(),
+                "topic" => topic, "partition" => partition.to_string())
+            .increment(n);
+        }
         metrics::histogram!("livechat_processor_batch_seconds", "processor" => p.name().to_string())
             .record(started.elapsed().as_secs_f64());
         if commits {

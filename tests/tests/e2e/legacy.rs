@@ -289,7 +289,7 @@ async fn cors_allows_only_configured_origins_and_large_responses_are_gzipped() {
 }
 
 #[tokio::test]
-async fn metrics_report_sockets_and_consumer_lag() {
+async fn metrics_report_sockets_and_consumer_lag_and_throughput_per_partition() {
     let app = App::spawn(&[]).await;
     let u = app.user("metrics").await;
     let room = u.create_room("m", true).await;
@@ -312,6 +312,23 @@ async fn metrics_report_sockets_and_consumer_lag() {
     );
     // History and notifications are kept inline by the embedded store: no group, no lag.
     assert!(!text.contains(r#"group="history""#), "{text}");
+    // What each group handled, per topic and partition: here the room's creation and the
+    // message, on the room's partition.
+    let handled: Vec<(String, f64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("livechat_processor_records_total{")
+                && l.contains(r#"processor="analytics""#)
+                && l.contains(r#"topic="chat.room-events.v1""#)
+        })
+        .map(|l| {
+            let (labels, value) = l.rsplit_once(' ').unwrap();
+            (labels.to_string(), value.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(handled.len(), 1, "one partition of the room: {handled:?}");
+    assert!(handled[0].0.contains(r#"partition=""#), "{handled:?}");
+    assert!(handled[0].1 >= 2.0, "{handled:?}");
 }
 
 /// The original's `before=<created_at>` paging never skips messages that share a millisecond:
