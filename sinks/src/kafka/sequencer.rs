@@ -385,7 +385,17 @@ impl<'a> Session<'a> {
         // Served here rather than by `commit_transaction`, whose own flush waits for delivery
         // reports in slices of 100 ms (that was most of each batch's time). Measured: polls of
         // 1 ms spin (half a core), of 20 ms wait out their time; 2 ms gives the lowest latency.
+        // Bounded like every call of the transaction: a session must never wait without end
+        // (after a broker crash, it then starts again).
+        let deadline = Instant::now() + IN_TRANSACTION_TIMEOUT;
         while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{} records of the transaction still undelivered after {:?}",
+                    self.producer.in_flight_count(),
+                    IN_TRANSACTION_TIMEOUT
+                );
+            }
             self.producer.poll(Duration::from_millis(2));
         }
         self.producer.commit_transaction(IN_TRANSACTION_TIMEOUT)?;
