@@ -162,23 +162,27 @@ pub async fn run_with_ready(
         }
         let started = std::time::Instant::now();
         let records = entries.len();
-        let mut first: BTreeMap<(String, u32), i64> = BTreeMap::new();
-        let mut next: BTreeMap<(String, u32), i64> = BTreeMap::new();
-        // Records per partition (offsets may skip: transaction markers, compaction).
-        let mut counts: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        // Per partition: the first offset, the next one, and how many records (offsets may
+        // skip: transaction markers, compaction). The topic is copied once per partition.
+        let mut parts: BTreeMap<(String, u32), (i64, i64, u64)> = BTreeMap::new();
         for entry in &entries {
-            first
-                .entry((entry.topic.clone(), entry.partition))
-                .or_insert(entry.offset);
-            next.insert((entry.topic.clone(), entry.partition), entry.offset + 1);
-            *counts
-                .entry((entry.topic.clone(), entry.partition))
-                .or_default() += 1;
+            match parts.get_mut(&(entry.topic.clone(), entry.partition)) {
+                Some((_, next, n)) => {
+                    *next = entry.offset + 1;
+                    *n += 1;
+                }
+                None => {
+                    parts.insert(
+                        (entry.topic.clone(), entry.partition),
+                        (entry.offset, entry.offset + 1, 1),
+                    );
+                }
+            }
         }
         // One span per batch: which records of which partitions it covers.
-        let offsets: Vec<String> = next
+        let offsets: Vec<String> = parts
             .iter()
-            .map(|((t, p), n)| format!("{t}/{p}:{}..{}", first[&(t.clone(), *p)], n - 1))
+            .map(|((t, p), (first, next, _))| format!("{t}/{p}:{first}..{}", next - 1))
             .collect();
         let span = tracing::info_span!("batch", processor = p.name(), records, offsets = %offsets.join(","));
         let done = process_batch(log.as_ref(), p.as_ref(), entries, &shutdown)
@@ -192,15 +196,15 @@ pub async fn run_with_ready(
             return;
         }
         // Per partition, so a hot partition shows (its rate beside its lag, in both modes).
-        for ((topic, partition), n) in counts {
+        for ((topic, partition), (_, _, n)) in &parts {
             metrics::counter!("livechat_processor_records_total", "processor" => p.name().to_string(),
-                "topic" => topic, "partition" => partition.to_string())
-            .increment(n);
+                "topic" => topic.clone(), "partition" => partition.to_string())
+            .increment(*n);
         }
         metrics::histogram!("livechat_processor_batch_seconds", "processor" => p.name().to_string())
             .record(started.elapsed().as_secs_f64());
         if commits {
-            uncommitted.extend(next);
+            uncommitted.extend(parts.into_iter().map(|(k, (_, next, _))| (k, next)));
             if last_commit.elapsed() >= COMMIT_EVERY {
                 commit(consumer.as_mut(), p.name(), &mut uncommitted, &shutdown).await;
                 last_commit = tokio::time::Instant::now();
