@@ -94,13 +94,7 @@ impl Profile {
                 serve_kills: 2,
                 redis_down_secs: 5.0,
                 broker_down_secs: 3.0,
-                // Open defect (docs/reliability.md): in 2 of 8 runs the sends were not
-                // acknowledged again within 120 s of the broker's return; until it is fixed,
-                // CI would fail at random. `--only dist-broker-kill` still runs it.
-                skip: &[(
-                    "dist-broker-kill",
-                    "open defect: sends may not resume after a broker SIGKILL",
-                )],
+                skip: &[],
             }),
             "long" => Some(Profile {
                 name: "long",

@@ -71,6 +71,7 @@ pub fn spawn_sequencer(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let ctx = Ctx {
+        transactional_id: format!("{}-{}", log.phys(GROUP), Uuid::new_v4()),
         log,
         directory,
         rt: tokio::runtime::Handle::current(),
@@ -83,6 +84,10 @@ pub fn spawn_sequencer(
 }
 
 struct Ctx {
+    /// The same for every session of this process: a new session's `init_transactions` then
+    /// aborts the transaction the last one left open at once (a broker crash midway), instead of
+    /// the commands and receipts partitions staying held by it until the broker times it out.
+    transactional_id: String,
     log: Arc<KafkaLog>,
     directory: Arc<dyn Directory>,
     rt: tokio::runtime::Handle,
@@ -133,6 +138,26 @@ impl ConsumerContext for Rebalances {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
         self.0.store(true, Ordering::SeqCst);
     }
+
+    /// Logged: after a broker outage, which commands partitions this process sequences (or
+    /// that it has none) is the first thing to know.
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &rdkafka::TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect::<Vec<_>>()
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = ?partitions(tpl), "Sequencer assigned commands partitions.")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = ?partitions(tpl), "Sequencer's commands partitions revoked.")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "Sequencer rebalance failed."),
+        }
+    }
 }
 
 /// One consumer, one transactional producer and the state of the partitions they own.
@@ -176,10 +201,7 @@ impl<'a> Session<'a> {
             .context("subscribing to the message commands")?;
         let producer: BaseProducer = log
             .client()
-            .set(
-                "transactional.id",
-                format!("{}-{}", log.phys(GROUP), Uuid::new_v4()),
-            )
+            .set("transactional.id", &ctx.transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
