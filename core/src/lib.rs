@@ -42,6 +42,47 @@ pub fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// Timestamps in the API's JSON bodies.
+pub mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+
+    /// Writes what chrono's own `Serialize` writes (RFC 3339, as many fractional digits as
+    /// needed, `Z`), formatted into one string first: chrono's impl hands every piece of the
+    /// date to the serializer, and serde_json escapes each piece on its own (with two timestamps
+    /// per message, that was a tenth of the CPU of serving a history page).
+    pub fn serialize<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use chrono::{DateTime, Utc};
+
+        #[derive(serde::Serialize)]
+        struct Fast(#[serde(serialize_with = "super::serialize")] DateTime<Utc>);
+
+        #[test]
+        fn writes_what_chrono_writes() {
+            for nanos in [
+                0,
+                1_000_000,
+                120_000_000,
+                123_456_000,
+                123_456_789,
+                999_999_999,
+            ] {
+                for secs in [0, 59, 1_764_170_000, 253_402_300_799] {
+                    let t = DateTime::<Utc>::from_timestamp(secs, nanos).unwrap();
+                    assert_eq!(
+                        serde_json::to_string(&Fast(t)).unwrap(),
+                        serde_json::to_string(&t).unwrap()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Current time truncated to milliseconds, the precision every store keeps.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     from_ms(chrono::Utc::now().timestamp_millis())

@@ -29,7 +29,9 @@ pub struct UserPublic {
     pub id: UserId,
     pub username: String,
     pub last_active: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -119,7 +121,9 @@ pub struct RoomPublic {
     pub visibility: Visibility,
     pub created_by: UserId,
     pub participants_count: i64,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
     pub last_seq: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,6 +197,7 @@ pub struct JoinRequestPublic {
     pub room_name: String,
     pub room_id: RoomId,
     pub user_id: UserId,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -221,7 +226,9 @@ pub struct MessagePublic {
     pub username: String,
     pub content: String,
     pub edited: bool,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
     pub seq: i64,
     pub deleted: bool,
@@ -286,6 +293,7 @@ pub struct NotificationPublic {
     pub payload: BTreeMap<String, String>,
     pub read: bool,
     pub source_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
