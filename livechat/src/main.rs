@@ -4,6 +4,7 @@
 //! analytics processors.
 
 mod config;
+mod dlq;
 mod replay;
 mod wire;
 
@@ -70,6 +71,8 @@ enum Command {
     Config,
     /// Rebuild a store (history, analytics, notifications) from the log.
     Replay(replay::ReplayArgs),
+    /// List, show and replay the records processors dead-lettered.
+    Dlq(dlq::DlqArgs),
 }
 
 fn init_tracing(format: &str) {
@@ -132,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Replay(args) => replay::run(&cfg, args).await,
+        Command::Dlq(args) => dlq::run(&cfg, args).await,
         Command::Config => {
             println!(
                 "{}",

@@ -42,7 +42,8 @@ pub struct ReplayArgs {
 }
 
 impl ReadModel {
-    fn processor(&self, group: &str) -> Arc<dyn Processor> {
+    /// The processor that keeps this store, under consumer group `group`.
+    pub(crate) fn processor(&self, group: &str) -> Arc<dyn Processor> {
         match self {
             ReadModel::History(s) => Arc::new(HistoryProcessor {
                 store: s.clone(),
