@@ -55,6 +55,15 @@ impl Stack {
     }
 }
 
+/// The environment of a scenario's processes: the stack's, with the Kafka adapters' lifecycle
+/// (sequencer sessions and their partitions) logged at info, so that a failed run's log says
+/// where the path stopped.
+fn scenario_env(id: &str) -> Vec<(String, String)> {
+    let mut env = distributed_env(id);
+    env.push(("RUST_LOG".into(), "warn,livechat_sinks::kafka=info".into()));
+    env
+}
+
 /// Fresh names on the shared servers for one scenario.
 fn names() -> String {
     format!("faults{:x}", now_ns() ^ std::process::id() as u64)
@@ -104,7 +113,7 @@ impl Processor {
 pub async fn serve_kills(bin: &Path, work: &Path, p: &Profile, stack: &Stack) -> Result<Row> {
     let id = names();
     let dir = work.join("dist-kill");
-    let node = Node::start_with(bin, &dir, stack.args("serve"), distributed_env(&id)).await?;
+    let node = Node::start_with(bin, &dir, stack.args("serve"), scenario_env(&id)).await?;
     let secs = p.dist_secs.max(15.0 * p.serve_kills as f64);
     let loaded = kills_under_load(node, &id, p, p.serve_kills, secs).await?;
     Ok(load_row(
@@ -144,7 +153,7 @@ pub async fn broker_outage(
         Outage::Crash => ("dist-broker-kill", "kill", "SIGKILL"),
     };
     let dir = work.join(name);
-    let mut node = Node::start_with(bin, &dir, stack.args("serve"), distributed_env(&id)).await?;
+    let mut node = Node::start_with(bin, &dir, stack.args("serve"), scenario_env(&id)).await?;
     let world = Arc::new(livechat_world(node.addr(), 4, p.rooms, &id).await?);
     let down_at = 3.0;
     let load = Load::start(&node.target(), world, p);
@@ -202,7 +211,7 @@ pub async fn broker_outage(
 /// (its sink is idempotent), history must hold every acknowledged one.
 pub async fn processor_kills(bin: &Path, work: &Path, p: &Profile, stack: &Stack) -> Result<Row> {
     let id = names();
-    let env = distributed_env(&id);
+    let env = scenario_env(&id);
     let dir = work.join("dist-processor-kill");
     let mut ingress = Node::start_with(
         bin,
@@ -267,7 +276,7 @@ pub async fn processor_kills(bin: &Path, work: &Path, p: &Profile, stack: &Stack
 /// are probed for 5xx answers.
 pub async fn redis_down(bin: &Path, work: &Path, p: &Profile, stack: &Stack) -> Result<Row> {
     let id = names();
-    let env = distributed_env(&id);
+    let env = scenario_env(&id);
     let dir = work.join("dist-redis-down");
     let mut node = Node::start_with(bin, &dir, stack.args("serve"), env).await?;
     let world = Arc::new(livechat_world(node.addr(), 4, p.rooms, &id).await?);

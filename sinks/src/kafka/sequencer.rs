@@ -63,6 +63,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// broker SIGKILLed and back 21 s later: the first send acknowledged again 30 s after its return
 /// with the 30 s timeout).
 const IN_TRANSACTION_TIMEOUT: Duration = TRANSACTION_TIMEOUT;
+/// A session that polls nothing for this long while sends wait in its partitions (the high
+/// watermark beyond the group's committed offset), or while those offsets cannot be read, ends
+/// with the reason and a new one starts: after a broker outage the client can stay stuck without
+/// reporting an error (seen in CI and in a local run: partitions assigned, then no send
+/// sequenced within 120 s of the broker's return, nothing logged).
+const STALL_AFTER: Duration = Duration::from_secs(20);
+/// How often an idle session looks for waiting sends once `STALL_AFTER` has passed, and how long
+/// each lookup may take.
+const STALL_CHECK: Duration = Duration::from_secs(5);
 
 /// Starts a sequencer on a thread of its own; it stops when `stop` is set.
 pub fn spawn_sequencer(
@@ -245,11 +254,26 @@ impl<'a> Session<'a> {
     }
 
     fn run(&mut self) -> anyhow::Result<()> {
+        let (mut progress, mut checked) = (Instant::now(), Instant::now());
         while !self.ctx.stopped() {
             let batch = self.poll_batch()?;
             if batch.is_empty() {
+                if progress.elapsed() > STALL_AFTER && checked.elapsed() > STALL_CHECK {
+                    checked = Instant::now();
+                    let idle = progress.elapsed().as_secs();
+                    match self.waiting_sends() {
+                        Ok(0) => {}
+                        Ok(waiting) => anyhow::bail!(
+                            "stalled: {waiting} send(s) wait in this session's partitions and none was polled for {idle} s"
+                        ),
+                        Err(e) => anyhow::bail!(
+                            "stalled: nothing polled for {idle} s, and the commands partitions' positions cannot be read: {e:#}"
+                        ),
+                    }
+                }
                 continue;
             }
+            progress = Instant::now();
             let batch =
                 self.ctx
                     .rt
@@ -270,6 +294,33 @@ impl<'a> Session<'a> {
     /// Up to [`MAX_BATCH`] commands: waits for the first, then takes what is there. A rebalance
     /// while polling discards what was taken (it may belong to partitions given up) and the
     /// state of every partition.
+    /// Sends waiting in the commands partitions assigned to this session (beyond the group's
+    /// committed offsets); an error when they cannot be read (the broker is unreachable, or the
+    /// committed offsets are held by a transaction: a new session fences it).
+    fn waiting_sends(&self) -> anyhow::Result<i64> {
+        let assigned = self.consumer.assignment().context("the assignment")?;
+        if assigned.count() == 0 {
+            return Ok(0);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(assigned, STALL_CHECK)
+            .context("the group's committed offsets")?;
+        let mut waiting = 0;
+        for e in committed.elements() {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), STALL_CHECK)
+                .with_context(|| format!("the watermarks of partition {}", e.partition()))?;
+            let next = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => low, // nothing committed yet: the group starts at the earliest
+            };
+            waiting += (high - next).max(0);
+        }
+        Ok(waiting)
+    }
+
     fn poll_batch(&mut self) -> anyhow::Result<Vec<LogEntry>> {
         let ns = &self.ctx.log.cfg.namespace;
         let deadline = Instant::now() + POLL_WAIT;
