@@ -55,8 +55,11 @@ fn stats_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RoomStats> {
 impl AnalyticsStore for SqliteAnalytics {
     async fn insert(&self, events: &[AnalyticsEvent]) -> StoreResult<()> {
         let events = events.to_vec();
+        // `INSERT OR IGNORE` fails only when the database does: no savepoint (whose sub-journal
+        // copied every page the batch touched).
         self.db
-            .write(move |tx| {
+            .write_unguarded_then(
+                move |tx| {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO analytics_events(event_id, event_type, user_id, room_id, occurred_at, payload)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -72,7 +75,9 @@ impl AnalyticsStore for SqliteAnalytics {
                     ])?;
                 }
                 Ok(())
-            })
+            },
+                |_| {},
+            )
             .await
     }
 
