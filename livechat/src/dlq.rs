@@ -77,8 +77,8 @@ struct DeadLetter {
     offset: i64,
     at_ms: i64,
     headers: BTreeMap<String, String>,
-    /// The original record's bytes (from the JSON body).
-    original: Option<Vec<u8>>,
+    /// The original record's bytes in hex, as the JSON body carries them.
+    original_hex: Option<String>,
     error: String,
 }
 
@@ -86,7 +86,7 @@ impl DeadLetter {
     fn of(e: LogEntry) -> DeadLetter {
         let headers: BTreeMap<String, String> = e.headers.into_iter().collect();
         let body: serde_json::Value = serde_json::from_slice(&e.payload).unwrap_or_default();
-        let original = body["payload_hex"].as_str().and_then(unhex);
+        let original_hex = body["payload_hex"].as_str().map(str::to_string);
         let error = headers
             .get("error.msg")
             .cloned()
@@ -97,7 +97,7 @@ impl DeadLetter {
             offset: e.offset,
             at_ms: e.timestamp_ms,
             headers,
-            original,
+            original_hex,
             error,
         }
     }
@@ -123,8 +123,9 @@ impl DeadLetter {
     /// The original record, decoded as this version of LiveChat reads it.
     fn decoded(&self) -> anyhow::Result<Decoded> {
         let payload = self
-            .original
-            .clone()
+            .original_hex
+            .as_deref()
+            .and_then(unhex)
             .context("the dead letter carries no original record")?;
         let entry = LogEntry {
             topic: self.header("orig.topic").to_string(),
@@ -274,10 +275,7 @@ pub async fn run(cfg: &Config, args: DlqArgs) -> anyhow::Result<()> {
                 ),
                 Err(e) => println!(
                     "original record ({e:#}): {}",
-                    d.original
-                        .as_ref()
-                        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>())
-                        .unwrap_or_default()
+                    d.original_hex.as_deref().unwrap_or_default()
                 ),
             }
             Ok(())

@@ -163,22 +163,31 @@ pub async fn run_with_ready(
         let started = std::time::Instant::now();
         let records = entries.len();
         // Per partition: the first offset, the next one, and how many records (offsets may
-        // skip: transaction markers, compaction). The topic is copied once per partition.
-        let mut parts: BTreeMap<(String, u32), (i64, i64, u64)> = BTreeMap::new();
+        // skip: transaction markers, compaction). A batch spans few partitions, so a list
+        // searched by reference copies each topic name once per partition, not per record.
+        let mut found: Vec<(&str, u32, i64, i64, u64)> = Vec::new();
         for entry in &entries {
-            match parts.get_mut(&(entry.topic.clone(), entry.partition)) {
-                Some((_, next, n)) => {
+            match found
+                .iter_mut()
+                .find(|(t, p, ..)| *p == entry.partition && *t == entry.topic)
+            {
+                Some((.., next, n)) => {
                     *next = entry.offset + 1;
                     *n += 1;
                 }
-                None => {
-                    parts.insert(
-                        (entry.topic.clone(), entry.partition),
-                        (entry.offset, entry.offset + 1, 1),
-                    );
-                }
+                None => found.push((
+                    &entry.topic,
+                    entry.partition,
+                    entry.offset,
+                    entry.offset + 1,
+                    1,
+                )),
             }
         }
+        let parts: BTreeMap<(String, u32), (i64, i64, u64)> = found
+            .into_iter()
+            .map(|(t, p, first, next, n)| ((t.to_string(), p), (first, next, n)))
+            .collect();
         // One span per batch: which records of which partitions it covers.
         let offsets: Vec<String> = parts
             .iter()

@@ -58,8 +58,7 @@ impl AnalyticsStore for SqliteAnalytics {
         // `INSERT OR IGNORE` fails only when the database does: no savepoint (whose sub-journal
         // copied every page the batch touched).
         self.db
-            .write_unguarded_then(
-                move |tx| {
+            .write_unguarded(move |tx| {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO analytics_events(event_id, event_type, user_id, room_id, occurred_at, payload)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -75,9 +74,7 @@ impl AnalyticsStore for SqliteAnalytics {
                     ])?;
                 }
                 Ok(())
-            },
-                |_| {},
-            )
+            })
             .await
     }
 

@@ -271,6 +271,15 @@ impl Db {
         self.submit(f, after, true).await
     }
 
+    /// Like [`Db::write`] without a savepoint (see [`Db::write_unguarded_then`]).
+    pub async fn write_unguarded<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        self.submit(f, |_| {}, false).await
+    }
+
     /// Like [`Db::write_then`] without a savepoint: for a write that can fail only when the
     /// database does (every check that may refuse it runs before it changes anything). If it
     /// fails anyway, its whole transaction is rolled back: the writes that ran before it in

@@ -94,8 +94,9 @@ pub fn spawn_sequencer(
 
 struct Ctx {
     /// The same for every session of this process: a new session's `init_transactions` then
-    /// aborts the transaction the last one left open at once (a broker crash midway), instead of
-    /// the commands and receipts partitions staying held by it until the broker times it out.
+    /// fences the last session's producer and aborts the transaction it left open (a broker
+    /// crash midway) instead of leaving it to the broker's timeout. (It does not cure the open
+    /// defect of docs/reliability.md: the group's offsets can stay unreadable even so.)
     transactional_id: String,
     log: Arc<KafkaLog>,
     directory: Arc<dyn Directory>,
@@ -291,9 +292,6 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Up to [`MAX_BATCH`] commands: waits for the first, then takes what is there. A rebalance
-    /// while polling discards what was taken (it may belong to partitions given up) and the
-    /// state of every partition.
     /// Sends waiting in the commands partitions assigned to this session (beyond the group's
     /// committed offsets); an error when they cannot be read (the broker is unreachable, or the
     /// committed offsets are held by a transaction: a new session fences it).
@@ -321,6 +319,9 @@ impl<'a> Session<'a> {
         Ok(waiting)
     }
 
+    /// Up to [`MAX_BATCH`] commands: waits for the first, then takes what is there. A rebalance
+    /// while polling discards what was taken (it may belong to partitions given up) and the
+    /// state of every partition.
     fn poll_batch(&mut self) -> anyhow::Result<Vec<LogEntry>> {
         let ns = &self.ctx.log.cfg.namespace;
         let deadline = Instant::now() + POLL_WAIT;
