@@ -94,19 +94,7 @@ impl Profile {
                 serve_kills: 2,
                 redis_down_secs: 5.0,
                 broker_down_secs: 3.0,
-                // Open defect (docs/reliability.md): after the broker comes back, the sequencer
-                // group's committed offsets may stay unreadable for minutes; until it is fixed
-                // CI would fail at random. `--only dist-broker-kill` still runs them.
-                skip: &[
-                    (
-                        "dist-broker-kill",
-                        "open defect: sends may not resume after a broker outage",
-                    ),
-                    (
-                        "dist-broker-restart",
-                        "open defect: sends may not resume after a broker outage",
-                    ),
-                ],
+                skip: &[],
             }),
             "long" => Some(Profile {
                 name: "long",

@@ -13,6 +13,7 @@
 //! - Record headers: `event_id` on every record, then the record's own (`OutboxRecord::headers`);
 //!   reads return them all.
 
+mod hanging;
 pub mod registry;
 mod sends;
 mod sequencer;
@@ -721,29 +722,32 @@ impl KafkaGroupConsumer {
     /// consumer's position is further on, commits the position. What lies between is the
     /// markers that end the sequencer's transactions (an offset each, never handed out); without
     /// this a caught-up group would show a lag of 1 per partition, in `livechat_consumer_lag` as
-    /// in Kafka's own tools. Partitions no longer assigned have no position and are left alone.
+    /// in Kafka's own tools. A partition this consumer never handed a record from is committed
+    /// at its position too: all it passed was skipped (aborted records, markers). Partitions no
+    /// longer assigned have no position and are left alone.
     async fn commit_past_markers(&mut self) {
         let Ok(positions) = self.consumer.position() else {
             return;
         };
         let mut tpl = TopicPartitionList::new();
         let mut moved = Vec::new();
-        for ((t, p), c) in &self.committed {
-            if self.handed_out.get(&(t.clone(), *p)) != Some(c) {
+        for e in positions.elements() {
+            let Offset::Offset(at) = e.offset() else {
                 continue;
-            }
-            let phys = format!("{}{t}", self.namespace);
-            if let Some(Offset::Offset(at)) = positions
-                .find_partition(&phys, *p as i32)
-                .map(|e| e.offset())
+            };
+            let t = e.topic().strip_prefix(&self.namespace).unwrap_or(e.topic());
+            let key = (t.to_string(), e.partition() as u32);
+            let caught_up = match (self.handed_out.get(&key), self.committed.get(&key)) {
+                (Some(h), Some(c)) => h == c && at > *c,
+                (None, None) => at > 0,
+                _ => false, // handed out, not yet committed
+            };
+            if caught_up
+                && tpl
+                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(at))
+                    .is_ok()
             {
-                if at > *c
-                    && tpl
-                        .add_partition_offset(&phys, *p as i32, Offset::Offset(at))
-                        .is_ok()
-                {
-                    moved.push(((t.clone(), *p), at));
-                }
+                moved.push((key, at));
             }
         }
         if moved.is_empty() {

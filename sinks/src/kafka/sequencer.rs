@@ -18,6 +18,12 @@
 //! room the state topic does not have yet takes its last seq from the directory (rooms whose
 //! messages were sequenced there).
 //!
+//! A broker crash can leave the transaction it interrupted hanging: open in the partitions it
+//! wrote and in the group's offsets, unknown to the transaction coordinator, so nothing ends it.
+//! When a watcher finds an output partition stuck behind such a transaction, or a session finds
+//! the group's offsets unreadable for [`HANGING_AFTER`], the session ends it with an aborted
+//! transaction of the same producer id ([`Session::abort_hanging`]).
+//!
 //! Any failure drops the whole session (consumer, producer, state) and starts a new one from the
 //! committed offsets; librdkafka's calls block, so it runs on a thread of its own.
 
@@ -42,6 +48,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
+use super::hanging::{open_partitions, spawn_watcher, Ends, HANGING_AFTER};
 use super::sends::{DUPLICATE, REPLY_TO, REQUEST};
 use super::{entry_of, from_registry, KafkaLog, ReaderContext};
 
@@ -69,6 +76,9 @@ const IN_TRANSACTION_TIMEOUT: Duration = TRANSACTION_TIMEOUT;
 /// reporting an error (seen in CI and in a local run: partitions assigned, then no send
 /// sequenced within 120 s of the broker's return, nothing logged).
 const STALL_AFTER: Duration = Duration::from_secs(20);
+/// Header of the records of the aborted transaction that ends hanging ones (never committed, so
+/// `read_committed` readers never see them).
+const SWEEP_HEADER: &str = "livechat_sweep";
 /// How often an idle session looks for waiting sends once `STALL_AFTER` has passed, and how long
 /// each lookup may take.
 const STALL_CHECK: Duration = Duration::from_secs(5);
@@ -79,8 +89,11 @@ pub fn spawn_sequencer(
     directory: Arc<dyn Directory>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let sweep = Arc::new(AtomicBool::new(false));
+    spawn_watcher(log.clone(), sweep.clone(), stop.clone())?;
     let ctx = Ctx {
         transactional_id: format!("{}-{}", log.phys(GROUP), Uuid::new_v4()),
+        sweep,
         log,
         directory,
         rt: tokio::runtime::Handle::current(),
@@ -98,6 +111,9 @@ struct Ctx {
     /// crash midway) instead of leaving it to the broker's timeout. (It does not cure the open
     /// defect of docs/reliability.md: the group's offsets can stay unreadable even so.)
     transactional_id: String,
+    /// Set by the hang watcher: the next session's turn ends this producer's hanging
+    /// transactions first.
+    sweep: Arc<AtomicBool>,
     log: Arc<KafkaLog>,
     directory: Arc<dyn Directory>,
     rt: tokio::runtime::Handle,
@@ -257,6 +273,10 @@ impl<'a> Session<'a> {
     fn run(&mut self) -> anyhow::Result<()> {
         let (mut progress, mut checked) = (Instant::now(), Instant::now());
         while !self.ctx.stopped() {
+            if self.ctx.sweep.swap(false, Ordering::SeqCst) {
+                self.abort_hanging()
+                    .context("ending this producer's hanging transactions")?;
+            }
             let batch = self.poll_batch()?;
             if batch.is_empty() {
                 if progress.elapsed() > STALL_AFTER && checked.elapsed() > STALL_CHECK {
@@ -267,8 +287,19 @@ impl<'a> Session<'a> {
                         Ok(waiting) => anyhow::bail!(
                             "stalled: {waiting} send(s) wait in this session's partitions and none was polled for {idle} s"
                         ),
-                        Err(e) => anyhow::bail!(
-                            "stalled: nothing polled for {idle} s, and the commands partitions' positions cannot be read: {e:#}"
+                        Err(e) if progress.elapsed() >= HANGING_AFTER => {
+                            let swept = match self.abort_hanging() {
+                                Ok(()) => "ended this process's transactions that may hang with an aborted one".to_string(),
+                                Err(abort) => format!("ending the transactions that may hang failed: {abort:#}"),
+                            };
+                            anyhow::bail!(
+                                "stalled: nothing polled for {idle} s, and the commands partitions' positions cannot be read: {e:#}; {swept}"
+                            )
+                        }
+                        Err(e) => tracing::warn!(
+                            idle,
+                            error = format!("{e:#}"),
+                            "Sequencer polls nothing, and the commands partitions' positions cannot be read."
                         ),
                     }
                 }
@@ -317,6 +348,59 @@ impl<'a> Session<'a> {
             waiting += (high - next).max(0);
         }
         Ok(waiting)
+    }
+
+    /// Ends, as aborted, a transaction of this process's producer left open by a broker crash
+    /// without the transaction coordinator knowing it (see the `hanging` module: the coordinator
+    /// finds the transactional id `Empty` while the partitions the transaction wrote, and the
+    /// group's offsets, still hold it open — what `kafka-transactions.sh find-hanging` lists).
+    /// A transaction of the same producer id that writes to every output partition with a
+    /// transaction open and to the group's offsets, then aborts, puts an abort marker for that producer id in each:
+    /// the marker ends the older transaction there too, as aborted. Nothing committed changes;
+    /// the hanging transaction's sends are read again from the commands and sequenced anew.
+    fn abort_hanging(&mut self) -> anyhow::Result<()> {
+        let log = self.ctx.log.clone();
+        // Only where a transaction is open: a record, even aborted, in a partition no one wrote
+        // yet would leave its readers with nothing to commit past it.
+        let open = open_partitions(&log, &Ends::new(&log)?)?;
+        tracing::warn!(
+            ?open,
+            "Sequencer ends any transaction of its producer left hanging by a broker crash."
+        );
+        self.producer.begin_transaction()?;
+        let now = chrono::Utc::now().timestamp_millis();
+        for (name, p) in open {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: SWEEP_HEADER,
+                value: Some("1"),
+            });
+            let topic = name.strip_prefix(&log.cfg.namespace).unwrap_or(&name);
+            self.produce_to(topic, Some(p), "", &[], headers, now)?;
+        }
+        // The offsets are never committed: any will do, as long as the group's offsets
+        // partition is written (librdkafka skips negative ones).
+        let mut offsets = TopicPartitionList::new();
+        let commands = log.phys(MESSAGE_COMMANDS_TOPIC);
+        for p in 0..log.partitions {
+            offsets.add_partition_offset(&commands, p as i32, Offset::Offset(0))?;
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .context("the sequencer's group metadata")?;
+        if let Err(e) =
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, IN_TRANSACTION_TIMEOUT)
+        {
+            // Refused (e.g. a stale generation) after the offsets partition joined the
+            // transaction: the abort below still reaches it.
+            tracing::debug!(error = %e, "Offsets of the aborted transaction refused.");
+        }
+        self.producer.flush(IN_TRANSACTION_TIMEOUT)?;
+        self.producer
+            .abort_transaction(IN_TRANSACTION_TIMEOUT)
+            .context("aborting")?;
+        Ok(())
     }
 
     /// Up to [`MAX_BATCH`] commands: waits for the first, then takes what is there. A rebalance
@@ -479,10 +563,24 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Queues one record of the open transaction (waiting while the producer's queue is full).
+    /// Queues one record of the open transaction, partitioned by its key.
     fn produce(
         &self,
         topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: OwnedHeaders,
+        ts: i64,
+    ) -> anyhow::Result<()> {
+        self.produce_to(topic, None, key, payload, headers, ts)
+    }
+
+    /// Queues one record of the open transaction, into `partition` if given (waiting while the
+    /// producer's queue is full).
+    fn produce_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
         key: &str,
         payload: &[u8],
         headers: OwnedHeaders,
@@ -494,6 +592,9 @@ impl<'a> Session<'a> {
             .payload(payload)
             .headers(headers)
             .timestamp(ts);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
             match self.producer.send(record) {
