@@ -38,10 +38,10 @@ const WATCHED: [&str; 3] = [
 /// and stops with `stop`.
 pub fn spawn_watcher(
     log: Arc<KafkaLog>,
+    ends: Arc<Ends>,
     sweep: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let ends = Ends::new(&log)?;
     std::thread::Builder::new()
         .name("sequencer-hangs".into())
         .spawn(move || {
@@ -90,14 +90,30 @@ impl Ends {
     }
 }
 
-/// The output partitions with a transaction open in them (broker-side topic names).
-pub fn open_partitions(log: &KafkaLog, ends: &Ends) -> anyhow::Result<Vec<(String, i32)>> {
+/// An output partition with a transaction open in it.
+#[derive(Debug)]
+pub struct Open {
+    /// The topic's name in docs/topics.md (without the namespace).
+    pub topic: &'static str,
+    pub partition: i32,
+    /// The last stable offset: where the open transaction began.
+    pub stable: i64,
+    pub end: i64,
+}
+
+/// The output partitions with a transaction open in them.
+pub fn open_partitions(log: &KafkaLog, ends: &Ends) -> anyhow::Result<Vec<Open>> {
     let mut open = Vec::new();
     for topic in WATCHED {
         let name = log.phys(topic);
-        for p in 0..log.partitions as i32 {
-            if ends.behind(&name, p)?.is_some() {
-                open.push((name.clone(), p));
+        for partition in 0..log.partitions as i32 {
+            if let Some((stable, end)) = ends.behind(&name, partition)? {
+                open.push(Open {
+                    topic,
+                    partition,
+                    stable,
+                    end,
+                });
             }
         }
     }
@@ -107,45 +123,42 @@ pub fn open_partitions(log: &KafkaLog, ends: &Ends) -> anyhow::Result<Vec<(Strin
 /// Partitions whose last stable offset is behind their end: since when, at which offset.
 #[derive(Default)]
 struct Watch {
-    behind: HashMap<(String, i32), (i64, Instant)>,
+    behind: HashMap<(&'static str, i32), (i64, Instant)>,
     /// (topic, partition, stable offset) already reported: a sweep is asked once for each.
-    reported: HashSet<(String, i32, i64)>,
+    reported: HashSet<(&'static str, i32, i64)>,
 }
 
 impl Watch {
     /// True when some partition newly counts as hanging.
     fn check(&mut self, log: &KafkaLog, ends: &Ends) -> anyhow::Result<bool> {
+        let open = open_partitions(log, ends)?;
+        self.behind
+            .retain(|(t, p), _| open.iter().any(|o| o.topic == *t && o.partition == *p));
         let mut hanging = false;
-        for topic in WATCHED {
-            let name = log.phys(topic);
-            for p in 0..log.partitions as i32 {
-                let key = (name.clone(), p);
-                let Some((lso, high)) = ends.behind(&name, p)? else {
-                    self.behind.remove(&key);
-                    continue;
-                };
-                let (at, since) = *self
-                    .behind
-                    .entry(key)
-                    .and_modify(|e| {
-                        if e.0 != lso {
-                            *e = (lso, Instant::now())
-                        }
-                    })
-                    .or_insert((lso, Instant::now()));
-                if since.elapsed() >= HANGING_AFTER && self.reported.insert((name.clone(), p, at)) {
-                    tracing::warn!(
-                        partition = format!("{name}/{p}"),
-                        stable_offset = at,
-                        end = high,
-                        stuck_s = since.elapsed().as_secs(),
-                        if_it_stays = format!(
-                            "kafka-transactions.sh --bootstrap-server <broker> abort --topic {name} --partition {p} --start-offset {at}"
-                        ),
-                        "A transaction hangs in a partition; the sequencer ends its own. If the partition stays stuck, the transaction is another producer's: end it with the command given."
-                    );
-                    hanging = true;
-                }
+        for o in open {
+            let (at, since) = *self
+                .behind
+                .entry((o.topic, o.partition))
+                .and_modify(|e| {
+                    if e.0 != o.stable {
+                        *e = (o.stable, Instant::now())
+                    }
+                })
+                .or_insert((o.stable, Instant::now()));
+            if since.elapsed() >= HANGING_AFTER && self.reported.insert((o.topic, o.partition, at))
+            {
+                let (name, p) = (log.phys(o.topic), o.partition);
+                tracing::warn!(
+                    partition = format!("{name}/{p}"),
+                    stable_offset = at,
+                    end = o.end,
+                    stuck_s = since.elapsed().as_secs(),
+                    if_it_stays = format!(
+                        "kafka-transactions.sh --bootstrap-server <broker> abort --topic {name} --partition {p} --start-offset {at}"
+                    ),
+                    "A transaction hangs in a partition; the sequencer ends its own. If the partition stays stuck, the transaction is another producer's: end it with the command given."
+                );
+                hanging = true;
             }
         }
         Ok(hanging)

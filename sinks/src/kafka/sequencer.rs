@@ -71,8 +71,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// with the 30 s timeout).
 const IN_TRANSACTION_TIMEOUT: Duration = TRANSACTION_TIMEOUT;
 /// A session that polls nothing for this long while sends wait in its partitions (the high
-/// watermark beyond the group's committed offset), or while those offsets cannot be read, ends
-/// with the reason and a new one starts: after a broker outage the client can stay stuck without
+/// watermark beyond the group's committed offset) ends with the reason and a new one starts
+/// (offsets that cannot be read are given [`HANGING_AFTER`], then swept): after a broker outage the client can stay stuck without
 /// reporting an error (seen in CI and in a local run: partitions assigned, then no send
 /// sequenced within 120 s of the broker's return, nothing logged).
 const STALL_AFTER: Duration = Duration::from_secs(20);
@@ -90,10 +90,12 @@ pub fn spawn_sequencer(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let sweep = Arc::new(AtomicBool::new(false));
-    spawn_watcher(log.clone(), sweep.clone(), stop.clone())?;
+    let ends = Arc::new(Ends::new(&log)?);
+    spawn_watcher(log.clone(), ends.clone(), sweep.clone(), stop.clone())?;
     let ctx = Ctx {
         transactional_id: format!("{}-{}", log.phys(GROUP), Uuid::new_v4()),
         sweep,
+        ends,
         log,
         directory,
         rt: tokio::runtime::Handle::current(),
@@ -108,12 +110,14 @@ pub fn spawn_sequencer(
 struct Ctx {
     /// The same for every session of this process: a new session's `init_transactions` then
     /// fences the last session's producer and aborts the transaction it left open (a broker
-    /// crash midway) instead of leaving it to the broker's timeout. (It does not cure the open
-    /// defect of docs/reliability.md: the group's offsets can stay unreadable even so.)
+    /// crash midway) instead of leaving it to the broker's timeout — and is the producer id
+    /// whose hanging transactions `Session::abort_hanging` can end.
     transactional_id: String,
-    /// Set by the hang watcher: the next session's turn ends this producer's hanging
-    /// transactions first.
+    /// Set by the hang watcher: the session ends this producer's hanging transactions before
+    /// its next poll.
     sweep: Arc<AtomicBool>,
+    /// Shared with the hang watcher.
+    ends: Arc<Ends>,
     log: Arc<KafkaLog>,
     directory: Arc<dyn Directory>,
     rt: tokio::runtime::Handle,
@@ -355,27 +359,26 @@ impl<'a> Session<'a> {
     /// finds the transactional id `Empty` while the partitions the transaction wrote, and the
     /// group's offsets, still hold it open — what `kafka-transactions.sh find-hanging` lists).
     /// A transaction of the same producer id that writes to every output partition with a
-    /// transaction open and to the group's offsets, then aborts, puts an abort marker for that producer id in each:
-    /// the marker ends the older transaction there too, as aborted. Nothing committed changes;
+    /// transaction open and to the group's offsets, then aborts, puts an abort marker for that
+    /// producer id in each: the marker ends the older transaction there too, as aborted. Nothing committed changes;
     /// the hanging transaction's sends are read again from the commands and sequenced anew.
     fn abort_hanging(&mut self) -> anyhow::Result<()> {
         let log = self.ctx.log.clone();
         // Only where a transaction is open: a record, even aborted, in a partition no one wrote
         // yet would leave its readers with nothing to commit past it.
-        let open = open_partitions(&log, &Ends::new(&log)?)?;
+        let open = open_partitions(&log, &self.ctx.ends)?;
         tracing::warn!(
             ?open,
             "Sequencer ends any transaction of its producer left hanging by a broker crash."
         );
         self.producer.begin_transaction()?;
         let now = chrono::Utc::now().timestamp_millis();
-        for (name, p) in open {
+        for o in open {
             let headers = OwnedHeaders::new().insert(Header {
                 key: SWEEP_HEADER,
                 value: Some("1"),
             });
-            let topic = name.strip_prefix(&log.cfg.namespace).unwrap_or(&name);
-            self.produce_to(topic, Some(p), "", &[], headers, now)?;
+            self.produce_to(o.topic, Some(o.partition), "", &[], headers, now)?;
         }
         // The offsets are never committed: any will do, as long as the group's offsets
         // partition is written (librdkafka skips negative ones).
