@@ -1,6 +1,7 @@
 //! The analytics processor: every room and user event → one analytics row (by event id).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use livechat_core::model::AnalyticsEvent;
@@ -25,6 +26,12 @@ impl Processor for AnalyticsProcessor {
     }
     fn topics(&self) -> Vec<&'static str> {
         TOPICS.to_vec()
+    }
+    /// Analytics is read in aggregates, never right after a send: one write a second is what
+    /// ClickHouse asks of its clients (each INSERT makes a part to merge) and spares SQLite
+    /// commits.
+    fn gather(&self) -> Duration {
+        Duration::from_secs(1)
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let rows: Vec<_> = batch

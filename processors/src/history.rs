@@ -1,6 +1,7 @@
 //! The history processor: room events → message store (inserts, edits, tombstones, purges).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use livechat_core::error::{StoreError, StoreResult};
@@ -74,6 +75,11 @@ impl Processor for HistoryProcessor {
     }
     fn topics(&self) -> Vec<&'static str> {
         TOPICS.to_vec()
+    }
+    /// A change is readable before it is acknowledged (see [`HistoryWriteThrough`]), so this
+    /// copy may wait: half a second of a room's messages go to Cassandra in a few batches.
+    fn gather(&self) -> Duration {
+        Duration::from_millis(500)
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let mut ops = Vec::new();

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use livechat_core::events::notification_record;
@@ -44,6 +45,11 @@ impl Processor for NotificationsProcessor {
     }
     fn topics(&self) -> Vec<&'static str> {
         TOPICS.to_vec()
+    }
+    /// A mention's push waits at most this long; each room's markers are raised once per batch
+    /// (one directory update per room), not once per message.
+    fn gather(&self) -> Duration {
+        Duration::from_millis(250)
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
         let mut announcements = Vec::new();

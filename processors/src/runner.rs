@@ -44,6 +44,12 @@ pub trait Processor: Send + Sync + 'static {
     fn start_at(&self) -> StartAt {
         StartAt::Earliest
     }
+    /// How long a batch may wait for more records once its first has arrived: a store that pays
+    /// per write (a ClickHouse part, a MongoDB update per room, a Cassandra request) is written
+    /// less often and with more at a time. Zero (the default) hands records on as they come.
+    fn gather(&self) -> Duration {
+        Duration::ZERO
+    }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()>;
 }
 
@@ -144,6 +150,9 @@ pub async fn run_with_ready(
             },
         };
         let entries = match entries {
+            Ok(e) if !e.is_empty() && drain_until.is_none() => {
+                gather(consumer.as_mut(), p.gather(), e, &shutdown).await
+            }
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(processor = p.name(), error = %e, "Polling the log failed; retrying.");
@@ -220,6 +229,32 @@ pub async fn run_with_ready(
             }
         }
     }
+}
+
+/// Adds to a batch what arrives within `window` of its first record, up to [`BATCH`] records; a
+/// failed poll ends the gathering (the records in hand are handled, the next poll reports it).
+async fn gather(
+    consumer: &mut dyn GroupConsumer,
+    window: Duration,
+    mut entries: Vec<LogEntry>,
+    shutdown: &CancellationToken,
+) -> Vec<LogEntry> {
+    let until = tokio::time::Instant::now() + window;
+    while entries.len() < BATCH {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let more = tokio::select! {
+            r = consumer.poll(BATCH - entries.len(), left) => r,
+            _ = shutdown.cancelled() => break,
+        };
+        match more {
+            Ok(more) if !more.is_empty() => entries.extend(more),
+            _ => break,
+        }
+    }
+    entries
 }
 
 /// Decodes (unless the record carries its event) and handles one batch; false if shutdown

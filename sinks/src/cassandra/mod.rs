@@ -27,7 +27,8 @@
 //! Lookup rows (`messages_by_id`, `room_buckets`) are plain upserts of fixed values.
 //!
 //! `apply` runs changes of distinct messages concurrently (they commute) and keeps the log order
-//! between changes of the same message and around a purge.
+//! between changes of the same message and around a purge. New messages go in unlogged batches,
+//! one partition's rows per batch: a request costs Cassandra more than the row it carries.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,7 @@ use scylla::errors::{
     RequestAttemptError,
 };
 use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlTimestamp, MaybeUnset};
@@ -60,6 +62,16 @@ pub use crate::config::CassandraConfig;
 pub const BUCKET_SIZE: i64 = 1000;
 /// Writes in flight at once within one `apply`.
 const PARALLEL: usize = 32;
+/// Most rows in one batch of a partition's messages, and about how much text: servers warn of
+/// and refuse large batches (`batch_size_warn_threshold`, `batch_size_fail_threshold`; Cassandra
+/// checks only batches over several partitions, ScyllaDB's are 128 KiB and 1 MiB).
+const BATCH_ROWS: usize = 50;
+const BATCH_BYTES: usize = 16 * 1024;
+/// A row's bytes beside its text (ids, seq, flags, times).
+const ROW_OVERHEAD_BYTES: usize = 100;
+/// Partitions one unlogged batch of lookup entries touches: Cassandra warns above 10
+/// (`unlogged_batch_across_partitions_warn_threshold`).
+const BATCH_PARTITIONS: usize = 10;
 /// Rows per page of a paged read.
 const PAGE_SIZE: i32 = 500;
 
@@ -341,6 +353,74 @@ fn run_end(ops: &[HistoryOp], start: usize) -> usize {
     ops.len()
 }
 
+/// A message row's values for `Statements::insert`, written at the message's creation time:
+/// every later change to it wins over a replay.
+#[allow(clippy::type_complexity)]
+fn row_values(
+    m: &StoredMessage,
+) -> (
+    Uuid,
+    i64,
+    i64,
+    Uuid,
+    Uuid,
+    &str,
+    &str,
+    bool,
+    bool,
+    CqlTimestamp,
+    CqlTimestamp,
+    MaybeUnset<&str>,
+    i64,
+) {
+    let client_msg_id = match &m.client_msg_id {
+        Some(c) => MaybeUnset::Set(c.as_str()),
+        None => MaybeUnset::Unset,
+    };
+    (
+        m.room_id,
+        bucket_of(m.seq),
+        m.seq,
+        m.id,
+        m.user_id,
+        m.username.as_str(),
+        m.content.as_str(),
+        m.edited,
+        m.deleted,
+        ts(m.created_at),
+        ts(m.updated_at),
+        client_msg_id,
+        write_time(m.created_at),
+    )
+}
+
+/// Messages grouped into batches of one partition each, in their order, at most
+/// [`BATCH_ROWS`] rows and about [`BATCH_BYTES`] per batch.
+fn row_batches<'m>(ms: &[&'m StoredMessage]) -> Vec<Vec<&'m StoredMessage>> {
+    let mut open: Vec<((RoomId, i64), usize, Vec<&'m StoredMessage>)> = Vec::new();
+    let mut done = Vec::new();
+    for m in ms {
+        let slot = (m.room_id, bucket_of(m.seq));
+        let size = m.content.len() + m.username.len() + ROW_OVERHEAD_BYTES;
+        let i = match open.iter().position(|(s, ..)| *s == slot) {
+            Some(i) => i,
+            None => {
+                open.push((slot, 0, Vec::new()));
+                open.len() - 1
+            }
+        };
+        let (_, bytes, rows) = &mut open[i];
+        if !rows.is_empty() && (rows.len() >= BATCH_ROWS || *bytes + size > BATCH_BYTES) {
+            done.push(std::mem::take(rows));
+            *bytes = 0;
+        }
+        *bytes += size;
+        rows.push(*m);
+    }
+    done.extend(open.into_iter().map(|(_, _, rows)| rows));
+    done
+}
+
 /// Appends one row in the text form of the SQLite adapter's `checksum_query` (columns joined by
 /// `|`, NULL as `\N`, booleans as 0/1, times as epoch milliseconds), so both engines give the
 /// same digest for the same log.
@@ -469,52 +549,90 @@ impl CassandraHistory {
         Ok(rows.into_iter().next())
     }
 
-    async fn insert(&self, m: &StoredMessage) -> StoreResult<()> {
-        let bucket = bucket_of(m.seq);
-        // Bucket and lookup entries first: a stored row is always reachable by readers. Both
-        // are idempotent upserts of fixed values.
-        let slot = (m.room_id, bucket);
-        let known = self.known_buckets().contains(&slot);
-        let record_bucket = async {
-            if known {
-                return Ok(());
-            }
-            self.exec(&self.st.bucket_add, slot).await?;
-            let mut buckets = self.known_buckets();
-            if buckets.len() >= KNOWN_BUCKETS_MAX {
-                buckets.clear();
-            }
-            buckets.insert(slot);
-            Ok(())
+    /// Inserts messages of pairwise distinct slots: the bucket and lookup entries first, so a
+    /// stored row is always reachable by readers (both idempotent upserts of fixed values), then
+    /// the rows. Written in unlogged batches: the rows of one partition (one mutation for
+    /// Cassandra, however many rows), the lookup entries a few partitions at a time — a request
+    /// costs the server more than the row it carries.
+    ///
+    /// One message alone in a known bucket (a send's write-through, which its acknowledgement
+    /// waits for) goes in one request with its lookup entry: the two land together, not lookup
+    /// first, which only a moderator deleting a message not yet acknowledged to its author could
+    /// notice (as "not found", as if a moment earlier).
+    async fn insert(&self, ms: &[&StoredMessage]) -> StoreResult<()> {
+        let new_slots: HashSet<(RoomId, i64)> = {
+            let known = self.known_buckets();
+            ms.iter()
+                .map(|m| (m.room_id, bucket_of(m.seq)))
+                .filter(|slot| !known.contains(slot))
+                .collect()
         };
+        if let ([m], true) = (ms, new_slots.is_empty()) {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            batch.append_statement(self.st.by_id_add.clone());
+            batch.append_statement(self.st.insert.clone());
+            batch.set_is_idempotent(true);
+            let values = ((m.id, m.room_id, m.seq), row_values(m));
+            self.session.batch(&batch, values).await.map_err(exec_err)?;
+            return Ok(());
+        }
+        let buckets: Vec<_> = new_slots
+            .iter()
+            .map(|slot| self.exec(&self.st.bucket_add, *slot))
+            .collect();
+        let lookups: Vec<_> = ms
+            .chunks(BATCH_PARTITIONS)
+            .map(|c| {
+                let rows: Vec<_> = c.iter().map(|m| (m.id, m.room_id, m.seq)).collect();
+                self.batch(&self.st.by_id_add, rows)
+            })
+            .collect();
         futures::try_join!(
-            record_bucket,
-            self.exec(&self.st.by_id_add, (m.id, m.room_id, m.seq)),
+            futures::stream::iter(buckets)
+                .buffer_unordered(PARALLEL)
+                .try_collect::<()>(),
+            futures::stream::iter(lookups)
+                .buffer_unordered(PARALLEL)
+                .try_collect::<()>(),
         )?;
-        let client_msg_id = match &m.client_msg_id {
-            Some(c) => MaybeUnset::Set(c.as_str()),
-            None => MaybeUnset::Unset,
-        };
-        // Written at the message's creation: every later change to it wins over a replay.
-        self.exec(
-            &self.st.insert,
-            (
-                m.room_id,
-                bucket,
-                m.seq,
-                m.id,
-                m.user_id,
-                m.username.as_str(),
-                m.content.as_str(),
-                m.edited,
-                m.deleted,
-                ts(m.created_at),
-                ts(m.updated_at),
-                client_msg_id,
-                write_time(m.created_at),
-            ),
-        )
-        .await
+        {
+            let mut known = self.known_buckets();
+            if known.len() + new_slots.len() > KNOWN_BUCKETS_MAX {
+                known.clear();
+            }
+            known.extend(new_slots);
+        }
+        let rows: Vec<_> = row_batches(ms)
+            .into_iter()
+            .map(|batch| {
+                let values: Vec<_> = batch.iter().map(|m| row_values(m)).collect();
+                self.batch(&self.st.insert, values)
+            })
+            .collect();
+        futures::stream::iter(rows)
+            .buffer_unordered(PARALLEL)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// One prepared statement with each of `rows` as an unlogged batch (a single row as itself).
+    async fn batch<V: SerializeRow>(
+        &self,
+        st: &PreparedStatement,
+        rows: Vec<V>,
+    ) -> StoreResult<()> {
+        if rows.len() == 1 {
+            let row = rows.into_iter().next().expect("one row");
+            return self.exec(st, row).await;
+        }
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for _ in &rows {
+            batch.append_statement(st.clone());
+        }
+        // Retried like every write here: each row is idempotent by itself.
+        batch.set_is_idempotent(true);
+        self.session.batch(&batch, rows).await.map_err(exec_err)?;
+        Ok(())
     }
 
     async fn edit(
@@ -578,7 +696,7 @@ impl CassandraHistory {
 
     async fn apply_one(&self, op: &HistoryOp) -> StoreResult<()> {
         match op {
-            HistoryOp::Insert(m) => self.insert(m).await,
+            HistoryOp::Insert(m) => self.insert(&[m]).await,
             HistoryOp::Edit {
                 room_id,
                 message_id,
@@ -649,16 +767,25 @@ impl MessageStore for CassandraHistory {
         let mut start = 0;
         while start < ops.len() {
             let end = run_end(ops, start);
+            let run = &ops[start..end];
+            let inserts: Vec<&StoredMessage> = run
+                .iter()
+                .filter_map(|op| match op {
+                    HistoryOp::Insert(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
             // Futures made up front: a closure here trips the compiler's higher-ranked
             // lifetime inference inside async_trait.
-            let run: Vec<_> = ops[start..end]
+            let changes: Vec<_> = run
                 .iter()
+                .filter(|op| !matches!(op, HistoryOp::Insert(_)))
                 .map(|op| self.apply_one(op))
                 .collect();
-            futures::stream::iter(run)
+            let changes = futures::stream::iter(changes)
                 .buffer_unordered(PARALLEL)
-                .try_collect::<()>()
-                .await?;
+                .try_collect::<()>();
+            futures::try_join!(self.insert(&inserts), changes)?;
             start = end;
         }
         Ok(())

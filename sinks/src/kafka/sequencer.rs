@@ -44,7 +44,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
@@ -190,12 +190,77 @@ impl ConsumerContext for Rebalances {
     }
 }
 
+/// The sequencer producer's records not yet delivered (its own thread serves the delivery
+/// reports), so a transaction waits for exactly its records, woken by the last.
+#[derive(Default)]
+struct Deliveries {
+    /// (records sent and not yet reported, reports of failed deliveries)
+    pending: std::sync::Mutex<(u64, u64)>,
+    delivered: std::sync::Condvar,
+}
+
+impl Deliveries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called before a record is handed to the producer (its report may come at once).
+    fn sending(&self) {
+        self.lock().0 += 1;
+    }
+
+    /// The record was refused: no report will come.
+    fn not_sent(&self) {
+        let mut p = self.lock();
+        p.0 = p.0.saturating_sub(1);
+    }
+
+    /// Until every record sent is delivered; an error if one failed, or after `timeout`.
+    fn wait(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.lock();
+        while p.0 > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            anyhow::ensure!(
+                !left.is_zero(),
+                "{} records still undelivered after {timeout:?}",
+                p.0
+            );
+            p = self
+                .delivered
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        anyhow::ensure!(p.1 == 0, "{} records of the transaction failed", p.1);
+        Ok(())
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let mut p = self.lock();
+        p.0 = p.0.saturating_sub(1);
+        if let Err((e, _)) = result {
+            tracing::warn!(error = %e, "A record of the sequencer's transaction was not delivered.");
+            p.1 += 1;
+        }
+        if p.0 == 0 {
+            self.delivered.notify_all();
+        }
+    }
+}
+
 /// One consumer, one transactional producer and the state of the partitions they own.
 struct Session<'a> {
     ctx: &'a Ctx,
     consumer: BaseConsumer<Rebalances>,
     /// Polled by this thread, before each commit.
-    producer: BaseProducer,
+    producer: ThreadedProducer<Deliveries>,
     /// Reads partitions of the state and event topics when a partition is taken over.
     reader: BaseConsumer<ReaderContext>,
     parts: HashMap<u32, RoomSeqs>,
@@ -229,7 +294,7 @@ impl<'a> Session<'a> {
         consumer
             .subscribe(&[&log.phys(MESSAGE_COMMANDS_TOPIC)])
             .context("subscribing to the message commands")?;
-        let producer: BaseProducer = log
+        let producer: ThreadedProducer<Deliveries> = log
             .client()
             .set("transactional.id", &ctx.transactional_id)
             .set("enable.idempotence", "true")
@@ -246,7 +311,7 @@ impl<'a> Session<'a> {
                 "transaction.timeout.ms",
                 TRANSACTION_TIMEOUT.as_millis().to_string(),
             )
-            .create()
+            .create_with_context(Deliveries::default())
             .context("creating the sequencer's producer")?;
         producer
             .init_transactions(CALL_TIMEOUT)
@@ -399,7 +464,7 @@ impl<'a> Session<'a> {
             // transaction: the abort below still reaches it.
             tracing::debug!(error = %e, "Offsets of the aborted transaction refused.");
         }
-        self.producer.flush(IN_TRANSACTION_TIMEOUT)?;
+        self.flush()?;
         self.producer
             .abort_transaction(IN_TRANSACTION_TIMEOUT)
             .context("aborting")?;
@@ -543,27 +608,27 @@ impl<'a> Session<'a> {
             .context("the sequencer's group metadata")?;
         self.producer
             .send_offsets_to_transaction(&offsets, &group, IN_TRANSACTION_TIMEOUT)?;
-        // Served here rather than by `commit_transaction`, whose own flush waits for delivery
-        // reports in slices of 100 ms (that was most of each batch's time). Measured: polls of
-        // 1 ms spin (half a core), of 20 ms wait out their time; 2 ms gives the lowest latency.
-        // Bounded like every call of the transaction: a session must never wait without end
-        // (after a broker crash, it then starts again).
-        let deadline = Instant::now() + IN_TRANSACTION_TIMEOUT;
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "{} records of the transaction still undelivered after {:?}",
-                    self.producer.in_flight_count(),
-                    IN_TRANSACTION_TIMEOUT
-                );
-            }
-            self.producer.poll(Duration::from_millis(2));
-        }
+        self.flush()?;
         self.producer.commit_transaction(IN_TRANSACTION_TIMEOUT)?;
         metrics::histogram!("livechat_sequencer_batch_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("livechat_sequencer_batch_size").record(batch.len() as f64);
         Ok(())
+    }
+
+    /// Waits until every record of the open transaction is delivered, bounded like every call
+    /// of the transaction (after a broker crash the session then starts again).
+    ///
+    /// Not rdkafka's `flush` (nor `commit_transaction`'s own), which waits for delivery reports
+    /// in polls that last their whole 100 ms (that was most of each batch's time), nor polls of
+    /// a few ms here, which spin through their last millisecond (a fifth of this process's CPU
+    /// under load): the producer's own thread serves the reports as they come and
+    /// [`Deliveries`] wakes this one at the last.
+    fn flush(&self) -> anyhow::Result<()> {
+        self.producer
+            .context()
+            .wait(IN_TRANSACTION_TIMEOUT)
+            .context("delivering the transaction's records")
     }
 
     /// Queues one record of the open transaction, partitioned by its key.
@@ -600,15 +665,21 @@ impl<'a> Session<'a> {
         }
         let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
+            self.producer.context().sending();
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                     if Instant::now() < deadline =>
                 {
+                    self.producer.context().not_sent();
                     record = r;
-                    self.producer.poll(Duration::from_millis(5));
+                    // The producer's thread serves the deliveries that make room.
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(e).with_context(|| format!("producing to {topic}")),
+                Err((e, _)) => {
+                    self.producer.context().not_sent();
+                    return Err(e).with_context(|| format!("producing to {topic}"));
+                }
             }
         }
     }

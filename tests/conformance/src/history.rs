@@ -144,6 +144,25 @@ pub async fn rooms_are_isolated_and_purge_removes_one_room(store: &dyn MessageSt
     assert_eq!(store.after_seq(r2, 0, 10).await.unwrap().len(), 1);
 }
 
+/// Many of the longest messages (4,000 characters, some of four bytes each) of a few rooms in
+/// one call, as a busy room's processor batch brings them: an adapter that groups writes must
+/// stay within what its server accepts in one request, and keep every message whole.
+pub async fn a_batch_of_long_messages_is_stored_whole(store: &dyn MessageStore) {
+    let rooms = [Uuid::new_v4(), Uuid::new_v4()];
+    let long = |s: i64| format!("{s:04}{}", "\u{1F600}é".repeat(1998));
+    let ops: Vec<_> = (1..=120)
+        .flat_map(|s| rooms.map(|r| HistoryOp::Insert(message(r, s, &long(s)))))
+        .collect();
+    store.apply(&ops).await.unwrap();
+    for room in rooms {
+        let got = store.after_seq(room, 0, 500).await.unwrap();
+        assert_eq!(got.len(), 120);
+        for (m, s) in got.iter().zip(1..) {
+            assert_eq!((m.seq, m.content.as_str()), (s, long(s).as_str()));
+        }
+    }
+}
+
 /// Seqs across a partition boundary of adapters that bucket rows by seq (1,000 per bucket is
 /// common): pages that start, end or jump across the boundary.
 pub async fn pages_cross_partition_boundaries(store: &dyn MessageStore) {

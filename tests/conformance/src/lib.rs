@@ -212,6 +212,7 @@ macro_rules! history_suite {
                 edits_and_deletes_are_idempotent_and_keep_seqs_dense,
                 rooms_are_isolated_and_purge_removes_one_room,
                 pages_cross_partition_boundaries,
+                a_batch_of_long_messages_is_stored_whole,
             ]
         );
 
