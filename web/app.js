@@ -69,6 +69,7 @@ function render() {
     return;
   }
   const params = path.match(route.re).slice(1);
+  if (route.name === 'room') rememberRoom(params[0]);
   if (cleanup) {
     try { cleanup(); } catch (e) { console.error(e); }
     cleanup = null;
@@ -91,6 +92,21 @@ function render() {
   updateSidebar();
 }
 
+// ---- landing: a returning user goes back to the room they were in -----------------------
+
+const lastRoomKey = (userId) => `livechat.lastRoom.${userId}`;
+
+function rememberRoom(roomId) {
+  try { localStorage.setItem(lastRoomKey(store.me.id), roomId); } catch { /* storage off: land on Rooms */ }
+}
+
+/** Where a user lands with no link to follow: their last room while still a member, else Rooms. */
+function landing() {
+  let id = null;
+  try { id = store.me && localStorage.getItem(lastRoomKey(store.me.id)); } catch { /* storage off */ }
+  return id && store.rooms.has(id) ? `#/room/${encodeURIComponent(id)}` : '#/rooms';
+}
+
 function takeLoginNotice() {
   const n = loginNotice;
   loginNotice = null;
@@ -101,7 +117,7 @@ function takeLoginNotice() {
 
 async function onLoggedIn(me) {
   await startSession(me);
-  const target = returnTo && !/^#\/(login|register)/.test(returnTo) ? returnTo : '#/rooms';
+  const target = returnTo && !/^#\/(login|register)/.test(returnTo) ? returnTo : landing();
   returnTo = null;
   navigate(target, { replace: true });
 }
@@ -264,19 +280,24 @@ store.on('room-gone', ({ roomId, reason, name }) => {
 store.on('notification', (n) => {
   const p = n.payload || {};
   const room = p.room_name ? `“${p.room_name}”` : 'a room';
+  const roomHash = p.room_id ? `#/room/${encodeURIComponent(p.room_id)}` : null;
   let text = null;
+  let open = null; // where clicking the toast leads
   switch (n.type) {
-    case 'JOIN_REQUEST_CREATED': text = `${p.username || 'Someone'} asked to join ${room}.`; break;
-    case 'JOIN_REQUEST_ACCEPTED': text = `Your request to join ${room} was accepted.`; break;
+    case 'JOIN_REQUEST_CREATED': text = `${p.username || 'Someone'} asked to join ${room}.`; open = '#/notifications'; break;
+    case 'JOIN_REQUEST_ACCEPTED': text = `Your request to join ${room} was accepted.`; open = roomHash; break;
     case 'JOIN_REQUEST_REJECTED': text = `Your request to join ${room} was declined.`; break;
     case 'MENTION':
       if (!(store.activeRoomId === p.room_id && document.body.dataset.route === 'room' && document.visibilityState === 'visible')) {
         text = `${p.username || 'Someone'} mentioned you in ${room}.`;
+        open = roomHash;
       }
       break;
     default: break;
   }
-  if (text && document.body.dataset.route !== 'notifications') toast(text, 'info');
+  if (text && document.body.dataset.route !== 'notifications') {
+    toast(text, 'info', 6000, open ? { onOpen: () => navigate(open) } : {});
+  }
 });
 
 // ---- boot ------------------------------------------------------------------------------
@@ -301,6 +322,7 @@ async function boot() {
   booted = true;
   if (me) {
     await startSession(me);
+    if (/^#?\/?$/.test(location.hash)) history.replaceState(null, '', landing());
   }
   render();
 }

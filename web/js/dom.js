@@ -130,13 +130,22 @@ document.addEventListener('keydown', (e) => {
   }
 });
 /** Shows a short notice in the toast region (role=status). kind: info | success | error. */
-export function toast(message, kind = 'info', ms = 6000) {
+export function toast(message, kind = 'info', ms = 6000, { onOpen = null, openLabel = 'Open' } = {}) {
   if (!toastRegion) toastRegion = document.getElementById('toasts');
   if (!toastRegion) return;
-  // Toasts never take clicks (pointer-events: none), so they cannot hide a button; they go
-  // away by themselves, or all at once with Escape.
-  const t = h('div', { class: `toast toast-${kind}`, 'data-testid': 'toast', role: kind === 'error' ? 'alert' : 'status' }, h('span', {}, message));
+  // A toast never blocks for long: it goes away by itself, with its × or with Escape; one that
+  // leads somewhere (a mention, a join request) opens it when clicked.
+  const t = h('div', { class: `toast toast-${kind}`, 'data-testid': 'toast', role: kind === 'error' ? 'alert' : 'status' });
   const remove = () => t.remove();
+  if (onOpen) {
+    t.appendChild(h('button', {
+      type: 'button', class: 'toast-open', 'data-testid': 'toast-open', title: openLabel,
+      onclick: () => { remove(); onOpen(); },
+    }, message));
+  } else {
+    t.appendChild(h('span', {}, message));
+  }
+  t.appendChild(h('button', { type: 'button', class: 'toast-close', 'data-testid': 'toast-close', 'aria-label': 'Dismiss', onclick: remove }, '×'));
   toastRegion.appendChild(t);
   while (toastRegion.children.length > 3) toastRegion.firstChild.remove();
   if (ms) setTimeout(remove, ms);

@@ -39,6 +39,7 @@ class Store extends Emitter {
     this.notifications = [];
     this.notifLoaded = false;
     this.notifUnread = 0;
+    this.unreadMentions = new Map(); // notification id -> { roomId, seq }: cleared once read in the room
     this.myRequests = [];
     this._readSent = new Map();
     this._roomsPromise = null;
@@ -55,6 +56,7 @@ class Store extends Emitter {
     await Promise.all([
       this.loadRooms().catch(() => {}),
       this.loadNotificationCount().catch(() => {}),
+      this.loadUnreadMentions().catch(() => {}),
       this.loadMyRequests().catch(() => {}),
     ]);
   }
@@ -179,6 +181,7 @@ class Store extends Emitter {
     r.last_read_seq = Math.max(r.last_read_seq || 0, lastRead || 0);
     if (typeof unreadCount === 'number') r.last_seq = Math.max(r.last_seq || 0, r.last_read_seq + unreadCount);
     this.emit('rooms');
+    this._clearReadMentions(roomId);
   }
 
   // ---- live events -----------------------------------------------------------------------
@@ -244,6 +247,7 @@ class Store extends Emitter {
     // Membership or notifications may have changed while we were away.
     this.loadRooms().catch(() => {});
     this.loadNotificationCount().catch(() => {});
+    this.loadUnreadMentions().catch(() => {});
     if (this.notifLoaded) this.loadNotifications().catch(() => {});
     this.loadMyRequests().catch(() => {});
   }
@@ -256,6 +260,7 @@ class Store extends Emitter {
     if (!n.read) this.notifUnread += 1;
     this.emit('notifications');
     this.emit('notification', n);
+    this._trackMention(n);
     if (n.type === 'JOIN_REQUEST_ACCEPTED') {
       this.loadRooms().catch(() => {});
       this.loadMyRequests().catch(() => {});
@@ -282,15 +287,47 @@ class Store extends Emitter {
     this.emit('notifications');
   }
 
+  /** Unread mentions, so that reading the message in its room clears them (as chat apps do). */
+  async loadUnreadMentions() {
+    const gen = this._gen;
+    const list = await api.notifications(100, true);
+    if (gen !== this._gen) return;
+    for (const n of list) this._trackMention(n);
+  }
+
+  _trackMention(n) {
+    if (n.type !== 'MENTION' || n.read || !n.payload) return;
+    const seq = Number(n.payload.seq);
+    if (!n.payload.room_id || !Number.isFinite(seq)) return;
+    this.unreadMentions.set(n.id, { roomId: n.payload.room_id, seq });
+    // A mention can arrive after its message was already read on screen.
+    this._clearReadMentions(n.payload.room_id);
+  }
+
+  /** Marks read the mentions of messages the user has read in `roomId`. */
+  _clearReadMentions(roomId) {
+    const r = this.rooms.get(roomId);
+    if (!r || !r.last_read_seq) return;
+    for (const [id, m] of this.unreadMentions) {
+      if (m.roomId !== roomId || m.seq > r.last_read_seq) continue;
+      this.unreadMentions.delete(id);
+      this.markNotificationRead(id).catch(() => this.unreadMentions.set(id, m));
+    }
+  }
+
   async markNotificationRead(id) {
+    const trackedUnread = this.unreadMentions.delete(id);
     await api.markNotificationRead(id);
     const n = this.notifications.find((x) => x.id === id);
-    if (n && !n.read) { n.read = true; this.notifUnread = Math.max(0, this.notifUnread - 1); }
+    // Counted once, whether the list is loaded or only the mention was tracked.
+    if (n ? !n.read : trackedUnread) this.notifUnread = Math.max(0, this.notifUnread - 1);
+    if (n) n.read = true;
     this.emit('notifications');
   }
 
   async markAllNotificationsRead() {
     await api.markAllNotificationsRead();
+    this.unreadMentions.clear();
     for (const n of this.notifications) n.read = true;
     this.notifUnread = 0;
     this.emit('notifications');

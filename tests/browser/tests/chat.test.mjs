@@ -9,6 +9,7 @@ import { startServer, launchBrowser, newUser, screenshot, until, SCREENSHOT_DIR 
 import {
   tid, registerUI, loginUI, logoutUI, expectLoggedIn, expectConnected, waitForHash, messages,
   pendingMessages, expectMessages, sendUI, serverHistory, myRoomsFromServer, sidebarUnread,
+  mentionsFromServer, notificationBadge,
 } from './ui.mjs';
 
 const ALICE = { name: 'alice', password: 'alice-secret-1' };
@@ -208,8 +209,11 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await expectMessages(q, expected, { what: "Alice's reply at Bob's" });
     await until(() => q.locator(tid('typing-indicator')).textContent(), (t) => t === '', { what: "Bob's typing indicator to clear" });
     await expectMessages(p, expected, { what: "Alice's reply at Alice's" });
-    // The mention of Bob is highlighted for him.
+    // The mention of Bob is highlighted for him, and since he read it in the room its
+    // notification is read too.
     await q.locator(`${tid('message')}[data-seq="2"] ${tid('mention')}.mention-me:text-is("@bob")`).waitFor();
+    await until(() => mentionsFromServer(q), (m) => m.length === 1 && m[0].read,
+      { what: "Bob's notification of the mention he read in the room, read" });
 
     // Escaping: markup in a message stays text on both sides; no element, no script.
     await sendUI(p, XSS);
@@ -245,11 +249,17 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
       return v;
     }, (v) => v && v.badge === '' && v.unread === '0', { interval: 20, what: 'no unread badge for the room Bob just read' });
     if (seen.length) console.log(`note: after leaving the room its badge briefly showed ${seen.join(', ')}`);
+    const badgeBefore = Number(await notificationBadge(q) || 0);
     for (let i = 1; i <= 3; i++) {
-      await sendUI(p, `unread ${i}`);
-      push('alice', `unread ${i}`);
+      const text = i === 2 ? 'unread 2, @bob have a look' : `unread ${i}`;
+      await sendUI(p, text);
+      push('alice', text);
       await until(() => sidebarUnread(q, roomId), (v) => v && v.badge === String(i) && v.unread === String(i), { what: `Bob's unread badge to show ${i}` });
     }
+    // A mention while Bob is elsewhere waits, unread, in his notifications.
+    const mentionSeq = expected.length - 1;
+    await until(() => notificationBadge(q), (b) => b === String(badgeBefore + 1), { what: "Bob's notifications badge to count the mention" });
+    assert.deepEqual((await mentionsFromServer(q)).at(-1), { seq: mentionSeq, read: false });
     // The sender herself has nothing unread.
     assert.deepEqual(await sidebarUnread(p, roomId), { badge: '', unread: '0' });
     const before = (await myRoomsFromServer(q)).find((r) => r.id === roomId);
@@ -266,6 +276,10 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     // ... and the read marker reaches the server, so it stays cleared elsewhere.
     await until(async () => (await myRoomsFromServer(q)).find((r) => r.id === roomId),
       (r) => r.unread_count === 0 && r.last_read_seq === expected.length, { what: "Bob's read marker on the server" });
+    // Reading the mentioning message in the room read its notification too: the badge is back
+    // where it was (a badge that kept climbing was the bug).
+    await until(() => mentionsFromServer(q), (m) => m.every((x) => x.read), { what: "Bob's mention notifications read" });
+    await until(() => notificationBadge(q), (b) => Number(b || 0) === badgeBefore, { what: "Bob's notifications badge to go back down" });
     await q.click(tid('nav-rooms'));
     await q.locator('h1:text-is("Rooms")').waitFor();
     assert.deepEqual(await sidebarUnread(q, roomId), { badge: '', unread: '0' });
@@ -342,6 +356,33 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     assert.deepEqual((await serverHistory(p, roomId)).map(({ seq, author, text }) => ({ seq, author, text })), expected);
   });
 
+  step('a returning user lands in the room they were in, not on the rooms page', async () => {
+    const q = bob.page;
+    await q.goto('/');
+    await waitForHash(q, new RegExp(`^#/room/${roomId}$`));
+    await expectMessages(q, expected, { what: "Bob's room after coming back" });
+    // The Rooms link still shows the rooms page.
+    await q.click(tid('nav-rooms'));
+    await q.locator('h1:text-is("Rooms")').waitFor();
+
+    // A mention elsewhere shows a toast that can be dismissed ...
+    const p = alice.page;
+    await sendUI(p, '@bob one more thing');
+    push('alice', '@bob one more thing');
+    const toast = q.locator(`${tid('toast')}:has-text("alice mentioned you in")`);
+    await toast.waitFor();
+    await screenshot(q, '09-mention-toast.png');
+    await toast.locator(tid('toast-close')).click();
+    await toast.waitFor({ state: 'detached' });
+    // ... or clicked, to open the room at the message.
+    await sendUI(p, '@bob and this');
+    push('alice', '@bob and this');
+    await toast.locator(tid('toast-open')).click();
+    await q.locator(`${tid('room-view')}[data-room-id="${roomId}"]`).waitFor();
+    await expectMessages(q, expected, { what: "Bob's room opened from the toast" });
+    await until(() => mentionsFromServer(q), (m) => m.length === 4 && m.every((x) => x.read), { what: 'the mentions read in the room' });
+  });
+
   step('the owner removes the member and the member\'s view updates at once', async () => {
     const p = alice.page;
     const q = bob.page;
@@ -416,7 +457,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     const accepted = q.locator(`${tid('notif-item')}[data-type="JOIN_REQUEST_ACCEPTED"]`);
     await accepted.waitFor();
     assert.match(await accepted.textContent(), new RegExp(`Your request to join ${ROOM_NAME} was accepted`));
-    await q.locator(`${tid('notif-item')}[data-type="MENTION"]`).waitFor();
+    await q.locator(`${tid('notif-item')}[data-type="MENTION"]`).first().waitFor();
     await screenshot(q, '08-notifications.png');
     // Mark all read: the badge goes away.
     await q.locator(`${tid('notif-badge')}:not([hidden])`).waitFor();

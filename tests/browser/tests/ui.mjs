@@ -99,6 +99,22 @@ export async function myRoomsFromServer(page) {
   return page.evaluate(() => window.livechat.api.myRooms());
 }
 
+/** The user's mention notifications on the server: [{seq, read}], by seq. */
+export async function mentionsFromServer(page) {
+  const list = await page.evaluate(() => window.livechat.api.notifications(100, false));
+  return list.filter((n) => n.type === 'MENTION')
+    .map((n) => ({ seq: Number(n.payload.seq), read: n.read }))
+    .sort((a, b) => a.seq - b.seq);
+}
+
+/** The notifications badge in the navigation ('' when hidden). */
+export async function notificationBadge(page) {
+  return page.evaluate(() => {
+    const b = document.querySelector('[data-testid="notif-badge"]');
+    return b && !b.hidden ? b.textContent : '';
+  });
+}
+
 /** The sidebar entry of a room: its unread badge text ('' when hidden). */
 export async function sidebarUnread(page, roomId) {
   return page.evaluate((id) => {
@@ -107,8 +123,4 @@ export async function sidebarUnread(page, roomId) {
     const b = li.querySelector('[data-testid="unread-count"]');
     return { badge: b && !b.hidden ? b.textContent : '', unread: li.dataset.unread };
   }, roomId);
-}
-
-export async function toastTexts(page) {
-  return page.$$eval(tid('toast'), (els) => els.map((e) => e.textContent));
 }
