@@ -16,9 +16,14 @@ pub enum AppError {
     /// 404: the thing does not exist (or is hidden from the caller).
     #[error("{0}")]
     NotFound(String),
-    /// 422: a field is malformed or out of bounds.
+    /// 422: a field is malformed or out of bounds; `more` has the other fields of the same
+    /// request found wrong, so a form can show every problem at once.
     #[error("{message}")]
-    Validation { field: String, message: String },
+    Validation {
+        field: String,
+        message: String,
+        more: Vec<(String, String)>,
+    },
     /// 429: throttled; retry after the given number of seconds.
     #[error("{message}")]
     TooManyRequests {
@@ -38,6 +43,34 @@ impl AppError {
         AppError::Validation {
             field: field.to_string(),
             message: message.into(),
+            more: Vec::new(),
+        }
+    }
+    /// Both results, or every field error of the two in one (any other error as it is).
+    pub fn both<A, B>(a: AppResult<A>, b: AppResult<B>) -> AppResult<(A, B)> {
+        match (a, b) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            (
+                Err(AppError::Validation {
+                    field,
+                    message,
+                    mut more,
+                }),
+                Err(AppError::Validation {
+                    field: f2,
+                    message: m2,
+                    more: more2,
+                }),
+            ) => {
+                more.push((f2, m2));
+                more.extend(more2);
+                Err(AppError::Validation {
+                    field,
+                    message,
+                    more,
+                })
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
         }
     }
     pub fn not_found(what: &str) -> Self {

@@ -143,13 +143,15 @@ impl ChatService {
     ) -> AppResult<UserPublic> {
         self.registrations.check_ip(ip, "registrations")?;
         let l = &self.limits;
-        let username = validate::username(username, l.min_username_chars, l.max_username_chars)?;
-        validate::password(
+        // Both fields checked, so a form shows every problem at once.
+        let name = validate::username(username, l.min_username_chars, l.max_username_chars);
+        let pass = validate::password(
             password,
-            &username,
+            name.as_deref().unwrap_or(username),
             l.min_password_chars,
             l.max_password_chars,
-        )?;
+        );
+        let (username, ()) = AppError::both(name, pass)?;
         if self.dir().user_by_name(&username).await?.is_some() {
             return Err(AppError::BadRequest("User already exists".into()));
         }
@@ -379,8 +381,10 @@ impl ChatService {
         description: Option<&str>,
         visibility: Visibility,
     ) -> AppResult<RoomPublic> {
-        let name = validate::room_name(name, self.limits.max_room_name_chars)?;
-        let description = self.description(description)?;
+        let (name, description) = AppError::both(
+            validate::room_name(name, self.limits.max_room_name_chars),
+            self.description(description),
+        )?;
         let at = now();
         let mut room = Room {
             id: Uuid::new_v4(),

@@ -46,8 +46,16 @@ impl IntoResponse for ApiError {
         let ApiError(err, location) = self;
         let status = status_of(&err);
         let body = match &err {
-            AppError::Validation { field, message } => {
-                json!({ "detail": [{ "loc": [location, field], "msg": message, "type": "value_error" }] })
+            AppError::Validation {
+                field,
+                message,
+                more,
+            } => {
+                let entry = |field: &str, message: &str| json!({ "loc": [location, field], "msg": message, "type": "value_error" });
+                let all: Vec<_> = std::iter::once(entry(field, message))
+                    .chain(more.iter().map(|(f, m)| entry(f, m)))
+                    .collect();
+                json!({ "detail": all })
             }
             AppError::Internal(e) => {
                 // Logged once here, where it is handled; the client sees no internals.

@@ -13,11 +13,19 @@ export class ApiError extends Error {
   }
 }
 
+/** "username must be 3 to 32 characters" -> "Username must be 3 to 32 characters." */
+function sentence(m) {
+  const t = String(m).trim();
+  if (!t) return t;
+  return t[0].toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? '' : '.');
+}
+
 function messagesOf(status, body) {
   const d = body && body.detail;
-  if (typeof d === 'string' && d) return [d];
+  if (typeof d === 'string' && d) return [sentence(d)];
+  // Every field the server found wrong, each as a sentence (a form lists them all).
   if (Array.isArray(d) && d.length) {
-    return d.map((e) => (e && typeof e.msg === 'string' ? e.msg : JSON.stringify(e)));
+    return d.map((e) => (e && typeof e.msg === 'string' ? sentence(e.msg) : JSON.stringify(e)));
   }
   if (status === 401) return ['You are not logged in.'];
   if (status === 403) return ['You are not allowed to do that.'];

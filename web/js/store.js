@@ -27,7 +27,18 @@ class Store extends Emitter {
     s.on('pending', (room) => this.emit('pending', room));
     s.on('ack', (a) => this.emit('ack', a));
     s.on('resumed', (f) => this.emit('resumed', f));
-    document.addEventListener('visibilitychange', () => this.emit('rooms'));
+    document.addEventListener('visibilitychange', () => {
+      this.emit('rooms');
+      // Back to this tab: rooms joined or left meanwhile on another device show up.
+      if (document.visibilityState === 'visible' && this.me) this.loadRooms().catch(() => {});
+    });
+    // Rooms joined or left in another tab of this browser show up here at once.
+    this._tabs = typeof BroadcastChannel === 'function' ? new BroadcastChannel('livechat-rooms') : null;
+    if (this._tabs) {
+      this._tabs.onmessage = (e) => {
+        if (this.me && e.data && e.data.userId === this.me.id) this.loadRooms().catch(() => {});
+      };
+    }
   }
 
   _reset() {
@@ -35,6 +46,7 @@ class Store extends Emitter {
     this.me = null;
     this.rooms = new Map();
     this.roomsLoaded = false;
+    this._loadedIds = null; // my rooms' ids as last loaded, to tell other tabs of a change
     this.activeRoomId = null;
     this.notifications = [];
     this.notifLoaded = false;
@@ -99,6 +111,13 @@ class Store extends Emitter {
         for (const id of this.rooms.keys()) {
           if (!next.has(id)) this.socket.unsubscribe(id);
         }
+        // Tell this user's other tabs when the server's list differs from the last one loaded
+        // (rooms added here before loading, e.g. one just created, count as changes).
+        const ids = [...next.keys()].sort().join(',');
+        if (this._loadedIds !== null && ids !== this._loadedIds && this._tabs && this.me) {
+          this._tabs.postMessage({ userId: this.me.id });
+        }
+        this._loadedIds = ids;
         this.rooms = next;
         this.roomsLoaded = true;
         for (const r of next.values()) this.socket.subscribe(r.id, r.last_seq);

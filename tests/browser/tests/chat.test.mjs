@@ -22,6 +22,7 @@ const XSS = '<img src=x onerror=alert(1)>';
 const EXPECTED_CONSOLE = [
   /status of 401 \(Unauthorized\)/, // get-me before logging in, wrong password
   /status of 400 \(Bad Request\)/, // registering a taken name
+  /status of 422 \(Unprocessable Entity\)/, // registering with a name and a password too short
   /status of 403 \(Forbidden\)/, // a non-member opening a private room (before joining, after removal)
   /ERR_INTERNET_DISCONNECTED/, // the offline phase
   /WebSocket connection to .* failed/, // reconnect attempts while offline
@@ -33,6 +34,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
   let alice; // {name, context, page, errors}
   let bob;
   let phone;
+  let carol;
   let roomId;
   let shareUrl;
   let aliceId;
@@ -50,7 +52,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
       } catch (e) {
         failed = true;
         const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
-        for (const u of [alice, bob, phone]) {
+        for (const u of [alice, bob, phone, carol]) {
           if (u) await screenshot(u.page, `failure-${slug}-${u.name}.png`).catch(() => {});
         }
         if (server) console.error(`---- server log (tail) ----\n${server.logs().split('\n').slice(-60).join('\n')}`);
@@ -106,6 +108,13 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await q.fill('#reg-password2', `${BOB.password}x`);
     await q.click(tid('register-submit'));
     await q.locator(`${tid('register-error')}:has-text("do not match")`).waitFor();
+    // Every problem at once, each a sentence: a name too short and a password too short.
+    await registerUI(q, 'b', 'short');
+    const problems = q.locator(`${tid('register-error')} li`);
+    await until(() => problems.allTextContents(), (t) => t.length === 2,
+      { what: 'both registration problems listed' });
+    assert.deepEqual(await problems.allTextContents(),
+      ['Username must be 3 to 32 characters.', 'Password must be 8 to 128 characters.']);
     await registerUI(q, ALICE.name, BOB.password);
     await q.locator(`${tid('register-error')}:has-text("already exists")`).waitFor();
     await screenshot(q, '01-register-error.png');
@@ -383,6 +392,25 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await until(() => mentionsFromServer(q), (m) => m.length === 4 && m.every((x) => x.read), { what: 'the mentions read in the room' });
   });
 
+  step('a room created or deleted in another tab shows in this one without a reload', async () => {
+    const q = bob.page;
+    const other = await bob.context.newPage();
+    await other.goto('/#/rooms');
+    await other.locator(tid('create-room-form')).waitFor();
+    await other.fill(tid('room-name-input'), 'Side room');
+    await other.click(tid('create-room-submit'));
+    await waitForHash(other, /^#\/room\//);
+    const sideId = decodeURIComponent((await other.evaluate(() => location.hash)).replace('#/room/', ''));
+    const item = q.locator(`${tid('room-item')}[data-room-id="${sideId}"]`);
+    await item.waitFor();
+    await other.evaluate(async (id) => {
+      await window.livechat.api.deleteRoom(id);
+      await window.livechat.store.loadRooms();
+    }, sideId);
+    await item.waitFor({ state: 'detached' });
+    await other.close();
+  });
+
   step('the owner removes the member and the member\'s view updates at once', async () => {
     const p = alice.page;
     const q = bob.page;
@@ -466,8 +494,36 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await until(() => q.locator(`${tid('notif-item')}[data-read="false"]`).count(), (n) => n === 0, { what: 'all notifications read' });
   });
 
+  step('the owner accepts a join request from its notification', async () => {
+    const p = alice.page;
+    carol = await newUser(browser, server.url, 'carol');
+    const c = carol.page;
+    await c.goto(shareUrl);
+    await waitForHash(c, /^#\/login$/);
+    await c.click(tid('to-register'));
+    await registerUI(c, 'carol', 'carol-secret-3');
+    await expectLoggedIn(c, 'carol');
+    // Registering from the link goes on to the room's gate.
+    await c.locator(tid('join-request-form')).waitFor();
+    await c.fill(tid('join-request-message'), 'Carol here');
+    await c.click(tid('join-request-submit'));
+    await c.locator(`${tid('private-room-gate')} ${tid('request-pending')}`).waitFor();
+
+    await p.click(tid('nav-notifications'));
+    const n = p.locator(`${tid('notif-item')}[data-type="JOIN_REQUEST_CREATED"]:has-text("carol")`);
+    await n.locator(tid('notif-accept')).click();
+    await n.locator(`${tid('notif-decision')}:has-text("carol is a member now")`).waitFor();
+    await screenshot(p, '08-notification-accepted.png');
+    // Carol's gate turns into the chat.
+    await c.locator(`${tid('room-view')}[data-room-id="${roomId}"] ${tid('composer-input')}`).waitFor();
+    // Bob's request, decided in the room long ago, offers no decision again.
+    const bobs = p.locator(`${tid('notif-item')}[data-type="JOIN_REQUEST_CREATED"]:has-text("bob")`);
+    await bobs.locator(`${tid('notif-decision')}:has-text("No longer pending")`).waitFor();
+    assert.equal(await bobs.locator(tid('notif-accept')).count(), 0);
+  });
+
   step('a phone-sized screen shows the room readably', async () => {
-    phone = await newUser(browser, server.url, 'alice-phone', { viewport: { width: 390, height: 844 } });
+    phone = await newUser(browser, server.url, 'alice-phone', { viewport: { width: 390, height: 844 }, touch: true });
     const m = phone.page;
     await m.goto(`/#/room/${roomId}`);
     // Not logged in on this device: log in, then land in the room.
@@ -477,11 +533,22 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await m.locator(tid('composer-input')).waitFor({ state: 'visible' });
     const overflow = await m.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `no horizontal scrolling on a phone (overflow ${overflow}px)`);
+    // The room's header is one compact row, not a quarter of the screen.
+    const header = await m.locator('.room-header').boundingBox();
+    assert.ok(header.height <= 90, `room header ${header.height}px high on a 844px screen`);
+    // Own messages do not all carry Edit/Delete: a tap on one shows its actions, another hides them.
+    const own = m.locator(`${tid('message')}[data-seq="2"]`);
+    assert.equal(await m.locator(`${tid('edit-message')}:visible`).count(), 0, 'no Edit button until a message is tapped');
+    await own.locator(tid('message-content')).tap();
+    await own.locator(tid('edit-message')).waitFor({ state: 'visible' });
+    await screenshot(m, '09-phone-message-actions.png');
+    await own.locator(tid('message-content')).tap();
+    await own.locator(tid('edit-message')).waitFor({ state: 'hidden' });
     await screenshot(m, '09-phone-room.png');
   });
 
   step('no uncaught errors in any page', async () => {
-    const all = [...alice.errors, ...bob.errors, ...(phone ? phone.errors : [])];
+    const all = [...alice.errors, ...bob.errors, ...(phone ? phone.errors : []), ...(carol ? carol.errors : [])];
     if (process.env.SHOW_CONSOLE_ERRORS) console.log(all.join('\n'));
     const unexpected = all.filter((e) => !EXPECTED_CONSOLE.some((re) => re.test(e)));
     assert.deepEqual(unexpected, []);

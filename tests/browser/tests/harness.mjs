@@ -122,8 +122,8 @@ export async function launchBrowser() {
  * A fresh browser context (= one user) with one page. Page errors and console errors are
  * collected in `errors` so a test can assert that the client ran cleanly.
  */
-export async function newUser(browser, baseURL, name, { viewport = { width: 1280, height: 800 } } = {}) {
-  const context = await browser.newContext({ baseURL, viewport, reducedMotion: 'reduce' });
+export async function newUser(browser, baseURL, name, { viewport = { width: 1280, height: 800 }, touch = false } = {}) {
+  const context = await browser.newContext({ baseURL, viewport, reducedMotion: 'reduce', hasTouch: touch, isMobile: touch });
   context.setDefaultTimeout(WAIT);
   const page = await context.newPage();
   const errors = [];

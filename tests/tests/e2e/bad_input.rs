@@ -476,3 +476,40 @@ async fn query_parameter_errors_are_located_in_the_query() {
         assert_eq!(body["detail"][0]["loc"], json!(["query", field]), "{path}");
     }
 }
+
+#[tokio::test]
+async fn every_wrong_field_of_a_form_is_named_at_once() {
+    let app = App::spawn(&[]).await;
+    let resp = app.register("a", "short").await;
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    let located: Vec<_> = body["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["loc"].clone())
+        .collect();
+    assert_eq!(
+        located,
+        vec![json!(["body", "username"]), json!(["body", "password"])],
+        "{body}"
+    );
+
+    let alice = app.user("forms").await;
+    let (status, body) = alice
+        .post(
+            "/api/rooms/create-room",
+            json!({"name": "", "description": "d".repeat(1001)}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<_> = body["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["loc"][1].clone())
+        .collect();
+    assert_eq!(fields, vec![json!("name"), json!("description")], "{body}");
+    let (_, mine) = alice.get("/api/rooms/get-rooms").await;
+    assert_eq!(mine, json!([]), "no room created");
+}

@@ -1,5 +1,6 @@
 // Notifications: live list (join requests, decisions, mentions), mark read, mark all, delete.
 
+import { api } from '../api.js';
 import { store } from '../store.js';
 import { h, replace, toast, relTime, fullTime } from '../dom.js';
 
@@ -28,6 +29,21 @@ const ICONS = { JOIN_REQUEST_CREATED: '+', JOIN_REQUEST_ACCEPTED: '✓', JOIN_RE
 export function mountNotifications(main) {
   const offs = [];
   let unreadOnly = false;
+  const decided = new Map(); // notification id -> what became of its join request, shown in place of the buttons
+  // Per room with join-request notifications: the ids of its requests still pending (asked once
+  // per room, and again when a request it has not seen appears); null when it cannot be read.
+  const pending = new Map();
+  const asked = new Set(); // request ids whose room was asked since they appeared
+
+  async function loadPending(roomId) {
+    try {
+      const list = await api.roomRequests(roomId);
+      pending.set(roomId, new Set(list.map((r) => r.id)));
+    } catch {
+      pending.set(roomId, null); // no longer the owner, or the room is gone
+    }
+    draw();
+  }
   const list = h('ul', { class: 'notif-list', 'data-testid': 'notif-list', 'aria-live': 'polite' }, h('li', { class: 'muted' }, 'Loading…'));
   const markAll = h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'mark-all-read' }, 'Mark all as read');
   const filter = h('input', { type: 'checkbox', id: 'notif-unread-only', 'data-testid': 'notif-unread-only' });
@@ -61,6 +77,7 @@ export function mountNotifications(main) {
       h('span', { class: 'notif-icon', 'aria-hidden': 'true' }, ICONS[n.type] || '•'),
       h('div', { class: 'notif-body' },
         h('p', { class: 'notif-text' }, n.read ? null : h('span', { class: 'sr-only' }, 'Unread: '), describe(n)),
+        decision(n),
         h('time', { class: 'muted small', datetime: n.created_at, title: fullTime(n.created_at) }, relTime(n.created_at))),
       h('div', { class: 'notif-actions' }, n.read ? null : read, del));
     // Following a link in an unread notification marks it read.
@@ -68,6 +85,42 @@ export function mountNotifications(main) {
       if (!n.read && e.target.closest && e.target.closest('a')) store.markNotificationRead(n.id).catch(() => {});
     });
     return li;
+  }
+
+  /** Accept / Decline on a join request's notification (for the room's owner), or its outcome. */
+  function decision(n) {
+    const requestId = n.payload && n.payload.request_id;
+    const roomId = n.payload && n.payload.room_id;
+    if (n.type !== 'JOIN_REQUEST_CREATED' || !requestId || !roomId) return null;
+    const outcome = (text) => h('p', { class: 'notif-decision small', 'data-testid': 'notif-decision', role: 'status' }, text);
+    if (decided.has(n.id)) return outcome(decided.get(n.id));
+    if (!asked.has(requestId)) {
+      asked.add(requestId);
+      loadPending(roomId);
+      return null;
+    }
+    const open = pending.get(roomId);
+    if (open === undefined || open === null) return null;
+    if (!open.has(requestId)) return outcome('No longer pending.');
+    const who = (n.payload && n.payload.username) || 'them';
+    const accept = h('button', { type: 'button', class: 'btn btn-small btn-primary', 'data-testid': 'notif-accept' }, 'Accept');
+    const decline = h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'notif-decline' }, 'Decline');
+    const decide = async (yes) => {
+      accept.disabled = true;
+      decline.disabled = true;
+      try {
+        await api.handleRequest(requestId, yes);
+        decided.set(n.id, yes ? `Accepted: ${who} is a member now.` : 'Declined.');
+      } catch (ex) {
+        // Already decided (here, in the room or in another tab), withdrawn, or the room is gone.
+        decided.set(n.id, ex.message);
+      }
+      if (!n.read) await store.markNotificationRead(n.id).catch(() => {});
+      draw();
+    };
+    accept.addEventListener('click', () => decide(true));
+    decline.addEventListener('click', () => decide(false));
+    return h('div', { class: 'notif-decide' }, accept, decline);
   }
 
   function draw() {

@@ -217,9 +217,10 @@ function openChat(main, initialRoom, ctx) {
   const titleEl = h('h1', { class: 'room-title', 'data-testid': 'room-title' }, room.name);
   const visTag = h('span', { class: 'tag', 'data-testid': 'room-visibility' });
   const descEl = h('p', { class: 'room-desc', 'data-testid': 'room-description' });
-  const infoToggle = h('button', { type: 'button', class: 'btn btn-small aside-toggle', 'aria-expanded': 'false', 'aria-controls': 'room-aside', 'data-testid': 'toggle-room-info' }, 'Members & info');
+  // On a phone the two buttons lose their second words, so the room's name has the room.
+  const infoToggle = h('button', { type: 'button', class: 'btn btn-small aside-toggle', 'aria-expanded': 'false', 'aria-controls': 'room-aside', 'data-testid': 'toggle-room-info' }, 'Members', h('span', { class: 'wide-only' }, ' & info'));
   const header = h('header', { class: 'room-header' },
-    h('a', { href: '#/rooms', class: 'back-link', 'data-testid': 'back-to-rooms' }, '← Rooms'),
+    h('a', { href: '#/rooms', class: 'back-link', 'data-testid': 'back-to-rooms', 'aria-label': 'Back to rooms' }, '←', h('span', { class: 'wide-only' }, ' Rooms')),
     h('div', { class: 'room-header-main' }, h('div', { class: 'room-title-row' }, titleEl, visTag), descEl),
     infoToggle);
 
@@ -846,6 +847,14 @@ function openChat(main, initialRoom, ctx) {
     if (atBottom()) { jumpBtn.hidden = true; }
   }, { passive: true });
   jumpBtn.addEventListener('click', () => { scrollToBottom(); input.focus(); });
+  // Touch screens: tapping a message shows its actions (see style.css), tapping it again or
+  // another one hides them; a tap on a link or a button inside does what it says.
+  list.addEventListener('click', (e) => {
+    if (!matchMedia('(hover: none)').matches || e.target.closest('a, button, textarea, input')) return;
+    const li = e.target.closest('.msg');
+    for (const other of list.querySelectorAll('.msg-selected')) if (other !== li) other.classList.remove('msg-selected');
+    if (li) li.classList.toggle('msg-selected');
+  });
 
   // ---- live events
   function handleLive(f) {
