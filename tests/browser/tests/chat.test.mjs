@@ -239,6 +239,20 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     // (fill() puts the newline in as text, with no Enter key event; the message keeps it.)
     push('bob', 'multi-line?\nno, Enter sends');
     await expectMessages(p, expected, { what: 'a multi-line message' });
+    // A run of one author's messages reads under one name; the room's first message starts
+    // the day, labelled.
+    const cls = (seq) => p.locator(`${tid('message')}[data-seq="${seq}"]`).getAttribute('class');
+    assert.match(await cls(3), /\bmsg-cont\b/, "Alice's second message in a row continues her first");
+    for (const seq of [1, 2, 4]) assert.doesNotMatch(await cls(seq), /\bmsg-cont\b/, `message ${seq} shows its author`);
+    assert.match(await cls(1), /\bmsg-newday\b/);
+    assert.equal(await p.locator(`${tid('message')}[data-seq="1"]`).getAttribute('data-day'), 'Today');
+    // ↑ in an empty composer edits your last message; Escape leaves it as it was.
+    await q.locator(tid('composer-input')).press('ArrowUp');
+    const editing = q.locator(`${tid('message')}[data-seq="4"] ${tid('edit-input')}`);
+    await editing.waitFor();
+    assert.equal(await editing.inputValue(), 'multi-line?\nno, Enter sends');
+    await editing.press('Escape');
+    await editing.waitFor({ state: 'detached' });
     await screenshot(p, '03-room-chat.png');
   });
 
@@ -363,6 +377,18 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await expectMessages(q, expected, { what: "Bob's room after the burst and the drop" });
     await expectMessages(p, expected, { what: "Alice's room after the burst" });
     assert.deepEqual((await serverHistory(p, roomId)).map(({ seq, author, text }) => ({ seq, author, text })), expected);
+
+    // Reading further up, Bob is told how many messages arrived below.
+    await q.locator(tid('message-scroller')).evaluate((el) => { el.scrollTop = 0; });
+    for (const t of ['below 1', 'below 2']) {
+      await p.evaluate(({ id, text }) => window.livechat.api.sendMessage(id, text, crypto.randomUUID()), { id: roomId, text: t });
+      push('alice', t);
+    }
+    const jump = q.locator(tid('jump-to-latest'));
+    await until(() => jump.textContent(), (t) => t === '2 new messages ↓', { what: 'the count on the jump button' });
+    await jump.click();
+    await jump.waitFor({ state: 'hidden' });
+    await expectMessages(q, expected, { what: "Bob's room after jumping down" });
   });
 
   step('a returning user lands in the room they were in, not on the rooms page', async () => {

@@ -182,6 +182,18 @@ function renderPrivateGate(main, roomId, rerender, room = null) {
 
 // ---- the chat --------------------------------------------------------------------------
 
+/** "Today", "Yesterday", or the date ("Monday, 23 November"; the year when not this one). */
+function dayLabel(d) {
+  const today = new Date();
+  const yesterday = new Date(today);
+  yesterday.setDate(today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return 'Today';
+  if (d.toDateString() === yesterday.toDateString()) return 'Yesterday';
+  const opts = { weekday: 'long', day: 'numeric', month: 'long' };
+  if (d.getFullYear() !== today.getFullYear()) opts.year = 'numeric';
+  return d.toLocaleDateString([], opts);
+}
+
 function renderContent(content, meName) {
   const me = (meName || '').toLowerCase();
   return splitMentions(content).map((p) => (p.mention
@@ -542,7 +554,15 @@ function openChat(main, initialRoom, ctx) {
 
   // ---- messages
   const atBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
-  const scrollToBottom = () => { scroller.scrollTop = scroller.scrollHeight; jumpBtn.hidden = true; };
+  // Messages that arrived below while the user was reading further up, counted on the button.
+  let unseenBelow = 0;
+  const hideJump = () => { jumpBtn.hidden = true; unseenBelow = 0; };
+  const showJump = () => {
+    unseenBelow += 1;
+    jumpBtn.textContent = `${unseenBelow} new message${unseenBelow === 1 ? '' : 's'} ↓`;
+    jumpBtn.hidden = false;
+  };
+  const scrollToBottom = () => { scroller.scrollTop = scroller.scrollHeight; hideJump(); };
 
   function messageEl(msg) {
     const li = h('li', { class: 'msg', 'data-testid': 'message' });
@@ -594,6 +614,8 @@ function openChat(main, initialRoom, ctx) {
       }
     }
     replace(li, meta, body, actions.childNodes.length ? actions : null);
+    const i = seqIndex(msg.seq);
+    if (i >= 0 && bySeq.get(msg.seq).el === li) regroup(i);
   }
 
   function insertMessage(msg) {
@@ -623,12 +645,43 @@ function openChat(main, initialRoom, ctx) {
     list.insertBefore(el, anchor);
     seqs.splice(lo, 0, msg.seq);
     bySeq.set(msg.seq, { msg, el });
+    regroup(lo);
+    if (lo + 1 < seqs.length) regroup(lo + 1);
     byId.set(msg.id, msg.seq);
     emptyNote.hidden = true;
     const c = msg.client_msg_id && pendingEls.get(msg.client_msg_id);
     if (c) { c.remove(); pendingEls.delete(msg.client_msg_id); }
     if (msg.user_id && typers.has(msg.user_id)) setTyping(msg.user_id, '', false);
     return true;
+  }
+
+  /**
+   * Consecutive messages of one author (next seqs, within 5 minutes, one day) read as one run
+   * under a single name; a message that starts a day carries the day's label (drawn by CSS).
+   * `i` is the message's index in `seqs`.
+   */
+  function regroup(i) {
+    const it = bySeq.get(seqs[i]);
+    const prev = i > 0 ? bySeq.get(seqs[i - 1]) : null;
+    const at = new Date(it.msg.created_at);
+    const day = at.toDateString();
+    const prevAt = prev ? new Date(prev.msg.created_at) : null;
+    const newDay = prev ? prevAt.toDateString() !== day : !hasOlder;
+    const cont = !!prev && !newDay && prev.msg.seq === it.msg.seq - 1 && prev.msg.user_id === it.msg.user_id
+      && at - prevAt < 5 * 60_000;
+    it.el.classList.toggle('msg-cont', cont);
+    it.el.classList.toggle('msg-newday', newDay);
+    if (newDay) it.el.dataset.day = dayLabel(at); else delete it.el.dataset.day;
+  }
+
+  function seqIndex(seq) {
+    let lo = 0;
+    let hi = seqs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (seqs[mid] < seq) lo = mid + 1; else hi = mid;
+    }
+    return seqs[lo] === seq ? lo : -1;
   }
 
   const maxSeq = () => (seqs.length ? seqs[seqs.length - 1] : 0);
@@ -770,6 +823,7 @@ function openChat(main, initialRoom, ctx) {
       if (destroyed) return;
       page.forEach(insertMessage);
       hasOlder = page.length > 0 && minSeq() > 1;
+      if (seqs.length) regroup(0); // the room's first message starts its first day
       // Fill any gap up to what the socket (or the room list) knows exists.
       const target = () => Math.max(socket.lastSeq(roomId), store.rooms.get(roomId)?.last_seq || 0, room.last_seq || 0);
       let guard = 0;
@@ -821,6 +875,7 @@ function openChat(main, initialRoom, ctx) {
       const prevTop = scroller.scrollTop;
       page.forEach(insertMessage);
       hasOlder = page.length > 0 && minSeq() > 1;
+      if (seqs.length) regroup(0); // the room's first message starts its first day
       scroller.scrollTop = prevTop + (scroller.scrollHeight - prevHeight);
     } catch (ex) {
       toast(`Could not load older messages: ${ex.message}`, 'error');
@@ -844,7 +899,7 @@ function openChat(main, initialRoom, ctx) {
   });
   scroller.addEventListener('scroll', () => {
     if (scroller.scrollTop < 120) loadOlder();
-    if (atBottom()) { jumpBtn.hidden = true; }
+    if (atBottom()) hideJump();
   }, { passive: true });
   jumpBtn.addEventListener('click', () => { scrollToBottom(); input.focus(); });
   // Touch screens: tapping a message shows its actions (see style.css), tapping it again or
@@ -879,7 +934,7 @@ function openChat(main, initialRoom, ctx) {
         if (added) {
           if (msg.seq === maxSeq()) {
             if (stick || msg.user_id === me.id) scrollToBottom();
-            else jumpBtn.hidden = false;
+            else showJump();
           }
           markReadSoon();
         }
@@ -1009,6 +1064,16 @@ function openChat(main, initialRoom, ctx) {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
       e.preventDefault();
       composer.requestSubmit();
+    } else if (e.key === 'ArrowUp' && !input.value && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      // ↑ in an empty composer edits your last message, as in most chat apps.
+      for (let i = seqs.length - 1; i >= 0; i--) {
+        const it = bySeq.get(seqs[i]);
+        if (it.msg.user_id === me.id && !it.msg.deleted) {
+          e.preventDefault();
+          startEdit(it.msg.seq);
+          break;
+        }
+      }
     }
   });
   input.addEventListener('blur', () => stopTyping());
