@@ -61,7 +61,9 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     });
   }
 
-  const push = (author, text) => { expected.push({ seq: expected.length + 1, author, text }); };
+  const push = (author, text, shown) => { expected.push({ seq: expected.length + 1, author, text, ...(shown ? { shown } : {}) }); };
+  /** The room's messages as the server stores them. */
+  const sent = () => expected.map(({ seq, author, text }) => ({ seq, author, text }));
 
   before(async () => {
     rmSync(SCREENSHOT_DIR, { recursive: true, force: true });
@@ -253,6 +255,21 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     assert.equal(await editing.inputValue(), 'multi-line?\nno, Enter sends');
     await editing.press('Escape');
     await editing.waitFor({ state: 'detached' });
+
+    // A safe markdown subset, and web links made clickable; nothing else becomes markup.
+    const md = 'so **really** _now_ and `x < y` see https://example.com/a?b=1. not javascript:alert(1)\n```\nfn main() {}\n```';
+    await sendUI(p, md);
+    push('alice', md, 'so really now and x < y see https://example.com/a?b=1. not javascript:alert(1)\nfn main() {}');
+    await expectMessages(q, expected, { what: 'the markdown message at Bob\'s' });
+    const content = q.locator(`${tid('message')}[data-seq="${expected.length}"] ${tid('message-content')}`);
+    assert.equal(await content.locator('strong').textContent(), 'really');
+    assert.equal(await content.locator('em').textContent(), 'now');
+    assert.equal(await content.locator('code.md-code').textContent(), 'x < y');
+    assert.equal(await content.locator('pre code').textContent(), 'fn main() {}');
+    const links = content.locator('a');
+    assert.equal(await links.count(), 1, 'only the https link is a link');
+    assert.equal(await links.getAttribute('href'), 'https://example.com/a?b=1');
+    assert.match(await links.getAttribute('rel'), /noopener/);
     await screenshot(p, '03-room-chat.png');
   });
 
@@ -350,7 +367,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await expectMessages(q, expected, { what: "Bob's room after reconnecting" });
     await expectMessages(p, expected, { what: "Alice's room after Bob reconnected" });
     const hist = await serverHistory(q, roomId);
-    assert.deepEqual(hist.map(({ seq, author, text }) => ({ seq, author, text })), expected, 'server history');
+    assert.deepEqual(hist.map(({ seq, author, text }) => ({ seq, author, text })), sent(), 'server history');
     assert.equal(hist.filter((m) => m.text === 'sent while offline').length, 1, 'the pending message is stored once');
     assert.equal(hist.find((m) => m.text === 'sent while offline').client_msg_id, cmid, 'with the client_msg_id it was queued with');
     await p.locator(`${tid('member')}[data-user-id="${bobId}"][data-online="true"]`).waitFor();
@@ -376,7 +393,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await expectConnected(q);
     await expectMessages(q, expected, { what: "Bob's room after the burst and the drop" });
     await expectMessages(p, expected, { what: "Alice's room after the burst" });
-    assert.deepEqual((await serverHistory(p, roomId)).map(({ seq, author, text }) => ({ seq, author, text })), expected);
+    assert.deepEqual((await serverHistory(p, roomId)).map(({ seq, author, text }) => ({ seq, author, text })), sent());
 
     // Reading further up, Bob is told how many messages arrived below.
     await q.locator(tid('message-scroller')).evaluate((el) => { el.scrollTop = 0; });

@@ -66,7 +66,8 @@ export async function pendingMessages(page) {
 
 /** Waits until the open room shows exactly `expected` ([{seq, author, text}]) and nothing pending. */
 export async function expectMessages(page, expected, { what = 'messages', timeout = WAIT } = {}) {
-  const want = expected.map(({ seq, author, text }) => ({ seq, author, text }));
+  // `shown`: the text as rendered, where markdown makes it differ from what was sent.
+  const want = expected.map(({ seq, author, text, shown }) => ({ seq, author, text: shown ?? text }));
   let last;
   try {
     last = await until(async () => ({ list: (await messages(page)).map(({ seq, author, text }) => ({ seq, author, text })), pending: await pendingMessages(page) }),

@@ -5,7 +5,8 @@
 import { api } from '../api.js';
 import { store } from '../store.js';
 import { h, replace, clear, errorBox, showError, hideError, busy, toast, shortTime, fullTime, relTime, confirmButton } from '../dom.js';
-import { splitMentions, visibilityOf, visibilityLabel, applyIsPublic } from '../util.js';
+import { visibilityOf, visibilityLabel, applyIsPublic } from '../util.js';
+import { renderMarkup } from '../markup.js';
 
 const PAGE = 50;
 const MAX_CHARS = 4000;
@@ -195,10 +196,7 @@ function dayLabel(d) {
 }
 
 function renderContent(content, meName) {
-  const me = (meName || '').toLowerCase();
-  return splitMentions(content).map((p) => (p.mention
-    ? h('span', { class: p.mention.toLowerCase() === me ? 'mention mention-me' : 'mention', 'data-testid': 'mention' }, p.text)
-    : p.text));
+  return renderMarkup(content, meName);
 }
 
 function openChat(main, initialRoom, ctx) {
