@@ -256,6 +256,20 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await editing.press('Escape');
     await editing.waitFor({ state: 'detached' });
 
+    // @-autocomplete: '@b' offers bob (not Alice herself); Enter picks him instead of sending.
+    const aliceBox = p.locator(tid('composer-input'));
+    await aliceBox.pressSequentially('thanks @b', { delay: 10 });
+    const options = p.locator(tid('mention-option'));
+    await options.first().waitFor();
+    assert.deepEqual(await options.allTextContents(), ['@bob']);
+    await aliceBox.press('Enter');
+    assert.equal(await aliceBox.inputValue(), 'thanks @bob ');
+    await p.locator(tid('mention-suggestions')).waitFor({ state: 'hidden' });
+    await aliceBox.pressSequentially('for that', { delay: 10 });
+    await aliceBox.press('Enter');
+    push('alice', 'thanks @bob for that');
+    await expectMessages(q, expected, { what: 'the message with a picked mention' });
+
     // A safe markdown subset, and web links made clickable; nothing else becomes markup.
     const md = 'so **really** _now_ and `x < y` see https://example.com/a?b=1. not javascript:alert(1)\n```\nfn main() {}\n```';
     await sendUI(p, md);
@@ -432,7 +446,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await toast.locator(tid('toast-open')).click();
     await q.locator(`${tid('room-view')}[data-room-id="${roomId}"]`).waitFor();
     await expectMessages(q, expected, { what: "Bob's room opened from the toast" });
-    await until(() => mentionsFromServer(q), (m) => m.length === 4 && m.every((x) => x.read), { what: 'the mentions read in the room' });
+    await until(() => mentionsFromServer(q), (m) => m.length === expected.filter((x) => x.text.includes('@bob')).length && m.every((x) => x.read), { what: 'the mentions read in the room' });
   });
 
   step('a room created or deleted in another tab shows in this one without a reload', async () => {

@@ -7,6 +7,7 @@ import { store } from '../store.js';
 import { h, replace, clear, errorBox, showError, hideError, busy, toast, shortTime, fullTime, relTime, confirmButton } from '../dom.js';
 import { visibilityOf, visibilityLabel, applyIsPublic } from '../util.js';
 import { renderMarkup } from '../markup.js';
+import { mentionSuggest } from '../suggest.js';
 
 const PAGE = 50;
 const MAX_CHARS = 4000;
@@ -251,8 +252,9 @@ function openChat(main, initialRoom, ctx) {
   const sendBtn = h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'send-button' }, 'Send');
   const composerHint = h('p', { id: 'composer-hint', class: 'composer-hint muted small' }, 'Enter to send · Shift+Enter for a new line');
   const composerErr = h('p', { class: 'inline-error', role: 'alert', hidden: true, 'data-testid': 'composer-error' });
+  const suggest = mentionSuggest(input, () => members.map((m) => m.username).filter((n) => n && n !== me.username));
   const composer = h('form', { class: 'composer', 'data-testid': 'composer' },
-    h('div', { class: 'composer-row' }, input, sendBtn), composerErr, composerHint);
+    suggest.box, h('div', { class: 'composer-row' }, input, sendBtn), composerErr, composerHint);
 
   const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, scroller, jumpBtn, typingEl, composer);
 
@@ -1059,6 +1061,7 @@ function openChat(main, initialRoom, ctx) {
   // ---- composer events
   input.addEventListener('input', onComposerInput);
   input.addEventListener('keydown', (e) => {
+    if (suggest.onKey(e)) return;
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
       e.preventDefault();
       composer.requestSubmit();
