@@ -422,6 +422,46 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await expectMessages(q, expected, { what: "Bob's room after jumping down" });
   });
 
+  step('many messages while away: opening the room offers a jump to the first unread', async () => {
+    const p = alice.page;
+    const q = bob.page;
+    // A room of its own (its history fits no screen), deleted at the end.
+    const busyId = await p.evaluate(async () => (await window.livechat.api.createRoom('Busy room', null, 'public')).id);
+    await q.evaluate(async (id) => {
+      await window.livechat.api.requestJoin(id, null); // public: joined at once
+      await window.livechat.store.loadRooms();
+    }, busyId);
+    await q.click(tid('nav-rooms'));
+    await q.locator('h1:text-is("Rooms")').waitFor();
+    await p.evaluate(async (id) => {
+      await window.livechat.api.sendMessage(id, 'before you left', crypto.randomUUID());
+    }, busyId);
+    await q.evaluate((id) => window.livechat.store.markRead(id, 1), busyId);
+    await p.evaluate(async (id) => {
+      for (let i = 1; i <= 30; i++) await window.livechat.api.sendMessage(id, `while away ${i}`, crypto.randomUUID());
+    }, busyId);
+    await until(() => sidebarUnread(q, busyId), (v) => v && v.unread === '30', { what: "Bob's 30 unread in the busy room" });
+    await q.click(`${tid('room-item')}[data-room-id="${busyId}"] a`);
+    await q.locator(`${tid('message')}[data-seq="31"]`).waitFor();
+    const jump = q.locator(tid('jump-to-unread'));
+    await jump.waitFor();
+    assert.equal(await jump.textContent(), '↑ 30 new messages — jump to the first');
+    await screenshot(q, '03-jump-to-unread.png');
+    await jump.click();
+    await jump.waitFor({ state: 'hidden' });
+    // The divider sits above message 2, near the top of the view.
+    const divider = q.locator('.unread-divider');
+    assert.equal(await divider.getAttribute('data-before'), '2');
+    await until(() => q.locator(`${tid('message')}[data-seq="2"]`).isVisible(), (v) => v, { what: 'the first unread message in view' });
+    const [d, view] = await Promise.all([divider.boundingBox(), q.locator(tid('message-scroller')).boundingBox()]);
+    assert.ok(d.y >= view.y - 1 && d.y < view.y + view.height / 2, `divider near the top of the view (${d.y} vs ${view.y})`);
+    await p.evaluate((id) => window.livechat.api.deleteRoom(id), busyId);
+    await q.locator(`${tid('room-item')}[data-room-id="${busyId}"]`).waitFor({ state: 'detached' });
+    // Back to the shared room (the last room Bob had open).
+    await q.click(`${tid('room-item')}[data-room-id="${roomId}"] a`);
+    await expectMessages(q, expected, { what: "Bob's room after the busy one" });
+  });
+
   step('a returning user lands in the room they were in, not on the rooms page', async () => {
     const q = bob.page;
     await q.goto('/');

@@ -245,6 +245,7 @@ function openChat(main, initialRoom, ctx) {
   const emptyNote = h('p', { class: 'muted center empty-note', hidden: true }, 'No messages yet. Say hello!');
   const scroller = h('div', { class: 'msg-scroller', 'data-testid': 'message-scroller', tabindex: '0', 'aria-label': 'Message history' }, historyTop, emptyNote, list, pendingList);
   const jumpBtn = h('button', { type: 'button', class: 'btn btn-small jump-btn', hidden: true, 'data-testid': 'jump-to-latest' }, 'New messages ↓');
+  const unreadBtn = h('button', { type: 'button', class: 'btn btn-small unread-jump', hidden: true, 'data-testid': 'jump-to-unread' });
   const typingEl = h('div', { class: 'typing', 'data-testid': 'typing-indicator', 'aria-live': 'polite' });
 
   // ---- composer
@@ -256,7 +257,7 @@ function openChat(main, initialRoom, ctx) {
   const composer = h('form', { class: 'composer', 'data-testid': 'composer' },
     suggest.box, h('div', { class: 'composer-row' }, input, sendBtn), composerErr, composerHint);
 
-  const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, scroller, jumpBtn, typingEl, composer);
+  const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, unreadBtn, scroller, jumpBtn, typingEl, composer);
 
   // ---- aside
   const shareUrl = `${location.origin}/#/room/${encodeURIComponent(roomId)}`;
@@ -793,6 +794,7 @@ function openChat(main, initialRoom, ctx) {
     if (entries.length) emptyNote.hidden = true;
   }
 
+  let divider = null;
   function addDivider() {
     const r = store.rooms.get(roomId);
     const lastRead = r ? r.last_read_seq || 0 : 0;
@@ -800,8 +802,21 @@ function openChat(main, initialRoom, ctx) {
     if (first === undefined) return;
     const it = bySeq.get(first);
     if (!it || it.msg.user_id === me.id) return;
-    list.insertBefore(h('li', { class: 'unread-divider', 'data-before': String(first), 'aria-hidden': 'true' }, h('span', {}, 'New messages')), it.el);
+    divider = h('li', { class: 'unread-divider', 'data-before': String(first), 'aria-hidden': 'true' }, h('span', {}, 'New messages'));
+    list.insertBefore(divider, it.el);
+    const unread = seqs.filter((x) => x > lastRead).length;
+    unreadBtn.textContent = `↑ ${unread} new message${unread === 1 ? '' : 's'} — jump to the first`;
   }
+
+  /** "Jump to first unread" while the divider is above what is on screen. */
+  function updateUnreadJump() {
+    unreadBtn.hidden = !divider || !divider.isConnected
+      || divider.getBoundingClientRect().top >= scroller.getBoundingClientRect().top - 8;
+  }
+  unreadBtn.addEventListener('click', () => {
+    if (divider) divider.scrollIntoView({ block: 'start' });
+    unreadBtn.hidden = true;
+  });
 
   // ---- read markers
   let readTimer = null;
@@ -849,6 +864,7 @@ function openChat(main, initialRoom, ctx) {
     emptyNote.hidden = seqs.length > 0 || pendingEls.size > 0;
     scrollToBottom();
     await fillViewport();
+    updateUnreadJump();
     markReadSoon();
   }
 
@@ -900,6 +916,7 @@ function openChat(main, initialRoom, ctx) {
   scroller.addEventListener('scroll', () => {
     if (scroller.scrollTop < 120) loadOlder();
     if (atBottom()) hideJump();
+    updateUnreadJump();
   }, { passive: true });
   jumpBtn.addEventListener('click', () => { scrollToBottom(); input.focus(); });
   // Touch screens: tapping a message shows its actions (see style.css), tapping it again or
