@@ -8,6 +8,7 @@ import { mountHub } from './js/views/hub.js';
 import { mountRoom } from './js/views/room.js';
 import { mountNotifications } from './js/views/notifications.js';
 import { mountAnalytics } from './js/views/analytics.js';
+import { notifyDesktop } from './js/desktop.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -297,6 +298,14 @@ store.on('notification', (n) => {
   }
   if (text && document.body.dataset.route !== 'notifications') {
     toast(text, 'info', 6000, open ? { onOpen: () => navigate(open) } : {});
+  }
+  if (n.type === 'MENTION' && store.me) {
+    notifyDesktop(store.me.id, {
+      title: `${p.username || 'Someone'} mentioned you in ${room}`,
+      body: p.message || '',
+      tag: n.id,
+      onOpen: roomHash ? () => navigate(roomHash) : null,
+    });
   }
 });
 

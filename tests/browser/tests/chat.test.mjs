@@ -471,8 +471,30 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await q.click(tid('nav-rooms'));
     await q.locator('h1:text-is("Rooms")').waitFor();
 
-    // A mention elsewhere shows a toast that can be dismissed ...
+    // Desktop notifications, opted into on the notifications page, show a mention that arrives
+    // while the page is in the background (the browser's Notification is recorded here).
+    await q.evaluate(() => {
+      window.__shown = [];
+      class Recorded { constructor(title, opts) { window.__shown.push({ title, body: opts && opts.body }); } close() {} }
+      Recorded.permission = 'default';
+      Recorded.requestPermission = async () => { Recorded.permission = 'granted'; return 'granted'; };
+      window.Notification = Recorded;
+    });
+    await q.click(tid('nav-notifications'));
+    await q.check(tid('desktop-notifications'));
+    await until(() => q.isChecked(tid('desktop-notifications')), (v) => v, { what: 'desktop notifications on' });
+    await q.click(tid('nav-rooms'));
+    await q.locator('h1:text-is("Rooms")').waitFor();
     const p = alice.page;
+    await q.evaluate(() => Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' }));
+    await sendUI(p, '@bob are you there?');
+    push('alice', '@bob are you there?');
+    await until(() => q.evaluate(() => window.__shown), (v) => v.length === 1, { what: 'one desktop notification' });
+    assert.deepEqual(await q.evaluate(() => window.__shown), [{ title: 'alice mentioned you in “Secret plans”', body: '@bob are you there?' }]);
+    await q.evaluate(() => { delete document.visibilityState; });
+    await q.locator(`${tid('toast')}:has-text("alice mentioned you in")`).locator(tid('toast-close')).click();
+
+    // A mention elsewhere shows a toast that can be dismissed ...
     await sendUI(p, '@bob one more thing');
     push('alice', '@bob one more thing');
     const toast = q.locator(`${tid('toast')}:has-text("alice mentioned you in")`);

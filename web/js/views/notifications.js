@@ -2,6 +2,7 @@
 
 import { api } from '../api.js';
 import { store } from '../store.js';
+import { desktopEnabled, desktopSupported, setDesktop } from '../desktop.js';
 import { h, replace, toast, relTime, fullTime } from '../dom.js';
 
 function describe(n) {
@@ -137,12 +138,28 @@ export function mountNotifications(main) {
     }
   }
 
+  // Opt-in: mentions as desktop notifications while LiveChat is in the background.
+  const desktop = h('input', { type: 'checkbox', id: 'notif-desktop', 'data-testid': 'desktop-notifications', checked: desktopEnabled(store.me.id) });
+  const desktopNote = h('span', { class: 'muted small', role: 'status', 'data-testid': 'desktop-notifications-note' });
+  desktop.addEventListener('change', async () => {
+    const wanted = desktop.checked;
+    desktop.disabled = true;
+    const on = await setDesktop(store.me.id, wanted);
+    desktop.checked = on;
+    desktop.disabled = false;
+    desktopNote.textContent = wanted && !on ? ' Your browser blocks notifications from this site.' : '';
+  });
+  const desktopRow = desktopSupported()
+    ? h('p', { class: 'check-row' }, h('label', { for: 'notif-desktop', class: 'check' }, desktop, ' Desktop notifications for mentions while LiveChat is in the background'), desktopNote)
+    : null;
+
   main.appendChild(h('div', { class: 'page' },
     h('div', { class: 'page-head' },
       h('h1', {}, 'Notifications'),
       h('div', { class: 'btn-row' },
         h('label', { for: 'notif-unread-only', class: 'check' }, filter, ' Unread only'),
         markAll)),
+    desktopRow,
     summary,
     list));
 
