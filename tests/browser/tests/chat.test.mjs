@@ -270,6 +270,17 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     push('alice', 'thanks @bob for that');
     await expectMessages(q, expected, { what: 'the message with a picked mention' });
 
+    // The emoji picker puts its emoji where the caret is.
+    await aliceBox.fill('nice  work');
+    await aliceBox.evaluate((el) => el.setSelectionRange(5, 5));
+    await p.click(tid('emoji-button'));
+    await p.locator(`${tid('emoji-option')}[title="🎉"]`).click();
+    await p.locator(tid('emoji-panel')).waitFor({ state: 'hidden' });
+    assert.equal(await aliceBox.inputValue(), 'nice 🎉 work');
+    await aliceBox.press('Enter');
+    push('alice', 'nice 🎉 work');
+    await expectMessages(q, expected, { what: 'the message with an emoji' });
+
     // A safe markdown subset, and web links made clickable; nothing else becomes markup.
     const md = 'so **really** _now_ and `x < y` see https://example.com/a?b=1. not javascript:alert(1)\n```\nfn main() {}\n```';
     await sendUI(p, md);

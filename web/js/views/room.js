@@ -8,6 +8,7 @@ import { h, replace, clear, errorBox, showError, hideError, busy, toast, shortTi
 import { visibilityOf, visibilityLabel, applyIsPublic } from '../util.js';
 import { renderMarkup } from '../markup.js';
 import { mentionSuggest } from '../suggest.js';
+import { emojiPicker } from '../emoji.js';
 
 const PAGE = 50;
 const MAX_CHARS = 4000;
@@ -254,8 +255,16 @@ function openChat(main, initialRoom, ctx) {
   const composerHint = h('p', { id: 'composer-hint', class: 'composer-hint muted small' }, 'Enter to send · Shift+Enter for a new line');
   const composerErr = h('p', { class: 'inline-error', role: 'alert', hidden: true, 'data-testid': 'composer-error' });
   const suggest = mentionSuggest(input, () => members.map((m) => m.username).filter((n) => n && n !== me.username));
+  // The picked emoji goes where the caret is.
+  const emoji = emojiPicker((e) => {
+    const at = input.selectionStart ?? input.value.length;
+    input.value = input.value.slice(0, at) + e + input.value.slice(input.selectionEnd ?? at);
+    input.focus();
+    input.setSelectionRange(at + e.length, at + e.length);
+    input.dispatchEvent(new Event('input', { bubbles: true }));
+  });
   const composer = h('form', { class: 'composer', 'data-testid': 'composer' },
-    suggest.box, h('div', { class: 'composer-row' }, input, sendBtn), composerErr, composerHint);
+    suggest.box, emoji.panel, h('div', { class: 'composer-row' }, input, emoji.button, sendBtn), composerErr, composerHint);
 
   const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, unreadBtn, scroller, jumpBtn, typingEl, composer);
 
