@@ -9,6 +9,7 @@
 //!   schema id, then Avro binary.
 //! - [`registry`] knows every schema with its stable id (the embedded registry).
 
+pub mod cloudevents;
 pub mod codec;
 pub mod event_type;
 pub mod registry;

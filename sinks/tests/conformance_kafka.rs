@@ -17,3 +17,49 @@ async fn kafka() -> Option<KafkaLog> {
 }
 
 livechat_conformance::log_suite!(kafka());
+
+/// Beyond the shared suite: every event record carries its CloudEvents attributes as headers
+/// (docs/topics.md), whether the record brings its event along or only its encoded payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_records_carry_cloudevents_headers() {
+    use livechat_core::events::{room_event, room_record};
+    use livechat_core::ports::EventLog;
+    use livechat_schemas::{RoomEventType, ROOM_EVENTS_TOPIC};
+
+    let Some(log) = kafka().await else {
+        return;
+    };
+    let room = uuid::Uuid::new_v4();
+    let at = chrono::DateTime::from_timestamp_millis(1_764_201_600_123).unwrap();
+    let with_event = room_record(room_event(RoomEventType::RoomCreated, room, at)).unwrap();
+    let mut payload_only = room_record(room_event(RoomEventType::RoomUpdated, room, at)).unwrap();
+    payload_only.event = None;
+    log.append(&[with_event.clone(), payload_only.clone()])
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    for p in 0..log.partitions(ROOM_EVENTS_TOPIC) {
+        read.extend(log.read(ROOM_EVENTS_TOPIC, p, 0, 10).await.unwrap());
+    }
+    read.retain(|e| e.key == room.to_string());
+    assert_eq!(read.len(), 2);
+    for (entry, (sent, kind)) in read.iter().zip([
+        (&with_event, "livechat.room.room_created"),
+        (&payload_only, "livechat.room.room_updated"),
+    ]) {
+        let header = |k: &str| {
+            entry
+                .headers
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("ce_specversion"), Some("1.0"));
+        assert_eq!(header("ce_id"), Some(sent.event_id.to_string().as_str()));
+        assert_eq!(header("ce_type"), Some(kind));
+        assert_eq!(header("ce_source"), Some("/livechat/rooms"));
+        assert_eq!(header("ce_subject"), Some(room.to_string().as_str()));
+        assert_eq!(header("ce_time"), Some("2025-11-27T00:00:00.123Z"));
+        assert_eq!(header("content-type"), Some("application/avro"));
+    }
+}

@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::{LogEntry, OutboxRecord};
 use livechat_core::ports::{EventLog, GroupConsumer, StartAt};
+use livechat_schemas::{cloudevents, codec, DEAD_LETTER_TOPIC};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -405,6 +406,20 @@ impl KafkaLog {
     }
 }
 
+/// The CloudEvents headers of a record (docs/topics.md), from the event it carries or decoded
+/// from its payload; none for what is not an event (a dead letter's JSON).
+fn cloud_event_headers(r: &OutboxRecord) -> Option<[(&'static str, String); 7]> {
+    if r.topic == DEAD_LETTER_TOPIC {
+        return None;
+    }
+    match &r.event {
+        Some(ev) => Some(cloudevents::headers(ev)),
+        None => codec::decode(&r.payload)
+            .ok()
+            .map(|ev| cloudevents::headers(&ev)),
+    }
+}
+
 fn one_partition(topic: &str, partition: u32, offset: Offset) -> StoreResult<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition as i32, offset)
@@ -438,10 +453,16 @@ impl EventLog for KafkaLog {
             .map(|((r, name), payload)| {
                 let id = r.event_id.to_string();
                 let mut headers =
-                    OwnedHeaders::new_with_capacity(1 + r.headers.len()).insert(Header {
+                    OwnedHeaders::new_with_capacity(8 + r.headers.len()).insert(Header {
                         key: "event_id",
                         value: Some(id.as_bytes()),
                     });
+                for (k, v) in cloud_event_headers(r).iter().flatten() {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(v.as_bytes()),
+                    });
+                }
                 for (k, v) in &r.headers {
                     headers = headers.insert(Header {
                         key: k,

@@ -37,8 +37,8 @@ use livechat_core::model::LogEntry;
 use livechat_core::ports::Directory;
 use livechat_core::sequencing::{RoomSeqs, Sequenced};
 use livechat_schemas::{
-    codec, RoomEvent, RoomEventType, TopicEvent, MESSAGE_COMMANDS_TOPIC, MESSAGE_RECEIPTS_TOPIC,
-    ROOM_EVENTS_TOPIC, SEQUENCER_STATE_TOPIC,
+    cloudevents, codec, RoomEvent, RoomEventType, TopicEvent, MESSAGE_COMMANDS_TOPIC,
+    MESSAGE_RECEIPTS_TOPIC, ROOM_EVENTS_TOPIC, SEQUENCER_STATE_TOPIC,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -557,10 +557,16 @@ impl<'a> Session<'a> {
                 None => payload,
             };
             if !duplicate {
-                let headers = OwnedHeaders::new().insert(Header {
+                let mut headers = OwnedHeaders::new_with_capacity(8).insert(Header {
                     key: "event_id",
                     value: Some(ev.event_id.as_bytes()),
                 });
+                for (k, v) in &cloudevents::room(&ev) {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(v.as_bytes()),
+                    });
+                }
                 self.produce(
                     ROOM_EVENTS_TOPIC,
                     &ev.room_id,

@@ -21,6 +21,70 @@ fn kafka_env() -> Option<Vec<(&'static str, String)>> {
     ])
 }
 
+/// What the sequencer appends to the room events carries its CloudEvents attributes as headers
+/// (docs/topics.md), the record's timestamp being the event's time.
+#[tokio::test]
+async fn sequenced_messages_carry_cloudevents_headers() {
+    use livechat_core::ports::EventLog;
+    use livechat_sinks::kafka::{KafkaConfig, KafkaLog};
+
+    let Some(owned) = kafka_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn(&env).await;
+    let Pair { alice, room, .. } = a.pair("cloudevents").await;
+    let mut ws = alice.ws(&a, None).await;
+    let acks = ws.send_numbered(&room, "ce", 0..3).await;
+
+    let namespace = owned
+        .iter()
+        .find(|(k, _)| *k == "LIVECHAT_LOG__KAFKA__NAMESPACE")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let cfg = KafkaConfig {
+        brokers: std::env::var("LIVECHAT_KAFKA_BROKERS").unwrap(),
+        namespace,
+        ..KafkaConfig::default()
+    };
+    let log = KafkaLog::connect(cfg, 4).await.unwrap();
+    let topic = "chat.room-events.v1";
+    let mut sent = Vec::new();
+    for p in 0..log.partitions(topic) {
+        for e in log.read(topic, p, 0, 1000).await.unwrap() {
+            let header = |k: &str| {
+                e.headers
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+            };
+            if e.key == room && header("ce_type").as_deref() == Some("livechat.room.message_sent") {
+                sent.push((
+                    e.timestamp_ms,
+                    header("ce_id"),
+                    header("ce_subject"),
+                    header("ce_time"),
+                    header("ce_specversion"),
+                ));
+            }
+        }
+    }
+    assert_eq!(
+        sent.len(),
+        acks.len(),
+        "one MESSAGE_SENT record per acknowledged send"
+    );
+    for (ts, id, subject, time, version) in sent {
+        assert!(id.is_some_and(|i| uuid::Uuid::parse_str(&i).is_ok()));
+        assert_eq!(subject.as_deref(), Some(room.as_str()));
+        assert_eq!(version.as_deref(), Some("1.0"));
+        let time = chrono::DateTime::parse_from_rfc3339(&time.unwrap()).unwrap();
+        assert_eq!(
+            time.timestamp_millis(),
+            ts,
+            "ce_time is the record's timestamp"
+        );
+    }
+}
+
 #[tokio::test]
 async fn two_processes_on_kafka_deliver_in_order_and_survive_a_sigkill() {
     let Some(owned) = kafka_env() else { return };
