@@ -109,7 +109,7 @@ pub fn room_record(ev: RoomEvent) -> Result<OutboxRecord, AppError> {
         key: ev.room_id.clone(),
         payload,
         created_at_ms: ev.occurred_at,
-        headers: Vec::new(),
+        headers: crate::trace::record_headers(),
         event: Some(Arc::new(TopicEvent::Room(ev))),
     })
 }
@@ -124,7 +124,7 @@ pub fn user_record(ev: UserEvent) -> Result<OutboxRecord, AppError> {
         key: ev.user_id.clone(),
         payload,
         created_at_ms: ev.occurred_at,
-        headers: Vec::new(),
+        headers: crate::trace::record_headers(),
         event: Some(Arc::new(TopicEvent::User(ev))),
     })
 }

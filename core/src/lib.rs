@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod recent_sessions;
 pub mod sequencing;
 pub mod service;
+pub mod trace;
 pub mod validate;
 
 pub use error::{AppError, StoreError};

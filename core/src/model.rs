@@ -368,8 +368,9 @@ pub struct OutboxRecord {
     /// Confluent-framed Avro (JSON on the dead-letter topic).
     pub payload: Vec<u8>,
     pub created_at_ms: i64,
-    /// Record headers, in order (Kafka headers; a key may repeat). Empty for the records the
-    /// ingress queues; the dead-letter topic names the failed record's origin here.
+    /// Record headers, in order (Kafka headers; a key may repeat): the `traceparent` a client
+    /// sent with the change (see `trace`), if any; the dead-letter topic names the failed
+    /// record's origin here.
     pub headers: Vec<(String, String)>,
     /// The event the payload encodes, when this process built the record: handed on in memory
     /// (an in-process consumer skips decoding it). Never stored; `None` once read back.

@@ -770,9 +770,14 @@ impl ChatService {
             }
         };
         let (mid, template) = (msg.message_id, sent.clone());
+        // Taken here: the store may build the record on a thread of its own (the embedded
+        // committer), outside this request's trace context.
+        let trace = crate::trace::record_headers();
         let events: MessageEventsFn = Box::new(move |seq| {
             let ev = template(mid, seq, &content, at);
-            Ok(vec![room_record(ev).map_err(|e| anyhow::anyhow!("{e}"))?])
+            let mut record = room_record(ev).map_err(|e| anyhow::anyhow!("{e}"))?;
+            record.headers = trace.clone();
+            Ok(vec![record])
         });
         let receipt = match &self.ports.sequencing {
             Some(sequencer) => {

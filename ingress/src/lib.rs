@@ -248,6 +248,7 @@ pub fn router(st: Arc<AppState>) -> Router {
     let api = open
         .merge(authed)
         .route_layer(middleware::from_fn(metrics::track_requests))
+        .layer(middleware::from_fn(trace_context))
         .fallback(api_not_found);
     let origins: Vec<HeaderValue> = st
         .config
@@ -297,6 +298,20 @@ pub fn router(st: Arc<AppState>) -> Router {
                 .into_response()
         }))
         .with_state(st)
+}
+
+/// The request's W3C `traceparent`, if it sent a valid one, goes onto the topic records of the
+/// changes it makes (see `livechat_core::trace`).
+async fn trace_context(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(livechat_core::trace::parse);
+    livechat_core::trace::scope(traceparent, next.run(req)).await
 }
 
 /// Serves until `shutdown`; then closes every socket (1001) and stops accepting.

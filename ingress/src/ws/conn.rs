@@ -385,13 +385,16 @@ impl Conn {
                 room_id,
                 content,
                 client_msg_id,
+                traceparent,
             } => {
                 let room = parse_room(&room_id)?;
-                let sent = self
-                    .st
-                    .svc
-                    .send_message(&self.user, room, &content, client_msg_id.as_deref())
-                    .await;
+                let sent = livechat_core::trace::scope(
+                    traceparent.as_deref().and_then(livechat_core::trace::parse),
+                    self.st
+                        .svc
+                        .send_message(&self.user, room, &content, client_msg_id.as_deref()),
+                )
+                .await;
                 let (m, duplicate) = match sent {
                     Err(AppError::TooManyRequests { .. }) => {
                         self.limited("messages", r);

@@ -35,6 +35,8 @@ pub enum ClientFrame {
         room_id: String,
         content: String,
         client_msg_id: Option<String>,
+        /// W3C Trace Context of the client's send, carried onto the message's topic records.
+        traceparent: Option<String>,
     },
     #[serde(rename = "read")]
     Read { room_id: String, seq: i64 },

@@ -36,6 +36,7 @@ use anyhow::Context;
 use livechat_core::model::LogEntry;
 use livechat_core::ports::Directory;
 use livechat_core::sequencing::{RoomSeqs, Sequenced};
+use livechat_core::trace;
 use livechat_schemas::{
     cloudevents, codec, RoomEvent, RoomEventType, TopicEvent, MESSAGE_COMMANDS_TOPIC,
     MESSAGE_RECEIPTS_TOPIC, ROOM_EVENTS_TOPIC, SEQUENCER_STATE_TOPIC,
@@ -509,12 +510,14 @@ impl<'a> Session<'a> {
             next.insert(e.partition, e.offset + 1);
             match codec::decode(&e.payload) {
                 Ok(TopicEvent::Room(ev)) if ev.kind() == Some(RoomEventType::MessageSent) => {
-                    let reply_to = e
-                        .headers
-                        .iter()
-                        .find(|(k, _)| k == REPLY_TO)
-                        .map(|(_, v)| v.clone());
-                    sends.push((e.partition, ev, reply_to));
+                    let header = |name: &str| {
+                        e.headers
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.clone())
+                    };
+                    let (reply_to, traceparent) = (header(REPLY_TO), header(trace::HEADER));
+                    sends.push((e.partition, ev, reply_to, traceparent));
                 }
                 other => tracing::error!(
                     partition = e.partition,
@@ -524,14 +527,14 @@ impl<'a> Session<'a> {
                 ),
             }
         }
-        let partitions: HashSet<u32> = sends.iter().map(|(p, _, _)| *p).collect();
+        let partitions: HashSet<u32> = sends.iter().map(|(p, ..)| *p).collect();
         for p in partitions {
             if !self.parts.contains_key(&p) {
                 let state = self.load(p)?;
                 self.parts.insert(p, state);
             }
         }
-        for (p, ev, _) in &sends {
+        for (p, ev, ..) in &sends {
             if !self.parts[p].knows(&ev.room_id) {
                 let last = self.last_seq_in_directory(&ev.room_id)?;
                 if let Some(s) = self.parts.get_mut(p) {
@@ -544,7 +547,7 @@ impl<'a> Session<'a> {
         self.producer.begin_transaction()?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut latest: HashMap<String, (Vec<u8>, i64)> = HashMap::new();
-        for (p, cmd, reply_to) in sends {
+        for (p, cmd, reply_to, traceparent) in sends {
             let request = cmd.message_id.clone().unwrap_or_default();
             let state = self.parts.get_mut(&p).context("state of a partition")?;
             let (ev, duplicate) = match state.sequence(cmd, now) {
@@ -565,6 +568,12 @@ impl<'a> Session<'a> {
                     headers = headers.insert(Header {
                         key: k,
                         value: Some(v.as_bytes()),
+                    });
+                }
+                if let Some(tp) = &traceparent {
+                    headers = headers.insert(Header {
+                        key: trace::HEADER,
+                        value: Some(tp.as_bytes()),
                     });
                 }
                 self.produce(

@@ -402,11 +402,24 @@ impl User {
     // Raw requests, for paths and bodies the typed helpers below would not send.
 
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.call_with(method, path, body, &[]).await
+    }
+    /// [`User::call`] with extra request headers.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let url = format!("{}{}", self.base, path);
         let mut req = self
             .http
             .request(method.parse().unwrap(), url)
             .header("cookie", &self.cookie);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }

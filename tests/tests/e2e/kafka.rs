@@ -33,7 +33,19 @@ async fn sequenced_messages_carry_cloudevents_headers() {
     let a = App::spawn(&env).await;
     let Pair { alice, room, .. } = a.pair("cloudevents").await;
     let mut ws = alice.ws(&a, None).await;
-    let acks = ws.send_numbered(&room, "ce", 0..3).await;
+    let mut acks = ws.send_numbered(&room, "ce", 0..3).await;
+    // One more over REST with a traceparent: the sequencer carries it from the command.
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, ack) = alice
+        .call_with(
+            "POST",
+            &format!("/api/messages/create-message/{room}"),
+            Some(serde_json::json!({"content": "traced"})),
+            &[("traceparent", trace)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    acks.push(ack);
 
     let namespace = owned
         .iter()
@@ -47,7 +59,7 @@ async fn sequenced_messages_carry_cloudevents_headers() {
     };
     let log = KafkaLog::connect(cfg, 4).await.unwrap();
     let topic = "chat.room-events.v1";
-    let mut sent = Vec::new();
+    let (mut sent, mut traced) = (Vec::new(), Vec::new());
     for p in 0..log.partitions(topic) {
         for e in log.read(topic, p, 0, 1000).await.unwrap() {
             let header = |k: &str| {
@@ -64,9 +76,11 @@ async fn sequenced_messages_carry_cloudevents_headers() {
                     header("ce_time"),
                     header("ce_specversion"),
                 ));
+                traced.push(header("traceparent"));
             }
         }
     }
+    assert_eq!(traced, vec![None, None, None, Some(trace.to_string())]);
     assert_eq!(
         sent.len(),
         acks.len(),

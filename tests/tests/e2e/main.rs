@@ -14,3 +14,4 @@ mod legacy;
 mod membership;
 mod read_your_writes;
 mod replay;
+mod trace_context;
