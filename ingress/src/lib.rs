@@ -260,7 +260,10 @@ pub fn router(st: Arc<AppState>) -> Router {
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-        .allow_headers([header::CONTENT_TYPE]);
+        .allow_headers([
+            header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static("traceparent"),
+        ]);
     Router::new()
         .route("/metrics", get(metrics::render))
         .nest("/api", api)

@@ -260,7 +260,7 @@ impl ProducerContext for Deliveries {
 struct Session<'a> {
     ctx: &'a Ctx,
     consumer: BaseConsumer<Rebalances>,
-    /// Polled by this thread, before each commit.
+    /// Transactional; its own thread serves the delivery reports ([`Deliveries`]).
     producer: ThreadedProducer<Deliveries>,
     /// Reads partitions of the state and event topics when a partition is taken over.
     reader: BaseConsumer<ReaderContext>,
