@@ -144,14 +144,14 @@ pub async fn run_with_ready(
                     other => other,
                 }
             }
-            None => tokio::select! {
-                r = consumer.poll(BATCH, POLL) => r,
-                _ = shutdown.cancelled() => continue,
-            },
+            // Never abandoned half-way for a shutdown: an adapter's poll may already have taken
+            // records (Kafka's runs on a blocking thread that goes on), and records taken but
+            // never handed out would be skipped by the next commit. It ends within POLL.
+            None => consumer.poll(BATCH, POLL).await,
         };
         let entries = match entries {
             Ok(e) if !e.is_empty() && drain_until.is_none() => {
-                gather(consumer.as_mut(), p.gather(), e, &shutdown).await
+                gather(consumer.as_mut(), p.gather(), e).await
             }
             Ok(e) => e,
             Err(e) => {
@@ -233,11 +233,11 @@ pub async fn run_with_ready(
 
 /// Adds to a batch what arrives within `window` of its first record, up to [`BATCH`] records; a
 /// failed poll ends the gathering (the records in hand are handled, the next poll reports it).
+/// Not cut short by a shutdown (see the poll in `run_with_ready`): it ends within `window`.
 async fn gather(
     consumer: &mut dyn GroupConsumer,
     window: Duration,
     mut entries: Vec<LogEntry>,
-    shutdown: &CancellationToken,
 ) -> Vec<LogEntry> {
     let until = tokio::time::Instant::now() + window;
     while entries.len() < BATCH {
@@ -245,11 +245,7 @@ async fn gather(
         if left.is_zero() {
             break;
         }
-        let more = tokio::select! {
-            r = consumer.poll(BATCH - entries.len(), left) => r,
-            _ = shutdown.cancelled() => break,
-        };
-        match more {
+        match consumer.poll(BATCH - entries.len(), left).await {
             Ok(more) if !more.is_empty() => entries.extend(more),
             _ => break,
         }
