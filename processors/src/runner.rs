@@ -425,6 +425,8 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use livechat_core::error::StoreResult;
+    use livechat_core::ports::StartAt;
     use livechat_sinks::embedded::SqliteLog;
 
     /// Every record of the dead-letter topic, from all its partitions.
@@ -476,5 +478,149 @@ mod tests {
         assert_eq!(body["orig_offset"], 42);
         assert_eq!(body["error_class"], "SCHEMA_ID_NOT_FOUND");
         assert_eq!(body["payload_hex"], "000000006301");
+    }
+
+    /// A log whose consumers take their records at once but answer a poll only later, as
+    /// Kafka's poll does on its blocking thread: the runner must not drop a poll in flight.
+    struct SlowAnswers(SqliteLog, Arc<tokio::sync::Notify>);
+
+    struct SlowConsumer(Box<dyn GroupConsumer>, Arc<tokio::sync::Notify>);
+
+    #[async_trait]
+    impl GroupConsumer for SlowConsumer {
+        async fn poll(&mut self, max: usize, wait: Duration) -> StoreResult<Vec<LogEntry>> {
+            let taken = self.0.poll(max, wait).await?;
+            if !taken.is_empty() {
+                self.1.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok(taken)
+        }
+        async fn commit(&mut self, next: &[(String, u32, i64)]) -> StoreResult<()> {
+            self.0.commit(next).await
+        }
+    }
+
+    #[async_trait]
+    impl EventLog for SlowAnswers {
+        fn partitions(&self, topic: &str) -> u32 {
+            self.0.partitions(topic)
+        }
+        async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
+            self.0.append(records).await
+        }
+        async fn read(
+            &self,
+            topic: &str,
+            partition: u32,
+            from: i64,
+            max: u32,
+        ) -> StoreResult<Vec<LogEntry>> {
+            self.0.read(topic, partition, from, max).await
+        }
+        async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64> {
+            self.0.end_offset(topic, partition).await
+        }
+        async fn offset_for_time(
+            &self,
+            topic: &str,
+            partition: u32,
+            ts_ms: i64,
+        ) -> StoreResult<i64> {
+            self.0.offset_for_time(topic, partition, ts_ms).await
+        }
+        async fn committed(
+            &self,
+            group: &str,
+            topic: &str,
+            partition: u32,
+        ) -> StoreResult<Option<i64>> {
+            self.0.committed(group, topic, partition).await
+        }
+        async fn commit(
+            &self,
+            group: &str,
+            topic: &str,
+            partition: u32,
+            next: i64,
+        ) -> StoreResult<()> {
+            self.0.commit(group, topic, partition, next).await
+        }
+        fn append_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+            self.0.append_signal()
+        }
+        async fn join_group(
+            &self,
+            group: &str,
+            topics: &[&str],
+            start: StartAt,
+        ) -> StoreResult<Box<dyn GroupConsumer>> {
+            let inner = self.0.join_group(group, topics, start).await?;
+            Ok(Box::new(SlowConsumer(inner, self.1.clone())))
+        }
+    }
+
+    struct Counter(Arc<std::sync::atomic::AtomicUsize>);
+
+    #[async_trait]
+    impl Processor for Counter {
+        fn name(&self) -> &str {
+            "counter"
+        }
+        fn topics(&self) -> Vec<&'static str> {
+            vec![livechat_schemas::ROOM_EVENTS_TOPIC]
+        }
+        async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
+            self.0
+                .fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_during_a_poll_loses_none_of_the_records_it_took() {
+        use livechat_core::events::{room_event, room_record};
+        use livechat_schemas::RoomEventType;
+
+        let dir = tempfile::tempdir().unwrap();
+        let taken = Arc::new(tokio::sync::Notify::new());
+        let log = Arc::new(SlowAnswers(
+            SqliteLog::open(&dir.path().join("log.db"), 1).unwrap(),
+            taken.clone(),
+        ));
+        let room = uuid::Uuid::new_v4();
+        let records: Vec<_> = (0..5)
+            .map(|_| {
+                room_record(room_event(
+                    RoomEventType::RoomUpdated,
+                    room,
+                    chrono::Utc::now(),
+                ))
+                .unwrap()
+            })
+            .collect();
+        log.append(&records).await.unwrap();
+        let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(run(
+            log.clone(),
+            Arc::new(Counter(handled.clone())),
+            shutdown.clone(),
+        ));
+        // The consumer has taken the records and not answered yet: stop now.
+        taken.notified().await;
+        shutdown.cancel();
+        runner.await.unwrap();
+        assert_eq!(
+            handled.load(std::sync::atomic::Ordering::SeqCst),
+            5,
+            "every record taken was handled"
+        );
+        let topic = livechat_schemas::ROOM_EVENTS_TOPIC;
+        assert_eq!(
+            log.committed("counter", topic, 0).await.unwrap(),
+            Some(5),
+            "and committed after"
+        );
     }
 }
