@@ -329,7 +329,7 @@ class Store extends Emitter {
     if (!r || !r.last_read_seq) return;
     for (const [id, m] of this.unreadMentions) {
       if (m.roomId !== roomId || m.seq > r.last_read_seq) continue;
-      this.unreadMentions.delete(id);
+      // It leaves the map at once (markNotificationRead), and comes back if the call fails.
       this.markNotificationRead(id).catch(() => this.unreadMentions.set(id, m));
     }
   }

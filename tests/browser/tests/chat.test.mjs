@@ -481,6 +481,13 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await q.goto('/');
     await waitForHash(q, new RegExp(`^#/room/${roomId}$`));
     await expectMessages(q, expected, { what: "Bob's room after coming back" });
+    // A mention read at once in the room leaves the badge where it was, also with the
+    // notifications list not loaded in this page (only the acceptance is unread).
+    await sendUI(alice.page, '@bob welcome back');
+    push('alice', '@bob welcome back');
+    await expectMessages(q, expected, { what: 'the mention Bob reads at once' });
+    await until(() => mentionsFromServer(q), (m) => m.every((x) => x.read), { what: 'the mention read' });
+    await until(() => notificationBadge(q), (b) => b === '1', { what: "Bob's badge back at 1" });
     // The Rooms link still shows the rooms page.
     await q.click(tid('nav-rooms'));
     await q.locator('h1:text-is("Rooms")').waitFor();
