@@ -101,11 +101,13 @@ function rememberRoom(roomId) {
   try { localStorage.setItem(lastRoomKey(store.me.id), roomId); } catch { /* storage off: land on Rooms */ }
 }
 
+const roomRoute = (id) => `#/room/${encodeURIComponent(id)}`;
+
 /** Where a user lands with no link to follow: their last room while still a member, else Rooms. */
 function landing() {
   let id = null;
   try { id = store.me && localStorage.getItem(lastRoomKey(store.me.id)); } catch { /* storage off */ }
-  return id && store.rooms.has(id) ? `#/room/${encodeURIComponent(id)}` : '#/rooms';
+  return id && store.rooms.has(id) ? roomRoute(id) : '#/rooms';
 }
 
 function takeLoginNotice() {
@@ -218,7 +220,7 @@ function roomItem(room) {
   const name = h('span', { class: 'room-name' });
   const lock = h('span', { class: 'room-lock', title: 'Private room' }, lockIcon());
   const badge = h('span', { class: 'badge', 'data-testid': 'unread-count', hidden: true });
-  const a = h('a', { href: `#/room/${encodeURIComponent(room.id)}`, class: 'room-link' }, lock, name, badge);
+  const a = h('a', { href: roomRoute(room.id), class: 'room-link' }, lock, name, badge);
   const li = h('li', { 'data-testid': 'room-item', 'data-room-id': room.id }, a);
   return { li, a, name, badge, lock };
 }
@@ -281,7 +283,7 @@ store.on('room-gone', ({ roomId, reason, name }) => {
 store.on('notification', (n) => {
   const p = n.payload || {};
   const room = p.room_name ? `“${p.room_name}”` : 'a room';
-  const roomHash = p.room_id ? `#/room/${encodeURIComponent(p.room_id)}` : null;
+  const roomHash = p.room_id ? roomRoute(p.room_id) : null;
   let text = null;
   let open = null; // where clicking the toast leads
   switch (n.type) {

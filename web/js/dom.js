@@ -151,6 +151,14 @@ export function toast(message, kind = 'info', ms = 6000, { onOpen = null, openLa
   if (ms) setTimeout(remove, ms);
 }
 
+/** Replaces `input`'s text from `from` to `to` with `text`, puts the caret after it, and tells
+ * the input's listeners (as typing would). */
+export function replaceText(input, from, to, text) {
+  input.value = input.value.slice(0, from) + text + input.value.slice(to);
+  input.setSelectionRange(from + text.length, from + text.length);
+  input.dispatchEvent(new Event('input', { bubbles: true }));
+}
+
 /** Shows an error message (string or list) inside a form's error box. */
 export function showError(box, err) {
   const msgs = Array.isArray(err) ? err : (err && err.messages) ? err.messages : [String(err && err.message ? err.message : err)];

@@ -1,7 +1,7 @@
 // @-autocomplete for a textarea: typing '@' and the start of a name lists the matching
 // usernames; ↑/↓ choose, Enter or Tab inserts, Escape closes, a click inserts too.
 
-import { h, replace } from './dom.js';
+import { h, replace, replaceText } from './dom.js';
 
 const MAX = 6;
 // '@' at a word start, then username characters up to the caret (the server's mention rule).
@@ -50,13 +50,9 @@ export function mentionSuggest(input, names) {
   };
 
   const pick = (i) => {
-    const caret = input.selectionStart;
-    const text = `@${items[i]} `;
-    input.value = input.value.slice(0, start) + text + input.value.slice(caret);
-    const at = start + text.length;
-    input.setSelectionRange(at, at);
+    const name = items[i];
     close();
-    input.dispatchEvent(new Event('input', { bubbles: true }));
+    replaceText(input, start, input.selectionStart, `@${name} `);
   };
 
   input.setAttribute('aria-controls', box.id);

@@ -4,7 +4,7 @@
 
 import { api } from '../api.js';
 import { store } from '../store.js';
-import { h, replace, clear, errorBox, showError, hideError, busy, toast, shortTime, fullTime, relTime, confirmButton } from '../dom.js';
+import { h, replace, clear, errorBox, showError, hideError, busy, toast, shortTime, fullTime, relTime, confirmButton, replaceText } from '../dom.js';
 import { visibilityOf, visibilityLabel, applyIsPublic } from '../util.js';
 import { renderMarkup } from '../markup.js';
 import { mentionSuggest } from '../suggest.js';
@@ -185,6 +185,8 @@ function renderPrivateGate(main, roomId, rerender, room = null) {
 
 // ---- the chat --------------------------------------------------------------------------
 
+const newMessages = (n) => `${n} new message${n === 1 ? '' : 's'}`;
+
 /** "Today", "Yesterday", or the date ("Monday, 23 November"; the year when not this one). */
 function dayLabel(d) {
   const today = new Date();
@@ -257,11 +259,8 @@ function openChat(main, initialRoom, ctx) {
   const suggest = mentionSuggest(input, () => members.map((m) => m.username).filter((n) => n && n !== me.username));
   // The picked emoji goes where the caret is.
   const emoji = emojiPicker((e) => {
-    const at = input.selectionStart ?? input.value.length;
-    input.value = input.value.slice(0, at) + e + input.value.slice(input.selectionEnd ?? at);
     input.focus();
-    input.setSelectionRange(at + e.length, at + e.length);
-    input.dispatchEvent(new Event('input', { bubbles: true }));
+    replaceText(input, input.selectionStart, input.selectionEnd, e);
   });
   const composer = h('form', { class: 'composer', 'data-testid': 'composer' },
     suggest.box, emoji.panel, h('div', { class: 'composer-row' }, input, emoji.button, sendBtn), composerErr, composerHint);
@@ -569,7 +568,7 @@ function openChat(main, initialRoom, ctx) {
   const hideJump = () => { jumpBtn.hidden = true; unseenBelow = 0; };
   const showJump = () => {
     unseenBelow += 1;
-    jumpBtn.textContent = `${unseenBelow} new message${unseenBelow === 1 ? '' : 's'} ↓`;
+    jumpBtn.textContent = `${newMessages(unseenBelow)} ↓`;
     jumpBtn.hidden = false;
   };
   const scrollToBottom = () => { scroller.scrollTop = scroller.scrollHeight; hideJump(); };
@@ -642,13 +641,7 @@ function openChat(main, initialRoom, ctx) {
       return false;
     }
     const el = messageEl(msg);
-    // binary search for the position
-    let lo = 0;
-    let hi = seqs.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (seqs[mid] < msg.seq) lo = mid + 1; else hi = mid;
-    }
+    const lo = lowerBound(msg.seq);
     const next = lo < seqs.length ? bySeq.get(seqs[lo]).el : null;
     // keep the unread divider directly above its message
     const anchor = next && next.previousSibling && next.previousSibling.classList && next.previousSibling.classList.contains('unread-divider') && next.previousSibling.dataset.before === String(seqs[lo]) ? next.previousSibling : next;
@@ -684,14 +677,20 @@ function openChat(main, initialRoom, ctx) {
     if (newDay) it.el.dataset.day = dayLabel(at); else delete it.el.dataset.day;
   }
 
-  function seqIndex(seq) {
+  /** Where `seq` is, or would go, in the sorted `seqs` (binary search). */
+  function lowerBound(seq) {
     let lo = 0;
     let hi = seqs.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       if (seqs[mid] < seq) lo = mid + 1; else hi = mid;
     }
-    return seqs[lo] === seq ? lo : -1;
+    return lo;
+  }
+
+  function seqIndex(seq) {
+    const i = lowerBound(seq);
+    return seqs[i] === seq ? i : -1;
   }
 
   const maxSeq = () => (seqs.length ? seqs[seqs.length - 1] : 0);
@@ -814,7 +813,7 @@ function openChat(main, initialRoom, ctx) {
     divider = h('li', { class: 'unread-divider', 'data-before': String(first), 'aria-hidden': 'true' }, h('span', {}, 'New messages'));
     list.insertBefore(divider, it.el);
     const unread = seqs.filter((x) => x > lastRead).length;
-    unreadBtn.textContent = `↑ ${unread} new message${unread === 1 ? '' : 's'} — jump to the first`;
+    unreadBtn.textContent = `↑ ${newMessages(unread)} — jump to the first`;
   }
 
   /** "Jump to first unread" while the divider is above what is on screen. */
