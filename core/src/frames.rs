@@ -18,6 +18,9 @@ pub mod client_event {
     pub const MESSAGE_CREATED: &str = "MESSAGE_CREATED";
     pub const MESSAGE_EDITED: &str = "MESSAGE_EDITED";
     pub const MESSAGE_DELETED: &str = "MESSAGE_DELETED";
+    /// LiveChat's additions: a reaction added to or taken back from a message.
+    pub const MESSAGE_REACTION_ADDED: &str = "MESSAGE_REACTION_ADDED";
+    pub const MESSAGE_REACTION_REMOVED: &str = "MESSAGE_REACTION_REMOVED";
     pub const USER_JOINED: &str = "USER_JOINED";
     pub const USER_LEFT: &str = "USER_LEFT";
     pub const ROOM_UPDATED: &str = "ROOM_UPDATED";
@@ -100,6 +103,7 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
                         "username": ev.subject_username, "content": ev.content, "edited": false,
                         "deleted": false, "created_at": ts(created), "updated_at": ts(created),
                         "seq": seq, "client_msg_id": ev.client_msg_id,
+                        "reply_to_seq": ev.reply_to_seq, "reactions": [],
                     }),
                 );
                 // Only new messages carry the ordering seq: edits and deletes refer to an old one.
@@ -107,6 +111,28 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
             } else {
                 Some(frame(None, envelope(name, payload, at, extra)))
             }
+        }
+        RoomEventType::MessageReactionAdded | RoomEventType::MessageReactionRemoved => {
+            let added = kind == RoomEventType::MessageReactionAdded;
+            let name = match added {
+                true => client_event::MESSAGE_REACTION_ADDED,
+                false => client_event::MESSAGE_REACTION_REMOVED,
+            };
+            let seq = ev.seq.unwrap_or_default();
+            let payload = strings(&[
+                ("message_id", opt(&ev.message_id)),
+                ("user_id", opt(&ev.actor_id)),
+                ("emoji", opt(&ev.reaction)),
+                ("room_id", room),
+                ("seq", seq.to_string()),
+            ]);
+            extra.insert("seq".into(), json!(seq));
+            extra.insert(
+                "reaction".into(),
+                json!({"message_id": ev.message_id, "emoji": ev.reaction,
+                       "user_id": ev.actor_id, "added": added}),
+            );
+            Some(frame(None, envelope(name, payload, at, extra)))
         }
         RoomEventType::UserJoinedRoom | RoomEventType::JoinRequestAccepted => {
             let payload = strings(&[("user_id", opt(&ev.subject_user_id)), ("room_id", room)]);

@@ -68,6 +68,8 @@ pub struct Limits {
     pub login_backoff_max_secs: u64,
     /// Largest history page.
     pub max_history_page: u32,
+    /// Different emojis one message may carry as reactions (each by any number of members).
+    pub max_reaction_emojis: usize,
 }
 
 impl Limits {
@@ -124,6 +126,7 @@ impl Default for Limits {
             login_failures_before_backoff: 5,
             login_backoff_max_secs: 900,
             max_history_page: 200,
+            max_reaction_emojis: 20,
         }
     }
 }

@@ -215,9 +215,69 @@ pub struct StoredMessage {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub client_msg_id: Option<String>,
+    /// The seq of the message of the same room this one replies to.
+    pub reply_to_seq: Option<i64>,
+    /// Who reacted with what, each emoji once, in the order the emojis were first used (none
+    /// on a deleted message).
+    pub reactions: Vec<Reaction>,
 }
 
-/// `MessagePublic` of the original API, plus `seq`, `updated_at`, `deleted` and `client_msg_id`.
+/// The users who reacted to a message with one emoji, in the order they did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    pub emoji: String,
+    pub user_ids: Vec<UserId>,
+}
+
+/// One emoji's reactions as the API shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReactionPublic {
+    pub emoji: String,
+    pub count: usize,
+    pub user_ids: Vec<UserId>,
+}
+
+impl From<&Reaction> for ReactionPublic {
+    fn from(r: &Reaction) -> Self {
+        ReactionPublic {
+            emoji: r.emoji.clone(),
+            count: r.user_ids.len(),
+            user_ids: r.user_ids.clone(),
+        }
+    }
+}
+
+/// Groups `(emoji, user, at)` rows of one message, each a reaction in place, into
+/// [`Reaction`]s: emojis in the order of their first reaction, users in the order they reacted
+/// (ties by emoji, then user, so every store gives the same order).
+pub fn group_reactions(mut rows: Vec<(String, UserId, i64)>) -> Vec<Reaction> {
+    rows.sort_by(|a, b| (a.2, &a.0, a.1).cmp(&(b.2, &b.0, b.1)));
+    let mut out: Vec<Reaction> = Vec::new();
+    for (emoji, user, _) in rows {
+        match out.iter_mut().find(|r| r.emoji == emoji) {
+            Some(r) => r.user_ids.push(user),
+            None => out.push(Reaction {
+                emoji,
+                user_ids: vec![user],
+            }),
+        }
+    }
+    out
+}
+
+/// The reactions of a message in a checksum: `emoji user` pairs sorted, joined by `,` (None
+/// when there are none), the same text every store computes.
+pub fn reactions_digest(reactions: &[Reaction]) -> Option<String> {
+    let mut pairs: Vec<String> = reactions
+        .iter()
+        .flat_map(|r| r.user_ids.iter().map(move |u| format!("{} {u}", r.emoji)))
+        .collect();
+    pairs.sort();
+    (!pairs.is_empty()).then(|| pairs.join(","))
+}
+
+/// `MessagePublic` of the original API, plus `seq`, `updated_at`, `deleted` and `client_msg_id`,
+/// `reply_to_seq` and `reactions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessagePublic {
     pub id: MessageId,
@@ -233,6 +293,8 @@ pub struct MessagePublic {
     pub seq: i64,
     pub deleted: bool,
     pub client_msg_id: Option<String>,
+    pub reply_to_seq: Option<i64>,
+    pub reactions: Vec<ReactionPublic>,
 }
 
 impl From<&StoredMessage> for MessagePublic {
@@ -249,6 +311,8 @@ impl From<&StoredMessage> for MessagePublic {
             seq: m.seq,
             deleted: m.deleted,
             client_msg_id: m.client_msg_id.clone(),
+            reply_to_seq: m.reply_to_seq,
+            reactions: m.reactions.iter().map(ReactionPublic::from).collect(),
         }
     }
 }
@@ -270,6 +334,18 @@ pub enum HistoryOp {
     },
     PurgeRoom {
         room_id: RoomId,
+    },
+    /// A reaction added (`added`) or removed by `user_id`. The newest change of one (message,
+    /// user, emoji) wins whatever the order they are applied in, a removal winning a tie; a
+    /// reaction to a deleted or unknown message changes nothing.
+    React {
+        room_id: RoomId,
+        message_id: MessageId,
+        seq: i64,
+        user_id: UserId,
+        emoji: String,
+        added: bool,
+        at: DateTime<Utc>,
     },
 }
 

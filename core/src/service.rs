@@ -717,14 +717,43 @@ impl ChatService {
         Ok(out)
     }
 
+    /// The seq a reply quotes, checked: a message of the same room that is there and not
+    /// deleted (the caller is a member).
+    async fn reply_target(&self, room: RoomId, seq: Option<i64>) -> AppResult<Option<i64>> {
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
+        let missing = || {
+            AppError::validation(
+                "reply_to_seq",
+                format!("no message with seq {seq} in this room to reply to"),
+            )
+        };
+        if seq < 1 {
+            return Err(missing());
+        }
+        match self
+            .ports
+            .history
+            .after_seq(room, seq - 1, 1)
+            .await?
+            .first()
+        {
+            Some(m) if m.seq == seq && !m.deleted => Ok(Some(seq)),
+            _ => Err(missing()),
+        }
+    }
+
     /// Stores a message durably (its seq assigned) and returns it; a retry with the same
-    /// `client_msg_id` returns the first result with `duplicate = true`.
+    /// `client_msg_id` returns the first result with `duplicate = true`. A reply names the seq
+    /// of the message it quotes, in the same room.
     pub async fn send_message(
         &self,
         user: &User,
         room: RoomId,
         content: &str,
         client_msg_id: Option<&str>,
+        reply_to_seq: Option<i64>,
     ) -> AppResult<(MessagePublic, bool)> {
         let content = self.message_text("content", content)?;
         let client_msg_id = match client_msg_id {
@@ -739,6 +768,11 @@ impl ChatService {
                 retry_after_secs: wait,
             })?;
         let (room_name, room_owner) = self.room_facts(room).await?;
+        if reply_to_seq.is_some() {
+            // Before the message is read: a non-member learns nothing about the room.
+            self.require_member(room, user.id).await?;
+        }
+        let reply_to_seq = self.reply_target(room, reply_to_seq).await?;
         let mentions = self.mentioned_members(room, user.id, &content).await?;
         let at = now();
         let msg = NewMessage {
@@ -766,6 +800,7 @@ impl ChatService {
                 content: Some(text.to_string()),
                 message_created_at: Some(created.timestamp_millis()),
                 mentioned_user_ids: mentions.iter().map(|m| m.to_string()).collect(),
+                reply_to_seq,
                 ..room_event(RoomEventType::MessageSent, room, created)
             }
         };
@@ -827,6 +862,8 @@ impl ChatService {
             seq: receipt.seq,
             deleted: false,
             client_msg_id: msg.client_msg_id,
+            reply_to_seq,
+            reactions: Vec::new(),
         };
         Ok((public, receipt.duplicate))
     }
@@ -903,7 +940,72 @@ impl ChatService {
         self.change_message(room_record(ev)?).await
     }
 
-    /// Records an edit or a delete, readable at once (see [`WriteThrough`]).
+    /// A member adds (`added`) or takes back a reaction to a message. Idempotent per user and
+    /// emoji: adding one the user already has, or removing one they do not, records nothing.
+    /// Returns the message with its reactions as they are now. Counted against the user's send
+    /// rate, like a message.
+    pub async fn react(
+        &self,
+        user: &User,
+        id: MessageId,
+        emoji: &str,
+        added: bool,
+    ) -> AppResult<MessagePublic> {
+        let emoji = validate::emoji("emoji", emoji)?;
+        let mut m = self.live_message(id).await?;
+        self.require_member(m.room_id, user.id).await?;
+        let slot = m.reactions.iter().position(|r| r.emoji == emoji);
+        let mine = slot.is_some_and(|i| m.reactions[i].user_ids.contains(&user.id));
+        if mine == added {
+            return Ok(MessagePublic::from(&m));
+        }
+        if added && slot.is_none() && m.reactions.len() >= self.limits.max_reaction_emojis {
+            return Err(AppError::validation(
+                "emoji",
+                format!(
+                    "a message carries at most {} different reactions",
+                    self.limits.max_reaction_emojis
+                ),
+            ));
+        }
+        self.sends
+            .try_take(user.id)
+            .map_err(|wait| AppError::TooManyRequests {
+                message: "Too many reactions; slow down".into(),
+                retry_after_secs: wait,
+            })?;
+        let kind = match added {
+            true => RoomEventType::MessageReactionAdded,
+            false => RoomEventType::MessageReactionRemoved,
+        };
+        let ev = RoomEvent {
+            actor_id: Some(user.id.to_string()),
+            subject_user_id: Some(m.user_id.to_string()),
+            subject_username: Some(m.username.clone()),
+            message_id: Some(m.id.to_string()),
+            seq: Some(m.seq),
+            reaction: Some(emoji.clone()),
+            ..room_event(kind, m.room_id, now())
+        };
+        self.change_message(room_record(ev)?).await?;
+        match (slot, added) {
+            (Some(i), true) => m.reactions[i].user_ids.push(user.id),
+            (None, true) => m.reactions.push(Reaction {
+                emoji,
+                user_ids: vec![user.id],
+            }),
+            (Some(i), false) => {
+                m.reactions[i].user_ids.retain(|u| *u != user.id);
+                if m.reactions[i].user_ids.is_empty() {
+                    m.reactions.remove(i);
+                }
+            }
+            (None, false) => {}
+        }
+        Ok(MessagePublic::from(&m))
+    }
+
+    /// Records an edit, a delete or a reaction, readable at once (see [`WriteThrough`]).
     async fn change_message(&self, record: OutboxRecord) -> AppResult<()> {
         self.dir().enqueue(vec![record.clone()]).await?;
         if let Some(wt) = &self.ports.write_through {

@@ -163,6 +163,27 @@ pub fn password(value: &str, username: &str, min: usize, max: usize) -> Result<(
     Ok(())
 }
 
+/// A reaction: one emoji of Unicode's list (skin tones and sequences included) or its
+/// `:shortcode:` (e.g. `:+1:`), returned as the emoji in its fully-qualified form, so "❤" and
+/// "❤️" are the same reaction.
+pub fn emoji(field: &str, value: &str) -> Result<String, AppError> {
+    let shortcode = || {
+        value
+            .strip_prefix(':')
+            .and_then(|v| v.strip_suffix(':'))
+            .and_then(emojis::get_by_shortcode)
+    };
+    emojis::get(value)
+        .or_else(shortcode)
+        .map(|e| e.as_str().to_string())
+        .ok_or_else(|| {
+            AppError::validation(
+                field,
+                format!("{field} must be one emoji, or its :shortcode: (e.g. :+1:)"),
+            )
+        })
+}
+
 pub fn is_username_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '.' || c == '-'
 }

@@ -177,6 +177,14 @@ pub fn router(st: Arc<AppState>) -> Router {
             delete(messages::delete),
         )
         .route(
+            "/messages/add-reaction/{message_id}",
+            post(messages::add_reaction),
+        )
+        .route(
+            "/messages/remove-reaction/{message_id}",
+            post(messages::remove_reaction),
+        )
+        .route(
             "/messages/get-recent-messages/{room_id}",
             get(messages::recent),
         )

@@ -53,6 +53,10 @@ fn parse_uuid(s: &str) -> Option<Uuid> {
 pub fn analytics_row(ev: &TopicEvent) -> Option<AnalyticsEvent> {
     match ev {
         TopicEvent::Room(e) => {
+            let reaction = matches!(
+                e.kind(),
+                Some(RoomEventType::MessageReactionAdded | RoomEventType::MessageReactionRemoved)
+            );
             let payload = match e.kind() {
                 Some(
                     RoomEventType::MessageSent
@@ -62,14 +66,19 @@ pub fn analytics_row(ev: &TopicEvent) -> Option<AnalyticsEvent> {
                     "message_id": e.message_id, "seq": e.seq,
                 })
                 .to_string(),
+                _ if reaction => serde_json::json!({
+                    "message_id": e.message_id, "seq": e.seq, "emoji": e.reaction,
+                })
+                .to_string(),
                 _ => serde_json::json!({ "room_name": e.room_name }).to_string(),
             };
-            // The subject is who the event is about (message author, joined/removed user).
-            let user = e
-                .subject_user_id
-                .as_deref()
-                .or(e.actor_id.as_deref())
-                .and_then(parse_uuid);
+            // The subject is who the event is about (message author, joined/removed user); a
+            // reaction is about who reacted.
+            let user = match reaction {
+                true => e.actor_id.as_deref(),
+                false => e.subject_user_id.as_deref().or(e.actor_id.as_deref()),
+            }
+            .and_then(parse_uuid);
             Some(AnalyticsEvent {
                 event_id: parse_uuid(&e.event_id)?,
                 event_type: e.event_type.clone(),

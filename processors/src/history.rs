@@ -50,8 +50,24 @@ pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
                 created_at: created,
                 updated_at: created,
                 client_msg_id: ev.client_msg_id.clone(),
+                reply_to_seq: ev.reply_to_seq,
+                reactions: Vec::new(),
             }))
         }
+        Some(
+            kind @ (RoomEventType::MessageReactionAdded | RoomEventType::MessageReactionRemoved),
+        ) => Some(HistoryOp::React {
+            room_id: room,
+            message_id: id(&ev.message_id, "message_id")?,
+            seq: ev.seq.ok_or_else(|| anyhow::anyhow!("seq missing"))?,
+            user_id: id(&ev.actor_id, "actor_id")?,
+            emoji: ev
+                .reaction
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("reaction missing"))?,
+            added: kind == RoomEventType::MessageReactionAdded,
+            at,
+        }),
         Some(RoomEventType::MessageEdited) => Some(HistoryOp::Edit {
             room_id: room,
             message_id: id(&ev.message_id, "message_id")?,

@@ -63,8 +63,10 @@ pub fn schema_id(bytes: &[u8]) -> Result<u32, CodecError> {
 pub fn decode(bytes: &[u8]) -> Result<TopicEvent, CodecError> {
     let id = schema_id(bytes)?;
     let body = &bytes[5..];
+    // An earlier version of one of ours decodes into the current version's type, like a
+    // learned writer: the fields it lacks take their defaults.
     if let Some(registered) = registry::by_id(id) {
-        return decode_as(registered.id, body, &registered.codec);
+        return decode_as(registry::current_of(registered).id, body, &registered.codec);
     }
     match registry::learned_writer(id) {
         Some(w) => decode_as(w.reader.id, body, &w.codec),
@@ -72,7 +74,7 @@ pub fn decode(bytes: &[u8]) -> Result<TopicEvent, CodecError> {
     }
 }
 
-/// Decodes a body written with `writer` into the type of the registered schema `reader_id`.
+/// Decodes a body written with `writer` into the type of the current schema `reader_id`.
 fn decode_as(
     reader_id: u32,
     body: &[u8],

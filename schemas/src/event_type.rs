@@ -44,6 +44,8 @@ vocabulary! {
         MessageSent = "MESSAGE_SENT",
         MessageEdited = "MESSAGE_EDITED",
         MessageDeleted = "MESSAGE_DELETED",
+        MessageReactionAdded = "MESSAGE_REACTION_ADDED",
+        MessageReactionRemoved = "MESSAGE_REACTION_REMOVED",
         RoomCreated = "ROOM_CREATED",
         RoomUpdated = "ROOM_UPDATED",
         RoomDeleted = "ROOM_DELETED",

@@ -59,6 +59,10 @@ pub struct RoomEvent {
     pub request_message: Option<String>,
     #[serde(default)]
     pub mentioned_user_ids: Vec<String>,
+    #[serde(default)]
+    pub reply_to_seq: Option<i64>,
+    #[serde(default)]
+    pub reaction: Option<String>,
 }
 
 /// One account or notification change of a user (see `avro/chat.user-events.v1.avsc`).
@@ -213,12 +217,18 @@ mod tests {
     #[test]
     fn every_schema_parses_and_has_a_unique_id() {
         let all = registry::all();
-        assert_eq!(all.len(), 3);
+        assert_eq!(all.len(), 4);
         let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), all.len());
         for s in all {
             assert!(s.subject.ends_with("-value"));
         }
+        assert_eq!(
+            registry::current().count(),
+            3,
+            "one current version per topic"
+        );
     }
 }

@@ -10,9 +10,13 @@ use std::sync::{Arc, OnceLock, RwLock};
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 
-pub const ROOM_EVENTS_SCHEMA_ID: u32 = 1;
+/// The current version of each topic's schema: the id every new record is written with.
+pub const ROOM_EVENTS_SCHEMA_ID: u32 = 4;
 pub const USER_EVENTS_SCHEMA_ID: u32 = 2;
 pub const NOTIFICATIONS_SCHEMA_ID: u32 = 3;
+/// Version 1 of the room events' schema (without `reply_to_seq` and `reaction`): no longer
+/// written, still read (every record of a log written before version 2 carries it).
+pub const ROOM_EVENTS_V1_SCHEMA_ID: u32 = 1;
 
 /// One registered schema.
 #[derive(Debug)]
@@ -21,6 +25,10 @@ pub struct RegisteredSchema {
     /// TopicNameStrategy subject: `<topic>-value`.
     pub subject: &'static str,
     pub topic: &'static str,
+    /// The subject's version number (1, 2, ...): the order the versions were released in.
+    pub version: u32,
+    /// Whether new records are written with it (the subject's latest version).
+    pub current: bool,
     pub text: &'static str,
     /// Parsed by apache-avro: canonical form, registry compatibility.
     pub schema: Schema,
@@ -30,51 +38,83 @@ pub struct RegisteredSchema {
 }
 
 fn build() -> Vec<RegisteredSchema> {
-    let defs: [(u32, &str, &str, &str); 3] = [
+    // (id, subject, topic, version, current, text), in the order of the versions: an earlier
+    // version keeps its id forever, since the records written with it carry that id.
+    let defs: [(u32, &str, &str, u32, bool, &str); 4] = [
+        (
+            ROOM_EVENTS_V1_SCHEMA_ID,
+            "chat.room-events.v1-value",
+            crate::ROOM_EVENTS_TOPIC,
+            1,
+            false,
+            include_str!("../avro/history/chat.room-events.v1-value/1.avsc"),
+        ),
         (
             ROOM_EVENTS_SCHEMA_ID,
             "chat.room-events.v1-value",
             crate::ROOM_EVENTS_TOPIC,
+            2,
+            true,
             include_str!("../avro/chat.room-events.v1.avsc"),
         ),
         (
             USER_EVENTS_SCHEMA_ID,
             "chat.user-events.v1-value",
             crate::USER_EVENTS_TOPIC,
+            1,
+            true,
             include_str!("../avro/chat.user-events.v1.avsc"),
         ),
         (
             NOTIFICATIONS_SCHEMA_ID,
             "chat.notifications.v1-value",
             crate::NOTIFICATIONS_TOPIC,
+            1,
+            true,
             include_str!("../avro/chat.notifications.v1.avsc"),
         ),
     ];
     defs.into_iter()
-        .map(|(id, subject, topic, text)| RegisteredSchema {
-            id,
-            subject,
-            topic,
-            text,
-            // The files are compiled in and covered by a unit test, so a parse failure is a build defect.
-            schema: Schema::parse_str(text)
-                .unwrap_or_else(|e| panic!("schema {subject} does not parse: {e}")),
-            codec: text
-                .parse()
-                .unwrap_or_else(|e| panic!("schema {subject} does not parse: {e}")),
-        })
+        .map(
+            |(id, subject, topic, version, current, text)| RegisteredSchema {
+                id,
+                subject,
+                topic,
+                version,
+                current,
+                text,
+                // The files are compiled in and covered by a unit test, so a parse failure is a build defect.
+                schema: Schema::parse_str(text)
+                    .unwrap_or_else(|e| panic!("schema {subject} does not parse: {e}")),
+                codec: text
+                    .parse()
+                    .unwrap_or_else(|e| panic!("schema {subject} does not parse: {e}")),
+            },
+        )
         .collect()
 }
 
-/// Every registered schema.
+/// Every registered schema, earlier versions included, in the order of their versions.
 pub fn all() -> &'static [RegisteredSchema] {
     static ALL: OnceLock<Vec<RegisteredSchema>> = OnceLock::new();
     ALL.get_or_init(build)
 }
 
+/// The current schema of each topic (the ones records are written with).
+pub fn current() -> impl Iterator<Item = &'static RegisteredSchema> {
+    all().iter().filter(|s| s.current)
+}
+
 /// The schema with this id, if it is registered.
 pub fn by_id(id: u32) -> Option<&'static RegisteredSchema> {
     all().iter().find(|s| s.id == id)
+}
+
+/// The current schema of the topic whose records a schema (of any version) describes.
+pub fn current_of(s: &RegisteredSchema) -> &'static RegisteredSchema {
+    current()
+        .find(|c| c.subject == s.subject)
+        .expect("every subject has a current version")
 }
 
 /// Ids given to learned writer schemas: far from the embedded ones and from a registry's.
@@ -114,7 +154,7 @@ pub fn reader_id_for(text: &str) -> Option<u32> {
         return Some(id);
     }
     let fullname = |s: &Schema| s.name().map(|n| n.fullname(None));
-    let reader = all().iter().find(|s| {
+    let reader = current().find(|s| {
         fullname(&s.schema) == fullname(&writer)
             && SchemaCompatibility::can_read(&writer, &s.schema).is_ok()
     })?;

@@ -36,7 +36,7 @@ fn history(subject: &str) -> Vec<(PathBuf, Schema)> {
 
 #[test]
 fn current_schemas_read_every_released_version() {
-    for registered in livechat_schemas::registry::all() {
+    for registered in livechat_schemas::registry::current() {
         let versions = history(registered.subject);
         assert!(
             !versions.is_empty(),
@@ -158,23 +158,50 @@ fn records_of_a_later_version_are_read_by_this_one() {
 fn records_of_an_earlier_version_are_read_with_the_defaults() {
     let earlier = room_schema_with(|f| {
         let last = f.pop().unwrap();
-        assert_eq!(last["name"], "mentioned_user_ids");
+        assert_eq!(last["name"], "reaction");
     });
     let id = livechat_schemas::registry::reader_id_for(&earlier)
         .expect("an earlier version is readable");
     let ev = message_sent();
     let mut old = body(&ev);
-    // Without its last field: an empty array is one byte (a block count of 0).
+    // Without its last field: a null union is one byte (the branch index 0).
     assert_eq!(old.pop(), Some(0));
     match livechat_schemas::codec::decode(&framed(id, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => {
             assert_eq!(read, ev);
-            assert!(read.mentioned_user_ids.is_empty());
+            assert!(read.reaction.is_none());
         }
         other => panic!("decoded as {other:?}"),
     }
     // A record with a field left over after it is refused, never half-read.
     assert!(livechat_schemas::codec::decode(&framed(id, &body(&ev))).is_err());
+}
+
+/// Records written with version 1 of the room events' schema (every log from before version 2)
+/// carry its id, 1, and are read into today's type with the added fields at their defaults.
+#[test]
+fn records_written_with_room_events_version_1_are_read() {
+    use livechat_schemas::registry::{by_id, ROOM_EVENTS_SCHEMA_ID, ROOM_EVENTS_V1_SCHEMA_ID};
+    let v1 = by_id(ROOM_EVENTS_V1_SCHEMA_ID).unwrap();
+    assert_eq!((v1.version, v1.current), (1, false));
+    assert_eq!(v1.subject, by_id(ROOM_EVENTS_SCHEMA_ID).unwrap().subject);
+    let ev = livechat_schemas::RoomEvent {
+        mentioned_user_ids: vec!["u-2".into()],
+        ..message_sent()
+    };
+    let mut old = body(&ev);
+    // Version 2 appended two optional fields, both null here: one byte each.
+    assert_eq!(old.split_off(old.len() - 2), vec![0, 0]);
+    match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V1_SCHEMA_ID, &old)).unwrap() {
+        livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
+        other => panic!("decoded as {other:?}"),
+    }
+    // New records carry the current version's id.
+    let new = livechat_schemas::codec::encode_room_event(&ev).unwrap();
+    assert_eq!(
+        livechat_schemas::codec::schema_id(&new).unwrap(),
+        ROOM_EVENTS_SCHEMA_ID
+    );
 }
 
 /// Schemas this build cannot read get no id: their records are refused (and dead-lettered by

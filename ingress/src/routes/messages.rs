@@ -14,6 +14,12 @@ use crate::extract::{uuid_param, JsonBody, QueryParams};
 pub struct SendBody {
     content: String,
     client_msg_id: Option<String>,
+    reply_to_seq: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct ReactionBody {
+    emoji: String,
 }
 
 #[derive(Deserialize)]
@@ -55,9 +61,35 @@ pub async fn create(
     let room = uuid_param("path", "room_id", &id)?;
     let (msg, _dup) = st
         .svc
-        .send_message(&c.user, room, &b.content, b.client_msg_id.as_deref())
+        .send_message(
+            &c.user,
+            room,
+            &b.content,
+            b.client_msg_id.as_deref(),
+            b.reply_to_seq,
+        )
         .await?;
     Ok(json(msg))
+}
+
+pub async fn add_reaction(
+    st: St,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ReactionBody>,
+) -> ApiResult<Response> {
+    let mid = uuid_param("path", "message_id", &id)?;
+    Ok(json(st.svc.react(&c.user, mid, &b.emoji, true).await?))
+}
+
+pub async fn remove_reaction(
+    st: St,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ReactionBody>,
+) -> ApiResult<Response> {
+    let mid = uuid_param("path", "message_id", &id)?;
+    Ok(json(st.svc.react(&c.user, mid, &b.emoji, false).await?))
 }
 
 pub async fn update(

@@ -1,8 +1,9 @@
 //! A read-only schema registry under `/registry`, speaking the Confluent Schema Registry REST
 //! API's read calls: every topic's Avro schema with the id the log's records carry in their
 //! header, so a consumer's Avro deserializer (kcat `-r`, confluent-kafka, Kafka's own tools)
-//! decodes LiveChat's records with no other server. Each topic's schema is version 1 of its
-//! subject (`<topic>-value`) until it changes.
+//! decodes LiveChat's records with no other server. A subject (`<topic>-value`) lists every
+//! version of its topic's schema, the latest being the one new records are written with; the
+//! earlier ones keep their ids, which the records written with them carry.
 //!
 //! Served only where the records carry these ids (the embedded log, or Kafka without a
 //! registry); where LiveChat registers its schemas in an external registry, the records carry
@@ -39,38 +40,52 @@ fn refused((status, code, message): Refusal) -> Response {
     error(status, code, message)
 }
 
-fn subject(name: &str) -> Result<&'static RegisteredSchema, Refusal> {
-    schemas::all().iter().find(|s| s.subject == name).ok_or((
-        StatusCode::NOT_FOUND,
-        40401,
-        "Subject not found.",
-    ))
+/// The versions of a subject, oldest first.
+fn subject(name: &str) -> Result<Vec<&'static RegisteredSchema>, Refusal> {
+    let versions: Vec<_> = schemas::all()
+        .iter()
+        .filter(|s| s.subject == name)
+        .collect();
+    if versions.is_empty() {
+        return Err((StatusCode::NOT_FOUND, 40401, "Subject not found."));
+    }
+    Ok(versions)
 }
 
-/// Only version 1 exists; `latest` and `-1` name it too.
-fn version(s: &'static RegisteredSchema, v: &str) -> Result<&'static RegisteredSchema, Refusal> {
-    match v {
-        "latest" | "-1" | "1" => Ok(s),
-        other if other.parse::<i64>().is_ok_and(|n| n > 0) => {
-            Err((StatusCode::NOT_FOUND, 40402, "Version not found."))
-        }
-        _ => Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            42202,
-            "The specified version is not a valid version id: a positive integer, -1 or \"latest\".",
-        )),
-    }
+/// A version by its number; `latest` and `-1` name the newest.
+fn version(
+    versions: Vec<&'static RegisteredSchema>,
+    v: &str,
+) -> Result<&'static RegisteredSchema, Refusal> {
+    let found = match v {
+        "latest" | "-1" => versions.last().copied(),
+        other => match other.parse::<u32>() {
+            Ok(n) if n > 0 => versions.iter().copied().find(|s| s.version == n),
+            _ => {
+                return Err((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    42202,
+                    "The specified version is not a valid version id: a positive integer, -1 or \"latest\".",
+                ))
+            }
+        },
+    };
+    found.ok_or((StatusCode::NOT_FOUND, 40402, "Version not found."))
 }
 
 async fn subjects() -> Response {
     let mut names: Vec<&str> = schemas::all().iter().map(|s| s.subject).collect();
     names.sort_unstable();
+    names.dedup();
     answer(StatusCode::OK, json!(names))
 }
 
 async fn versions(Path(name): Path<String>) -> Response {
     match subject(&name) {
-        Ok(_) => answer(StatusCode::OK, json!([1])),
+        Ok(versions) => answer(
+            StatusCode::OK,
+            json!(versions.iter().map(|s| s.version).collect::<Vec<_>>()),
+        ),
         Err(r) => refused(r),
     }
 }
@@ -79,7 +94,7 @@ async fn subject_version(Path((name, v)): Path<(String, String)>) -> Response {
     match subject(&name).and_then(|s| version(s, &v)) {
         Ok(s) => answer(
             StatusCode::OK,
-            json!({"subject": s.subject, "version": 1, "id": s.id, "schema": s.text}),
+            json!({"subject": s.subject, "version": s.version, "id": s.id, "schema": s.text}),
         ),
         Err(r) => refused(r),
     }

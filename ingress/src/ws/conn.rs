@@ -385,14 +385,19 @@ impl Conn {
                 room_id,
                 content,
                 client_msg_id,
+                reply_to_seq,
                 traceparent,
             } => {
                 let room = parse_room(&room_id)?;
                 let sent = livechat_core::trace::scope(
                     traceparent.as_deref().and_then(livechat_core::trace::parse),
-                    self.st
-                        .svc
-                        .send_message(&self.user, room, &content, client_msg_id.as_deref()),
+                    self.st.svc.send_message(
+                        &self.user,
+                        room,
+                        &content,
+                        client_msg_id.as_deref(),
+                        reply_to_seq,
+                    ),
                 )
                 .await;
                 let (m, duplicate) = match sent {
@@ -408,6 +413,27 @@ impl Conn {
                         "room_id": room, "client_msg_id": m.client_msg_id, "message_id": m.id,
                         "seq": m.seq, "created_at": m.created_at, "duplicate": duplicate,
                     }),
+                    r,
+                )));
+            }
+            ClientFrame::React {
+                message_id,
+                emoji,
+                added,
+            } => {
+                let id = Uuid::parse_str(&message_id)
+                    .map_err(|_| AppError::validation("message_id", "message_id must be a UUID"))?;
+                let m = match self.st.svc.react(&self.user, id, &emoji, added).await {
+                    Err(AppError::TooManyRequests { .. }) => {
+                        self.limited("reactions", r);
+                        return Ok(());
+                    }
+                    other => other?,
+                };
+                self.out.push(text(control(
+                    "react_ack",
+                    json!({"room_id": m.room_id, "message_id": m.id, "seq": m.seq,
+                           "reactions": m.reactions}),
                     r,
                 )));
             }

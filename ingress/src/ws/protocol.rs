@@ -35,11 +35,25 @@ pub enum ClientFrame {
         room_id: String,
         content: String,
         client_msg_id: Option<String>,
+        /// The seq of the message of the same room this one replies to.
+        reply_to_seq: Option<i64>,
         /// W3C Trace Context of the client's send, carried onto the message's topic records.
         traceparent: Option<String>,
     },
+    /// Adds (or with `added: false` takes back) the caller's reaction to a message.
+    #[serde(rename = "react")]
+    React {
+        message_id: String,
+        emoji: String,
+        #[serde(default = "yes")]
+        added: bool,
+    },
     #[serde(rename = "read")]
     Read { room_id: String, seq: i64 },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `{"type":"error", "code", "message", "ref"}`.

@@ -30,7 +30,7 @@
 //! between changes of the same message and around a purge. New messages go in unlogged batches,
 //! one partition's rows per batch: a request costs Cassandra more than the row it carries.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,27 +80,40 @@ const PAGE_SIZE: i32 = 500;
 /// idempotent (`IF NOT EXISTS`), so one interrupted half-way simply runs again. `{ks}` is the
 /// keyspace. (Concurrent first connects of several processes to a multi-node cluster may race on
 /// the DDL, a known Cassandra hazard: start one process first, or create the schema beforehand.)
-pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[(
-    1,
-    "messages by (room, seq bucket); buckets per room; lookup by message id",
-    &[
-        "CREATE TABLE IF NOT EXISTS {ks}.messages (
+pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
+    (
+        1,
+        "messages by (room, seq bucket); buckets per room; lookup by message id",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.messages (
             room_id uuid, bucket bigint, seq bigint, id uuid, user_id uuid, username text,
             content text, edited boolean, deleted boolean, created_at timestamp,
             updated_at timestamp, client_msg_id text,
             PRIMARY KEY ((room_id, bucket), seq)
         ) WITH CLUSTERING ORDER BY (seq ASC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.room_buckets (
+            "CREATE TABLE IF NOT EXISTS {ks}.room_buckets (
             room_id uuid, bucket bigint, PRIMARY KEY (room_id, bucket)
         ) WITH CLUSTERING ORDER BY (bucket ASC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.messages_by_id (
+            "CREATE TABLE IF NOT EXISTS {ks}.messages_by_id (
             id uuid PRIMARY KEY, room_id uuid, seq bigint
         )",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        "replies (the seq a message quotes) and reactions on the message row",
+        &[
+            "ALTER TABLE {ks}.messages ADD reply_to_seq bigint",
+            // Key `<emoji> <user id>`, value the reaction's time (ms); each entry is a cell of its
+            // own, written and removed at the change's time, so the newest change wins.
+            "ALTER TABLE {ks}.messages ADD reactions map<text, bigint>",
+        ],
+    ),
+];
 
 const COLS: &str =
-    "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id";
+    "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, \
+     reply_to_seq, reactions";
 
 fn bucket_of(seq: i64) -> i64 {
     seq.div_euclid(BUCKET_SIZE)
@@ -132,6 +145,25 @@ struct MessageRow {
     created_at: CqlTimestamp,
     updated_at: CqlTimestamp,
     client_msg_id: Option<String>,
+    reply_to_seq: Option<i64>,
+    reactions: Option<HashMap<String, i64>>,
+}
+
+/// The key of a reaction in the row's `reactions` map (an emoji has no space).
+fn reaction_key(emoji: &str, user: Uuid) -> String {
+    format!("{emoji} {user}")
+}
+
+/// The reactions of a row's map (entries that do not parse are left out).
+fn reactions_of(map: HashMap<String, i64>) -> Vec<livechat_core::model::Reaction> {
+    let rows = map
+        .into_iter()
+        .filter_map(|(key, at)| {
+            let (emoji, user) = key.rsplit_once(' ')?;
+            Some((emoji.to_string(), Uuid::parse_str(user).ok()?, at))
+        })
+        .collect();
+    livechat_core::model::group_reactions(rows)
 }
 
 impl From<MessageRow> for StoredMessage {
@@ -149,6 +181,12 @@ impl From<MessageRow> for StoredMessage {
             created_at: livechat_core::from_ms(r.created_at.0),
             updated_at: livechat_core::from_ms(r.updated_at.0),
             client_msg_id: r.client_msg_id,
+            reply_to_seq: r.reply_to_seq,
+            // A deleted message has no reactions either.
+            reactions: match (r.deleted, r.reactions) {
+                (false, Some(map)) => reactions_of(map),
+                _ => Vec::new(),
+            },
         }
     }
 }
@@ -246,6 +284,8 @@ struct Statements {
     row_get: PreparedStatement,
     edit: PreparedStatement,
     delete: PreparedStatement,
+    react_add: PreparedStatement,
+    react_remove: PreparedStatement,
     buckets_from: PreparedStatement,
     buckets_to_desc: PreparedStatement,
     page_after: PreparedStatement,
@@ -278,8 +318,8 @@ impl Statements {
             by_id_add: p(format!("INSERT INTO {ks}.messages_by_id (id, room_id, seq) VALUES (?, ?, ?)")).await?,
             insert: p(format!(
                 "INSERT INTO {ks}.messages (room_id, bucket, seq, id, user_id, username, content, edited, \
-                 deleted, created_at, updated_at, client_msg_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 USING TIMESTAMP ?"
+                 deleted, created_at, updated_at, client_msg_id, reply_to_seq) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             by_id_get: p(format!("SELECT room_id, seq FROM {ks}.messages_by_id WHERE id = ?")).await?,
@@ -290,6 +330,14 @@ impl Statements {
             .await?,
             delete: p(format!(
                 "UPDATE {ks}.messages USING TIMESTAMP ? SET content = '', deleted = true, updated_at = ? {slot}"
+            ))
+            .await?,
+            react_add: p(format!(
+                "UPDATE {ks}.messages USING TIMESTAMP ? SET reactions = reactions + ? {slot}"
+            ))
+            .await?,
+            react_remove: p(format!(
+                "DELETE reactions[?] FROM {ks}.messages USING TIMESTAMP ? {slot}"
             ))
             .await?,
             buckets_from: p(format!("SELECT bucket FROM {ks}.room_buckets WHERE room_id = ? AND bucket >= ?")).await?,
@@ -341,9 +389,9 @@ fn run_end(ops: &[HistoryOp], start: usize) -> usize {
         let touched = match op {
             HistoryOp::PurgeRoom { .. } => return if i == start { i + 1 } else { i },
             HistoryOp::Insert(m) => vec![Key::Id(m.id), Key::Slot(m.room_id, m.seq)],
-            HistoryOp::Edit { message_id, .. } | HistoryOp::Delete { message_id, .. } => {
-                vec![Key::Id(*message_id)]
-            }
+            HistoryOp::Edit { message_id, .. }
+            | HistoryOp::Delete { message_id, .. }
+            | HistoryOp::React { message_id, .. } => vec![Key::Id(*message_id)],
         };
         if touched.iter().any(|k| keys.contains(k)) {
             return i;
@@ -371,10 +419,15 @@ fn row_values(
     CqlTimestamp,
     CqlTimestamp,
     MaybeUnset<&str>,
+    MaybeUnset<i64>,
     i64,
 ) {
     let client_msg_id = match &m.client_msg_id {
         Some(c) => MaybeUnset::Set(c.as_str()),
+        None => MaybeUnset::Unset,
+    };
+    let reply_to_seq = match m.reply_to_seq {
+        Some(seq) => MaybeUnset::Set(seq),
         None => MaybeUnset::Unset,
     };
     (
@@ -390,6 +443,7 @@ fn row_values(
         ts(m.created_at),
         ts(m.updated_at),
         client_msg_id,
+        reply_to_seq,
         write_time(m.created_at),
     )
 }
@@ -437,6 +491,9 @@ fn hash_row(h: &mut Sha256, m: &StoredMessage) {
         m.created_at.timestamp_millis().to_string(),
         m.updated_at.timestamp_millis().to_string(),
         m.client_msg_id.clone().unwrap_or_else(|| "\\N".into()),
+        m.reply_to_seq
+            .map_or_else(|| "\\N".into(), |s| s.to_string()),
+        livechat_core::model::reactions_digest(&m.reactions).unwrap_or_else(|| "\\N".into()),
     ]
     .join("|");
     h.update(line.as_bytes());
@@ -675,6 +732,38 @@ impl CassandraHistory {
             .await
     }
 
+    /// A reaction's change, on a message that is there and not deleted (as SQLite's): written
+    /// at the change's own time, so the newest wins and a removal wins a tie (Cassandra's rule).
+    #[allow(clippy::too_many_arguments)]
+    async fn react(
+        &self,
+        room: RoomId,
+        id: MessageId,
+        seq: i64,
+        user: Uuid,
+        emoji: &str,
+        added: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let b = bucket_of(seq);
+        let rows: Vec<MessageRow> = self.rows(&self.st.row_get, (room, b, seq)).await?;
+        if !rows.first().is_some_and(|r| r.id == id && !r.deleted) {
+            return Ok(());
+        }
+        let key = reaction_key(emoji, user);
+        match added {
+            true => {
+                let entry = HashMap::from([(key, at.timestamp_millis())]);
+                self.exec(&self.st.react_add, (write_time(at), entry, room, b, seq))
+                    .await
+            }
+            false => {
+                self.exec(&self.st.react_remove, (key, write_time(at), room, b, seq))
+                    .await
+            }
+        }
+    }
+
     fn known_buckets(&self) -> std::sync::MutexGuard<'_, HashSet<(RoomId, i64)>> {
         self.known_buckets.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -709,6 +798,18 @@ impl CassandraHistory {
                 at,
             } => self.delete(*room_id, *message_id, *at).await,
             HistoryOp::PurgeRoom { room_id } => self.purge(*room_id).await,
+            HistoryOp::React {
+                room_id,
+                message_id,
+                seq,
+                user_id,
+                emoji,
+                added,
+                at,
+            } => {
+                self.react(*room_id, *message_id, *seq, *user_id, emoji, *added, *at)
+                    .await
+            }
         }
     }
 }
@@ -740,7 +841,19 @@ async fn migrate(s: &Session, ks: &str, rf: u32) -> anyhow::Result<()> {
             continue;
         }
         for cql in *statements {
-            run(cql.replace("{ks}", ks)).await?;
+            match run(cql.replace("{ks}", ks)).await {
+                // `ALTER TABLE ... ADD` has no IF NOT EXISTS everywhere: a column a migration
+                // interrupted half-way already added is there (Cassandra: "already exists";
+                // ScyllaDB: "conflicts with an existing column").
+                Err(e)
+                    if cql.trim_start().starts_with("ALTER TABLE")
+                        && ["already exist", "conflicts with an existing column"]
+                            .iter()
+                            .any(|m| e.to_string().contains(m)) => {}
+                other => {
+                    other?;
+                }
+            }
         }
         s.query_unpaged(
             format!(
@@ -953,6 +1066,8 @@ mod tests {
             created_at: livechat_core::from_ms(0),
             updated_at: livechat_core::from_ms(0),
             client_msg_id: None,
+            reply_to_seq: None,
+            reactions: Vec::new(),
         };
         let (a, b) = (m(1), m(2));
         let edit = HistoryOp::Edit {

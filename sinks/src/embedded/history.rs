@@ -1,7 +1,9 @@
 //! The message history: messages keyed by (room, seq), in `livechat.db` (kept in the append's
-//! transaction) or in a `history.db` of its own. Inserts are `INSERT OR IGNORE`; an edit applies
-//! only over an older change and a delete is final, so applying the same changes twice, or in
-//! another order, gives the same messages.
+//! transaction) or in a `history.db` of its own, and their reactions. Inserts are `INSERT OR
+//! IGNORE`; an edit applies only over an older change and a delete is final; a reaction's row
+//! per (message, emoji, user) keeps its newest change (a removal stays as a row with
+//! `present = 0`, so an older add applied late does not bring it back). Applying the same
+//! changes twice, or in another order, gives the same messages.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
-use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage};
+use livechat_core::model::{
+    group_reactions, Checksum, HistoryOp, MessageId, RoomId, StoredMessage,
+};
 use livechat_core::ports::MessageStore;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -20,12 +24,16 @@ CREATE TABLE IF NOT EXISTS messages(
   room_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL,
   username TEXT NOT NULL, content TEXT NOT NULL, edited INTEGER NOT NULL DEFAULT 0,
   deleted INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-  client_msg_id TEXT, PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
+  client_msg_id TEXT, reply_to_seq INTEGER, PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages(id);
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages(room_id, created_at);
+CREATE TABLE IF NOT EXISTS reactions(
+  room_id TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL, user_id TEXT NOT NULL,
+  at INTEGER NOT NULL, present INTEGER NOT NULL,
+  PRIMARY KEY(room_id, seq, emoji, user_id)) WITHOUT ROWID;
 "#;
 
-const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id";
+const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
@@ -40,7 +48,46 @@ fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         created_at: ts_col(r, 8)?,
         updated_at: ts_col(r, 9)?,
         client_msg_id: r.get(10)?,
+        reply_to_seq: r.get(11)?,
+        reactions: Vec::new(),
     })
+}
+
+/// Fills in the reactions of messages of one room (tombstones have none).
+fn with_reactions(
+    c: &Connection,
+    mut ms: Vec<StoredMessage>,
+) -> rusqlite::Result<Vec<StoredMessage>> {
+    let live = ms.iter().filter(|m| !m.deleted);
+    let (Some(lo), Some(hi)) = (live.clone().map(|m| m.seq).min(), live.map(|m| m.seq).max())
+    else {
+        return Ok(ms);
+    };
+    let room = ms[0].room_id;
+    let mut stmt = c.prepare_cached(
+        "SELECT seq, emoji, user_id, at FROM reactions
+         WHERE room_id = ?1 AND seq BETWEEN ?2 AND ?3 AND present = 1",
+    )?;
+    let mut by_seq: std::collections::HashMap<i64, Vec<(String, uuid::Uuid, i64)>> =
+        std::collections::HashMap::new();
+    let rows = stmt.query_map(params![room.to_string(), lo, hi], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            uuid_col(r, 2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (seq, emoji, user, at) = row?;
+        by_seq.entry(seq).or_default().push((emoji, user, at));
+    }
+    for m in ms.iter_mut().filter(|m| !m.deleted) {
+        if let Some(rows) = by_seq.remove(&m.seq) {
+            m.reactions = group_reactions(rows);
+        }
+    }
+    Ok(ms)
 }
 
 /// Applies history changes inside the caller's write (idempotent, in order).
@@ -48,11 +95,11 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
     for op in ops {
         match op {
             HistoryOp::Insert(m) => {
-                tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?
+                tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"))?
                     .execute(params![
                         m.id.to_string(), m.room_id.to_string(), m.seq, m.user_id.to_string(), m.username,
                         m.content, m.edited, m.deleted, m.created_at.timestamp_millis(),
-                        m.updated_at.timestamp_millis(), m.client_msg_id
+                        m.updated_at.timestamp_millis(), m.client_msg_id, m.reply_to_seq
                     ])?;
             }
             HistoryOp::Edit {
@@ -84,10 +131,47 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
                      WHERE room_id = ?1 AND id = ?2",
                 )?
                 .execute(params![room_id.to_string(), message_id.to_string(), at.timestamp_millis()])?;
+                // What a delete removes includes who reacted to it.
+                tx.prepare_cached(
+                    "DELETE FROM reactions WHERE room_id = ?1
+                     AND seq = (SELECT seq FROM messages WHERE room_id = ?1 AND id = ?2)",
+                )?
+                .execute(params![room_id.to_string(), message_id.to_string()])?;
             }
             HistoryOp::PurgeRoom { room_id } => {
                 tx.prepare_cached("DELETE FROM messages WHERE room_id = ?1")?
                     .execute(params![room_id.to_string()])?;
+                tx.prepare_cached("DELETE FROM reactions WHERE room_id = ?1")?
+                    .execute(params![room_id.to_string()])?;
+            }
+            HistoryOp::React {
+                room_id,
+                message_id,
+                seq,
+                user_id,
+                emoji,
+                added,
+                at,
+            } => {
+                // The newest change wins, a removal winning a tie (as Cassandra's cells do).
+                tx.prepare_cached(
+                    "INSERT INTO reactions(room_id, seq, emoji, user_id, at, present)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM messages
+                       WHERE room_id = ?1 AND seq = ?2 AND id = ?7 AND deleted = 0)
+                     ON CONFLICT(room_id, seq, emoji, user_id) DO UPDATE
+                       SET at = excluded.at, present = excluded.present
+                       WHERE excluded.at > reactions.at
+                          OR (excluded.at = reactions.at AND excluded.present < reactions.present)",
+                )?
+                .execute(params![
+                    room_id.to_string(),
+                    seq,
+                    emoji,
+                    user_id.to_string(),
+                    at.timestamp_millis(),
+                    added,
+                    message_id.to_string()
+                ])?;
             }
         }
     }
@@ -131,9 +215,11 @@ impl MessageStore for SqliteHistory {
     async fn message(&self, id: MessageId) -> StoreResult<Option<StoredMessage>> {
         self.db
             .read(move |c| {
-                c.prepare_cached(&format!("SELECT {COLS} FROM messages WHERE id = ?1"))?
+                let m = c
+                    .prepare_cached(&format!("SELECT {COLS} FROM messages WHERE id = ?1"))?
                     .query_row(params![id.to_string()], row)
-                    .optional()
+                    .optional()?;
+                Ok(with_reactions(c, m.into_iter().collect())?.pop())
             })
             .await
     }
@@ -152,7 +238,7 @@ impl MessageStore for SqliteHistory {
                      ORDER BY created_at DESC, seq DESC"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), before], row)?;
-                rows.take(limit as usize).collect()
+                with_reactions(c, rows.take(limit as usize).collect::<rusqlite::Result<_>>()?)
             })
             .await
     }
@@ -169,7 +255,10 @@ impl MessageStore for SqliteHistory {
                     "SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), after], row)?;
-                rows.take(limit as usize).collect()
+                with_reactions(
+                    c,
+                    rows.take(limit as usize).collect::<rusqlite::Result<_>>()?,
+                )
             })
             .await
     }
@@ -177,9 +266,16 @@ impl MessageStore for SqliteHistory {
     async fn checksum(&self) -> StoreResult<Checksum> {
         self.db
             .read_blocking(|c| {
+                // Each message's reactions as `reactions_digest` writes them.
                 checksum_query(
                     c,
-                    &format!("SELECT {COLS} FROM messages ORDER BY room_id, seq"),
+                    &format!(
+                        "SELECT {COLS}, (SELECT group_concat(r.emoji || ' ' || r.user_id, ','
+                                          ORDER BY r.emoji || ' ' || r.user_id)
+                                FROM reactions r WHERE r.room_id = m.room_id AND r.seq = m.seq
+                                  AND r.present = 1 AND m.deleted = 0)
+                         FROM messages m ORDER BY room_id, seq"
+                    ),
                 )
             })
             .await
@@ -197,7 +293,10 @@ impl MessageStore for SqliteHistory {
                     "SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), before], row)?;
-                rows.take(limit as usize).collect()
+                with_reactions(
+                    c,
+                    rows.take(limit as usize).collect::<rusqlite::Result<_>>()?,
+                )
             })
             .await
     }

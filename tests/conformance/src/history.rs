@@ -1,6 +1,6 @@
 //! `MessageStore`: idempotent changes, dense seqs with tombstones, pages in both directions.
 
-use livechat_core::model::HistoryOp;
+use livechat_core::model::{HistoryOp, Reaction, StoredMessage};
 use livechat_core::ports::MessageStore;
 use uuid::Uuid;
 
@@ -16,6 +16,120 @@ pub async fn inserts_are_idempotent(store: &dyn MessageStore) {
         .unwrap();
     assert_eq!(store.after_seq(room, 0, 10).await.unwrap(), vec![m.clone()]);
     assert_eq!(store.message(m.id).await.unwrap(), Some(m));
+}
+
+/// `user`'s reaction to `m`, changed `ms` milliseconds after a fixed instant (ties are exact).
+fn react(m: &StoredMessage, user: Uuid, emoji: &str, added: bool, ms: i64) -> HistoryOp {
+    HistoryOp::React {
+        room_id: m.room_id,
+        message_id: m.id,
+        seq: m.seq,
+        user_id: user,
+        emoji: emoji.into(),
+        added,
+        at: livechat_core::from_ms(1_800_000_000_000 + ms),
+    }
+}
+
+/// A reply keeps the seq it quotes; reactions are grouped by emoji in the order of their first
+/// use, the newest change of each (message, user, emoji) wins whatever order the changes come
+/// in (a removal winning a tie), and every read (by id, by seq, recent) shows them.
+pub async fn replies_and_reactions_are_kept_newest_change_first(store: &dyn MessageStore) {
+    let room = Uuid::new_v4();
+    let first = message(room, 1, "first");
+    let mut reply = message(room, 2, "a reply");
+    reply.reply_to_seq = Some(1);
+    let (u1, u2, u3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let ops = vec![
+        HistoryOp::Insert(first.clone()),
+        HistoryOp::Insert(reply.clone()),
+        react(&first, u1, "👍", true, 10),
+        react(&first, u2, "👍", true, 20),
+        react(&first, u1, "🎉", true, 15),
+        react(&first, u2, "👍", false, 30),
+        // A removal and an add at the same instant: the removal wins.
+        react(&first, u3, "❤️", true, 40),
+        react(&first, u3, "❤️", false, 40),
+        // An older add applied late does not undo the removal.
+        react(&first, u2, "👍", true, 25),
+        // A reaction naming another message's id at this seq changes nothing.
+        HistoryOp::React {
+            room_id: room,
+            message_id: Uuid::new_v4(),
+            seq: 1,
+            user_id: u3,
+            emoji: "🙂".into(),
+            added: true,
+            at: livechat_core::from_ms(1_800_000_000_050),
+        },
+    ];
+    store.apply(&ops).await.unwrap();
+    store.apply(&ops).await.unwrap();
+    let expected = vec![
+        Reaction {
+            emoji: "👍".into(),
+            user_ids: vec![u1],
+        },
+        Reaction {
+            emoji: "🎉".into(),
+            user_ids: vec![u1],
+        },
+    ];
+    let got = store.message(first.id).await.unwrap().unwrap();
+    assert_eq!(got.reactions, expected);
+    let page = store.after_seq(room, 0, 10).await.unwrap();
+    assert_eq!(page[0].reactions, expected);
+    assert_eq!(page[1].reply_to_seq, Some(1));
+    assert!(page[1].reactions.is_empty());
+    assert_eq!(
+        store.before_seq(room, 3, 10).await.unwrap()[1].reactions,
+        expected
+    );
+    assert_eq!(
+        store.recent(room, None, 10).await.unwrap()[1].reactions,
+        expected
+    );
+    let read_reply = store.message(reply.id).await.unwrap().unwrap();
+    assert_eq!(read_reply.reply_to_seq, Some(1));
+
+    // Two users with one emoji: in the order they reacted.
+    store
+        .apply(&[
+            react(&reply, u2, "👀", true, 70),
+            react(&reply, u1, "👀", true, 60),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.message(reply.id).await.unwrap().unwrap().reactions,
+        vec![Reaction {
+            emoji: "👀".into(),
+            user_ids: vec![u1, u2],
+        }]
+    );
+
+    // A deleted message shows no reactions, and takes none later.
+    store
+        .apply(&[
+            HistoryOp::Delete {
+                room_id: room,
+                message_id: first.id,
+                at: livechat_core::from_ms(1_800_000_000_100),
+            },
+            react(&first, u3, "👍", true, 200),
+        ])
+        .await
+        .unwrap();
+    assert!(store
+        .message(first.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .reactions
+        .is_empty());
+    assert!(store.after_seq(room, 0, 1).await.unwrap()[0]
+        .reactions
+        .is_empty());
 }
 
 pub async fn pages_by_seq_in_both_directions(store: &dyn MessageStore) {
@@ -250,13 +364,18 @@ fn replay_log() -> Vec<HistoryOp> {
     let (r1, r2, r3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let mut ops = Vec::new();
     let mut ids = Vec::new();
+    let mut messages = Vec::new();
     for (room, n) in [(r1, 12), (r2, 5), (r3, 3)] {
         for s in 1..=n {
             let mut m = message(room, s, &format!("text {s} | with\nseparators é ✓"));
             if s % 4 == 0 {
                 m.client_msg_id = None;
             }
+            if s % 5 == 0 {
+                m.reply_to_seq = Some(s - 1);
+            }
             ids.push((room, m.id));
+            messages.push(m.clone());
             ops.push(HistoryOp::Insert(m));
         }
     }
@@ -283,6 +402,24 @@ fn replay_log() -> Vec<HistoryOp> {
         // An edit naming the wrong room changes nothing.
         edit((r1, ids[13].1), "wrong room", 100),
         HistoryOp::PurgeRoom { room_id: r3 },
+    ]);
+    // Reactions: kept, taken back, on a message deleted later, and in a purged room.
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    ops.extend([
+        react(&messages[4], u1, "👍", true, 10),
+        react(&messages[4], u2, "👍", true, 11),
+        react(&messages[4], u2, "🎉", true, 12),
+        react(&messages[4], u1, "👍", false, 13),
+        react(&messages[5], u1, "❤️", true, 10),
+        react(&messages[5], u1, "❤️", false, 10),
+        react(&messages[6], u1, "👀", true, 10),
+        HistoryOp::Delete {
+            room_id: r1,
+            message_id: messages[6].id,
+            at: at(5000),
+        },
+        react(&messages[13], u2, "🙂", true, 10),
+        react(&messages[18], u2, "🙂", true, 10),
     ]);
     ops
 }
@@ -318,4 +455,15 @@ pub async fn checksum_matches_the_reference_and_survives_replay(
         first,
         "a partial replay changes nothing"
     );
+    // The digest covers reactions: one more is seen.
+    let Some(HistoryOp::Insert(m)) = ops.first() else {
+        panic!("the log starts with an insert")
+    };
+    store
+        .apply(&[react(m, Uuid::new_v4(), "🚀", true, 99)])
+        .await
+        .unwrap();
+    let changed = store.checksum().await.unwrap();
+    assert_eq!(changed.rows, first.rows);
+    assert_ne!(changed.sha256, first.sha256, "a new reaction changes the digest");
 }

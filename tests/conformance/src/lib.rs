@@ -65,6 +65,8 @@ pub fn message(room: RoomId, seq: i64, content: &str) -> StoredMessage {
         created_at: at(seq),
         updated_at: at(seq),
         client_msg_id: Some(format!("c{seq}")),
+        reply_to_seq: None,
+        reactions: Vec::new(),
     }
 }
 
@@ -213,6 +215,7 @@ macro_rules! history_suite {
                 rooms_are_isolated_and_purge_removes_one_room,
                 pages_cross_partition_boundaries,
                 a_batch_of_long_messages_is_stored_whole,
+                replies_and_reactions_are_kept_newest_change_first,
             ]
         );
 

@@ -327,6 +327,20 @@ async fn read_your_writes_across_ingress_processes() {
     crate::read_your_writes::read_your_writes(&a, &b).await;
 }
 
+/// Replies and reactions on the whole stack, across processes: Alice sends on ingress A, Bob
+/// replies, reacts and reads on ingress B, each read at once after the change it follows.
+#[tokio::test]
+async fn replies_and_reactions_across_ingress_processes() {
+    let Some(mut owned) = stack_env() else { return };
+    let (k, v) = crate::conversations::LIMIT_ENV;
+    owned.push((k, v.into()));
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let b = App::spawn_role(&["ingress"], &env).await;
+    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    crate::conversations::replies_and_reactions_across(&a, &b).await;
+}
+
 /// Two ingress processes on the whole stack: a user joins on B and opens the room's stream on
 /// B, the other sends 50 messages on A; all 50 arrive on B in order, and B's history has all of
 /// them within a second of the last one's live delivery.

@@ -385,7 +385,7 @@ pub struct User {
 pub type Resp = (u16, Value);
 
 /// The body of a response that must be 200.
-fn ok((status, body): Resp, what: &str) -> Value {
+pub fn ok((status, body): Resp, what: &str) -> Value {
     assert_eq!(status, 200, "{what}: {body}");
     body
 }
@@ -587,6 +587,27 @@ impl User {
         }
         self.post(&format!("/api/messages/create-message/{room}"), body)
             .await
+    }
+    /// A reply over REST to the message with seq `reply_to_seq` of the same room.
+    pub async fn reply_rest(&self, room: &str, content: &str, reply_to_seq: i64) -> Resp {
+        self.post(
+            &format!("/api/messages/create-message/{room}"),
+            json!({"content": content, "reply_to_seq": reply_to_seq}),
+        )
+        .await
+    }
+    /// Adds (`added`) or takes back a reaction over REST.
+    pub async fn react(&self, message: &str, emoji: &str, added: bool) -> Resp {
+        let route = if added {
+            "add-reaction"
+        } else {
+            "remove-reaction"
+        };
+        self.post(
+            &format!("/api/messages/{route}/{message}"),
+            json!({"emoji": emoji}),
+        )
+        .await
     }
     pub async fn edit_message(&self, message: &str, content: &str) -> Resp {
         self.put(

@@ -4,6 +4,7 @@ mod abuse;
 mod analytics;
 mod bad_input;
 mod chat;
+mod conversations;
 mod crash;
 #[cfg(feature = "distributed")]
 mod distributed;

@@ -59,6 +59,12 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
                 .any(|m| m["id"] == ids[4].as_str() && m["deleted"] == true)
         })
         .await;
+    // Replies and reactions are rebuilt too (one taken back).
+    assert_eq!(bob.reply_rest(&room, "a reply", 1).await.0, 200);
+    for (emoji, added) in [("👍", true), ("🎉", true), ("🎉", false)] {
+        assert_eq!(bob.react(&ids[5], emoji, added).await.0, 200);
+    }
+    assert_eq!(alice.react(&ids[5], "👍", true).await.0, 200);
     // What bob does to his notifications is rebuilt too: one read, one deleted.
     let notes = bob.notifications_ok().await;
     assert!(notes.len() >= 2, "{notes:?}");
@@ -74,7 +80,10 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
     let (ok, dry) = replay(&app, &["--store", "history", "--dry-run"]);
     assert!(ok, "{dry}");
     assert!(
-        dry.contains("MESSAGE_SENT: 30") && dry.contains("MESSAGE_DELETED: 1"),
+        dry.contains("MESSAGE_SENT: 31")
+            && dry.contains("MESSAGE_DELETED: 1")
+            && dry.contains("MESSAGE_REACTION_ADDED: 3")
+            && dry.contains("MESSAGE_REACTION_REMOVED: 1"),
         "{dry}"
     );
     for store in ["history", "analytics", "notifications"] {

@@ -1,0 +1,196 @@
+//! Replies and reactions through the whole pipeline: the REST routes and the socket's frames,
+//! live frames to the room, history that shows them the instant they are acknowledged, and
+//! every wrong input answered with its error and nothing changed.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// Different emojis a message may carry, lowered so the limit is reached in a few requests.
+pub const LIMIT_ENV: (&str, &str) = ("LIVECHAT_LIMITS__MAX_REACTION_EMOJIS", "3");
+
+#[tokio::test]
+async fn replies_and_reactions() {
+    let app = App::spawn(&[LIMIT_ENV]).await;
+    replies_and_reactions_across(&app, &app).await;
+}
+
+/// The reactions of a message as `(emoji, count, [user ids])`.
+fn reactions(m: &Value) -> Vec<(String, i64, Vec<String>)> {
+    m["reactions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no reactions in {m}"))
+        .iter()
+        .map(|r| {
+            let users = r["user_ids"].as_array().unwrap();
+            (
+                r["emoji"].as_str().unwrap().to_string(),
+                r["count"].as_i64().unwrap(),
+                users
+                    .iter()
+                    .map(|u| u.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The message with this seq in the room's history, read once (no waiting).
+async fn at_seq(user: &User, room: &str, seq: i64) -> Value {
+    let page = ok(user.history(room, seq - 1, Some(1)).await, "get-messages");
+    page[0].clone()
+}
+
+/// Alice sends on `send_to`; Bob reads, replies and reacts on `read_from` (the same process, or
+/// another ingress of the same deployment); every read right after a change sees it.
+pub async fn replies_and_reactions_across(send_to: &App, read_from: &App) {
+    let alice = send_to.user("alice").await;
+    let bob = read_from.user("bob").await;
+    let carol = read_from.user("carol").await;
+    let room = alice.create_room("convo", true).await;
+    assert_eq!(bob.join(&room).await.0, 200);
+    let mut bob_ws = bob.subscribed_ws(read_from, &room).await;
+    let mut alice_ws = alice.ws(send_to, None).await;
+    let ack = alice_ws.send_msg(&room, "what's for lunch?", "q1").await;
+    let first = ack["message_id"].as_str().unwrap().to_string();
+    let first_seq = ack["seq"].as_i64().unwrap();
+
+    // A reply names the seq it quotes; the live frame and history carry it.
+    let reply = ok(
+        bob.reply_rest(&room, "pizza", first_seq).await,
+        "create-message with reply_to_seq",
+    );
+    assert_eq!(reply["reply_to_seq"], first_seq, "{reply}");
+    assert_eq!(reply["reactions"], json!([]));
+    let live = bob_ws
+        .wait_for("the reply live", |f| {
+            f["event_type"] == "MESSAGE_CREATED" && f["message"]["id"] == reply["id"]
+        })
+        .await;
+    assert_eq!(live["message"]["reply_to_seq"], first_seq, "{live}");
+    let stored = at_seq(&bob, &room, reply["seq"].as_i64().unwrap()).await;
+    assert_eq!(stored["reply_to_seq"], first_seq, "{stored}");
+    // Over the socket too.
+    bob_ws
+        .send(
+            json!({"type": "send", "room_id": room, "content": "or sushi",
+                     "client_msg_id": "b2", "reply_to_seq": first_seq, "ref": 7}),
+        )
+        .await;
+    let ack = bob_ws.wait_type("ack").await;
+    let sushi_seq = ack["seq"].as_i64().unwrap();
+    assert_eq!(
+        at_seq(&bob, &room, sushi_seq).await["reply_to_seq"],
+        first_seq
+    );
+
+    // Replies to nothing are refused, and nothing is stored.
+    for bad in [0, -1, 999] {
+        let (status, body) = bob.reply_rest(&room, "to nothing", bad).await;
+        assert_eq!(status, 422, "reply_to_seq {bad}: {body}");
+        assert!(body.to_string().contains("reply_to_seq"), "{body}");
+    }
+    let (status, _) = carol.reply_rest(&room, "not a member", first_seq).await;
+    assert_eq!(status, 403);
+    let last = bob.full_history(&room).await;
+    assert_eq!(
+        seqs(&last),
+        (1..=sushi_seq).collect::<Vec<_>>(),
+        "no refused reply stored"
+    );
+
+    // Reactions: idempotent per user and emoji, a shortcode is its emoji, readable at once.
+    let (aid, bid) = (alice.id.clone(), bob.id.clone());
+    let m = ok(bob.react(&first, "👍", true).await, "add-reaction");
+    assert_eq!(reactions(&m), vec![("👍".into(), 1, vec![bid.clone()])]);
+    let m = ok(bob.react(&first, "👍", true).await, "add-reaction again");
+    assert_eq!(reactions(&m), vec![("👍".into(), 1, vec![bid.clone()])]);
+    let m = ok(
+        alice.via(read_from).react(&first, ":+1:", true).await,
+        "by shortcode",
+    );
+    assert_eq!(
+        reactions(&m),
+        vec![("👍".into(), 2, vec![bid.clone(), aid.clone()])]
+    );
+    let stored = at_seq(&bob, &room, first_seq).await;
+    assert_eq!(
+        reactions(&stored),
+        reactions(&m),
+        "history at once: {stored}"
+    );
+    let recent = ok(bob.recent_messages(&room).await, "get-recent-messages");
+    let in_recent = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == first.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(reactions(&in_recent), reactions(&m));
+    let added = bob_ws.wait_event("MESSAGE_REACTION_ADDED").await;
+    assert_eq!(added["reaction"]["emoji"], "👍", "{added}");
+    assert_eq!(added["reaction"]["message_id"], first.as_str());
+    assert_eq!(added["payload"]["seq"], first_seq.to_string());
+
+    // Over the socket: a react frame answered with the reactions as they are now.
+    alice_ws
+        .send(json!({"type": "react", "message_id": first, "emoji": "🎉", "ref": 9}))
+        .await;
+    let ack = alice_ws.wait_type("react_ack").await;
+    assert_eq!(ack["ref"], 9);
+    assert_eq!(ack["reactions"].as_array().unwrap().len(), 2, "{ack}");
+
+    // Wrong input: a clear error, nothing changed.
+    for bad in ["not an emoji", "👍👍", "", ":nope:", "a"] {
+        let (status, body) = bob.react(&first, bad, true).await;
+        assert_eq!(status, 422, "{bad:?}: {body}");
+        assert!(body.to_string().contains("emoji"), "{body}");
+    }
+    let (status, _) = carol.react(&first, "👍", true).await;
+    assert_eq!(status, 403, "a non-member");
+    let (status, _) = bob
+        .react(&uuid::Uuid::new_v4().to_string(), "👍", true)
+        .await;
+    assert_eq!(status, 404, "an unknown message");
+    let (status, _) = bob.react("not-a-uuid", "👍", true).await;
+    assert_eq!(status, 422);
+    // At most 3 different emojis here (LIMIT_ENV): a third is fine, a fourth refused, while
+    // one more user on an emoji already there is not a new one.
+    ok(bob.react(&first, "❤️", true).await, "third emoji");
+    let (status, body) = bob.react(&first, "🍕", true).await;
+    assert_eq!(status, 422, "{body}");
+    ok(
+        alice.via(read_from).react(&first, "❤", true).await,
+        "❤ is ❤️",
+    );
+    let now = at_seq(&bob, &room, first_seq).await;
+    let emojis: Vec<String> = reactions(&now).into_iter().map(|r| r.0).collect();
+    assert_eq!(emojis, vec!["👍", "🎉", "❤️"], "{now}");
+
+    // Taking one back; taking back what is not there is not an error.
+    let m = ok(bob.react(&first, "👍", false).await, "remove-reaction");
+    assert_eq!(reactions(&m)[0], ("👍".into(), 1, vec![aid.clone()]));
+    let again = ok(
+        bob.react(&first, "👍", false).await,
+        "remove-reaction again",
+    );
+    assert_eq!(reactions(&again), reactions(&m));
+    let removed = bob_ws.wait_event("MESSAGE_REACTION_REMOVED").await;
+    assert_eq!(removed["reaction"]["user_id"], bid.as_str(), "{removed}");
+    assert_eq!(
+        reactions(&at_seq(&bob, &room, first_seq).await),
+        reactions(&m)
+    );
+
+    // A deleted message keeps none, and takes none.
+    alice.via(read_from).delete_message_ok(&first).await;
+    let gone = at_seq(&bob, &room, first_seq).await;
+    assert_eq!(gone["deleted"], true);
+    assert_eq!(gone["reactions"], json!([]), "{gone}");
+    let (status, _) = bob.react(&first, "👍", true).await;
+    assert_eq!(status, 404);
+    // A reply to it now is refused too.
+    let (status, _) = bob.reply_rest(&room, "late", first_seq).await;
+    assert_eq!(status, 422);
+}
