@@ -95,7 +95,8 @@ export const api = {
   activeUsers: (roomId) => request('GET', `/ws/get-active-user-ids/${enc(roomId)}`),
 
   // messages
-  sendMessage: (roomId, content, clientMsgId) => request('POST', `/messages/create-message/${enc(roomId)}`, { body: { content, client_msg_id: clientMsgId } }),
+  sendMessage: (roomId, content, clientMsgId, replyToSeq = null) => request('POST', `/messages/create-message/${enc(roomId)}`, { body: { content, client_msg_id: clientMsgId, reply_to_seq: replyToSeq } }),
+  react: (id, emoji, added) => request('POST', `/messages/${added ? 'add' : 'remove'}-reaction/${enc(id)}`, { body: { emoji } }),
   editMessage: (id, newContent) => request('PUT', `/messages/update-message/${enc(id)}`, { body: { new_content: newContent } }),
   deleteMessage: (id) => request('DELETE', `/messages/delete-message/${enc(id)}`),
   /** Newest-first page before `beforeSeq` (or the newest page). */

@@ -245,12 +245,13 @@ export class ChatSocket extends Emitter {
 
   // ---- sending ---------------------------------------------------------------------------
 
-  /** Queues a message; returns its pending entry. */
-  send(room, content) {
+  /** Queues a message (a reply when `replyToSeq` names the seq it quotes); returns its pending entry. */
+  send(room, content, replyToSeq = null) {
     const entry = {
       cmid: uuid(),
       room_id: room,
       content,
+      reply_to_seq: replyToSeq,
       createdAt: new Date().toISOString(),
       queuedAt: Date.now(),
       state: 'queued',
@@ -301,7 +302,9 @@ export class ChatSocket extends Emitter {
 
   _trySend(e) {
     if (e.state === 'failed' || !this.connected || Date.now() < e.retryAt) return;
-    const ok = this._raw({ type: 'send', room_id: e.room_id, content: e.content, client_msg_id: e.cmid, ref: { op: 'send', id: e.cmid } });
+    const frame = { type: 'send', room_id: e.room_id, content: e.content, client_msg_id: e.cmid, ref: { op: 'send', id: e.cmid } };
+    if (e.reply_to_seq) frame.reply_to_seq = e.reply_to_seq;
+    const ok = this._raw(frame);
     if (ok) {
       e.state = 'sending';
       e.sentAt = Date.now();

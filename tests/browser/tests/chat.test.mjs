@@ -298,6 +298,56 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await screenshot(p, '03-room-chat.png');
   });
 
+  step('reactions and replies: Bob reacts to Alice\'s message and quotes it; both see it live', async () => {
+    const p = alice.page;
+    const q = bob.page;
+    const target = expected.findIndex((m) => m.author === 'alice' && m.text === 'hi @bob, welcome') + 1;
+    const at = (page) => page.locator(`${tid('message')}[data-seq="${target}"]`);
+    const chip = (page) => at(page).locator(`${tid('reaction')}[data-emoji="👍"]`);
+    const count = (page) => chip(page).locator(tid('reaction-count')).textContent();
+    // Bob reacts from the message's actions.
+    await at(q).hover();
+    await at(q).locator(tid('react-message')).click();
+    await q.locator(`${tid('reaction-option')}[title="👍"]`).click();
+    await q.locator(tid('reaction-panel')).waitFor({ state: 'hidden' });
+    await until(() => chip(q).getAttribute('aria-pressed'), (v) => v === 'true', { what: "Bob's reaction, shown as his" });
+    await until(() => count(p), (t) => t === '1', { what: "Bob's reaction live at Alice's" });
+    assert.equal(await chip(p).getAttribute('aria-pressed'), 'false', 'not Alice\'s');
+    // Alice adds hers by clicking the chip; Bob takes his back.
+    await chip(p).click();
+    for (const page of [p, q]) await until(() => count(page), (t) => t === '2', { what: 'two 👍 on both sides' });
+    await screenshot(p, '03b-reactions.png');
+    await chip(q).click();
+    for (const page of [p, q]) await until(() => count(page), (t) => t === '1', { what: 'one 👍 left on both sides' });
+    assert.equal(await chip(p).getAttribute('aria-pressed'), 'true', 'the one left is Alice\'s');
+    // Bob replies: the bar above the composer names the message; the reply quotes it everywhere.
+    await at(q).hover();
+    await at(q).locator(tid('reply-message')).click();
+    await until(() => q.locator(tid('reply-bar-text')).textContent(), (t) => t.includes('alice') && t.includes('hi @bob, welcome'),
+      { what: 'the reply bar naming the message' });
+    await screenshot(q, '03c-replying.png');
+    await sendUI(q, 'replying to that');
+    push('bob', 'replying to that');
+    await q.locator(tid('reply-bar')).waitFor({ state: 'hidden' });
+    await expectMessages(p, expected, { what: 'the reply at Alice\'s' });
+    await expectMessages(q, expected, { what: 'the reply at Bob\'s' });
+    for (const page of [p, q]) {
+      const quote = page.locator(`${tid('message')}[data-seq="${expected.length}"] ${tid('message-quote')}`);
+      await quote.waitFor();
+      assert.equal(await quote.getAttribute('data-reply-to'), String(target));
+      assert.match(await quote.textContent(), /alice.*hi @bob, welcome/);
+    }
+    // The quote takes Alice to the quoted message.
+    await p.locator(`${tid('message')}[data-seq="${expected.length}"] ${tid('message-quote')}`).click();
+    await until(() => at(p).getAttribute('class'), (c) => /msg-flash/.test(c), { what: 'the quoted message flashing' });
+    // The server keeps both.
+    const hist = await q.evaluate((id) => window.livechat.api.messagesAfter(id, 0, 200), roomId);
+    const reacted = hist.find((m) => m.seq === target);
+    assert.deepEqual(reacted.reactions.map((r) => [r.emoji, r.count, r.user_ids]), [['👍', 1, [aliceId]]]);
+    assert.equal(hist.find((m) => m.seq === expected.length).reply_to_seq, target);
+    await screenshot(p, '03d-reply.png');
+  });
+
   step('unread counts grow in another view and opening the room clears them (read marker)', async () => {
     const p = alice.page;
     const q = bob.page;

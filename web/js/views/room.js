@@ -8,7 +8,7 @@ import { h, replace, clear, errorBox, showError, hideError, busy, toast, shortTi
 import { visibilityOf, visibilityLabel, applyIsPublic } from '../util.js';
 import { renderMarkup } from '../markup.js';
 import { mentionSuggest } from '../suggest.js';
-import { emojiPicker } from '../emoji.js';
+import { emojiPicker, reactionPicker } from '../emoji.js';
 
 const PAGE = 50;
 const MAX_CHARS = 4000;
@@ -262,10 +262,16 @@ function openChat(main, initialRoom, ctx) {
     input.focus();
     replaceText(input, input.selectionStart, input.selectionEnd, e);
   });
+  // The message the next one replies to (its seq), shown above the composer until sent or dropped.
+  let replyTo = null;
+  const replyText = h('span', { class: 'reply-bar-text', 'data-testid': 'reply-bar-text' });
+  const replyCancel = h('button', { type: 'button', class: 'btn btn-tiny', 'aria-label': 'Cancel reply', 'data-testid': 'reply-cancel' }, '✕');
+  const replyBar = h('div', { class: 'reply-bar', hidden: true, 'data-testid': 'reply-bar' }, replyText, replyCancel);
   const composer = h('form', { class: 'composer', 'data-testid': 'composer' },
-    suggest.box, emoji.panel, h('div', { class: 'composer-row' }, input, emoji.button, sendBtn), composerErr, composerHint);
+    suggest.box, emoji.panel, replyBar, h('div', { class: 'composer-row' }, input, emoji.button, sendBtn), composerErr, composerHint);
+  const reactions = reactionPicker();
 
-  const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, unreadBtn, scroller, jumpBtn, typingEl, composer);
+  const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, unreadBtn, scroller, jumpBtn, typingEl, composer, reactions.panel);
 
   // ---- aside
   const shareUrl = `${location.origin}/#/room/${encodeURIComponent(roomId)}`;
@@ -596,8 +602,15 @@ function openChat(main, initialRoom, ctx) {
     const body = msg.deleted
       ? h('div', { class: 'msg-content', 'data-testid': 'message-content' }, h('em', {}, 'This message was deleted.'))
       : h('div', { class: 'msg-content', 'data-testid': 'message-content' }, renderContent(msg.content, me.username));
+    const quote = msg.reply_to_seq && !msg.deleted ? quoteEl(msg.reply_to_seq) : null;
+    const chips = msg.deleted ? null : reactionChips(msg);
     const actions = h('div', { class: 'msg-actions' });
     if (!msg.deleted) {
+      const react = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'react-message', 'aria-label': 'Add a reaction', title: 'Add a reaction' }, '☺+');
+      react.addEventListener('click', () => reactions.open(react, (e) => toggleReaction(msg.id, e, true)));
+      const reply = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'reply-message', 'aria-label': 'Reply' }, 'Reply');
+      reply.addEventListener('click', () => startReply(msg.seq));
+      actions.append(react, reply);
       if (own) {
         const edit = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'edit-message', 'aria-label': 'Edit message' }, 'Edit');
         edit.addEventListener('click', () => startEdit(msg.seq));
@@ -622,10 +635,109 @@ function openChat(main, initialRoom, ctx) {
         }));
       }
     }
-    replace(li, meta, body, actions.childNodes.length ? actions : null);
+    replace(li, meta, quote, body, chips, actions.childNodes.length ? actions : null);
     const i = seqIndex(msg.seq);
     if (i >= 0 && bySeq.get(msg.seq).el === li) regroup(i);
   }
+
+  // ---- replies and reactions
+  /** "author: text" of the message at `seq`, as far as it is loaded. */
+  function quoteParts(seq) {
+    const it = bySeq.get(seq);
+    if (!it) return ['', `Message #${seq}`];
+    if (it.msg.deleted) return ['', 'A deleted message'];
+    return [it.msg.username || 'unknown', it.msg.content.replace(/\s+/g, ' ').slice(0, 140)];
+  }
+
+  function quoteEl(seq) {
+    const [author, text] = quoteParts(seq);
+    const q = h('button', { type: 'button', class: 'msg-quote', 'data-testid': 'message-quote', 'data-reply-to': String(seq), title: 'Show the message this replies to' },
+      author ? h('span', { class: 'msg-quote-author' }, author) : null, h('span', { class: 'msg-quote-text' }, text));
+    q.addEventListener('click', () => showMessage(seq));
+    return q;
+  }
+
+  /** Scrolls to a loaded message and makes it flash (or says it is further up). */
+  function showMessage(seq) {
+    const it = bySeq.get(seq);
+    if (!it) { toast('That message is further up: load older messages to see it.'); return; }
+    it.el.scrollIntoView({ block: 'center', behavior: 'smooth' });
+    it.el.classList.remove('msg-flash');
+    void it.el.offsetWidth; // restart the animation
+    it.el.classList.add('msg-flash');
+  }
+
+  /** Redraws the replies that quote `seq` (it arrived, changed or was deleted). */
+  function refreshQuotes(seq) {
+    for (const it of bySeq.values()) {
+      if (it.msg.reply_to_seq === seq && editing !== it.msg.seq) fillMessage(it.el, it.msg);
+    }
+  }
+
+  function memberName(id) {
+    if (id === me.id) return 'You';
+    return members.find((m) => m.id === id)?.username || 'someone';
+  }
+
+  function reactionChips(msg) {
+    const list = msg.reactions || [];
+    if (!list.length) return null;
+    return h('div', { class: 'msg-reactions', 'data-testid': 'reactions' }, list.map((r) => {
+      const mine = r.user_ids.includes(me.id);
+      const names = r.user_ids.map(memberName).join(', ');
+      const chip = h('button', {
+        type: 'button', class: `reaction${mine ? ' reaction-mine' : ''}`, 'data-testid': 'reaction', 'data-emoji': r.emoji,
+        'aria-pressed': String(mine), title: `${names} reacted with ${r.emoji}`,
+        'aria-label': `${r.emoji} ${r.count}: ${names}${mine ? ' (click to take yours back)' : ''}`,
+      }, h('span', {}, r.emoji), h('span', { class: 'reaction-count', 'data-testid': 'reaction-count' }, String(r.count)));
+      chip.addEventListener('click', () => toggleReaction(msg.id, r.emoji, !mine));
+      return chip;
+    }));
+  }
+
+  /** Adds one user's reaction to (or takes it from) a loaded message's list; true if it changed. */
+  function applyReaction(id, emoji, userId, added) {
+    const seq = byId.get(id);
+    if (seq === undefined) return false;
+    const it = bySeq.get(seq);
+    const list = (it.msg.reactions || []).map((r) => ({ ...r, user_ids: [...r.user_ids] }));
+    const r = list.find((x) => x.emoji === emoji);
+    const has = !!r && r.user_ids.includes(userId);
+    if (has === added) return false;
+    if (added && r) r.user_ids.push(userId);
+    else if (added) list.push({ emoji, count: 0, user_ids: [userId] });
+    else r.user_ids = r.user_ids.filter((u) => u !== userId);
+    for (const x of list) x.count = x.user_ids.length;
+    it.msg = { ...it.msg, reactions: list.filter((x) => x.count > 0) };
+    if (editing !== seq) fillMessage(it.el, it.msg);
+    return true;
+  }
+
+  async function toggleReaction(id, emoji, added) {
+    try {
+      const m = await api.react(id, emoji, added);
+      const seq = byId.get(id);
+      if (seq === undefined) return;
+      const it = bySeq.get(seq);
+      it.msg = { ...it.msg, reactions: m.reactions };
+      if (editing !== seq) fillMessage(it.el, it.msg);
+    } catch (ex) {
+      toast(ex.message, 'error');
+    }
+  }
+
+  function startReply(seq) {
+    replyTo = seq;
+    const [author, text] = quoteParts(seq);
+    replyText.textContent = `Replying to ${author || 'a message'}: ${text}`;
+    replyBar.hidden = false;
+    input.focus();
+  }
+  function cancelReply() {
+    replyTo = null;
+    replyBar.hidden = true;
+  }
+  replyCancel.addEventListener('click', () => { cancelReply(); input.focus(); });
 
   function insertMessage(msg) {
     if (!msg || typeof msg.seq !== 'number') return false;
@@ -655,6 +767,7 @@ function openChat(main, initialRoom, ctx) {
     const c = msg.client_msg_id && pendingEls.get(msg.client_msg_id);
     if (c) { c.remove(); pendingEls.delete(msg.client_msg_id); }
     if (msg.user_id && typers.has(msg.user_id)) setTyping(msg.user_id, '', false);
+    refreshQuotes(msg.seq);
     return true;
   }
 
@@ -702,6 +815,7 @@ function openChat(main, initialRoom, ctx) {
     const it = bySeq.get(seq);
     it.msg = { ...it.msg, content, edited: true, updated_at: new Date().toISOString() };
     if (editing !== seq) fillMessage(it.el, it.msg);
+    refreshQuotes(seq);
   }
 
   function applyDeleted(id) {
@@ -710,8 +824,10 @@ function openChat(main, initialRoom, ctx) {
     const it = bySeq.get(seq);
     if (editing === seq) editing = null;
     const hadFocus = it.el.contains(document.activeElement);
-    it.msg = { ...it.msg, deleted: true, content: '' };
+    it.msg = { ...it.msg, deleted: true, content: '', reactions: [] };
     fillMessage(it.el, it.msg);
+    refreshQuotes(seq);
+    if (replyTo === seq) cancelReply();
     if (hadFocus) { input.focus(); }
   }
 
@@ -971,6 +1087,12 @@ function openChat(main, initialRoom, ctx) {
       case 'MESSAGE_DELETED':
         applyDeleted(f.payload.message_id);
         break;
+      case 'MESSAGE_REACTION_ADDED':
+      case 'MESSAGE_REACTION_REMOVED': {
+        const r = f.reaction || {};
+        if (r.message_id && r.emoji && r.user_id) applyReaction(r.message_id, r.emoji, r.user_id, f.event_type === 'MESSAGE_REACTION_ADDED');
+        break;
+      }
       default:
         break;
     }
@@ -988,6 +1110,8 @@ function openChat(main, initialRoom, ctx) {
       case 'MESSAGE_CREATED':
       case 'MESSAGE_EDITED':
       case 'MESSAGE_DELETED':
+      case 'MESSAGE_REACTION_ADDED':
+      case 'MESSAGE_REACTION_REMOVED':
         if (!ready) buffer.push(f); else handleLive(f);
         break;
       case 'USER_TYPING': {
@@ -1039,6 +1163,8 @@ function openChat(main, initialRoom, ctx) {
       client_msg_id: a.client_msg_id,
       created_at: a.created_at,
       updated_at: a.created_at,
+      reply_to_seq: a.entry?.reply_to_seq ?? null,
+      reactions: [],
     };
     const el = pendingEls.get(a.client_msg_id);
     if (!ready) { buffer.push({ event_type: 'MESSAGE_CREATED', room_id: roomId, seq: a.seq, message: msg }); return; }
@@ -1090,6 +1216,9 @@ function openChat(main, initialRoom, ctx) {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
       e.preventDefault();
       composer.requestSubmit();
+    } else if (e.key === 'Escape' && replyTo !== null) {
+      e.preventDefault();
+      cancelReply();
     } else if (e.key === 'ArrowUp' && !input.value && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
       // ↑ in an empty composer edits your last message, as in most chat apps.
       for (let i = seqs.length - 1; i >= 0; i--) {
@@ -1114,7 +1243,8 @@ function openChat(main, initialRoom, ctx) {
       return;
     }
     stopTyping();
-    socket.send(roomId, text);
+    socket.send(roomId, text, replyTo);
+    cancelReply();
     input.value = '';
     autosize();
     composerHint.textContent = 'Enter to send · Shift+Enter for a new line';
