@@ -9,6 +9,7 @@ import { mountRoom } from './js/views/room.js';
 import { mountNotifications } from './js/views/notifications.js';
 import { mountAnalytics } from './js/views/analytics.js';
 import { notifyDesktop } from './js/desktop.js';
+import { visibilityOf, displayRoomName } from './js/util.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -216,9 +217,17 @@ function lockIcon() {
     svgEl('path', { d: 'M5 7V5a3 3 0 0 1 6 0v2', fill: 'none', stroke: 'currentColor', 'stroke-width': 1.8 }));
 }
 
+/** A person's outline: the mark of a direct conversation. */
+function personIcon() {
+  return svgEl('svg', { viewBox: '0 0 16 16', width: 12, height: 12, 'aria-hidden': 'true', class: 'icon' },
+    svgEl('circle', { cx: 8, cy: 5, r: 3, fill: 'currentColor' }),
+    svgEl('path', { d: 'M2 15c0-3.3 2.7-5.5 6-5.5s6 2.2 6 5.5z', fill: 'currentColor' }));
+}
+
 function roomItem(room) {
   const name = h('span', { class: 'room-name' });
-  const lock = h('span', { class: 'room-lock', title: 'Private room' }, lockIcon());
+  const isDirect = visibilityOf(room) === 'direct';
+  const lock = h('span', { class: 'room-lock', title: isDirect ? 'Direct conversation' : 'Private room' }, isDirect ? personIcon() : lockIcon());
   const badge = h('span', { class: 'badge', 'data-testid': 'unread-count', hidden: true });
   const a = h('a', { href: roomRoute(room.id), class: 'room-link' }, lock, name, badge);
   const li = h('li', { 'data-testid': 'room-item', 'data-room-id': room.id }, a);
@@ -240,7 +249,9 @@ function updateSidebar() {
     it.badge.textContent = n > 99 ? '99+' : String(n);
     it.badge.hidden = n <= 0;
     it.li.dataset.unread = String(n);
-    it.a.setAttribute('aria-label', `${r.name}${r.is_public ? '' : ' (private)'}${n > 0 ? `, ${n} unread` : ''}`);
+    const kind = visibilityOf(r) === 'direct' ? ' (direct)' : r.is_public ? '' : ' (private)';
+    it.a.setAttribute('aria-label', `${r.name}${kind}${n > 0 ? `, ${n} unread` : ''}`);
+    it.li.dataset.direct = String(visibilityOf(r) === 'direct');
     const active = r.id === store.activeRoomId && document.body.dataset.route === 'room';
     if (active) it.a.setAttribute('aria-current', 'page'); else it.a.removeAttribute('aria-current');
     it.li.classList.toggle('has-unread', n > 0);
@@ -280,9 +291,23 @@ store.on('room-gone', ({ roomId, reason, name }) => {
   }
 });
 
+// A direct message while the tab is hidden: a desktop notification, if the user turned them on.
+store.on('event', (f) => {
+  if (f.event_type !== 'MESSAGE_CREATED' || f.replayed || !store.me) return;
+  const r = store.rooms.get(f.room_id);
+  const p = f.payload || {};
+  if (!r || visibilityOf(r) !== 'direct' || p.user_id === store.me.id) return;
+  notifyDesktop(store.me.id, {
+    title: `${p.username || 'Someone'} (direct message)`,
+    body: (p.message || '').slice(0, 140),
+    tag: p.message_id,
+    onOpen: () => navigate(roomRoute(r.id)),
+  });
+});
+
 store.on('notification', (n) => {
   const p = n.payload || {};
-  const room = p.room_name ? `“${p.room_name}”` : 'a room';
+  const room = p.room_name ? `“${displayRoomName(p.room_name, store.me?.username)}”` : 'a room';
   const roomHash = p.room_id ? roomRoute(p.room_id) : null;
   let text = null;
   let open = null; // where clicking the toast leads
@@ -290,6 +315,7 @@ store.on('notification', (n) => {
     case 'JOIN_REQUEST_CREATED': text = `${p.username || 'Someone'} asked to join ${room}.`; open = '#/notifications'; break;
     case 'JOIN_REQUEST_ACCEPTED': text = `Your request to join ${room} was accepted.`; open = roomHash; break;
     case 'JOIN_REQUEST_REJECTED': text = `Your request to join ${room} was declined.`; break;
+    case 'ADDED_TO_ROOM': text = `A conversation with ${room} was opened with you.`; open = roomHash; break;
     case 'MENTION':
       if (!(store.activeRoomId === p.room_id && document.body.dataset.route === 'room' && document.visibilityState === 'visible')) {
         text = `${p.username || 'Someone'} mentioned you in ${room}.`;

@@ -70,6 +70,9 @@ pub struct Limits {
     pub max_history_page: u32,
     /// Different emojis one message may carry as reactions (each by any number of members).
     pub max_reaction_emojis: usize,
+    /// People in one direct conversation, its opener included (2 for one-to-one; more for a
+    /// group conversation).
+    pub max_direct_members: usize,
 }
 
 impl Limits {
@@ -127,6 +130,7 @@ impl Default for Limits {
             login_backoff_max_secs: 900,
             max_history_page: 200,
             max_reaction_emojis: 20,
+            max_direct_members: 8,
         }
     }
 }

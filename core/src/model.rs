@@ -85,13 +85,15 @@ impl Role {
 /// Who finds a room and how one gets in. Public: listed, joined at once. Private (the
 /// original's meaning): listed with its name, description and member count, joined with the
 /// owner's approval. Unlisted: joined like a private room but never listed: found only through
-/// its link (its id), for rooms that must not be found.
+/// its link (its id), for rooms that must not be found. Direct: a conversation of a fixed set of
+/// people, opened by one of them, never listed or joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     Public,
     Private,
     Unlisted,
+    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +104,9 @@ pub struct Room {
     pub is_public: bool,
     /// Left out of search and top rooms (never set on a public room).
     pub unlisted: bool,
+    /// A direct conversation: its members only, fixed (see [`Room::direct_name`]); always
+    /// unlisted and never public.
+    pub direct: bool,
     pub created_by: UserId,
     pub participants_count: i64,
     /// The seq of the newest message (0 when none).
@@ -147,18 +152,51 @@ impl Visibility {
 
 impl Room {
     pub fn visibility(&self) -> Visibility {
-        match (self.is_public, self.unlisted) {
-            (true, _) => Visibility::Public,
-            (false, false) => Visibility::Private,
-            (false, true) => Visibility::Unlisted,
+        match (self.direct, self.is_public, self.unlisted) {
+            (true, ..) => Visibility::Direct,
+            (false, true, _) => Visibility::Public,
+            (false, false, false) => Visibility::Private,
+            (false, false, true) => Visibility::Unlisted,
         }
     }
 
     pub fn set_visibility(&mut self, v: Visibility) {
         self.is_public = v == Visibility::Public;
-        self.unlisted = v == Visibility::Unlisted;
+        self.unlisted = matches!(v, Visibility::Unlisted | Visibility::Direct);
+        self.direct = v == Visibility::Direct;
+    }
+
+    /// The stored name of the direct conversation of these people: their usernames, sorted,
+    /// then U+2063 (an invisible separator no room name may contain), so it is unique per set of
+    /// people and no room can take it first.
+    pub fn direct_name(usernames: &[String]) -> String {
+        let mut names = usernames.to_vec();
+        names.sort();
+        names.dedup();
+        format!("{}{DIRECT_MARK}", names.join(", "))
+    }
+
+    /// The name `viewer` sees: for a direct conversation the other people's names, otherwise
+    /// the room's name.
+    pub fn name_for(&self, viewer: &str) -> String {
+        if !self.direct {
+            return self.name.clone();
+        }
+        let others: Vec<&str> = self
+            .name
+            .trim_end_matches(DIRECT_MARK)
+            .split(", ")
+            .filter(|n| *n != viewer)
+            .collect();
+        match others.is_empty() {
+            true => viewer.to_string(),
+            false => others.join(", "),
+        }
     }
 }
+
+/// Ends the stored name of a direct conversation (see [`Room::direct_name`]).
+const DIRECT_MARK: char = '\u{2063}';
 
 impl From<&Room> for RoomPublic {
     fn from(r: &Room) -> Self {

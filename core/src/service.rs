@@ -381,6 +381,12 @@ impl ChatService {
         description: Option<&str>,
         visibility: Visibility,
     ) -> AppResult<RoomPublic> {
+        if visibility == Visibility::Direct {
+            return Err(AppError::validation(
+                "visibility",
+                "a direct conversation is opened with create-direct, not created",
+            ));
+        }
         let (name, description) = AppError::both(
             validate::room_name(name, self.limits.max_room_name_chars),
             self.description(description),
@@ -392,6 +398,7 @@ impl ChatService {
             description,
             is_public: true,
             unlisted: false,
+            direct: false,
             created_by: user.id,
             participants_count: 1,
             last_seq: 0,
@@ -419,6 +426,11 @@ impl ChatService {
         visibility: Option<Visibility>,
     ) -> AppResult<RoomPublic> {
         let mut r = self.require_owner(room, user.id).await?;
+        if r.direct || visibility == Some(Visibility::Direct) {
+            return Err(AppError::BadRequest(
+                "A direct conversation cannot be changed, and a room cannot become one".into(),
+            ));
+        }
         let mut changed = false;
         if let Some(d) = description {
             let d = self.description(Some(d))?;
@@ -444,6 +456,11 @@ impl ChatService {
 
     pub async fn delete_room(&self, user: &User, room: RoomId) -> AppResult<()> {
         let r = self.require_owner(room, user.id).await?;
+        if r.direct {
+            return Err(AppError::BadRequest(
+                "A direct conversation is not deleted: leave it instead".into(),
+            ));
+        }
         self.delete_room_unchecked(&r, user.id).await
     }
 
@@ -462,6 +479,7 @@ impl ChatService {
     pub async fn get_room(&self, user: &User, room: RoomId) -> AppResult<RoomPublic> {
         let r = self.room_or_404(room).await?;
         let mut p = RoomPublic::from(&r);
+        p.name = r.name_for(&user.username);
         if let Some(read) = self.dir().read_marker(user.id, room).await? {
             p.last_read_seq = Some(read);
             p.unread_count = Some(self.unread_count(room, r.last_seq, read).await?);
@@ -475,6 +493,7 @@ impl ChatService {
         let mut out = Vec::with_capacity(rows.len());
         for (room, _role, read) in &rows {
             let mut p = RoomPublic::from(room);
+            p.name = room.name_for(&user.username);
             p.last_read_seq = Some(*read);
             p.unread_count = Some(self.unread_count(room.id, room.last_seq, *read).await?);
             out.push(p);
@@ -542,6 +561,96 @@ impl ChatService {
             .collect())
     }
 
+    /// Opens the direct conversation of the caller and `usernames` (one person, or a group up to
+    /// `max_direct_members` with the caller): the same room every time for the same people,
+    /// whoever opens it, with everyone back in it who had left.
+    pub async fn open_direct(&self, user: &User, usernames: &[String]) -> AppResult<RoomPublic> {
+        let max = self.limits.max_direct_members;
+        let mut names: Vec<String> = usernames
+            .iter()
+            .map(|n| validate::username_key(n))
+            .collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() || names.len() + 1 > max {
+            return Err(AppError::validation(
+                "usernames",
+                format!("name 1 to {} other people", max.saturating_sub(1)),
+            ));
+        }
+        let others = self.dir().users_by_names(usernames).await?;
+        if others.iter().any(|u| u.id == user.id) {
+            return Err(AppError::validation(
+                "usernames",
+                "name the other people, not yourself",
+            ));
+        }
+        let mut found: Vec<String> = others
+            .iter()
+            .map(|u| validate::username_key(&u.username))
+            .collect();
+        found.sort();
+        found.dedup();
+        if found != names {
+            let missing: Vec<&str> = usernames
+                .iter()
+                .filter(|n| !found.contains(&validate::username_key(n)))
+                .map(String::as_str)
+                .collect();
+            return Err(AppError::NotFound(format!(
+                "No such user: {}",
+                missing.join(", ")
+            )));
+        }
+        let mut people: Vec<&User> = others.iter().collect();
+        people.push(user);
+        let mut ids: Vec<String> = people.iter().map(|u| u.id.to_string()).collect();
+        ids.sort();
+        let id = Uuid::new_v5(&DIRECT_ROOMS, ids.join(",").as_bytes());
+        let room = match self.dir().room(id).await? {
+            Some(r) => r,
+            None => {
+                let at = now();
+                let usernames: Vec<String> = people.iter().map(|u| u.username.clone()).collect();
+                let mut room = Room {
+                    id,
+                    name: Room::direct_name(&usernames),
+                    description: None,
+                    is_public: false,
+                    unlisted: true,
+                    direct: true,
+                    created_by: user.id,
+                    participants_count: 1,
+                    last_seq: 0,
+                    created_at: at,
+                    updated_at: at,
+                };
+                room.set_visibility(Visibility::Direct);
+                let ev = room_event_for(RoomEventType::RoomCreated, &room, user.id, at);
+                match self.dir().create_room(&room, vec![room_record(ev)?]).await {
+                    Ok(()) => room,
+                    // The other person opened it at the same moment.
+                    Err(StoreError::Conflict(_)) => self.room_or_404(id).await?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        for person in people {
+            if self.dir().membership(id, person.id).await?.is_some() {
+                continue;
+            }
+            let mut ev = room_event_for(RoomEventType::UserJoinedRoom, &room, user.id, now());
+            ev.subject_user_id = Some(person.id.to_string());
+            ev.subject_username = Some(person.username.clone());
+            self.dir()
+                .add_member(id, person.id, Role::Member, vec![room_record(ev)?])
+                .await?;
+        }
+        let mut p = RoomPublic::from(&self.room_or_404(id).await?);
+        p.name = room.name_for(&user.username);
+        Ok(p)
+    }
+
     // ----- joining and leaving ---------------------------------------------------------------
 
     /// Public room: joins at once. Private room: files a request and notifies the owner.
@@ -554,6 +663,11 @@ impl ChatService {
         let r = self.room_or_404(room).await?;
         if self.dir().membership(room, user.id).await?.is_some() {
             return Err(AppError::BadRequest("You are already in this room".into()));
+        }
+        if r.direct {
+            return Err(AppError::Forbidden(
+                "A direct conversation is only for the people it was opened with".into(),
+            ));
         }
         let at = now();
         if r.is_public {
@@ -649,6 +763,11 @@ impl ChatService {
     /// The owner removes a member; the member's live stream of the room ends at once.
     pub async fn remove_member(&self, user: &User, room: RoomId, target: UserId) -> AppResult<()> {
         let r = self.require_owner(room, user.id).await?;
+        if r.direct {
+            return Err(AppError::BadRequest(
+                "Nobody is removed from a direct conversation".into(),
+            ));
+        }
         if target == user.id {
             return Err(AppError::BadRequest(
                 "The owner can't remove themself; delete the room instead".into(),
@@ -673,7 +792,8 @@ impl ChatService {
     /// Leaves a room; the owner leaving deletes it (as in the original, recorded as ROOM_DELETED).
     pub async fn leave_room(&self, user: &User, room: RoomId) -> AppResult<()> {
         let r = self.room_or_404(room).await?;
-        if r.created_by == user.id {
+        // The owner leaving deletes the room, but a direct conversation's opener only leaves it.
+        if r.created_by == user.id && !r.direct {
             return self.delete_room_unchecked(&r, user.id).await;
         }
         let mut ev = room_event_for(RoomEventType::UserLeftRoom, &r, user.id, now());
@@ -928,7 +1048,8 @@ impl ChatService {
     pub async fn delete_message(&self, user: &User, id: MessageId) -> AppResult<()> {
         let m = self.live_message(id).await?;
         let room = self.room_or_404(m.room_id).await?;
-        let is_owner = room.created_by == user.id;
+        // Nobody moderates a direct conversation: each deletes their own messages.
+        let is_owner = room.created_by == user.id && !room.direct;
         if !is_owner {
             if m.user_id != user.id {
                 return Err(AppError::Forbidden("Cannot access user's message".into()));
@@ -1329,6 +1450,9 @@ impl ChatService {
         Ok(self.ports.analytics.top_social_users(limit).await?)
     }
 }
+
+/// The namespace of direct conversations' room ids (UUIDv5 of their members' ids).
+const DIRECT_ROOMS: Uuid = Uuid::from_u128(0x6c69_7665_6368_6174_2d64_6972_6563_7400);
 
 pub fn user_cache_key(id: UserId) -> String {
     format!("user:{id}")

@@ -144,6 +144,7 @@ pub fn router(st: Arc<AppState>) -> Router {
     let authed = Router::new()
         .route("/users/get-me", get(users::get_me))
         .route("/rooms/create-room", post(rooms::create))
+        .route("/rooms/create-direct", post(rooms::create_direct))
         .route("/rooms/update-room/{room_id}", put(rooms::update))
         .route("/rooms/delete-room/{room_id}", delete(rooms::delete))
         .route("/rooms/get-room/{room_id}", get(rooms::get))

@@ -170,6 +170,12 @@ pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
         Some(RoomEventType::JoinRequestRejected) => subject
             .map(|s| vec![make(s, NotificationType::JoinRequestRejected, &[])])
             .unwrap_or_default(),
+        // Someone else put the member in (a direct conversation opened with them); joining by
+        // oneself notifies nobody.
+        Some(RoomEventType::UserJoinedRoom) => subject
+            .filter(|s| source.is_some_and(|a| a != *s))
+            .map(|s| vec![make(s, NotificationType::AddedToRoom, &[])])
+            .unwrap_or_default(),
         Some(RoomEventType::MessageSent) => ev
             .mentioned_user_ids
             .iter()

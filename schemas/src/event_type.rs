@@ -80,6 +80,7 @@ vocabulary! {
         JoinRequestAccepted = "JOIN_REQUEST_ACCEPTED",
         JoinRequestRejected = "JOIN_REQUEST_REJECTED",
         Mention = "MENTION",
+        AddedToRoom = "ADDED_TO_ROOM",
     }
 }
 

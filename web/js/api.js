@@ -78,6 +78,7 @@ export const api = {
 
   // rooms
   createRoom: (name, description, visibility) => request('POST', '/rooms/create-room', { body: { name, description, is_public: visibility === 'public', visibility } }),
+  openDirect: (usernames) => request('POST', '/rooms/create-direct', { body: { usernames } }),
   updateRoom: (id, changes) => request('PUT', `/rooms/update-room/${enc(id)}`, { body: changes }),
   deleteRoom: (id) => request('DELETE', `/rooms/delete-room/${enc(id)}`),
   getRoom: (id) => request('GET', `/rooms/get-room/${enc(id)}`),

@@ -280,7 +280,7 @@ class Store extends Emitter {
     this.emit('notifications');
     this.emit('notification', n);
     this._trackMention(n);
-    if (n.type === 'JOIN_REQUEST_ACCEPTED') {
+    if (n.type === 'JOIN_REQUEST_ACCEPTED' || n.type === 'ADDED_TO_ROOM') {
       this.loadRooms().catch(() => {});
       this.loadMyRequests().catch(() => {});
     } else if (n.type === 'JOIN_REQUEST_REJECTED') {

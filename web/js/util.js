@@ -78,12 +78,22 @@ export async function pool(items, n, fn) {
   return results;
 }
 
-/** A room's visibility: `public`, `private` or `unlisted` (servers without the field: from is_public). */
+/**
+ * A room name as `me` should read it. Rooms come named for the caller; a notification carries
+ * a direct conversation's stored name (everyone's usernames, then U+2063): the others' names.
+ */
+export function displayRoomName(name, me) {
+  if (!name || !name.endsWith('\u2063')) return name;
+  const others = name.slice(0, -1).split(', ').filter((n) => n !== me);
+  return others.length ? others.join(', ') : me;
+}
+
+/** A room's visibility: `public`, `private`, `unlisted` or `direct` (servers without the field: from is_public). */
 export function visibilityOf(room) {
   return room.visibility || (room.is_public ? 'public' : 'private');
 }
 
-/** "Public", "Private" or "Unlisted". */
+/** "Public", "Private", "Unlisted" or "Direct". */
 export function visibilityLabel(room) {
   const v = visibilityOf(room);
   return v.charAt(0).toUpperCase() + v.slice(1);

@@ -21,6 +21,11 @@ pub struct RoomCreate {
 }
 
 #[derive(Deserialize)]
+pub struct DirectOpen {
+    usernames: Vec<String>,
+}
+
+#[derive(Deserialize)]
 pub struct RoomUpdate {
     description: Option<String>,
     is_public: Option<bool>,
@@ -68,6 +73,15 @@ pub async fn create(st: St, c: Caller, JsonBody(b): JsonBody<RoomCreate>) -> Api
             )
             .await?,
     ))
+}
+
+/// Opens (or finds) the caller's direct conversation with `usernames`.
+pub async fn create_direct(
+    st: St,
+    c: Caller,
+    JsonBody(b): JsonBody<DirectOpen>,
+) -> ApiResult<Response> {
+    Ok(json(st.svc.open_direct(&c.user, &b.usernames).await?))
 }
 
 pub async fn update(

@@ -535,6 +535,8 @@ const LATER_COLUMNS: &[(&str, &str, &str)] = &[
     ("rooms", "unlisted", "INTEGER NOT NULL DEFAULT 0"),
     // The username's key (case-folded confusable skeleton), unique: see `key_usernames`.
     ("users", "name_key", "TEXT"),
+    // A direct conversation.
+    ("rooms", "direct", "INTEGER NOT NULL DEFAULT 0"),
     // The seq of the message a reply quotes.
     ("messages", "reply_to_seq", "INTEGER"),
 ];

@@ -37,7 +37,8 @@ CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id);
 CREATE TABLE IF NOT EXISTS rooms(
   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, is_public INTEGER NOT NULL,
   created_by TEXT NOT NULL, participants_count INTEGER NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0,
-  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, unlisted INTEGER NOT NULL DEFAULT 0);
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, unlisted INTEGER NOT NULL DEFAULT 0,
+  direct INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS rooms_by_participants ON rooms(participants_count DESC);
 CREATE TABLE IF NOT EXISTS memberships(
   room_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, joined_at INTEGER NOT NULL,
@@ -207,9 +208,9 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-const ROOM_COLS: &str = "r.id, r.name, r.description, r.is_public, r.created_by, r.participants_count, r.last_seq, r.created_at, r.updated_at, r.unlisted";
+const ROOM_COLS: &str = "r.id, r.name, r.description, r.is_public, r.created_by, r.participants_count, r.last_seq, r.created_at, r.updated_at, r.unlisted, r.direct";
 /// How many columns [`ROOM_COLS`] selects (what a query selects after them starts here).
-const ROOM_COLS_COUNT: usize = 10;
+const ROOM_COLS_COUNT: usize = 11;
 fn room_row(r: &Row<'_>) -> rusqlite::Result<Room> {
     Ok(Room {
         id: uuid_col(r, 0)?,
@@ -217,6 +218,7 @@ fn room_row(r: &Row<'_>) -> rusqlite::Result<Room> {
         description: r.get(2)?,
         is_public: r.get(3)?,
         unlisted: r.get(9)?,
+        direct: r.get(10)?,
         created_by: uuid_col(r, 4)?,
         participants_count: r.get(5)?,
         last_seq: r.get(6)?,
@@ -338,9 +340,9 @@ impl Directory for SqliteDirectory {
         let r = room.clone();
         self.write_recording(move |tx, q| {
             tx.execute(
-                "INSERT INTO rooms(id, name, description, is_public, created_by, participants_count, last_seq, created_at, updated_at, unlisted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?8)",
-                params![r.id.to_string(), r.name, r.description, r.is_public, r.created_by.to_string(), to_ms(r.created_at), to_ms(r.updated_at), r.unlisted],
+                "INSERT INTO rooms(id, name, description, is_public, created_by, participants_count, last_seq, created_at, updated_at, unlisted, direct)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?8, ?9)",
+                params![r.id.to_string(), r.name, r.description, r.is_public, r.created_by.to_string(), to_ms(r.created_at), to_ms(r.updated_at), r.unlisted, r.direct],
             )?;
             add_member_tx(tx, r.id, r.created_by, Role::Owner)?;
             q.queue(tx, outbox)

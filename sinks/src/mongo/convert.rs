@@ -59,7 +59,7 @@ pub(super) fn user(d: Document) -> StoreResult<User> {
 /// What a room read needs (not its members, requests or outbox).
 pub(super) fn room_projection() -> Document {
     doc! {
-        "name": 1, "description": 1, "is_public": 1, "unlisted": 1, "created_by": 1,
+        "name": 1, "description": 1, "is_public": 1, "unlisted": 1, "direct": 1, "created_by": 1,
         "participants_count": 1, "last_seq": 1, "created_at": 1, "updated_at": 1,
     }
 }
@@ -72,6 +72,7 @@ pub(super) fn room_doc(r: &Room) -> Document {
         "description": r.description.clone(),
         "is_public": r.is_public,
         "unlisted": r.unlisted,
+        "direct": r.direct,
         "created_by": &owner,
         "participants_count": 1_i64,
         "last_seq": 0_i64,
@@ -118,6 +119,9 @@ struct RoomDoc {
     /// Absent on rooms written before unlisted rooms existed.
     #[serde(default)]
     unlisted: bool,
+    /// Absent on rooms written before direct conversations existed.
+    #[serde(default)]
+    direct: bool,
     created_by: String,
     participants_count: i64,
     last_seq: i64,
@@ -133,6 +137,7 @@ pub(super) fn room(d: Document) -> StoreResult<Room> {
         description: r.description,
         is_public: r.is_public,
         unlisted: r.unlisted,
+        direct: r.direct,
         created_by: parse_id(&r.created_by)?,
         participants_count: r.participants_count,
         last_seq: r.last_seq,

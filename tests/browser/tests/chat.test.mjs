@@ -737,6 +737,40 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await screenshot(m, '09-phone-room.png');
   });
 
+  step('a direct conversation: Carol messages Alice from the member list', async () => {
+    const p = alice.page;
+    const c = carol.page;
+    await c.goto(`/#/room/${roomId}`);
+    const aliceRow = c.locator(`${tid('member')}[data-user-id="${aliceId}"]`);
+    await aliceRow.locator(tid('message-member')).click();
+    // Carol lands in the conversation, named for Alice, with no owner's tools and no share link.
+    const view = c.locator(`${tid('room-view')}:not([data-room-id="${roomId}"])`);
+    await view.waitFor();
+    const dmId = await view.getAttribute('data-room-id');
+    await until(() => c.locator(tid('room-title')).textContent(), (t) => t.trim() === 'alice', { what: 'the conversation named for Alice' });
+    assert.equal(await c.locator(`${tid('share-link')}:visible`).count(), 0);
+    assert.equal(await c.locator(`${tid('room-settings-form')}`).count(), 0);
+    await sendUI(c, 'hi alice, just us');
+    // Alice is told, and finds it in her rooms under Carol's name.
+    const item = p.locator(`${tid('room-item')}[data-room-id="${dmId}"]`);
+    await item.waitFor();
+    assert.equal(await item.getAttribute('data-direct'), 'true');
+    await until(() => item.locator('.room-name').textContent(), (t) => t === 'carol', { what: "Alice's sidebar naming Carol" });
+    await item.locator('a').click();
+    await p.locator(`${tid('room-view')}[data-room-id="${dmId}"]`).waitFor();
+    await expectMessages(p, [{ seq: 1, author: 'carol', text: 'hi alice, just us' }], { what: 'the direct message at Alice\'s' });
+    await screenshot(p, '10-direct-conversation.png');
+    // Opening it again from Alice's side is the same room.
+    const again = await p.evaluate(() => window.livechat.api.openDirect(['carol']));
+    assert.equal(again.id, dmId);
+    assert.equal(again.name, 'carol');
+    if (phone) {
+      await phone.page.goto(`/#/room/${dmId}`);
+      await expectMessages(phone.page, [{ seq: 1, author: 'carol', text: 'hi alice, just us' }], { what: 'the conversation on the phone' });
+      await screenshot(phone.page, '10-phone-direct-conversation.png');
+    }
+  });
+
   step('no uncaught errors in any page', async () => {
     const all = [...alice.errors, ...bob.errors, ...(phone ? phone.errors : []), ...(carol ? carol.errors : [])];
     if (process.env.SHOW_CONSOLE_ERRORS) console.log(all.join('\n'));

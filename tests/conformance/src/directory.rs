@@ -441,6 +441,16 @@ pub async fn search_is_literal_and_lists_private_rooms<D: Directory>(d: &Arc<D>)
         d.room(unlisted.id).await.unwrap().unwrap().visibility(),
         Visibility::Unlisted
     );
+    // A direct conversation is kept as one, and never listed either.
+    let mut direct = room(owner.id, false);
+    direct.description = public.description.clone();
+    direct.set_visibility(Visibility::Direct);
+    direct.name = Room::direct_name(&[owner.username.clone(), format!("x{}", direct.id.simple())]);
+    d.create_room(&direct, vec![]).await.unwrap();
+    let read = d.room(direct.id).await.unwrap().unwrap();
+    assert_eq!(read.visibility(), Visibility::Direct);
+    assert_eq!(read.name, direct.name);
+    assert!(read.unlisted && !read.is_public);
     let text = format!("NEEDLE.* {}", public.id);
     let mut found: Vec<_> = d
         .search_rooms(&text, 10)
@@ -480,7 +490,7 @@ pub async fn search_is_literal_and_lists_private_rooms<D: Directory>(d: &Arc<D>)
     };
     let all = top(false).await;
     assert!(all.contains(&public.id) && all.contains(&private.id));
-    assert!(!all.contains(&unlisted.id));
+    assert!(!all.contains(&unlisted.id) && !all.contains(&direct.id));
     let public_only = top(true).await;
     assert!(public_only.contains(&public.id) && !public_only.contains(&private.id));
 }

@@ -465,5 +465,8 @@ pub async fn checksum_matches_the_reference_and_survives_replay(
         .unwrap();
     let changed = store.checksum().await.unwrap();
     assert_eq!(changed.rows, first.rows);
-    assert_ne!(changed.sha256, first.sha256, "a new reaction changes the digest");
+    assert_ne!(
+        changed.sha256, first.sha256,
+        "a new reaction changes the digest"
+    );
 }

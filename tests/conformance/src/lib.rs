@@ -44,6 +44,7 @@ pub fn room(owner: UserId, public: bool) -> Room {
         description: Some("a room".into()),
         is_public: public,
         unlisted: false,
+        direct: false,
         created_by: owner,
         participants_count: 1,
         last_seq: 0,

@@ -194,3 +194,158 @@ pub async fn replies_and_reactions_across(send_to: &App, read_from: &App) {
     let (status, _) = bob.reply_rest(&room, "late", first_seq).await;
     assert_eq!(status, 422);
 }
+
+#[tokio::test]
+async fn direct_conversations() {
+    let app = App::spawn(&[]).await;
+    direct_conversations_across(&app, &app).await;
+}
+
+/// `u` opens (or finds) the direct conversation with `names`.
+async fn open(u: &User, names: Vec<&str>) -> Resp {
+    u.post("/api/rooms/create-direct", json!({"usernames": names}))
+        .await
+}
+
+/// Alice opens direct conversations on `one`; Bob and Carol answer on `other`.
+pub async fn direct_conversations_across(one: &App, other: &App) {
+    let alice = one.user("alice").await;
+    let bob = other.user("bob").await;
+    let carol = other.user("carol").await;
+
+    // One room per pair, whoever opens it, named for each by the other person.
+    let dm = ok(open(&alice, vec![&bob.name]).await, "create-direct");
+    assert_eq!(dm["visibility"], "direct", "{dm}");
+    assert_eq!(dm["name"], bob.name.as_str());
+    assert_eq!(dm["participants_count"], 2);
+    let room = dm["id"].as_str().unwrap().to_string();
+    let upper = bob.name.to_uppercase();
+    let again = ok(open(&alice, vec![&upper]).await, "create-direct again");
+    assert_eq!(
+        again["id"],
+        room.as_str(),
+        "the same room, names in any case"
+    );
+    let theirs = ok(open(&bob, vec![&alice.name]).await, "create-direct by Bob");
+    assert_eq!(theirs["id"], room.as_str());
+    assert_eq!(theirs["name"], alice.name.as_str());
+    let listed = bob.my_rooms_ok().await;
+    let mine = listed.iter().find(|r| r["id"] == room.as_str()).unwrap();
+    assert_eq!(mine["name"], alice.name.as_str());
+    assert_eq!(
+        ok(bob.room(&room).await, "get-room")["name"],
+        alice.name.as_str()
+    );
+    // Bob is told he was added (the notification carries the room).
+    let note = eventually("Bob's notification of the conversation", || async {
+        bob.notifications_ok()
+            .await
+            .into_iter()
+            .find(|n| n["type"] == "ADDED_TO_ROOM" && n["payload"]["room_id"] == room.as_str())
+    })
+    .await;
+    assert_eq!(note["source_id"], alice.id.as_str());
+
+    // They talk; it reads like any room to its members.
+    let mut ws = alice.ws(one, None).await;
+    let ack = ws.send_msg(&room, "psst", "dm1").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let hist = ok(bob.history(&room, 0, None).await, "history");
+    assert_eq!(hist[0]["content"], "psst");
+
+    // Nobody else finds, joins or reads it.
+    for text in [alice.name.as_str(), bob.name.as_str()] {
+        let found = ok(carol.search_rooms(text).await, "search");
+        assert!(
+            found
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["id"] != room.as_str()),
+            "{found}"
+        );
+    }
+    let top = ok(
+        carol
+            .get("/api/rooms/get-top-rooms?limit=100&only_public=false")
+            .await,
+        "top",
+    );
+    assert!(top
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["id"] != room.as_str()));
+    assert_eq!(carol.join(&room).await.0, 403);
+    assert_eq!(carol.history(&room, 0, None).await.0, 403);
+
+    // Nothing about it changes but its messages and who is in it.
+    assert_eq!(
+        alice
+            .update_room(&room, json!({"description": "x"}))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(alice.delete_room(&room).await.0, 400);
+    assert_eq!(alice.remove_member(&room, &bob.id).await.0, 400);
+    let bob_msg = ok(bob.send_rest(&room, "mine", None).await, "send");
+    let (status, _) = alice.delete_message(bob_msg["id"].as_str().unwrap()).await;
+    assert_eq!(
+        status, 403,
+        "the opener does not moderate the other's messages"
+    );
+    let (status, body) = alice
+        .post(
+            "/api/rooms/create-room",
+            json!({"name": "sneaky", "visibility": "direct"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+
+    // Leaving hides it; opening it again brings everyone back, history kept.
+    assert_eq!(bob.leave(&room).await.0, 200);
+    assert!(bob
+        .my_rooms_ok()
+        .await
+        .iter()
+        .all(|r| r["id"] != room.as_str()));
+    assert_eq!(
+        ok(alice.room(&room).await, "get-room")["participants_count"],
+        1
+    );
+    let back = ok(open(&alice, vec![&bob.name]).await, "reopen");
+    assert_eq!(back["participants_count"], 2);
+    assert_eq!(
+        ok(bob.history(&room, 0, None).await, "history")
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Leaving it as its opener does not delete it.
+    assert_eq!(alice.leave(&room).await.0, 200);
+    assert_eq!(
+        ok(bob.room(&room).await, "get-room")["participants_count"],
+        1
+    );
+
+    // A group conversation is another room, named by the others.
+    let group = ok(open(&alice, vec![&carol.name, &bob.name]).await, "group");
+    assert_ne!(group["id"], room.as_str());
+    let mut others = [bob.name.clone(), carol.name.clone()];
+    others.sort();
+    assert_eq!(group["name"], others.join(", "));
+    assert_eq!(group["participants_count"], 3);
+
+    // Wrong input.
+    for (names, status) in [
+        (vec![], 422),
+        (vec![alice.name.as_str()], 422),
+        (vec!["nobody-by-this-name"], 404),
+        (vec!["a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8"], 422),
+    ] {
+        let (got, body) = open(&alice, names.clone()).await;
+        assert_eq!(got, status, "{names:?}: {body}");
+    }
+}

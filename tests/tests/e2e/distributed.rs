@@ -341,6 +341,17 @@ async fn replies_and_reactions_across_ingress_processes() {
     crate::conversations::replies_and_reactions_across(&a, &b).await;
 }
 
+/// Direct conversations on the whole stack, across processes: opened on A, found, answered and
+/// left on B.
+#[tokio::test]
+async fn direct_conversations_across_ingress_processes() {
+    let Some(owned) = stack_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn(&env).await;
+    let b = App::spawn(&env).await;
+    crate::conversations::direct_conversations_across(&a, &b).await;
+}
+
 /// Two ingress processes on the whole stack: a user joins on B and opens the room's stream on
 /// B, the other sends 50 messages on A; all 50 arrive on B in order, and B's history has all of
 /// them within a second of the last one's live delivery.

@@ -4,10 +4,11 @@ import { api } from '../api.js';
 import { store } from '../store.js';
 import { desktopEnabled, desktopSupported, setDesktop } from '../desktop.js';
 import { h, replace, toast, relTime, fullTime } from '../dom.js';
+import { displayRoomName } from '../util.js';
 
 function describe(n) {
   const p = n.payload || {};
-  const room = p.room_name || 'a room';
+  const room = displayRoomName(p.room_name, store.me?.username) || 'a room';
   const roomLink = p.room_id ? h('a', { href: `#/room/${encodeURIComponent(p.room_id)}`, class: 'strong' }, room) : h('span', { class: 'strong' }, room);
   switch (n.type) {
     case 'JOIN_REQUEST_CREATED':
@@ -17,6 +18,8 @@ function describe(n) {
       return ['Your request to join ', roomLink, ' was accepted.'];
     case 'JOIN_REQUEST_REJECTED':
       return ['Your request to join ', h('span', { class: 'strong' }, room), ' was declined.'];
+    case 'ADDED_TO_ROOM':
+      return ['A conversation with ', roomLink, ' was opened with you.'];
     case 'MENTION':
       return [h('span', { class: 'strong' }, p.username || 'Someone'), ' mentioned you in ', roomLink,
         p.message ? h('span', { class: 'notif-quote' }, ` “${p.message}”`) : null];
@@ -25,7 +28,7 @@ function describe(n) {
   }
 }
 
-const ICONS = { JOIN_REQUEST_CREATED: '+', JOIN_REQUEST_ACCEPTED: '✓', JOIN_REQUEST_REJECTED: '✕', MENTION: '@' };
+const ICONS = { JOIN_REQUEST_CREATED: '+', JOIN_REQUEST_ACCEPTED: '✓', JOIN_REQUEST_REJECTED: '✕', MENTION: '@', ADDED_TO_ROOM: '✉' };
 
 export function mountNotifications(main) {
   const offs = [];

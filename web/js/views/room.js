@@ -211,7 +211,9 @@ function openChat(main, initialRoom, ctx) {
   const offs = [];
   let destroyed = false;
 
-  const isOwner = () => store.isOwner(room);
+  // A direct conversation has no owner's powers: nobody changes, moderates or removes.
+  const direct = () => visibilityOf(room) === 'direct';
+  const isOwner = () => store.isOwner(room) && !direct();
 
   // ---- state
   const bySeq = new Map(); // seq -> {msg, el}
@@ -324,13 +326,16 @@ function openChat(main, initialRoom, ctx) {
       public: 'Anyone with the link can join.',
       private: 'Private: people with the link can ask to join.',
       unlisted: 'Unlisted: only people with the link can find it and ask to join.',
+      direct: '',
     }[visibilityOf(room)];
+    shareSection.hidden = direct();
   }
 
   // ---- leave
   function drawLeave() {
-    const q = isOwner() ? 'You own this room: leaving deletes it for everyone. Leave?' : 'Leave this room?';
-    replace(leaveBox, confirmButton('Leave room', {
+    const q = direct() ? 'Leave this conversation? Opening it again brings you back.'
+      : isOwner() ? 'You own this room: leaving deletes it for everyone. Leave?' : 'Leave this room?';
+    replace(leaveBox, confirmButton(direct() ? 'Leave conversation' : 'Leave room', {
       question: q,
       confirmLabel: 'Leave',
       cancelLabel: 'Cancel',
@@ -477,13 +482,18 @@ function openChat(main, initialRoom, ctx) {
     const sorted = [...members].sort((a, b) => (online.has(b.id) - online.has(a.id)) || a.username.localeCompare(b.username));
     replace(memberList, sorted.map((m) => {
       const on = online.has(m.id);
-      const owner = m.id === room.created_by;
+      const owner = m.id === room.created_by && !direct();
       const li = h('li', { class: 'member', 'data-testid': 'member', 'data-user-id': m.id, 'data-online': String(on) },
         h('span', { class: on ? 'presence online' : 'presence', 'data-testid': 'presence', title: on ? 'Online' : 'Offline' }),
         h('span', { class: 'sr-only' }, on ? 'Online: ' : 'Offline: '),
         h('span', { class: 'member-name' }, m.username),
         owner ? h('span', { class: 'tag tag-small' }, 'owner') : null,
         m.id === me.id ? h('span', { class: 'tag tag-small' }, 'you') : null);
+      if (m.id !== me.id && !(direct() && members.length <= 2)) {
+        const msg = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'message-member', 'aria-label': `Message ${m.username}` }, 'Message');
+        msg.addEventListener('click', () => openDirect(m.username));
+        li.appendChild(msg);
+      }
       if (isOwner() && m.id !== me.id) {
         li.appendChild(confirmButton('Remove', {
           question: `Remove ${m.username}?`,
@@ -505,6 +515,17 @@ function openChat(main, initialRoom, ctx) {
       }
       return li;
     }));
+  }
+
+  /** Opens (or finds) the direct conversation with one member, and goes there. */
+  async function openDirect(username) {
+    try {
+      const dm = await api.openDirect([username]);
+      store.upsertRoom(dm);
+      ctx.navigate(`#/room/${encodeURIComponent(dm.id)}`);
+    } catch (ex) {
+      toast(ex.message, 'error');
+    }
   }
 
   let membersTimer = null;
