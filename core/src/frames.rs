@@ -21,6 +21,9 @@ pub mod client_event {
     /// LiveChat's additions: a reaction added to or taken back from a message.
     pub const MESSAGE_REACTION_ADDED: &str = "MESSAGE_REACTION_ADDED";
     pub const MESSAGE_REACTION_REMOVED: &str = "MESSAGE_REACTION_REMOVED";
+    /// LiveChat's additions: a message pinned in or unpinned from its room.
+    pub const MESSAGE_PINNED: &str = "MESSAGE_PINNED";
+    pub const MESSAGE_UNPINNED: &str = "MESSAGE_UNPINNED";
     pub const USER_JOINED: &str = "USER_JOINED";
     pub const USER_LEFT: &str = "USER_LEFT";
     pub const ROOM_UPDATED: &str = "ROOM_UPDATED";
@@ -131,6 +134,27 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
                 "reaction".into(),
                 json!({"message_id": ev.message_id, "emoji": ev.reaction,
                        "user_id": ev.actor_id, "added": added}),
+            );
+            Some(frame(None, envelope(name, payload, at, extra)))
+        }
+        RoomEventType::MessagePinned | RoomEventType::MessageUnpinned => {
+            let pinned = kind == RoomEventType::MessagePinned;
+            let name = match pinned {
+                true => client_event::MESSAGE_PINNED,
+                false => client_event::MESSAGE_UNPINNED,
+            };
+            let seq = ev.seq.unwrap_or_default();
+            let payload = strings(&[
+                ("message_id", opt(&ev.message_id)),
+                ("user_id", opt(&ev.actor_id)),
+                ("room_id", room),
+                ("seq", seq.to_string()),
+            ]);
+            extra.insert("seq".into(), json!(seq));
+            extra.insert(
+                "pin".into(),
+                json!({"message_id": ev.message_id, "pinned": pinned, "user_id": ev.actor_id,
+                       "at": ts(at)}),
             );
             Some(frame(None, envelope(name, payload, at, extra)))
         }

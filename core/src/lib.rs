@@ -55,6 +55,17 @@ pub mod rfc3339 {
         s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
     }
 
+    /// [`serialize`] for an optional time (`null` when absent).
+    pub fn serialize_opt<S: serde::Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use chrono::{DateTime, Utc};

@@ -73,6 +73,8 @@ pub struct Limits {
     /// People in one direct conversation, its opener included (2 for one-to-one; more for a
     /// group conversation).
     pub max_direct_members: usize,
+    /// Messages pinned in one room at a time.
+    pub max_pinned_per_room: u32,
 }
 
 impl Limits {
@@ -131,6 +133,7 @@ impl Default for Limits {
             max_history_page: 200,
             max_reaction_emojis: 20,
             max_direct_members: 8,
+            max_pinned_per_room: 50,
         }
     }
 }

@@ -258,6 +258,17 @@ pub struct StoredMessage {
     /// Who reacted with what, each emoji once, in the order the emojis were first used (none
     /// on a deleted message).
     pub reactions: Vec<Reaction>,
+    /// The message's pin: whether it is pinned now, and by whom and when it last changed.
+    pub pin: Option<Pin>,
+}
+
+/// A message's pin state as of its latest change (`pinned` false once unpinned: the time stays,
+/// so an older change applied late loses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub pinned: bool,
+    pub by: UserId,
+    pub at: DateTime<Utc>,
 }
 
 /// The users who reacted to a message with one emoji, in the order they did.
@@ -333,6 +344,10 @@ pub struct MessagePublic {
     pub client_msg_id: Option<String>,
     pub reply_to_seq: Option<i64>,
     pub reactions: Vec<ReactionPublic>,
+    /// Set while the message is pinned: who pinned it, and when.
+    pub pinned_by: Option<UserId>,
+    #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
+    pub pinned_at: Option<DateTime<Utc>>,
 }
 
 impl From<&StoredMessage> for MessagePublic {
@@ -351,6 +366,8 @@ impl From<&StoredMessage> for MessagePublic {
             client_msg_id: m.client_msg_id.clone(),
             reply_to_seq: m.reply_to_seq,
             reactions: m.reactions.iter().map(ReactionPublic::from).collect(),
+            pinned_by: m.pin.as_ref().filter(|p| p.pinned).map(|p| p.by),
+            pinned_at: m.pin.as_ref().filter(|p| p.pinned).map(|p| p.at),
         }
     }
 }
@@ -383,6 +400,16 @@ pub enum HistoryOp {
         user_id: UserId,
         emoji: String,
         added: bool,
+        at: DateTime<Utc>,
+    },
+    /// A message pinned or unpinned by `user_id`: the newest change wins (the service stamps
+    /// each later than the one before); on a deleted or unknown message it changes nothing.
+    Pin {
+        room_id: RoomId,
+        message_id: MessageId,
+        seq: i64,
+        user_id: UserId,
+        pinned: bool,
         at: DateTime<Utc>,
     },
 }

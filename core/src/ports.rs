@@ -260,6 +260,8 @@ pub trait MessageStore: Send + Sync {
         before: i64,
         limit: u32,
     ) -> StoreResult<Vec<StoredMessage>>;
+    /// The room's pinned messages, the latest pinned first, at most `limit`.
+    async fn pinned(&self, room: RoomId, limit: u32) -> StoreResult<Vec<StoredMessage>>;
     /// Digest of every message, ordered by (room, seq): equal for stores built from the same log.
     async fn checksum(&self) -> StoreResult<Checksum>;
 }

@@ -984,6 +984,8 @@ impl ChatService {
             client_msg_id: msg.client_msg_id,
             reply_to_seq,
             reactions: Vec::new(),
+            pinned_by: None,
+            pinned_at: None,
         };
         Ok((public, receipt.duplicate))
     }
@@ -1126,7 +1128,63 @@ impl ChatService {
         Ok(MessagePublic::from(&m))
     }
 
-    /// Records an edit, a delete or a reaction, readable at once (see [`WriteThrough`]).
+    /// A member pins (or unpins) a message of the room. Pinning a pinned message, or unpinning
+    /// one that is not, records nothing. At most `max_pinned_per_room` at a time.
+    pub async fn pin_message(
+        &self,
+        user: &User,
+        id: MessageId,
+        pinned: bool,
+    ) -> AppResult<MessagePublic> {
+        let mut m = self.live_message(id).await?;
+        self.require_member(m.room_id, user.id).await?;
+        if m.pin.as_ref().is_some_and(|p| p.pinned) == pinned {
+            return Ok(MessagePublic::from(&m));
+        }
+        let max = self.limits.max_pinned_per_room;
+        if pinned && self.ports.history.pinned(m.room_id, max).await?.len() >= max as usize {
+            return Err(AppError::BadRequest(format!(
+                "A room holds at most {max} pinned messages: unpin one first"
+            )));
+        }
+        // Later than the message's last pin change, whatever this clock says (as edits are).
+        let after = m.pin.as_ref().map(|p| p.at + Duration::milliseconds(1));
+        let at = after.map_or_else(now, |a| now().max(a));
+        let kind = match pinned {
+            true => RoomEventType::MessagePinned,
+            false => RoomEventType::MessageUnpinned,
+        };
+        let ev = RoomEvent {
+            actor_id: Some(user.id.to_string()),
+            subject_user_id: Some(m.user_id.to_string()),
+            subject_username: Some(m.username.clone()),
+            message_id: Some(m.id.to_string()),
+            seq: Some(m.seq),
+            ..room_event(kind, m.room_id, at)
+        };
+        self.change_message(room_record(ev)?).await?;
+        m.pin = Some(Pin {
+            pinned,
+            by: user.id,
+            at: crate::from_ms(at.timestamp_millis()),
+        });
+        Ok(MessagePublic::from(&m))
+    }
+
+    /// The room's pinned messages, the latest pinned first (members only).
+    pub async fn pinned_messages(
+        &self,
+        user: &User,
+        room: RoomId,
+    ) -> AppResult<Vec<MessagePublic>> {
+        self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        let max = self.limits.max_pinned_per_room;
+        let rows = self.ports.history.pinned(room, max).await?;
+        Ok(rows.iter().map(MessagePublic::from).collect())
+    }
+
+    /// Records an edit, a delete, a reaction or a pin, readable at once (see [`WriteThrough`]).
     async fn change_message(&self, record: OutboxRecord) -> AppResult<()> {
         self.dir().enqueue(vec![record.clone()]).await?;
         if let Some(wt) = &self.ports.write_through {

@@ -185,6 +185,12 @@ pub fn router(st: Arc<AppState>) -> Router {
             "/messages/remove-reaction/{message_id}",
             post(messages::remove_reaction),
         )
+        .route("/messages/pin-message/{message_id}", post(messages::pin))
+        .route(
+            "/messages/unpin-message/{message_id}",
+            post(messages::unpin),
+        )
+        .route("/messages/get-pinned/{room_id}", get(messages::pinned))
         .route(
             "/messages/get-recent-messages/{room_id}",
             get(messages::recent),

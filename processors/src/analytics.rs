@@ -57,6 +57,10 @@ pub fn analytics_row(ev: &TopicEvent) -> Option<AnalyticsEvent> {
                 e.kind(),
                 Some(RoomEventType::MessageReactionAdded | RoomEventType::MessageReactionRemoved)
             );
+            let pin = matches!(
+                e.kind(),
+                Some(RoomEventType::MessagePinned | RoomEventType::MessageUnpinned)
+            );
             let payload = match e.kind() {
                 Some(
                     RoomEventType::MessageSent
@@ -70,11 +74,15 @@ pub fn analytics_row(ev: &TopicEvent) -> Option<AnalyticsEvent> {
                     "message_id": e.message_id, "seq": e.seq, "emoji": e.reaction,
                 })
                 .to_string(),
+                _ if pin => serde_json::json!({
+                    "message_id": e.message_id, "seq": e.seq,
+                })
+                .to_string(),
                 _ => serde_json::json!({ "room_name": e.room_name }).to_string(),
             };
             // The subject is who the event is about (message author, joined/removed user); a
-            // reaction is about who reacted.
-            let user = match reaction {
+            // reaction or a pin is about who made it.
+            let user = match reaction || pin {
                 true => e.actor_id.as_deref(),
                 false => e.subject_user_id.as_deref().or(e.actor_id.as_deref()),
             }

@@ -52,6 +52,7 @@ pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
                 client_msg_id: ev.client_msg_id.clone(),
                 reply_to_seq: ev.reply_to_seq,
                 reactions: Vec::new(),
+                pin: None,
             }))
         }
         Some(
@@ -79,6 +80,16 @@ pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
             message_id: id(&ev.message_id, "message_id")?,
             at,
         }),
+        Some(kind @ (RoomEventType::MessagePinned | RoomEventType::MessageUnpinned)) => {
+            Some(HistoryOp::Pin {
+                room_id: room,
+                message_id: id(&ev.message_id, "message_id")?,
+                seq: ev.seq.ok_or_else(|| anyhow::anyhow!("seq missing"))?,
+                user_id: id(&ev.actor_id, "actor_id")?,
+                pinned: kind == RoomEventType::MessagePinned,
+                at,
+            })
+        }
         Some(RoomEventType::RoomDeleted) => Some(HistoryOp::PurgeRoom { room_id: room }),
         _ => None,
     })

@@ -46,6 +46,8 @@ vocabulary! {
         MessageDeleted = "MESSAGE_DELETED",
         MessageReactionAdded = "MESSAGE_REACTION_ADDED",
         MessageReactionRemoved = "MESSAGE_REACTION_REMOVED",
+        MessagePinned = "MESSAGE_PINNED",
+        MessageUnpinned = "MESSAGE_UNPINNED",
         RoomCreated = "ROOM_CREATED",
         RoomUpdated = "ROOM_UPDATED",
         RoomDeleted = "ROOM_DELETED",

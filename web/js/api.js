@@ -97,6 +97,8 @@ export const api = {
 
   // messages
   sendMessage: (roomId, content, clientMsgId, replyToSeq = null) => request('POST', `/messages/create-message/${enc(roomId)}`, { body: { content, client_msg_id: clientMsgId, reply_to_seq: replyToSeq } }),
+  pin: (id, pinned) => request('POST', `/messages/${pinned ? 'pin' : 'unpin'}-message/${enc(id)}`),
+  pinned: (roomId) => request('GET', `/messages/get-pinned/${enc(roomId)}`),
   react: (id, emoji, added) => request('POST', `/messages/${added ? 'add' : 'remove'}-reaction/${enc(id)}`, { body: { emoji } }),
   editMessage: (id, newContent) => request('PUT', `/messages/update-message/${enc(id)}`, { body: { new_content: newContent } }),
   deleteMessage: (id) => request('DELETE', `/messages/delete-message/${enc(id)}`),

@@ -111,6 +111,21 @@ pub async fn delete(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Resp
     Ok(empty_ok())
 }
 
+pub async fn pin(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let mid = uuid_param("path", "message_id", &id)?;
+    Ok(json(st.svc.pin_message(&c.user, mid, true).await?))
+}
+
+pub async fn unpin(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let mid = uuid_param("path", "message_id", &id)?;
+    Ok(json(st.svc.pin_message(&c.user, mid, false).await?))
+}
+
+pub async fn pinned(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let room = uuid_param("path", "room_id", &id)?;
+    Ok(json(st.svc.pinned_messages(&c.user, room).await?))
+}
+
 pub async fn recent(
     st: St,
     c: Caller,

@@ -109,6 +109,14 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
             "ALTER TABLE {ks}.messages ADD reactions map<text, bigint>",
         ],
     ),
+    (
+        3,
+        "pins per room: each message's latest pin change",
+        &["CREATE TABLE IF NOT EXISTS {ks}.pins (
+                room_id uuid, seq bigint, pinned boolean, pinned_by uuid, pin_at timestamp,
+                PRIMARY KEY (room_id, seq)
+            ) WITH CLUSTERING ORDER BY (seq ASC)"],
+    ),
 ];
 
 const COLS: &str =
@@ -149,6 +157,17 @@ struct MessageRow {
     reactions: Option<HashMap<String, i64>>,
 }
 
+/// A row of the pins table: seq, pinned, by whom, when.
+type PinRow = (i64, bool, Uuid, CqlTimestamp);
+
+fn pin_of(p: &PinRow) -> livechat_core::model::Pin {
+    livechat_core::model::Pin {
+        pinned: p.1,
+        by: p.2,
+        at: livechat_core::from_ms(p.3 .0),
+    }
+}
+
 /// The key of a reaction in the row's `reactions` map (an emoji has no space).
 fn reaction_key(emoji: &str, user: Uuid) -> String {
     format!("{emoji} {user}")
@@ -187,6 +206,8 @@ impl From<MessageRow> for StoredMessage {
                 (false, Some(map)) => reactions_of(map),
                 _ => Vec::new(),
             },
+            // Filled in from the pins table (see `CassandraHistory::with_pins`).
+            pin: None,
         }
     }
 }
@@ -286,6 +307,10 @@ struct Statements {
     delete: PreparedStatement,
     react_add: PreparedStatement,
     react_remove: PreparedStatement,
+    pin_set: PreparedStatement,
+    pins_range: PreparedStatement,
+    pins_of_room: PreparedStatement,
+    pins_del: PreparedStatement,
     buckets_from: PreparedStatement,
     buckets_to_desc: PreparedStatement,
     page_after: PreparedStatement,
@@ -340,6 +365,17 @@ impl Statements {
                 "DELETE reactions[?] FROM {ks}.messages USING TIMESTAMP ? {slot}"
             ))
             .await?,
+            pin_set: p(format!(
+                "INSERT INTO {ks}.pins (room_id, seq, pinned, pinned_by, pin_at) VALUES (?, ?, ?, ?, ?) \
+                 USING TIMESTAMP ?"
+            ))
+            .await?,
+            pins_range: p(format!(
+                "SELECT seq, pinned, pinned_by, pin_at FROM {ks}.pins WHERE room_id = ? AND seq >= ? AND seq <= ?"
+            ))
+            .await?,
+            pins_of_room: p(format!("SELECT seq, pinned, pinned_by, pin_at FROM {ks}.pins WHERE room_id = ?")).await?,
+            pins_del: p(format!("DELETE FROM {ks}.pins WHERE room_id = ?")).await?,
             buckets_from: p(format!("SELECT bucket FROM {ks}.room_buckets WHERE room_id = ? AND bucket >= ?")).await?,
             buckets_to_desc: p(format!(
                 "SELECT bucket FROM {ks}.room_buckets WHERE room_id = ? AND bucket <= ? ORDER BY bucket DESC"
@@ -391,7 +427,8 @@ fn run_end(ops: &[HistoryOp], start: usize) -> usize {
             HistoryOp::Insert(m) => vec![Key::Id(m.id), Key::Slot(m.room_id, m.seq)],
             HistoryOp::Edit { message_id, .. }
             | HistoryOp::Delete { message_id, .. }
-            | HistoryOp::React { message_id, .. } => vec![Key::Id(*message_id)],
+            | HistoryOp::React { message_id, .. }
+            | HistoryOp::Pin { message_id, .. } => vec![Key::Id(*message_id)],
         };
         if touched.iter().any(|k| keys.contains(k)) {
             return i;
@@ -494,6 +531,10 @@ fn hash_row(h: &mut Sha256, m: &StoredMessage) {
         m.reply_to_seq
             .map_or_else(|| "\\N".into(), |s| s.to_string()),
         livechat_core::model::reactions_digest(&m.reactions).unwrap_or_else(|| "\\N".into()),
+        match &m.pin {
+            Some(p) if p.pinned && !m.deleted => format!("{} {}", p.by, p.at.timestamp_millis()),
+            _ => "\\N".into(),
+        },
     ]
     .join("|");
     h.update(line.as_bytes());
@@ -764,6 +805,45 @@ impl CassandraHistory {
         }
     }
 
+    /// A pin's change, on a message that is there and not deleted, written at its own time.
+    async fn pin(
+        &self,
+        room: RoomId,
+        id: MessageId,
+        seq: i64,
+        user: Uuid,
+        pinned: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let rows: Vec<MessageRow> = self
+            .rows(&self.st.row_get, (room, bucket_of(seq), seq))
+            .await?;
+        if !rows.first().is_some_and(|r| r.id == id && !r.deleted) {
+            return Ok(());
+        }
+        self.exec(
+            &self.st.pin_set,
+            (room, seq, pinned, user, ts(at), write_time(at)),
+        )
+        .await
+    }
+
+    /// Fills in the pins of messages of one room (tombstones have none).
+    async fn with_pins(&self, mut ms: Vec<StoredMessage>) -> StoreResult<Vec<StoredMessage>> {
+        let live = || ms.iter().filter(|m| !m.deleted).map(|m| m.seq);
+        let (Some(lo), Some(hi)) = (live().min(), live().max()) else {
+            return Ok(ms);
+        };
+        let room = ms[0].room_id;
+        let pins: Vec<PinRow> = self.rows(&self.st.pins_range, (room, lo, hi)).await?;
+        let mut pins: HashMap<i64, livechat_core::model::Pin> =
+            pins.into_iter().map(|p| (p.0, pin_of(&p))).collect();
+        for m in ms.iter_mut().filter(|m| !m.deleted) {
+            m.pin = pins.remove(&m.seq);
+        }
+        Ok(ms)
+    }
+
     fn known_buckets(&self) -> std::sync::MutexGuard<'_, HashSet<(RoomId, i64)>> {
         self.known_buckets.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -779,6 +859,7 @@ impl CassandraHistory {
                 .await?;
             self.exec(&self.st.bucket_del, (room, b)).await?;
         }
+        self.exec(&self.st.pins_del, (room,)).await?;
         // Last: until here a retried purge still finds every bucket.
         self.exec(&self.st.room_buckets_del, (room,)).await
     }
@@ -808,6 +889,17 @@ impl CassandraHistory {
                 at,
             } => {
                 self.react(*room_id, *message_id, *seq, *user_id, emoji, *added, *at)
+                    .await
+            }
+            HistoryOp::Pin {
+                room_id,
+                message_id,
+                seq,
+                user_id,
+                pinned,
+                at,
+            } => {
+                self.pin(*room_id, *message_id, *seq, *user_id, *pinned, *at)
                     .await
             }
         }
@@ -911,10 +1003,12 @@ impl MessageStore for CassandraHistory {
         let rows: Vec<MessageRow> = self
             .rows(&self.st.row_get, (room, bucket_of(seq), seq))
             .await?;
-        Ok(rows
+        let found: Vec<StoredMessage> = rows
             .into_iter()
-            .find(|r| r.id == id)
-            .map(StoredMessage::from))
+            .filter(|r| r.id == id)
+            .map(StoredMessage::from)
+            .collect();
+        Ok(self.with_pins(found).await?.pop())
     }
 
     /// Walks the room's buckets newest first. Assumes `created_at` grows with `seq` within a
@@ -949,7 +1043,7 @@ impl MessageStore for CassandraHistory {
         }
         out.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.seq)));
         out.truncate(limit);
-        Ok(out)
+        self.with_pins(out).await
     }
 
     async fn after_seq(
@@ -976,7 +1070,7 @@ impl MessageStore for CassandraHistory {
                 break;
             }
         }
-        Ok(out)
+        self.with_pins(out).await
     }
 
     async fn before_seq(
@@ -1003,6 +1097,28 @@ impl MessageStore for CassandraHistory {
                 break;
             }
         }
+        self.with_pins(out).await
+    }
+
+    /// The room's pins table, newest pin first, each message row read (a room keeps few pins).
+    async fn pinned(&self, room: RoomId, limit: u32) -> StoreResult<Vec<StoredMessage>> {
+        let mut pins: Vec<PinRow> = self.rows(&self.st.pins_of_room, (room,)).await?;
+        pins.retain(|p| p.1);
+        pins.sort_by_key(|p| std::cmp::Reverse((p.3 .0, p.0)));
+        let mut out = Vec::new();
+        for p in pins {
+            if out.len() >= limit as usize {
+                break;
+            }
+            let rows: Vec<MessageRow> = self
+                .rows(&self.st.row_get, (room, bucket_of(p.0), p.0))
+                .await?;
+            if let Some(r) = rows.into_iter().next().filter(|r| !r.deleted) {
+                let mut m = StoredMessage::from(r);
+                m.pin = Some(pin_of(&p));
+                out.push(m);
+            }
+        }
         Ok(out)
     }
 
@@ -1017,6 +1133,9 @@ impl MessageStore for CassandraHistory {
         let mut h = Sha256::new();
         let mut n = 0u64;
         for (_, room) in rooms {
+            let pins: Vec<PinRow> = self.rows(&self.st.pins_of_room, (room,)).await?;
+            let pins: HashMap<i64, livechat_core::model::Pin> =
+                pins.iter().map(|p| (p.0, pin_of(p))).collect();
             for b in self.buckets_from(room, i64::MIN).await? {
                 let mut rows = self
                     .session
@@ -1026,7 +1145,9 @@ impl MessageStore for CassandraHistory {
                     .rows_stream::<MessageRow>()
                     .map_err(decode_err)?;
                 while let Some(r) = rows.try_next().await.map_err(row_err)? {
-                    hash_row(&mut h, &StoredMessage::from(r));
+                    let mut m = StoredMessage::from(r);
+                    m.pin = pins.get(&m.seq).cloned();
+                    hash_row(&mut h, &m);
                     n += 1;
                 }
             }
@@ -1068,6 +1189,7 @@ mod tests {
             client_msg_id: None,
             reply_to_seq: None,
             reactions: Vec::new(),
+            pin: None,
         };
         let (a, b) = (m(1), m(2));
         let edit = HistoryOp::Edit {

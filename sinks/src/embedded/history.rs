@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
 use livechat_core::model::{
-    group_reactions, Checksum, HistoryOp, MessageId, RoomId, StoredMessage,
+    group_reactions, Checksum, HistoryOp, MessageId, Pin, RoomId, StoredMessage,
 };
 use livechat_core::ports::MessageStore;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS reactions(
   room_id TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL, user_id TEXT NOT NULL,
   at INTEGER NOT NULL, present INTEGER NOT NULL,
   PRIMARY KEY(room_id, seq, emoji, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins(
+  room_id TEXT NOT NULL, seq INTEGER NOT NULL, pinned INTEGER NOT NULL, pinned_by TEXT NOT NULL,
+  at INTEGER NOT NULL, PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
 "#;
 
 const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq";
@@ -50,11 +53,12 @@ fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         client_msg_id: r.get(10)?,
         reply_to_seq: r.get(11)?,
         reactions: Vec::new(),
+        pin: None,
     })
 }
 
-/// Fills in the reactions of messages of one room (tombstones have none).
-fn with_reactions(
+/// Fills in the reactions and pins of messages of one room (tombstones have none).
+fn with_relations(
     c: &Connection,
     mut ms: Vec<StoredMessage>,
 ) -> rusqlite::Result<Vec<StoredMessage>> {
@@ -82,10 +86,27 @@ fn with_reactions(
         let (seq, emoji, user, at) = row?;
         by_seq.entry(seq).or_default().push((emoji, user, at));
     }
+    let mut pins: std::collections::HashMap<i64, Pin> = std::collections::HashMap::new();
+    let mut stmt = c.prepare_cached(
+        "SELECT seq, pinned, pinned_by, at FROM pins WHERE room_id = ?1 AND seq BETWEEN ?2 AND ?3",
+    )?;
+    let rows = stmt.query_map(params![room.to_string(), lo, hi], |r| {
+        let pin = Pin {
+            pinned: r.get(1)?,
+            by: uuid_col(r, 2)?,
+            at: ts_col(r, 3)?,
+        };
+        Ok((r.get::<_, i64>(0)?, pin))
+    })?;
+    for row in rows {
+        let (seq, pin) = row?;
+        pins.insert(seq, pin);
+    }
     for m in ms.iter_mut().filter(|m| !m.deleted) {
         if let Some(rows) = by_seq.remove(&m.seq) {
             m.reactions = group_reactions(rows);
         }
+        m.pin = pins.remove(&m.seq);
     }
     Ok(ms)
 }
@@ -131,17 +152,21 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
                      WHERE room_id = ?1 AND id = ?2",
                 )?
                 .execute(params![room_id.to_string(), message_id.to_string(), at.timestamp_millis()])?;
-                // What a delete removes includes who reacted to it.
-                tx.prepare_cached(
-                    "DELETE FROM reactions WHERE room_id = ?1
-                     AND seq = (SELECT seq FROM messages WHERE room_id = ?1 AND id = ?2)",
-                )?
-                .execute(params![room_id.to_string(), message_id.to_string()])?;
+                // What a delete removes includes who reacted to it, and its pin.
+                for table in ["reactions", "pins"] {
+                    tx.prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE room_id = ?1
+                         AND seq = (SELECT seq FROM messages WHERE room_id = ?1 AND id = ?2)"
+                    ))?
+                    .execute(params![room_id.to_string(), message_id.to_string()])?;
+                }
             }
             HistoryOp::PurgeRoom { room_id } => {
                 tx.prepare_cached("DELETE FROM messages WHERE room_id = ?1")?
                     .execute(params![room_id.to_string()])?;
                 tx.prepare_cached("DELETE FROM reactions WHERE room_id = ?1")?
+                    .execute(params![room_id.to_string()])?;
+                tx.prepare_cached("DELETE FROM pins WHERE room_id = ?1")?
                     .execute(params![room_id.to_string()])?;
             }
             HistoryOp::React {
@@ -170,6 +195,32 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
                     user_id.to_string(),
                     at.timestamp_millis(),
                     added,
+                    message_id.to_string()
+                ])?;
+            }
+            HistoryOp::Pin {
+                room_id,
+                message_id,
+                seq,
+                user_id,
+                pinned,
+                at,
+            } => {
+                // The newest change wins (a later one always has a later time).
+                tx.prepare_cached(
+                    "INSERT INTO pins(room_id, seq, pinned, pinned_by, at)
+                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM messages
+                       WHERE room_id = ?1 AND seq = ?2 AND id = ?6 AND deleted = 0)
+                     ON CONFLICT(room_id, seq) DO UPDATE
+                       SET pinned = excluded.pinned, pinned_by = excluded.pinned_by, at = excluded.at
+                       WHERE excluded.at > pins.at",
+                )?
+                .execute(params![
+                    room_id.to_string(),
+                    seq,
+                    pinned,
+                    user_id.to_string(),
+                    at.timestamp_millis(),
                     message_id.to_string()
                 ])?;
             }
@@ -219,7 +270,7 @@ impl MessageStore for SqliteHistory {
                     .prepare_cached(&format!("SELECT {COLS} FROM messages WHERE id = ?1"))?
                     .query_row(params![id.to_string()], row)
                     .optional()?;
-                Ok(with_reactions(c, m.into_iter().collect())?.pop())
+                Ok(with_relations(c, m.into_iter().collect())?.pop())
             })
             .await
     }
@@ -238,7 +289,7 @@ impl MessageStore for SqliteHistory {
                      ORDER BY created_at DESC, seq DESC"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), before], row)?;
-                with_reactions(c, rows.take(limit as usize).collect::<rusqlite::Result<_>>()?)
+                with_relations(c, rows.take(limit as usize).collect::<rusqlite::Result<_>>()?)
             })
             .await
     }
@@ -255,10 +306,25 @@ impl MessageStore for SqliteHistory {
                     "SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), after], row)?;
-                with_reactions(
+                with_relations(
                     c,
                     rows.take(limit as usize).collect::<rusqlite::Result<_>>()?,
                 )
+            })
+            .await
+    }
+
+    async fn pinned(&self, room: RoomId, limit: u32) -> StoreResult<Vec<StoredMessage>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {} FROM pins p JOIN messages m ON m.room_id = p.room_id AND m.seq = p.seq
+                     WHERE p.room_id = ?1 AND p.pinned = 1 AND m.deleted = 0
+                     ORDER BY p.at DESC, p.seq DESC LIMIT ?2",
+                    COLS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
+                ))?;
+                let rows = stmt.query_map(params![room.to_string(), limit], row)?;
+                with_relations(c, rows.collect::<rusqlite::Result<_>>()?)
             })
             .await
     }
@@ -273,7 +339,10 @@ impl MessageStore for SqliteHistory {
                         "SELECT {COLS}, (SELECT group_concat(r.emoji || ' ' || r.user_id, ','
                                           ORDER BY r.emoji || ' ' || r.user_id)
                                 FROM reactions r WHERE r.room_id = m.room_id AND r.seq = m.seq
-                                  AND r.present = 1 AND m.deleted = 0)
+                                  AND r.present = 1 AND m.deleted = 0),
+                               (SELECT p.pinned_by || ' ' || p.at FROM pins p
+                                WHERE p.room_id = m.room_id AND p.seq = m.seq AND p.pinned = 1
+                                  AND m.deleted = 0)
                          FROM messages m ORDER BY room_id, seq"
                     ),
                 )
@@ -293,7 +362,7 @@ impl MessageStore for SqliteHistory {
                     "SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), before], row)?;
-                with_reactions(
+                with_relations(
                     c,
                     rows.take(limit as usize).collect::<rusqlite::Result<_>>()?,
                 )

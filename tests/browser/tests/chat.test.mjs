@@ -346,6 +346,22 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     assert.deepEqual(reacted.reactions.map((r) => [r.emoji, r.count, r.user_ids]), [['👍', 1, [aliceId]]]);
     assert.equal(hist.find((m) => m.seq === expected.length).reply_to_seq, target);
     await screenshot(p, '03d-reply.png');
+    // Alice pins the message: both see its mark and the room's pinned list; unpinned, both lose them.
+    await at(p).hover();
+    await at(p).locator(tid('pin-message')).click();
+    for (const page of [p, q]) {
+      await at(page).locator(tid('pinned-mark')).waitFor();
+      await page.locator(`${tid('pinned-item')}[data-seq="${target}"]`).waitFor();
+    }
+    await screenshot(q, '03e-pinned.png');
+    await q.locator(`${tid('pinned-item')}[data-seq="${target}"]`).click();
+    await until(() => at(q).getAttribute('class'), (c) => /msg-flash/.test(c), { what: 'the pinned message shown' });
+    await at(q).hover();
+    await at(q).locator(`${tid('pin-message')}:text-is("Unpin")`).click();
+    for (const page of [p, q]) {
+      await at(page).locator(tid('pinned-mark')).waitFor({ state: 'detached' });
+      await page.locator(tid('pinned')).waitFor({ state: 'hidden' });
+    }
   });
 
   step('unread counts grow in another view and opening the room clears them (read marker)', async () => {

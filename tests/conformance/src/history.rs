@@ -18,6 +18,21 @@ pub async fn inserts_are_idempotent(store: &dyn MessageStore) {
     assert_eq!(store.message(m.id).await.unwrap(), Some(m));
 }
 
+/// A fixed instant a minute before the first call (ties between changes stay exact; a room purged
+/// later, at the store's own clock, is purged after every change made here).
+fn base_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| livechat_core::now().timestamp_millis() - 60_000)
+}
+
+/// A message sent (at seq milliseconds) before every change stamped from [`base_ms`].
+fn sent_before(room: Uuid, seq: i64, content: &str) -> StoredMessage {
+    let mut m = message(room, seq, content);
+    m.created_at = livechat_core::from_ms(base_ms() - 10_000 + seq);
+    m.updated_at = m.created_at;
+    m
+}
+
 /// `user`'s reaction to `m`, changed `ms` milliseconds after a fixed instant (ties are exact).
 fn react(m: &StoredMessage, user: Uuid, emoji: &str, added: bool, ms: i64) -> HistoryOp {
     HistoryOp::React {
@@ -27,7 +42,7 @@ fn react(m: &StoredMessage, user: Uuid, emoji: &str, added: bool, ms: i64) -> Hi
         user_id: user,
         emoji: emoji.into(),
         added,
-        at: livechat_core::from_ms(1_800_000_000_000 + ms),
+        at: livechat_core::from_ms(base_ms() + ms),
     }
 }
 
@@ -36,8 +51,8 @@ fn react(m: &StoredMessage, user: Uuid, emoji: &str, added: bool, ms: i64) -> Hi
 /// in (a removal winning a tie), and every read (by id, by seq, recent) shows them.
 pub async fn replies_and_reactions_are_kept_newest_change_first(store: &dyn MessageStore) {
     let room = Uuid::new_v4();
-    let first = message(room, 1, "first");
-    let mut reply = message(room, 2, "a reply");
+    let first = sent_before(room, 1, "first");
+    let mut reply = sent_before(room, 2, "a reply");
     reply.reply_to_seq = Some(1);
     let (u1, u2, u3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let ops = vec![
@@ -60,7 +75,7 @@ pub async fn replies_and_reactions_are_kept_newest_change_first(store: &dyn Mess
             user_id: u3,
             emoji: "🙂".into(),
             added: true,
-            at: livechat_core::from_ms(1_800_000_000_050),
+            at: livechat_core::from_ms(base_ms() + 50),
         },
     ];
     store.apply(&ops).await.unwrap();
@@ -114,7 +129,7 @@ pub async fn replies_and_reactions_are_kept_newest_change_first(store: &dyn Mess
             HistoryOp::Delete {
                 room_id: room,
                 message_id: first.id,
-                at: livechat_core::from_ms(1_800_000_000_100),
+                at: livechat_core::from_ms(base_ms() + 100),
             },
             react(&first, u3, "👍", true, 200),
         ])
@@ -130,6 +145,103 @@ pub async fn replies_and_reactions_are_kept_newest_change_first(store: &dyn Mess
     assert!(store.after_seq(room, 0, 1).await.unwrap()[0]
         .reactions
         .is_empty());
+}
+
+/// `user`'s pin change of `m`, `ms` milliseconds after a fixed instant.
+fn pin(m: &StoredMessage, user: Uuid, pinned: bool, ms: i64) -> HistoryOp {
+    HistoryOp::Pin {
+        room_id: m.room_id,
+        message_id: m.id,
+        seq: m.seq,
+        user_id: user,
+        pinned,
+        at: livechat_core::from_ms(base_ms() + ms),
+    }
+}
+
+/// The newest pin change of a message wins whatever order they come in; the room's pinned
+/// messages come latest pinned first, deleted ones left out; every read shows the pin.
+pub async fn pins_keep_the_newest_change(store: &dyn MessageStore) {
+    let room = Uuid::new_v4();
+    let ms: Vec<StoredMessage> = (1..=4)
+        .map(|s| sent_before(room, s, &format!("m{s}")))
+        .collect();
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut ops: Vec<HistoryOp> = ms.iter().cloned().map(HistoryOp::Insert).collect();
+    ops.extend([
+        pin(&ms[0], u1, true, 10),
+        pin(&ms[1], u2, true, 20),
+        pin(&ms[2], u1, true, 30),
+        pin(&ms[2], u1, false, 40),
+        // An older change applied late loses.
+        pin(&ms[2], u2, true, 35),
+        pin(&ms[3], u2, true, 50),
+    ]);
+    store.apply(&ops).await.unwrap();
+    store.apply(&ops).await.unwrap();
+    let listed: Vec<i64> = store
+        .pinned(room, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(listed, vec![4, 2, 1], "latest pinned first");
+    let two: Vec<i64> = store
+        .pinned(room, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(two, vec![4, 2]);
+    let first = store.message(ms[0].id).await.unwrap().unwrap();
+    let p = first.pin.expect("pinned");
+    assert!(p.pinned);
+    assert_eq!(p.by, u1);
+    let third = store.after_seq(room, 2, 1).await.unwrap().remove(0);
+    assert!(
+        !third.pin.expect("a pin change").pinned,
+        "unpinned stays unpinned"
+    );
+    assert_eq!(
+        store.recent(room, None, 10).await.unwrap()[0]
+            .pin
+            .as_ref()
+            .map(|p| p.pinned),
+        Some(true)
+    );
+    store
+        .apply(&[
+            HistoryOp::Delete {
+                room_id: room,
+                message_id: ms[3].id,
+                at: livechat_core::from_ms(base_ms() + 100),
+            },
+            pin(&ms[3], u1, true, 200),
+        ])
+        .await
+        .unwrap();
+    let listed: Vec<i64> = store
+        .pinned(room, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(listed, vec![2, 1], "a deleted message is not pinned");
+    assert!(store
+        .message(ms[3].id)
+        .await
+        .unwrap()
+        .unwrap()
+        .pin
+        .is_none());
+    store
+        .apply(&[HistoryOp::PurgeRoom { room_id: room }])
+        .await
+        .unwrap();
+    assert!(store.pinned(room, 10).await.unwrap().is_empty());
 }
 
 pub async fn pages_by_seq_in_both_directions(store: &dyn MessageStore) {
@@ -420,6 +532,13 @@ fn replay_log() -> Vec<HistoryOp> {
         },
         react(&messages[13], u2, "🙂", true, 10),
         react(&messages[18], u2, "🙂", true, 10),
+        // Pins: kept, taken back, on a message deleted later, and in a purged room.
+        pin(&messages[0], u1, true, 10),
+        pin(&messages[1], u1, true, 10),
+        pin(&messages[1], u2, false, 20),
+        pin(&messages[6], u2, true, 10),
+        pin(&messages[13], u2, true, 30),
+        pin(&messages[18], u2, true, 30),
     ]);
     ops
 }

@@ -68,6 +68,7 @@ pub fn message(room: RoomId, seq: i64, content: &str) -> StoredMessage {
         client_msg_id: Some(format!("c{seq}")),
         reply_to_seq: None,
         reactions: Vec::new(),
+        pin: None,
     }
 }
 
@@ -217,6 +218,7 @@ macro_rules! history_suite {
                 pages_cross_partition_boundaries,
                 a_batch_of_long_messages_is_stored_whole,
                 replies_and_reactions_are_kept_newest_change_first,
+                pins_keep_the_newest_change,
             ]
         );
 

@@ -349,3 +349,106 @@ pub async fn direct_conversations_across(one: &App, other: &App) {
         assert_eq!(got, status, "{names:?}: {body}");
     }
 }
+
+/// Pins a room holds at once, lowered so the limit is reached in a few requests.
+pub const PIN_LIMIT_ENV: (&str, &str) = ("LIVECHAT_LIMITS__MAX_PINNED_PER_ROOM", "2");
+
+#[tokio::test]
+async fn pinned_messages() {
+    let app = App::spawn(&[PIN_LIMIT_ENV]).await;
+    pinned_messages_across(&app, &app).await;
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Alice sends on `send_to`; Bob pins and reads on `read_from`; every read follows at once.
+pub async fn pinned_messages_across(send_to: &App, read_from: &App) {
+    let alice = send_to.user("alice").await;
+    let bob = read_from.user("bob").await;
+    let carol = read_from.user("carol").await;
+    let room = alice.create_room("pins", true).await;
+    assert_eq!(bob.join(&room).await.0, 200);
+    let mut bob_ws = bob.subscribed_ws(read_from, &room).await;
+    let mut ws = alice.ws(send_to, None).await;
+    let mut msgs = Vec::new();
+    for i in 1..=3 {
+        let ack = ws.send_msg(&room, &format!("m{i}"), &format!("p{i}")).await;
+        msgs.push(ack["message_id"].as_str().unwrap().to_string());
+    }
+
+    let m = ok(bob.pin(&msgs[0], true).await, "pin-message");
+    assert_eq!(m["pinned_by"], bob.id.as_str(), "{m}");
+    let at = m["pinned_at"].clone();
+    assert!(at.is_string(), "{m}");
+    let again = ok(bob.pin(&msgs[0], true).await, "pin again");
+    assert_eq!(
+        again["pinned_at"], at,
+        "pinning a pinned message changes nothing"
+    );
+    assert_eq!(
+        ids(&ok(bob.pinned(&room).await, "get-pinned")),
+        vec![msgs[0].clone()]
+    );
+    let frame = bob_ws.wait_event("MESSAGE_PINNED").await;
+    assert_eq!(frame["pin"]["message_id"], msgs[0].as_str(), "{frame}");
+    assert_eq!(frame["pin"]["pinned"], true);
+    let stored = ok(bob.history(&room, 0, Some(1)).await, "history");
+    assert_eq!(
+        stored[0]["pinned_by"],
+        bob.id.as_str(),
+        "history at once: {stored}"
+    );
+
+    ok(alice.via(read_from).pin(&msgs[1], true).await, "second pin");
+    assert_eq!(
+        ids(&ok(bob.pinned(&room).await, "get-pinned")),
+        vec![msgs[1].clone(), msgs[0].clone()],
+        "the latest pinned first"
+    );
+    // At most 2 here (PIN_LIMIT_ENV).
+    let (status, body) = bob.pin(&msgs[2], true).await;
+    assert_eq!(status, 400, "{body}");
+    // Unpinning makes room; history shows it unpinned at once.
+    let m = ok(bob.pin(&msgs[0], false).await, "unpin-message");
+    assert_eq!(m["pinned_by"], Value::Null, "{m}");
+    assert_eq!(
+        bob_ws.wait_event("MESSAGE_UNPINNED").await["pin"]["pinned"],
+        false
+    );
+    assert_eq!(
+        ok(bob.history(&room, 0, Some(1)).await, "history")[0]["pinned_at"],
+        Value::Null
+    );
+    ok(bob.pin(&msgs[2], true).await, "third, after an unpin");
+    assert_eq!(
+        ids(&ok(bob.pinned(&room).await, "get-pinned")),
+        vec![msgs[2].clone(), msgs[1].clone()]
+    );
+    // Pinned again after an unpin: a later pin wins.
+    ok(bob.pin(&msgs[1], false).await, "unpin");
+    ok(bob.pin(&msgs[0], true).await, "pin again after an unpin");
+    assert_eq!(
+        ids(&ok(bob.pinned(&room).await, "get-pinned")),
+        vec![msgs[0].clone(), msgs[2].clone()]
+    );
+
+    // Not a member, not a message.
+    assert_eq!(carol.pinned(&room).await.0, 403);
+    assert_eq!(carol.pin(&msgs[0], true).await.0, 403);
+    assert_eq!(
+        bob.pin(&uuid::Uuid::new_v4().to_string(), true).await.0,
+        404
+    );
+    // A deleted message is no longer pinned.
+    alice.via(read_from).delete_message_ok(&msgs[0]).await;
+    assert_eq!(
+        ids(&ok(bob.pinned(&room).await, "get-pinned")),
+        vec![msgs[2].clone()]
+    );
+}

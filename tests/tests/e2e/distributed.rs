@@ -341,6 +341,19 @@ async fn replies_and_reactions_across_ingress_processes() {
     crate::conversations::replies_and_reactions_across(&a, &b).await;
 }
 
+/// Pinned messages on the whole stack, across processes: pinned on B right after sends on A.
+#[tokio::test]
+async fn pinned_messages_across_ingress_processes() {
+    let Some(mut owned) = stack_env() else { return };
+    let (k, v) = crate::conversations::PIN_LIMIT_ENV;
+    owned.push((k, v.into()));
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let b = App::spawn_role(&["ingress"], &env).await;
+    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    crate::conversations::pinned_messages_across(&a, &b).await;
+}
+
 /// Direct conversations on the whole stack, across processes: opened on A, found, answered and
 /// left on B.
 #[tokio::test]

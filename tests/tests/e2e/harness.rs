@@ -609,6 +609,19 @@ impl User {
         )
         .await
     }
+    /// Pins (`pinned`) or unpins a message.
+    pub async fn pin(&self, message: &str, pinned: bool) -> Resp {
+        let route = if pinned {
+            "pin-message"
+        } else {
+            "unpin-message"
+        };
+        self.post(&format!("/api/messages/{route}/{message}"), json!({}))
+            .await
+    }
+    pub async fn pinned(&self, room: &str) -> Resp {
+        self.get(&format!("/api/messages/get-pinned/{room}")).await
+    }
     pub async fn edit_message(&self, message: &str, content: &str) -> Resp {
         self.put(
             &format!("/api/messages/update-message/{message}"),

@@ -65,6 +65,9 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
         assert_eq!(bob.react(&ids[5], emoji, added).await.0, 200);
     }
     assert_eq!(alice.react(&ids[5], "👍", true).await.0, 200);
+    for (id, pinned) in [(&ids[6], true), (&ids[7], true), (&ids[7], false)] {
+        assert_eq!(bob.pin(id, pinned).await.0, 200);
+    }
     // What bob does to his notifications is rebuilt too: one read, one deleted.
     let notes = bob.notifications_ok().await;
     assert!(notes.len() >= 2, "{notes:?}");
@@ -83,7 +86,9 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
         dry.contains("MESSAGE_SENT: 31")
             && dry.contains("MESSAGE_DELETED: 1")
             && dry.contains("MESSAGE_REACTION_ADDED: 3")
-            && dry.contains("MESSAGE_REACTION_REMOVED: 1"),
+            && dry.contains("MESSAGE_REACTION_REMOVED: 1")
+            && dry.contains("MESSAGE_PINNED: 2")
+            && dry.contains("MESSAGE_UNPINNED: 1"),
         "{dry}"
     );
     for store in ["history", "analytics", "notifications"] {

@@ -287,9 +287,11 @@ function openChat(main, initialRoom, ctx) {
   const memberList = h('ul', { class: 'member-list', 'data-testid': 'member-list' });
   const membersSection = h('section', { class: 'aside-section' }, h('h2', {}, 'Members ', memberCount), memberList);
 
+  const pinnedList = h('ul', { class: 'plain-list pinned-list', 'data-testid': 'pinned-list' });
+  const pinnedSection = h('section', { class: 'aside-section', 'data-testid': 'pinned', hidden: true }, h('h2', {}, 'Pinned'), pinnedList);
   const ownerBox = h('div', { class: 'owner-tools', 'data-testid': 'owner-tools' });
   const leaveBox = h('section', { class: 'aside-section leave-box' });
-  const aside = h('aside', { id: 'room-aside', class: 'room-aside', 'aria-label': 'Room details' }, ownerBox, membersSection, shareSection, leaveBox);
+  const aside = h('aside', { id: 'room-aside', class: 'room-aside', 'aria-label': 'Room details' }, ownerBox, pinnedSection, membersSection, shareSection, leaveBox);
 
   const view = h('div', { class: 'room-view', 'data-testid': 'room-view', 'data-room-id': roomId },
     header, h('div', { class: 'room-body' }, chat, aside));
@@ -619,7 +621,8 @@ function openChat(main, initialRoom, ctx) {
     const meta = h('div', { class: 'msg-meta' },
       h('span', { class: 'msg-author', 'data-testid': 'message-author' }, msg.username || 'unknown'),
       h('time', { class: 'msg-time', datetime: msg.created_at, title: fullTime(msg.created_at) }, shortTime(msg.created_at)),
-      msg.edited && !msg.deleted ? h('span', { class: 'msg-edited', 'data-testid': 'edited-mark', title: `Edited ${fullTime(msg.updated_at)}` }, '(edited)') : null);
+      msg.edited && !msg.deleted ? h('span', { class: 'msg-edited', 'data-testid': 'edited-mark', title: `Edited ${fullTime(msg.updated_at)}` }, '(edited)') : null,
+      msg.pinned_by && !msg.deleted ? h('span', { class: 'msg-pinned', 'data-testid': 'pinned-mark', title: `Pinned by ${memberName(msg.pinned_by)} ${fullTime(msg.pinned_at)}` }, '📌 pinned') : null);
     const body = msg.deleted
       ? h('div', { class: 'msg-content', 'data-testid': 'message-content' }, h('em', {}, 'This message was deleted.'))
       : h('div', { class: 'msg-content', 'data-testid': 'message-content' }, renderContent(msg.content, me.username));
@@ -631,7 +634,9 @@ function openChat(main, initialRoom, ctx) {
       react.addEventListener('click', () => reactions.open(react, (e) => toggleReaction(msg.id, e, true)));
       const reply = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'reply-message', 'aria-label': 'Reply' }, 'Reply');
       reply.addEventListener('click', () => startReply(msg.seq));
-      actions.append(react, reply);
+      const pin = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'pin-message' }, msg.pinned_by ? 'Unpin' : 'Pin');
+      pin.addEventListener('click', () => togglePin(msg.id, !msg.pinned_by));
+      actions.append(react, reply, pin);
       if (own) {
         const edit = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'edit-message', 'aria-label': 'Edit message' }, 'Edit');
         edit.addEventListener('click', () => startEdit(msg.seq));
@@ -747,6 +752,42 @@ function openChat(main, initialRoom, ctx) {
     }
   }
 
+  // ---- pins
+  let pins = [];
+  function drawPinned() {
+    pinnedSection.hidden = pins.length === 0;
+    replace(pinnedList, pins.map((m) => {
+      const b = h('button', { type: 'button', class: 'pinned-item', 'data-testid': 'pinned-item', 'data-seq': String(m.seq) },
+        h('span', { class: 'strong' }, m.username), ' ', m.content.replace(/\s+/g, ' ').slice(0, 80));
+      b.addEventListener('click', () => showMessage(m.seq));
+      return h('li', {}, b);
+    }));
+  }
+  async function loadPinned() {
+    try {
+      pins = await api.pinned(roomId);
+      if (!destroyed) drawPinned();
+    } catch { /* keep the old list */ }
+  }
+  /** A pin changed (here or live): the message's mark, and the list. */
+  function applyPin(id, pinned, by, at) {
+    const seq = byId.get(id);
+    if (seq !== undefined) {
+      const it = bySeq.get(seq);
+      it.msg = { ...it.msg, pinned_by: pinned ? by : null, pinned_at: pinned ? at : null };
+      if (editing !== seq) fillMessage(it.el, it.msg);
+    }
+    loadPinned();
+  }
+  async function togglePin(id, pinned) {
+    try {
+      const m = await api.pin(id, pinned);
+      applyPin(id, pinned, m.pinned_by, m.pinned_at);
+    } catch (ex) {
+      toast(ex.message, 'error');
+    }
+  }
+
   function startReply(seq) {
     replyTo = seq;
     const [author, text] = quoteParts(seq);
@@ -845,7 +886,8 @@ function openChat(main, initialRoom, ctx) {
     const it = bySeq.get(seq);
     if (editing === seq) editing = null;
     const hadFocus = it.el.contains(document.activeElement);
-    it.msg = { ...it.msg, deleted: true, content: '', reactions: [] };
+    it.msg = { ...it.msg, deleted: true, content: '', reactions: [], pinned_by: null, pinned_at: null };
+    if (pins.some((m) => m.id === id)) loadPinned();
     fillMessage(it.el, it.msg);
     refreshQuotes(seq);
     if (replyTo === seq) cancelReply();
@@ -1114,6 +1156,12 @@ function openChat(main, initialRoom, ctx) {
         if (r.message_id && r.emoji && r.user_id) applyReaction(r.message_id, r.emoji, r.user_id, f.event_type === 'MESSAGE_REACTION_ADDED');
         break;
       }
+      case 'MESSAGE_PINNED':
+      case 'MESSAGE_UNPINNED': {
+        const p = f.pin || {};
+        if (p.message_id) applyPin(p.message_id, f.event_type === 'MESSAGE_PINNED', p.user_id, p.at);
+        break;
+      }
       default:
         break;
     }
@@ -1133,6 +1181,8 @@ function openChat(main, initialRoom, ctx) {
       case 'MESSAGE_DELETED':
       case 'MESSAGE_REACTION_ADDED':
       case 'MESSAGE_REACTION_REMOVED':
+      case 'MESSAGE_PINNED':
+      case 'MESSAGE_UNPINNED':
         if (!ready) buffer.push(f); else handleLive(f);
         break;
       case 'USER_TYPING': {
@@ -1282,6 +1332,7 @@ function openChat(main, initialRoom, ctx) {
   socket.subscribe(roomId, store.rooms.get(roomId)?.last_seq ?? room.last_seq ?? 0);
   loadMembers();
   loadRequests();
+  loadPinned();
   loadInitial();
   input.focus();
 
