@@ -26,6 +26,7 @@ pub mod model;
 pub mod ports;
 pub mod ratelimit;
 pub mod recent_sessions;
+pub mod search;
 pub mod sequencing;
 pub mod service;
 pub mod trace;

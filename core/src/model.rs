@@ -271,6 +271,13 @@ pub struct Pin {
     pub at: DateTime<Utc>,
 }
 
+/// A message a search found, with where its text matches (character offsets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub message: MessagePublic,
+    pub highlights: Vec<[usize; 2]>,
+}
+
 /// The users who reacted to a message with one emoji, in the order they did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reaction {

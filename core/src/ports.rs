@@ -266,6 +266,48 @@ pub trait MessageStore: Send + Sync {
     async fn checksum(&self) -> StoreResult<Checksum>;
 }
 
+/// How search results are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchOrder {
+    /// The newest message first.
+    Newest,
+    /// The best match first (BM25), the newest first among equals.
+    Best,
+}
+
+/// A full-text search over the messages of some rooms.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// The rooms to look in (the caller's: membership is checked before).
+    pub rooms: Vec<RoomId>,
+    /// Words that must all occur in a message (case-insensitive substrings of it).
+    pub terms: Vec<String>,
+    pub order: SearchOrder,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// A message a search found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    pub room_id: RoomId,
+    pub seq: i64,
+    pub message_id: MessageId,
+}
+
+/// The full-text index of messages: a read model the search processor keeps from the room
+/// events (the history's own mapping), rebuilt by `livechat replay` like the others.
+#[async_trait]
+pub trait SearchIndex: Send + Sync {
+    /// Applies history changes idempotently, in order: inserts, edits, deletes and purges
+    /// (reactions and pins do not change what is found).
+    async fn apply(&self, ops: &[HistoryOp]) -> StoreResult<()>;
+    async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<SearchHit>>;
+    /// Digest of every indexed message, ordered by (room, seq).
+    async fn checksum(&self) -> StoreResult<Checksum>;
+}
+
 /// Makes a change readable before it is acknowledged where the read models are kept by
 /// consumers of the log (distributed mode: the history processor writes Cassandra some time
 /// after the change is in the directory). The service hands it the records of a send, an edit or

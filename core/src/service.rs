@@ -38,6 +38,8 @@ pub struct Ports {
     /// Where sends get their seq when the directory does not assign it (distributed mode).
     pub sequencing: Option<Arc<dyn Sequencing>>,
     pub cache: Arc<dyn Cache>,
+    /// The message search index this process keeps (None where no search processor runs).
+    pub search: Option<Arc<dyn SearchIndex>>,
 }
 
 /// An authenticated caller.
@@ -1169,6 +1171,77 @@ impl ChatService {
             at: crate::from_ms(at.timestamp_millis()),
         });
         Ok(MessagePublic::from(&m))
+    }
+
+    /// Full-text search over the messages of the caller's rooms (or of one of them): every
+    /// word must occur; newest or best first, paged by `offset`. Each result carries where its
+    /// text matches. The index follows the log (a few hundred milliseconds behind a send).
+    pub async fn search_messages(
+        &self,
+        user: &User,
+        text: &str,
+        room: Option<RoomId>,
+        order: Option<SearchOrder>,
+        limit: Option<u32>,
+        offset: Option<u32>,
+    ) -> AppResult<Vec<SearchResult>> {
+        /// Deepest page a search pages to.
+        const MAX_OFFSET: u32 = 1000;
+        let text = validate::text("text", text, 1, 200, false)?;
+        let terms = crate::search::terms(&text)?;
+        let limit = clamp_limit("limit", limit, 20, 50)?;
+        let offset = offset.unwrap_or(0);
+        if offset > MAX_OFFSET {
+            return Err(AppError::validation(
+                "offset",
+                format!("offset must be at most {MAX_OFFSET}"),
+            ));
+        }
+        let Some(index) = &self.ports.search else {
+            return Err(AppError::Unavailable(
+                "Message search does not run in this process".into(),
+            ));
+        };
+        let rooms = match room {
+            Some(r) => {
+                self.room_or_404(r).await?;
+                self.require_member(r, user.id).await?;
+                vec![r]
+            }
+            None => self
+                .dir()
+                .rooms_of_user(user.id)
+                .await?
+                .into_iter()
+                .map(|(r, ..)| r.id)
+                .collect(),
+        };
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = SearchQuery {
+            rooms,
+            terms: terms.clone(),
+            order: order.unwrap_or(SearchOrder::Newest),
+            limit,
+            offset,
+        };
+        let mut out = Vec::new();
+        for hit in index.search(&query).await? {
+            // The message as it is now (an edit or a delete the index has not seen yet wins).
+            let Some(m) = self.ports.history.message(hit.message_id).await? else {
+                continue;
+            };
+            let highlights = crate::search::highlights(&m.content, &terms);
+            if m.deleted || highlights.is_empty() {
+                continue;
+            }
+            out.push(SearchResult {
+                message: MessagePublic::from(&m),
+                highlights,
+            });
+        }
+        Ok(out)
     }
 
     /// The room's pinned messages, the latest pinned first (members only).

@@ -191,6 +191,7 @@ pub fn router(st: Arc<AppState>) -> Router {
             post(messages::unpin),
         )
         .route("/messages/get-pinned/{room_id}", get(messages::pinned))
+        .route("/messages/search-messages", get(messages::search))
         .route(
             "/messages/get-recent-messages/{room_id}",
             get(messages::recent),

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use livechat_core::ports::{EventLog, Outbox};
+use livechat_core::ports::{EventLog, Outbox, SearchIndex};
 use livechat_core::service::{ChatService, Ports};
 use livechat_ingress::hub::Hub;
 use livechat_ingress::{AppState, IngressConfig};
+use livechat_processors::search::SearchProcessor;
 use livechat_processors::{
     analytics::AnalyticsProcessor, delivery::DeliveryProcessor, history::HistoryProcessor,
 };
@@ -106,7 +107,8 @@ async fn main() -> anyhow::Result<()> {
                 cfg,
                 Roles {
                     ingress: true,
-                    processors: vec![],
+                    // Searches are answered from the index this process keeps.
+                    processors: vec![Durable::Search],
                     sequencer: true,
                 },
             )
@@ -158,7 +160,8 @@ fn processors_for_lag(cfg: &Config) -> Vec<(String, Vec<&'static str>)> {
     let inline = wire::inline_processors(cfg);
     Durable::ALL
         .iter()
-        .filter(|d| !inline.contains(d))
+        // The search index's group is its file's own (`search-<id>`).
+        .filter(|d| !inline.contains(d) && **d != Durable::Search)
         .map(|d| (d.name().to_string(), d.topics().to_vec()))
         .collect()
 }
@@ -209,6 +212,7 @@ fn durable_processor(
     kind: Durable,
     stores: &wire::Stores,
     log: &Arc<dyn EventLog>,
+    search_group: &str,
 ) -> Arc<dyn livechat_processors::Processor> {
     match kind {
         Durable::History => Arc::new(HistoryProcessor {
@@ -222,6 +226,10 @@ fn durable_processor(
         Durable::Analytics => Arc::new(AnalyticsProcessor {
             store: stores.analytics.clone(),
             group: kind.name().into(),
+        }),
+        Durable::Search => Arc::new(SearchProcessor {
+            index: stores.search.clone(),
+            group: search_group.into(),
         }),
     }
 }
@@ -240,13 +248,19 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let mut processors = tokio::task::JoinSet::new();
     let inline = wire::inline_processors(&cfg);
+    let search_group = format!(
+        "{}-{}",
+        Durable::Search.name(),
+        stores.search.file_id().await?
+    );
     for kind in roles.processors.iter().filter(|k| !inline.contains(k)) {
         processors.spawn(runner::run(
             log.clone(),
-            durable_processor(*kind, &stores, &log),
+            durable_processor(*kind, &stores, &log, &search_group),
             stop_processors.clone(),
         ));
     }
+    let searching = roles.processors.contains(&Durable::Search);
     let stop_sequencer = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sequencer = if roles.sequencer {
         wire::start_sequencer(&cfg, stores.directory.clone(), stop_sequencer.clone()).await?
@@ -258,6 +272,7 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         run_ingress(
             &cfg,
             &stores,
+            searching,
             log.clone(),
             metrics,
             &mut ingress_tasks,
@@ -307,9 +322,11 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
 
 /// Binds the listener and serves REST + WebSocket until shutdown, with the relay and live
 /// delivery running beside it.
+#[allow(clippy::too_many_arguments)]
 async fn run_ingress(
     cfg: &Config,
     stores: &wire::Stores,
+    searching: bool,
     log: Arc<dyn EventLog>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -334,6 +351,7 @@ async fn run_ingress(
         write_through: wire::write_through(cfg, stores),
         sequencing: wire::sequencing(cfg).await?,
         cache: stores.cache.clone(),
+        search: searching.then(|| stores.search.clone() as Arc<dyn SearchIndex>),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));
     let listen: std::net::SocketAddr = cfg

@@ -16,6 +16,7 @@ use livechat_core::ports::EventLog;
 use livechat_processors::analytics::AnalyticsProcessor;
 use livechat_processors::history::HistoryProcessor;
 use livechat_processors::notifications::NotificationsProcessor;
+use livechat_processors::search::SearchProcessor;
 use livechat_processors::{Decoded, Durable, Processor};
 use livechat_schemas::TopicEvent;
 
@@ -57,6 +58,10 @@ impl ReadModel {
                 directory: d.clone(),
                 announce: None,
             }),
+            ReadModel::Search(s) => Arc::new(SearchProcessor {
+                index: s.clone(),
+                group: group.into(),
+            }),
         }
     }
 
@@ -65,6 +70,7 @@ impl ReadModel {
             ReadModel::History(s) => s.checksum().await?,
             ReadModel::Analytics(s) => s.checksum().await?,
             ReadModel::Notifications(d) => d.notifications_checksum().await?,
+            ReadModel::Search(s) => s.checksum().await?,
         })
     }
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use livechat_core::ports::{
-    AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, Sequencing,
-    SessionStore, WriteThrough,
+    AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, SearchIndex,
+    Sequencing, SessionStore, WriteThrough,
 };
 use livechat_processors::Durable;
 use livechat_sinks::embedded::{
     EmbeddedStore, HistoryMapping, InlineReadModels, NotificationsMapping, SqliteAnalytics,
-    SqliteDirectory, SqliteHistory, SqliteLog,
+    SqliteDirectory, SqliteHistory, SqliteLog, SqliteSearch,
 };
 use livechat_sinks::memory::MemoryCache;
 
@@ -303,6 +303,9 @@ pub struct Stores {
     pub history: Arc<dyn MessageStore>,
     pub analytics: Arc<dyn AnalyticsStore>,
     pub cache: Arc<dyn Cache>,
+    /// The search index this process keeps: `search.db` in the data directory, in both modes
+    /// (every process that answers searches keeps one, fed from the log).
+    pub search: Arc<SqliteSearch>,
 }
 
 pub async fn stores(cfg: &Config) -> anyhow::Result<Stores> {
@@ -313,7 +316,13 @@ pub async fn stores(cfg: &Config) -> anyhow::Result<Stores> {
         history: history(cfg).await?,
         analytics: analytics(cfg).await?,
         cache: cache(cfg)?,
+        search: Arc::new(search(cfg)?),
     })
+}
+
+/// The search index of this process: `search.db` in the data directory.
+pub fn search(cfg: &Config) -> anyhow::Result<SqliteSearch> {
+    SqliteSearch::open(&data_dir(cfg)?.join("search.db")).context("opening the search index")
 }
 
 /// The log of an existing deployment: for the embedded log, its file must already exist (a
@@ -340,6 +349,7 @@ pub enum ReadModel {
     History(Arc<dyn MessageStore>),
     Analytics(Arc<dyn AnalyticsStore>),
     Notifications(Arc<dyn Directory>),
+    Search(Arc<dyn SearchIndex>),
 }
 
 /// The live read model the configuration names.
@@ -348,6 +358,7 @@ pub async fn read_model(kind: Durable, cfg: &Config) -> anyhow::Result<ReadModel
         Durable::History => ReadModel::History(history(cfg).await?),
         Durable::Analytics => ReadModel::Analytics(analytics(cfg).await?),
         Durable::Notifications => ReadModel::Notifications(directory(cfg).await?),
+        Durable::Search => ReadModel::Search(Arc::new(search(cfg)?)),
     })
 }
 
@@ -366,6 +377,10 @@ pub fn read_model_file(kind: Durable, path: &Path) -> anyhow::Result<ReadModel> 
         }
         Durable::Analytics => ReadModel::Analytics(Arc::new(SqliteAnalytics::open(path)?)),
         Durable::Notifications => ReadModel::Notifications(Arc::new(SqliteDirectory::open(path)?)),
+        Durable::Search if fresh => {
+            ReadModel::Search(Arc::new(SqliteSearch::create_for_rebuild(path)?))
+        }
+        Durable::Search => ReadModel::Search(Arc::new(SqliteSearch::open(path)?)),
     })
 }
 
@@ -395,6 +410,7 @@ pub fn read_model_name(kind: Durable, cfg: &Config) -> String {
             }
             DirectoryKind::Embedded => data.join("directory.db").display().to_string(),
         },
+        Durable::Search => data.join("search.db").display().to_string(),
     }
 }
 

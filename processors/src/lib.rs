@@ -8,6 +8,7 @@
 //! - [`delivery`]: pushes room events to online subscribers.
 //! - [`notifications`]: persists notifications (join requests, decisions, mentions) and pushes them.
 //! - [`analytics`]: records every event, at event time, in the analytics store.
+//! - [`search`]: keeps the full-text index of messages.
 //! - [`Durable`]: the names of the durable processors (and of the stores they keep).
 
 pub mod analytics;
@@ -16,6 +17,7 @@ pub mod history;
 pub mod notifications;
 pub mod relay;
 pub mod runner;
+pub mod search;
 
 pub use runner::{Decoded, Processor, StartAt};
 
@@ -26,18 +28,28 @@ pub enum Durable {
     History,
     Notifications,
     Analytics,
+    /// Keeps the process's own search index: unlike the others, one consumer group per index
+    /// file (see `livechat_sinks::embedded::SqliteSearch::file_id`).
+    Search,
 }
 
 impl Durable {
-    pub const ALL: [Durable; 3] = [Durable::History, Durable::Notifications, Durable::Analytics];
-    /// Their names, as on the command line and as consumer-group names.
-    pub const NAMES: [&'static str; 3] = ["history", "notifications", "analytics"];
+    pub const ALL: [Durable; 4] = [
+        Durable::History,
+        Durable::Notifications,
+        Durable::Analytics,
+        Durable::Search,
+    ];
+    /// Their names, as on the command line and as consumer-group names (the search
+    /// processor's groups start with it).
+    pub const NAMES: [&'static str; 4] = ["history", "notifications", "analytics", "search"];
 
     pub fn name(self) -> &'static str {
         match self {
             Durable::History => Self::NAMES[0],
             Durable::Notifications => Self::NAMES[1],
             Durable::Analytics => Self::NAMES[2],
+            Durable::Search => Self::NAMES[3],
         }
     }
 
@@ -51,6 +63,7 @@ impl Durable {
             Durable::History => history::TOPICS,
             Durable::Notifications => notifications::TOPICS,
             Durable::Analytics => analytics::TOPICS,
+            Durable::Search => search::TOPICS,
         }
     }
 }

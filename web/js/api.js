@@ -98,6 +98,7 @@ export const api = {
   // messages
   sendMessage: (roomId, content, clientMsgId, replyToSeq = null) => request('POST', `/messages/create-message/${enc(roomId)}`, { body: { content, client_msg_id: clientMsgId, reply_to_seq: replyToSeq } }),
   pin: (id, pinned) => request('POST', `/messages/${pinned ? 'pin' : 'unpin'}-message/${enc(id)}`),
+  searchMessages: (text, roomId, order = 'newest', limit = 20, offset = 0) => request('GET', '/messages/search-messages', { query: { text, room_id: roomId, order, limit, offset } }),
   pinned: (roomId) => request('GET', `/messages/get-pinned/${enc(roomId)}`),
   react: (id, emoji, added) => request('POST', `/messages/${added ? 'add' : 'remove'}-reaction/${enc(id)}`, { body: { emoji } }),
   editMessage: (id, newContent) => request('PUT', `/messages/update-message/${enc(id)}`, { body: { new_content: newContent } }),

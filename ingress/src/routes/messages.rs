@@ -3,6 +3,7 @@
 use axum::extract::Path;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use livechat_core::ports::SearchOrder;
 use serde::Deserialize;
 
 use super::{empty_ok, json, St};
@@ -31,6 +32,15 @@ pub struct EditBody {
 pub struct RecentQuery {
     before: Option<String>,
     limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+pub struct SearchParams {
+    text: Option<String>,
+    room_id: Option<String>,
+    order: Option<SearchOrder>,
+    limit: Option<u32>,
+    offset: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +134,27 @@ pub async fn unpin(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Respo
 pub async fn pinned(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let room = uuid_param("path", "room_id", &id)?;
     Ok(json(st.svc.pinned_messages(&c.user, room).await?))
+}
+
+/// Full-text search over the caller's rooms (or one of them).
+pub async fn search(
+    st: St,
+    c: Caller,
+    QueryParams(q): QueryParams<SearchParams>,
+) -> ApiResult<Response> {
+    let room = match q.room_id.as_deref() {
+        Some(r) => Some(uuid_param("query", "room_id", r)?),
+        None => None,
+    };
+    let text = q
+        .text
+        .ok_or_else(|| invalid("query", "text", "text is required"))?;
+    Ok(json(
+        st.svc
+            .search_messages(&c.user, &text, room, q.order, q.limit, q.offset)
+            .await
+            .map_err(in_query)?,
+    ))
 }
 
 pub async fn recent(

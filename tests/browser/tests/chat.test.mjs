@@ -346,6 +346,19 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     assert.deepEqual(reacted.reactions.map((r) => [r.emoji, r.count, r.user_ids]), [['👍', 1, [aliceId]]]);
     assert.equal(hist.find((m) => m.seq === expected.length).reply_to_seq, target);
     await screenshot(p, '03d-reply.png');
+    // Bob searches the room: the hit is marked, and a click shows the message.
+    await q.fill(tid('search-input'), 'WELCOME');
+    await q.click(tid('search-submit'));
+    const hit = q.locator(`${tid('search-hit')}[data-seq="${target}"]`);
+    await until(async () => {
+      if (await hit.count()) return true;
+      await q.click(tid('search-submit'));
+      return false;
+    }, (v) => v, { interval: 300, what: 'the search finding the message' });
+    assert.equal(await hit.locator('mark').textContent(), 'welcome');
+    await screenshot(q, '03f-search.png');
+    await hit.click();
+    await until(() => at(q).getAttribute('class'), (c) => /msg-flash/.test(c), { what: 'the found message shown' });
     // Alice pins the message: both see its mark and the room's pinned list; unpinned, both lose them.
     await at(p).hover();
     await at(p).locator(tid('pin-message')).click();

@@ -452,3 +452,127 @@ pub async fn pinned_messages_across(send_to: &App, read_from: &App) {
         vec![msgs[2].clone()]
     );
 }
+
+#[tokio::test]
+async fn message_search() {
+    let app = App::spawn(&[]).await;
+    message_search_across(&app, &app).await;
+}
+
+/// The message ids of search results, and each one's matches.
+fn found(results: &Value) -> Vec<(String, Value)> {
+    results
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {results}"))
+        .iter()
+        .map(|r| {
+            (
+                r["message"]["id"].as_str().unwrap().to_string(),
+                r["highlights"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Alice sends on `send_to`; Bob searches on `read_from` (the search index follows the log, so
+/// each search waits until it has what was sent).
+pub async fn message_search_across(send_to: &App, read_from: &App) {
+    let alice = send_to.user("alice").await;
+    let bob = read_from.user("bob").await;
+    let carol = read_from.user("carol").await;
+    let room = alice.create_room("search", true).await;
+    let other = alice.create_room("elsewhere", true).await;
+    assert_eq!(bob.join(&room).await.0, 200);
+    let mut ws = alice.ws(send_to, None).await;
+    let mut ids = Vec::new();
+    for (i, text) in [
+        "Pizza tonight at the LiveChat office?",
+        "東京で会いましょう",
+        "pizza, PIZZA and more pizza",
+        "Ünïcode works",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ack = ws.send_msg(&room, text, &format!("s{i}")).await;
+        ids.push(ack["message_id"].as_str().unwrap().to_string());
+    }
+    ws.send_msg(&other, "pizza where Bob is not", "s-other")
+        .await;
+
+    let got = eventually("the index to have the messages", || async {
+        let (status, body) = bob.search("pizza", "").await;
+        (status == 200 && body.as_array().is_some_and(|a| a.len() == 2)).then_some(body)
+    })
+    .await;
+    let hits = found(&got);
+    assert_eq!(
+        hits.iter().map(|h| h.0.clone()).collect::<Vec<_>>(),
+        vec![ids[2].clone(), ids[0].clone()],
+        "newest first, and only Bob's rooms: {got}"
+    );
+    assert_eq!(
+        hits[0].1,
+        json!([[0, 5], [7, 12], [22, 27]]),
+        "where it matches"
+    );
+    let best = ok(bob.search("pizza", "&order=best").await, "best first");
+    assert_eq!(found(&best)[0].0, ids[2]);
+    let paged = ok(bob.search("pizza", "&limit=1&offset=1").await, "paged");
+    assert_eq!(
+        found(&paged)
+            .iter()
+            .map(|h| h.0.clone())
+            .collect::<Vec<_>>(),
+        vec![ids[0].clone()]
+    );
+    for (text, id) in [
+        ("会い", &ids[1]),
+        ("東京", &ids[1]),
+        ("ÜNÏCODE", &ids[3]),
+        ("chat office", &ids[0]),
+    ] {
+        let r = ok(
+            bob.search(text, &format!("&room_id={room}")).await,
+            "search",
+        );
+        assert_eq!(
+            found(&r).iter().map(|h| h.0.clone()).collect::<Vec<_>>(),
+            vec![id.clone()],
+            "{text}"
+        );
+    }
+    // Alice sees her other room too.
+    let mine = ok(alice.via(read_from).search("pizza", "").await, "alice");
+    assert_eq!(mine.as_array().unwrap().len(), 3);
+
+    // Edits and deletes are followed.
+    alice
+        .via(read_from)
+        .edit_message_ok(&ids[0], "sushi tonight")
+        .await;
+    alice.via(read_from).delete_message_ok(&ids[2]).await;
+    // What no longer matches is left out at once (results are read from the history); the new
+    // text is found once the index has the edit.
+    assert_eq!(ok(bob.search("pizza", "").await, "search"), json!([]));
+    let sushi = eventually("the edit in the index", || async {
+        let body = ok(bob.search("sushi", "").await, "search");
+        (!body.as_array().unwrap().is_empty()).then_some(body)
+    })
+    .await;
+    assert_eq!(found(&sushi)[0].0, ids[0]);
+
+    // Wrong input, and other people's rooms.
+    assert_eq!(
+        carol.search("pizza", &format!("&room_id={room}")).await.0,
+        403
+    );
+    assert_eq!(ok(carol.search("pizza", "").await, "no rooms"), json!([]));
+    for bad in ["", "   ", "a b c d e f g h i"] {
+        let (status, body) = bob.search(bad, "").await;
+        assert_eq!(status, 422, "{bad:?}: {body}");
+    }
+    assert_eq!(bob.search("pizza", "&order=random").await.0, 422);
+    assert_eq!(bob.search("pizza", "&offset=5000").await.0, 422);
+    assert_eq!(bob.search("pizza", "&room_id=nope").await.0, 422);
+}

@@ -354,6 +354,18 @@ async fn pinned_messages_across_ingress_processes() {
     crate::conversations::pinned_messages_across(&a, &b).await;
 }
 
+/// Message search on the whole stack, across processes: each ingress keeps its own index from
+/// the log, and finds what was sent on the other.
+#[tokio::test]
+async fn message_search_across_ingress_processes() {
+    let Some(owned) = stack_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let b = App::spawn_role(&["ingress"], &env).await;
+    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    crate::conversations::message_search_across(&a, &b).await;
+}
+
 /// Direct conversations on the whole stack, across processes: opened on A, found, answered and
 /// left on B.
 #[tokio::test]

@@ -619,6 +619,20 @@ impl User {
         self.post(&format!("/api/messages/{route}/{message}"), json!({}))
             .await
     }
+    /// Searches messages (`query`: the rest of the query string, e.g. `&room_id=…`).
+    pub async fn search(&self, text: &str, query: &str) -> Resp {
+        let text: String = text
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        self.get(&format!("/api/messages/search-messages?text={text}{query}"))
+            .await
+    }
     pub async fn pinned(&self, room: &str) -> Resp {
         self.get(&format!("/api/messages/get-pinned/{room}")).await
     }

@@ -91,7 +91,7 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
             && dry.contains("MESSAGE_UNPINNED: 1"),
         "{dry}"
     );
-    for store in ["history", "analytics", "notifications"] {
+    for store in ["history", "analytics", "notifications", "search"] {
         let fresh = app.data.path().join(format!("rebuilt-{store}.db"));
         let fresh = fresh.to_str().unwrap();
         let (ok1, first) = replay(&app, &["--store", store, "--into", fresh, "--verify"]);
@@ -209,8 +209,8 @@ async fn log_records_decode_with_the_schema_registry_the_server_serves() {
         .json()
         .await
         .unwrap();
-    // The subject of the topic names the same schema, as version 1; unknown names get the
-    // API's error codes.
+    // The subject of the topic names the same schema as its latest version (2); version 1, which
+    // logs written before it hold, keeps its own id. Unknown names get the API's error codes.
     let get = |path: String| {
         let (http, url) = (app.http.clone(), app.url(&path));
         async move {
@@ -229,9 +229,17 @@ async fn log_records_decode_with_the_schema_registry_the_server_serves() {
     assert_eq!(status, 200);
     assert_eq!(
         (latest["id"].as_u64(), latest["version"].as_u64()),
-        (Some(id as u64), Some(1))
+        (Some(id as u64), Some(2))
     );
     assert_eq!(latest["schema"], body["schema"]);
+    let (status, versions) =
+        get("/registry/subjects/chat.room-events.v1-value/versions".into()).await;
+    assert_eq!((status, versions), (200, json!([1, 2])));
+    let (status, first) =
+        get("/registry/subjects/chat.room-events.v1-value/versions/1".into()).await;
+    assert_eq!(status, 200);
+    assert_ne!(first["id"], latest["id"]);
+    assert!(!first["schema"].as_str().unwrap().contains("reply_to_seq"));
     for (path, status, code) in [
         (
             "/registry/subjects/nope-value/versions".to_string(),

@@ -287,11 +287,16 @@ function openChat(main, initialRoom, ctx) {
   const memberList = h('ul', { class: 'member-list', 'data-testid': 'member-list' });
   const membersSection = h('section', { class: 'aside-section' }, h('h2', {}, 'Members ', memberCount), memberList);
 
+  const searchInput = h('input', { type: 'search', id: 'room-search', placeholder: 'Search this room', 'aria-label': `Search ${room.name}`, maxlength: 200, 'data-testid': 'search-input' });
+  const searchForm = h('form', { class: 'form-inline', role: 'search', 'data-testid': 'search-form' }, searchInput,
+    h('button', { type: 'submit', class: 'btn btn-small', 'data-testid': 'search-submit' }, 'Search'));
+  const searchResults = h('ul', { class: 'plain-list pinned-list', 'data-testid': 'search-results', 'aria-live': 'polite' });
+  const searchSection = h('section', { class: 'aside-section', 'data-testid': 'search' }, searchForm, searchResults);
   const pinnedList = h('ul', { class: 'plain-list pinned-list', 'data-testid': 'pinned-list' });
   const pinnedSection = h('section', { class: 'aside-section', 'data-testid': 'pinned', hidden: true }, h('h2', {}, 'Pinned'), pinnedList);
   const ownerBox = h('div', { class: 'owner-tools', 'data-testid': 'owner-tools' });
   const leaveBox = h('section', { class: 'aside-section leave-box' });
-  const aside = h('aside', { id: 'room-aside', class: 'room-aside', 'aria-label': 'Room details' }, ownerBox, pinnedSection, membersSection, shareSection, leaveBox);
+  const aside = h('aside', { id: 'room-aside', class: 'room-aside', 'aria-label': 'Room details' }, searchSection, ownerBox, pinnedSection, membersSection, shareSection, leaveBox);
 
   const view = h('div', { class: 'room-view', 'data-testid': 'room-view', 'data-room-id': roomId },
     header, h('div', { class: 'room-body' }, chat, aside));
@@ -752,6 +757,47 @@ function openChat(main, initialRoom, ctx) {
     }
   }
 
+  // ---- search
+  /** `text` with the `[start, end)` character ranges wrapped in <mark> (built as nodes, never markup). */
+  function marked(text, ranges) {
+    const chars = [...text];
+    const out = [];
+    let at = 0;
+    for (const [a, b] of ranges) {
+      if (a > at) out.push(chars.slice(at, a).join(''));
+      out.push(h('mark', {}, chars.slice(a, b).join('')));
+      at = b;
+    }
+    if (at < chars.length) out.push(chars.slice(at).join(''));
+    return out;
+  }
+  searchForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = searchInput.value.trim();
+    if (!text) { clear(searchResults); return; }
+    try {
+      const results = await api.searchMessages(text, roomId);
+      if (destroyed) return;
+      replace(searchResults, results.length
+        ? results.map(({ message: m, highlights }) => {
+          const b = h('button', { type: 'button', class: 'pinned-item search-hit', 'data-testid': 'search-hit', 'data-seq': String(m.seq) },
+            h('span', { class: 'strong' }, m.username), ' ', ...marked(m.content, highlights));
+          b.addEventListener('click', () => showInContext(m.seq));
+          return h('li', {}, b);
+        })
+        : h('li', { class: 'muted small', 'data-testid': 'search-empty' }, 'No message matches.'));
+    } catch (ex) {
+      replace(searchResults, h('li', { class: 'inline-error small' }, ex.message));
+    }
+  });
+
+  /** Shows a message in its place, loading older pages until it is there (a few at most). */
+  async function showInContext(seq) {
+    let guard = 0;
+    while (!bySeq.has(seq) && hasOlder && minSeq() > seq && guard++ < 20) await loadOlder();
+    showMessage(seq);
+  }
+
   // ---- pins
   let pins = [];
   function drawPinned() {
@@ -759,7 +805,7 @@ function openChat(main, initialRoom, ctx) {
     replace(pinnedList, pins.map((m) => {
       const b = h('button', { type: 'button', class: 'pinned-item', 'data-testid': 'pinned-item', 'data-seq': String(m.seq) },
         h('span', { class: 'strong' }, m.username), ' ', m.content.replace(/\s+/g, ' ').slice(0, 80));
-      b.addEventListener('click', () => showMessage(m.seq));
+      b.addEventListener('click', () => showInContext(m.seq));
       return h('li', {}, b);
     }));
   }

@@ -1,0 +1,384 @@
+//! `search.db`: the full-text index of messages. An FTS5 table with the trigram tokenizer
+//! (case-insensitive substrings of three characters or more, so scripts without spaces between
+//! words are searched like any other), beside a table of the indexed messages keyed by
+//! (room, seq) whose rowid is the text's. Changes are idempotent and order-insensitive as in the
+//! history: an insert is kept once, an edit applies only over an older change, a delete is
+//! final. A word shorter than three characters is matched by scanning the texts (`LIKE`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use livechat_core::error::StoreResult;
+use livechat_core::model::{Checksum, HistoryOp};
+use livechat_core::ports::{SearchHit, SearchIndex, SearchOrder, SearchQuery};
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::db::{checksum_query, uuid_col, Db, Durability};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS docs(
+  room_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL,
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+  UNIQUE(room_id, seq));
+CREATE INDEX IF NOT EXISTS docs_by_message ON docs(message_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS docs_text USING fts5(content, tokenize = 'trigram');
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#;
+
+/// The trigram tokenizer indexes three characters at a time.
+const TRIGRAM: usize = 3;
+
+pub struct SqliteSearch {
+    db: Arc<Db>,
+}
+
+impl SqliteSearch {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(SqliteSearch {
+            // A read model: `livechat replay` rebuilds it if a power loss cuts its tail.
+            db: Db::open_with(path, SCHEMA, Durability::Normal)?,
+        })
+    }
+
+    /// A new file to fill from scratch (`livechat replay --into`): no journal, no fsync.
+    pub fn create_for_rebuild(path: &Path) -> anyhow::Result<Self> {
+        anyhow::ensure!(!path.exists(), "{} already exists", path.display());
+        Ok(SqliteSearch {
+            db: Db::open_with(path, SCHEMA, Durability::Bulk)?,
+        })
+    }
+
+    /// This file's own id, made at its first use: the index is fed by a consumer group of its
+    /// own (every process keeping one reads every partition), and a new file (lost, deleted)
+    /// is a new group that reads the log from its start.
+    pub async fn file_id(&self) -> anyhow::Result<Uuid> {
+        let fresh = Uuid::new_v4().to_string();
+        let id: String = self
+            .db
+            .write(move |c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('file_id', ?1)",
+                    params![fresh],
+                )?;
+                c.query_row("SELECT value FROM meta WHERE key = 'file_id'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .await?;
+        Ok(Uuid::parse_str(&id)?)
+    }
+}
+
+/// The rowid of the indexed message, if it is indexed and not deleted.
+fn live_row(c: &Connection, room: &str, id: &str) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached(
+        "SELECT rowid FROM docs WHERE room_id = ?1 AND message_id = ?2 AND deleted = 0",
+    )?
+    .query_row(params![room, id], |r| r.get(0))
+    .optional()
+}
+
+fn apply_in(c: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<()> {
+    for op in ops {
+        match op {
+            HistoryOp::Insert(m) if !m.deleted => {
+                let added = c
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO docs(room_id, seq, message_id, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        m.room_id.to_string(),
+                        m.seq,
+                        m.id.to_string(),
+                        m.created_at.timestamp_millis(),
+                        m.updated_at.timestamp_millis()
+                    ])?;
+                if added == 1 {
+                    c.prepare_cached("INSERT INTO docs_text(rowid, content) VALUES (?1, ?2)")?
+                        .execute(params![c.last_insert_rowid(), m.content])?;
+                }
+            }
+            HistoryOp::Insert(_) => {}
+            HistoryOp::Edit {
+                room_id,
+                message_id,
+                content,
+                at,
+            } => {
+                let (room, id) = (room_id.to_string(), message_id.to_string());
+                let Some(row) = live_row(c, &room, &id)? else {
+                    continue;
+                };
+                // The newest edit wins, whatever the order edits are applied in.
+                let newer = c
+                    .prepare_cached(
+                        "UPDATE docs SET updated_at = ?2 WHERE rowid = ?1 AND updated_at <= ?2",
+                    )?
+                    .execute(params![row, at.timestamp_millis()])?;
+                if newer == 1 {
+                    c.prepare_cached("UPDATE docs_text SET content = ?2 WHERE rowid = ?1")?
+                        .execute(params![row, content])?;
+                }
+            }
+            HistoryOp::Delete {
+                room_id,
+                message_id,
+                at,
+            } => {
+                let (room, id) = (room_id.to_string(), message_id.to_string());
+                if let Some(row) = live_row(c, &room, &id)? {
+                    c.prepare_cached(
+                        "UPDATE docs SET deleted = 1, updated_at = max(updated_at, ?2) WHERE rowid = ?1",
+                    )?
+                    .execute(params![row, at.timestamp_millis()])?;
+                    // A delete removes the text from the index too.
+                    c.prepare_cached("DELETE FROM docs_text WHERE rowid = ?1")?
+                        .execute(params![row])?;
+                }
+            }
+            HistoryOp::PurgeRoom { room_id } => {
+                let room = room_id.to_string();
+                c.prepare_cached(
+                    "DELETE FROM docs_text WHERE rowid IN (SELECT rowid FROM docs WHERE room_id = ?1)",
+                )?
+                .execute(params![room])?;
+                c.prepare_cached("DELETE FROM docs WHERE room_id = ?1")?
+                    .execute(params![room])?;
+            }
+            HistoryOp::React { .. } | HistoryOp::Pin { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// A term as an FTS5 string (double quotes doubled).
+fn fts_string(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
+}
+
+/// A term as a `LIKE` pattern matching it anywhere (`\` escapes the wildcards).
+fn like_pattern(term: &str) -> String {
+    let escaped: String = term
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("%{escaped}%")
+}
+
+fn search_in(c: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<SearchHit>> {
+    let rooms = serde_json::to_string(&q.rooms.iter().map(|r| r.to_string()).collect::<Vec<_>>())
+        .map_err(super::db::user_err)?;
+    // Terms the index can find (three characters or more) go to MATCH; shorter ones are
+    // checked on the texts it found, or on every text of the rooms when there is no other.
+    let (long, short): (Vec<&String>, Vec<&String>) =
+        q.terms.iter().partition(|t| t.chars().count() >= TRIGRAM);
+    let mut sql = String::from(
+        "SELECT d.room_id, d.seq, d.message_id FROM docs_text JOIN docs d ON d.rowid = docs_text.rowid
+         WHERE d.deleted = 0 AND d.room_id IN (SELECT value FROM json_each(?1))",
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(rooms)];
+    if !long.is_empty() {
+        let expr: Vec<String> = long.iter().map(|t| fts_string(t)).collect();
+        args.push(Box::new(expr.join(" AND ")));
+        sql.push_str(&format!(" AND docs_text MATCH ?{}", args.len()));
+    }
+    for t in short {
+        args.push(Box::new(like_pattern(t)));
+        sql.push_str(&format!(
+            " AND docs_text.content LIKE ?{} ESCAPE '\\'",
+            args.len()
+        ));
+    }
+    sql.push_str(match (q.order, long.is_empty()) {
+        (SearchOrder::Best, false) => " ORDER BY bm25(docs_text), d.created_at DESC, d.seq DESC",
+        _ => " ORDER BY d.created_at DESC, d.seq DESC",
+    });
+    args.push(Box::new(q.limit));
+    sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    args.push(Box::new(q.offset));
+    sql.push_str(&format!(" OFFSET ?{}", args.len()));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        Ok(SearchHit {
+            room_id: uuid_col(r, 0)?,
+            seq: r.get(1)?,
+            message_id: uuid_col(r, 2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[async_trait]
+impl SearchIndex for SqliteSearch {
+    async fn apply(&self, ops: &[HistoryOp]) -> StoreResult<()> {
+        let ops = ops.to_vec();
+        self.db.write(move |c| apply_in(c, &ops)).await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
+        let q = query.clone();
+        self.db.read(move |c| search_in(c, &q)).await
+    }
+
+    async fn checksum(&self) -> StoreResult<Checksum> {
+        self.db
+            .read_blocking(|c| {
+                checksum_query(
+                    c,
+                    "SELECT d.room_id, d.seq, d.message_id, d.created_at, d.updated_at, d.deleted, t.content
+                     FROM docs d LEFT JOIN docs_text t ON t.rowid = d.rowid ORDER BY d.room_id, d.seq",
+                )
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livechat_core::model::StoredMessage;
+
+    fn msg(room: Uuid, seq: i64, content: &str) -> StoredMessage {
+        StoredMessage {
+            id: Uuid::new_v4(),
+            room_id: room,
+            seq,
+            user_id: Uuid::new_v4(),
+            username: "u".into(),
+            content: content.into(),
+            edited: false,
+            deleted: false,
+            created_at: livechat_core::from_ms(1_000 + seq),
+            updated_at: livechat_core::from_ms(1_000 + seq),
+            client_msg_id: None,
+            reply_to_seq: None,
+            reactions: Vec::new(),
+            pin: None,
+        }
+    }
+
+    fn query(rooms: &[Uuid], terms: &[&str], order: SearchOrder) -> SearchQuery {
+        SearchQuery {
+            rooms: rooms.to_vec(),
+            terms: terms.iter().map(|t| t.to_string()).collect(),
+            order,
+            limit: 10,
+            offset: 0,
+        }
+    }
+
+    async fn seqs(s: &SqliteSearch, q: SearchQuery) -> Vec<i64> {
+        s.search(&q).await.unwrap().iter().map(|h| h.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn finds_words_in_any_script_only_in_the_given_rooms_and_follows_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteSearch::open(&dir.path().join("search.db")).unwrap();
+        let (room, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let ms = [
+            msg(room, 1, "Pizza tonight at LiveChat HQ?"),
+            msg(room, 2, "東京で会いましょう"),
+            msg(room, 3, "pizza pizza PIZZA, and Ünïcode"),
+            msg(other, 1, "pizza elsewhere"),
+        ];
+        let ops: Vec<HistoryOp> = ms.iter().cloned().map(HistoryOp::Insert).collect();
+        s.apply(&ops).await.unwrap();
+        s.apply(&ops).await.unwrap();
+        let newest = SearchOrder::Newest;
+        assert_eq!(
+            seqs(&s, query(&[room], &["pizza"], newest)).await,
+            vec![3, 1]
+        );
+        assert_eq!(
+            seqs(&s, query(&[room, other], &["PIZZA"], newest))
+                .await
+                .len(),
+            3
+        );
+        assert_eq!(
+            seqs(&s, query(&[room], &["chat"], newest)).await,
+            vec![1],
+            "substrings"
+        );
+        assert_eq!(
+            seqs(&s, query(&[room], &["ünïcode"], newest)).await,
+            vec![3]
+        );
+        assert_eq!(
+            seqs(&s, query(&[room], &["東京で会"], newest)).await,
+            vec![2]
+        );
+        assert_eq!(
+            seqs(&s, query(&[room], &["会い"], newest)).await,
+            vec![2],
+            "two characters"
+        );
+        assert_eq!(
+            seqs(&s, query(&[room], &["pizza", "HQ"], newest)).await,
+            vec![1],
+            "every word"
+        );
+        assert_eq!(
+            seqs(&s, query(&[room], &["pizza"], SearchOrder::Best)).await,
+            vec![3, 1],
+            "the best match first"
+        );
+        assert!(
+            seqs(&s, query(&[room], &["100%"], newest)).await.is_empty(),
+            "wildcards are literal"
+        );
+        let mut paged = query(&[room], &["pizza"], newest);
+        (paged.limit, paged.offset) = (1, 1);
+        assert_eq!(seqs(&s, paged).await, vec![1]);
+
+        // An edit (a late, older one loses), a delete, a purge.
+        let at = |ms: i64| livechat_core::from_ms(10_000 + ms);
+        s.apply(&[
+            HistoryOp::Edit {
+                room_id: room,
+                message_id: ms[0].id,
+                content: "sushi instead".into(),
+                at: at(2),
+            },
+            HistoryOp::Edit {
+                room_id: room,
+                message_id: ms[0].id,
+                content: "pizza again".into(),
+                at: at(1),
+            },
+            HistoryOp::Delete {
+                room_id: room,
+                message_id: ms[2].id,
+                at: at(3),
+            },
+        ])
+        .await
+        .unwrap();
+        assert!(seqs(&s, query(&[room], &["pizza"], newest))
+            .await
+            .is_empty());
+        assert_eq!(seqs(&s, query(&[room], &["sushi"], newest)).await, vec![1]);
+        let before = s.checksum().await.unwrap();
+        s.apply(&ops).await.unwrap();
+        assert_eq!(
+            s.checksum().await.unwrap(),
+            before,
+            "a replay changes nothing"
+        );
+        s.apply(&[HistoryOp::PurgeRoom { room_id: other }])
+            .await
+            .unwrap();
+        assert!(seqs(&s, query(&[other], &["pizza"], newest))
+            .await
+            .is_empty());
+        let id = s.file_id().await.unwrap();
+        assert_eq!(s.file_id().await.unwrap(), id, "one id per file");
+    }
+}
