@@ -182,6 +182,9 @@ pub struct Verdict {
     pub checksums_match: bool,
     /// Rooms whose message count in analytics (`get-room-stats`) differs from the history's.
     pub analytics_mismatches: u64,
+    /// The first such room's counts, `(analytics, history)` (which way it is off says where
+    /// to look: a record counted twice, or one not counted yet).
+    pub analytics_first_mismatch: Option<(Option<u64>, u64)>,
 }
 
 impl Verdict {
@@ -262,6 +265,8 @@ pub async fn verify(addr: SocketAddr, cookie: &str, ledger: &Ledger) -> Result<V
             .and_then(|v| v["total_messages"].as_u64());
         if s != 200 || counted != Some(stored.len() as u64) {
             v.analytics_mismatches += 1;
+            v.analytics_first_mismatch
+                .get_or_insert((counted, stored.len() as u64));
         }
     }
     Ok(v)

@@ -139,7 +139,14 @@ pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
             v.unacked_stored,
             if v.gaps == 0 { "yes" } else { "no" },
             if v.checksums_match { "yes" } else { "no" },
-            if v.analytics_mismatches == 0 { "yes" } else { "no" },
+            match v.analytics_first_mismatch {
+                None => "yes".to_string(),
+                Some((counted, stored)) => format!(
+                    "no ({} rooms; one counts {} of its {stored})",
+                    v.analytics_mismatches,
+                    counted.map_or("none".into(), |c| c.to_string())
+                ),
+            },
             l.lag.as_millis()
         ),
         detail: json!({"verdict": v, "recoveries_ms": l.recoveries, "acked": acked, "refused": refused,
