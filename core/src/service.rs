@@ -341,12 +341,16 @@ impl ChatService {
         Ok((r.name, r.created_by))
     }
 
-    /// The caller's role in the room, or 403.
+    /// The caller's role in the room, or 403 — or 404 for a direct conversation, whose id anyone
+    /// who knows its members' ids can compute: to everyone else it does not exist.
     pub async fn require_member(&self, room: RoomId, user: UserId) -> AppResult<Role> {
-        self.dir()
-            .membership(room, user)
-            .await?
-            .ok_or_else(AppError::room_forbidden)
+        match self.dir().membership(room, user).await? {
+            Some(role) => Ok(role),
+            None => match self.dir().room(room).await? {
+                Some(r) if r.direct => Err(AppError::not_found("Room")),
+                _ => Err(AppError::room_forbidden()),
+            },
+        }
     }
 
     /// The room whose live stream a user may open: 404 if it does not exist, 403 if the user is
@@ -480,6 +484,9 @@ impl ChatService {
     /// as in their room list.
     pub async fn get_room(&self, user: &User, room: RoomId) -> AppResult<RoomPublic> {
         let r = self.room_or_404(room).await?;
+        if r.direct {
+            self.require_member(room, user.id).await?;
+        }
         let mut p = RoomPublic::from(&r);
         p.name = r.name_for(&user.username);
         if let Some(read) = self.dir().read_marker(user.id, room).await? {
@@ -667,9 +674,8 @@ impl ChatService {
             return Err(AppError::BadRequest("You are already in this room".into()));
         }
         if r.direct {
-            return Err(AppError::Forbidden(
-                "A direct conversation is only for the people it was opened with".into(),
-            ));
+            // Only its people know it exists (see `require_member`).
+            return Err(AppError::not_found("Room"));
         }
         let at = now();
         if r.is_public {

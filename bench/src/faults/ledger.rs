@@ -185,7 +185,14 @@ pub struct Verdict {
     /// The first such room's counts, `(analytics, history)` (which way it is off says where
     /// to look: a record counted twice, or one not counted yet).
     pub analytics_first_mismatch: Option<(Option<u64>, u64)>,
+    /// How long after the consumer lag reached 0 the last room's analytics count was right.
+    pub analytics_settled_ms: u64,
 }
+
+/// How long analytics may take to count what history has, once the consumer lag is 0: past
+/// the sequencer's transaction timeout (10 s) and the broker's check for expired transactions
+/// (every 10 s by default), with room to spare.
+const ANALYTICS_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Verdict {
     pub fn clean(&self) -> bool {
@@ -251,22 +258,36 @@ pub async fn verify(addr: SocketAddr, cookie: &str, ledger: &Ledger) -> Result<V
         if mine.finalize() != theirs.finalize() {
             v.checksums_match = false;
         }
-        // Analytics counts each message once, however often its record was delivered.
-        let (s, t, _) = rest
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/analytics/get-room-stats?room_id={room}"),
-                Some(cookie),
-                None,
-            )
-            .await?;
-        let counted = serde_json::from_str::<Value>(&t)
-            .ok()
-            .and_then(|v| v["total_messages"].as_u64());
-        if s != 200 || counted != Some(stored.len() as u64) {
-            v.analytics_mismatches += 1;
-            v.analytics_first_mismatch
-                .get_or_insert((counted, stored.len() as u64));
+        // Analytics counts each message once, however often its record was delivered. It is
+        // read from the log, and a process killed inside a Kafka transaction leaves it open
+        // until the transaction timeout aborts it: `read_committed` readers (and the consumer
+        // lag, measured to the last stable offset) stop before it, so what was committed after
+        // it reaches analytics only then. Waited for, up to ANALYTICS_SETTLE_LIMIT.
+        let settling = std::time::Instant::now();
+        loop {
+            let (s, t, _) = rest
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/analytics/get-room-stats?room_id={room}"),
+                    Some(cookie),
+                    None,
+                )
+                .await?;
+            let counted = serde_json::from_str::<Value>(&t)
+                .ok()
+                .and_then(|v| v["total_messages"].as_u64());
+            if s == 200 && counted == Some(stored.len() as u64) {
+                let ms = settling.elapsed().as_millis() as u64;
+                v.analytics_settled_ms = v.analytics_settled_ms.max(ms);
+                break;
+            }
+            if settling.elapsed() > ANALYTICS_SETTLE_LIMIT {
+                v.analytics_mismatches += 1;
+                v.analytics_first_mismatch
+                    .get_or_insert((counted, stored.len() as u64));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     }
     Ok(v)

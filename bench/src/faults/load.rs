@@ -140,6 +140,11 @@ pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
             if v.gaps == 0 { "yes" } else { "no" },
             if v.checksums_match { "yes" } else { "no" },
             match v.analytics_first_mismatch {
+                None if v.analytics_settled_ms > 1000 => format!(
+                    "yes, {} ms after the lag was 0 (a killed process's open transaction held the \
+                     readers back until its timeout)",
+                    v.analytics_settled_ms
+                ),
                 None => "yes".to_string(),
                 Some((counted, stored)) => format!(
                     "no ({} rooms; one counts {} of its {stored})",

@@ -276,8 +276,11 @@ pub async fn direct_conversations_across(one: &App, other: &App) {
         .unwrap()
         .iter()
         .all(|r| r["id"] != room.as_str()));
-    assert_eq!(carol.join(&room).await.0, 403);
-    assert_eq!(carol.history(&room, 0, None).await.0, 403);
+    // To anyone else it does not exist (its id is computable from its members' ids).
+    assert_eq!(carol.join(&room).await.0, 404);
+    assert_eq!(carol.room(&room).await.0, 404);
+    assert_eq!(carol.history(&room, 0, None).await.0, 404);
+    assert_eq!(carol.members(&room).await.0, 404);
 
     // Nothing about it changes but its messages and who is in it.
     assert_eq!(
