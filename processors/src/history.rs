@@ -95,6 +95,19 @@ pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
     })
 }
 
+/// The history changes a batch of records makes, in order (the search index's too).
+pub fn history_ops(batch: &[Decoded]) -> anyhow::Result<Vec<HistoryOp>> {
+    let mut ops = Vec::new();
+    for d in batch {
+        if let TopicEvent::Room(ev) = d.event.as_ref() {
+            if let Some(op) = history_op(ev)? {
+                ops.push(op);
+            }
+        }
+    }
+    Ok(ops)
+}
+
 #[async_trait]
 impl Processor for HistoryProcessor {
     fn name(&self) -> &str {
@@ -109,14 +122,7 @@ impl Processor for HistoryProcessor {
         Duration::from_millis(500)
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
-        let mut ops = Vec::new();
-        for d in batch {
-            if let TopicEvent::Room(ev) = d.event.as_ref() {
-                if let Some(op) = history_op(ev)? {
-                    ops.push(op);
-                }
-            }
-        }
+        let ops = history_ops(batch)?;
         if !ops.is_empty() {
             self.store.apply(&ops).await?;
         }

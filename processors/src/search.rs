@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use livechat_core::ports::SearchIndex;
-use livechat_schemas::{TopicEvent, ROOM_EVENTS_TOPIC};
+use livechat_schemas::ROOM_EVENTS_TOPIC;
 
-use crate::history::history_op;
+use crate::history::history_ops;
 use crate::runner::{Decoded, Processor};
 
 /// Topics the search processor consumes.
@@ -34,14 +34,7 @@ impl Processor for SearchProcessor {
         Duration::from_millis(250)
     }
     async fn handle(&self, batch: &[Decoded]) -> anyhow::Result<()> {
-        let mut ops = Vec::new();
-        for d in batch {
-            if let TopicEvent::Room(ev) = d.event.as_ref() {
-                if let Some(op) = history_op(ev)? {
-                    ops.push(op);
-                }
-            }
-        }
+        let ops = history_ops(batch)?;
         if !ops.is_empty() {
             self.index.apply(&ops).await?;
         }
