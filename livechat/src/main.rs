@@ -5,6 +5,8 @@
 
 mod config;
 mod dlq;
+#[cfg(feature = "kafka")]
+mod instance;
 mod replay;
 mod wire;
 
@@ -305,9 +307,10 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     }
     stop_processors.cancel();
     stop_sequencer.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(handle) = sequencer {
-        // It stops after its current batch (a poll waits at most a fraction of a second).
-        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    if let Some(sequencer) = sequencer {
+        // It stops after its current batch (a poll waits at most a fraction of a second); its
+        // identity is given up after that.
+        let _ = tokio::task::spawn_blocking(move || sequencer.thread.join()).await;
     }
     let drained = tokio::time::timeout(Duration::from_secs(15), async {
         while processors.join_next().await.is_some() {}

@@ -125,24 +125,44 @@ pub async fn sequencing(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Sequencin
     }
 }
 
+/// A running sequencer's thread, and the identity it holds while it runs.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))] // only the log on Kafka has sequencers
+pub struct Sequencer {
+    pub thread: std::thread::JoinHandle<()>,
+    #[cfg(feature = "kafka")]
+    _instance: crate::instance::Instance,
+}
+
 /// Starts this process's sequencer when sends are sequenced on the log (see [`sequencing`]);
 /// it stops once `stop` is set.
 pub async fn start_sequencer(
     cfg: &Config,
     directory: Arc<dyn Directory>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+) -> anyhow::Result<Option<Sequencer>> {
     match cfg.log.kind {
         LogKind::Embedded => {
             let _ = (directory, stop);
             Ok(None)
         }
         #[cfg(feature = "kafka")]
-        LogKind::Kafka => Ok(Some(livechat_sinks::kafka::spawn_sequencer(
-            kafka_log(cfg).await?,
-            directory,
-            stop,
-        )?)),
+        LogKind::Kafka => {
+            let instance = crate::instance::Instance::claim(
+                cfg.log.kafka.instance_id.as_deref(),
+                data_dir(cfg)?,
+            )
+            .context("claiming this process's sequencer identity")?;
+            let thread = livechat_sinks::kafka::spawn_sequencer(
+                kafka_log(cfg).await?,
+                directory,
+                &instance.id,
+                stop,
+            )?;
+            Ok(Some(Sequencer {
+                thread,
+                _instance: instance,
+            }))
+        }
         #[cfg(not(feature = "kafka"))]
         LogKind::Kafka => {
             anyhow::bail!("log.kind = \"kafka\" needs a build with `--features kafka`")

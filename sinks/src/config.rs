@@ -22,6 +22,11 @@ pub struct KafkaConfig {
     /// (subjects `<namespace><topic>-value`, `BACKWARD_TRANSITIVE`) and records carry the
     /// registry's schema ids on the broker. None: the embedded ids (1, 2, 3) go on the wire.
     pub schema_registry_url: Option<String>,
+    /// This process's sequencer identity, kept across its restarts (its transactional id and
+    /// its static membership of the sequencers' group), unique among live processes: e.g. a
+    /// StatefulSet pod's name. None: a slot of the data directory (`instance-N.id`), which a
+    /// restart on the same directory takes again.
+    pub instance_id: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -32,6 +37,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             client: BTreeMap::new(),
             schema_registry_url: None,
+            instance_id: None,
         }
     }
 }

@@ -14,6 +14,10 @@ use super::node::{tag, Node};
 use super::{Profile, Row};
 use crate::client::{livechat_world, Target, World};
 
+/// How long a restarted process is given to acknowledge a send again (a row without the figure
+/// for that restart says it did not).
+const FIRST_ACK_LIMIT: Duration = Duration::from_secs(60);
+
 fn verdict_row(row: &mut Row, v: &Verdict) {
     row.lost = Some(v.lost);
     row.duplicated = Some(v.duplicated);
@@ -27,6 +31,9 @@ pub struct Loaded {
     pub held_secs: f64,
     /// What each injection returned (a recovery time in ms, for those that have one).
     pub recoveries: Vec<f64>,
+    /// For each restart (scenarios that restart the server), ms from the SIGKILL to the first
+    /// send acknowledged after it; None when none was within [`FIRST_ACK_LIMIT`].
+    pub first_acks: Vec<Option<f64>>,
     pub lag: Duration,
 }
 
@@ -84,6 +91,16 @@ impl Load {
     /// Runs on until `secs` after the start, stops the senders, waits for consumer lag 0 and
     /// reads every room back.
     pub async fn finish(self, secs: f64, recoveries: Vec<f64>) -> Result<Loaded> {
+        self.finish_with(secs, recoveries, Vec::new()).await
+    }
+
+    /// [`Load::finish`], with the first acknowledgement after each restart.
+    async fn finish_with(
+        self,
+        secs: f64,
+        recoveries: Vec<f64>,
+        first_acks: Vec<Option<f64>>,
+    ) -> Result<Loaded> {
         self.until(secs).await;
         self.stop.store(true, Ordering::Relaxed);
         for s in self.senders {
@@ -99,6 +116,7 @@ impl Load {
             verdict,
             held_secs,
             recoveries,
+            first_acks,
             lag,
         })
     }
@@ -112,6 +130,8 @@ pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
     let resent = l.ledger.resent.load(Ordering::Relaxed);
     let unavailable = l.ledger.unavailable.load(Ordering::Relaxed);
     let v = &l.verdict;
+    let acked_again: Vec<f64> = l.first_acks.iter().flatten().copied().collect();
+    let never_acked = l.first_acks.len() - acked_again.len();
     let mut row = Row {
         scenario: name.into(),
         load: format!(
@@ -123,16 +143,19 @@ pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
             acked as f64 / l.held_secs
         ),
         faults,
-        recovery: if l.recoveries.is_empty() {
-            "–".into()
-        } else {
-            let mut r = l.recoveries.clone();
-            r.sort_by(f64::total_cmp);
+        recovery: match (spread(&l.recoveries), spread(&acked_again)) {
+            (None, _) => "–".into(),
+            (Some(health), None) => format!("back in service: {health}"),
+            (Some(health), Some(ack)) => {
+                format!("back in service: {health}; first ack after the SIGKILL: {ack}")
+            }
+        } + &if never_acked > 0 {
             format!(
-                "back in service: median {:.0} ms, max {:.0} ms",
-                (r[(r.len() - 1) / 2] + r[r.len() / 2]) / 2.0,
-                r[r.len() - 1]
+                "; {never_acked} restart(s) acknowledged no send within {} s",
+                FIRST_ACK_LIMIT.as_secs()
             )
+        } else {
+            String::new()
         },
         notes: format!(
             "{resent} resent after a lost connection, {unavailable} answered unavailable and sent again, {} stored without an ack, {refused} refused, seqs dense: {}, checksums match: {}, analytics counts match: {}; consumer lag 0 after {} ms",
@@ -154,13 +177,22 @@ pub fn load_row(name: &str, faults: String, p: &Profile, l: &Loaded) -> Row {
             },
             l.lag.as_millis()
         ),
-        detail: json!({"verdict": v, "recoveries_ms": l.recoveries, "acked": acked, "refused": refused,
+        detail: json!({"verdict": v, "recoveries_ms": l.recoveries, "first_ack_ms": l.first_acks, "acked": acked, "refused": refused,
             "resent": resent, "unavailable": unavailable, "reconnects": l.ledger.reconnects.load(Ordering::Relaxed), "secs": l.held_secs}),
         ..Default::default()
     };
     verdict_row(&mut row, v);
-    row.passed &= refused == 0 && acked > 0;
+    row.passed &= refused == 0 && acked > 0 && never_acked == 0;
     row
+}
+
+/// "median M ms, max X ms" of some durations in ms; None when there are none.
+fn spread(ms: &[f64]) -> Option<String> {
+    let mut r = ms.to_vec();
+    r.sort_by(f64::total_cmp);
+    let max = *r.last()?;
+    let median = (r[(r.len() - 1) / 2] + r[r.len() / 2]) / 2.0;
+    Some(format!("median {median:.0} ms, max {max:.0} ms"))
 }
 
 /// Senders in every room for `secs`, and `kills` SIGKILLs of the server spread over that time
@@ -199,15 +231,24 @@ pub async fn kills_under_load(
 ) -> Result<Loaded> {
     let world = Arc::new(livechat_world(node.addr(), 4, p.rooms, names).await?);
     let load = Load::start(&node.target(), world, p);
-    let mut recoveries = Vec::new();
+    let (mut recoveries, mut first_acks) = (Vec::new(), Vec::new());
     for at in uneven(kills, secs) {
         load.until(at).await;
         let killed = Instant::now();
         node.sigkill().await;
+        let acked = load.ledger().acked_count();
         node.start().await?;
         recoveries.push(killed.elapsed().as_secs_f64() * 1000.0);
+        // Serving health is not serving sends: the new process may still be taking over the
+        // log's partitions.
+        while load.ledger().acked_count() == acked && killed.elapsed() < FIRST_ACK_LIMIT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        first_acks.push(
+            (load.ledger().acked_count() > acked).then(|| killed.elapsed().as_secs_f64() * 1000.0),
+        );
     }
-    let loaded = load.finish(secs, recoveries).await;
+    let loaded = load.finish_with(secs, recoveries, first_acks).await;
     node.stop().await;
     loaded
 }

@@ -18,6 +18,13 @@
 //! room the state topic does not have yet takes its last seq from the directory (rooms whose
 //! messages were sequenced there).
 //!
+//! Every process keeps its identity across restarts (`instance`): its producer's transactional
+//! id and its static membership of the group. A process SIGKILLed inside a transaction and
+//! started again therefore aborts that transaction at once (instead of every reader of its
+//! partitions waiting for the broker's transaction timeout) and takes its partitions back
+//! without a rebalance. The price of static membership: a process that stops for good keeps its
+//! partitions until its session times out (6 s), as a crashed one always did.
+//!
 //! A broker crash can leave the transaction it interrupted hanging: open in the partitions it
 //! wrote and in the group's offsets, unknown to the transaction coordinator, so nothing ends it.
 //! When a watcher finds an output partition stuck behind such a transaction, or a session finds
@@ -84,17 +91,19 @@ const SWEEP_HEADER: &str = "livechat_sweep";
 /// each lookup may take.
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
-/// Starts a sequencer on a thread of its own; it stops when `stop` is set.
+/// Starts a sequencer on a thread of its own; it stops when `stop` is set. `instance` is the
+/// process's identity kept across its restarts, unique among live sequencers.
 pub fn spawn_sequencer(
     log: Arc<KafkaLog>,
     directory: Arc<dyn Directory>,
+    instance: &str,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let sweep = Arc::new(AtomicBool::new(false));
     let ends = Arc::new(Ends::new(&log)?);
     spawn_watcher(log.clone(), ends.clone(), sweep.clone(), stop.clone())?;
     let ctx = Ctx {
-        transactional_id: format!("{}-{}", log.phys(GROUP), Uuid::new_v4()),
+        transactional_id: format!("{}-{instance}", log.phys(GROUP)),
         sweep,
         ends,
         log,
@@ -109,10 +118,13 @@ pub fn spawn_sequencer(
 }
 
 struct Ctx {
-    /// The same for every session of this process: a new session's `init_transactions` then
-    /// fences the last session's producer and aborts the transaction it left open (a broker
-    /// crash midway) instead of leaving it to the broker's timeout — and is the producer id
-    /// whose hanging transactions `Session::abort_hanging` can end.
+    /// The same for every session of this process and for the process that restarts in its
+    /// place: a new session's `init_transactions` then fences the last session's producer and
+    /// aborts the transaction it left open (a broker crash midway, or the process SIGKILLed)
+    /// instead of leaving it to the broker's timeout, while every `read_committed` reader waits
+    /// in front of it — and is the producer id whose hanging transactions
+    /// `Session::abort_hanging` can end. Also the consumer's `group.instance.id` (static
+    /// membership): a restart takes its partitions back without a rebalance.
     transactional_id: String,
     /// Set by the hang watcher: the session ends this producer's hanging transactions before
     /// its next poll.
@@ -287,6 +299,7 @@ impl<'a> Session<'a> {
             .set("auto.offset.reset", "earliest")
             // Eager: a partition moves only once its owner gave it up (or was expelled).
             .set("partition.assignment.strategy", "range")
+            .set("group.instance.id", &ctx.transactional_id)
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("enable.partition.eof", "false")
