@@ -107,6 +107,7 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
                         "deleted": false, "created_at": ts(created), "updated_at": ts(created),
                         "seq": seq, "client_msg_id": ev.client_msg_id,
                         "reply_to_seq": ev.reply_to_seq, "reactions": [],
+                        "thread_root_seq": ev.thread_root_seq, "thread": null,
                     }),
                 );
                 // Only new messages carry the ordering seq: edits and deletes refer to an old one.

@@ -260,6 +260,41 @@ pub struct StoredMessage {
     pub reactions: Vec<Reaction>,
     /// The message's pin: whether it is pinned now, and by whom and when it last changed.
     pub pin: Option<Pin>,
+    /// Set on a thread reply: the seq of the thread's root message (same room).
+    pub thread_root_seq: Option<i64>,
+    /// On a thread's root, read from the replies (none while it has no live reply).
+    pub thread: Option<ThreadSummary>,
+}
+
+/// A thread as its root message shows it: its live (not deleted) replies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    pub reply_count: u64,
+    pub last_reply_seq: i64,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    pub last_reply_at: DateTime<Utc>,
+}
+
+impl ThreadSummary {
+    /// The summaries of threads from their live replies `(root seq, reply seq, created at)`.
+    pub fn of_replies(
+        replies: impl IntoIterator<Item = (i64, i64, DateTime<Utc>)>,
+    ) -> std::collections::HashMap<i64, ThreadSummary> {
+        let mut out: std::collections::HashMap<i64, ThreadSummary> =
+            std::collections::HashMap::new();
+        for (root, seq, at) in replies {
+            let t = out.entry(root).or_insert(ThreadSummary {
+                reply_count: 0,
+                last_reply_seq: seq,
+                last_reply_at: at,
+            });
+            t.reply_count += 1;
+            if seq >= t.last_reply_seq {
+                (t.last_reply_seq, t.last_reply_at) = (seq, at);
+            }
+        }
+        out
+    }
 }
 
 /// A message's pin state as of its latest change (`pinned` false once unpinned: the time stays,
@@ -333,7 +368,7 @@ pub fn reactions_digest(reactions: &[Reaction]) -> Option<String> {
 }
 
 /// `MessagePublic` of the original API, plus `seq`, `updated_at`, `deleted` and `client_msg_id`,
-/// `reply_to_seq` and `reactions`.
+/// `reply_to_seq`, `reactions`, pins and threads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessagePublic {
     pub id: MessageId,
@@ -355,6 +390,10 @@ pub struct MessagePublic {
     pub pinned_by: Option<UserId>,
     #[serde(serialize_with = "crate::rfc3339::serialize_opt")]
     pub pinned_at: Option<DateTime<Utc>>,
+    /// Set on a thread reply: the seq of its thread's root.
+    pub thread_root_seq: Option<i64>,
+    /// On a thread's root with live replies: their count and the last one.
+    pub thread: Option<ThreadSummary>,
 }
 
 impl From<&StoredMessage> for MessagePublic {
@@ -375,6 +414,8 @@ impl From<&StoredMessage> for MessagePublic {
             reactions: m.reactions.iter().map(ReactionPublic::from).collect(),
             pinned_by: m.pin.as_ref().filter(|p| p.pinned).map(|p| p.by),
             pinned_at: m.pin.as_ref().filter(|p| p.pinned).map(|p| p.at),
+            thread_root_seq: m.thread_root_seq,
+            thread: m.thread.clone().filter(|_| !m.deleted),
         }
     }
 }

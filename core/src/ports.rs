@@ -262,6 +262,14 @@ pub trait MessageStore: Send + Sync {
     ) -> StoreResult<Vec<StoredMessage>>;
     /// The room's pinned messages, the latest pinned first, at most `limit`.
     async fn pinned(&self, room: RoomId, limit: u32) -> StoreResult<Vec<StoredMessage>>;
+    /// A thread's live replies (deleted ones left out), oldest first, `seq > after`.
+    async fn thread(
+        &self,
+        room: RoomId,
+        root_seq: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
     /// Digest of every message, ordered by (room, seq): equal for stores built from the same log.
     async fn checksum(&self) -> StoreResult<Checksum>;
 }

@@ -51,6 +51,24 @@ pub struct Authed {
     pub refreshed: bool,
 }
 
+/// A thread's root and a page of its replies.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThreadPage {
+    pub root: MessagePublic,
+    pub replies: Vec<MessagePublic>,
+}
+
+/// What a send may carry beside its text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendOptions<'a> {
+    /// The client's id of the message: a retry with it returns the first result.
+    pub client_msg_id: Option<&'a str>,
+    /// The seq of the message it quotes.
+    pub reply_to_seq: Option<i64>,
+    /// The seq of the thread's root (or of any message in the thread) it replies in.
+    pub thread_root_seq: Option<i64>,
+}
+
 pub struct ChatService {
     pub ports: Ports,
     pub limits: Limits,
@@ -845,46 +863,56 @@ impl ChatService {
         Ok(out)
     }
 
-    /// The seq a reply quotes, checked: a message of the same room that is there and not
-    /// deleted (the caller is a member).
-    async fn reply_target(&self, room: RoomId, seq: Option<i64>) -> AppResult<Option<i64>> {
-        let Some(seq) = seq else {
-            return Ok(None);
-        };
+    /// The message of the same room at `seq`, checked: there and not deleted (the caller is a
+    /// member); `field` names the parameter in the error, `what` the message's role.
+    async fn target_message(
+        &self,
+        room: RoomId,
+        seq: i64,
+        field: &str,
+        what: &str,
+    ) -> AppResult<StoredMessage> {
         let missing = || {
             AppError::validation(
-                "reply_to_seq",
-                format!("no message with seq {seq} in this room to reply to"),
+                field,
+                format!("no message with seq {seq} in this room {what}"),
             )
         };
         if seq < 1 {
             return Err(missing());
         }
-        match self
-            .ports
-            .history
-            .after_seq(room, seq - 1, 1)
-            .await?
-            .first()
-        {
-            Some(m) if m.seq == seq && !m.deleted => Ok(Some(seq)),
+        match self.ports.history.after_seq(room, seq - 1, 1).await?.pop() {
+            Some(m) if m.seq == seq && !m.deleted => Ok(m),
             _ => Err(missing()),
         }
     }
 
+    /// The seq of the root of the thread a reply goes into: the message named, or the root of
+    /// the thread that message is in (threads are one level deep, as in Slack and Matrix).
+    async fn thread_root(&self, room: RoomId, seq: i64) -> AppResult<i64> {
+        let m = self
+            .target_message(
+                room,
+                seq,
+                "thread_root_seq",
+                "to start or continue a thread on",
+            )
+            .await?;
+        Ok(m.thread_root_seq.unwrap_or(m.seq))
+    }
+
     /// Stores a message durably (its seq assigned) and returns it; a retry with the same
     /// `client_msg_id` returns the first result with `duplicate = true`. A reply names the seq
-    /// of the message it quotes, in the same room.
+    /// of the message it quotes, a thread reply the seq of its thread's root, in the same room.
     pub async fn send_message(
         &self,
         user: &User,
         room: RoomId,
         content: &str,
-        client_msg_id: Option<&str>,
-        reply_to_seq: Option<i64>,
+        opts: SendOptions<'_>,
     ) -> AppResult<(MessagePublic, bool)> {
         let content = self.message_text("content", content)?;
-        let client_msg_id = match client_msg_id {
+        let client_msg_id = match opts.client_msg_id {
             Some(c) => Some(validate::text("client_msg_id", c, 1, 64, false)?),
             None => None,
         };
@@ -896,11 +924,22 @@ impl ChatService {
                 retry_after_secs: wait,
             })?;
         let (room_name, room_owner) = self.room_facts(room).await?;
-        if reply_to_seq.is_some() {
-            // Before the message is read: a non-member learns nothing about the room.
+        if opts.reply_to_seq.is_some() || opts.thread_root_seq.is_some() {
+            // Before a message is read: a non-member learns nothing about the room.
             self.require_member(room, user.id).await?;
         }
-        let reply_to_seq = self.reply_target(room, reply_to_seq).await?;
+        let reply_to_seq = match opts.reply_to_seq {
+            Some(seq) => Some(
+                self.target_message(room, seq, "reply_to_seq", "to reply to")
+                    .await?
+                    .seq,
+            ),
+            None => None,
+        };
+        let thread_root_seq = match opts.thread_root_seq {
+            Some(seq) => Some(self.thread_root(room, seq).await?),
+            None => None,
+        };
         let mentions = self.mentioned_members(room, user.id, &content).await?;
         let at = now();
         let msg = NewMessage {
@@ -929,6 +968,7 @@ impl ChatService {
                 message_created_at: Some(created.timestamp_millis()),
                 mentioned_user_ids: mentions.iter().map(|m| m.to_string()).collect(),
                 reply_to_seq,
+                thread_root_seq,
                 ..room_event(RoomEventType::MessageSent, room, created)
             }
         };
@@ -994,6 +1034,8 @@ impl ChatService {
             reactions: Vec::new(),
             pinned_by: None,
             pinned_at: None,
+            thread_root_seq,
+            thread: None,
         };
         Ok((public, receipt.duplicate))
     }
@@ -1261,6 +1303,46 @@ impl ChatService {
         let max = self.limits.max_pinned_per_room;
         let rows = self.ports.history.pinned(room, max).await?;
         Ok(rows.iter().map(MessagePublic::from).collect())
+    }
+
+    /// A thread: its root and a page of its live replies, oldest first, `seq > after` (members
+    /// only). The root may be deleted (its replies stay); a message that is itself a reply in a
+    /// thread is no root (404, as a seq with no message).
+    pub async fn thread(
+        &self,
+        user: &User,
+        room: RoomId,
+        root_seq: i64,
+        after: Option<i64>,
+        limit: Option<u32>,
+    ) -> AppResult<ThreadPage> {
+        self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        let limit = clamp_limit("limit", limit, 50, self.limits.max_history_page)?;
+        let after = after.unwrap_or(0).max(0);
+        let no_root = || AppError::not_found("Thread");
+        if root_seq < 1 {
+            return Err(no_root());
+        }
+        let root = match self
+            .ports
+            .history
+            .after_seq(room, root_seq - 1, 1)
+            .await?
+            .pop()
+        {
+            Some(m) if m.seq == root_seq && m.thread_root_seq.is_none() => m,
+            _ => return Err(no_root()),
+        };
+        let replies = self
+            .ports
+            .history
+            .thread(room, root_seq, after, limit)
+            .await?;
+        Ok(ThreadPage {
+            root: MessagePublic::from(&root),
+            replies: replies.iter().map(MessagePublic::from).collect(),
+        })
     }
 
     /// Records an edit, a delete, a reaction or a pin, readable at once (see [`WriteThrough`]).

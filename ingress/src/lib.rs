@@ -191,6 +191,10 @@ pub fn router(st: Arc<AppState>) -> Router {
             post(messages::unpin),
         )
         .route("/messages/get-pinned/{room_id}", get(messages::pinned))
+        .route(
+            "/messages/get-thread/{room_id}/{root_seq}",
+            get(messages::thread),
+        )
         .route("/messages/search-messages", get(messages::search))
         .route(
             "/messages/get-recent-messages/{room_id}",

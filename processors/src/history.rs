@@ -51,8 +51,10 @@ pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
                 updated_at: created,
                 client_msg_id: ev.client_msg_id.clone(),
                 reply_to_seq: ev.reply_to_seq,
+                thread_root_seq: ev.thread_root_seq,
                 reactions: Vec::new(),
                 pin: None,
+                thread: None,
             }))
         }
         Some(

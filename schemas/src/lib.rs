@@ -63,6 +63,8 @@ pub struct RoomEvent {
     pub reply_to_seq: Option<i64>,
     #[serde(default)]
     pub reaction: Option<String>,
+    #[serde(default)]
+    pub thread_root_seq: Option<i64>,
 }
 
 /// One account or notification change of a user (see `avro/chat.user-events.v1.avsc`).
@@ -217,7 +219,7 @@ mod tests {
     #[test]
     fn every_schema_parses_and_has_a_unique_id() {
         let all = registry::all();
-        assert_eq!(all.len(), 4);
+        assert_eq!(all.len(), 5);
         let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         ids.dedup();

@@ -129,7 +129,9 @@ fn framed(id: u32, body: &[u8]) -> Vec<u8> {
 #[test]
 fn records_of_a_later_version_are_read_by_this_one() {
     let later = room_schema_with(|f| {
-        f.push(serde_json::json!({"name": "thread_root_seq", "type": ["null", "long"], "default": null}))
+        f.push(
+            serde_json::json!({"name": "edited_by_seq", "type": ["null", "long"], "default": null}),
+        )
     });
     let id =
         livechat_schemas::registry::reader_id_for(&later).expect("a later version is readable");
@@ -158,7 +160,7 @@ fn records_of_a_later_version_are_read_by_this_one() {
 fn records_of_an_earlier_version_are_read_with_the_defaults() {
     let earlier = room_schema_with(|f| {
         let last = f.pop().unwrap();
-        assert_eq!(last["name"], "reaction");
+        assert_eq!(last["name"], "thread_root_seq");
     });
     let id = livechat_schemas::registry::reader_id_for(&earlier)
         .expect("an earlier version is readable");
@@ -169,7 +171,7 @@ fn records_of_an_earlier_version_are_read_with_the_defaults() {
     match livechat_schemas::codec::decode(&framed(id, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => {
             assert_eq!(read, ev);
-            assert!(read.reaction.is_none());
+            assert!(read.thread_root_seq.is_none());
         }
         other => panic!("decoded as {other:?}"),
     }
@@ -177,11 +179,14 @@ fn records_of_an_earlier_version_are_read_with_the_defaults() {
     assert!(livechat_schemas::codec::decode(&framed(id, &body(&ev))).is_err());
 }
 
-/// Records written with version 1 of the room events' schema (every log from before version 2)
-/// carry its id, 1, and are read into today's type with the added fields at their defaults.
+/// Records written with versions 1 and 2 of the room events' schema (every log from before
+/// version 3) carry their ids, 1 and 4, and are read into today's type with the added fields at
+/// their defaults.
 #[test]
-fn records_written_with_room_events_version_1_are_read() {
-    use livechat_schemas::registry::{by_id, ROOM_EVENTS_SCHEMA_ID, ROOM_EVENTS_V1_SCHEMA_ID};
+fn records_written_with_room_events_versions_1_and_2_are_read() {
+    use livechat_schemas::registry::{
+        by_id, ROOM_EVENTS_SCHEMA_ID, ROOM_EVENTS_V1_SCHEMA_ID, ROOM_EVENTS_V2_SCHEMA_ID,
+    };
     let v1 = by_id(ROOM_EVENTS_V1_SCHEMA_ID).unwrap();
     assert_eq!((v1.version, v1.current), (1, false));
     assert_eq!(v1.subject, by_id(ROOM_EVENTS_SCHEMA_ID).unwrap().subject);
@@ -190,9 +195,22 @@ fn records_written_with_room_events_version_1_are_read() {
         ..message_sent()
     };
     let mut old = body(&ev);
-    // Version 2 appended two optional fields, both null here: one byte each.
-    assert_eq!(old.split_off(old.len() - 2), vec![0, 0]);
+    // Versions 2 and 3 appended three optional fields, all null here: one byte each.
+    assert_eq!(old.split_off(old.len() - 3), vec![0, 0, 0]);
     match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V1_SCHEMA_ID, &old)).unwrap() {
+        livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
+        other => panic!("decoded as {other:?}"),
+    }
+    // Version 2's records (id 4) lack only `thread_root_seq`.
+    let ev = livechat_schemas::RoomEvent {
+        reply_to_seq: Some(3),
+        ..ev
+    };
+    let mut old = body(&ev);
+    assert_eq!(old.pop(), Some(0));
+    let v2 = by_id(ROOM_EVENTS_V2_SCHEMA_ID).unwrap();
+    assert_eq!((v2.version, v2.current), (2, false));
+    match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V2_SCHEMA_ID, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
         other => panic!("decoded as {other:?}"),
     }

@@ -393,7 +393,7 @@ async fn records_of_a_newer_schema_version_are_read_by_this_one() {
     let current = embedded::by_id(ROOM_EVENTS_SCHEMA_ID).unwrap();
     let mut next: serde_json::Value = serde_json::from_str(current.text).unwrap();
     next["fields"].as_array_mut().unwrap().push(
-        serde_json::json!({"name": "thread_root_seq", "type": ["null", "long"], "default": null}),
+        serde_json::json!({"name": "edited_by_seq", "type": ["null", "long"], "default": null}),
     );
     // Under the subject this LiveChat registered: the registry checks it is compatible.
     let next_id = client

@@ -4,6 +4,7 @@ use axum::extract::Path;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use livechat_core::ports::SearchOrder;
+use livechat_core::service::SendOptions;
 use serde::Deserialize;
 
 use super::{empty_ok, json, St};
@@ -16,6 +17,13 @@ pub struct SendBody {
     content: String,
     client_msg_id: Option<String>,
     reply_to_seq: Option<i64>,
+    thread_root_seq: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct ThreadQuery {
+    after_seq: Option<i64>,
+    limit: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -75,8 +83,11 @@ pub async fn create(
             &c.user,
             room,
             &b.content,
-            b.client_msg_id.as_deref(),
-            b.reply_to_seq,
+            SendOptions {
+                client_msg_id: b.client_msg_id.as_deref(),
+                reply_to_seq: b.reply_to_seq,
+                thread_root_seq: b.thread_root_seq,
+            },
         )
         .await?;
     Ok(json(msg))
@@ -134,6 +145,25 @@ pub async fn unpin(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Respo
 pub async fn pinned(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let room = uuid_param("path", "room_id", &id)?;
     Ok(json(st.svc.pinned_messages(&c.user, room).await?))
+}
+
+/// A thread's root and a page of its replies.
+pub async fn thread(
+    st: St,
+    c: Caller,
+    Path((id, root)): Path<(String, String)>,
+    QueryParams(q): QueryParams<ThreadQuery>,
+) -> ApiResult<Response> {
+    let room = uuid_param("path", "room_id", &id)?;
+    let root_seq: i64 = root
+        .parse()
+        .map_err(|_| invalid("path", "root_seq", "Input should be a valid integer"))?;
+    Ok(json(
+        st.svc
+            .thread(&c.user, room, root_seq, q.after_seq, q.limit)
+            .await
+            .map_err(in_query)?,
+    ))
 }
 
 /// Full-text search over the caller's rooms (or one of them).

@@ -386,6 +386,7 @@ impl Conn {
                 content,
                 client_msg_id,
                 reply_to_seq,
+                thread_root_seq,
                 traceparent,
             } => {
                 let room = parse_room(&room_id)?;
@@ -395,8 +396,11 @@ impl Conn {
                         &self.user,
                         room,
                         &content,
-                        client_msg_id.as_deref(),
-                        reply_to_seq,
+                        livechat_core::service::SendOptions {
+                            client_msg_id: client_msg_id.as_deref(),
+                            reply_to_seq,
+                            thread_root_seq,
+                        },
                     ),
                 )
                 .await;

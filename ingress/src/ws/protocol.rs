@@ -37,6 +37,8 @@ pub enum ClientFrame {
         client_msg_id: Option<String>,
         /// The seq of the message of the same room this one replies to.
         reply_to_seq: Option<i64>,
+        /// The seq of the root of the thread (or of a message in it) this one replies in.
+        thread_root_seq: Option<i64>,
         /// W3C Trace Context of the client's send, carried onto the message's topic records.
         traceparent: Option<String>,
     },

@@ -9,6 +9,11 @@
 //! - `room_buckets`: the buckets a room uses (one small partition per room), so reads walk only
 //!   buckets that exist, newest or oldest first, and the checksum finds every room.
 //! - `messages_by_id`: message id → (room, seq).
+//! - `pins`: each message's latest pin change, by (room, seq).
+//! - `thread_replies`: the thread replies of a room by (root seq, seq), with their deleted flag:
+//!   the summaries of the threads rooted in a page of messages are one range query. One
+//!   partition per room (a room with very many thread replies grows it; bucketing it like
+//!   `messages` would be the next step).
 //!
 //! Idempotence (replaying the log, in order, leaves identical content) without lightweight
 //! transactions: every write to a message row carries its own write time (`USING TIMESTAMP`, the
@@ -38,7 +43,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use livechat_core::error::{StoreError, StoreResult};
-use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage};
+use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage, ThreadSummary};
 use livechat_core::ports::MessageStore;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -117,11 +122,24 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
                 PRIMARY KEY (room_id, seq)
             ) WITH CLUSTERING ORDER BY (seq ASC)"],
     ),
+    (
+        4,
+        "threads: a reply's root on its row, and each room's thread replies by root",
+        &[
+            "ALTER TABLE {ks}.messages ADD thread_root_seq bigint",
+            // One partition per room, clustered by (root, seq): a page of messages reads the
+            // summaries of the threads rooted in it with one range query, a thread its replies.
+            "CREATE TABLE IF NOT EXISTS {ks}.thread_replies (
+                room_id uuid, root_seq bigint, seq bigint, created_at timestamp, deleted boolean,
+                PRIMARY KEY (room_id, root_seq, seq)
+            ) WITH CLUSTERING ORDER BY (root_seq ASC, seq ASC)",
+        ],
+    ),
 ];
 
 const COLS: &str =
     "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, \
-     reply_to_seq, reactions";
+     reply_to_seq, reactions, thread_root_seq";
 
 fn bucket_of(seq: i64) -> i64 {
     seq.div_euclid(BUCKET_SIZE)
@@ -155,10 +173,13 @@ struct MessageRow {
     client_msg_id: Option<String>,
     reply_to_seq: Option<i64>,
     reactions: Option<HashMap<String, i64>>,
+    thread_root_seq: Option<i64>,
 }
 
 /// A row of the pins table: seq, pinned, by whom, when.
 type PinRow = (i64, bool, Uuid, CqlTimestamp);
+/// A row of the thread_replies table: root seq, seq, created at, deleted.
+type ThreadRow = (i64, i64, CqlTimestamp, bool);
 
 fn pin_of(p: &PinRow) -> livechat_core::model::Pin {
     livechat_core::model::Pin {
@@ -206,8 +227,10 @@ impl From<MessageRow> for StoredMessage {
                 (false, Some(map)) => reactions_of(map),
                 _ => Vec::new(),
             },
-            // Filled in from the pins table (see `CassandraHistory::with_pins`).
+            thread_root_seq: r.thread_root_seq,
+            // Filled in from the pins and thread tables (see `CassandraHistory::with_relations`).
             pin: None,
+            thread: None,
         }
     }
 }
@@ -311,6 +334,11 @@ struct Statements {
     pins_range: PreparedStatement,
     pins_of_room: PreparedStatement,
     pins_del: PreparedStatement,
+    thread_add: PreparedStatement,
+    thread_reply_deleted: PreparedStatement,
+    threads_range: PreparedStatement,
+    thread_page: PreparedStatement,
+    threads_del: PreparedStatement,
     buckets_from: PreparedStatement,
     buckets_to_desc: PreparedStatement,
     page_after: PreparedStatement,
@@ -343,8 +371,8 @@ impl Statements {
             by_id_add: p(format!("INSERT INTO {ks}.messages_by_id (id, room_id, seq) VALUES (?, ?, ?)")).await?,
             insert: p(format!(
                 "INSERT INTO {ks}.messages (room_id, bucket, seq, id, user_id, username, content, edited, \
-                 deleted, created_at, updated_at, client_msg_id, reply_to_seq) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                 deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             by_id_get: p(format!("SELECT room_id, seq FROM {ks}.messages_by_id WHERE id = ?")).await?,
@@ -376,6 +404,27 @@ impl Statements {
             .await?,
             pins_of_room: p(format!("SELECT seq, pinned, pinned_by, pin_at FROM {ks}.pins WHERE room_id = ?")).await?,
             pins_del: p(format!("DELETE FROM {ks}.pins WHERE room_id = ?")).await?,
+            thread_add: p(format!(
+                "INSERT INTO {ks}.thread_replies (room_id, root_seq, seq, created_at, deleted) \
+                 VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            thread_reply_deleted: p(format!(
+                "UPDATE {ks}.thread_replies USING TIMESTAMP ? SET deleted = true \
+                 WHERE room_id = ? AND root_seq = ? AND seq = ?"
+            ))
+            .await?,
+            threads_range: p(format!(
+                "SELECT root_seq, seq, created_at, deleted FROM {ks}.thread_replies \
+                 WHERE room_id = ? AND root_seq >= ? AND root_seq <= ?"
+            ))
+            .await?,
+            thread_page: p(format!(
+                "SELECT root_seq, seq, created_at, deleted FROM {ks}.thread_replies \
+                 WHERE room_id = ? AND root_seq = ? AND seq > ?"
+            ))
+            .await?,
+            threads_del: p(format!("DELETE FROM {ks}.thread_replies WHERE room_id = ?")).await?,
             buckets_from: p(format!("SELECT bucket FROM {ks}.room_buckets WHERE room_id = ? AND bucket >= ?")).await?,
             buckets_to_desc: p(format!(
                 "SELECT bucket FROM {ks}.room_buckets WHERE room_id = ? AND bucket <= ? ORDER BY bucket DESC"
@@ -457,16 +506,14 @@ fn row_values(
     CqlTimestamp,
     MaybeUnset<&str>,
     MaybeUnset<i64>,
+    MaybeUnset<i64>,
     i64,
 ) {
     let client_msg_id = match &m.client_msg_id {
         Some(c) => MaybeUnset::Set(c.as_str()),
         None => MaybeUnset::Unset,
     };
-    let reply_to_seq = match m.reply_to_seq {
-        Some(seq) => MaybeUnset::Set(seq),
-        None => MaybeUnset::Unset,
-    };
+    let set = |seq: Option<i64>| seq.map_or(MaybeUnset::Unset, MaybeUnset::Set);
     (
         m.room_id,
         bucket_of(m.seq),
@@ -480,7 +527,8 @@ fn row_values(
         ts(m.created_at),
         ts(m.updated_at),
         client_msg_id,
-        reply_to_seq,
+        set(m.reply_to_seq),
+        set(m.thread_root_seq),
         write_time(m.created_at),
     )
 }
@@ -529,6 +577,8 @@ fn hash_row(h: &mut Sha256, m: &StoredMessage) {
         m.updated_at.timestamp_millis().to_string(),
         m.client_msg_id.clone().unwrap_or_else(|| "\\N".into()),
         m.reply_to_seq
+            .map_or_else(|| "\\N".into(), |s| s.to_string()),
+        m.thread_root_seq
             .map_or_else(|| "\\N".into(), |s| s.to_string()),
         livechat_core::model::reactions_digest(&m.reactions).unwrap_or_else(|| "\\N".into()),
         match &m.pin {
@@ -672,7 +722,7 @@ impl CassandraHistory {
             batch.set_is_idempotent(true);
             let values = ((m.id, m.room_id, m.seq), row_values(m));
             self.session.batch(&batch, values).await.map_err(exec_err)?;
-            return Ok(());
+            return self.thread_entries(ms).await;
         }
         let buckets: Vec<_> = new_slots
             .iter()
@@ -708,6 +758,31 @@ impl CassandraHistory {
             })
             .collect();
         futures::stream::iter(rows)
+            .buffer_unordered(PARALLEL)
+            .try_collect::<()>()
+            .await?;
+        self.thread_entries(ms).await
+    }
+
+    /// The `thread_replies` entries of the thread replies among `ms`, written at their
+    /// creation time like their rows (a later delete wins over a replay).
+    async fn thread_entries(&self, ms: &[&StoredMessage]) -> StoreResult<()> {
+        let writes: Vec<_> = ms
+            .iter()
+            .filter_map(|m| {
+                let root = m.thread_root_seq?;
+                let values = (
+                    m.room_id,
+                    root,
+                    m.seq,
+                    ts(m.created_at),
+                    m.deleted,
+                    write_time(m.created_at),
+                );
+                Some(self.exec(&self.st.thread_add, values))
+            })
+            .collect();
+        futures::stream::iter(writes)
             .buffer_unordered(PARALLEL)
             .try_collect::<()>()
             .await
@@ -770,7 +845,23 @@ impl CassandraHistory {
         }
         let b = bucket_of(seq);
         self.exec(&self.st.delete, (write_time(at), ts(at), room, b, seq))
-            .await
+            .await?;
+        // A thread reply leaves its thread's count too.
+        let rows: Vec<MessageRow> = self.rows(&self.st.row_get, (room, b, seq)).await?;
+        match rows
+            .first()
+            .filter(|r| r.id == id)
+            .and_then(|r| r.thread_root_seq)
+        {
+            Some(root) => {
+                self.exec(
+                    &self.st.thread_reply_deleted,
+                    (write_time(at), room, root, seq),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
     }
 
     /// A reaction's change, on a message that is there and not deleted (as SQLite's): written
@@ -828,18 +919,29 @@ impl CassandraHistory {
         .await
     }
 
-    /// Fills in the pins of messages of one room (tombstones have none).
-    async fn with_pins(&self, mut ms: Vec<StoredMessage>) -> StoreResult<Vec<StoredMessage>> {
+    /// Fills in the pins and thread summaries of messages of one room (tombstones have none):
+    /// one range query each, read concurrently.
+    async fn with_relations(&self, mut ms: Vec<StoredMessage>) -> StoreResult<Vec<StoredMessage>> {
         let live = || ms.iter().filter(|m| !m.deleted).map(|m| m.seq);
         let (Some(lo), Some(hi)) = (live().min(), live().max()) else {
             return Ok(ms);
         };
         let room = ms[0].room_id;
-        let pins: Vec<PinRow> = self.rows(&self.st.pins_range, (room, lo, hi)).await?;
+        let (pins, replies) = futures::try_join!(
+            self.rows::<PinRow>(&self.st.pins_range, (room, lo, hi)),
+            self.rows::<ThreadRow>(&self.st.threads_range, (room, lo, hi)),
+        )?;
         let mut pins: HashMap<i64, livechat_core::model::Pin> =
             pins.into_iter().map(|p| (p.0, pin_of(&p))).collect();
+        let mut threads = ThreadSummary::of_replies(
+            replies
+                .into_iter()
+                .filter(|r| !r.3)
+                .map(|r| (r.0, r.1, livechat_core::from_ms(r.2 .0))),
+        );
         for m in ms.iter_mut().filter(|m| !m.deleted) {
             m.pin = pins.remove(&m.seq);
+            m.thread = threads.remove(&m.seq);
         }
         Ok(ms)
     }
@@ -860,6 +962,7 @@ impl CassandraHistory {
             self.exec(&self.st.bucket_del, (room, b)).await?;
         }
         self.exec(&self.st.pins_del, (room,)).await?;
+        self.exec(&self.st.threads_del, (room,)).await?;
         // Last: until here a retried purge still finds every bucket.
         self.exec(&self.st.room_buckets_del, (room,)).await
     }
@@ -1008,7 +1111,7 @@ impl MessageStore for CassandraHistory {
             .filter(|r| r.id == id)
             .map(StoredMessage::from)
             .collect();
-        Ok(self.with_pins(found).await?.pop())
+        Ok(self.with_relations(found).await?.pop())
     }
 
     /// Walks the room's buckets newest first. Assumes `created_at` grows with `seq` within a
@@ -1043,7 +1146,7 @@ impl MessageStore for CassandraHistory {
         }
         out.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.seq)));
         out.truncate(limit);
-        self.with_pins(out).await
+        self.with_relations(out).await
     }
 
     async fn after_seq(
@@ -1070,7 +1173,7 @@ impl MessageStore for CassandraHistory {
                 break;
             }
         }
-        self.with_pins(out).await
+        self.with_relations(out).await
     }
 
     async fn before_seq(
@@ -1097,7 +1200,7 @@ impl MessageStore for CassandraHistory {
                 break;
             }
         }
-        self.with_pins(out).await
+        self.with_relations(out).await
     }
 
     /// The room's pins table, newest pin first, each message row read (a room keeps few pins).
@@ -1120,6 +1223,36 @@ impl MessageStore for CassandraHistory {
             }
         }
         Ok(out)
+    }
+
+    /// The thread's entries, then each live reply's row (a thread is read a page at a time).
+    async fn thread(
+        &self,
+        room: RoomId,
+        root_seq: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let entries: Vec<ThreadRow> = self
+            .rows(&self.st.thread_page, (room, root_seq, after))
+            .await?;
+        let reads: Vec<_> = entries
+            .into_iter()
+            .filter(|e| !e.3)
+            .take(limit as usize)
+            .map(|e| self.rows::<MessageRow>(&self.st.row_get, (room, bucket_of(e.1), e.1)))
+            .collect();
+        let rows: Vec<Vec<MessageRow>> = futures::stream::iter(reads)
+            .buffered(PARALLEL)
+            .try_collect()
+            .await?;
+        let replies = rows
+            .into_iter()
+            .flatten()
+            .filter(|r| !r.deleted && r.thread_root_seq == Some(root_seq))
+            .map(StoredMessage::from)
+            .collect();
+        self.with_relations(replies).await
     }
 
     /// Rooms in text order of their id (SQLite's `ORDER BY room_id` on the text column), then
@@ -1190,6 +1323,8 @@ mod tests {
             reply_to_seq: None,
             reactions: Vec::new(),
             pin: None,
+            thread_root_seq: None,
+            thread: None,
         };
         let (a, b) = (m(1), m(2));
         let edit = HistoryOp::Edit {

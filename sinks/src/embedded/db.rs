@@ -539,9 +539,19 @@ const LATER_COLUMNS: &[(&str, &str, &str)] = &[
     ("rooms", "direct", "INTEGER NOT NULL DEFAULT 0"),
     // The seq of the message a reply quotes.
     ("messages", "reply_to_seq", "INTEGER"),
+    // The seq of the root of the thread a reply is in.
+    ("messages", "thread_root_seq", "INTEGER"),
 ];
 
-/// Adds the [`LATER_COLUMNS`] a file's existing tables lack. Idempotent, and safe when several
+/// Indexes on [`LATER_COLUMNS`], made once the columns are there: `(table, statement)`.
+const LATER_INDEXES: &[(&str, &str)] = &[(
+    "messages",
+    // Only thread replies are in it: a message outside threads costs no index entry.
+    "CREATE INDEX IF NOT EXISTS messages_by_thread ON messages(room_id, thread_root_seq, seq)
+     WHERE thread_root_seq IS NOT NULL",
+)];
+
+/// Adds the [`LATER_COLUMNS`] a file's existing tables lack, and the [`LATER_INDEXES`]. Idempotent, and safe when several
 /// processes open the file at once (the check and the change run in one write transaction).
 fn add_later_columns(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -558,6 +568,16 @@ fn add_later_columns(conn: &Connection) -> rusqlite::Result<()> {
                     column,
                     "Column added to a file written before it existed."
                 );
+            }
+        }
+        for (table, index) in LATER_INDEXES {
+            let exists: i64 = conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )?;
+            if exists > 0 {
+                conn.execute_batch(index)?;
             }
         }
         Ok(())

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
 use livechat_core::model::{
-    group_reactions, Checksum, HistoryOp, MessageId, Pin, RoomId, StoredMessage,
+    group_reactions, Checksum, HistoryOp, MessageId, Pin, RoomId, StoredMessage, ThreadSummary,
 };
 use livechat_core::ports::MessageStore;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS messages(
   room_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL,
   username TEXT NOT NULL, content TEXT NOT NULL, edited INTEGER NOT NULL DEFAULT 0,
   deleted INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-  client_msg_id TEXT, reply_to_seq INTEGER, PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
+  client_msg_id TEXT, reply_to_seq INTEGER, thread_root_seq INTEGER,
+  PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages(id);
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages(room_id, created_at);
 CREATE TABLE IF NOT EXISTS reactions(
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS pins(
   at INTEGER NOT NULL, PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
 "#;
 
-const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq";
+const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
@@ -52,8 +53,10 @@ fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         updated_at: ts_col(r, 9)?,
         client_msg_id: r.get(10)?,
         reply_to_seq: r.get(11)?,
+        thread_root_seq: r.get(12)?,
         reactions: Vec::new(),
         pin: None,
+        thread: None,
     })
 }
 
@@ -102,11 +105,24 @@ fn with_relations(
         let (seq, pin) = row?;
         pins.insert(seq, pin);
     }
+    // The threads rooted in the page: their live replies, through the partial index.
+    let mut stmt = c.prepare_cached(
+        "SELECT thread_root_seq, seq, created_at FROM messages
+         WHERE room_id = ?1 AND thread_root_seq IS NOT NULL AND thread_root_seq BETWEEN ?2 AND ?3
+           AND deleted = 0",
+    )?;
+    let replies = stmt
+        .query_map(params![room.to_string(), lo, hi], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, ts_col(r, 2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut threads = ThreadSummary::of_replies(replies);
     for m in ms.iter_mut().filter(|m| !m.deleted) {
         if let Some(rows) = by_seq.remove(&m.seq) {
             m.reactions = group_reactions(rows);
         }
         m.pin = pins.remove(&m.seq);
+        m.thread = threads.remove(&m.seq);
     }
     Ok(ms)
 }
@@ -116,11 +132,11 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
     for op in ops {
         match op {
             HistoryOp::Insert(m) => {
-                tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"))?
+                tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"))?
                     .execute(params![
                         m.id.to_string(), m.room_id.to_string(), m.seq, m.user_id.to_string(), m.username,
                         m.content, m.edited, m.deleted, m.created_at.timestamp_millis(),
-                        m.updated_at.timestamp_millis(), m.client_msg_id, m.reply_to_seq
+                        m.updated_at.timestamp_millis(), m.client_msg_id, m.reply_to_seq, m.thread_root_seq
                     ])?;
             }
             HistoryOp::Edit {
@@ -325,6 +341,29 @@ impl MessageStore for SqliteHistory {
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), limit], row)?;
                 with_relations(c, rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+    }
+
+    async fn thread(
+        &self,
+        room: RoomId,
+        root_seq: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM messages
+                     WHERE room_id = ?1 AND thread_root_seq = ?2 AND seq > ?3 AND deleted = 0
+                     ORDER BY seq"
+                ))?;
+                let rows = stmt.query_map(params![room.to_string(), root_seq, after], row)?;
+                with_relations(
+                    c,
+                    rows.take(limit as usize).collect::<rusqlite::Result<_>>()?,
+                )
             })
             .await
     }

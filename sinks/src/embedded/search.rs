@@ -292,6 +292,8 @@ mod tests {
             reply_to_seq: None,
             reactions: Vec::new(),
             pin: None,
+            thread_root_seq: None,
+            thread: None,
         }
     }
 

@@ -244,6 +244,84 @@ pub async fn pins_keep_the_newest_change(store: &dyn MessageStore) {
     assert!(store.pinned(room, 10).await.unwrap().is_empty());
 }
 
+/// Thread replies: their root's summary (live replies only) on every read, the thread's pages
+/// oldest first, a delete leaving the count, a replay changing nothing, a purge removing them.
+pub async fn threads_count_live_replies_and_page_them(store: &dyn MessageStore) {
+    let room = Uuid::new_v4();
+    let mut ms: Vec<StoredMessage> = (1..=7)
+        .map(|s| sent_before(room, s, &format!("m{s}")))
+        .collect();
+    for (i, root) in [(1, 1), (2, 1), (4, 1), (6, 4)] {
+        ms[i].thread_root_seq = Some(root);
+    }
+    let ops: Vec<HistoryOp> = ms.iter().cloned().map(HistoryOp::Insert).collect();
+    store.apply(&ops).await.unwrap();
+    store.apply(&ops).await.unwrap();
+    let page = store.after_seq(room, 0, 10).await.unwrap();
+    let root = page[0].thread.clone().expect("a thread under seq 1");
+    assert_eq!((root.reply_count, root.last_reply_seq), (3, 5));
+    assert_eq!(root.last_reply_at, ms[4].created_at);
+    assert_eq!(page[1].thread_root_seq, Some(1), "a reply names its root");
+    assert!(page[1].thread.is_none() && page[2].thread.is_none());
+    assert_eq!(page[3].thread.as_ref().map(|t| t.reply_count), Some(1));
+    let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.thread(room, 1, 0, 10).await.unwrap()),
+        vec![2, 3, 5]
+    );
+    assert_eq!(seqs(store.thread(room, 1, 2, 1).await.unwrap()), vec![3]);
+    assert_eq!(seqs(store.thread(room, 4, 0, 10).await.unwrap()), vec![7]);
+    assert!(store.thread(room, 2, 0, 10).await.unwrap().is_empty());
+    // The same summary on every read path.
+    let one = store.message(ms[0].id).await.unwrap().unwrap();
+    assert_eq!(one.thread.map(|t| t.reply_count), Some(3));
+    let newest = store.before_seq(room, 8, 10).await.unwrap();
+    assert_eq!(
+        newest
+            .last()
+            .and_then(|m| m.thread.clone())
+            .map(|t| t.reply_count),
+        Some(3)
+    );
+    let recent = store.recent(room, None, 10).await.unwrap();
+    assert_eq!(
+        recent
+            .last()
+            .and_then(|m| m.thread.clone())
+            .map(|t| t.last_reply_seq),
+        Some(5)
+    );
+
+    let delete = HistoryOp::Delete {
+        room_id: room,
+        message_id: ms[4].id,
+        at: livechat_core::from_ms(base_ms() + 100),
+    };
+    store.apply(std::slice::from_ref(&delete)).await.unwrap();
+    store.apply(&ops).await.unwrap(); // a replay of the inserts brings nothing back
+    let root = store
+        .message(ms[0].id)
+        .await
+        .unwrap()
+        .unwrap()
+        .thread
+        .unwrap();
+    assert_eq!(
+        (root.reply_count, root.last_reply_seq),
+        (2, 3),
+        "a deleted reply leaves"
+    );
+    assert_eq!(
+        seqs(store.thread(room, 1, 0, 10).await.unwrap()),
+        vec![2, 3]
+    );
+    store
+        .apply(&[HistoryOp::PurgeRoom { room_id: room }])
+        .await
+        .unwrap();
+    assert!(store.thread(room, 1, 0, 10).await.unwrap().is_empty());
+}
+
 pub async fn pages_by_seq_in_both_directions(store: &dyn MessageStore) {
     let room = Uuid::new_v4();
     let ops: Vec<_> = (1..=30)
@@ -485,6 +563,10 @@ fn replay_log() -> Vec<HistoryOp> {
             }
             if s % 5 == 0 {
                 m.reply_to_seq = Some(s - 1);
+            }
+            if s % 3 == 0 {
+                // Thread replies, under the room's first message.
+                m.thread_root_seq = Some(1);
             }
             ids.push((room, m.id));
             messages.push(m.clone());

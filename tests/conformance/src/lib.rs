@@ -69,6 +69,8 @@ pub fn message(room: RoomId, seq: i64, content: &str) -> StoredMessage {
         reply_to_seq: None,
         reactions: Vec::new(),
         pin: None,
+        thread_root_seq: None,
+        thread: None,
     }
 }
 
@@ -219,6 +221,7 @@ macro_rules! history_suite {
                 a_batch_of_long_messages_is_stored_whole,
                 replies_and_reactions_are_kept_newest_change_first,
                 pins_keep_the_newest_change,
+                threads_count_live_replies_and_page_them,
             ]
         );
 

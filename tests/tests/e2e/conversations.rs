@@ -583,3 +583,155 @@ pub async fn message_search_across(send_to: &App, read_from: &App) {
     assert_eq!(bob.search("pizza", "&offset=5000").await.0, 422);
     assert_eq!(bob.search("pizza", "&room_id=nope").await.0, 422);
 }
+
+#[tokio::test]
+async fn threads() {
+    let app = App::spawn(&[]).await;
+    threads_across(&app, &app).await;
+}
+
+/// The seqs of a list of messages.
+fn seqs_of(list: &Value) -> Vec<i64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect()
+}
+
+/// Alice starts a thread on `send_to`; Bob replies in it and reads it on `read_from`; the root's
+/// summary, the thread's pages and the history follow every acknowledged change at once.
+pub async fn threads_across(send_to: &App, read_from: &App) {
+    let alice = send_to.user("alice").await;
+    let bob = read_from.user("bob").await;
+    let carol = read_from.user("carol").await;
+    let room = alice.create_room("threads", true).await;
+    assert_eq!(bob.join(&room).await.0, 200);
+    let mut bob_ws = bob.subscribed_ws(read_from, &room).await;
+    let mut ws = alice.ws(send_to, None).await;
+    let root = ws.send_msg(&room, "shall we ship friday?", "t0").await;
+    let root_seq = root["seq"].as_i64().unwrap();
+
+    // A thread reply over the socket; its live frame names the root.
+    ws.send(
+        json!({"type": "send", "room_id": room, "content": "I think so",
+                   "client_msg_id": "t1", "thread_root_seq": root_seq, "ref": "t1"}),
+    )
+    .await;
+    let first = ws.wait_for("ack t1", |f| f["ref"] == "t1").await;
+    assert_eq!(first["type"], "ack", "{first}");
+    let live = bob_ws
+        .wait_for("the thread reply live", |f| {
+            f["event_type"] == "MESSAGE_CREATED" && f["message"]["seq"] == first["seq"]
+        })
+        .await;
+    assert_eq!(live["message"]["thread_root_seq"], root_seq, "{live}");
+
+    // Bob replies over REST on the other process, naming the first reply: threads are one
+    // level deep, so his reply goes under the same root.
+    let second = ok(
+        bob.post(
+            &format!("/api/messages/create-message/{room}"),
+            json!({"content": "after the tests pass", "thread_root_seq": first["seq"]}),
+        )
+        .await,
+        "create-message with thread_root_seq",
+    );
+    assert_eq!(second["thread_root_seq"], root_seq, "{second}");
+    let other = ws.send_msg(&room, "lunch?", "t2").await;
+
+    // Read at once: the thread, the root's summary in history.
+    let thread = ok(
+        bob.get(&format!("/api/messages/get-thread/{room}/{root_seq}"))
+            .await,
+        "get-thread",
+    );
+    assert_eq!(thread["root"]["seq"], root_seq, "{thread}");
+    assert_eq!(
+        seqs_of(&thread["replies"]),
+        vec![
+            first["seq"].as_i64().unwrap(),
+            second["seq"].as_i64().unwrap()
+        ]
+    );
+    let summary = &thread["root"]["thread"];
+    assert_eq!(summary["reply_count"], 2, "{thread}");
+    assert_eq!(summary["last_reply_seq"], second["seq"]);
+    assert!(summary["last_reply_at"].is_string(), "{summary}");
+    let stored = at_seq(&bob, &room, root_seq).await;
+    assert_eq!(stored["thread"]["reply_count"], 2, "{stored}");
+    let plain = at_seq(&bob, &room, other["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (plain["thread"].clone(), plain["thread_root_seq"].clone()),
+        (Value::Null, Value::Null)
+    );
+    // Paged, oldest first.
+    let page = ok(
+        bob.get(&format!(
+            "/api/messages/get-thread/{room}/{root_seq}?after_seq={}&limit=1",
+            first["seq"]
+        ))
+        .await,
+        "get-thread page",
+    );
+    assert_eq!(
+        seqs_of(&page["replies"]),
+        vec![second["seq"].as_i64().unwrap()]
+    );
+
+    // A deleted reply leaves the thread and its count.
+    alice
+        .via(read_from)
+        .delete_message_ok(first["message_id"].as_str().unwrap())
+        .await;
+    let thread = ok(
+        bob.get(&format!("/api/messages/get-thread/{room}/{root_seq}"))
+            .await,
+        "get-thread after a delete",
+    );
+    assert_eq!(
+        seqs_of(&thread["replies"]),
+        vec![second["seq"].as_i64().unwrap()]
+    );
+    assert_eq!(thread["root"]["thread"]["reply_count"], 1, "{thread}");
+
+    // Wrong inputs: nothing stored, nothing shown.
+    let before = bob.full_history(&room).await;
+    for bad in [json!(0), json!(999)] {
+        let (status, body) = bob
+            .post(
+                &format!("/api/messages/create-message/{room}"),
+                json!({"content": "into nothing", "thread_root_seq": bad}),
+            )
+            .await;
+        assert_eq!(status, 422, "thread_root_seq {bad}: {body}");
+        assert!(body.to_string().contains("thread_root_seq"), "{body}");
+    }
+    let deleted_root = first["seq"].as_i64().unwrap();
+    let (status, body) = bob
+        .post(
+            &format!("/api/messages/create-message/{room}"),
+            json!({"content": "under a deleted message", "thread_root_seq": deleted_root}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        bob.full_history(&room).await,
+        before,
+        "no refused reply stored"
+    );
+    // A reply is no root; a seq without a message is none; not a number is 422.
+    let path = |root: &str| format!("/api/messages/get-thread/{room}/{root}");
+    assert_eq!(bob.get(&path(&second["seq"].to_string())).await.0, 404);
+    assert_eq!(bob.get(&path("999")).await.0, 404);
+    assert_eq!(bob.get(&path("x")).await.0, 422);
+    // Not a member: neither reads nor replies.
+    assert_eq!(carol.get(&path(&root_seq.to_string())).await.0, 403);
+    let (status, _) = carol
+        .post(
+            &format!("/api/messages/create-message/{room}"),
+            json!({"content": "me too", "thread_root_seq": root_seq}),
+        )
+        .await;
+    assert_eq!(status, 403);
+}

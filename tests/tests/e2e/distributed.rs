@@ -354,6 +354,17 @@ async fn pinned_messages_across_ingress_processes() {
     crate::conversations::pinned_messages_across(&a, &b).await;
 }
 
+/// Threads on the whole stack, across processes: replies sent on A and B, read on B at once.
+#[tokio::test]
+async fn threads_across_ingress_processes() {
+    let Some(owned) = stack_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let b = App::spawn_role(&["ingress"], &env).await;
+    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    crate::conversations::threads_across(&a, &b).await;
+}
+
 /// Message search on the whole stack, across processes: each ingress keeps its own index from
 /// the log, and finds what was sent on the other.
 #[tokio::test]

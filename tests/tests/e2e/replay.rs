@@ -59,8 +59,20 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
                 .any(|m| m["id"] == ids[4].as_str() && m["deleted"] == true)
         })
         .await;
-    // Replies and reactions are rebuilt too (one taken back).
+    // Replies, thread replies (one deleted) and reactions are rebuilt too (one taken back).
     assert_eq!(bob.reply_rest(&room, "a reply", 1).await.0, 200);
+    let mut in_thread = Vec::new();
+    for text in ["in a thread", "deleted from the thread"] {
+        let (status, m) = bob
+            .post(
+                &format!("/api/messages/create-message/{room}"),
+                json!({"content": text, "thread_root_seq": 2}),
+            )
+            .await;
+        assert_eq!(status, 200, "{m}");
+        in_thread.push(m["id"].as_str().unwrap().to_string());
+    }
+    bob.delete_message_ok(&in_thread[1]).await;
     for (emoji, added) in [("👍", true), ("🎉", true), ("🎉", false)] {
         assert_eq!(bob.react(&ids[5], emoji, added).await.0, 200);
     }
@@ -83,8 +95,8 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
     let (ok, dry) = replay(&app, &["--store", "history", "--dry-run"]);
     assert!(ok, "{dry}");
     assert!(
-        dry.contains("MESSAGE_SENT: 31")
-            && dry.contains("MESSAGE_DELETED: 1")
+        dry.contains("MESSAGE_SENT: 33")
+            && dry.contains("MESSAGE_DELETED: 2")
             && dry.contains("MESSAGE_REACTION_ADDED: 3")
             && dry.contains("MESSAGE_REACTION_REMOVED: 1")
             && dry.contains("MESSAGE_PINNED: 2")
@@ -229,12 +241,12 @@ async fn log_records_decode_with_the_schema_registry_the_server_serves() {
     assert_eq!(status, 200);
     assert_eq!(
         (latest["id"].as_u64(), latest["version"].as_u64()),
-        (Some(id as u64), Some(2))
+        (Some(id as u64), Some(3))
     );
     assert_eq!(latest["schema"], body["schema"]);
     let (status, versions) =
         get("/registry/subjects/chat.room-events.v1-value/versions".into()).await;
-    assert_eq!((status, versions), (200, json!([1, 2])));
+    assert_eq!((status, versions), (200, json!([1, 2, 3])));
     let (status, first) =
         get("/registry/subjects/chat.room-events.v1-value/versions/1".into()).await;
     assert_eq!(status, 200);
