@@ -96,7 +96,12 @@ export const api = {
   activeUsers: (roomId) => request('GET', `/ws/get-active-user-ids/${enc(roomId)}`),
 
   // messages
-  sendMessage: (roomId, content, clientMsgId, replyToSeq = null) => request('POST', `/messages/create-message/${enc(roomId)}`, { body: { content, client_msg_id: clientMsgId, reply_to_seq: replyToSeq } }),
+  /** A message; a reply quoting `replyToSeq`, and/or a reply in the thread of `threadRootSeq`. */
+  sendMessage: (roomId, content, clientMsgId, replyToSeq = null, threadRootSeq = null) => request('POST', `/messages/create-message/${enc(roomId)}`, {
+    body: { content, client_msg_id: clientMsgId, reply_to_seq: replyToSeq, ...(threadRootSeq ? { thread_root_seq: threadRootSeq } : {}) },
+  }),
+  /** A thread: `{root, replies}`, the replies in ascending seq after `afterSeq`. */
+  getThread: (roomId, rootSeq, afterSeq = 0, limit = 50) => request('GET', `/messages/get-thread/${enc(roomId)}/${enc(rootSeq)}`, { query: { after_seq: afterSeq, limit } }),
   pin: (id, pinned) => request('POST', `/messages/${pinned ? 'pin' : 'unpin'}-message/${enc(id)}`),
   searchMessages: (text, roomId, order = 'newest', limit = 20, offset = 0) => request('GET', '/messages/search-messages', { query: { text, room_id: roomId, order, limit, offset } }),
   pinned: (roomId) => request('GET', `/messages/get-pinned/${enc(roomId)}`),

@@ -245,13 +245,17 @@ export class ChatSocket extends Emitter {
 
   // ---- sending ---------------------------------------------------------------------------
 
-  /** Queues a message (a reply when `replyToSeq` names the seq it quotes); returns its pending entry. */
-  send(room, content, replyToSeq = null) {
+  /**
+   * Queues a message (a reply when `replyToSeq` names the seq it quotes, a thread reply when
+   * `threadRootSeq` names its thread's root); returns its pending entry.
+   */
+  send(room, content, replyToSeq = null, threadRootSeq = null) {
     const entry = {
       cmid: uuid(),
       room_id: room,
       content,
       reply_to_seq: replyToSeq,
+      thread_root_seq: threadRootSeq,
       createdAt: new Date().toISOString(),
       queuedAt: Date.now(),
       state: 'queued',
@@ -304,6 +308,7 @@ export class ChatSocket extends Emitter {
     if (e.state === 'failed' || !this.connected || Date.now() < e.retryAt) return;
     const frame = { type: 'send', room_id: e.room_id, content: e.content, client_msg_id: e.cmid, ref: { op: 'send', id: e.cmid } };
     if (e.reply_to_seq) frame.reply_to_seq = e.reply_to_seq;
+    if (e.thread_root_seq) frame.thread_root_seq = e.thread_root_seq;
     const ok = this._raw(frame);
     if (ok) {
       e.state = 'sending';
@@ -365,7 +370,7 @@ export class ChatSocket extends Emitter {
   _savePending() {
     if (!this.userId) return;
     try {
-      const list = this._pendingInOrder().map(({ cmid, room_id, content, createdAt }) => ({ cmid, room_id, content, createdAt }));
+      const list = this._pendingInOrder().map(({ cmid, room_id, content, createdAt, reply_to_seq, thread_root_seq }) => ({ cmid, room_id, content, createdAt, reply_to_seq, thread_root_seq }));
       if (list.length) localStorage.setItem(this._storageKey(), JSON.stringify(list));
       else localStorage.removeItem(this._storageKey());
     } catch { /* storage full or unavailable: keep in memory only */ }

@@ -9,7 +9,7 @@ import { startServer, launchBrowser, newUser, screenshot, until, SCREENSHOT_DIR 
 import {
   tid, registerUI, loginUI, logoutUI, expectLoggedIn, expectConnected, waitForHash, messages,
   pendingMessages, expectMessages, sendUI, serverHistory, myRoomsFromServer, sidebarUnread,
-  mentionsFromServer, notificationBadge,
+  mentionsFromServer, notificationBadge, expectThread,
 } from './ui.mjs';
 
 const ALICE = { name: 'alice', password: 'alice-secret-1' };
@@ -39,8 +39,14 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
   let shareUrl;
   let aliceId;
   let bobId;
-  /** The room's messages as both users must see them: [{seq, author, text}]. */
+  /** The room's messages as both users must see them in its timeline: [{seq, author, text}]. */
   const expected = [];
+  /** Every message of the room as the server stores it, thread replies included. */
+  const all = [];
+  let lastSeq = 0;
+  /** The thread started in the room: its root's seq and its replies ([{seq, author, text}]). */
+  let threadRoot = null;
+  const threadReplies = [];
   let failed = false;
 
   /** A test step; skipped once an earlier step failed (they share one story). */
@@ -61,9 +67,19 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     });
   }
 
-  const push = (author, text, shown) => { expected.push({ seq: expected.length + 1, author, text, ...(shown ? { shown } : {}) }); };
+  const push = (author, text, shown) => {
+    const m = { seq: ++lastSeq, author, text, ...(shown ? { shown } : {}) };
+    expected.push(m);
+    all.push(m);
+  };
+  /** A reply in the thread: stored in the room, not shown in its timeline. */
+  const pushThreadReply = (author, text) => {
+    const m = { seq: ++lastSeq, author, text };
+    threadReplies.push(m);
+    all.push(m);
+  };
   /** The room's messages as the server stores them. */
-  const sent = () => expected.map(({ seq, author, text }) => ({ seq, author, text }));
+  const sent = () => all.map(({ seq, author, text }) => ({ seq, author, text }));
 
   before(async () => {
     rmSync(SCREENSHOT_DIR, { recursive: true, force: true });
@@ -286,7 +302,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await sendUI(p, md);
     push('alice', md, 'so really now and x < y see https://example.com/a?b=1. not javascript:alert(1)\nfn main() {}');
     await expectMessages(q, expected, { what: 'the markdown message at Bob\'s' });
-    const content = q.locator(`${tid('message')}[data-seq="${expected.length}"] ${tid('message-content')}`);
+    const content = q.locator(`${tid('message')}[data-seq="${lastSeq}"] ${tid('message-content')}`);
     assert.equal(await content.locator('strong').textContent(), 'really');
     assert.equal(await content.locator('em').textContent(), 'now');
     assert.equal(await content.locator('code.md-code').textContent(), 'x < y');
@@ -301,7 +317,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
   step('reactions and replies: Bob reacts to Alice\'s message and quotes it; both see it live', async () => {
     const p = alice.page;
     const q = bob.page;
-    const target = expected.findIndex((m) => m.author === 'alice' && m.text === 'hi @bob, welcome') + 1;
+    const target = expected.find((m) => m.author === 'alice' && m.text === 'hi @bob, welcome').seq;
     const at = (page) => page.locator(`${tid('message')}[data-seq="${target}"]`);
     const chip = (page) => at(page).locator(`${tid('reaction')}[data-emoji="👍"]`);
     const count = (page) => chip(page).locator(tid('reaction-count')).textContent();
@@ -332,19 +348,19 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await expectMessages(p, expected, { what: 'the reply at Alice\'s' });
     await expectMessages(q, expected, { what: 'the reply at Bob\'s' });
     for (const page of [p, q]) {
-      const quote = page.locator(`${tid('message')}[data-seq="${expected.length}"] ${tid('message-quote')}`);
+      const quote = page.locator(`${tid('message')}[data-seq="${lastSeq}"] ${tid('message-quote')}`);
       await quote.waitFor();
       assert.equal(await quote.getAttribute('data-reply-to'), String(target));
       assert.match(await quote.textContent(), /alice.*hi @bob, welcome/);
     }
     // The quote takes Alice to the quoted message.
-    await p.locator(`${tid('message')}[data-seq="${expected.length}"] ${tid('message-quote')}`).click();
+    await p.locator(`${tid('message')}[data-seq="${lastSeq}"] ${tid('message-quote')}`).click();
     await until(() => at(p).getAttribute('class'), (c) => /msg-flash/.test(c), { what: 'the quoted message flashing' });
     // The server keeps both.
     const hist = await q.evaluate((id) => window.livechat.api.messagesAfter(id, 0, 200), roomId);
     const reacted = hist.find((m) => m.seq === target);
     assert.deepEqual(reacted.reactions.map((r) => [r.emoji, r.count, r.user_ids]), [['👍', 1, [aliceId]]]);
-    assert.equal(hist.find((m) => m.seq === expected.length).reply_to_seq, target);
+    assert.equal(hist.find((m) => m.seq === lastSeq).reply_to_seq, target);
     await screenshot(p, '03d-reply.png');
     // Bob searches the room: the hit is marked, and a click shows the message.
     await q.fill(tid('search-input'), 'WELCOME');
@@ -377,6 +393,61 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     }
   });
 
+  step('threads: Alice replies in a thread, Bob sees the count, opens it and answers, live on both sides', async () => {
+    const p = alice.page;
+    const q = bob.page;
+    threadRoot = expected.find((m) => m.author === 'alice' && m.text === 'hi @bob, welcome').seq;
+    const at = (page) => page.locator(`${tid('message-list')} > ${tid('message')}[data-seq="${threadRoot}"]`);
+    const linkCount = (page) => at(page).locator(tid('thread-link-count')).textContent({ timeout: 500 }).catch(() => null);
+    // Alice opens the thread from the message's actions: a panel named after it, the root on top.
+    await at(p).hover();
+    await at(p).locator(tid('thread-message')).click();
+    const panel = p.getByRole('region', { name: /^Thread — alice: hi @bob, welcome/ });
+    await panel.waitFor();
+    await panel.locator(`${tid('thread-root')}[data-seq="${threadRoot}"]`).waitFor();
+    assert.equal(await p.locator(tid('thread-count')).textContent(), 'No replies yet');
+    assert.equal(await p.evaluate(() => document.activeElement?.dataset.testid), 'thread-input', 'the thread composer has the focus');
+    // She replies (through the socket, like any message): the reply shows in the thread only.
+    await p.keyboard.type('shall we plan it in a thread?');
+    await p.keyboard.press('Enter');
+    pushThreadReply('alice', 'shall we plan it in a thread?');
+    await expectThread(p, threadReplies, { what: "Alice's reply in her thread panel" });
+    await until(() => linkCount(p), (t) => t === '1 reply', { what: "'1 reply' under the root at Alice's" });
+    // Bob sees "1 reply" under the root, and not the reply in his timeline.
+    await until(() => linkCount(q), (t) => t === '1 reply', { what: "'1 reply' under the root at Bob's" });
+    await expectMessages(q, expected, { what: "Bob's timeline without the thread reply" });
+    await expectMessages(p, expected, { what: "Alice's timeline without the thread reply" });
+    // He opens the thread from that link and answers in it.
+    await at(q).locator(tid('thread-link')).click();
+    await q.locator(tid('thread-panel')).waitFor();
+    await expectThread(q, threadReplies, { what: "the thread at Bob's" });
+    await q.locator(tid('thread-input')).fill('yes, here is better');
+    await q.locator(tid('thread-input')).press('Enter');
+    pushThreadReply('bob', 'yes, here is better');
+    await expectThread(q, threadReplies, { what: "Bob's reply in his thread panel" });
+    // Alice's open panel shows it live; both counts say 2; the timelines still have no reply.
+    await expectThread(p, threadReplies, { what: "Bob's reply live in Alice's thread panel" });
+    for (const page of [p, q]) {
+      await until(() => page.locator(tid('thread-count')).textContent(), (t) => t === '2 replies', { what: 'the thread panel counting 2 replies' });
+      await until(() => linkCount(page), (t) => t === '2 replies', { what: "'2 replies' under the root" });
+      await expectMessages(page, expected, { what: 'the timeline without the thread replies' });
+    }
+    await screenshot(p, '03g-thread.png');
+    // The server keeps them as the thread's replies, and in the room's history.
+    const th = await q.evaluate(({ id, seq }) => window.livechat.api.getThread(id, seq), { id: roomId, seq: threadRoot });
+    assert.deepEqual(th.replies.map((m) => ({ seq: m.seq, author: m.username, text: m.content, root: m.thread_root_seq })),
+      threadReplies.map((m) => ({ ...m, root: threadRoot })));
+    assert.equal(th.root.thread.reply_count, 2);
+    assert.equal(th.root.thread.last_reply_seq, lastSeq);
+    assert.deepEqual((await serverHistory(q, roomId)).map(({ seq, author, text }) => ({ seq, author, text })), sent());
+    // Escape closes Alice's panel; Bob's close button closes his.
+    await p.locator(tid('thread-input')).press('Escape');
+    await p.locator(tid('thread-panel')).waitFor({ state: 'hidden' });
+    await q.click(tid('thread-close'));
+    await q.locator(tid('thread-panel')).waitFor({ state: 'hidden' });
+    await until(() => q.evaluate(() => document.activeElement?.dataset.testid), (t) => t === 'thread-link', { what: 'the focus back on the thread link' });
+  });
+
   step('unread counts grow in another view and opening the room clears them (read marker)', async () => {
     const p = alice.page;
     const q = bob.page;
@@ -404,7 +475,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
       await until(() => sidebarUnread(q, roomId), (v) => v && v.badge === String(i) && v.unread === String(i), { what: `Bob's unread badge to show ${i}` });
     }
     // A mention while Bob is elsewhere waits, unread, in his notifications.
-    const mentionSeq = expected.length - 1;
+    const mentionSeq = expected.at(-2).seq;
     await until(() => notificationBadge(q), (b) => b === String(badgeBefore + 1), { what: "Bob's notifications badge to count the mention" });
     assert.deepEqual((await mentionsFromServer(q)).at(-1), { seq: mentionSeq, read: false });
     // The sender herself has nothing unread.
@@ -419,10 +490,10 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await until(() => sidebarUnread(q, roomId), (v) => v && v.badge === '' && v.unread === '0', { what: "Bob's badge to clear" });
     const divider = q.locator('.unread-divider');
     await divider.waitFor();
-    assert.equal(await divider.getAttribute('data-before'), String(expected.length - 2));
+    assert.equal(await divider.getAttribute('data-before'), String(expected.at(-3).seq));
     // ... and the read marker reaches the server, so it stays cleared elsewhere.
     await until(async () => (await myRoomsFromServer(q)).find((r) => r.id === roomId),
-      (r) => r.unread_count === 0 && r.last_read_seq === expected.length, { what: "Bob's read marker on the server" });
+      (r) => r.unread_count === 0 && r.last_read_seq === lastSeq, { what: "Bob's read marker on the server" });
     // Reading the mentioning message in the room read its notification too: the badge is back
     // where it was (a badge that kept climbing was the bug).
     await until(() => mentionsFromServer(q), (m) => m.every((x) => x.read), { what: "Bob's mention notifications read" });
@@ -667,7 +738,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await charts.locator(`${tid('chart-edit-delete')} svg`).first().waitFor();
     await charts.locator('svg[data-testid="chart-room-activity"] rect.bar').first().waitFor({ state: 'attached' });
     // Analytics are computed in the background: refresh until this room's messages are counted.
-    const total = String(expected.length);
+    const total = String(all.length); // thread replies are messages of the room too
     await until(async () => {
       const v = await charts.locator(`${tid('stat-room-total')} .tile-value`).textContent().catch(() => null);
       if (v !== total) {
@@ -764,6 +835,17 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await own.locator(tid('message-content')).tap();
     await own.locator(tid('edit-message')).waitFor({ state: 'hidden' });
     await screenshot(m, '09-phone-room.png');
+    // A thread opens full screen over the room, with a way back.
+    await m.locator(`${tid('message-list')} > ${tid('message')}[data-seq="${threadRoot}"] ${tid('thread-link')}`).tap();
+    await expectThread(m, threadReplies, { what: 'the thread on the phone' });
+    await m.locator(tid('composer-input')).waitFor({ state: 'hidden' });
+    await m.locator(tid('thread-input')).waitFor({ state: 'visible' });
+    const threadOverflow = await m.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(threadOverflow <= 0, `no horizontal scrolling in a thread on a phone (overflow ${threadOverflow}px)`);
+    await screenshot(m, '09b-phone-thread.png');
+    await m.locator(tid('thread-close')).tap();
+    await m.locator(tid('thread-panel')).waitFor({ state: 'hidden' });
+    await m.locator(tid('composer-input')).waitFor({ state: 'visible' });
   });
 
   step('a direct conversation: Carol messages Alice from the member list', async () => {

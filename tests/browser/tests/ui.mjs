@@ -81,6 +81,24 @@ export async function expectMessages(page, expected, { what = 'messages', timeou
   return last;
 }
 
+/** The replies shown in the open thread panel, in DOM order. */
+export async function threadMessages(page) {
+  return page.$$eval(`${tid('thread-replies')} > ${tid('message')}`, (els) => els.map((e) => ({
+    seq: Number(e.dataset.seq),
+    author: e.querySelector('[data-testid="message-author"]')?.textContent ?? null,
+    text: e.querySelector('[data-testid="message-content"]')?.textContent ?? null,
+  })));
+}
+
+/** Waits until the thread panel shows exactly `expected` ([{seq, author, text}]) and nothing pending. */
+export async function expectThread(page, expected, { what = 'thread replies', timeout = WAIT } = {}) {
+  const want = JSON.stringify(expected.map(({ seq, author, text }) => ({ seq, author, text })));
+  await until(async () => ({
+    list: await threadMessages(page),
+    pending: await page.locator(`${tid('thread-pending-list')} > ${tid('message')}`).count(),
+  }), (v) => v.pending === 0 && JSON.stringify(v.list) === want, { timeout, what });
+}
+
 /** Types `text` into the composer and sends it with Enter (keyboard only). */
 export async function sendUI(page, text) {
   const input = page.locator(tid('composer-input'));

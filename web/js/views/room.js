@@ -1,5 +1,5 @@
 // A room: history with scroll-back, live messages, composer with pending sends, typing,
-// members with presence, read markers, owner tools, share link, leave.
+// members with presence, read markers, threads (a side panel), owner tools, share link, leave.
 // Non-members see a join button (public room) or a join-request form (private room).
 
 import { api } from '../api.js';
@@ -11,6 +11,7 @@ import { mentionSuggest } from '../suggest.js';
 import { emojiPicker, reactionPicker } from '../emoji.js';
 
 const PAGE = 50;
+const THREAD_PAGE = 50;
 const MAX_CHARS = 4000;
 const TYPING_TTL_MS = 4000;
 const TYPING_RESEND_MS = 3000;
@@ -218,7 +219,11 @@ function openChat(main, initialRoom, ctx) {
   // ---- state
   const bySeq = new Map(); // seq -> {msg, el}
   const seqs = []; // sorted confirmed seqs
-  const byId = new Map(); // message id -> seq
+  const byId = new Map(); // message id -> seq (timeline messages and thread replies)
+  const replies = new Map(); // seq -> {msg, el}: thread replies, kept out of the timeline
+  const entry = (seq) => bySeq.get(seq) || replies.get(seq);
+  let oldest = 0; // lowest seq of the history pages loaded (thread replies included)
+  let newest = 0; // highest seq seen (thread replies included): read markers and gap fill
   const pendingEls = new Map(); // client_msg_id -> el
   let hasOlder = true;
   let loadingOlder = false;
@@ -228,6 +233,7 @@ function openChat(main, initialRoom, ctx) {
   const online = new Set();
   const typers = new Map(); // user id -> {username, timer}
   let editing = null; // seq being edited
+  let thread = null; // the open thread: {root (its seq), rootEntry (when not in the timeline), after, more, loading}
 
   // ---- header & aside
   const titleEl = h('h1', { class: 'room-title', 'data-testid': 'room-title' }, room.name);
@@ -273,7 +279,26 @@ function openChat(main, initialRoom, ctx) {
     suggest.box, emoji.panel, replyBar, h('div', { class: 'composer-row' }, input, emoji.button, sendBtn), composerErr, composerHint);
   const reactions = reactionPicker();
 
-  const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, unreadBtn, scroller, jumpBtn, typingEl, composer, reactions.panel);
+  const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, unreadBtn, scroller, jumpBtn, typingEl, composer);
+
+  // ---- thread panel (in place of the aside; full screen on a phone)
+  const threadTitle = h('h2', { id: 'thread-title', class: 'thread-title', 'data-testid': 'thread-title', tabindex: '-1' });
+  const threadClose = h('button', { type: 'button', class: 'btn btn-small', 'aria-label': 'Close thread', title: 'Close thread (Esc)', 'data-testid': 'thread-close' },
+    h('span', { class: 'narrow-only', 'aria-hidden': 'true' }, '← Back'), h('span', { class: 'wide-only', 'aria-hidden': 'true' }, '✕'));
+  const threadRoot = h('div', { class: 'thread-root' });
+  const threadCount = h('p', { class: 'thread-count', 'data-testid': 'thread-count' });
+  const threadList = h('ol', { class: 'message-list thread-list', 'data-testid': 'thread-replies', 'aria-label': 'Replies', role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions' });
+  const threadMore = h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'thread-load-more', hidden: true }, 'Load more replies');
+  const threadNote = h('p', { class: 'muted small center', role: 'status', 'data-testid': 'thread-status' });
+  const threadPending = h('ol', { class: 'message-list pending-list', 'data-testid': 'thread-pending-list', 'aria-label': 'Replies being sent' });
+  const threadScroller = h('div', { class: 'thread-scroller', tabindex: '0', 'aria-label': 'Thread' },
+    threadRoot, threadCount, threadList, h('div', { class: 'center' }, threadMore), threadNote, threadPending);
+  const threadInput = h('textarea', { id: 'thread-input', class: 'composer-input', rows: 1, maxlength: MAX_CHARS, placeholder: 'Reply in thread', 'aria-label': 'Reply in thread', 'data-testid': 'thread-input' });
+  const threadErr = h('p', { class: 'inline-error', role: 'alert', hidden: true, 'data-testid': 'thread-error' });
+  const threadForm = h('form', { class: 'composer', 'data-testid': 'thread-composer' },
+    h('div', { class: 'composer-row' }, threadInput, h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'thread-send' }, 'Send')), threadErr);
+  const threadPanel = h('section', { id: 'thread-panel', class: 'thread-panel', 'aria-labelledby': 'thread-title', hidden: true, 'data-testid': 'thread-panel' },
+    h('div', { class: 'thread-head' }, threadTitle, threadClose), threadScroller, threadForm);
 
   // ---- aside
   const shareUrl = `${location.origin}/#/room/${encodeURIComponent(roomId)}`;
@@ -299,11 +324,12 @@ function openChat(main, initialRoom, ctx) {
   const aside = h('aside', { id: 'room-aside', class: 'room-aside', 'aria-label': 'Room details' }, searchSection, ownerBox, pinnedSection, membersSection, shareSection, leaveBox);
 
   const view = h('div', { class: 'room-view', 'data-testid': 'room-view', 'data-room-id': roomId },
-    header, h('div', { class: 'room-body' }, chat, aside));
+    header, h('div', { class: 'room-body' }, chat, threadPanel, aside), reactions.panel);
   main.appendChild(view);
 
   infoToggle.addEventListener('click', () => {
     const open = infoToggle.getAttribute('aria-expanded') !== 'true';
+    if (open) closeThread(false);
     infoToggle.setAttribute('aria-expanded', String(open));
     view.classList.toggle('aside-open', open);
     if (open) aside.querySelector('h2')?.setAttribute('tabindex', '-1');
@@ -590,9 +616,9 @@ function openChat(main, initialRoom, ctx) {
     composerHint.textContent = left < 400 ? `${left} characters left` : 'Enter to send · Shift+Enter for a new line';
   }
 
-  function autosize() {
-    input.style.height = 'auto';
-    input.style.height = `${Math.min(input.scrollHeight, 180)}px`;
+  function autosize(el = input) {
+    el.style.height = 'auto';
+    el.style.height = `${Math.min(el.scrollHeight, 180)}px`;
   }
 
   // ---- messages
@@ -615,7 +641,8 @@ function openChat(main, initialRoom, ctx) {
 
   function fillMessage(li, msg) {
     const own = msg.user_id === me.id;
-    li.className = `msg${own ? ' msg-own' : ''}${msg.deleted ? ' msg-deleted' : ''}`;
+    const inThread = msg.thread_root_seq != null; // a thread reply: drawn in the thread panel
+    li.className = `msg${own ? ' msg-own' : ''}${msg.deleted ? ' msg-deleted' : ''}${thread && thread.root === msg.seq ? ' msg-thread-open' : ''}`;
     li.dataset.seq = String(msg.seq);
     li.dataset.messageId = msg.id;
     li.dataset.userId = msg.user_id;
@@ -637,11 +664,16 @@ function openChat(main, initialRoom, ctx) {
     if (!msg.deleted) {
       const react = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'react-message', 'aria-label': 'Add a reaction', title: 'Add a reaction' }, '☺+');
       react.addEventListener('click', () => reactions.open(react, (e) => toggleReaction(msg.id, e, true)));
-      const reply = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'reply-message', 'aria-label': 'Reply' }, 'Reply');
-      reply.addEventListener('click', () => startReply(msg.seq));
-      const pin = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'pin-message' }, msg.pinned_by ? 'Unpin' : 'Pin');
-      pin.addEventListener('click', () => togglePin(msg.id, !msg.pinned_by));
-      actions.append(react, reply, pin);
+      actions.appendChild(react);
+      if (!inThread) {
+        const reply = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'reply-message', 'aria-label': 'Reply' }, 'Reply');
+        reply.addEventListener('click', () => startReply(msg.seq));
+        const inThreadBtn = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'thread-message', 'aria-label': 'Reply in thread', title: 'Reply in thread' }, 'Thread');
+        inThreadBtn.addEventListener('click', () => openThread(msg.seq));
+        const pin = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'pin-message' }, msg.pinned_by ? 'Unpin' : 'Pin');
+        pin.addEventListener('click', () => togglePin(msg.id, !msg.pinned_by));
+        actions.append(reply, inThreadBtn, pin);
+      }
       if (own) {
         const edit = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'edit-message', 'aria-label': 'Edit message' }, 'Edit');
         edit.addEventListener('click', () => startEdit(msg.seq));
@@ -658,7 +690,7 @@ function openChat(main, initialRoom, ctx) {
             try {
               await api.deleteMessage(msg.id);
               applyDeleted(msg.id);
-              input.focus();
+              (inThread ? threadInput : input).focus();
             } catch (ex) {
               toast(ex.message, 'error');
             }
@@ -666,15 +698,19 @@ function openChat(main, initialRoom, ctx) {
         }));
       }
     }
-    replace(li, meta, quote, body, chips, actions.childNodes.length ? actions : null);
+    // (a deleted root shows no summary, as the server gives none)
+    replace(li, meta, quote, body, chips, inThread || msg.deleted ? null : threadLink(msg), actions.childNodes.length ? actions : null);
     const i = seqIndex(msg.seq);
-    if (i >= 0 && bySeq.get(msg.seq).el === li) regroup(i);
+    if (i >= 0 && bySeq.get(msg.seq).el === li) {
+      regroup(i);
+      if (thread && thread.root === msg.seq) drawThreadHead();
+    }
   }
 
   // ---- replies and reactions
   /** "author: text" of the message at `seq`, as far as it is loaded. */
   function quoteParts(seq) {
-    const it = bySeq.get(seq);
+    const it = entry(seq);
     if (!it) return ['', `Message #${seq}`];
     if (it.msg.deleted) return ['', 'A deleted message'];
     return [it.msg.username || 'unknown', it.msg.content.replace(/\s+/g, ' ').slice(0, 140)];
@@ -690,12 +726,19 @@ function openChat(main, initialRoom, ctx) {
 
   /** Scrolls to a loaded message and makes it flash (or says it is further up). */
   function showMessage(seq) {
+    const r = replies.get(seq);
+    if (r) { openThread(r.msg.thread_root_seq).then(() => flash(r.el)); return; }
     const it = bySeq.get(seq);
     if (!it) { toast('That message is further up: load older messages to see it.'); return; }
-    it.el.scrollIntoView({ block: 'center', behavior: 'smooth' });
-    it.el.classList.remove('msg-flash');
-    void it.el.offsetWidth; // restart the animation
-    it.el.classList.add('msg-flash');
+    flash(it.el);
+  }
+
+  function flash(el) {
+    if (!el.isConnected) return;
+    el.scrollIntoView({ block: 'center', behavior: 'smooth' });
+    el.classList.remove('msg-flash');
+    void el.offsetWidth; // restart the animation
+    el.classList.add('msg-flash');
   }
 
   /** Redraws the replies that quote `seq` (it arrived, changed or was deleted). */
@@ -730,7 +773,7 @@ function openChat(main, initialRoom, ctx) {
   function applyReaction(id, emoji, userId, added) {
     const seq = byId.get(id);
     if (seq === undefined) return false;
-    const it = bySeq.get(seq);
+    const it = entry(seq);
     const list = (it.msg.reactions || []).map((r) => ({ ...r, user_ids: [...r.user_ids] }));
     const r = list.find((x) => x.emoji === emoji);
     const has = !!r && r.user_ids.includes(userId);
@@ -749,7 +792,7 @@ function openChat(main, initialRoom, ctx) {
       const m = await api.react(id, emoji, added);
       const seq = byId.get(id);
       if (seq === undefined) return;
-      const it = bySeq.get(seq);
+      const it = entry(seq);
       it.msg = { ...it.msg, reactions: m.reactions };
       if (editing !== seq) fillMessage(it.el, it.msg);
     } catch (ex) {
@@ -782,7 +825,7 @@ function openChat(main, initialRoom, ctx) {
         ? results.map(({ message: m, highlights }) => {
           const b = h('button', { type: 'button', class: 'pinned-item search-hit', 'data-testid': 'search-hit', 'data-seq': String(m.seq) },
             h('span', { class: 'strong' }, m.username), ' ', ...marked(m.content, highlights));
-          b.addEventListener('click', () => showInContext(m.seq));
+          b.addEventListener('click', () => showInContext(m.seq, m.thread_root_seq));
           return h('li', {}, b);
         })
         : h('li', { class: 'muted small', 'data-testid': 'search-empty' }, 'No message matches.'));
@@ -792,9 +835,15 @@ function openChat(main, initialRoom, ctx) {
   });
 
   /** Shows a message in its place, loading older pages until it is there (a few at most). */
-  async function showInContext(seq) {
+  async function showInContext(seq, rootSeq = null) {
+    if (rootSeq != null) {
+      await openThread(rootSeq);
+      const r = replies.get(seq);
+      if (r) flash(r.el);
+      return;
+    }
     let guard = 0;
-    while (!bySeq.has(seq) && hasOlder && minSeq() > seq && guard++ < 20) await loadOlder();
+    while (!bySeq.has(seq) && hasOlder && oldest > seq && guard++ < 20) await loadOlder();
     showMessage(seq);
   }
 
@@ -805,7 +854,7 @@ function openChat(main, initialRoom, ctx) {
     replace(pinnedList, pins.map((m) => {
       const b = h('button', { type: 'button', class: 'pinned-item', 'data-testid': 'pinned-item', 'data-seq': String(m.seq) },
         h('span', { class: 'strong' }, m.username), ' ', m.content.replace(/\s+/g, ' ').slice(0, 80));
-      b.addEventListener('click', () => showInContext(m.seq));
+      b.addEventListener('click', () => showInContext(m.seq, m.thread_root_seq));
       return h('li', {}, b);
     }));
   }
@@ -819,7 +868,7 @@ function openChat(main, initialRoom, ctx) {
   function applyPin(id, pinned, by, at) {
     const seq = byId.get(id);
     if (seq !== undefined) {
-      const it = bySeq.get(seq);
+      const it = entry(seq);
       it.msg = { ...it.msg, pinned_by: pinned ? by : null, pinned_at: pinned ? at : null };
       if (editing !== seq) fillMessage(it.el, it.msg);
     }
@@ -834,6 +883,192 @@ function openChat(main, initialRoom, ctx) {
     }
   }
 
+  // ---- threads
+  /** The root entry of the thread at `seq`: in the timeline, or the open thread's own copy. */
+  const rootOf = (seq) => bySeq.get(seq) || (thread && thread.root === seq ? thread.rootEntry : null);
+  const repliesText = (n) => `${n} ${n === 1 ? 'reply' : 'replies'}`;
+
+  /** "N replies · 10:42" under a thread's root: opens the thread. */
+  function threadLink(msg) {
+    const t = msg.thread;
+    if (!t || !t.reply_count) return null;
+    const b = h('button', { type: 'button', class: 'thread-link', 'data-testid': 'thread-link', 'data-reply-count': String(t.reply_count), 'aria-controls': 'thread-panel', title: `Last reply ${fullTime(t.last_reply_at)}` },
+      h('span', { class: 'thread-link-count', 'data-testid': 'thread-link-count' }, repliesText(t.reply_count)),
+      h('span', { class: 'thread-link-time' }, `· ${shortTime(t.last_reply_at)}`),
+      h('span', { class: 'sr-only' }, ' — open the thread'));
+    b.addEventListener('click', () => openThread(msg.seq));
+    return b;
+  }
+
+  /** A root's thread summary changed (a reply came or went). */
+  function setSummary(root, summary) {
+    root.msg = { ...root.msg, thread: summary };
+    if (root.el && editing !== root.msg.seq) fillMessage(root.el, root.msg);
+    if (thread && thread.root === root.msg.seq) drawThreadHead();
+  }
+
+  /** A thread reply (from history, live, an ack or the thread's pages): counted on its root once. */
+  function insertReply(msg) {
+    const existing = replies.get(msg.seq);
+    if (existing) {
+      mergeInto(existing, msg);
+      return false;
+    }
+    const it = { msg, el: messageEl(msg) };
+    replies.set(msg.seq, it);
+    byId.set(msg.id, msg.seq);
+    const c = msg.client_msg_id && pendingEls.get(msg.client_msg_id);
+    if (c) { c.remove(); pendingEls.delete(msg.client_msg_id); }
+    if (msg.user_id && typers.has(msg.user_id)) setTyping(msg.user_id, '', false);
+    const root = rootOf(msg.thread_root_seq);
+    const t = root && root.msg && root.msg.thread;
+    // A reply after the last one the root's summary knows is a new one.
+    if (root && root.msg && !msg.deleted && (!t || msg.seq > t.last_reply_seq)) {
+      setSummary(root, { reply_count: (t ? t.reply_count : 0) + 1, last_reply_seq: msg.seq, last_reply_at: msg.created_at });
+    }
+    if (thread && thread.root === msg.thread_root_seq) placeReply(it);
+    return true;
+  }
+
+  /** A counted reply was deleted: one fewer on its root. */
+  function replyGone(msg) {
+    const root = rootOf(msg.thread_root_seq);
+    const t = root && root.msg && root.msg.thread;
+    if (!t || msg.seq > t.last_reply_seq) return;
+    let last = null;
+    for (const r of replies.values()) {
+      const m = r.msg;
+      if (m.thread_root_seq === msg.thread_root_seq && !m.deleted && m.seq !== msg.seq && (!last || m.seq > last.seq)) last = m;
+    }
+    const n = t.reply_count - 1;
+    setSummary(root, n > 0 ? { reply_count: n, last_reply_seq: last ? last.seq : t.last_reply_seq, last_reply_at: last ? last.created_at : t.last_reply_at } : null);
+  }
+
+  /** Puts a reply of the open thread in its place (by seq) in the panel. */
+  function placeReply(it) {
+    const stick = threadScroller.scrollHeight - threadScroller.scrollTop - threadScroller.clientHeight < 48;
+    let next = null;
+    for (const el of threadList.children) if (Number(el.dataset.seq) > it.msg.seq) { next = el; break; }
+    if (it.el.parentNode !== threadList || it.el.nextSibling !== next) threadList.insertBefore(it.el, next);
+    if (stick || it.msg.user_id === me.id) threadScroller.scrollTop = threadScroller.scrollHeight;
+  }
+
+  function drawThreadHead() {
+    const msg = rootOf(thread.root)?.msg;
+    const name = !msg ? `message #${thread.root}` : msg.deleted ? 'a deleted message'
+      : `${msg.username || 'unknown'}: ${msg.content.replace(/\s+/g, ' ').slice(0, 80)}`;
+    replace(threadTitle, 'Thread', h('span', { class: 'thread-title-sub' }, ` — ${name}`));
+    replace(threadRoot, msg ? h('div', { class: 'msg thread-root-msg', 'data-testid': 'thread-root', 'data-seq': String(msg.seq) },
+      h('div', { class: 'msg-meta' },
+        h('span', { class: 'msg-author' }, msg.username || 'unknown'),
+        h('time', { class: 'msg-time', datetime: msg.created_at, title: fullTime(msg.created_at) }, shortTime(msg.created_at)),
+        msg.edited && !msg.deleted ? h('span', { class: 'msg-edited' }, '(edited)') : null),
+      h('div', { class: 'msg-content' }, msg.deleted ? h('em', {}, 'This message was deleted.') : renderContent(msg.content, me.username))) : null);
+    const n = (msg && msg.thread && msg.thread.reply_count) || 0;
+    threadCount.textContent = n ? repliesText(n) : 'No replies yet';
+  }
+
+  function drawThreadMore() {
+    threadMore.hidden = !thread.more || thread.loading;
+  }
+
+  /** Opens the thread of the message at `seq` in the panel, with its first page of replies. */
+  async function openThread(seq) {
+    if (thread && thread.root === seq) { threadInput.focus(); return; }
+    closeThread(false);
+    const root = bySeq.get(seq);
+    thread = { root: seq, rootEntry: root ? null : { msg: null, el: null }, after: 0, more: false, loading: false };
+    if (root) root.el.classList.add('msg-thread-open');
+    view.classList.add('thread-open');
+    view.classList.remove('aside-open');
+    infoToggle.setAttribute('aria-expanded', 'false');
+    threadPanel.hidden = false;
+    threadErr.hidden = true;
+    // The replies already here show at once; the thread's pages bring the rest.
+    const known = [...replies.values()].filter((r) => r.msg.thread_root_seq === seq).sort((a, b) => a.msg.seq - b.msg.seq);
+    replace(threadList, known.map((r) => r.el));
+    drawThreadHead();
+    drawThreadMore();
+    drawPending();
+    threadScroller.scrollTop = 0;
+    threadInput.focus();
+    await loadThreadPage();
+  }
+
+  async function loadThreadPage() {
+    const t = thread;
+    if (!t || t.loading) return;
+    t.loading = true;
+    drawThreadMore();
+    threadNote.textContent = 'Loading replies…';
+    try {
+      const res = await api.getThread(roomId, t.root, t.after, THREAD_PAGE);
+      if (thread !== t || destroyed) return;
+      const inTimeline = bySeq.get(t.root);
+      if (inTimeline) mergeInto(inTimeline, res.root);
+      else if (!t.rootEntry.msg) t.rootEntry.msg = res.root;
+      res.replies.forEach(insertMessage);
+      if (res.replies.length) t.after = res.replies[res.replies.length - 1].seq;
+      t.more = res.replies.length >= THREAD_PAGE;
+      threadNote.textContent = '';
+      drawThreadHead();
+    } catch (ex) {
+      if (thread !== t) return;
+      threadNote.textContent = `Could not load the replies: ${ex.message}`;
+      t.more = ex.status === 0 || ex.status >= 500;
+    } finally {
+      t.loading = false;
+      if (thread === t) drawThreadMore();
+    }
+  }
+
+  function closeThread(refocus = true) {
+    if (!thread) return;
+    if (editing !== null && replies.has(editing)) cancelEdit();
+    const root = bySeq.get(thread.root);
+    thread = null;
+    view.classList.remove('thread-open');
+    threadPanel.hidden = true;
+    clear(threadList);
+    clear(threadRoot);
+    threadNote.textContent = '';
+    drawPending();
+    if (root) root.el.classList.remove('msg-thread-open');
+    if (refocus) (root?.el.querySelector('[data-testid="thread-link"]') || input).focus();
+  }
+
+  threadClose.addEventListener('click', () => closeThread());
+  threadMore.addEventListener('click', loadThreadPage);
+  // Escape anywhere in the room closes the thread, unless something inside used it.
+  view.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && thread && !e.defaultPrevented) { e.preventDefault(); closeThread(); }
+  });
+  threadInput.addEventListener('input', () => autosize(threadInput));
+  threadInput.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      e.preventDefault();
+      threadForm.requestSubmit();
+    }
+  });
+  // Through the socket like any message (queued while offline, acked, REST as a fallback).
+  threadForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    threadErr.hidden = true;
+    const text = threadInput.value.trim();
+    if (!text || !thread) return;
+    if ([...text].length > MAX_CHARS) {
+      threadErr.textContent = `A message can have at most ${MAX_CHARS} characters.`;
+      threadErr.hidden = false;
+      return;
+    }
+    socket.send(roomId, text, null, thread.root);
+    threadInput.value = '';
+    autosize(threadInput);
+    drawPending();
+    threadScroller.scrollTop = threadScroller.scrollHeight;
+    threadInput.focus();
+  });
+
   function startReply(seq) {
     replyTo = seq;
     const [author, text] = quoteParts(seq);
@@ -847,17 +1082,26 @@ function openChat(main, initialRoom, ctx) {
   }
   replyCancel.addEventListener('click', () => { cancelReply(); input.focus(); });
 
+  /** Same message again (ack then live frame, or replay): keeps the freshest state. */
+  function mergeInto(existing, msg) {
+    const merged = { ...existing.msg, ...msg };
+    if (existing.msg.deleted) merged.deleted = true;
+    if (existing.msg.edited && !msg.edited && !msg.deleted) { merged.edited = true; merged.content = existing.msg.content; }
+    // A thread's summary counted here from live replies outlives a copy without one.
+    const had = existing.msg.thread;
+    if (had && (!msg.thread || msg.thread.last_reply_seq < had.last_reply_seq)) merged.thread = had;
+    existing.msg = merged;
+    byId.set(merged.id, merged.seq);
+    if (editing !== merged.seq) fillMessage(existing.el, merged);
+  }
+
   function insertMessage(msg) {
     if (!msg || typeof msg.seq !== 'number') return false;
+    newest = Math.max(newest, msg.seq);
+    if (msg.thread_root_seq != null) return insertReply(msg);
     const existing = bySeq.get(msg.seq);
     if (existing) {
-      // Same message again (ack then live frame, or replay): keep the freshest state.
-      const merged = { ...existing.msg, ...msg };
-      if (existing.msg.deleted) merged.deleted = true;
-      if (existing.msg.edited && !msg.edited && !msg.deleted) { merged.edited = true; merged.content = existing.msg.content; }
-      existing.msg = merged;
-      byId.set(merged.id, merged.seq);
-      if (editing !== merged.seq) fillMessage(existing.el, merged);
+      mergeInto(existing, msg);
       return false;
     }
     const el = messageEl(msg);
@@ -915,12 +1159,11 @@ function openChat(main, initialRoom, ctx) {
   }
 
   const maxSeq = () => (seqs.length ? seqs[seqs.length - 1] : 0);
-  const minSeq = () => (seqs.length ? seqs[0] : 0);
 
   function applyEdited(id, content) {
     const seq = byId.get(id);
     if (seq === undefined) return;
-    const it = bySeq.get(seq);
+    const it = entry(seq);
     it.msg = { ...it.msg, content, edited: true, updated_at: new Date().toISOString() };
     if (editing !== seq) fillMessage(it.el, it.msg);
     refreshQuotes(seq);
@@ -929,19 +1172,20 @@ function openChat(main, initialRoom, ctx) {
   function applyDeleted(id) {
     const seq = byId.get(id);
     if (seq === undefined) return;
-    const it = bySeq.get(seq);
+    const it = entry(seq);
     if (editing === seq) editing = null;
     const hadFocus = it.el.contains(document.activeElement);
+    if (it.msg.thread_root_seq != null && !it.msg.deleted) replyGone(it.msg);
     it.msg = { ...it.msg, deleted: true, content: '', reactions: [], pinned_by: null, pinned_at: null };
     if (pins.some((m) => m.id === id)) loadPinned();
     fillMessage(it.el, it.msg);
     refreshQuotes(seq);
     if (replyTo === seq) cancelReply();
-    if (hadFocus) { input.focus(); }
+    if (hadFocus) (it.msg.thread_root_seq != null ? threadInput : input).focus();
   }
 
   function startEdit(seq) {
-    const it = bySeq.get(seq);
+    const it = entry(seq);
     if (!it || it.msg.deleted) return;
     if (editing !== null && editing !== seq) cancelEdit();
     editing = seq;
@@ -971,7 +1215,7 @@ function openChat(main, initialRoom, ctx) {
       try {
         const updated = await api.editMessage(it.msg.id, text);
         editing = null;
-        const cur = bySeq.get(seq);
+        const cur = entry(seq);
         cur.msg = { ...cur.msg, ...updated };
         fillMessage(cur.el, cur.msg);
         cur.el.querySelector('[data-testid="edit-message"]')?.focus();
@@ -987,7 +1231,7 @@ function openChat(main, initialRoom, ctx) {
     if (editing === null) return;
     const seq = editing;
     editing = null;
-    const it = bySeq.get(seq);
+    const it = entry(seq);
     if (it) {
       fillMessage(it.el, it.msg);
       it.el.querySelector('[data-testid="edit-message"]')?.focus();
@@ -995,8 +1239,9 @@ function openChat(main, initialRoom, ctx) {
   }
 
   // pending (not yet acked) messages, greyed
+  // (a thread's replies wait in its panel while it is open)
   function drawPending() {
-    const entries = socket.pendingFor(roomId);
+    const entries = socket.pendingFor(roomId).filter((e) => !e.thread_root_seq || (thread && e.thread_root_seq === thread.root));
     const keep = new Set(entries.map((e) => e.cmid));
     for (const [id, el] of pendingEls) if (!keep.has(id)) { el.remove(); pendingEls.delete(id); }
     for (const e of entries) {
@@ -1004,7 +1249,7 @@ function openChat(main, initialRoom, ctx) {
       if (!el) {
         el = h('li', { class: 'msg msg-own msg-pending', 'data-testid': 'message', 'data-client-msg-id': e.cmid });
         pendingEls.set(e.cmid, el);
-        pendingList.appendChild(el);
+        (e.thread_root_seq ? threadPending : pendingList).appendChild(el);
       }
       el.dataset.state = e.state === 'failed' ? 'failed' : 'pending';
       el.classList.toggle('msg-failed', e.state === 'failed');
@@ -1016,7 +1261,7 @@ function openChat(main, initialRoom, ctx) {
         const retry = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'retry-send' }, 'Retry');
         const discard = h('button', { type: 'button', class: 'btn btn-tiny', 'data-testid': 'discard-send' }, 'Discard');
         retry.addEventListener('click', () => socket.retry(e.cmid));
-        discard.addEventListener('click', () => { socket.discard(e.cmid); input.focus(); });
+        discard.addEventListener('click', () => { socket.discard(e.cmid); (e.thread_root_seq ? threadInput : input).focus(); });
         actions = h('div', { class: 'msg-actions msg-actions-visible' }, retry, discard);
       }
       replace(el,
@@ -1024,7 +1269,7 @@ function openChat(main, initialRoom, ctx) {
         h('div', { class: 'msg-content', 'data-testid': 'message-content' }, renderContent(e.content, me.username)),
         actions);
     }
-    if (entries.length) emptyNote.hidden = true;
+    if (entries.some((e) => !e.thread_root_seq)) emptyNote.hidden = true;
   }
 
   let divider = null;
@@ -1059,8 +1304,7 @@ function openChat(main, initialRoom, ctx) {
   }
   function markRead() {
     if (destroyed || !ready || document.visibilityState !== 'visible') return;
-    const top = maxSeq();
-    if (top > 0) store.markRead(roomId, top);
+    if (newest > 0) store.markRead(roomId, newest);
   }
 
   // ---- loading
@@ -1070,13 +1314,14 @@ function openChat(main, initialRoom, ctx) {
       const page = await api.messagesBefore(roomId, undefined, PAGE);
       if (destroyed) return;
       page.forEach(insertMessage);
-      hasOlder = page.length > 0 && minSeq() > 1;
+      noteOldest(page);
+      hasOlder = page.length > 0 && oldest > 1;
       if (seqs.length) regroup(0); // the room's first message starts its first day
       // Fill any gap up to what the socket (or the room list) knows exists.
       const target = () => Math.max(socket.lastSeq(roomId), store.rooms.get(roomId)?.last_seq || 0, room.last_seq || 0);
       let guard = 0;
-      while (maxSeq() < target() && guard++ < 20) {
-        const more = await api.messagesAfter(roomId, maxSeq(), 200);
+      while (newest < target() && guard++ < 20) {
+        const more = await api.messagesAfter(roomId, newest, 200);
         if (destroyed) return;
         more.forEach(insertMessage);
         if (more.length < 200) break;
@@ -1101,6 +1346,10 @@ function openChat(main, initialRoom, ctx) {
     markReadSoon();
   }
 
+  function noteOldest(page) {
+    for (const m of page) if (typeof m.seq === 'number' && (!oldest || m.seq < oldest)) oldest = m.seq;
+  }
+
   function updateHistoryTop() {
     if (hasOlder) {
       replace(historyTop, olderBtn);
@@ -1115,7 +1364,7 @@ function openChat(main, initialRoom, ctx) {
     if (!hasOlder || loadingOlder || !ready) return;
     loadingOlder = true;
     updateHistoryTop();
-    const before = minSeq();
+    const before = oldest;
     list.setAttribute('aria-busy', 'true');
     try {
       const page = await api.messagesBefore(roomId, before || undefined, PAGE);
@@ -1123,7 +1372,8 @@ function openChat(main, initialRoom, ctx) {
       const prevHeight = scroller.scrollHeight;
       const prevTop = scroller.scrollTop;
       page.forEach(insertMessage);
-      hasOlder = page.length > 0 && minSeq() > 1;
+      noteOldest(page);
+      hasOlder = page.length > 0 && oldest > 1;
       if (seqs.length) regroup(0); // the room's first message starts its first day
       scroller.scrollTop = prevTop + (scroller.scrollHeight - prevHeight);
     } catch (ex) {
@@ -1154,12 +1404,14 @@ function openChat(main, initialRoom, ctx) {
   jumpBtn.addEventListener('click', () => { scrollToBottom(); input.focus(); });
   // Touch screens: tapping a message shows its actions (see style.css), tapping it again or
   // another one hides them; a tap on a link or a button inside does what it says.
-  list.addEventListener('click', (e) => {
+  const tapToSelect = (ol) => ol.addEventListener('click', (e) => {
     if (!matchMedia('(hover: none)').matches || e.target.closest('a, button, textarea, input')) return;
     const li = e.target.closest('.msg');
-    for (const other of list.querySelectorAll('.msg-selected')) if (other !== li) other.classList.remove('msg-selected');
+    for (const other of ol.querySelectorAll('.msg-selected')) if (other !== li) other.classList.remove('msg-selected');
     if (li) li.classList.toggle('msg-selected');
   });
+  tapToSelect(list);
+  tapToSelect(threadList);
 
   // ---- live events
   function handleLive(f) {
@@ -1179,6 +1431,13 @@ function openChat(main, initialRoom, ctx) {
           updated_at: f.payload.created_at,
         };
         if (typeof msg.seq !== 'number') msg.seq = f.seq;
+        if (msg.thread_root_seq == null && f.payload && f.payload.thread_root_seq) msg.thread_root_seq = Number(f.payload.thread_root_seq);
+        if (msg.thread_root_seq != null) {
+          // A thread reply: counted on its root and shown in the thread panel, not the timeline.
+          insertMessage(msg);
+          markReadSoon();
+          break;
+        }
         const stick = atBottom();
         const added = insertMessage(msg);
         if (added) {
@@ -1281,6 +1540,7 @@ function openChat(main, initialRoom, ctx) {
       created_at: a.created_at,
       updated_at: a.created_at,
       reply_to_seq: a.entry?.reply_to_seq ?? null,
+      thread_root_seq: a.entry?.thread_root_seq ?? null,
       reactions: [],
     };
     const el = pendingEls.get(a.client_msg_id);
