@@ -317,8 +317,9 @@ store.on('notification', (n) => {
     case 'JOIN_REQUEST_REJECTED': text = `Your request to join ${room} was declined.`; break;
     case 'ADDED_TO_ROOM': text = `A conversation with ${room} was opened with you.`; open = roomHash; break;
     case 'MENTION':
+    case 'REPLY':
       if (!(store.activeRoomId === p.room_id && document.body.dataset.route === 'room' && document.visibilityState === 'visible')) {
-        text = `${p.username || 'Someone'} mentioned you in ${room}.`;
+        text = `${p.username || 'Someone'} ${n.type === 'MENTION' ? 'mentioned you' : 'replied to you'} in ${room}.`;
         open = roomHash;
       }
       break;
@@ -327,9 +328,9 @@ store.on('notification', (n) => {
   if (text && document.body.dataset.route !== 'notifications') {
     toast(text, 'info', 6000, open ? { onOpen: () => navigate(open) } : {});
   }
-  if (n.type === 'MENTION' && store.me) {
+  if ((n.type === 'MENTION' || n.type === 'REPLY') && store.me) {
     notifyDesktop(store.me.id, {
-      title: `${p.username || 'Someone'} mentioned you in ${room}`,
+      title: `${p.username || 'Someone'} ${n.type === 'MENTION' ? 'mentioned you' : 'replied to you'} in ${room}`,
       body: p.message || '',
       tag: n.id,
       onOpen: roomHash ? () => navigate(roomHash) : null,

@@ -887,9 +887,10 @@ impl ChatService {
         }
     }
 
-    /// The seq of the root of the thread a reply goes into: the message named, or the root of
-    /// the thread that message is in (threads are one level deep, as in Slack and Matrix).
-    async fn thread_root(&self, room: RoomId, seq: i64) -> AppResult<i64> {
+    /// The seq of the root of the thread a reply goes into — the message named, or the root of
+    /// the thread that message is in (threads are one level deep, as in Slack and Matrix) —
+    /// and the root's author while the root is there (not deleted).
+    async fn thread_root(&self, room: RoomId, seq: i64) -> AppResult<(i64, Option<UserId>)> {
         let m = self
             .target_message(
                 room,
@@ -898,7 +899,18 @@ impl ChatService {
                 "to start or continue a thread on",
             )
             .await?;
-        Ok(m.thread_root_seq.unwrap_or(m.seq))
+        let Some(root) = m.thread_root_seq else {
+            return Ok((m.seq, Some(m.user_id)));
+        };
+        let author = self
+            .ports
+            .history
+            .after_seq(room, root - 1, 1)
+            .await?
+            .pop()
+            .filter(|r| r.seq == root && !r.deleted)
+            .map(|r| r.user_id);
+        Ok((root, author))
     }
 
     /// Stores a message durably (its seq assigned) and returns it; a retry with the same
@@ -928,18 +940,28 @@ impl ChatService {
             // Before a message is read: a non-member learns nothing about the room.
             self.require_member(room, user.id).await?;
         }
+        // The authors of what the message answers (told of it, unless they sent it).
+        let mut answered: Vec<UserId> = Vec::new();
         let reply_to_seq = match opts.reply_to_seq {
-            Some(seq) => Some(
-                self.target_message(room, seq, "reply_to_seq", "to reply to")
-                    .await?
-                    .seq,
-            ),
+            Some(seq) => {
+                let quoted = self
+                    .target_message(room, seq, "reply_to_seq", "to reply to")
+                    .await?;
+                answered.push(quoted.user_id);
+                Some(quoted.seq)
+            }
             None => None,
         };
         let thread_root_seq = match opts.thread_root_seq {
-            Some(seq) => Some(self.thread_root(room, seq).await?),
+            Some(seq) => {
+                let (root, author) = self.thread_root(room, seq).await?;
+                answered.extend(author);
+                Some(root)
+            }
             None => None,
         };
+        answered.retain(|a| *a != user.id);
+        answered.dedup();
         let mentions = self.mentioned_members(room, user.id, &content).await?;
         let at = now();
         let msg = NewMessage {
@@ -969,6 +991,7 @@ impl ChatService {
                 mentioned_user_ids: mentions.iter().map(|m| m.to_string()).collect(),
                 reply_to_seq,
                 thread_root_seq,
+                answered_user_ids: answered.iter().map(|a| a.to_string()).collect(),
                 ..room_event(RoomEventType::MessageSent, room, created)
             }
         };

@@ -1,8 +1,9 @@
-//! The notifications processor: join requests, decisions and mentions → persisted notifications,
-//! each then announced on `chat.notifications.v1`, from which every ingress process pushes it
-//! live to the recipient's sockets (so the push reaches users on any process). Ids derive from
-//! the event id, so a redelivered event stores nothing twice; the announcement is repeated after
-//! a crash rather than lost (clients deduplicate by notification id). It also applies what users
+//! The notifications processor: join requests, decisions, mentions and replies → persisted
+//! notifications, each then announced on `chat.notifications.v1`, from which every ingress
+//! process pushes it live to the recipient's sockets (so the push reaches users on any
+//! process). Ids derive from the event id, so a redelivered event stores nothing twice; the
+//! announcement is repeated after a crash rather than lost (clients deduplicate by notification
+//! id). It also applies what users
 //! did to their notifications (read, all read, deleted; `chat.user-events.v1`), so a store
 //! rebuilt from the log has them as they were: these changes are idempotent, and a deleted
 //! notification stays a tombstone that a redelivered event does not bring back. And it raises
@@ -176,30 +177,89 @@ pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
             .filter(|s| source.is_some_and(|a| a != *s))
             .map(|s| vec![make(s, NotificationType::AddedToRoom, &[])])
             .unwrap_or_default(),
-        Some(RoomEventType::MessageSent) => ev
-            .mentioned_user_ids
-            .iter()
-            .filter_map(|m| parse_uuid(m))
-            .map(|m| {
-                let preview: String = ev
-                    .content
-                    .clone()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(MENTION_PREVIEW_CHARS)
-                    .collect();
-                make(
-                    m,
-                    NotificationType::Mention,
-                    &[
-                        ("username", username.clone()),
-                        ("message_id", ev.message_id.clone().unwrap_or_default()),
-                        ("seq", ev.seq.unwrap_or_default().to_string()),
-                        ("message", preview),
-                    ],
-                )
-            })
-            .collect(),
+        // Those mentioned, then the authors of what it answers (a quoted message, a thread's
+        // root) who were not mentioned: one notification each.
+        Some(RoomEventType::MessageSent) => {
+            let preview: String = ev
+                .content
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(MENTION_PREVIEW_CHARS)
+                .collect();
+            let mut fields = vec![
+                ("username", username.clone()),
+                ("message_id", ev.message_id.clone().unwrap_or_default()),
+                ("seq", ev.seq.unwrap_or_default().to_string()),
+                ("message", preview),
+            ];
+            if let Some(root) = ev.thread_root_seq {
+                fields.push(("thread_root_seq", root.to_string()));
+            }
+            let mentioned: Vec<Uuid> = ev
+                .mentioned_user_ids
+                .iter()
+                .filter_map(|m| parse_uuid(m))
+                .collect();
+            let answered = ev
+                .answered_user_ids
+                .iter()
+                .filter_map(|a| parse_uuid(a))
+                .filter(|a| !mentioned.contains(a) && Some(*a) != source);
+            mentioned
+                .iter()
+                .map(|m| make(*m, NotificationType::Mention, &fields))
+                .chain(answered.map(|a| make(a, NotificationType::Reply, &fields)))
+                .collect()
+        }
         _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_tells_the_authors_it_answers_once_and_never_the_sender() {
+        let (sender, quoted, root, both) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let ev = RoomEvent {
+            event_id: Uuid::new_v4().to_string(),
+            event_type: "MESSAGE_SENT".into(),
+            room_id: Uuid::new_v4().to_string(),
+            actor_id: Some(sender.to_string()),
+            message_id: Some(Uuid::new_v4().to_string()),
+            seq: Some(9),
+            content: Some("agreed".into()),
+            thread_root_seq: Some(4),
+            mentioned_user_ids: vec![both.to_string()],
+            answered_user_ids: [quoted, root, both, sender]
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
+            ..Default::default()
+        };
+        let got: Vec<(Uuid, String)> = notifications_for(&ev)
+            .into_iter()
+            .map(|n| (n.user_id, n.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (both, "MENTION".to_string()),
+                (quoted, "REPLY".to_string()),
+                (root, "REPLY".to_string()),
+            ]
+        );
+        let reply = &notifications_for(&ev)[1];
+        assert_eq!(reply.payload["thread_root_seq"], "4");
+        assert_eq!(reply.payload["seq"], "9");
+        // Redelivered: the same ids.
+        assert_eq!(notifications_for(&ev)[1].id, reply.id);
     }
 }

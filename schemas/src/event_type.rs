@@ -83,6 +83,7 @@ vocabulary! {
         JoinRequestRejected = "JOIN_REQUEST_REJECTED",
         Mention = "MENTION",
         AddedToRoom = "ADDED_TO_ROOM",
+        Reply = "REPLY",
     }
 }
 

@@ -65,6 +65,8 @@ pub struct RoomEvent {
     pub reaction: Option<String>,
     #[serde(default)]
     pub thread_root_seq: Option<i64>,
+    #[serde(default)]
+    pub answered_user_ids: Vec<String>,
 }
 
 /// One account or notification change of a user (see `avro/chat.user-events.v1.avsc`).

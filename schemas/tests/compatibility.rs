@@ -160,7 +160,7 @@ fn records_of_a_later_version_are_read_by_this_one() {
 fn records_of_an_earlier_version_are_read_with_the_defaults() {
     let earlier = room_schema_with(|f| {
         let last = f.pop().unwrap();
-        assert_eq!(last["name"], "thread_root_seq");
+        assert_eq!(last["name"], "answered_user_ids");
     });
     let id = livechat_schemas::registry::reader_id_for(&earlier)
         .expect("an earlier version is readable");
@@ -171,7 +171,7 @@ fn records_of_an_earlier_version_are_read_with_the_defaults() {
     match livechat_schemas::codec::decode(&framed(id, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => {
             assert_eq!(read, ev);
-            assert!(read.thread_root_seq.is_none());
+            assert!(read.answered_user_ids.is_empty());
         }
         other => panic!("decoded as {other:?}"),
     }
@@ -195,19 +195,21 @@ fn records_written_with_room_events_versions_1_and_2_are_read() {
         ..message_sent()
     };
     let mut old = body(&ev);
-    // Versions 2 and 3 appended three optional fields, all null here: one byte each.
-    assert_eq!(old.split_off(old.len() - 3), vec![0, 0, 0]);
+    // Versions 2 and 3 appended four fields with defaults, all null or empty here: one byte
+    // each.
+    assert_eq!(old.split_off(old.len() - 4), vec![0, 0, 0, 0]);
     match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V1_SCHEMA_ID, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
         other => panic!("decoded as {other:?}"),
     }
-    // Version 2's records (id 4) lack only `thread_root_seq`.
+    // Version 2's records (id 4) lack only version 3's `thread_root_seq` and
+    // `answered_user_ids`.
     let ev = livechat_schemas::RoomEvent {
         reply_to_seq: Some(3),
         ..ev
     };
     let mut old = body(&ev);
-    assert_eq!(old.pop(), Some(0));
+    assert_eq!(old.split_off(old.len() - 2), vec![0, 0]);
     let v2 = by_id(ROOM_EVENTS_V2_SCHEMA_ID).unwrap();
     assert_eq!((v2.version, v2.current), (2, false));
     match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V2_SCHEMA_ID, &old)).unwrap() {

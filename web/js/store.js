@@ -315,7 +315,8 @@ class Store extends Emitter {
   }
 
   _trackMention(n) {
-    if (n.type !== 'MENTION' || n.read || !n.payload) return;
+    // A reply is cleared like a mention: by reading its message in the room.
+    if ((n.type !== 'MENTION' && n.type !== 'REPLY') || n.read || !n.payload) return;
     const seq = Number(n.payload.seq);
     if (!n.payload.room_id || !Number.isFinite(seq)) return;
     this.unreadMentions.set(n.id, { roomId: n.payload.room_id, seq });

@@ -638,6 +638,27 @@ pub async fn threads_across(send_to: &App, read_from: &App) {
         "create-message with thread_root_seq",
     );
     assert_eq!(second["thread_root_seq"], root_seq, "{second}");
+    // The root's author is told of Bob's reply, never of her own.
+    let replies = eventually("alice told of bob's thread reply", || async {
+        let n: Vec<Value> = alice
+            .notifications_ok()
+            .await
+            .into_iter()
+            .filter(|n| n["type"] == "REPLY")
+            .collect();
+        (!n.is_empty()).then_some(n)
+    })
+    .await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let p = &replies[0]["payload"];
+    assert_eq!(p["username"], bob.name.as_str(), "{p}");
+    assert_eq!(p["seq"], second["seq"].to_string(), "{p}");
+    assert_eq!(p["thread_root_seq"], root_seq.to_string(), "{p}");
+    assert!(bob
+        .notifications_ok()
+        .await
+        .iter()
+        .all(|n| n["type"] != "REPLY"));
     let other = ws.send_msg(&room, "lunch?", "t2").await;
 
     // Read at once: the thread, the root's summary in history.

@@ -362,6 +362,7 @@ async fn threads_across_ingress_processes() {
     let a = App::spawn_role(&["ingress"], &env).await;
     let b = App::spawn_role(&["ingress"], &env).await;
     let _history = App::spawn_role(&["processor", "history"], &env).await;
+    let _notifications = App::spawn_role(&["processor", "notifications"], &env).await;
     crate::conversations::threads_across(&a, &b).await;
 }
 

@@ -1,4 +1,4 @@
-// Notifications: live list (join requests, decisions, mentions), mark read, mark all, delete.
+// Notifications: live list (join requests, decisions, mentions, replies), mark read, mark all, delete.
 
 import { api } from '../api.js';
 import { store } from '../store.js';
@@ -23,12 +23,15 @@ function describe(n) {
     case 'MENTION':
       return [h('span', { class: 'strong' }, p.username || 'Someone'), ' mentioned you in ', roomLink,
         p.message ? h('span', { class: 'notif-quote' }, ` “${p.message}”`) : null];
+    case 'REPLY':
+      return [h('span', { class: 'strong' }, p.username || 'Someone'), p.thread_root_seq ? ' replied in your thread in ' : ' replied to you in ', roomLink,
+        p.message ? h('span', { class: 'notif-quote' }, ` “${p.message}”`) : null];
     default:
       return [n.type, p.room_name ? ` · ${p.room_name}` : ''];
   }
 }
 
-const ICONS = { JOIN_REQUEST_CREATED: '+', JOIN_REQUEST_ACCEPTED: '✓', JOIN_REQUEST_REJECTED: '✕', MENTION: '@', ADDED_TO_ROOM: '✉' };
+const ICONS = { JOIN_REQUEST_CREATED: '+', JOIN_REQUEST_ACCEPTED: '✓', JOIN_REQUEST_REJECTED: '✕', MENTION: '@', REPLY: '↩', ADDED_TO_ROOM: '✉' };
 
 export function mountNotifications(main) {
   const offs = [];
