@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::protocol::{control, error, ClientFrame};
+use super::protocol::{control, error, parse, ClientFrame};
 use crate::hub::{ConnHandle, Outbound};
 use crate::AppState;
 
@@ -300,29 +300,13 @@ impl Conn {
     }
 
     async fn on_text(&mut self, raw: &str) {
-        let v: Value = match serde_json::from_str(raw) {
-            Ok(v) => v,
-            Err(e) => {
-                return self.out.push(text(error(
-                    "bad_json",
-                    &format!("frame is not valid JSON: {e}"),
-                    &Value::Null,
-                )))
+        match parse(raw) {
+            Ok((frame, r)) => {
+                if let Err(e) = self.on_frame(frame, &r).await {
+                    self.reply_err(&e, &r);
+                }
             }
-        };
-        let r = v.get("ref").cloned().unwrap_or(Value::Null);
-        let frame: ClientFrame = match serde_json::from_value(v) {
-            Ok(f) => f,
-            Err(e) => {
-                return self.out.push(text(error(
-                    "bad_frame",
-                    &format!("unrecognised frame: {e}"),
-                    &r,
-                )))
-            }
-        };
-        if let Err(e) = self.on_frame(frame, &r).await {
-            self.reply_err(&e, &r);
+            Err(answer) => self.out.push(text(answer)),
         }
     }
 

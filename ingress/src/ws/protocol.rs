@@ -58,6 +58,23 @@ fn yes() -> bool {
     true
 }
 
+/// A client's text frame: the frame and its `ref`, or the error frame that answers it
+/// (`bad_json`, `bad_frame`). Pure, so it is fuzzed on its own (`fuzz/`).
+pub fn parse(raw: &str) -> Result<(ClientFrame, Value), String> {
+    let v: Value = serde_json::from_str(raw).map_err(|e| {
+        error(
+            "bad_json",
+            &format!("frame is not valid JSON: {e}"),
+            &Value::Null,
+        )
+    })?;
+    let r = v.get("ref").cloned().unwrap_or(Value::Null);
+    match serde_json::from_value(v) {
+        Ok(frame) => Ok((frame, r)),
+        Err(e) => Err(error("bad_frame", &format!("unrecognised frame: {e}"), &r)),
+    }
+}
+
 /// `{"type":"error", "code", "message", "ref"}`.
 pub fn error(code: &str, message: &str, r#ref: &Value) -> String {
     json!({ "type": "error", "code": code, "message": message, "ref": r#ref }).to_string()
