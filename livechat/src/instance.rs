@@ -21,6 +21,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 use uuid::Uuid;
 
 /// More processes than this on one data directory is a mistake, not a deployment.
@@ -50,11 +52,13 @@ impl Instance {
                 .truncate(false)
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            match file.try_lock() {
+            // rustix's flock, not `File::try_lock`: the toolchain floor (Rust 1.85) predates it.
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => continue,
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("locking {}", path.display()))
+                Err(Errno::WOULDBLOCK) => continue,
+                Err(e) => {
+                    return Err(std::io::Error::from(e))
+                        .with_context(|| format!("locking {}", path.display()))
                 }
             }
             let id = read_or_create(&mut file).with_context(|| format!("{}", path.display()))?;
