@@ -51,6 +51,9 @@ pub struct Authed {
     pub refreshed: bool,
 }
 
+/// Replies of a thread read to find who follows it (each is told of a new reply).
+const THREAD_FOLLOWERS_READ: u32 = 200;
+
 /// A thread's root and a page of its replies.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ThreadPage {
@@ -956,12 +959,20 @@ impl ChatService {
             Some(seq) => {
                 let (root, author) = self.thread_root(room, seq).await?;
                 answered.extend(author);
+                // Who replied in the thread follows it (the authors of its first replies).
+                let replies = self
+                    .ports
+                    .history
+                    .thread(room, root, 0, THREAD_FOLLOWERS_READ)
+                    .await?;
+                answered.extend(replies.iter().map(|r| r.user_id));
                 Some(root)
             }
             None => None,
         };
         answered.retain(|a| *a != user.id);
-        answered.dedup();
+        let mut seen = std::collections::HashSet::new();
+        answered.retain(|a| seen.insert(*a));
         let mentions = self.mentioned_members(room, user.id, &content).await?;
         let at = now();
         let msg = NewMessage {

@@ -755,4 +755,26 @@ pub async fn threads_across(send_to: &App, read_from: &App) {
         )
         .await;
     assert_eq!(status, 403);
+
+    // Who replied follows the thread: Alice's next reply there tells Bob.
+    ws.send(
+        json!({"type": "send", "room_id": room, "content": "tests are green",
+                   "client_msg_id": "t3", "thread_root_seq": root_seq, "ref": "t3"}),
+    )
+    .await;
+    let third = ws.wait_for("ack t3", |f| f["ref"] == "t3").await;
+    assert_eq!(third["type"], "ack", "{third}");
+    let told = eventually("bob told of a reply in a thread he replied in", || async {
+        bob.notifications_ok()
+            .await
+            .into_iter()
+            .find(|n| n["type"] == "REPLY")
+    })
+    .await;
+    assert_eq!(told["payload"]["seq"], third["seq"].to_string(), "{told}");
+    assert_eq!(
+        told["payload"]["thread_root_seq"],
+        root_seq.to_string(),
+        "{told}"
+    );
 }
