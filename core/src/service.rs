@@ -881,13 +881,19 @@ impl ChatService {
                 format!("no message with seq {seq} in this room {what}"),
             )
         };
-        if seq < 1 {
-            return Err(missing());
-        }
-        match self.ports.history.after_seq(room, seq - 1, 1).await?.pop() {
-            Some(m) if m.seq == seq && !m.deleted => Ok(m),
+        match self.message_at(room, seq).await? {
+            Some(m) if !m.deleted => Ok(m),
             _ => Err(missing()),
         }
+    }
+
+    /// The message (or tombstone) of a room at `seq`, if there is one.
+    async fn message_at(&self, room: RoomId, seq: i64) -> AppResult<Option<StoredMessage>> {
+        if seq < 1 {
+            return Ok(None);
+        }
+        let found = self.ports.history.after_seq(room, seq - 1, 1).await?.pop();
+        Ok(found.filter(|m| m.seq == seq))
     }
 
     /// The seq of the root of the thread a reply goes into — the message named, or the root of
@@ -906,12 +912,9 @@ impl ChatService {
             return Ok((m.seq, Some(m.user_id)));
         };
         let author = self
-            .ports
-            .history
-            .after_seq(room, root - 1, 1)
+            .message_at(room, root)
             .await?
-            .pop()
-            .filter(|r| r.seq == root && !r.deleted)
+            .filter(|r| !r.deleted)
             .map(|r| r.user_id);
         Ok((root, author))
     }
@@ -1354,19 +1357,9 @@ impl ChatService {
         self.require_member(room, user.id).await?;
         let limit = clamp_limit("limit", limit, 50, self.limits.max_history_page)?;
         let after = after.unwrap_or(0).max(0);
-        let no_root = || AppError::not_found("Thread");
-        if root_seq < 1 {
-            return Err(no_root());
-        }
-        let root = match self
-            .ports
-            .history
-            .after_seq(room, root_seq - 1, 1)
-            .await?
-            .pop()
-        {
-            Some(m) if m.seq == root_seq && m.thread_root_seq.is_none() => m,
-            _ => return Err(no_root()),
+        let root = match self.message_at(room, root_seq).await? {
+            Some(m) if m.thread_root_seq.is_none() => m,
+            _ => return Err(AppError::not_found("Thread")),
         };
         let replies = self
             .ports
