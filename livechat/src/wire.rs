@@ -441,8 +441,6 @@ pub fn write_through(cfg: &Config, stores: &Stores) -> Option<Arc<dyn WriteThrou
         return None;
     }
     Some(Arc::new(
-        livechat_processors::history::HistoryWriteThrough {
-            store: stores.history.clone(),
-        },
+        livechat_processors::history::HistoryWriteThrough::start(stores.history.clone()),
     ))
 }

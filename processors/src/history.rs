@@ -8,6 +8,8 @@ use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::{HistoryOp, OutboxRecord, StoredMessage};
 use livechat_core::ports::{MessageStore, WriteThrough};
 use livechat_schemas::{codec, RoomEvent, RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::runner::{Decoded, Processor};
@@ -134,8 +136,71 @@ impl Processor for HistoryProcessor {
 
 /// The history written before a change is acknowledged, where the history processor keeps it
 /// later (distributed mode): the same mapping, applied at once (see [`WriteThrough`]).
+///
+/// Concurrent sends' changes go to the store together (group commit): one task applies what
+/// is waiting, and what arrives meanwhile waits for the next call, so a lone change is written
+/// at once and a busy moment costs one store call per batch rather than one per change
+/// (Cassandra spends ~0.6 ms of CPU on each request on a small machine, whatever it carries).
 pub struct HistoryWriteThrough {
-    pub store: Arc<dyn MessageStore>,
+    queue: mpsc::Sender<Waiting>,
+}
+
+/// One caller's changes and where their outcome goes.
+struct Waiting {
+    ops: Vec<HistoryOp>,
+    done: oneshot::Sender<StoreResult<()>>,
+}
+
+/// Most changes one store call carries.
+const WRITE_THROUGH_BATCH: usize = 512;
+/// Callers waiting for the task at most (each holds one request; more wait to queue).
+const WRITE_THROUGH_QUEUE: usize = 4096;
+
+impl HistoryWriteThrough {
+    /// Starts the task that applies the changes (on the current tokio runtime).
+    pub fn start(store: Arc<dyn MessageStore>) -> HistoryWriteThrough {
+        let (queue, waiting) = mpsc::channel(WRITE_THROUGH_QUEUE);
+        tokio::spawn(apply_waiting(store, waiting));
+        HistoryWriteThrough { queue }
+    }
+}
+
+/// Applies whatever is waiting, one store call at a time, and answers each caller.
+async fn apply_waiting(store: Arc<dyn MessageStore>, mut waiting: mpsc::Receiver<Waiting>) {
+    while let Some(first) = waiting.recv().await {
+        let (mut ops, mut callers) = (first.ops, vec![first.done]);
+        while ops.len() < WRITE_THROUGH_BATCH {
+            match waiting.try_recv() {
+                Ok(w) => {
+                    ops.extend(w.ops);
+                    callers.push(w.done);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("livechat_write_through_batch_changes").record(ops.len() as f64);
+        let span = tracing::debug_span!(
+            "write_through",
+            changes = ops.len(),
+            callers = callers.len()
+        );
+        let outcome = store.apply(&ops).instrument(span).await;
+        for done in callers {
+            let _ = done.send(match &outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(copy_error(e)),
+            }); // a caller that gave up no longer listens
+        }
+    }
+}
+
+/// The same failure for each caller of a shared store call.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
+        StoreError::Unavailable(e) => StoreError::Unavailable(anyhow::anyhow!("{e:#}")),
+        StoreError::Other(e) => StoreError::Other(anyhow::anyhow!("{e:#}")),
+    }
 }
 
 #[async_trait]
@@ -164,6 +229,77 @@ impl WriteThrough for HistoryWriteThrough {
         if ops.is_empty() {
             return Ok(());
         }
-        self.store.apply(&ops).await
+        let stopped =
+            || StoreError::Unavailable(anyhow::anyhow!("the history write-through stopped"));
+        let (done, outcome) = oneshot::channel();
+        self.queue
+            .send(Waiting { ops, done })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livechat_core::events::{room_event, room_record};
+    use livechat_sinks::embedded::SqliteHistory;
+
+    fn sent(room: Uuid, seq: i64) -> OutboxRecord {
+        let author = Uuid::new_v4();
+        let at = livechat_core::now();
+        room_record(RoomEvent {
+            actor_id: Some(author.to_string()),
+            subject_user_id: Some(author.to_string()),
+            subject_username: Some("someone".into()),
+            message_id: Some(Uuid::now_v7().to_string()),
+            seq: Some(seq),
+            content: Some(format!("message {seq}")),
+            message_created_at: Some(at.timestamp_millis()),
+            ..room_event(RoomEventType::MessageSent, room, at)
+        })
+        .unwrap()
+    }
+
+    /// Many sends written through at once (gathered into shared store calls) are each answered
+    /// only once stored; an undecodable record fails its own call, and the next calls go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_write_throughs_are_each_stored_before_they_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteHistory::open(&dir.path().join("history.db")).unwrap());
+        let wt = Arc::new(HistoryWriteThrough::start(store.clone()));
+        let rooms = [Uuid::new_v4(), Uuid::new_v4()];
+        let calls: Vec<_> = (1..=100)
+            .map(|seq| {
+                let (wt, store, room) = (wt.clone(), store.clone(), rooms[seq as usize % 2]);
+                tokio::spawn(async move {
+                    let record = sent(room, seq);
+                    wt.apply(std::slice::from_ref(&record)).await.unwrap();
+                    let Some(TopicEvent::Room(ev)) = record.event.as_deref() else {
+                        unreachable!("a room record")
+                    };
+                    let id = Uuid::parse_str(ev.message_id.as_deref().unwrap()).unwrap();
+                    let m = store.message(id).await.unwrap();
+                    assert_eq!(m.map(|m| m.seq), Some(seq), "readable when apply returns");
+                })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap();
+        }
+        for room in rooms {
+            assert_eq!(store.after_seq(room, 0, 100).await.unwrap().len(), 50);
+        }
+
+        let mut bad = sent(rooms[0], 101);
+        bad.event = None;
+        bad.payload = b"not a record".to_vec();
+        assert!(
+            wt.apply(&[bad]).await.is_err(),
+            "an undecodable record fails"
+        );
+        wt.apply(&[sent(rooms[0], 101)]).await.unwrap();
+        assert_eq!(store.after_seq(rooms[0], 100, 10).await.unwrap().len(), 1);
     }
 }

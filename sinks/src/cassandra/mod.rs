@@ -703,10 +703,10 @@ impl CassandraHistory {
     /// Cassandra, however many rows), the lookup entries a few partitions at a time — a request
     /// costs the server more than the row it carries.
     ///
-    /// One message alone in a known bucket (a send's write-through, which its acknowledgement
-    /// waits for) goes in one request with its lookup entry: the two land together, not lookup
-    /// first, which only a moderator deleting a message not yet acknowledged to its author could
-    /// notice (as "not found", as if a moment earlier).
+    /// Messages all in known buckets (sends' write-throughs, which their acknowledgements wait
+    /// for) go in one request per partition with their lookup entries: a message's row and its
+    /// entry land together, not entry first, which only a moderator deleting a message not yet
+    /// acknowledged to its author could notice (as "not found", as if a moment earlier).
     async fn insert(&self, ms: &[&StoredMessage]) -> StoreResult<()> {
         let new_slots: HashSet<(RoomId, i64)> = {
             let known = self.known_buckets();
@@ -715,13 +715,17 @@ impl CassandraHistory {
                 .filter(|slot| !known.contains(slot))
                 .collect()
         };
-        if let ([m], true) = (ms, new_slots.is_empty()) {
-            let mut batch = Batch::new(BatchType::Unlogged);
-            batch.append_statement(self.st.by_id_add.clone());
-            batch.append_statement(self.st.insert.clone());
-            batch.set_is_idempotent(true);
-            let values = ((m.id, m.room_id, m.seq), row_values(m));
-            self.session.batch(&batch, values).await.map_err(exec_err)?;
+        if new_slots.is_empty() {
+            let partitions = row_batches(ms);
+            let requests: Vec<_> = partitions
+                .iter()
+                .flat_map(|rows| rows.chunks(BATCH_PARTITIONS - 1))
+                .map(|rows| self.rows_with_lookups(rows))
+                .collect();
+            futures::stream::iter(requests)
+                .buffer_unordered(PARALLEL)
+                .try_collect::<()>()
+                .await?;
             return self.thread_entries(ms).await;
         }
         let buckets: Vec<_> = new_slots
@@ -762,6 +766,23 @@ impl CassandraHistory {
             .try_collect::<()>()
             .await?;
         self.thread_entries(ms).await
+    }
+
+    /// Rows of one partition with their lookup entries, as one unlogged batch (a partition per
+    /// entry beside the rows' one: at most [`BATCH_PARTITIONS`]).
+    async fn rows_with_lookups(&self, rows: &[&StoredMessage]) -> StoreResult<()> {
+        let mut batch = Batch::new(BatchType::Unlogged);
+        let mut values: Vec<Box<dyn SerializeRow + Send + Sync + '_>> =
+            Vec::with_capacity(rows.len() * 2);
+        for m in rows {
+            batch.append_statement(self.st.by_id_add.clone());
+            values.push(Box::new((m.id, m.room_id, m.seq)));
+            batch.append_statement(self.st.insert.clone());
+            values.push(Box::new(row_values(m)));
+        }
+        batch.set_is_idempotent(true);
+        self.session.batch(&batch, values).await.map_err(exec_err)?;
+        Ok(())
     }
 
     /// The `thread_replies` entries of the thread replies among `ms`, written at their

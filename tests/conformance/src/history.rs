@@ -467,6 +467,39 @@ pub async fn a_batch_of_long_messages_is_stored_whole(store: &dyn MessageStore) 
     }
 }
 
+/// Sends of several rooms written together once their rooms have messages, as concurrent
+/// sends' write-throughs are (an adapter may then write a room's rows with their lookup entries
+/// in one request): every message is found by id and in its room's pages, long ones whole.
+pub async fn concurrent_sends_of_several_rooms_are_found_by_id(store: &dyn MessageStore) {
+    let rooms = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let first: Vec<_> = rooms
+        .iter()
+        .map(|r| HistoryOp::Insert(message(*r, 1, "first")))
+        .collect();
+    store.apply(&first).await.unwrap();
+    let text = |r: usize, s: i64| match s % 4 {
+        0 => format!("{r}/{s} {}", "\u{1F600}é".repeat(1998)),
+        _ => format!("{r}/{s}"),
+    };
+    let sent: Vec<StoredMessage> = (2..=30)
+        .flat_map(|s| rooms.iter().enumerate().map(move |(i, r)| (i, *r, s)))
+        .map(|(i, r, s)| message(r, s, &text(i, s)))
+        .collect();
+    let ops: Vec<_> = sent.iter().cloned().map(HistoryOp::Insert).collect();
+    store.apply(&ops).await.unwrap();
+    for m in &sent {
+        assert_eq!(store.message(m.id).await.unwrap().as_ref(), Some(m));
+    }
+    for (i, room) in rooms.iter().enumerate() {
+        let got = store.after_seq(*room, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = got.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+        for m in &got[1..] {
+            assert_eq!(m.content, text(i, m.seq));
+        }
+    }
+}
+
 /// Seqs across a partition boundary of adapters that bucket rows by seq (1,000 per bucket is
 /// common): pages that start, end or jump across the boundary.
 pub async fn pages_cross_partition_boundaries(store: &dyn MessageStore) {

@@ -219,6 +219,7 @@ macro_rules! history_suite {
                 rooms_are_isolated_and_purge_removes_one_room,
                 pages_cross_partition_boundaries,
                 a_batch_of_long_messages_is_stored_whole,
+                concurrent_sends_of_several_rooms_are_found_by_id,
                 replies_and_reactions_are_kept_newest_change_first,
                 pins_keep_the_newest_change,
                 threads_count_live_replies_and_page_them,
