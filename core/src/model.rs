@@ -273,6 +273,10 @@ pub struct ThreadSummary {
     pub last_reply_seq: i64,
     #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub last_reply_at: DateTime<Utc>,
+    /// The reader's marker in this thread (0: never opened), on history pages read by a member;
+    /// replies after it are unread. Not stored with the message: it is each reader's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_seq: Option<i64>,
 }
 
 impl ThreadSummary {
@@ -287,6 +291,7 @@ impl ThreadSummary {
                 reply_count: 0,
                 last_reply_seq: seq,
                 last_reply_at: at,
+                read_seq: None,
             });
             t.reply_count += 1;
             if seq >= t.last_reply_seq {
@@ -421,6 +426,9 @@ impl From<&StoredMessage> for MessagePublic {
 }
 
 /// A change to apply to the history store (idempotent: applying it twice changes nothing).
+// Nearly every op is an insert: boxing the message would cost an allocation for the common op
+// to shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum HistoryOp {
     Insert(StoredMessage),

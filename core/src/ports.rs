@@ -141,6 +141,24 @@ pub trait Directory: Send + Sync {
     /// A member's read marker; None when `user` is not a member.
     async fn read_marker(&self, user: UserId, room: RoomId) -> StoreResult<Option<i64>>;
 
+    /// Raises the user's read marker of the thread whose root is at `root_seq` in the room
+    /// (never lowers it); returns the marker now stored.
+    async fn set_thread_read(
+        &self,
+        user: UserId,
+        room: RoomId,
+        root_seq: i64,
+        seq: i64,
+    ) -> StoreResult<i64>;
+    /// The user's read markers of the threads with these roots in the room; a thread the user
+    /// never read is absent.
+    async fn thread_reads(
+        &self,
+        user: UserId,
+        room: RoomId,
+        roots: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, i64>>;
+
     /// Queues records with no other state change (e.g. connect/disconnect analytics).
     async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
 }

@@ -59,6 +59,8 @@ const THREAD_FOLLOWERS_READ: u32 = 200;
 pub struct ThreadPage {
     pub root: MessagePublic,
     pub replies: Vec<MessagePublic>,
+    /// The caller's read marker in the thread (0: never read); replies after it are unread.
+    pub read_seq: i64,
 }
 
 /// What a send may carry beside its text.
@@ -1074,6 +1076,17 @@ impl ChatService {
             thread_root_seq,
             thread: None,
         };
+        if let Some(root) = thread_root_seq {
+            // The author has read the thread up to their own reply. The send is durable already:
+            // a failure here leaves the marker behind, not the message.
+            if let Err(e) = self
+                .dir()
+                .set_thread_read(user.id, room, root, receipt.seq)
+                .await
+            {
+                tracing::warn!(error = %e, "The author's thread read marker was not raised.");
+            }
+        }
         Ok((public, receipt.duplicate))
     }
 
@@ -1366,10 +1379,68 @@ impl ChatService {
             .history
             .thread(room, root_seq, after, limit)
             .await?;
+        let read_seq = self
+            .dir()
+            .thread_reads(user.id, room, &[root_seq])
+            .await?
+            .get(&root_seq)
+            .copied()
+            .unwrap_or(0);
         Ok(ThreadPage {
             root: MessagePublic::from(&root),
             replies: replies.iter().map(MessagePublic::from).collect(),
+            read_seq,
         })
+    }
+
+    /// Marks a thread read up to `seq` (never past its last reply, never backwards); returns the
+    /// caller's marker now.
+    pub async fn mark_thread_read(
+        &self,
+        user: &User,
+        room: RoomId,
+        root_seq: i64,
+        seq: i64,
+    ) -> AppResult<i64> {
+        if seq < 0 {
+            return Err(AppError::validation("seq", "seq must be >= 0"));
+        }
+        self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        let root = match self.message_at(room, root_seq).await? {
+            Some(m) if m.thread_root_seq.is_none() => m,
+            _ => return Err(AppError::not_found("Thread")),
+        };
+        let last = root.thread.map_or(root.seq, |t| t.last_reply_seq);
+        Ok(self
+            .dir()
+            .set_thread_read(user.id, room, root_seq, seq.min(last))
+            .await?)
+    }
+
+    /// Fills in the caller's read marker of each thread root on a history page (one directory
+    /// read, only for pages that hold thread roots).
+    async fn with_thread_reads(
+        &self,
+        user: &User,
+        room: RoomId,
+        mut page: Vec<MessagePublic>,
+    ) -> AppResult<Vec<MessagePublic>> {
+        let roots: Vec<i64> = page
+            .iter()
+            .filter(|m| m.thread.is_some())
+            .map(|m| m.seq)
+            .collect();
+        if roots.is_empty() {
+            return Ok(page);
+        }
+        let reads = self.dir().thread_reads(user.id, room, &roots).await?;
+        for m in &mut page {
+            if let Some(t) = &mut m.thread {
+                t.read_seq = Some(reads.get(&m.seq).copied().unwrap_or(0));
+            }
+        }
+        Ok(page)
     }
 
     /// Records an edit, a delete, a reaction or a pin, readable at once (see [`WriteThrough`]).
@@ -1419,7 +1490,8 @@ impl ChatService {
             page.extend(same_ms);
             page.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.seq)));
         }
-        Ok(page.iter().map(MessagePublic::from).collect())
+        let page = page.iter().map(MessagePublic::from).collect();
+        self.with_thread_reads(user, room, page).await
     }
 
     /// History by seq: oldest first after `after_seq`, or newest first before `before_seq`.
@@ -1448,7 +1520,8 @@ impl ChatService {
             (None, Some(b)) => self.ports.history.before_seq(room, b, limit).await?,
             (None, None) => self.ports.history.before_seq(room, i64::MAX, limit).await?,
         };
-        Ok(rows.iter().map(MessagePublic::from).collect())
+        let page = rows.iter().map(MessagePublic::from).collect();
+        self.with_thread_reads(user, room, page).await
     }
 
     /// Messages after `after` for a resuming subscriber (membership already checked).

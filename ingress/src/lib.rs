@@ -195,6 +195,10 @@ pub fn router(st: Arc<AppState>) -> Router {
             "/messages/get-thread/{room_id}/{root_seq}",
             get(messages::thread),
         )
+        .route(
+            "/messages/thread-read-marker/{room_id}/{root_seq}",
+            put(messages::thread_read_marker),
+        )
         .route("/messages/search-messages", get(messages::search))
         .route(
             "/messages/get-recent-messages/{room_id}",

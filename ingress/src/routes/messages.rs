@@ -166,6 +166,26 @@ pub async fn thread(
     ))
 }
 
+/// Marks a thread read up to a seq (clamped to its last reply; never backwards).
+pub async fn thread_read_marker(
+    st: St,
+    c: Caller,
+    Path((id, root)): Path<(String, String)>,
+    JsonBody(b): JsonBody<super::rooms::ReadMarker>,
+) -> ApiResult<Response> {
+    let room = uuid_param("path", "room_id", &id)?;
+    let root_seq: i64 = root
+        .parse()
+        .map_err(|_| invalid("path", "root_seq", "Input should be a valid integer"))?;
+    let read_seq = st
+        .svc
+        .mark_thread_read(&c.user, room, root_seq, b.seq)
+        .await?;
+    Ok(json(
+        serde_json::json!({ "room_id": room, "root_seq": root_seq, "read_seq": read_seq }),
+    ))
+}
+
 /// Full-text search over the caller's rooms (or one of them).
 pub async fn search(
     st: St,

@@ -57,7 +57,7 @@ pub struct HandleQuery {
 
 #[derive(Deserialize)]
 pub struct ReadMarker {
-    seq: i64,
+    pub(crate) seq: i64,
 }
 
 pub async fn create(st: St, c: Caller, JsonBody(b): JsonBody<RoomCreate>) -> ApiResult<Response> {

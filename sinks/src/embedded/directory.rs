@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS message_receipts(
   room_id TEXT NOT NULL, user_id TEXT NOT NULL, client_msg_id TEXT NOT NULL, message_id TEXT NOT NULL,
   seq INTEGER NOT NULL, content TEXT NOT NULL, created_at INTEGER NOT NULL,
   PRIMARY KEY(room_id, user_id, client_msg_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thread_reads(
+  user_id TEXT NOT NULL, room_id TEXT NOT NULL, root_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
+  PRIMARY KEY(user_id, room_id, root_seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS thread_reads_by_room ON thread_reads(room_id);
 CREATE TABLE IF NOT EXISTS outbox(
   pos INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, topic TEXT NOT NULL,
   key TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
@@ -384,6 +388,7 @@ impl Directory for SqliteDirectory {
             tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
             tx.execute("DELETE FROM memberships WHERE room_id = ?1", params![id])?;
             tx.execute("DELETE FROM join_requests WHERE room_id = ?1", params![id])?;
+            tx.execute("DELETE FROM thread_reads WHERE room_id = ?1", params![id])?;
             tx.execute(
                 "DELETE FROM message_receipts WHERE room_id = ?1",
                 params![id],
@@ -755,6 +760,60 @@ impl Directory for SqliteDirectory {
                 )?
                 .query_row(params![room.to_string(), user.to_string()], |r| r.get(0))
                 .optional()
+            })
+            .await
+    }
+
+    async fn set_thread_read(
+        &self,
+        user: UserId,
+        room: RoomId,
+        root_seq: i64,
+        seq: i64,
+    ) -> StoreResult<i64> {
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO thread_reads(user_id, room_id, root_seq, read_seq) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(user_id, room_id, root_seq) DO UPDATE SET read_seq = max(read_seq, excluded.read_seq)
+                     RETURNING read_seq",
+                )?
+                .query_row(
+                    params![user.to_string(), room.to_string(), root_seq, seq],
+                    |r| r.get(0),
+                )
+            })
+            .await
+    }
+
+    async fn thread_reads(
+        &self,
+        user: UserId,
+        room: RoomId,
+        roots: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, i64>> {
+        if roots.is_empty() {
+            return Ok(Default::default());
+        }
+        // A JSON array for `json_each`: one statement whatever the number of roots.
+        let roots = format!(
+            "[{}]",
+            roots
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT root_seq, read_seq FROM thread_reads
+                     WHERE user_id = ?1 AND room_id = ?2 AND root_seq IN (SELECT value FROM json_each(?3))",
+                )?
+                .query_map(params![user.to_string(), room.to_string(), roots], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
             })
             .await
     }

@@ -246,6 +246,10 @@ impl Directory for MongoDirectory {
             &outbox,
         );
         self.update_doc("rooms", filter, update).await?;
+        self.coll("thread_reads")
+            .delete_many(doc! { "room_id": id(rid) })
+            .await
+            .map_err(db_err)?;
         // Send receipts of the room are no longer needed (those still holding records stay
         // until relayed).
         self.coll("messages")
@@ -316,6 +320,57 @@ impl Directory for MongoDirectory {
             .room_member(&id(room), &id(user))
             .await?
             .map(|(_, member)| member.get_i64("read").unwrap_or(0)))
+    }
+
+    /// One document per (user, room, thread), raised with `$max` (atomic on one document).
+    async fn set_thread_read(
+        &self,
+        user: UserId,
+        room: RoomId,
+        root_seq: i64,
+        seq: i64,
+    ) -> StoreResult<i64> {
+        let key = format!("{user}:{room}:{root_seq}");
+        self.coll("thread_reads")
+            .update_one(
+                doc! { "_id": &key },
+                doc! {
+                    "$max": { "read": seq },
+                    "$setOnInsert": { "user_id": id(user), "room_id": id(room), "root_seq": root_seq },
+                },
+            )
+            .upsert(true)
+            .await
+            .map_err(db_err)?;
+        let stored = self
+            .coll("thread_reads")
+            .find_one(doc! { "_id": &key })
+            .await
+            .map_err(db_err)?;
+        Ok(stored.and_then(|d| d.get_i64("read").ok()).unwrap_or(seq))
+    }
+
+    async fn thread_reads(
+        &self,
+        user: UserId,
+        room: RoomId,
+        roots: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, i64>> {
+        if roots.is_empty() {
+            return Ok(Default::default());
+        }
+        let keys: Vec<String> = roots.iter().map(|r| format!("{user}:{room}:{r}")).collect();
+        let found = self
+            .find_all(
+                "thread_reads",
+                doc! { "_id": { "$in": keys } },
+                Default::default(),
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|d| Some((d.get_i64("root_seq").ok()?, d.get_i64("read").ok()?)))
+            .collect())
     }
 
     async fn membership(&self, room: RoomId, user: UserId) -> StoreResult<Option<Role>> {

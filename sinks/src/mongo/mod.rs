@@ -191,6 +191,7 @@ async fn create_indexes(db: &Database) -> anyhow::Result<()> {
             false,
         ),
         ("sessions", doc! { "user_id": 1 }, false),
+        ("thread_reads", doc! { "room_id": 1 }, false),
     ];
     for (coll, keys, is_unique) in plan {
         let model = IndexModel::builder().keys(keys.clone());

@@ -415,12 +415,19 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await until(() => linkCount(p), (t) => t === '1 reply', { what: "'1 reply' under the root at Alice's" });
     // Bob sees "1 reply" under the root, and not the reply in his timeline.
     await until(() => linkCount(q), (t) => t === '1 reply', { what: "'1 reply' under the root at Bob's" });
+    // New to Bob (someone else's reply), not to Alice (her own).
+    const unread = (page) => at(page).locator(tid('thread-link')).getAttribute('data-unread', { timeout: 500 }).catch(() => null);
+    await until(() => unread(q), (u) => u === 'true', { what: "the thread marked new at Bob's" });
+    assert.equal(await at(q).locator(tid('thread-link-new')).textContent(), 'new');
+    assert.equal(await unread(p), 'false', "Alice's own reply is not new to her");
+    await screenshot(q, '03h-thread-new.png');
     await expectMessages(q, expected, { what: "Bob's timeline without the thread reply" });
     await expectMessages(p, expected, { what: "Alice's timeline without the thread reply" });
     // He opens the thread from that link and answers in it.
     await at(q).locator(tid('thread-link')).click();
     await q.locator(tid('thread-panel')).waitFor();
     await expectThread(q, threadReplies, { what: "the thread at Bob's" });
+    await until(() => unread(q), (u) => u === 'false', { what: "the thread no longer new at Bob's once open" });
     await q.locator(tid('thread-input')).fill('yes, here is better');
     await q.locator(tid('thread-input')).press('Enter');
     pushThreadReply('bob', 'yes, here is better');
@@ -439,6 +446,11 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
       threadReplies.map((m) => ({ ...m, root: threadRoot })));
     assert.equal(th.root.thread.reply_count, 2);
     assert.equal(th.root.thread.last_reply_seq, lastSeq);
+    // Each reader's place in the thread is kept by the server: Bob's at his own reply, Alice's
+    // moved there by her open panel when his reply came.
+    assert.equal(th.read_seq, lastSeq);
+    const aliceRead = () => p.evaluate(({ id, seq }) => window.livechat.api.getThread(id, seq).then((t) => t.read_seq), { id: roomId, seq: threadRoot });
+    await until(aliceRead, (r) => r === lastSeq, { what: "Alice's thread marker at the last reply" });
     assert.deepEqual((await serverHistory(q, roomId)).map(({ seq, author, text }) => ({ seq, author, text })), sent());
     // Escape closes Alice's panel; Bob's close button closes his.
     await p.locator(tid('thread-input')).press('Escape');

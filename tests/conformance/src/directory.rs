@@ -380,6 +380,54 @@ pub async fn read_markers_only_move_forward<D: Directory>(d: &Arc<D>) {
     assert_eq!(d.read_marker(stranger.id, r.id).await.unwrap(), None);
 }
 
+/// A thread's read marker per user: raised, never lowered, kept apart per thread, user and room,
+/// and gone with its room.
+pub async fn thread_read_markers_only_move_forward_per_thread<D: Directory>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let (_, other_room) = owner_and_room(d.as_ref(), true).await;
+    let reader = user("thread-reader");
+    d.create_user(&reader, vec![]).await.unwrap();
+    assert!(d
+        .thread_reads(owner.id, r.id, &[1, 2])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(d
+        .thread_reads(owner.id, r.id, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(d.set_thread_read(owner.id, r.id, 1, 5).await.unwrap(), 5);
+    assert_eq!(
+        d.set_thread_read(owner.id, r.id, 1, 3).await.unwrap(),
+        5,
+        "never lowered"
+    );
+    assert_eq!(d.set_thread_read(owner.id, r.id, 2, 9).await.unwrap(), 9);
+    assert_eq!(d.set_thread_read(reader.id, r.id, 1, 7).await.unwrap(), 7);
+    assert_eq!(
+        d.set_thread_read(owner.id, other_room.id, 1, 11)
+            .await
+            .unwrap(),
+        11
+    );
+    let mine = d.thread_reads(owner.id, r.id, &[1, 2, 3]).await.unwrap();
+    assert_eq!(mine, [(1, 5), (2, 9)].into_iter().collect());
+    let theirs = d.thread_reads(reader.id, r.id, &[1, 2]).await.unwrap();
+    assert_eq!(theirs, [(1, 7)].into_iter().collect());
+    d.delete_room(r.id, vec![]).await.unwrap();
+    assert!(d
+        .thread_reads(owner.id, r.id, &[1, 2])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        d.thread_reads(owner.id, other_room.id, &[1]).await.unwrap(),
+        [(1, 11)].into_iter().collect(),
+        "another room's markers stay"
+    );
+}
+
 pub async fn messages_sequenced_elsewhere_raise_seqs_and_markers<D: Directory>(d: &Arc<D>) {
     let (owner, r) = owner_and_room(d.as_ref(), true).await;
     let stranger = user("stranger");

@@ -139,6 +139,7 @@ macro_rules! directory_suite {
                 notifications_are_idempotent_and_owned,
                 mark_all_read_stops_at_its_time,
                 read_markers_only_move_forward,
+                thread_read_markers_only_move_forward_per_thread,
                 messages_sequenced_elsewhere_raise_seqs_and_markers,
                 deleting_a_room_removes_its_memberships_and_requests,
                 search_is_literal_and_lists_private_rooms,

@@ -686,6 +686,60 @@ pub async fn threads_across(send_to: &App, read_from: &App) {
         (plain["thread"].clone(), plain["thread_root_seq"].clone()),
         (Value::Null, Value::Null)
     );
+    // Each reader's own place in the thread: a reply marks its thread read for its author, so
+    // Bob (who wrote the last reply) has read it all and Alice has a reply to read.
+    let (s1, s2) = (
+        first["seq"].as_i64().unwrap(),
+        second["seq"].as_i64().unwrap(),
+    );
+    assert_eq!(thread["read_seq"], s2, "{thread}");
+    let path = format!("/api/messages/get-thread/{room}/{root_seq}");
+    assert_eq!(ok(alice.get(&path).await, "get-thread")["read_seq"], s1);
+    assert_eq!(
+        at_seq(&alice, &room, root_seq).await["thread"]["read_seq"],
+        s1
+    );
+    assert_eq!(stored["thread"]["read_seq"], s2, "{stored}");
+    let read_path = |root: i64| format!("/api/messages/thread-read-marker/{room}/{root}");
+    let set = ok(
+        alice
+            .via(read_from)
+            .put(&read_path(root_seq), Some(json!({"seq": 1_000_000})))
+            .await,
+        "thread-read-marker",
+    );
+    assert_eq!(set["read_seq"], s2, "clamped to the last reply: {set}");
+    let set = ok(
+        alice
+            .put(&read_path(root_seq), Some(json!({"seq": s1})))
+            .await,
+        "thread-read-marker lower",
+    );
+    assert_eq!(set["read_seq"], s2, "never moves back: {set}");
+    assert_eq!(
+        at_seq(&alice, &room, root_seq).await["thread"]["read_seq"],
+        s2
+    );
+    assert_eq!(
+        alice
+            .put(&read_path(root_seq), Some(json!({"seq": -1})))
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        alice.put(&read_path(s2), Some(json!({"seq": s2}))).await.0,
+        404,
+        "a reply is no root"
+    );
+    assert_eq!(
+        carol
+            .put(&read_path(root_seq), Some(json!({"seq": s2})))
+            .await
+            .0,
+        403
+    );
+
     // Paged, oldest first.
     let page = ok(
         bob.get(&format!(

@@ -892,10 +892,13 @@ function openChat(main, initialRoom, ctx) {
   function threadLink(msg) {
     const t = msg.thread;
     if (!t || !t.reply_count) return null;
-    const b = h('button', { type: 'button', class: 'thread-link', 'data-testid': 'thread-link', 'data-reply-count': String(t.reply_count), 'aria-controls': 'thread-panel', title: `Last reply ${fullTime(t.last_reply_at)}` },
+    // Unread: a reply after this reader's marker (unknown on pages that carry no marker).
+    const unread = t.read_seq !== undefined && t.last_reply_seq > t.read_seq;
+    const b = h('button', { type: 'button', class: `thread-link${unread ? ' thread-link-unread' : ''}`, 'data-testid': 'thread-link', 'data-reply-count': String(t.reply_count), 'data-unread': String(unread), 'aria-controls': 'thread-panel', title: `Last reply ${fullTime(t.last_reply_at)}` },
       h('span', { class: 'thread-link-count', 'data-testid': 'thread-link-count' }, repliesText(t.reply_count)),
+      unread ? h('span', { class: 'thread-link-new', 'data-testid': 'thread-link-new' }, 'new') : null,
       h('span', { class: 'thread-link-time' }, `· ${shortTime(t.last_reply_at)}`),
-      h('span', { class: 'sr-only' }, ' — open the thread'));
+      h('span', { class: 'sr-only' }, unread ? ' — new replies; open the thread' : ' — open the thread'));
     b.addEventListener('click', () => openThread(msg.seq));
     return b;
   }
@@ -924,10 +927,25 @@ function openChat(main, initialRoom, ctx) {
     const t = root && root.msg && root.msg.thread;
     // A reply after the last one the root's summary knows is a new one.
     if (root && root.msg && !msg.deleted && (!t || msg.seq > t.last_reply_seq)) {
-      setSummary(root, { reply_count: (t ? t.reply_count : 0) + 1, last_reply_seq: msg.seq, last_reply_at: msg.created_at });
+      // One's own reply is read; another's is unread until the thread is open.
+      const readSeq = msg.user_id === me.id ? msg.seq : (t ? t.read_seq : 0);
+      setSummary(root, { reply_count: (t ? t.reply_count : 0) + 1, last_reply_seq: msg.seq, last_reply_at: msg.created_at, read_seq: readSeq });
     }
-    if (thread && thread.root === msg.thread_root_seq) placeReply(it);
+    if (thread && thread.root === msg.thread_root_seq) {
+      placeReply(it);
+      markThreadRead(thread.root);
+    }
     return true;
+  }
+
+  /** The open thread is read up to its last reply: the server keeps the marker for every tab. */
+  function markThreadRead(seq) {
+    const root = rootOf(seq);
+    const t = root && root.msg && root.msg.thread;
+    if (!t || document.hidden || (t.read_seq !== undefined && t.read_seq >= t.last_reply_seq)) return;
+    setSummary(root, { ...t, read_seq: t.last_reply_seq });
+    // A hint, not data: if it fails, the thread shows as unread again on the next load.
+    api.threadRead(roomId, seq, t.last_reply_seq).catch(() => {});
   }
 
   /** A counted reply was deleted: one fewer on its root. */
@@ -941,7 +959,7 @@ function openChat(main, initialRoom, ctx) {
       if (m.thread_root_seq === msg.thread_root_seq && !m.deleted && m.seq !== msg.seq && (!last || m.seq > last.seq)) last = m;
     }
     const n = t.reply_count - 1;
-    setSummary(root, n > 0 ? { reply_count: n, last_reply_seq: last ? last.seq : t.last_reply_seq, last_reply_at: last ? last.created_at : t.last_reply_at } : null);
+    setSummary(root, n > 0 ? { reply_count: n, last_reply_seq: last ? last.seq : t.last_reply_seq, last_reply_at: last ? last.created_at : t.last_reply_at, read_seq: t.read_seq } : null);
   }
 
   /** Puts a reply of the open thread in its place (by seq) in the panel. */
@@ -1012,6 +1030,7 @@ function openChat(main, initialRoom, ctx) {
       t.more = res.replies.length >= THREAD_PAGE;
       threadNote.textContent = '';
       drawThreadHead();
+      markThreadRead(t.root);
     } catch (ex) {
       if (thread !== t) return;
       threadNote.textContent = `Could not load the replies: ${ex.message}`;
