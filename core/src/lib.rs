@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod frames;
 pub mod limits;
 pub mod membership;

@@ -91,7 +91,12 @@ pub struct ChatService {
     known_members: Arc<KnownMembers>,
     /// Sessions validated lately, standing in while the session store is unreachable.
     recent_sessions: RecentSessions,
+    /// Data exports running at once (each reads every room its user is in).
+    exports: Arc<tokio::sync::Semaphore>,
 }
+
+/// Data exports running at once in one process; more wait for a retry (429).
+const CONCURRENT_EXPORTS: usize = 2;
 
 /// How long a membership found in the directory is trusted by the distributed send path when no
 /// membership event says otherwise.
@@ -151,6 +156,7 @@ impl ChatService {
             room_facts: Default::default(),
             known_members: Arc::new(KnownMembers::new(KNOWN_MEMBER_TTL)),
             recent_sessions: RecentSessions::default(),
+            exports: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_EXPORTS)),
         }
     }
 
@@ -520,6 +526,25 @@ impl ChatService {
     }
 
     /// The caller's rooms with unread counts from their read markers.
+    /// The caller's own data as a JSON document in pieces (see [`crate::export`]); 429 while
+    /// [`CONCURRENT_EXPORTS`] others are being written.
+    pub fn export_data(&self, user: &User) -> AppResult<crate::export::Pieces> {
+        let permit =
+            self.exports
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| AppError::TooManyRequests {
+                    message: "Other data exports are being written; try again shortly".into(),
+                    retry_after_secs: 5,
+                })?;
+        Ok(crate::export::start(
+            self.ports.directory.clone(),
+            self.ports.history.clone(),
+            user.clone(),
+            permit,
+        ))
+    }
+
     pub async fn my_rooms(&self, user: &User) -> AppResult<Vec<RoomPublic>> {
         let rows = self.dir().rooms_of_user(user.id).await?;
         let mut out = Vec::with_capacity(rows.len());

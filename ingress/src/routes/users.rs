@@ -1,4 +1,4 @@
-//! `/api/users`: register, login, logout, get-me.
+//! `/api/users`: register, login, logout, get-me, export-my-data.
 
 use std::net::SocketAddr;
 
@@ -64,4 +64,29 @@ pub async fn logout(st: St, headers: HeaderMap) -> ApiResult<Response> {
 
 pub async fn get_me(st: St, caller: Caller) -> ApiResult<Response> {
     Ok(json(st.svc.me(&caller.user).await?).into_response())
+}
+
+/// The caller's own data as a JSON file, streamed as it is written (see `livechat_core::export`).
+pub async fn export_my_data(st: St, caller: Caller) -> ApiResult<Response> {
+    let pieces = st.svc.export_data(&caller.user)?;
+    // Fused: a response layer (compression) may poll the stream again after its end.
+    let pieces = futures::stream::unfold(pieces, |mut rx| async {
+        let piece = rx.recv().await?.map_err(std::io::Error::other);
+        Some((piece, rx))
+    });
+    let body = axum::body::Body::from_stream(futures::StreamExt::fuse(pieces));
+    let file = format!(
+        "attachment; filename=\"livechat-{}-{}.json\"",
+        caller.user.id,
+        livechat_core::now().format("%Y-%m-%d")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CONTENT_DISPOSITION, file),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -4,7 +4,7 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { startServer, launchBrowser, newUser, screenshot, until, SCREENSHOT_DIR } from './harness.mjs';
 import {
   tid, registerUI, loginUI, logoutUI, expectLoggedIn, expectConnected, waitForHash, messages,
@@ -892,6 +892,19 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
       await expectMessages(phone.page, [{ seq: 1, author: 'carol', text: 'hi alice, just us' }], { what: 'the conversation on the phone' });
       await screenshot(phone.page, '10-phone-direct-conversation.png');
     }
+  });
+
+  step('"My data" downloads Carol\'s own data as a JSON file', async () => {
+    const c = carol.page;
+    const [download] = await Promise.all([c.waitForEvent('download'), c.click(tid('export-data'))]);
+    assert.match(download.suggestedFilename(), /^livechat-[0-9a-f-]+-\d{4}-\d{2}-\d{2}\.json$/);
+    assert.equal(await download.failure(), null, 'the download completes');
+    const doc = JSON.parse(readFileSync(await download.path(), 'utf8'));
+    assert.equal(doc.format, 'livechat-export');
+    assert.equal(doc.user.username, 'carol');
+    assert.ok(doc.rooms.length >= 2, 'the shared room and the conversation');
+    assert.ok(doc.messages.some((m) => m.content === 'hi alice, just us'), 'what she wrote');
+    assert.ok(doc.messages.every((m) => m.username === 'carol'), "nobody else's messages");
   });
 
   step('no uncaught errors in any page', async () => {

@@ -366,6 +366,19 @@ async fn threads_across_ingress_processes() {
     crate::conversations::threads_across(&a, &b).await;
 }
 
+/// A data export on the whole stack: written through A, exported on B (history in Cassandra,
+/// the directory in the Mongo-wire server).
+#[tokio::test]
+async fn data_export_across_ingress_processes() {
+    let Some(owned) = stack_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn_role(&["ingress"], &env).await;
+    let b = App::spawn_role(&["ingress"], &env).await;
+    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    let _notifications = App::spawn_role(&["processor", "notifications"], &env).await;
+    crate::export::export_holds_what_the_user_wrote(&a, &b).await;
+}
+
 /// Message search on the whole stack, across processes: each ingress keeps its own index from
 /// the log, and finds what was sent on the other.
 #[tokio::test]

@@ -449,6 +449,15 @@ impl User {
     pub async fn me_ok(&self) -> Value {
         ok(self.me().await, "get-me")
     }
+    /// The caller's data export as a raw response (headers and a streamed body).
+    pub async fn export_response(&self) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/users/export-my-data", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap()
+    }
     /// `get-me` as a raw response, to look at the cookie it sets.
     pub async fn me_response(&self) -> reqwest::Response {
         self.http

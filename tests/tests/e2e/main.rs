@@ -8,6 +8,7 @@ mod conversations;
 mod crash;
 #[cfg(feature = "distributed")]
 mod distributed;
+mod export;
 mod harness;
 #[cfg(feature = "kafka")]
 mod kafka;
