@@ -150,6 +150,21 @@ pub trait Directory: Send + Sync {
         root_seq: i64,
         seq: i64,
     ) -> StoreResult<i64>;
+    /// Records a user's choice to follow a thread (be told of its replies) or not, which
+    /// overrides the default (its root's author and those who replied in it follow it).
+    async fn set_thread_follow(
+        &self,
+        user: UserId,
+        room: RoomId,
+        root_seq: i64,
+        follow: bool,
+    ) -> StoreResult<()>;
+    /// Every user's explicit choice about a thread (see [`Directory::set_thread_follow`]).
+    async fn thread_follows(
+        &self,
+        room: RoomId,
+        root_seq: i64,
+    ) -> StoreResult<std::collections::HashMap<UserId, bool>>;
     /// The user's read markers of the threads with these roots in the room; a thread the user
     /// never read is absent.
     async fn thread_reads(

@@ -53,6 +53,8 @@ pub struct Authed {
 
 /// Replies of a thread read to find who follows it (each is told of a new reply).
 const THREAD_FOLLOWERS_READ: u32 = 200;
+/// Most users who chose to follow a thread that a reply tells (beside its author and repliers).
+const THREAD_EXPLICIT_FOLLOWERS: usize = 500;
 
 /// A thread's root and a page of its replies.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -61,6 +63,11 @@ pub struct ThreadPage {
     pub replies: Vec<MessagePublic>,
     /// The caller's read marker in the thread (0: never read); replies after it are unread.
     pub read_seq: i64,
+    /// Whether the caller is told of the thread's replies (by default its root's author and
+    /// those who replied are; anyone may choose otherwise).
+    pub following: bool,
+    /// The caller's own choice, if they made one (null: `following` is the default).
+    pub follow_choice: Option<bool>,
 }
 
 /// What a send may carry beside its text.
@@ -996,6 +1003,15 @@ impl ChatService {
                     .thread(room, root, 0, THREAD_FOLLOWERS_READ)
                     .await?;
                 answered.extend(replies.iter().map(|r| r.user_id));
+                // Then each member's own choice: unfollowed, or followed without replying.
+                let choices = self.dir().thread_follows(room, root).await?;
+                answered.retain(|u| choices.get(u) != Some(&false));
+                let mut chosen: Vec<UserId> = choices
+                    .into_iter()
+                    .filter_map(|(u, follow)| follow.then_some(u))
+                    .collect();
+                chosen.sort();
+                answered.extend(chosen.into_iter().take(THREAD_EXPLICIT_FOLLOWERS));
                 Some(root)
             }
             None => None,
@@ -1391,14 +1407,9 @@ impl ChatService {
         after: Option<i64>,
         limit: Option<u32>,
     ) -> AppResult<ThreadPage> {
-        self.room_or_404(room).await?;
-        self.require_member(room, user.id).await?;
         let limit = clamp_limit("limit", limit, 50, self.limits.max_history_page)?;
         let after = after.unwrap_or(0).max(0);
-        let root = match self.message_at(room, root_seq).await? {
-            Some(m) if m.thread_root_seq.is_none() => m,
-            _ => return Err(AppError::not_found("Thread")),
-        };
+        let root = self.thread_root_of(user, room, root_seq).await?;
         let replies = self
             .ports
             .history
@@ -1411,11 +1422,61 @@ impl ChatService {
             .get(&root_seq)
             .copied()
             .unwrap_or(0);
+        let follow_choice = self
+            .dir()
+            .thread_follows(room, root_seq)
+            .await?
+            .get(&user.id)
+            .copied();
+        let following = match follow_choice {
+            Some(chosen) => chosen,
+            None if root.user_id == user.id => true,
+            None => self
+                .ports
+                .history
+                .thread(room, root_seq, 0, THREAD_FOLLOWERS_READ)
+                .await?
+                .iter()
+                .any(|r| r.user_id == user.id),
+        };
         Ok(ThreadPage {
             root: MessagePublic::from(&root),
             replies: replies.iter().map(MessagePublic::from).collect(),
             read_seq,
+            following,
+            follow_choice,
         })
+    }
+
+    /// The root of a thread the caller may read: 404 when the room or the root is not there
+    /// (or `root_seq` is a reply), 403 for a non-member.
+    async fn thread_root_of(
+        &self,
+        user: &User,
+        room: RoomId,
+        root_seq: i64,
+    ) -> AppResult<StoredMessage> {
+        self.room_or_404(room).await?;
+        self.require_member(room, user.id).await?;
+        match self.message_at(room, root_seq).await? {
+            Some(m) if m.thread_root_seq.is_none() => Ok(m),
+            _ => Err(AppError::not_found("Thread")),
+        }
+    }
+
+    /// Follows a thread (told of every reply) or stops following it; answers the choice.
+    pub async fn follow_thread(
+        &self,
+        user: &User,
+        room: RoomId,
+        root_seq: i64,
+        follow: bool,
+    ) -> AppResult<bool> {
+        self.thread_root_of(user, room, root_seq).await?;
+        self.dir()
+            .set_thread_follow(user.id, room, root_seq, follow)
+            .await?;
+        Ok(follow)
     }
 
     /// Marks a thread read up to `seq` (never past its last reply, never backwards); returns the
@@ -1430,12 +1491,7 @@ impl ChatService {
         if seq < 0 {
             return Err(AppError::validation("seq", "seq must be >= 0"));
         }
-        self.room_or_404(room).await?;
-        self.require_member(room, user.id).await?;
-        let root = match self.message_at(room, root_seq).await? {
-            Some(m) if m.thread_root_seq.is_none() => m,
-            _ => return Err(AppError::not_found("Thread")),
-        };
+        let root = self.thread_root_of(user, room, root_seq).await?;
         let last = root.thread.map_or(root.seq, |t| t.last_reply_seq);
         Ok(self
             .dir()

@@ -200,6 +200,10 @@ pub fn router(st: Arc<AppState>) -> Router {
             "/messages/thread-read-marker/{room_id}/{root_seq}",
             put(messages::thread_read_marker),
         )
+        .route(
+            "/messages/thread-follow/{room_id}/{root_seq}",
+            put(messages::thread_follow),
+        )
         .route("/messages/search-messages", get(messages::search))
         .route(
             "/messages/get-recent-messages/{room_id}",

@@ -104,6 +104,8 @@ export const api = {
   getThread: (roomId, rootSeq, afterSeq = 0, limit = 50) => request('GET', `/messages/get-thread/${enc(roomId)}/${enc(rootSeq)}`, { query: { after_seq: afterSeq, limit } }),
   /** Marks the thread of `rootSeq` read up to `seq`: `{room_id, root_seq, read_seq}`. */
   threadRead: (roomId, rootSeq, seq) => request('PUT', `/messages/thread-read-marker/${enc(roomId)}/${enc(rootSeq)}`, { body: { seq } }),
+  /** Follows the thread of `rootSeq` (told of its replies) or stops: `{room_id, root_seq, following}`. */
+  threadFollow: (roomId, rootSeq, follow) => request('PUT', `/messages/thread-follow/${enc(roomId)}/${enc(rootSeq)}`, { body: { follow } }),
   pin: (id, pinned) => request('POST', `/messages/${pinned ? 'pin' : 'unpin'}-message/${enc(id)}`),
   searchMessages: (text, roomId, order = 'newest', limit = 20, offset = 0) => request('GET', '/messages/search-messages', { query: { text, room_id: roomId, order, limit, offset } }),
   pinned: (roomId) => request('GET', `/messages/get-pinned/${enc(roomId)}`),

@@ -186,6 +186,31 @@ pub async fn thread_read_marker(
     ))
 }
 
+#[derive(Deserialize)]
+pub struct ThreadFollow {
+    follow: bool,
+}
+
+/// Follows a thread, or stops following it.
+pub async fn thread_follow(
+    st: St,
+    c: Caller,
+    Path((id, root)): Path<(String, String)>,
+    JsonBody(b): JsonBody<ThreadFollow>,
+) -> ApiResult<Response> {
+    let room = uuid_param("path", "room_id", &id)?;
+    let root_seq: i64 = root
+        .parse()
+        .map_err(|_| invalid("path", "root_seq", "Input should be a valid integer"))?;
+    let following = st
+        .svc
+        .follow_thread(&c.user, room, root_seq, b.follow)
+        .await?;
+    Ok(json(
+        serde_json::json!({ "room_id": room, "root_seq": root_seq, "following": following }),
+    ))
+}
+
 /// Full-text search over the caller's rooms (or one of them).
 pub async fn search(
     st: St,

@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS thread_reads(
   user_id TEXT NOT NULL, room_id TEXT NOT NULL, root_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
   PRIMARY KEY(user_id, room_id, root_seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS thread_reads_by_room ON thread_reads(room_id);
+CREATE TABLE IF NOT EXISTS thread_follows(
+  room_id TEXT NOT NULL, root_seq INTEGER NOT NULL, user_id TEXT NOT NULL, follow INTEGER NOT NULL,
+  PRIMARY KEY(room_id, root_seq, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox(
   pos INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, topic TEXT NOT NULL,
   key TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
@@ -389,6 +392,7 @@ impl Directory for SqliteDirectory {
             tx.execute("DELETE FROM memberships WHERE room_id = ?1", params![id])?;
             tx.execute("DELETE FROM join_requests WHERE room_id = ?1", params![id])?;
             tx.execute("DELETE FROM thread_reads WHERE room_id = ?1", params![id])?;
+            tx.execute("DELETE FROM thread_follows WHERE room_id = ?1", params![id])?;
             tx.execute(
                 "DELETE FROM message_receipts WHERE room_id = ?1",
                 params![id],
@@ -782,6 +786,43 @@ impl Directory for SqliteDirectory {
                     params![user.to_string(), room.to_string(), root_seq, seq],
                     |r| r.get(0),
                 )
+            })
+            .await
+    }
+
+    async fn set_thread_follow(
+        &self,
+        user: UserId,
+        room: RoomId,
+        root_seq: i64,
+        follow: bool,
+    ) -> StoreResult<()> {
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO thread_follows(room_id, root_seq, user_id, follow) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(room_id, root_seq, user_id) DO UPDATE SET follow = excluded.follow",
+                )?
+                .execute(params![room.to_string(), root_seq, user.to_string(), follow])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn thread_follows(
+        &self,
+        room: RoomId,
+        root_seq: i64,
+    ) -> StoreResult<std::collections::HashMap<UserId, bool>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT user_id, follow FROM thread_follows WHERE room_id = ?1 AND root_seq = ?2",
+                )?
+                .query_map(params![room.to_string(), root_seq], |r| {
+                    Ok((uuid_col(r, 0)?, r.get(1)?))
+                })?
+                .collect()
             })
             .await
     }

@@ -250,6 +250,10 @@ impl Directory for MongoDirectory {
             .delete_many(doc! { "room_id": id(rid) })
             .await
             .map_err(db_err)?;
+        self.coll("thread_follows")
+            .delete_many(doc! { "room_id": id(rid) })
+            .await
+            .map_err(db_err)?;
         // Send receipts of the room are no longer needed (those still holding records stay
         // until relayed).
         self.coll("messages")
@@ -348,6 +352,48 @@ impl Directory for MongoDirectory {
             .await
             .map_err(db_err)?;
         Ok(stored.and_then(|d| d.get_i64("read").ok()).unwrap_or(seq))
+    }
+
+    /// One document per (room, thread, user): the choice is set whole, never read-modify-write.
+    async fn set_thread_follow(
+        &self,
+        user: UserId,
+        room: RoomId,
+        root_seq: i64,
+        follow: bool,
+    ) -> StoreResult<()> {
+        self.coll("thread_follows")
+            .update_one(
+                doc! { "_id": format!("{room}:{root_seq}:{user}") },
+                doc! { "$set": {
+                    "room_id": id(room), "root_seq": root_seq, "user_id": id(user), "follow": follow,
+                } },
+            )
+            .upsert(true)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn thread_follows(
+        &self,
+        room: RoomId,
+        root_seq: i64,
+    ) -> StoreResult<std::collections::HashMap<UserId, bool>> {
+        let found = self
+            .find_all(
+                "thread_follows",
+                doc! { "room_id": id(room), "root_seq": root_seq },
+                Default::default(),
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|d| {
+                let user = Uuid::parse_str(d.get_str("user_id").ok()?).ok()?;
+                Some((user, d.get_bool("follow").ok()?))
+            })
+            .collect())
     }
 
     async fn thread_reads(

@@ -192,6 +192,11 @@ async fn create_indexes(db: &Database) -> anyhow::Result<()> {
         ),
         ("sessions", doc! { "user_id": 1 }, false),
         ("thread_reads", doc! { "room_id": 1 }, false),
+        (
+            "thread_follows",
+            doc! { "room_id": 1, "root_seq": 1 },
+            false,
+        ),
     ];
     for (coll, keys, is_unique) in plan {
         let model = IndexModel::builder().keys(keys.clone());

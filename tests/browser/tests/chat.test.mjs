@@ -428,10 +428,15 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await q.locator(tid('thread-panel')).waitFor();
     await expectThread(q, threadReplies, { what: "the thread at Bob's" });
     await until(() => unread(q), (u) => u === 'false', { what: "the thread no longer new at Bob's once open" });
+    const followBtn = (page) => page.locator(tid('thread-follow'));
+    const followState = (page) => followBtn(page).getAttribute('aria-pressed', { timeout: 500 }).catch(() => null);
+    await until(() => followState(q), (f) => f === 'false', { what: "'Follow' at Bob's, who has not replied" });
+    await until(() => followState(p), (f) => f === 'true', { what: "'Following' at Alice's, the root's author" });
     await q.locator(tid('thread-input')).fill('yes, here is better');
     await q.locator(tid('thread-input')).press('Enter');
     pushThreadReply('bob', 'yes, here is better');
     await expectThread(q, threadReplies, { what: "Bob's reply in his thread panel" });
+    await until(() => followState(q), (f) => f === 'true', { what: "'Following' once Bob replied" });
     // Alice's open panel shows it live; both counts say 2; the timelines still have no reply.
     await expectThread(p, threadReplies, { what: "Bob's reply live in Alice's thread panel" });
     for (const page of [p, q]) {
@@ -449,6 +454,15 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     // Each reader's place in the thread is kept by the server: Bob's at his own reply, Alice's
     // moved there by her open panel when his reply came.
     assert.equal(th.read_seq, lastSeq);
+    // Bob stops following, and starts again: the server keeps his choice.
+    const bobFollows = () => q.evaluate(({ id, seq }) => window.livechat.api.getThread(id, seq).then((t) => [t.following, t.follow_choice]), { id: roomId, seq: threadRoot });
+    await followBtn(q).click();
+    await until(() => followState(q), (f) => f === 'false', { what: "'Follow' after Bob's click" });
+    assert.equal(await followBtn(q).textContent(), 'Follow');
+    await until(bobFollows, (f) => f[0] === false && f[1] === false, { what: 'the server keeping Bob unfollowed' });
+    await followBtn(q).click();
+    await until(() => followState(q), (f) => f === 'true', { what: "'Following' after his second click" });
+    await until(bobFollows, (f) => f[0] === true && f[1] === true, { what: 'the server keeping Bob following' });
     const aliceRead = () => p.evaluate(({ id, seq }) => window.livechat.api.getThread(id, seq).then((t) => t.read_seq), { id: roomId, seq: threadRoot });
     await until(aliceRead, (r) => r === lastSeq, { what: "Alice's thread marker at the last reply" });
     assert.deepEqual((await serverHistory(q, roomId)).map(({ seq, author, text }) => ({ seq, author, text })), sent());

@@ -428,6 +428,35 @@ pub async fn thread_read_markers_only_move_forward_per_thread<D: Directory>(d: &
     );
 }
 
+/// Choices to follow a thread or not: the last one per user counts, kept per thread and room,
+/// gone with the room.
+pub async fn thread_follow_choices_are_per_thread_and_user<D: Directory>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let other = user("follower");
+    d.create_user(&other, vec![]).await.unwrap();
+    assert!(d.thread_follows(r.id, 1).await.unwrap().is_empty());
+    d.set_thread_follow(owner.id, r.id, 1, false).await.unwrap();
+    d.set_thread_follow(other.id, r.id, 1, true).await.unwrap();
+    d.set_thread_follow(other.id, r.id, 2, false).await.unwrap();
+    assert_eq!(
+        d.thread_follows(r.id, 1).await.unwrap(),
+        [(owner.id, false), (other.id, true)].into_iter().collect()
+    );
+    d.set_thread_follow(owner.id, r.id, 1, true).await.unwrap();
+    d.set_thread_follow(other.id, r.id, 1, false).await.unwrap();
+    assert_eq!(
+        d.thread_follows(r.id, 1).await.unwrap(),
+        [(owner.id, true), (other.id, false)].into_iter().collect(),
+        "the last choice counts"
+    );
+    assert_eq!(
+        d.thread_follows(r.id, 2).await.unwrap(),
+        [(other.id, false)].into_iter().collect()
+    );
+    d.delete_room(r.id, vec![]).await.unwrap();
+    assert!(d.thread_follows(r.id, 1).await.unwrap().is_empty());
+}
+
 pub async fn messages_sequenced_elsewhere_raise_seqs_and_markers<D: Directory>(d: &Arc<D>) {
     let (owner, r) = owner_and_room(d.as_ref(), true).await;
     let stranger = user("stranger");

@@ -140,6 +140,7 @@ macro_rules! directory_suite {
                 mark_all_read_stops_at_its_time,
                 read_markers_only_move_forward,
                 thread_read_markers_only_move_forward_per_thread,
+                thread_follow_choices_are_per_thread_and_user,
                 messages_sequenced_elsewhere_raise_seqs_and_markers,
                 deleting_a_room_removes_its_memberships_and_requests,
                 search_is_literal_and_lists_private_rooms,

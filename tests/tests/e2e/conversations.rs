@@ -831,4 +831,92 @@ pub async fn threads_across(send_to: &App, read_from: &App) {
         root_seq.to_string(),
         "{told}"
     );
+
+    // Following is each member's choice: Bob stops, Carol (who never replied) starts.
+    let follow = |root: i64| format!("/api/messages/thread-follow/{room}/{root}");
+    let following = |who: &User| {
+        let path = format!("/api/messages/get-thread/{room}/{root_seq}");
+        let who = who.via(read_from);
+        async move { ok(who.get(&path).await, "get-thread")["following"].clone() }
+    };
+    assert_eq!(following(&alice).await, true, "the root's author follows");
+    assert_eq!(following(&bob).await, true, "who replied follows");
+    assert_eq!(
+        carol
+            .put(&follow(root_seq), Some(json!({"follow": true})))
+            .await
+            .0,
+        403,
+        "not a member"
+    );
+    let set = ok(
+        bob.put(&follow(root_seq), Some(json!({"follow": false})))
+            .await,
+        "thread-follow false",
+    );
+    assert_eq!(set["following"], false, "{set}");
+    assert_eq!(following(&bob).await, false);
+    assert_eq!(carol.join(&room).await.0, 200);
+    assert_eq!(following(&carol).await, false, "a member who never replied");
+    let page = ok(
+        bob.get(&format!("/api/messages/get-thread/{room}/{root_seq}"))
+            .await,
+        "get-thread",
+    );
+    assert_eq!(page["follow_choice"], false, "bob's own choice: {page}");
+    ok(
+        carol
+            .put(&follow(root_seq), Some(json!({"follow": true})))
+            .await,
+        "thread-follow true",
+    );
+    assert_eq!(following(&carol).await, true);
+    for bad in [json!({}), json!({"follow": "yes"})] {
+        assert_eq!(carol.put(&follow(root_seq), Some(bad)).await.0, 422);
+    }
+    assert_eq!(
+        carol
+            .put(
+                &follow(third["seq"].as_i64().unwrap()),
+                Some(json!({"follow": true}))
+            )
+            .await
+            .0,
+        404,
+        "a reply is no thread"
+    );
+    ws.send(
+        json!({"type": "send", "room_id": room, "content": "shipping now",
+                   "client_msg_id": "t4", "thread_root_seq": root_seq, "ref": "t4"}),
+    )
+    .await;
+    let fourth = ws.wait_for("ack t4", |f| f["ref"] == "t4").await;
+    let carols = eventually(
+        "carol told of a reply in the thread she follows",
+        || async {
+            carol
+                .notifications_ok()
+                .await
+                .into_iter()
+                .find(|n| n["type"] == "REPLY")
+        },
+    )
+    .await;
+    assert_eq!(
+        carols["payload"]["seq"],
+        fourth["seq"].to_string(),
+        "{carols}"
+    );
+    // The same event told Carol: had it told Bob, his notification would be there too.
+    let bobs: Vec<Value> = bob
+        .notifications_ok()
+        .await
+        .into_iter()
+        .filter(|n| n["type"] == "REPLY")
+        .collect();
+    assert_eq!(
+        bobs.len(),
+        1,
+        "bob, who unfollowed, is not told again: {bobs:?}"
+    );
 }

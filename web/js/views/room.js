@@ -285,6 +285,7 @@ function openChat(main, initialRoom, ctx) {
   const threadTitle = h('h2', { id: 'thread-title', class: 'thread-title', 'data-testid': 'thread-title', tabindex: '-1' });
   const threadClose = h('button', { type: 'button', class: 'btn btn-small', 'aria-label': 'Close thread', title: 'Close thread (Esc)', 'data-testid': 'thread-close' },
     h('span', { class: 'narrow-only', 'aria-hidden': 'true' }, '← Back'), h('span', { class: 'wide-only', 'aria-hidden': 'true' }, '✕'));
+  const threadFollow = h('button', { type: 'button', class: 'btn btn-small thread-follow', 'data-testid': 'thread-follow', 'aria-pressed': 'false', hidden: true, title: 'Be told of new replies in this thread' }, 'Follow');
   const threadRoot = h('div', { class: 'thread-root' });
   const threadCount = h('p', { class: 'thread-count', 'data-testid': 'thread-count' });
   const threadList = h('ol', { class: 'message-list thread-list', 'data-testid': 'thread-replies', 'aria-label': 'Replies', role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions' });
@@ -298,7 +299,7 @@ function openChat(main, initialRoom, ctx) {
   const threadForm = h('form', { class: 'composer', 'data-testid': 'thread-composer' },
     h('div', { class: 'composer-row' }, threadInput, h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'thread-send' }, 'Send')), threadErr);
   const threadPanel = h('section', { id: 'thread-panel', class: 'thread-panel', 'aria-labelledby': 'thread-title', hidden: true, 'data-testid': 'thread-panel' },
-    h('div', { class: 'thread-head' }, threadTitle, threadClose), threadScroller, threadForm);
+    h('div', { class: 'thread-head' }, threadTitle, threadFollow, threadClose), threadScroller, threadForm);
 
   // ---- aside
   const shareUrl = `${location.origin}/#/room/${encodeURIComponent(roomId)}`;
@@ -934,6 +935,8 @@ function openChat(main, initialRoom, ctx) {
     if (thread && thread.root === msg.thread_root_seq) {
       placeReply(it);
       markThreadRead(thread.root);
+      // Replying follows a thread, unless one chose not to.
+      if (msg.user_id === me.id && !thread.chosen && thread.following === false) { thread.following = true; drawFollow(); }
     }
     return true;
   }
@@ -986,6 +989,31 @@ function openChat(main, initialRoom, ctx) {
     threadCount.textContent = n ? repliesText(n) : 'No replies yet';
   }
 
+  /** "Following" (pressed) or "Follow": whether the reader is told of the thread's replies. */
+  function drawFollow() {
+    const known = thread && typeof thread.following === 'boolean';
+    threadFollow.hidden = !known;
+    if (!known) return;
+    threadFollow.textContent = thread.following ? 'Following' : 'Follow';
+    threadFollow.setAttribute('aria-pressed', String(thread.following));
+    threadFollow.title = thread.following ? 'You are told of new replies; click to stop' : 'Be told of new replies in this thread';
+  }
+
+  threadFollow.addEventListener('click', async () => {
+    const t = thread;
+    if (!t || typeof t.following !== 'boolean') return;
+    threadFollow.disabled = true;
+    try {
+      const res = await api.threadFollow(roomId, t.root, !t.following);
+      if (thread === t) { t.following = res.following; t.chosen = true; }
+    } catch (ex) {
+      toast(ex.message, 'error');
+    } finally {
+      threadFollow.disabled = false;
+      drawFollow();
+    }
+  });
+
   function drawThreadMore() {
     threadMore.hidden = !thread.more || thread.loading;
   }
@@ -1028,8 +1056,11 @@ function openChat(main, initialRoom, ctx) {
       res.replies.forEach(insertMessage);
       if (res.replies.length) t.after = res.replies[res.replies.length - 1].seq;
       t.more = res.replies.length >= THREAD_PAGE;
+      t.following = res.following;
+      t.chosen = res.follow_choice !== null && res.follow_choice !== undefined;
       threadNote.textContent = '';
       drawThreadHead();
+      drawFollow();
       markThreadRead(t.root);
     } catch (ex) {
       if (thread !== t) return;
@@ -1046,6 +1077,7 @@ function openChat(main, initialRoom, ctx) {
     if (editing !== null && replies.has(editing)) cancelEdit();
     const root = bySeq.get(thread.root);
     thread = null;
+    drawFollow();
     view.classList.remove('thread-open');
     threadPanel.hidden = true;
     clear(threadList);
