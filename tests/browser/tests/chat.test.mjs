@@ -921,6 +921,30 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     assert.ok(doc.messages.every((m) => m.username === 'carol'), "nobody else's messages");
   });
 
+  step('the client loads light and fast: its scripts gzipped, the time to the room list', async () => {
+    const c = carol.page;
+    await c.goto('/#/rooms');
+    // A first visit's load: nothing cached.
+    const cdp = await c.context().newCDPSession(c);
+    await cdp.send('Network.clearBrowserCache');
+    await c.reload();
+    await c.locator(tid('room-item')).first().waitFor();
+    const m = await c.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      const scripts = performance.getEntriesByType('resource').filter((r) => r.initiatorType === 'script' || r.name.endsWith('.js'));
+      return {
+        ready: Math.round(performance.now()),
+        dcl: Math.round(nav.domContentLoadedEventEnd),
+        load: Math.round(nav.loadEventEnd),
+        scripts: scripts.length,
+        bytes: scripts.reduce((n, r) => n + (r.encodedBodySize || 0), 0),
+      };
+    });
+    console.log(`note: load — DOMContentLoaded ${m.dcl} ms, load ${m.load} ms, room list shown by ${m.ready} ms; ${m.scripts} scripts, ${m.bytes} bytes as sent`);
+    assert.ok(m.scripts > 0 && m.bytes > 0, 'the scripts are counted');
+    assert.ok(m.bytes < 100 * 1024, `the scripts stay under 100 KB as sent (${m.bytes} bytes)`);
+  });
+
   step('no uncaught errors in any page', async () => {
     const all = [...alice.errors, ...bob.errors, ...(phone ? phone.errors : []), ...(carol ? carol.errors : [])];
     if (process.env.SHOW_CONSOLE_ERRORS) console.log(all.join('\n'));
