@@ -532,7 +532,6 @@ impl ChatService {
         Ok(p)
     }
 
-    /// The caller's rooms with unread counts from their read markers.
     /// The caller's own data as a JSON document in pieces (see [`crate::export`]); 429 while
     /// [`CONCURRENT_EXPORTS`] others are being written.
     pub fn export_data(&self, user: &User) -> AppResult<crate::export::Pieces> {
@@ -552,6 +551,7 @@ impl ChatService {
         ))
     }
 
+    /// The caller's rooms with unread counts from their read markers.
     pub async fn my_rooms(&self, user: &User) -> AppResult<Vec<RoomPublic>> {
         let rows = self.dir().rooms_of_user(user.id).await?;
         let mut out = Vec::with_capacity(rows.len());

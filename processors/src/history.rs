@@ -184,7 +184,17 @@ async fn apply_waiting(store: Arc<dyn MessageStore>, mut waiting: mpsc::Receiver
             changes = ops.len(),
             callers = callers.len()
         );
-        let outcome = store.apply(&ops).instrument(span).await;
+        // On a task of its own: a store call that panics fails its callers, not every
+        // write-through after it.
+        let call = {
+            let store = store.clone();
+            tokio::spawn(async move { store.apply(&ops).await }.instrument(span))
+        };
+        let outcome = call.await.unwrap_or_else(|e| {
+            Err(StoreError::Other(anyhow::anyhow!(
+                "the history write-through's store call failed: {e}"
+            )))
+        });
         for done in callers {
             let _ = done.send(match &outcome {
                 Ok(()) => Ok(()),

@@ -429,7 +429,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await expectThread(q, threadReplies, { what: "the thread at Bob's" });
     await until(() => unread(q), (u) => u === 'false', { what: "the thread no longer new at Bob's once open" });
     const followBtn = (page) => page.locator(tid('thread-follow'));
-    const followState = (page) => followBtn(page).getAttribute('aria-pressed', { timeout: 500 }).catch(() => null);
+    const followState = (page) => followBtn(page).getAttribute('data-following', { timeout: 500 }).catch(() => null);
     await until(() => followState(q), (f) => f === 'false', { what: "'Follow' at Bob's, who has not replied" });
     await until(() => followState(p), (f) => f === 'true', { what: "'Following' at Alice's, the root's author" });
     await q.locator(tid('thread-input')).fill('yes, here is better');

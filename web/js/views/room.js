@@ -285,7 +285,7 @@ function openChat(main, initialRoom, ctx) {
   const threadTitle = h('h2', { id: 'thread-title', class: 'thread-title', 'data-testid': 'thread-title', tabindex: '-1' });
   const threadClose = h('button', { type: 'button', class: 'btn btn-small', 'aria-label': 'Close thread', title: 'Close thread (Esc)', 'data-testid': 'thread-close' },
     h('span', { class: 'narrow-only', 'aria-hidden': 'true' }, '← Back'), h('span', { class: 'wide-only', 'aria-hidden': 'true' }, '✕'));
-  const threadFollow = h('button', { type: 'button', class: 'btn btn-small thread-follow', 'data-testid': 'thread-follow', 'aria-pressed': 'false', hidden: true, title: 'Be told of new replies in this thread' }, 'Follow');
+  const threadFollow = h('button', { type: 'button', class: 'btn btn-small thread-follow', 'data-testid': 'thread-follow', 'data-following': 'false', hidden: true, title: 'Be told of new replies in this thread' }, 'Follow');
   const threadRoot = h('div', { class: 'thread-root' });
   const threadCount = h('p', { class: 'thread-count', 'data-testid': 'thread-count' });
   const threadList = h('ol', { class: 'message-list thread-list', 'data-testid': 'thread-replies', 'aria-label': 'Replies', role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions' });
@@ -989,13 +989,13 @@ function openChat(main, initialRoom, ctx) {
     threadCount.textContent = n ? repliesText(n) : 'No replies yet';
   }
 
-  /** "Following" (pressed) or "Follow": whether the reader is told of the thread's replies. */
+  /** "Following" or "Follow": whether the reader is told of the thread's replies. */
   function drawFollow() {
     const known = thread && typeof thread.following === 'boolean';
     threadFollow.hidden = !known;
     if (!known) return;
     threadFollow.textContent = thread.following ? 'Following' : 'Follow';
-    threadFollow.setAttribute('aria-pressed', String(thread.following));
+    threadFollow.dataset.following = String(thread.following);
     threadFollow.title = thread.following ? 'You are told of new replies; click to stop' : 'Be told of new replies in this thread';
   }
 
