@@ -565,9 +565,9 @@ impl ChatService {
         Ok(out)
     }
 
-    /// The messages after a read marker, deleted ones left out. Only the first
+    /// The messages after a read marker, deleted ones and thread replies left out. Only the first
     /// [`UNREAD_COUNTED`] are looked at (a history read of that many rows per room with
-    /// anything unread): past them every seq counts, deleted or not — a count clients show as
+    /// anything unread): past them every seq counts — a count clients show as
     /// "99+" anyway.
     async fn unread_count(&self, room: RoomId, last_seq: i64, read: i64) -> AppResult<i64> {
         let unread = (last_seq - read).max(0);
@@ -575,15 +575,17 @@ impl ChatService {
             return Ok(0);
         }
         let looked_at = unread.min(UNREAD_COUNTED) as u32;
-        let deleted = self
+        // Deleted messages are not unread, nor thread replies: those are the thread's unread
+        // (its root's `read_seq`), as in chat apps whose threads keep out of the timeline.
+        let left_out = self
             .ports
             .history
             .after_seq(room, read, looked_at)
             .await?
             .iter()
-            .filter(|m| m.deleted && m.seq <= last_seq)
+            .filter(|m| (m.deleted || m.thread_root_seq.is_some()) && m.seq <= last_seq)
             .count() as i64;
-        Ok(unread - deleted)
+        Ok(unread - left_out)
     }
 
     pub async fn top_rooms(

@@ -106,6 +106,8 @@ class Store extends Emitter {
           const room = { ...r };
           room.last_read_seq = r.last_read_seq ?? 0;
           room.last_seq = Math.max(r.last_seq ?? 0, old ? old.last_seq : 0, room.last_read_seq);
+          // The server's count (deleted messages and thread replies left out), then kept live.
+          room.unread = r.unread_count ?? Math.max(0, room.last_seq - room.last_read_seq);
           next.set(r.id, room);
         }
         for (const id of this.rooms.keys()) {
@@ -144,7 +146,7 @@ class Store extends Emitter {
     const r = this.rooms.get(roomId);
     if (!r) return 0;
     if (roomId === this.activeRoomId && document.visibilityState === 'visible') return 0;
-    return Math.max(0, (r.last_seq || 0) - (r.last_read_seq || 0));
+    return Math.max(0, r.unread || 0);
   }
 
   totalUnread() {
@@ -164,6 +166,7 @@ class Store extends Emitter {
     const merged = { last_read_seq: 0, ...old, ...room };
     merged.last_seq = Math.max(room.last_seq ?? 0, old ? old.last_seq : 0);
     if (merged.last_read_seq === undefined || merged.last_read_seq === null) merged.last_read_seq = old ? old.last_read_seq : merged.last_seq;
+    merged.unread = room.unread_count ?? (old ? old.unread : 0) ?? 0;
     this.rooms.set(room.id, merged);
     this.socket.subscribe(room.id, merged.last_seq);
     this.emit('rooms');
@@ -198,7 +201,13 @@ class Store extends Emitter {
     const r = this.rooms.get(roomId);
     if (!r) return;
     r.last_read_seq = Math.max(r.last_read_seq || 0, lastRead || 0);
-    if (typeof unreadCount === 'number') r.last_seq = Math.max(r.last_seq || 0, r.last_read_seq + unreadCount);
+    if (typeof unreadCount === 'number') {
+      r.last_seq = Math.max(r.last_seq || 0, r.last_read_seq + unreadCount);
+      r.unread = unreadCount;
+    } else {
+      // Read here, before the server's count: nothing unread up to the marker.
+      r.unread = Math.min(r.unread || 0, Math.max(0, (r.last_seq || 0) - r.last_read_seq));
+    }
     this.emit('rooms');
     this._clearReadMentions(roomId);
   }
@@ -213,9 +222,13 @@ class Store extends Emitter {
         const seq = typeof f.seq === 'number' ? f.seq : Number(f.payload && f.payload.seq);
         if (r && Number.isFinite(seq) && seq > (r.last_seq || 0)) {
           r.last_seq = seq;
-          // Your own messages (from any tab) are read, as the server records them.
+          // Your own messages (from any tab) are read, as the server records them, and all
+          // before them; a thread reply is its thread's unread, not the room's.
           if (this.me && f.payload && f.payload.user_id === this.me.id) {
             r.last_read_seq = Math.max(r.last_read_seq || 0, seq);
+            r.unread = 0;
+          } else if (!(f.message && f.message.thread_root_seq) && seq > (r.last_read_seq || 0)) {
+            r.unread = (r.unread || 0) + 1;
           }
           this.emit('rooms');
         }

@@ -494,6 +494,12 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     // read; the badge follows once that call returns).
     const badgeBefore = 1;
     await until(() => notificationBadge(q), (b) => b === String(badgeBefore), { what: "Bob's notifications badge at 1" });
+    // A reply in the thread is the thread's unread, not the room's: the counts below would be
+    // one higher if it counted. (Bob stops following the thread first, so that the reply does
+    // not add to his notifications either.)
+    await q.evaluate(({ id, root }) => window.livechat.api.threadFollow(id, root, false), { id: roomId, root: threadRoot });
+    await p.evaluate(({ id, root }) => window.livechat.api.sendMessage(id, 'one more in the thread', null, null, root), { id: roomId, root: threadRoot });
+    pushThreadReply('alice', 'one more in the thread');
     for (let i = 1; i <= 3; i++) {
       const text = i === 2 ? 'unread 2, @bob have a look' : `unread ${i}`;
       await sendUI(p, text);

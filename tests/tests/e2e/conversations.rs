@@ -919,4 +919,13 @@ pub async fn threads_across(send_to: &App, read_from: &App) {
         1,
         "bob, who unfollowed, is not told again: {bobs:?}"
     );
+    // The room's unread count leaves thread replies out: Bob's marker is at his own reply, after
+    // which came one message in the timeline and two replies in the thread.
+    let unread = eventually("bob's marker at his own reply", || async {
+        let mine = bob.my_rooms_ok().await;
+        let r = mine.into_iter().find(|r| r["id"] == room.as_str())?;
+        (r["last_read_seq"] == second["seq"]).then_some(r["unread_count"].clone())
+    })
+    .await;
+    assert_eq!(unread, 1, "only \"lunch?\" is unread in the room");
 }
