@@ -30,10 +30,11 @@ pub(super) const REPLY_TO: &str = "reply_to";
 pub(super) const REQUEST: &str = "request";
 /// Header of a receipt: "1" when the send was a retry of an earlier one.
 pub(super) const DUPLICATE: &str = "duplicate";
-/// How long a send waits for its receipt before it is answered 503 (a client retry with the same
-/// `client_msg_id` then gets the first message, if it was sequenced after all). Longer than a
-/// partition takes to move when its sequencer dies: the group notices within its session timeout
-/// (6 s), and the broker aborts the dead one's open transaction (10 s, checked every 10 s).
+/// How long a send (its command produced, then its receipt) may take before it is answered 503
+/// (a client retry with the same `client_msg_id` then gets the first message, if it was
+/// sequenced after all). Longer than a partition takes to move when its sequencer dies: the
+/// group notices within its session timeout (6 s), and the broker aborts the dead one's open
+/// transaction (10 s, checked every 10 s).
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Waiting = Mutex<HashMap<String, oneshot::Sender<(RoomEvent, bool)>>>;
@@ -144,15 +145,23 @@ impl Sequencing for KafkaSends {
             .unwrap_or_else(|p| p.into_inner())
             .insert(request.clone(), tx);
         let _unwait = Unwait(&self.waiting, request);
-        self.log.append(&commands).await?;
-        let (ev, duplicate) = tokio::time::timeout(RECEIPT_TIMEOUT, rx)
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(anyhow::anyhow!(
-                    "no receipt from the sequencer within {RECEIPT_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|_| StoreError::Unavailable(anyhow::anyhow!("the receipts reader stopped")))?;
+        // One deadline for the whole send, the command's produce included: a broker slow to
+        // take it (the producer itself gives up after its own 30 s) must not hold the client
+        // past the time it is promised an answer.
+        let sent = async {
+            self.log.append(&commands).await?;
+            rx.await.map_err(|_| {
+                StoreError::Unavailable(anyhow::anyhow!("the receipts reader stopped"))
+            })
+        };
+        let (ev, duplicate) =
+            tokio::time::timeout(RECEIPT_TIMEOUT, sent)
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(anyhow::anyhow!(
+                        "no receipt from the sequencer within {RECEIPT_TIMEOUT:?}"
+                    ))
+                })??;
         receipt_of(&ev, duplicate)
     }
 }
