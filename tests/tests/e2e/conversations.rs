@@ -503,9 +503,13 @@ pub async fn message_search_across(send_to: &App, read_from: &App) {
     ws.send_msg(&other, "pizza where Bob is not", "s-other")
         .await;
 
-    let got = eventually("the index to have the messages", || async {
+    // Until the room's last message is found: the index takes a room's messages in order, so
+    // every one before it is in too.
+    let got = eventually("the index to have every message of the room", || async {
+        let (status, last) = bob.search("works", &format!("&room_id={room}")).await;
+        let last_in = status == 200 && last.as_array().is_some_and(|a| !a.is_empty());
         let (status, body) = bob.search("pizza", "").await;
-        (status == 200 && body.as_array().is_some_and(|a| a.len() == 2)).then_some(body)
+        (last_in && status == 200 && body.as_array().is_some_and(|a| a.len() == 2)).then_some(body)
     })
     .await;
     let hits = found(&got);
