@@ -147,6 +147,15 @@ pub async fn pinned(st: St, c: Caller, Path(id): Path<String>) -> ApiResult<Resp
     Ok(json(st.svc.pinned_messages(&c.user, room).await?))
 }
 
+/// The room and the root's seq of a thread's path.
+fn thread_path(room: &str, root: &str) -> ApiResult<(uuid::Uuid, i64)> {
+    let room = uuid_param("path", "room_id", room)?;
+    let root_seq = root
+        .parse()
+        .map_err(|_| invalid("path", "root_seq", "Input should be a valid integer"))?;
+    Ok((room, root_seq))
+}
+
 /// A thread's root and a page of its replies.
 pub async fn thread(
     st: St,
@@ -154,10 +163,7 @@ pub async fn thread(
     Path((id, root)): Path<(String, String)>,
     QueryParams(q): QueryParams<ThreadQuery>,
 ) -> ApiResult<Response> {
-    let room = uuid_param("path", "room_id", &id)?;
-    let root_seq: i64 = root
-        .parse()
-        .map_err(|_| invalid("path", "root_seq", "Input should be a valid integer"))?;
+    let (room, root_seq) = thread_path(&id, &root)?;
     Ok(json(
         st.svc
             .thread(&c.user, room, root_seq, q.after_seq, q.limit)
@@ -173,10 +179,7 @@ pub async fn thread_read_marker(
     Path((id, root)): Path<(String, String)>,
     JsonBody(b): JsonBody<super::rooms::ReadMarker>,
 ) -> ApiResult<Response> {
-    let room = uuid_param("path", "room_id", &id)?;
-    let root_seq: i64 = root
-        .parse()
-        .map_err(|_| invalid("path", "root_seq", "Input should be a valid integer"))?;
+    let (room, root_seq) = thread_path(&id, &root)?;
     let read_seq = st
         .svc
         .mark_thread_read(&c.user, room, root_seq, b.seq)
@@ -198,10 +201,7 @@ pub async fn thread_follow(
     Path((id, root)): Path<(String, String)>,
     JsonBody(b): JsonBody<ThreadFollow>,
 ) -> ApiResult<Response> {
-    let room = uuid_param("path", "room_id", &id)?;
-    let root_seq: i64 = root
-        .parse()
-        .map_err(|_| invalid("path", "root_seq", "Input should be a valid integer"))?;
+    let (room, root_seq) = thread_path(&id, &root)?;
     let following = st
         .svc
         .follow_thread(&c.user, room, root_seq, b.follow)

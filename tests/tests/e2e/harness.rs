@@ -449,23 +449,22 @@ impl User {
     pub async fn me_ok(&self) -> Value {
         ok(self.me().await, "get-me")
     }
-    /// The caller's data export as a raw response (headers and a streamed body).
-    pub async fn export_response(&self) -> reqwest::Response {
+    /// A GET as a raw response (headers, and a body read as the test likes).
+    pub async fn get_response(&self, path: &str) -> reqwest::Response {
         self.http
-            .get(format!("{}/api/users/export-my-data", self.base))
+            .get(format!("{}{path}", self.base))
             .header("cookie", &self.cookie)
             .send()
             .await
             .unwrap()
     }
+    /// The caller's data export as a raw response (headers and a streamed body).
+    pub async fn export_response(&self) -> reqwest::Response {
+        self.get_response("/api/users/export-my-data").await
+    }
     /// `get-me` as a raw response, to look at the cookie it sets.
     pub async fn me_response(&self) -> reqwest::Response {
-        self.http
-            .get(format!("{}/api/users/get-me", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .unwrap()
+        self.get_response("/api/users/get-me").await
     }
     pub async fn logout(&self) -> Resp {
         self.post("/api/users/logout-user", json!({})).await
