@@ -127,6 +127,17 @@ fn stack_env() -> Option<Vec<(&'static str, String)>> {
     ])
 }
 
+/// Two ingress processes on the stack and one process for each of `processors`.
+async fn two_ingresses(env: &[(&str, &str)], processors: &[&str]) -> (App, App, Vec<App>) {
+    let a = App::spawn_role(&["ingress"], env).await;
+    let b = App::spawn_role(&["ingress"], env).await;
+    let mut running = Vec::new();
+    for p in processors {
+        running.push(App::spawn_role(&["processor", p], env).await);
+    }
+    (a, b, running)
+}
+
 /// Every role in its own process with its own (empty) data directory: nothing is shared but the
 /// servers. Two ingress processes send into one room at once (their sequencers share the sends' partitions),
 /// sessions and presence cross processes (Redis), a SIGKILLed processor and a SIGKILLed ingress
@@ -321,9 +332,7 @@ async fn every_role_in_its_own_process_with_nothing_shared_but_the_servers() {
 async fn read_your_writes_across_ingress_processes() {
     let Some(owned) = stack_env() else { return };
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = App::spawn_role(&["ingress"], &env).await;
-    let b = App::spawn_role(&["ingress"], &env).await;
-    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    let (a, b, _processors) = two_ingresses(&env, &["history"]).await;
     crate::read_your_writes::read_your_writes(&a, &b).await;
 }
 
@@ -335,9 +344,7 @@ async fn replies_and_reactions_across_ingress_processes() {
     let (k, v) = crate::conversations::LIMIT_ENV;
     owned.push((k, v.into()));
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = App::spawn_role(&["ingress"], &env).await;
-    let b = App::spawn_role(&["ingress"], &env).await;
-    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    let (a, b, _processors) = two_ingresses(&env, &["history"]).await;
     crate::conversations::replies_and_reactions_across(&a, &b).await;
 }
 
@@ -348,9 +355,7 @@ async fn pinned_messages_across_ingress_processes() {
     let (k, v) = crate::conversations::PIN_LIMIT_ENV;
     owned.push((k, v.into()));
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = App::spawn_role(&["ingress"], &env).await;
-    let b = App::spawn_role(&["ingress"], &env).await;
-    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    let (a, b, _processors) = two_ingresses(&env, &["history"]).await;
     crate::conversations::pinned_messages_across(&a, &b).await;
 }
 
@@ -359,10 +364,7 @@ async fn pinned_messages_across_ingress_processes() {
 async fn threads_across_ingress_processes() {
     let Some(owned) = stack_env() else { return };
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = App::spawn_role(&["ingress"], &env).await;
-    let b = App::spawn_role(&["ingress"], &env).await;
-    let _history = App::spawn_role(&["processor", "history"], &env).await;
-    let _notifications = App::spawn_role(&["processor", "notifications"], &env).await;
+    let (a, b, _processors) = two_ingresses(&env, &["history", "notifications"]).await;
     crate::conversations::threads_across(&a, &b).await;
 }
 
@@ -372,10 +374,7 @@ async fn threads_across_ingress_processes() {
 async fn data_export_across_ingress_processes() {
     let Some(owned) = stack_env() else { return };
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = App::spawn_role(&["ingress"], &env).await;
-    let b = App::spawn_role(&["ingress"], &env).await;
-    let _history = App::spawn_role(&["processor", "history"], &env).await;
-    let _notifications = App::spawn_role(&["processor", "notifications"], &env).await;
+    let (a, b, _processors) = two_ingresses(&env, &["history", "notifications"]).await;
     crate::export::export_holds_what_the_user_wrote(&a, &b).await;
 }
 
@@ -385,9 +384,7 @@ async fn data_export_across_ingress_processes() {
 async fn message_search_across_ingress_processes() {
     let Some(owned) = stack_env() else { return };
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = App::spawn_role(&["ingress"], &env).await;
-    let b = App::spawn_role(&["ingress"], &env).await;
-    let _history = App::spawn_role(&["processor", "history"], &env).await;
+    let (a, b, _processors) = two_ingresses(&env, &["history"]).await;
     crate::conversations::message_search_across(&a, &b).await;
 }
 
