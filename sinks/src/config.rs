@@ -27,6 +27,10 @@ pub struct KafkaConfig {
     /// StatefulSet pod's name. None: a slot of the data directory (`instance-N.id`), which a
     /// restart on the same directory takes again.
     pub instance_id: Option<String>,
+    /// How long a sequencer remembers a send's `client_msg_id`, in seconds: a retry within it is
+    /// answered with the first message (a partition's new owner reads back that much of the
+    /// room events), after it is a new message.
+    pub dedup_window_secs: u64,
 }
 
 impl Default for KafkaConfig {
@@ -38,6 +42,7 @@ impl Default for KafkaConfig {
             client: BTreeMap::new(),
             schema_registry_url: None,
             instance_id: None,
+            dedup_window_secs: 600,
         }
     }
 }

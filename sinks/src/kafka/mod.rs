@@ -15,6 +15,7 @@
 
 mod hanging;
 pub mod registry;
+mod requests;
 mod sends;
 mod sequencer;
 
@@ -41,6 +42,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use self::registry::{RegistryClient, SchemaIds};
+use self::requests::{counted, RequestCounts};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,7 +59,7 @@ fn blocking_err(e: tokio::task::JoinError) -> StoreError {
 pub struct KafkaLog {
     cfg: KafkaConfig,
     partitions: u32,
-    producer: FutureProducer,
+    producer: FutureProducer<RequestCounts>,
     admin: AdminClient<DefaultClientContext>,
     /// Assign-only consumer for random reads (replay, tests): used by one call at a time.
     reader: Arc<Mutex<BaseConsumer<ReaderContext>>>,
@@ -83,8 +85,7 @@ impl KafkaLog {
     /// Connects and creates LiveChat's topics if they do not exist.
     pub async fn connect(cfg: KafkaConfig, partitions: u32) -> anyhow::Result<KafkaLog> {
         let base = client_config(&cfg);
-        let producer: FutureProducer = base
-            .clone()
+        let producer: FutureProducer<RequestCounts> = counted(&mut base.clone())
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
@@ -93,7 +94,7 @@ impl KafkaLog {
             .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000")
-            .create()
+            .create_with_context(RequestCounts::new("producer"))
             .map_err(|e| anyhow::anyhow!("creating the Kafka producer: {e}"))?;
         let admin: AdminClient<DefaultClientContext> = base
             .create()
@@ -382,8 +383,7 @@ impl KafkaLog {
         partitions: &[u32],
     ) -> StoreResult<Box<dyn GroupConsumer>> {
         self.ensure_topics(&[topic]).await?;
-        let consumer: BaseConsumer = self
-            .client()
+        let consumer: BaseConsumer<RequestCounts> = counted(&mut self.client())
             .set(
                 "group.id",
                 format!("{}-tail-{}", self.phys(topic), uuid::Uuid::new_v4()),
@@ -391,7 +391,7 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
-            .create()
+            .create_with_context(RequestCounts::new(format!("tail {topic}")))
             .map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
         self.add_ends(&mut tpl, topic, partitions).await?;
@@ -606,6 +606,7 @@ impl EventLog for KafkaLog {
     ) -> StoreResult<Box<dyn GroupConsumer>> {
         self.ensure_topics(topics).await?;
         let mut cfg = self.client();
+        counted(&mut cfg);
         match start {
             // A processor (history, analytics, notifications) is not on the path of an
             // acknowledgement: the broker holds its fetch until 64 KiB are waiting or 100 ms
@@ -626,7 +627,7 @@ impl EventLog for KafkaLog {
                 .set("auto.offset.reset", "latest");
             }
         }
-        let consumer: BaseConsumer = cfg
+        let consumer: BaseConsumer<RequestCounts> = cfg
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("partition.assignment.strategy", "cooperative-sticky")
@@ -634,7 +635,7 @@ impl EventLog for KafkaLog {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("enable.partition.eof", "false")
-            .create()
+            .create_with_context(RequestCounts::new(group))
             .map_err(unavailable)?;
         match start {
             StartAt::Earliest => {
@@ -662,7 +663,7 @@ impl EventLog for KafkaLog {
 }
 
 struct KafkaGroupConsumer {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<RequestCounts>>,
     namespace: String,
     ids: Option<Arc<SchemaIds>>,
     /// Per (topic, partition): the offset after the last record `poll` handed out, and the

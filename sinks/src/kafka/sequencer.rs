@@ -3,9 +3,10 @@
 //! Sequencers form one consumer group on `chat.message-commands.v1` (keyed by room), so each
 //! partition, and every room in it, has one owner. For a batch of sends the owner assigns the
 //! seqs ([`RoomSeqs`]) and, in one Kafka transaction, appends the sequenced events to
-//! `chat.room-events.v1`, each send's receipt to `chat.message-receipts.v1`, each room's latest
-//! event to the compacted `chat.sequencer-state.v1`, and the commands' offsets: all of it is
-//! committed, or none.
+//! `chat.room-events.v1`, each send's receipt to `chat.message-receipts.v1`, and the commands'
+//! offsets: all of it is committed, or none. Every [`STATE_EVERY`] a transaction also writes each
+//! room's latest event to the compacted `chat.sequencer-state.v1`, with a checkpoint per
+//! partition: the room events offset below which every room's last seq is there.
 //!
 //! Fencing: the offsets go into the transaction with the consumer's group generation, so a
 //! sequencer that lost its partitions (paused past its session timeout, cut off) cannot commit
@@ -13,8 +14,9 @@
 //! `read_committed` readers. The assignment is eager, so a partition changes owner only once
 //! the old owner has given it up or been expelled; a new owner asks for the committed offsets,
 //! which the broker answers only once no transaction holding them is pending (KIP-447), and
-//! then reads the partition's state: every room's last seq from the state topic, and the sends
-//! of the last [`DEDUP_WINDOW`] from the room events (to answer a retried `client_msg_id`). A
+//! then reads the partition's state: every room's last seq from the state topic, then the room
+//! events from the checkpoint (rooms whose state was not written yet) or from the start of the
+//! dedup window (`dedup_window_secs`) if that is earlier (to answer a retried `client_msg_id`). A
 //! room the state topic does not have yet takes its last seq from the directory (rooms whose
 //! messages were sequenced there).
 //!
@@ -51,12 +53,14 @@ use livechat_schemas::{
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
 use super::hanging::{open_partitions, spawn_watcher, Ends, HANGING_AFTER};
+use super::requests::{counted, RequestCounts};
 use super::sends::{DUPLICATE, REPLY_TO, REQUEST};
 use super::{entry_of, from_registry, KafkaLog, ReaderContext};
 
@@ -64,10 +68,15 @@ use super::{entry_of, from_registry, KafkaLog, ReaderContext};
 const GROUP: &str = "sequencer";
 /// Most sends in one transaction.
 const MAX_BATCH: usize = 2048;
+/// How often the rooms' latest events go to the state topic. librdkafka sends one produce
+/// request per partition (and the broker verifies each against the transaction), so writing
+/// the state with every transaction doubled the partitions a transaction writes.
+const STATE_EVERY: Duration = Duration::from_secs(5);
+/// Key of a state partition's checkpoint: the offset of the room events partition below which
+/// every room's last seq is in the state topic.
+const CHECKPOINT_KEY: &str = "livechat-sequencer-checkpoint";
 /// How long the first send of a batch is waited for.
 const POLL_WAIT: Duration = Duration::from_millis(100);
-/// How long a `client_msg_id` is remembered: a retry within it gets the first message.
-pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
 /// A transaction left open by a sequencer that stopped is aborted by the broker after this;
 /// until then the partition's new owner waits to read its state.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,10 +171,16 @@ impl Ctx {
 }
 
 /// Notes that the assignment changed: the state of every partition is then read again.
-#[derive(Default)]
-struct Rebalances(AtomicBool);
+struct Rebalances {
+    changed: AtomicBool,
+    requests: RequestCounts,
+}
 
 impl ClientContext for Rebalances {
+    fn stats(&self, statistics: Statistics) {
+        self.requests.record(&statistics);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
             // The commands topic created a moment ago, not yet in this client's metadata.
@@ -179,7 +194,7 @@ impl ClientContext for Rebalances {
 
 impl ConsumerContext for Rebalances {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
-        self.0.store(true, Ordering::SeqCst);
+        self.changed.store(true, Ordering::SeqCst);
     }
 
     /// Logged: after a broker outage, which commands partitions this process sequences (or
@@ -205,14 +220,28 @@ impl ConsumerContext for Rebalances {
 
 /// The sequencer producer's records not yet delivered (its own thread serves the delivery
 /// reports), so a transaction waits for exactly its records, woken by the last.
-#[derive(Default)]
 struct Deliveries {
     /// (records sent and not yet reported, reports of failed deliveries)
     pending: std::sync::Mutex<(u64, u64)>,
     delivered: std::sync::Condvar,
+    /// The room events topic (its broker-side name) and, per partition, the offset after the
+    /// last event delivered there.
+    room_events: String,
+    events_end: std::sync::Mutex<HashMap<u32, i64>>,
+    requests: RequestCounts,
 }
 
 impl Deliveries {
+    fn new(room_events: String) -> Deliveries {
+        Deliveries {
+            pending: Default::default(),
+            delivered: Default::default(),
+            room_events,
+            events_end: Default::default(),
+            requests: RequestCounts::new("sequencer producer"),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -250,12 +279,23 @@ impl Deliveries {
     }
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn stats(&self, statistics: Statistics) {
+        self.requests.record(&statistics);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = result {
+            if m.topic() == self.room_events {
+                let mut ends = self.events_end.lock().unwrap_or_else(|p| p.into_inner());
+                let end = ends.entry(m.partition() as u32).or_insert(0);
+                *end = (*end).max(m.offset() + 1);
+            }
+        }
         let mut p = self.lock();
         p.0 = p.0.saturating_sub(1);
         if let Err((e, _)) = result {
@@ -277,6 +317,13 @@ struct Session<'a> {
     /// Reads partitions of the state and event topics when a partition is taken over.
     reader: BaseConsumer<ReaderContext>,
     parts: HashMap<u32, RoomSeqs>,
+    /// Each room's latest event not yet in the state topic: (partition, payload, time).
+    unrecorded: HashMap<String, (u32, Vec<u8>, i64)>,
+    /// Per partition owned: the room events offset below which every event's room is in the
+    /// state topic once `unrecorded` is written (the checkpoint written with it).
+    events_end: HashMap<u32, i64>,
+    /// When the state topic was last written; `None`: with the next transaction.
+    recorded: Option<Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -290,8 +337,7 @@ impl<'a> Session<'a> {
                 ROOM_EVENTS_TOPIC,
             ]))
             .context("creating the sequencer's topics")?;
-        let consumer: BaseConsumer<Rebalances> = log
-            .client()
+        let consumer: BaseConsumer<Rebalances> = counted(&mut log.client())
             .set("group.id", log.phys(GROUP))
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
@@ -303,13 +349,15 @@ impl<'a> Session<'a> {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("enable.partition.eof", "false")
-            .create_with_context(Rebalances::default())
+            .create_with_context(Rebalances {
+                changed: AtomicBool::new(false),
+                requests: RequestCounts::new("sequencer consumer"),
+            })
             .context("creating the sequencer's consumer")?;
         consumer
             .subscribe(&[&log.phys(MESSAGE_COMMANDS_TOPIC)])
             .context("subscribing to the message commands")?;
-        let producer: ThreadedProducer<Deliveries> = log
-            .client()
+        let producer: ThreadedProducer<Deliveries> = counted(&mut log.client())
             .set("transactional.id", &ctx.transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -325,7 +373,7 @@ impl<'a> Session<'a> {
                 "transaction.timeout.ms",
                 TRANSACTION_TIMEOUT.as_millis().to_string(),
             )
-            .create_with_context(Deliveries::default())
+            .create_with_context(Deliveries::new(log.phys(ROOM_EVENTS_TOPIC)))
             .context("creating the sequencer's producer")?;
         producer
             .init_transactions(CALL_TIMEOUT)
@@ -350,6 +398,9 @@ impl<'a> Session<'a> {
             producer,
             reader,
             parts: HashMap::new(),
+            unrecorded: HashMap::new(),
+            events_end: HashMap::new(),
+            recorded: None,
         })
     }
 
@@ -362,6 +413,10 @@ impl<'a> Session<'a> {
             }
             let batch = self.poll_batch()?;
             if batch.is_empty() {
+                if !self.unrecorded.is_empty() && self.state_due() {
+                    self.record_state_alone()
+                        .context("writing the rooms' state")?;
+                }
                 if progress.elapsed() > STALL_AFTER && checked.elapsed() > STALL_CHECK {
                     checked = Instant::now();
                     let idle = progress.elapsed().as_secs();
@@ -499,8 +554,16 @@ impl<'a> Session<'a> {
                 Duration::ZERO
             };
             let polled = self.consumer.poll(wait);
-            if self.consumer.context().0.swap(false, Ordering::SeqCst) {
+            if self
+                .consumer
+                .context()
+                .changed
+                .swap(false, Ordering::SeqCst)
+            {
+                // What was not recorded is read again by whoever owns the partition next.
                 self.parts.clear();
+                self.unrecorded.clear();
+                self.events_end.clear();
                 out.clear();
             }
             match polled {
@@ -559,7 +622,6 @@ impl<'a> Session<'a> {
         let started = Instant::now();
         self.producer.begin_transaction()?;
         let now = chrono::Utc::now().timestamp_millis();
-        let mut latest: HashMap<String, (Vec<u8>, i64)> = HashMap::new();
         for (p, cmd, reply_to, traceparent) in sends {
             let request = cmd.message_id.clone().unwrap_or_default();
             let state = self.parts.get_mut(&p).context("state of a partition")?;
@@ -567,11 +629,7 @@ impl<'a> Session<'a> {
                 Sequenced::New(ev) => (ev, false),
                 Sequenced::Duplicate(ev) => (ev, true),
             };
-            let payload = codec::encode_room_event(&ev)?;
-            let payload = match &self.ctx.log.ids {
-                Some(ids) => ids.outgoing(&payload).into_owned(),
-                None => payload,
-            };
+            let payload = self.outgoing(&ev)?;
             if !duplicate {
                 let mut headers = OwnedHeaders::new_with_capacity(8).insert(Header {
                     key: "event_id",
@@ -596,7 +654,8 @@ impl<'a> Session<'a> {
                     headers,
                     ev.occurred_at,
                 )?;
-                latest.insert(ev.room_id.clone(), (payload.clone(), ev.occurred_at));
+                self.unrecorded
+                    .insert(ev.room_id.clone(), (p, payload.clone(), ev.occurred_at));
                 metrics::counter!("livechat_sequencer_messages_total").increment(1);
             }
             if let Some(node) = reply_to {
@@ -616,14 +675,9 @@ impl<'a> Session<'a> {
                 self.produce(MESSAGE_RECEIPTS_TOPIC, &node, &payload, headers, now)?;
             }
         }
-        for (room, (payload, at)) in &latest {
-            self.produce(
-                SEQUENCER_STATE_TOPIC,
-                room,
-                payload,
-                OwnedHeaders::new(),
-                *at,
-            )?;
+        let record = self.state_due();
+        if record {
+            self.record_state()?;
         }
         let mut offsets = TopicPartitionList::new();
         let topic = self.ctx.log.phys(MESSAGE_COMMANDS_TOPIC);
@@ -638,10 +692,86 @@ impl<'a> Session<'a> {
             .send_offsets_to_transaction(&offsets, &group, IN_TRANSACTION_TIMEOUT)?;
         self.flush()?;
         self.producer.commit_transaction(IN_TRANSACTION_TIMEOUT)?;
+        self.committed(record);
         metrics::histogram!("livechat_sequencer_batch_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("livechat_sequencer_batch_size").record(batch.len() as f64);
         Ok(())
+    }
+
+    fn state_due(&self) -> bool {
+        self.recorded.is_none_or(|at| at.elapsed() >= STATE_EVERY)
+    }
+
+    /// Queues, in the open transaction, every room's latest event not yet in the state topic and
+    /// each owned partition's checkpoint. A partition's new owner reads the room events from its
+    /// checkpoint on (see [`Session::load`]), so the rooms whose state was not written yet (at
+    /// most [`STATE_EVERY`] of sends) are found there.
+    ///
+    /// The checkpoint is the end of the room events as of the last committed transaction: every
+    /// event below it was sequenced by this session (and is in `unrecorded` until now) or read
+    /// back when the partition was taken over (and put there then).
+    fn record_state(&mut self) -> anyhow::Result<()> {
+        for (room, (_, payload, at)) in &self.unrecorded {
+            self.produce(
+                SEQUENCER_STATE_TOPIC,
+                room,
+                payload,
+                OwnedHeaders::new(),
+                *at,
+            )?;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        for (&p, end) in &self.events_end {
+            let value = end.to_string();
+            let key = CHECKPOINT_KEY;
+            let headers = OwnedHeaders::new();
+            self.produce_to(
+                SEQUENCER_STATE_TOPIC,
+                Some(p as i32),
+                key,
+                value.as_bytes(),
+                headers,
+                now,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A transaction of the state alone, for the rooms of a session that has no sends waiting.
+    fn record_state_alone(&mut self) -> anyhow::Result<()> {
+        self.producer.begin_transaction()?;
+        let written = self
+            .record_state()
+            .and_then(|()| self.flush())
+            .and_then(|()| Ok(self.producer.commit_transaction(IN_TRANSACTION_TIMEOUT)?));
+        if let Err(e) = written {
+            if let Err(abort) = self.producer.abort_transaction(IN_TRANSACTION_TIMEOUT) {
+                tracing::debug!(error = %abort, "Abort failed (the producer is fenced or gone).");
+            }
+            return Err(e);
+        }
+        self.committed(true);
+        Ok(())
+    }
+
+    /// After a commit: the room events' ends move on, and what was recorded is no longer owed.
+    fn committed(&mut self, recorded: bool) {
+        if recorded {
+            self.unrecorded.clear();
+            self.recorded = Some(Instant::now());
+        }
+        let ends = self
+            .producer
+            .context()
+            .events_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (p, end) in self.events_end.iter_mut() {
+            if let Some(&e) = ends.get(p) {
+                *end = (*end).max(e);
+            }
+        }
     }
 
     /// Waits until every record of the open transaction is delivered, bounded like every call
@@ -712,30 +842,60 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// A partition's state when it is taken over: the rooms' last seqs from the state topic, and
-    /// the sends of the dedup window from the room events.
+    /// A partition's state when it is taken over: the rooms' last seqs from the state topic, then
+    /// the room events from its checkpoint (the rooms whose state was not written yet) or from
+    /// the start of the dedup window if that is earlier (the sends a retry may repeat).
     fn load(&mut self, partition: u32) -> anyhow::Result<RoomSeqs> {
         let started = Instant::now();
         let now = chrono::Utc::now().timestamp_millis();
-        let mut state = RoomSeqs::new(DEDUP_WINDOW.as_millis() as i64);
+        let window_ms = self.ctx.log.cfg.dedup_window_secs.saturating_mul(1000) as i64;
+        let mut state = RoomSeqs::new(window_ms);
+        let (records, _) = self.read_from(SEQUENCER_STATE_TOPIC, partition, 0)?;
+        let (checkpoints, rooms): (Vec<LogEntry>, Vec<LogEntry>) =
+            records.into_iter().partition(|e| e.key == CHECKPOINT_KEY);
+        let checkpoint = checkpoints.last().and_then(|e| {
+            std::str::from_utf8(&e.payload)
+                .ok()
+                .and_then(|v| v.parse::<i64>().ok())
+        });
         let mut states = 0usize;
-        self.read_to_end(SEQUENCER_STATE_TOPIC, partition, Offset::Beginning, |ev| {
+        for ev in self.decode(SEQUENCER_STATE_TOPIC, partition, rooms)? {
             if let Some(seq) = ev.seq {
                 state.raise(&ev.room_id, seq);
                 states += 1;
             }
-        })?;
-        let since = Offset::Offset(now - DEDUP_WINDOW.as_millis() as i64);
+        }
+        let window = self.offset_at(ROOM_EVENTS_TOPIC, partition, now - window_ms)?;
+        // Neither: nothing recent, and a state topic written with every transaction (before
+        // checkpoints) holds every room.
+        let from = match (checkpoint, window) {
+            (Some(c), Some(w)) => c.min(w),
+            (Some(c), None) => c,
+            (None, Some(w)) => w,
+            (None, None) => i64::MAX,
+        };
+        let (events, end) = self.read_from(ROOM_EVENTS_TOPIC, partition, from)?;
+        let mut latest: HashMap<String, RoomEvent> = HashMap::new();
         let mut recent = 0usize;
-        self.read_to_end(ROOM_EVENTS_TOPIC, partition, since, |ev| {
+        for ev in self.decode(ROOM_EVENTS_TOPIC, partition, events)? {
             if ev.kind() == Some(RoomEventType::MessageSent) {
                 state.remember(&ev, now);
                 recent += 1;
+                latest.insert(ev.room_id.clone(), ev);
             }
-        })?;
+        }
+        // Owed to the state topic before this session's first checkpoint of the partition.
+        for (room, ev) in latest {
+            let payload = self.outgoing(&ev)?;
+            self.unrecorded
+                .insert(room, (partition, payload, ev.occurred_at));
+        }
+        self.events_end.insert(partition, end);
+        self.recorded = None;
         tracing::info!(
             partition,
             states,
+            ?checkpoint,
             recent,
             ms = started.elapsed().as_millis() as u64,
             "Sequencer took over a partition."
@@ -743,35 +903,44 @@ impl<'a> Session<'a> {
         Ok(state)
     }
 
-    /// Reads a partition's committed records from `from` (an offset, the beginning, or a time in
-    /// ms as `Offset::Offset` for the room events) to its end, decoding each room event.
-    fn read_to_end(
+    /// A room event as the sequencer writes it (with the registry's schema id, if one is used).
+    fn outgoing(&self, ev: &RoomEvent) -> anyhow::Result<Vec<u8>> {
+        let payload = codec::encode_room_event(ev)?;
+        Ok(match &self.ctx.log.ids {
+            Some(ids) => ids.outgoing(&payload).into_owned(),
+            None => payload,
+        })
+    }
+
+    /// The first offset of a partition at or after a time (ms); `None` if nothing is that recent.
+    fn offset_at(&self, topic: &str, partition: u32, ts: i64) -> anyhow::Result<Option<i64>> {
+        let name = self.ctx.log.phys(topic);
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset(&name, partition as i32, Offset::Offset(ts))?;
+        let found = self
+            .reader
+            .offsets_for_times(at, CALL_TIMEOUT)
+            .with_context(|| format!("the offset of {topic}/{partition} at {ts}"))?;
+        Ok(match found.elements().first().map(|e| e.offset()) {
+            Some(Offset::Offset(o)) if o >= 0 => Some(o),
+            _ => None,
+        })
+    }
+
+    /// A partition's committed records from offset `start` to its end, and that end.
+    fn read_from(
         &mut self,
         topic: &str,
         partition: u32,
-        from: Offset,
-        mut each: impl FnMut(RoomEvent),
-    ) -> anyhow::Result<()> {
+        start: i64,
+    ) -> anyhow::Result<(Vec<LogEntry>, i64)> {
         let name = self.ctx.log.phys(topic);
         let (_, high) = self
             .reader
             .fetch_watermarks(&name, partition as i32, CALL_TIMEOUT)
             .with_context(|| format!("the end of {topic}/{partition}"))?;
-        let start = match from {
-            Offset::Offset(ts) if topic == ROOM_EVENTS_TOPIC => {
-                let mut at = TopicPartitionList::new();
-                at.add_partition_offset(&name, partition as i32, Offset::Offset(ts))?;
-                let found = self.reader.offsets_for_times(at, CALL_TIMEOUT)?;
-                match found.elements().first().map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) if o >= 0 => o,
-                    _ => return Ok(()), // nothing that recent
-                }
-            }
-            Offset::Offset(o) => o,
-            _ => 0,
-        };
         if start >= high {
-            return Ok(());
+            return Ok((Vec::new(), high));
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&name, partition as i32, Offset::Offset(start))?;
@@ -796,13 +965,24 @@ impl<'a> Session<'a> {
         };
         let _ = self.reader.unassign();
         outcome?;
+        Ok((entries, high))
+    }
+
+    /// The room events of records read back; an undecodable one is logged and skipped.
+    fn decode(
+        &self,
+        topic: &str,
+        partition: u32,
+        entries: Vec<LogEntry>,
+    ) -> anyhow::Result<Vec<RoomEvent>> {
         let entries =
             self.ctx
                 .rt
                 .block_on(from_registry(self.ctx.log.ids.as_deref(), entries, true))?;
+        let mut events = Vec::with_capacity(entries.len());
         for e in entries {
             match codec::decode(&e.payload) {
-                Ok(TopicEvent::Room(ev)) => each(ev),
+                Ok(TopicEvent::Room(ev)) => events.push(ev),
                 _ => tracing::warn!(
                     topic,
                     partition,
@@ -811,7 +991,7 @@ impl<'a> Session<'a> {
                 ),
             }
         }
-        Ok(())
+        Ok(events)
     }
 
     /// The last seq the directory has for a room (rooms sequenced there before; 0 for a new one).

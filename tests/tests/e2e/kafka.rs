@@ -259,6 +259,35 @@ async fn sequencers_paused_or_killed_never_give_a_seq_twice() {
     }
 }
 
+/// A sequencer writes the rooms' last seqs to its state topic every few seconds, not with every
+/// send. One SIGKILLed right after sends it had not written there yet, and started again once
+/// they are older than its dedup window (so the window it reads back has none of them), finds
+/// them from its checkpoint: the next seq follows the last one acknowledged.
+#[tokio::test]
+async fn a_sequencer_back_after_its_dedup_window_continues_the_seqs() {
+    let Some(mut owned) = kafka_env() else { return };
+    owned.push(("LIVECHAT_LOG__KAFKA__DEDUP_WINDOW_SECS", "1".to_string()));
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut a = App::spawn(&env).await;
+    let alice = a.user("alice").await;
+    let room = alice.create_room("checkpoint", true).await;
+    let mut ws = alice.ws(&a, None).await;
+    // The session's first transaction writes the state; the next ones, within seconds, do not.
+    let mut acks = ws.send_numbered(&room, "a", 0..1).await;
+    acks.extend(ws.send_numbered(&room, "b", 0..5).await);
+    assert_eq!(seqs(&acks), (1..=6).collect::<Vec<_>>());
+    drop(ws);
+    a.kill9().await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    a.restart().await;
+
+    let mut ws = alice.ws(&a, None).await;
+    let after = ws.send_numbered(&room, "c", 0..3).await;
+    assert_eq!(seqs(&after), vec![7, 8, 9], "seqs go on, none given twice");
+    let hist = alice.wait_for_history(&room, 9).await;
+    assert_eq!(seqs(&hist), (1..=9).collect::<Vec<_>>());
+}
+
 /// Ten acknowledged sends into each room, through one socket.
 async fn round(ws: &mut Ws, rooms: &[String], n: usize, acks: &mut Vec<(String, Value)>) {
     for r in rooms {
