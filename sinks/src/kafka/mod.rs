@@ -89,9 +89,10 @@ impl KafkaLog {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
-            // A send waits for its command to be produced: 1 ms instead of the default 5 ms
-            // of lingering; under load records still gather while a request is in flight.
-            .set("linger.ms", "1")
+            // A send waits for its command to be produced: by default 1 ms instead of
+            // librdkafka's 5 ms of lingering; under load records still gather while a request
+            // is in flight.
+            .set("linger.ms", cfg.linger_ms.to_string())
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000")
             .create_with_context(RequestCounts::new("producer"))

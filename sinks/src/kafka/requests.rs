@@ -12,7 +12,7 @@ use rdkafka::statistics::Statistics;
 
 /// How often librdkafka reports its statistics (each report is a JSON document of a few KiB
 /// per partition the client serves, parsed here).
-const INTERVAL_MS: &str = "1000";
+const INTERVAL_MS: &str = "5000";
 
 /// Turns on the statistics a [`RequestCounts`] reads. Only for clients whose context counts:
 /// rdkafka's default context logs every report.
