@@ -317,8 +317,8 @@ struct Session<'a> {
     /// Reads partitions of the state and event topics when a partition is taken over.
     reader: BaseConsumer<ReaderContext>,
     parts: HashMap<u32, RoomSeqs>,
-    /// Each room's latest event not yet in the state topic: (partition, payload, time).
-    unrecorded: HashMap<String, (u32, Vec<u8>, i64)>,
+    /// Each room's latest event not yet in the state topic: (payload, time).
+    unrecorded: HashMap<String, (Vec<u8>, i64)>,
     /// Per partition owned: the room events offset below which every event's room is in the
     /// state topic once `unrecorded` is written (the checkpoint written with it).
     events_end: HashMap<u32, i64>,
@@ -655,7 +655,7 @@ impl<'a> Session<'a> {
                     ev.occurred_at,
                 )?;
                 self.unrecorded
-                    .insert(ev.room_id.clone(), (p, payload.clone(), ev.occurred_at));
+                    .insert(ev.room_id.clone(), (payload.clone(), ev.occurred_at));
                 metrics::counter!("livechat_sequencer_messages_total").increment(1);
             }
             if let Some(node) = reply_to {
@@ -712,7 +712,7 @@ impl<'a> Session<'a> {
     /// event below it was sequenced by this session (and is in `unrecorded` until now) or read
     /// back when the partition was taken over (and put there then).
     fn record_state(&mut self) -> anyhow::Result<()> {
-        for (room, (_, payload, at)) in &self.unrecorded {
+        for (room, (payload, at)) in &self.unrecorded {
             self.produce(
                 SEQUENCER_STATE_TOPIC,
                 room,
@@ -723,15 +723,12 @@ impl<'a> Session<'a> {
         }
         let now = chrono::Utc::now().timestamp_millis();
         for (&p, end) in &self.events_end {
-            let value = end.to_string();
-            let key = CHECKPOINT_KEY;
-            let headers = OwnedHeaders::new();
             self.produce_to(
                 SEQUENCER_STATE_TOPIC,
                 Some(p as i32),
-                key,
-                value.as_bytes(),
-                headers,
+                CHECKPOINT_KEY,
+                end.to_string().as_bytes(),
+                OwnedHeaders::new(),
                 now,
             )?;
         }
@@ -887,8 +884,7 @@ impl<'a> Session<'a> {
         // Owed to the state topic before this session's first checkpoint of the partition.
         for (room, ev) in latest {
             let payload = self.outgoing(&ev)?;
-            self.unrecorded
-                .insert(room, (partition, payload, ev.occurred_at));
+            self.unrecorded.insert(room, (payload, ev.occurred_at));
         }
         self.events_end.insert(partition, end);
         self.recorded = None;
