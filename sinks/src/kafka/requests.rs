@@ -14,10 +14,14 @@ use rdkafka::statistics::Statistics;
 /// per partition the client serves, parsed here).
 const INTERVAL_MS: &str = "5000";
 
-/// Turns on the statistics a [`RequestCounts`] reads. Only for clients whose context counts:
-/// rdkafka's default context logs every report.
+/// Turns on the statistics a [`RequestCounts`] reads, every [`INTERVAL_MS`] unless the
+/// operator's `[log.kafka] client` properties chose another interval. Only for clients whose
+/// context counts: rdkafka's default context logs every report.
 pub(super) fn counted(cfg: &mut ClientConfig) -> &mut ClientConfig {
-    cfg.set("statistics.interval.ms", INTERVAL_MS)
+    if cfg.get("statistics.interval.ms").is_none() {
+        cfg.set("statistics.interval.ms", INTERVAL_MS);
+    }
+    cfg
 }
 
 /// Adds each report's new requests to the counters of one client.
@@ -90,6 +94,21 @@ mod tests {
             brokers: HashMap::from([("b:9092/1".to_string(), broker)]),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_interval_the_operator_chose_is_kept() {
+        let mut cfg = ClientConfig::new();
+        assert_eq!(
+            counted(&mut cfg).get("statistics.interval.ms"),
+            Some(INTERVAL_MS)
+        );
+        let mut cfg = ClientConfig::new();
+        cfg.set("statistics.interval.ms", "1000");
+        assert_eq!(
+            counted(&mut cfg).get("statistics.interval.ms"),
+            Some("1000")
+        );
     }
 
     #[test]
