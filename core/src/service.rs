@@ -1417,29 +1417,36 @@ impl ChatService {
             .history
             .thread(room, root_seq, after, limit)
             .await?;
-        let read_seq = self
-            .dir()
-            .thread_reads(user.id, room, &[root_seq])
-            .await?
-            .get(&root_seq)
-            .copied()
-            .unwrap_or(0);
-        let follow_choice = self
-            .dir()
-            .thread_follows(room, root_seq)
-            .await?
-            .get(&user.id)
-            .copied();
+        let roots = [root_seq];
+        let (reads, choices) = tokio::try_join!(
+            self.dir().thread_reads(user.id, room, &roots),
+            self.dir().thread_follows(room, root_seq),
+        )?;
+        let read_seq = reads.get(&root_seq).copied().unwrap_or(0);
+        let follow_choice = choices.get(&user.id).copied();
+        // By default the root's author and the authors of the first replies follow (as a reply
+        // tells them); the page in hand holds those replies when it starts the thread and either
+        // ends it or is at least that long.
+        let replied = |rs: &[StoredMessage]| {
+            rs.iter()
+                .take(THREAD_FOLLOWERS_READ as usize)
+                .any(|r| r.user_id == user.id)
+        };
         let following = match follow_choice {
             Some(chosen) => chosen,
             None if root.user_id == user.id => true,
-            None => self
-                .ports
-                .history
-                .thread(room, root_seq, 0, THREAD_FOLLOWERS_READ)
-                .await?
-                .iter()
-                .any(|r| r.user_id == user.id),
+            None if after == 0
+                && (replies.len() < limit as usize || limit >= THREAD_FOLLOWERS_READ) =>
+            {
+                replied(&replies)
+            }
+            None => replied(
+                &self
+                    .ports
+                    .history
+                    .thread(room, root_seq, 0, THREAD_FOLLOWERS_READ)
+                    .await?,
+            ),
         };
         Ok(ThreadPage {
             root: MessagePublic::from(&root),

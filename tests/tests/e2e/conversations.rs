@@ -845,6 +845,15 @@ pub async fn threads_across(send_to: &App, read_from: &App) {
     };
     assert_eq!(following(&alice).await, true, "the root's author follows");
     assert_eq!(following(&bob).await, true, "who replied follows");
+    let past_his_reply = format!("/api/messages/get-thread/{room}/{root_seq}?after_seq=100000");
+    assert_eq!(
+        ok(
+            bob.via(read_from).get(&past_his_reply).await,
+            "get-thread after"
+        )["following"],
+        true,
+        "who replied follows, on a page without his reply"
+    );
     assert_eq!(
         carol
             .put(&follow(root_seq), Some(json!({"follow": true})))
