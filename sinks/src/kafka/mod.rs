@@ -491,7 +491,9 @@ impl EventLog for KafkaLog {
         from: i64,
         max: u32,
     ) -> StoreResult<Vec<LogEntry>> {
-        let end = self.end_offset(topic, partition).await?;
+        // A topic created a moment ago may have no leader in this client's metadata yet (seen:
+        // "Not leader for partition" on a read right after the first append).
+        let end = self.end_offset_of_new(topic, partition).await?;
         if from >= end || max == 0 {
             return Ok(Vec::new());
         }
