@@ -24,6 +24,12 @@ pub enum AppError {
         message: String,
         more: Vec<(String, String)>,
     },
+    /// 413: the request's content is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415: content of a kind that is not accepted.
+    #[error("{0}")]
+    Unsupported(String),
     /// 429: throttled; retry after the given number of seconds.
     #[error("{message}")]
     TooManyRequests {
@@ -88,6 +94,8 @@ impl AppError {
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::Validation { .. } => "invalid",
+            AppError::TooLarge(_) => "too_large",
+            AppError::Unsupported(_) => "unsupported",
             AppError::TooManyRequests { .. } => "rate_limited",
             AppError::Unavailable(_) => "unavailable",
             AppError::Internal(_) => "internal",

@@ -16,6 +16,7 @@
 //!   sequencer decides them.
 //! - [`service`]: [`service::ChatService`], the business rules behind every route and frame.
 
+pub mod attachments;
 pub mod auth;
 pub mod error;
 pub mod events;

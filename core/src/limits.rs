@@ -49,6 +49,10 @@ pub struct Limits {
     pub max_rate_violations: u32,
     /// Rooms one socket may subscribe to.
     pub max_rooms_per_socket: usize,
+    /// Largest file a member may share in a room (the upload's body; larger ones get 413).
+    pub max_file_bytes: usize,
+    /// Uploads inspected at once in one process (each holds its file in memory); more get 429.
+    pub concurrent_uploads: usize,
     /// Open sockets per user (tabs and devices together); the next upgrade gets 429.
     pub max_sockets_per_user: usize,
     /// Server ping interval and idle timeout (no frame from the client for this long closes it).
@@ -121,6 +125,8 @@ impl Default for Limits {
             subscribe_burst: 200.0,
             max_rate_violations: 20,
             max_rooms_per_socket: 200,
+            max_file_bytes: 10 * 1024 * 1024,
+            concurrent_uploads: 4,
             max_sockets_per_user: 20,
             ping_interval_secs: 10,
             idle_timeout_secs: 20,

@@ -204,6 +204,18 @@ pub trait Outbox: Send + Sync {
     fn pending_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
+/// Files shared in rooms, by key (a path of `/`-separated names: letters, digits, `-`, `.`).
+/// Contract: `put` of a key replaces it whole, and a reader never sees a file half-written;
+/// once `put` returns, the file is durable.
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    async fn put(&self, key: &str, bytes: bytes::Bytes) -> StoreResult<()>;
+    async fn get(&self, key: &str) -> StoreResult<Option<bytes::Bytes>>;
+    async fn exists(&self, key: &str) -> StoreResult<bool>;
+    /// Deletes the file; deleting one that is not there is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+}
+
 /// Login sessions with sliding expiry.
 #[async_trait]
 pub trait SessionStore: Send + Sync {

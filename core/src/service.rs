@@ -40,6 +40,8 @@ pub struct Ports {
     pub cache: Arc<dyn Cache>,
     /// The message search index this process keeps (None where no search processor runs).
     pub search: Option<Arc<dyn SearchIndex>>,
+    /// Where shared files are kept (None: file sharing is off).
+    pub files: Option<Arc<dyn FileStore>>,
 }
 
 /// An authenticated caller.
@@ -89,7 +91,7 @@ pub struct ChatService {
     registrations: LoginThrottle,
     hashing: auth::Hashing,
     /// Sends per user, over all their sockets and REST calls.
-    sends: ratelimit::PerUser,
+    pub(crate) sends: ratelimit::PerUser,
     /// Name and owner of rooms seen by this process. Both never change, so the send path reads
     /// them once per room instead of once per message (std Mutex: never held across .await).
     room_facts: std::sync::Mutex<std::collections::HashMap<RoomId, (String, UserId)>>,
@@ -100,6 +102,8 @@ pub struct ChatService {
     recent_sessions: RecentSessions,
     /// Data exports running at once (each reads every room its user is in).
     exports: Arc<tokio::sync::Semaphore>,
+    /// Uploads inspected at once (each holds its file in memory while it is hashed).
+    pub(crate) uploads: tokio::sync::Semaphore,
 }
 
 /// Data exports running at once in one process; more wait for a retry (429).
@@ -155,7 +159,6 @@ impl ChatService {
         let sends = ratelimit::PerUser::new(limits.send_rate_per_sec, limits.send_burst);
         ChatService {
             ports,
-            limits,
             throttle,
             registrations,
             hashing: auth::Hashing::per_core(),
@@ -164,6 +167,8 @@ impl ChatService {
             known_members: Arc::new(KnownMembers::new(KNOWN_MEMBER_TTL)),
             recent_sessions: RecentSessions::default(),
             exports: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_EXPORTS)),
+            uploads: tokio::sync::Semaphore::new(limits.concurrent_uploads.max(1)),
+            limits,
         }
     }
 

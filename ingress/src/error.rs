@@ -35,6 +35,8 @@ pub fn status_of(e: &AppError) -> StatusCode {
         AppError::Forbidden(_) => StatusCode::FORBIDDEN,
         AppError::NotFound(_) => StatusCode::NOT_FOUND,
         AppError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        AppError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

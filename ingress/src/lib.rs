@@ -41,7 +41,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::hub::Hub;
-use crate::routes::{analytics, messages, notifications, registry, rooms, users};
+use crate::routes::{analytics, files, messages, notifications, registry, rooms, users};
 
 /// `[ingress]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -210,6 +210,13 @@ pub fn router(st: Arc<AppState>) -> Router {
             get(messages::recent),
         )
         .route("/messages/get-messages/{room_id}", get(messages::by_seq))
+        .route(
+            "/files/upload-file/{room_id}",
+            post(files::upload).layer(axum::extract::DefaultBodyLimit::max(
+                st.svc.limits.max_file_bytes,
+            )),
+        )
+        .route("/files/get-file/{room_id}/{key}", get(files::download))
         .route("/notifications/get-notifications", get(notifications::list))
         .route(
             "/notifications/update-notification/{notification_id}",

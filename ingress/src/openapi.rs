@@ -76,6 +76,8 @@ fn operations() -> Vec<Op> {
         ("post", "/api/messages/remove-reaction/{message_id}", "messages", "Member: take back one's reaction (nothing to take back is not an error)", true, MSG, Some("ReactionRequest"), Some(schema_ref("MessagePublic"))),
         ("get", "/api/messages/get-recent-messages/{room_id}", "messages", "History, newest first, keyset on created_at < before; a full page also takes the rest of its oldest millisecond (it may hold more than limit), so paging by the oldest created_at never skips a message", true, &[("room_id", "path", "uuid", true), ("before", "query", "date-time", false), ("limit", "query", "integer", false)], None, Some(array_of("MessagePublic"))),
         ("get", "/api/messages/get-messages/{room_id}", "messages", "History by seq: after_seq (ascending) or before_seq (descending); tombstones included", true, &[("room_id", "path", "uuid", true), ("after_seq", "query", "integer", false), ("before_seq", "query", "integer", false), ("limit", "query", "integer", false)], None, Some(array_of("MessagePublic"))),
+        ("post", "/api/files/upload-file/{room_id}", "files", "Members: share a file in the room. The body is the file's bytes (at most max_file_bytes, 10 MiB: 413 beyond); its type is found from the bytes (the request's Content-Type is ignored), programs are refused (415), an image's EXIF, XMP and text metadata are removed before it is stored, and its width and height given. name (query) is the name to show, without any path. Stored once by content (key = SHA-256 of the stored bytes); the answer's url is where the room's members download it. Counted against the send rate; at most concurrent_uploads (4) per process at once (429 beyond)", true, &[("room_id", "path", "uuid", true), ("name", "query", "string", false)], Some("FileUpload"), Some(schema_ref("FilePublic"))),
+        ("get", "/api/files/get-file/{room_id}/{key}", "files", "Members: a file shared in the room, with the Content-Type found at upload, X-Content-Type-Options: nosniff and a sandboxing Content-Security-Policy; PNG, JPEG, GIF and WebP images inline, anything else as a download (Content-Disposition: attachment). 404 for a key not shared in this room", true, &[("room_id", "path", "uuid", true), ("key", "path", "string", true)], None, Some(json!({"type": "string", "format": "binary"}))),
         ("get", "/api/notifications/get-notifications", "notifications", "The caller's notifications, newest first", true, &[("unread_only", "query", "boolean", false), ("limit", "query", "integer", false)], None, Some(array_of("NotificationPublic"))),
         ("put", "/api/notifications/update-notification/{notification_id}", "notifications", "Mark one read", true, NOTIF, None, None),
         ("put", "/api/notifications/update-notifications/read-all", "notifications", "Mark all read", true, &[], None, None),
@@ -130,6 +132,8 @@ fn components() -> Value {
             "ReactionRequest": { "type": "object", "required": ["emoji"], "properties": { "emoji": s("string") } },
             "Reaction": { "type": "object", "properties": { "emoji": s("string"), "count": s("integer"), "user_ids": {"type": "array", "items": uuid} } },
             "MessagePublic": message,
+            "FileUpload": { "type": "string", "format": "binary" },
+            "FilePublic": { "type": "object", "properties": { "key": {"type": "string", "description": "SHA-256 of the stored bytes, hex"}, "content_type": s("string"), "size": s("integer"), "width": {"type": "integer", "description": "images only"}, "height": {"type": "integer", "description": "images only"}, "name": s("string"), "url": s("string") } },
             "EditMessageRequest": { "type": "object", "required": ["new_content"], "properties": { "new_content": s("string") } },
             "NotificationPublic": { "type": "object", "properties": { "id": uuid, "type": s("string"), "payload": {"type": "object", "additionalProperties": s("string")}, "read": s("boolean"), "source_id": {"type": "string", "format": "uuid", "nullable": true}, "created_at": dt } },
             "RoomStats": { "type": "object", "properties": { "room_id": uuid, "total_messages": s("integer"), "users_amount": s("integer"), "last_updated": {"type": "string", "format": "date-time", "nullable": true} } },
@@ -158,10 +162,22 @@ pub fn spec() -> Value {
             op.insert("parameters".into(), Value::Array(params));
         }
         if let Some(b) = body {
-            op.insert("requestBody".into(), json!({"required": true, "content": {"application/json": {"schema": schema_ref(b)}}}));
+            // A file is sent as its bytes; every other body is JSON.
+            let media = if b == "FileUpload" {
+                "application/octet-stream"
+            } else {
+                "application/json"
+            };
+            op.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {media: {"schema": schema_ref(b)}}}),
+            );
         }
         let mut responses = Map::new();
         let ok = match response {
+            Some(schema) if schema["format"] == "binary" => {
+                json!({"description": "OK", "content": {"*/*": {"schema": schema}}})
+            }
             Some(schema) => {
                 json!({"description": "OK", "content": {"application/json": {"schema": schema}}})
             }
@@ -171,6 +187,11 @@ pub fn spec() -> Value {
         let err = json!({"description": "Error", "content": {"application/json": {"schema": schema_ref("Error")}}});
         for code in ["400", "401", "403", "404", "422", "429"] {
             responses.insert(code.into(), err.clone());
+        }
+        if body == Some("FileUpload") {
+            for code in ["413", "415"] {
+                responses.insert(code.into(), err.clone());
+            }
         }
         op.insert("responses".into(), Value::Object(responses));
         if authed {

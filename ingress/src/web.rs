@@ -92,10 +92,13 @@ pub async fn security_headers(
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(if docs { DOCS_CSP } else { CLIENT_CSP }),
-    );
+    // A response may bring a stricter policy of its own (a shared file: sandboxed).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(if docs { DOCS_CSP } else { CLIENT_CSP }),
+        );
+    }
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

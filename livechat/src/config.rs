@@ -14,7 +14,7 @@ use livechat_sinks::config::{
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys, the only `LIVECHAT_*` environment variables read as configuration.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "data_dir",
     "directory",
     "sessions",
@@ -25,6 +25,7 @@ const SECTIONS: [&str; 10] = [
     "history",
     "analytics",
     "cache",
+    "files",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -41,6 +42,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub analytics: AnalyticsConfig,
     pub cache: CacheConfig,
+    pub files: FilesConfig,
 }
 
 /// `[directory]`: users, rooms, memberships, join requests, notifications and the outbox.
@@ -129,6 +131,25 @@ pub enum AnalyticsKind {
     Clickhouse,
 }
 
+/// `[files]`: files members share in rooms.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// The directory that holds them; empty for `files/` in the data directory. Every process
+    /// serving the API must see the same directory (several machines: a shared filesystem).
+    pub dir: String,
+}
+
+impl FilesConfig {
+    pub fn path(&self, data_dir: &str) -> std::path::PathBuf {
+        if self.dir.is_empty() {
+            std::path::Path::new(data_dir).join("files")
+        } else {
+            std::path::PathBuf::from(&self.dir)
+        }
+    }
+}
+
 /// `[cache]`: the user cache.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -188,6 +209,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             analytics: AnalyticsConfig::default(),
             cache: CacheConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }

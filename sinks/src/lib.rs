@@ -16,6 +16,7 @@
 //!
 //!   The analytics read model has its own file, `analytics.db` (`analytics.rs`). With a Kafka
 //!   log the directory's file keeps an outbox table instead (`outbox.rs`), emptied by the relay.
+//! - [`files`]: files shared in rooms, on local disk.
 //! - [`memory`]: in-process cache.
 //! - [`config`]: settings of the distributed adapters (always compiled).
 //! - Distributed adapters, each behind the cargo feature of its name:
@@ -32,6 +33,7 @@ pub mod cassandra;
 pub mod clickhouse;
 pub mod config;
 pub mod embedded;
+pub mod files;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "memcached")]

@@ -106,6 +106,14 @@ mod analytics {
     );
 }
 
+mod files {
+    use livechat_sinks::files::LocalFiles;
+    livechat_conformance::files_suite!(async {
+        let dir = tempfile::tempdir().unwrap().keep();
+        Some(LocalFiles::open(dir).unwrap())
+    });
+}
+
 mod cache {
     use super::*;
     livechat_conformance::cache_suite!(async { Some(MemoryCache::new(1000)) });

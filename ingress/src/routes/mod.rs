@@ -1,6 +1,7 @@
 //! REST routes, grouped like the original API under `/api`.
 
 pub mod analytics;
+pub mod files;
 pub mod messages;
 pub mod notifications;
 pub mod registry;

@@ -11,6 +11,7 @@
 pub mod analytics;
 pub mod cache;
 pub mod directory;
+pub mod files;
 pub mod history;
 pub mod log;
 pub mod presence;
@@ -273,6 +274,23 @@ macro_rules! cache_suite {
             cache,
             $make,
             [get_after_set_and_miss_after_delete, entries_expire]
+        );
+    };
+}
+
+/// Every check of the file store port.
+#[macro_export]
+macro_rules! files_suite {
+    ($make:expr) => {
+        $crate::suite!(
+            files,
+            $make,
+            [
+                a_file_is_read_back_replaced_and_deleted,
+                large_files_come_back_byte_for_byte,
+                concurrent_writers_of_a_key_leave_one_whole_file,
+                keys_cannot_leave_the_store,
+            ]
         );
     };
 }

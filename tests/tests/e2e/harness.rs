@@ -588,6 +588,24 @@ impl User {
     // Messages.
 
     /// Sends over REST (the original's route); `cid` is the client message id, if any.
+    /// Shares a file in the room: the body is the bytes, sent with a `Content-Type` that the
+    /// server must ignore.
+    pub async fn upload(&self, room: &str, name: &str, bytes: Vec<u8>, claimed: &str) -> Resp {
+        let r = self
+            .http
+            .post(format!("{}/api/files/upload-file/{room}", self.base))
+            .query(&[("name", name)])
+            .header("cookie", &self.cookie)
+            .header("content-type", claimed)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub async fn send_rest(&self, room: &str, content: &str, cid: Option<&str>) -> Resp {
         let mut body = json!({"content": content});
         if let Some(cid) = cid {

@@ -9,6 +9,7 @@ mod crash;
 #[cfg(feature = "distributed")]
 mod distributed;
 mod export;
+mod files;
 mod harness;
 #[cfg(feature = "kafka")]
 mod kafka;

@@ -1,0 +1,343 @@
+//! Files shared in a room: what a file is (from its bytes, never from what the client says),
+//! images with their size and without their metadata (EXIF, XMP, text chunks: camera, time,
+//! location), and where they are kept in the [`FileStore`] (content-addressed by SHA-256).
+//!
+//! Two objects per upload: `blobs/<sha256>` holds the bytes (shared by every room that has the
+//! same file) and `rooms/<room>/<sha256>.json` the file's description, which is also what lets a
+//! member of that room, and only of that room, download it.
+
+use bytes::Bytes;
+use img_parts::{jpeg, png, webp, ImageEXIF};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{AppError, AppResult};
+use crate::model::{RoomId, User};
+use crate::ports::FileStore;
+use crate::service::ChatService;
+
+/// What a stored file is, found from its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// The SHA-256 of the stored bytes, in hex: the file's key.
+    pub key: String,
+    pub content_type: String,
+    pub size: u64,
+    /// Pixels, for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+impl FileMeta {
+    /// Whether a browser may show the file in a page: raster images only. Anything else (HTML,
+    /// SVG, PDF, scripts, archives, …) is served as a download.
+    pub fn inline(&self) -> bool {
+        INLINE_IMAGES.contains(&self.content_type.as_str())
+    }
+}
+
+/// A file as the upload answers it: its description, the name the uploader gave it, and where
+/// the room's members download it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentPublic {
+    #[serde(flatten)]
+    pub meta: FileMeta,
+    pub name: String,
+    pub url: String,
+}
+
+/// Images shown inline; the only ones whose metadata is stripped (GIF has no EXIF).
+const INLINE_IMAGES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// A file ready to store: its bytes (metadata stripped) and description.
+#[derive(Debug)]
+pub struct Inspected {
+    pub bytes: Bytes,
+    pub meta: FileMeta,
+}
+
+/// Finds what the bytes are, strips an image's metadata, and hashes what will be stored.
+/// Refused: an empty file, and programs (executables, libraries, bytecode): a chat room is no
+/// place to hand those around, and a browser or a careless click could run them.
+pub fn inspect(bytes: Bytes) -> AppResult<Inspected> {
+    if bytes.is_empty() {
+        return Err(AppError::validation("file", "the file is empty"));
+    }
+    let kind = infer::get(&bytes);
+    if let Some(k) = kind {
+        if k.matcher_type() == infer::MatcherType::App {
+            return Err(AppError::Unsupported(format!(
+                "{} files are not accepted",
+                k.mime_type()
+            )));
+        }
+    }
+    let content_type = match kind {
+        Some(k) => k.mime_type().to_string(),
+        None if !bytes.contains(&0) && std::str::from_utf8(&bytes).is_ok() => {
+            "text/plain; charset=utf-8".to_string()
+        }
+        None => "application/octet-stream".to_string(),
+    };
+    let bytes = strip_metadata(&content_type, bytes)?;
+    let (width, height) = if INLINE_IMAGES.contains(&content_type.as_str()) {
+        let size = imagesize::blob_size(&bytes)
+            .map_err(|_| AppError::validation("file", "the image cannot be read"))?;
+        (
+            u32::try_from(size.width).ok(),
+            u32::try_from(size.height).ok(),
+        )
+    } else {
+        (None, None)
+    };
+    let key = hex(&Sha256::digest(&bytes));
+    let meta = FileMeta {
+        key,
+        content_type,
+        size: bytes.len() as u64,
+        width,
+        height,
+    };
+    Ok(Inspected { bytes, meta })
+}
+
+/// Removes what a photo says about where, when and with what it was taken: EXIF, XMP and IPTC
+/// in JPEG (APP1, APP13), EXIF and text chunks in PNG, EXIF and XMP in WebP. The pixels and
+/// the colour profile stay.
+fn strip_metadata(content_type: &str, bytes: Bytes) -> AppResult<Bytes> {
+    let unreadable = |_| AppError::validation("file", "the image cannot be read");
+    Ok(match content_type {
+        "image/jpeg" => {
+            let mut img = jpeg::Jpeg::from_bytes(bytes).map_err(unreadable)?;
+            img.remove_segments_by_marker(jpeg::markers::APP1);
+            img.remove_segments_by_marker(jpeg::markers::APP13);
+            img.encoder().bytes()
+        }
+        "image/png" => {
+            let mut img = png::Png::from_bytes(bytes).map_err(unreadable)?;
+            for kind in [*b"eXIf", *b"tEXt", *b"iTXt", *b"zTXt", *b"tIME"] {
+                img.remove_chunks_by_type(kind);
+            }
+            img.encoder().bytes()
+        }
+        "image/webp" => {
+            let mut img = webp::WebP::from_bytes(bytes).map_err(unreadable)?;
+            img.remove_chunks_by_id(webp::CHUNK_XMP);
+            // Also brings the header's flags in line with the chunks left.
+            img.set_exif(None);
+            img.encoder().bytes()
+        }
+        _ => bytes,
+    })
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A key as [`inspect`] makes them: 64 lowercase hex digits (anything else is not a file here).
+pub fn valid_key(key: &str) -> bool {
+    key.len() == 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn blob_key(key: &str) -> String {
+    format!("blobs/{key}")
+}
+
+fn room_key(room: RoomId, key: &str) -> String {
+    format!("rooms/{room}/{key}.json")
+}
+
+/// A file name fit to show and to put in a download's header: no path, no control characters,
+/// at most 200 characters; "file" when nothing is left.
+pub fn clean_name(name: Option<&str>) -> String {
+    let base = name
+        .unwrap_or_default()
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"')
+        .take(200)
+        .collect();
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        "file".into()
+    } else {
+        cleaned.to_string()
+    }
+}
+
+impl ChatService {
+    fn files(&self) -> AppResult<&dyn FileStore> {
+        self.ports
+            .files
+            .as_deref()
+            .ok_or_else(|| AppError::NotFound("file sharing is not enabled".into()))
+    }
+
+    /// Stores a file a member shares in the room; answers its description and download URL.
+    /// Uploading the same file again (to this room or another) stores its bytes once.
+    pub async fn upload_file(
+        &self,
+        user: &User,
+        room: RoomId,
+        name: Option<&str>,
+        bytes: Bytes,
+    ) -> AppResult<AttachmentPublic> {
+        let files = self.files()?;
+        self.require_member(room, user.id).await?;
+        if bytes.len() > self.limits.max_file_bytes {
+            return Err(AppError::TooLarge(format!(
+                "files may have at most {} bytes",
+                self.limits.max_file_bytes
+            )));
+        }
+        // Inspecting and hashing a large file is CPU work: bounded, and off the async threads.
+        let _permit = self
+            .uploads
+            .try_acquire()
+            .map_err(|_| AppError::TooManyRequests {
+                message: "too many uploads at once; retry shortly".into(),
+                retry_after_secs: 1,
+            })?;
+        // An upload counts against the user's send rate, as the message that shares it will.
+        self.sends
+            .try_take(user.id)
+            .map_err(|wait| AppError::TooManyRequests {
+                message: "Too many uploads; slow down".into(),
+                retry_after_secs: wait,
+            })?;
+        let Inspected { bytes, meta } = tokio::task::spawn_blocking(move || inspect(bytes))
+            .await
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("inspecting an upload: {e}")))??;
+        let blob = blob_key(&meta.key);
+        if !files.exists(&blob).await? {
+            files.put(&blob, bytes).await?;
+        }
+        let described = serde_json::to_vec(&meta)
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("describing a file: {e}")))?;
+        files
+            .put(&room_key(room, &meta.key), Bytes::from(described))
+            .await?;
+        let url = format!("/api/files/get-file/{room}/{}", meta.key);
+        Ok(AttachmentPublic {
+            meta,
+            name: clean_name(name),
+            url,
+        })
+    }
+
+    /// A file shared in the room, for one of its members: its description and bytes.
+    pub async fn download_file(
+        &self,
+        user: &User,
+        room: RoomId,
+        key: &str,
+    ) -> AppResult<(FileMeta, Bytes)> {
+        let files = self.files()?;
+        self.require_member(room, user.id).await?;
+        let missing = || AppError::NotFound("File not found".into());
+        if !valid_key(key) {
+            return Err(missing());
+        }
+        let described = files.get(&room_key(room, key)).await?.ok_or_else(missing)?;
+        let meta: FileMeta = serde_json::from_slice(&described).map_err(|e| {
+            AppError::Internal(anyhow::anyhow!("reading a file's description: {e}"))
+        })?;
+        let bytes = files.get(&blob_key(key)).await?.ok_or_else(missing)?;
+        Ok((meta, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1×1 JPEG with an EXIF segment naming a place.
+    fn jpeg_with_exif() -> Vec<u8> {
+        let mut b = vec![0xFF, 0xD8];
+        let exif = b"Exif\0\0GPS 52.3676 N 4.9041 E";
+        b.extend_from_slice(&[0xFF, 0xE1]);
+        b.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        b.extend_from_slice(exif);
+        // SOF0: 8-bit, 1×1, one component.
+        b.extend_from_slice(&[
+            0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x01, 0x00, 0x01, 0x01, 0x01, 0x11, 0x00,
+        ]);
+        // SOS with an empty scan, then EOI.
+        b.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00]);
+        b.extend_from_slice(&[0x00, 0xFF, 0xD9]);
+        b
+    }
+
+    #[test]
+    fn a_photo_loses_its_exif_and_keeps_its_size() {
+        let raw = jpeg_with_exif();
+        assert!(raw.windows(3).any(|w| w == b"GPS"));
+        let got = inspect(Bytes::from(raw.clone())).unwrap();
+        assert_eq!(got.meta.content_type, "image/jpeg");
+        assert_eq!((got.meta.width, got.meta.height), (Some(1), Some(1)));
+        assert!(!got.bytes.windows(3).any(|w| w == b"GPS"), "EXIF gone");
+        assert!(got.bytes.len() < raw.len());
+        assert_eq!(got.meta.size, got.bytes.len() as u64);
+        assert_eq!(got.meta.key, hex(&Sha256::digest(&got.bytes)));
+        assert!(valid_key(&got.meta.key));
+    }
+
+    #[test]
+    fn the_type_comes_from_the_bytes() {
+        let html = inspect(Bytes::from_static(
+            b"<html><script>alert(1)</script></html>",
+        ))
+        .unwrap();
+        assert_eq!(html.meta.content_type, "text/html");
+        assert!(!html.meta.inline());
+        let text = inspect(Bytes::from_static("héllo, wörld".as_bytes())).unwrap();
+        assert_eq!(text.meta.content_type, "text/plain; charset=utf-8");
+        let bin = inspect(Bytes::from_static(&[1, 0, 2, 0, 3])).unwrap();
+        assert_eq!(bin.meta.content_type, "application/octet-stream");
+        let pdf = inspect(Bytes::from_static(b"%PDF-1.7\n...")).unwrap();
+        assert_eq!(pdf.meta.content_type, "application/pdf");
+        assert!(!pdf.meta.inline());
+    }
+
+    #[test]
+    fn programs_and_empty_files_are_refused() {
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec();
+        elf.resize(64, 0);
+        assert!(matches!(
+            inspect(Bytes::from(elf)),
+            Err(AppError::Unsupported(_))
+        ));
+        let exe = Bytes::from_static(b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff\0\0");
+        assert!(matches!(inspect(exe), Err(AppError::Unsupported(_))));
+        assert!(matches!(
+            inspect(Bytes::new()),
+            Err(AppError::Validation { .. })
+        ));
+    }
+
+    #[test]
+    fn an_image_that_is_not_one_is_refused() {
+        let fake = Bytes::from_static(b"\xFF\xD8\xFF\xE0garbage");
+        assert!(matches!(inspect(fake), Err(AppError::Validation { .. })));
+    }
+
+    #[test]
+    fn names_lose_paths_and_control_characters() {
+        assert_eq!(clean_name(Some("../../etc/passwd")), "passwd");
+        assert_eq!(clean_name(Some("C:\\Users\\me\\cat.jpg")), "cat.jpg");
+        assert_eq!(clean_name(Some("a\u{0}b\"c\r\n.txt")), "abc.txt");
+        assert_eq!(clean_name(Some("..")), "file");
+        assert_eq!(clean_name(None), "file");
+        assert!(!valid_key("../x"));
+        assert!(!valid_key(&"A".repeat(64)));
+    }
+}

@@ -1,0 +1,161 @@
+//! Files shared in a room: the type and the image size come from the bytes, a photo's
+//! metadata is gone before it is stored, only the room's members download it, and every wrong
+//! upload gets its error with nothing stored.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::harness::*;
+
+/// A 1×1 JPEG whose EXIF segment names a place.
+fn photo_with_location() -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8];
+    let exif = b"Exif\0\0GPS 52.3676 N 4.9041 E";
+    b.extend_from_slice(&[0xFF, 0xE1]);
+    b.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+    b.extend_from_slice(exif);
+    b.extend_from_slice(&[
+        0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x01, 0x00, 0x01, 0x01, 0x01, 0x11, 0x00,
+    ]);
+    b.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00]);
+    b.extend_from_slice(&[0x00, 0xFF, 0xD9]);
+    b
+}
+
+fn has(bytes: &[u8], needle: &[u8]) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn detail(body: &Value) -> String {
+    body["detail"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn members_share_files_whose_type_and_metadata_come_from_the_bytes() {
+    let app = App::spawn(&[("LIVECHAT_LIMITS__MAX_FILE_BYTES", "4096")]).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = alice.create_room("files", true).await;
+
+    // A photo, claimed to be HTML: stored as the JPEG it is, without its location.
+    let (status, file) = alice
+        .upload(
+            &room,
+            "../holiday/photo.jpg",
+            photo_with_location(),
+            "text/html",
+        )
+        .await;
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(file["content_type"], "image/jpeg");
+    assert_eq!(
+        (file["width"].as_u64(), file["height"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(file["name"], "photo.jpg");
+    let key = file["key"].as_str().unwrap().to_string();
+    let url = file["url"].as_str().unwrap().to_string();
+    assert_eq!(url, format!("/api/files/get-file/{room}/{key}"));
+
+    let r = alice.get_response(&url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), "image/jpeg");
+    assert_eq!(header(&r, "content-disposition"), "inline");
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+    assert!(header(&r, "content-security-policy").starts_with("sandbox"));
+    let got = r.bytes().await.unwrap();
+    assert!(!has(&got, b"GPS"), "the location was stripped");
+    assert!(has(&got, &[0xFF, 0xC0]), "the image is still there");
+    assert_eq!(got.len() as u64, file["size"].as_u64().unwrap());
+    let hash: String = Sha256::digest(&got)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hash, key, "the key is the stored bytes' SHA-256");
+
+    // The same file again is the same file.
+    let (status, again) = alice
+        .upload(&room, "copy.jpg", photo_with_location(), "image/jpeg")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["key"], key.as_str());
+
+    // Only members: not before bob joins, and not through another room's address.
+    assert_eq!(bob.get_response(&url).await.status(), 403);
+    let (status, _) = bob
+        .upload(&room, "x.txt", b"hello".to_vec(), "text/plain")
+        .await;
+    assert_eq!(status, 403);
+    bob.join_ok(&room).await;
+    let r = bob.get_response(&url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), got);
+    let other = bob.create_room("files-elsewhere", true).await;
+    let r = bob
+        .get_response(&format!("/api/files/get-file/{other}/{key}"))
+        .await;
+    assert_eq!(
+        r.status(),
+        404,
+        "a file is reached only through a room it was shared in"
+    );
+    let r = bob
+        .get_response(&format!("/api/files/get-file/{room}/not-a-key"))
+        .await;
+    assert_eq!(r.status(), 404);
+
+    // A page is a download, never shown by the browser as a page of this site.
+    let (status, page) = bob
+        .upload(
+            &room,
+            "page.html",
+            b"<html><script>alert(1)</script></html>".to_vec(),
+            "image/png",
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["content_type"], "text/html");
+    let r = alice.get_response(page["url"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-disposition"), "attachment");
+    assert_eq!(header(&r, "content-type"), "text/html");
+
+    // Wrong uploads: each its error, nothing stored.
+    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec();
+    elf.resize(64, 0);
+    let (status, body) = alice
+        .upload(&room, "tool", elf, "application/octet-stream")
+        .await;
+    assert_eq!(status, 415, "{body}");
+    assert!(detail(&body).contains("not accepted"), "{body}");
+    let (status, body) = alice
+        .upload(&room, "big.txt", vec![b'a'; 5000], "text/plain")
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(detail(&body).contains("4096"), "{body}");
+    let (status, body) = alice
+        .upload(&room, "empty.txt", Vec::new(), "text/plain")
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = alice
+        .upload(
+            &room,
+            "broken.jpg",
+            b"\xFF\xD8\xFF\xE0garbage".to_vec(),
+            "image/jpeg",
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = alice
+        .upload("not-a-room", "a.txt", b"a".to_vec(), "text/plain")
+        .await;
+    assert_eq!(status, 422);
+}
