@@ -8,48 +8,15 @@
 
 use bytes::Bytes;
 use img_parts::{jpeg, png, webp, ImageEXIF};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, AppResult};
-use crate::model::{RoomId, User};
+use crate::model::{Attachment, AttachmentPublic, FileMeta, RoomId, User};
 use crate::ports::FileStore;
-use crate::service::ChatService;
-
-/// What a stored file is, found from its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileMeta {
-    /// The SHA-256 of the stored bytes, in hex: the file's key.
-    pub key: String,
-    pub content_type: String,
-    pub size: u64,
-    /// Pixels, for images.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub width: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub height: Option<u32>,
-}
-
-impl FileMeta {
-    /// Whether a browser may show the file in a page: raster images only. Anything else (HTML,
-    /// SVG, PDF, scripts, archives, …) is served as a download.
-    pub fn inline(&self) -> bool {
-        INLINE_IMAGES.contains(&self.content_type.as_str())
-    }
-}
-
-/// A file as the upload answers it: its description, the name the uploader gave it, and where
-/// the room's members download it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentPublic {
-    #[serde(flatten)]
-    pub meta: FileMeta,
-    pub name: String,
-    pub url: String,
-}
+use crate::service::{ChatService, FileChoice};
 
 /// Images shown inline; the only ones whose metadata is stripped (GIF has no EXIF).
-const INLINE_IMAGES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+pub(crate) const INLINE_IMAGES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
 /// A file ready to store: its bytes (metadata stripped) and description.
 #[derive(Debug)]
@@ -226,12 +193,63 @@ impl ChatService {
         files
             .put(&room_key(room, &meta.key), Bytes::from(described))
             .await?;
-        let url = format!("/api/files/get-file/{room}/{}", meta.key);
-        Ok(AttachmentPublic {
+        Ok(Attachment {
             meta,
             name: clean_name(name),
-            url,
-        })
+        }
+        .public(room))
+    }
+
+    /// The files a message attaches, each one shared in the room (uploaded to it), at most
+    /// `max_files_per_message`, none twice. The caller has checked the sender is a member.
+    pub(crate) async fn attached(
+        &self,
+        room: RoomId,
+        chosen: &[FileChoice],
+    ) -> AppResult<Vec<Attachment>> {
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        if chosen.len() > self.limits.max_files_per_message {
+            return Err(AppError::validation(
+                "attachments",
+                format!(
+                    "at most {} files per message",
+                    self.limits.max_files_per_message
+                ),
+            ));
+        }
+        let files = self.files()?;
+        let mut out: Vec<Attachment> = Vec::with_capacity(chosen.len());
+        for c in chosen {
+            let not_here = || {
+                AppError::validation(
+                    "attachments",
+                    format!("no file {:?} was shared in this room", c.key),
+                )
+            };
+            if !valid_key(&c.key) {
+                return Err(not_here());
+            }
+            if out.iter().any(|a| a.meta.key == c.key) {
+                return Err(AppError::validation(
+                    "attachments",
+                    format!("file {:?} is attached twice", c.key),
+                ));
+            }
+            let described = files
+                .get(&room_key(room, &c.key))
+                .await?
+                .ok_or_else(not_here)?;
+            let meta: FileMeta = serde_json::from_slice(&described).map_err(|e| {
+                AppError::Internal(anyhow::anyhow!("reading a file's description: {e}"))
+            })?;
+            out.push(Attachment {
+                meta,
+                name: clean_name(c.name.as_deref()),
+            });
+        }
+        Ok(out)
     }
 
     /// A file shared in the room, for one of its members: its description and bytes.

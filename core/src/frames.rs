@@ -108,6 +108,9 @@ pub fn from_room_event(ev: &RoomEvent) -> Option<LiveFrame> {
                         "seq": seq, "client_msg_id": ev.client_msg_id,
                         "reply_to_seq": ev.reply_to_seq, "reactions": [],
                         "thread_root_seq": ev.thread_root_seq, "thread": null,
+                        "attachments": ev.attachments.iter()
+                            .map(|a| crate::model::Attachment::from_event(a).public(&room))
+                            .collect::<Vec<_>>(),
                     }),
                 );
                 // Only new messages carry the ordering seq: edits and deletes refer to an old one.

@@ -53,6 +53,8 @@ pub struct Limits {
     pub max_file_bytes: usize,
     /// Uploads inspected at once in one process (each holds its file in memory); more get 429.
     pub concurrent_uploads: usize,
+    /// Files one message may carry.
+    pub max_files_per_message: usize,
     /// Open sockets per user (tabs and devices together); the next upgrade gets 429.
     pub max_sockets_per_user: usize,
     /// Server ping interval and idle timeout (no frame from the client for this long closes it).
@@ -127,6 +129,7 @@ impl Default for Limits {
             max_rooms_per_socket: 200,
             max_file_bytes: 10 * 1024 * 1024,
             concurrent_uploads: 4,
+            max_files_per_message: 10,
             max_sockets_per_user: 20,
             ping_interval_secs: 10,
             idle_timeout_secs: 20,

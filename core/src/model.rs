@@ -239,6 +239,86 @@ pub struct JoinRequestPublic {
     pub created_at: DateTime<Utc>,
 }
 
+/// What a stored file is, found from its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// The SHA-256 of the stored bytes, in hex: the file's key.
+    pub key: String,
+    pub content_type: String,
+    pub size: u64,
+    /// Pixels, for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+impl FileMeta {
+    /// Whether a browser may show the file in a page: raster images only. Anything else (HTML,
+    /// SVG, PDF, scripts, archives, …) is served as a download.
+    pub fn inline(&self) -> bool {
+        crate::attachments::INLINE_IMAGES.contains(&self.content_type.as_str())
+    }
+}
+
+/// A file shared with a message: its description and the name it is shown with (the bytes are
+/// in the file store; only this goes through the log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(flatten)]
+    pub meta: FileMeta,
+    pub name: String,
+}
+
+impl Attachment {
+    /// As the API shows it in the room, with where its members download it.
+    pub fn public(&self, room: impl std::fmt::Display) -> AttachmentPublic {
+        AttachmentPublic {
+            url: format!("/api/files/get-file/{room}/{}", self.meta.key),
+            file: self.clone(),
+        }
+    }
+
+    pub fn to_event(&self) -> livechat_schemas::Attachment {
+        livechat_schemas::Attachment {
+            key: self.meta.key.clone(),
+            name: self.name.clone(),
+            content_type: self.meta.content_type.clone(),
+            size: i64::try_from(self.meta.size).unwrap_or(i64::MAX),
+            width: self.meta.width.and_then(|w| i32::try_from(w).ok()),
+            height: self.meta.height.and_then(|h| i32::try_from(h).ok()),
+        }
+    }
+
+    pub fn from_event(a: &livechat_schemas::Attachment) -> Attachment {
+        Attachment {
+            meta: FileMeta {
+                key: a.key.clone(),
+                content_type: a.content_type.clone(),
+                size: u64::try_from(a.size).unwrap_or_default(),
+                width: a.width.and_then(|w| u32::try_from(w).ok()),
+                height: a.height.and_then(|h| u32::try_from(h).ok()),
+            },
+            name: a.name.clone(),
+        }
+    }
+}
+
+/// A message's files as the history stores keep them: a JSON array, None for none (most
+/// messages). One form for every engine, so their checksums agree.
+pub fn attachments_text(files: &[Attachment]) -> Option<String> {
+    (!files.is_empty()).then(|| serde_json::to_string(files).expect("attachments serialize"))
+}
+
+/// A file as the API shows it: its description, its name, and where the room's members
+/// download it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentPublic {
+    #[serde(flatten)]
+    pub file: Attachment,
+    pub url: String,
+}
+
 /// A message as the history store keeps it. Deleted messages stay as tombstones so seqs stay dense.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {
@@ -264,6 +344,8 @@ pub struct StoredMessage {
     pub thread_root_seq: Option<i64>,
     /// On a thread's root, read from the replies (none while it has no live reply).
     pub thread: Option<ThreadSummary>,
+    /// Files shared with the message, in the order the sender gave them (none once deleted).
+    pub attachments: Vec<Attachment>,
 }
 
 /// A thread as its root message shows it: its live (not deleted) replies.
@@ -399,6 +481,9 @@ pub struct MessagePublic {
     pub thread_root_seq: Option<i64>,
     /// On a thread's root with live replies: their count and the last one.
     pub thread: Option<ThreadSummary>,
+    /// Files shared with the message.
+    #[serde(default)]
+    pub attachments: Vec<AttachmentPublic>,
 }
 
 impl From<&StoredMessage> for MessagePublic {
@@ -421,6 +506,10 @@ impl From<&StoredMessage> for MessagePublic {
             pinned_at: m.pin.as_ref().filter(|p| p.pinned).map(|p| p.at),
             thread_root_seq: m.thread_root_seq,
             thread: m.thread.clone().filter(|_| !m.deleted),
+            attachments: match m.deleted {
+                true => Vec::new(),
+                false => m.attachments.iter().map(|a| a.public(m.room_id)).collect(),
+            },
         }
     }
 }

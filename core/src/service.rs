@@ -81,6 +81,15 @@ pub struct SendOptions<'a> {
     pub reply_to_seq: Option<i64>,
     /// The seq of the thread's root (or of any message in the thread) it replies in.
     pub thread_root_seq: Option<i64>,
+    /// Files shared in the room (uploaded to it) that go with the message.
+    pub attachments: &'a [FileChoice],
+}
+
+/// A file a sender attaches: its key, from the upload's answer, and the name to show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FileChoice {
+    pub key: String,
+    pub name: Option<String>,
 }
 
 pub struct ChatService {
@@ -970,7 +979,11 @@ impl ChatService {
         content: &str,
         opts: SendOptions<'_>,
     ) -> AppResult<(MessagePublic, bool)> {
-        let content = self.message_text("content", content)?;
+        // A message may be only files; otherwise it needs its text.
+        let content = match opts.attachments.is_empty() {
+            true => self.message_text("content", content)?,
+            false => validate::text("content", content, 0, self.limits.max_message_chars, true)?,
+        };
         let client_msg_id = match opts.client_msg_id {
             Some(c) => Some(validate::text("client_msg_id", c, 1, 64, false)?),
             None => None,
@@ -983,7 +996,10 @@ impl ChatService {
                 retry_after_secs: wait,
             })?;
         let (room_name, room_owner) = self.room_facts(room).await?;
-        if opts.reply_to_seq.is_some() || opts.thread_root_seq.is_some() {
+        if opts.reply_to_seq.is_some()
+            || opts.thread_root_seq.is_some()
+            || !opts.attachments.is_empty()
+        {
             // Before a message is read: a non-member learns nothing about the room.
             self.require_member(room, user.id).await?;
         }
@@ -1023,6 +1039,7 @@ impl ChatService {
             }
             None => None,
         };
+        let attachments = self.attached(room, opts.attachments).await?;
         answered.retain(|a| *a != user.id);
         let mut seen = std::collections::HashSet::new();
         answered.retain(|a| seen.insert(*a));
@@ -1041,6 +1058,8 @@ impl ChatService {
         let sent = {
             let (uid, uname) = (user.id, user.username.clone());
             let client_msg_id = client_msg_id.clone();
+            let files: Vec<livechat_schemas::Attachment> =
+                attachments.iter().map(Attachment::to_event).collect();
             move |mid: MessageId, seq: i64, text: &str, created: DateTime<Utc>| RoomEvent {
                 actor_id: Some(uid.to_string()),
                 subject_user_id: Some(uid.to_string()),
@@ -1056,6 +1075,7 @@ impl ChatService {
                 reply_to_seq,
                 thread_root_seq,
                 answered_user_ids: answered.iter().map(|a| a.to_string()).collect(),
+                attachments: files.clone(),
                 ..room_event(RoomEventType::MessageSent, room, created)
             }
         };
@@ -1123,6 +1143,7 @@ impl ChatService {
             pinned_at: None,
             thread_root_seq,
             thread: None,
+            attachments: attachments.iter().map(|a| a.public(room)).collect(),
         };
         if let Some(root) = thread_root_seq {
             // The author has read the thread up to their own reply. The send is durable already:

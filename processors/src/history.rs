@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use livechat_core::error::{StoreError, StoreResult};
-use livechat_core::model::{HistoryOp, OutboxRecord, StoredMessage};
+use livechat_core::model::{Attachment, HistoryOp, OutboxRecord, StoredMessage};
 use livechat_core::ports::{MessageStore, WriteThrough};
 use livechat_schemas::{codec, RoomEvent, RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
 use tokio::sync::{mpsc, oneshot};
@@ -57,6 +57,7 @@ pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
                 reactions: Vec::new(),
                 pin: None,
                 thread: None,
+                attachments: ev.attachments.iter().map(Attachment::from_event).collect(),
             }))
         }
         Some(

@@ -67,6 +67,19 @@ pub struct RoomEvent {
     pub thread_root_seq: Option<i64>,
     #[serde(default)]
     pub answered_user_ids: Vec<String>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file shared with a message (see the `Attachment` record in `avro/chat.room-events.v1.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Attachment {
+    pub key: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
 }
 
 /// One account or notification change of a user (see `avro/chat.user-events.v1.avsc`).
@@ -221,7 +234,7 @@ mod tests {
     #[test]
     fn every_schema_parses_and_has_a_unique_id() {
         let all = registry::all();
-        assert_eq!(all.len(), 5);
+        assert_eq!(all.len(), 6);
         let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         ids.dedup();

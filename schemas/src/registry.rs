@@ -11,7 +11,7 @@ use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 
 /// The current version of each topic's schema: the id every new record is written with.
-pub const ROOM_EVENTS_SCHEMA_ID: u32 = 5;
+pub const ROOM_EVENTS_SCHEMA_ID: u32 = 6;
 pub const USER_EVENTS_SCHEMA_ID: u32 = 2;
 pub const NOTIFICATIONS_SCHEMA_ID: u32 = 3;
 /// Version 1 of the room events' schema (without `reply_to_seq` and `reaction`): no longer
@@ -19,6 +19,8 @@ pub const NOTIFICATIONS_SCHEMA_ID: u32 = 3;
 pub const ROOM_EVENTS_V1_SCHEMA_ID: u32 = 1;
 /// Version 2 of the room events' schema (without `thread_root_seq`): still read.
 pub const ROOM_EVENTS_V2_SCHEMA_ID: u32 = 4;
+/// Version 3 of the room events' schema (without `attachments`): still read.
+pub const ROOM_EVENTS_V3_SCHEMA_ID: u32 = 5;
 
 /// One registered schema.
 #[derive(Debug)]
@@ -42,7 +44,7 @@ pub struct RegisteredSchema {
 fn build() -> Vec<RegisteredSchema> {
     // (id, subject, topic, version, current, text), in the order of the versions: an earlier
     // version keeps its id forever, since the records written with it carry that id.
-    let defs: [(u32, &str, &str, u32, bool, &str); 5] = [
+    let defs: [(u32, &str, &str, u32, bool, &str); 6] = [
         (
             ROOM_EVENTS_V1_SCHEMA_ID,
             "chat.room-events.v1-value",
@@ -60,10 +62,18 @@ fn build() -> Vec<RegisteredSchema> {
             include_str!("../avro/history/chat.room-events.v1-value/2.avsc"),
         ),
         (
-            ROOM_EVENTS_SCHEMA_ID,
+            ROOM_EVENTS_V3_SCHEMA_ID,
             "chat.room-events.v1-value",
             crate::ROOM_EVENTS_TOPIC,
             3,
+            false,
+            include_str!("../avro/history/chat.room-events.v1-value/3.avsc"),
+        ),
+        (
+            ROOM_EVENTS_SCHEMA_ID,
+            "chat.room-events.v1-value",
+            crate::ROOM_EVENTS_TOPIC,
+            4,
             true,
             include_str!("../avro/chat.room-events.v1.avsc"),
         ),

@@ -4,7 +4,7 @@ use axum::extract::Path;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use livechat_core::ports::SearchOrder;
-use livechat_core::service::SendOptions;
+use livechat_core::service::{FileChoice, SendOptions};
 use serde::Deserialize;
 
 use super::{empty_ok, json, St};
@@ -14,10 +14,14 @@ use crate::extract::{uuid_param, JsonBody, QueryParams};
 
 #[derive(Deserialize)]
 pub struct SendBody {
+    /// May be empty when the message carries files.
+    #[serde(default)]
     content: String,
     client_msg_id: Option<String>,
     reply_to_seq: Option<i64>,
     thread_root_seq: Option<i64>,
+    #[serde(default)]
+    attachments: Vec<FileChoice>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +91,7 @@ pub async fn create(
                 client_msg_id: b.client_msg_id.as_deref(),
                 reply_to_seq: b.reply_to_seq,
                 thread_root_seq: b.thread_root_seq,
+                attachments: &b.attachments,
             },
         )
         .await?;

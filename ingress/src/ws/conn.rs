@@ -371,6 +371,7 @@ impl Conn {
                 client_msg_id,
                 reply_to_seq,
                 thread_root_seq,
+                attachments,
                 traceparent,
             } => {
                 let room = parse_room(&room_id)?;
@@ -384,6 +385,7 @@ impl Conn {
                             client_msg_id: client_msg_id.as_deref(),
                             reply_to_seq,
                             thread_root_seq,
+                            attachments: &attachments,
                         },
                     ),
                 )

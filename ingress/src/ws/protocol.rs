@@ -39,6 +39,9 @@ pub enum ClientFrame {
         reply_to_seq: Option<i64>,
         /// The seq of the root of the thread (or of a message in it) this one replies in.
         thread_root_seq: Option<i64>,
+        /// Files shared in the room (uploaded to it) that go with the message.
+        #[serde(default)]
+        attachments: Vec<livechat_core::service::FileChoice>,
         /// W3C Trace Context of the client's send, carried onto the message's topic records.
         traceparent: Option<String>,
     },

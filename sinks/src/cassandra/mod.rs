@@ -135,11 +135,17 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
             ) WITH CLUSTERING ORDER BY (root_seq ASC, seq ASC)",
         ],
     ),
+    (
+        5,
+        "the files shared with a message, on its row",
+        // A JSON array (as the embedded history keeps it): read and written whole, never queried.
+        &["ALTER TABLE {ks}.messages ADD attachments text"],
+    ),
 ];
 
 const COLS: &str =
     "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, \
-     reply_to_seq, reactions, thread_root_seq";
+     reply_to_seq, reactions, thread_root_seq, attachments";
 
 fn bucket_of(seq: i64) -> i64 {
     seq.div_euclid(BUCKET_SIZE)
@@ -174,6 +180,7 @@ struct MessageRow {
     reply_to_seq: Option<i64>,
     reactions: Option<HashMap<String, i64>>,
     thread_root_seq: Option<i64>,
+    attachments: Option<String>,
 }
 
 /// A row of the pins table: seq, pinned, by whom, when.
@@ -231,6 +238,13 @@ impl From<MessageRow> for StoredMessage {
             // Filled in from the pins and thread tables (see `CassandraHistory::with_relations`).
             pin: None,
             thread: None,
+            attachments: match (r.deleted, r.attachments) {
+                (false, Some(text)) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "A message's attachments do not parse.");
+                    Vec::new()
+                }),
+                _ => Vec::new(),
+            },
         }
     }
 }
@@ -371,8 +385,8 @@ impl Statements {
             by_id_add: p(format!("INSERT INTO {ks}.messages_by_id (id, room_id, seq) VALUES (?, ?, ?)")).await?,
             insert: p(format!(
                 "INSERT INTO {ks}.messages (room_id, bucket, seq, id, user_id, username, content, edited, \
-                 deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                 deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq, attachments) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
             ))
             .await?,
             by_id_get: p(format!("SELECT room_id, seq FROM {ks}.messages_by_id WHERE id = ?")).await?,
@@ -382,7 +396,7 @@ impl Statements {
             ))
             .await?,
             delete: p(format!(
-                "UPDATE {ks}.messages USING TIMESTAMP ? SET content = '', deleted = true, updated_at = ? {slot}"
+                "UPDATE {ks}.messages USING TIMESTAMP ? SET content = '', attachments = null, deleted = true, updated_at = ? {slot}"
             ))
             .await?,
             react_add: p(format!(
@@ -507,6 +521,7 @@ fn row_values(
     MaybeUnset<&str>,
     MaybeUnset<i64>,
     MaybeUnset<i64>,
+    MaybeUnset<String>,
     i64,
 ) {
     let client_msg_id = match &m.client_msg_id {
@@ -529,6 +544,8 @@ fn row_values(
         client_msg_id,
         set(m.reply_to_seq),
         set(m.thread_root_seq),
+        livechat_core::model::attachments_text(&m.attachments)
+            .map_or(MaybeUnset::Unset, MaybeUnset::Set),
         write_time(m.created_at),
     )
 }
@@ -564,6 +581,7 @@ fn row_batches<'m>(ms: &[&'m StoredMessage]) -> Vec<Vec<&'m StoredMessage>> {
 /// `|`, NULL as `\N`, booleans as 0/1, times as epoch milliseconds), so both engines give the
 /// same digest for the same log.
 fn hash_row(h: &mut Sha256, m: &StoredMessage) {
+    use livechat_core::model::attachments_text;
     let line = [
         m.id.to_string(),
         m.room_id.to_string(),
@@ -580,6 +598,7 @@ fn hash_row(h: &mut Sha256, m: &StoredMessage) {
             .map_or_else(|| "\\N".into(), |s| s.to_string()),
         m.thread_root_seq
             .map_or_else(|| "\\N".into(), |s| s.to_string()),
+        attachments_text(&m.attachments).unwrap_or_else(|| "\\N".into()),
         livechat_core::model::reactions_digest(&m.reactions).unwrap_or_else(|| "\\N".into()),
         match &m.pin {
             Some(p) if p.pinned && !m.deleted => format!("{} {}", p.by, p.at.timestamp_millis()),
@@ -1346,6 +1365,7 @@ mod tests {
             pin: None,
             thread_root_seq: None,
             thread: None,
+            attachments: Vec::new(),
         };
         let (a, b) = (m(1), m(2));
         let edit = HistoryOp::Edit {

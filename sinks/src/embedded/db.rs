@@ -541,6 +541,8 @@ const LATER_COLUMNS: &[(&str, &str, &str)] = &[
     ("messages", "reply_to_seq", "INTEGER"),
     // The seq of the root of the thread a reply is in.
     ("messages", "thread_root_seq", "INTEGER"),
+    // The files shared with a message: a JSON array, NULL for none.
+    ("messages", "attachments", "TEXT"),
 ];
 
 /// Indexes on [`LATER_COLUMNS`], made once the columns are there: `(table, statement)`.

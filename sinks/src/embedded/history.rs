@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
 use livechat_core::model::{
-    group_reactions, Checksum, HistoryOp, MessageId, Pin, RoomId, StoredMessage, ThreadSummary,
+    attachments_text, group_reactions, Attachment, Checksum, HistoryOp, MessageId, Pin, RoomId,
+    StoredMessage, ThreadSummary,
 };
 use livechat_core::ports::MessageStore;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -24,7 +25,7 @@ CREATE TABLE IF NOT EXISTS messages(
   room_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, user_id TEXT NOT NULL,
   username TEXT NOT NULL, content TEXT NOT NULL, edited INTEGER NOT NULL DEFAULT 0,
   deleted INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
-  client_msg_id TEXT, reply_to_seq INTEGER, thread_root_seq INTEGER,
+  client_msg_id TEXT, reply_to_seq INTEGER, thread_root_seq INTEGER, attachments TEXT,
   PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages(id);
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages(room_id, created_at);
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS pins(
   at INTEGER NOT NULL, PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
 "#;
 
-const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq";
+const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq, attachments";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
@@ -57,7 +58,18 @@ fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         reactions: Vec::new(),
         pin: None,
         thread: None,
+        attachments: attachments_col(r, 13)?,
     })
+}
+
+/// A message's files, kept as a JSON array (NULL for none: most messages have none).
+fn attachments_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Vec<Attachment>> {
+    match r.get_ref(i)?.as_str_or_null()? {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
 }
 
 /// Fills in the reactions and pins of messages of one room (tombstones have none).
@@ -132,11 +144,12 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
     for op in ops {
         match op {
             HistoryOp::Insert(m) => {
-                tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"))?
+                tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"))?
                     .execute(params![
                         m.id.to_string(), m.room_id.to_string(), m.seq, m.user_id.to_string(), m.username,
                         m.content, m.edited, m.deleted, m.created_at.timestamp_millis(),
-                        m.updated_at.timestamp_millis(), m.client_msg_id, m.reply_to_seq, m.thread_root_seq
+                        m.updated_at.timestamp_millis(), m.client_msg_id, m.reply_to_seq, m.thread_root_seq,
+                        attachments_text(&m.attachments)
                     ])?;
             }
             HistoryOp::Edit {
@@ -164,10 +177,14 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
             } => {
                 // A tombstone keeps the seq, so resuming clients see no gap.
                 tx.prepare_cached(
-                    "UPDATE messages SET content = '', deleted = 1, updated_at = max(updated_at, ?3)
-                     WHERE room_id = ?1 AND id = ?2",
+                    "UPDATE messages SET content = '', attachments = NULL, deleted = 1,
+                     updated_at = max(updated_at, ?3) WHERE room_id = ?1 AND id = ?2",
                 )?
-                .execute(params![room_id.to_string(), message_id.to_string(), at.timestamp_millis()])?;
+                .execute(params![
+                    room_id.to_string(),
+                    message_id.to_string(),
+                    at.timestamp_millis()
+                ])?;
                 // What a delete removes includes who reacted to it, and its pin.
                 for table in ["reactions", "pins"] {
                     tx.prepare_cached(&format!(

@@ -294,6 +294,7 @@ mod tests {
             pin: None,
             thread_root_seq: None,
             thread: None,
+            attachments: Vec::new(),
         }
     }
 

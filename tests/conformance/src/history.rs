@@ -1,6 +1,6 @@
 //! `MessageStore`: idempotent changes, dense seqs with tombstones, pages in both directions.
 
-use livechat_core::model::{HistoryOp, Reaction, StoredMessage};
+use livechat_core::model::{Attachment, FileMeta, HistoryOp, Reaction, StoredMessage};
 use livechat_core::ports::MessageStore;
 use uuid::Uuid;
 
@@ -431,6 +431,61 @@ pub async fn edits_and_deletes_are_idempotent_and_keep_seqs_dense(store: &dyn Me
     );
 }
 
+/// `n` files as a message carries them (an image first, with its size).
+fn files(n: i64) -> Vec<Attachment> {
+    (0..n.min(3))
+        .map(|i| Attachment {
+            meta: FileMeta {
+                key: format!("{:064x}", n * 10 + i),
+                content_type: if i == 0 {
+                    "image/png"
+                } else {
+                    "application/pdf"
+                }
+                .into(),
+                size: 1000 + i as u64,
+                width: (i == 0).then_some(640),
+                height: (i == 0).then_some(480),
+            },
+            name: format!("file {i} \"é\".png"),
+        })
+        .collect()
+}
+
+/// A message's files come back as they were sent, in their order, from every read; a delete
+/// takes them away with the text.
+pub async fn attachments_are_kept_until_the_message_is_deleted(store: &dyn MessageStore) {
+    let room = Uuid::new_v4();
+    let mut a = message(room, 1, "");
+    a.attachments = files(3);
+    let b = message(room, 2, "no files");
+    store
+        .apply(&[HistoryOp::Insert(a.clone()), HistoryOp::Insert(b.clone())])
+        .await
+        .unwrap();
+    assert_eq!(store.message(a.id).await.unwrap(), Some(a.clone()));
+    let page = store.after_seq(room, 0, 10).await.unwrap();
+    assert_eq!(page, vec![a.clone(), b.clone()]);
+    assert_eq!(
+        store.recent(room, None, 10).await.unwrap()[1].attachments,
+        a.attachments
+    );
+    store
+        .apply(&[HistoryOp::Delete {
+            room_id: room,
+            message_id: a.id,
+            at: at(100),
+        }])
+        .await
+        .unwrap();
+    let gone = store.message(a.id).await.unwrap().unwrap();
+    assert!(gone.deleted);
+    assert!(
+        gone.attachments.is_empty(),
+        "a deleted message keeps no files"
+    );
+}
+
 pub async fn rooms_are_isolated_and_purge_removes_one_room(store: &dyn MessageStore) {
     let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
     store
@@ -600,6 +655,9 @@ fn replay_log() -> Vec<HistoryOp> {
             if s % 3 == 0 {
                 // Thread replies, under the room's first message.
                 m.thread_root_seq = Some(1);
+            }
+            if s % 2 == 0 {
+                m.attachments = files(s);
             }
             ids.push((room, m.id));
             messages.push(m.clone());

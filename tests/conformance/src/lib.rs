@@ -72,6 +72,7 @@ pub fn message(room: RoomId, seq: i64, content: &str) -> StoredMessage {
         pin: None,
         thread_root_seq: None,
         thread: None,
+        attachments: Vec::new(),
     }
 }
 
@@ -226,6 +227,7 @@ macro_rules! history_suite {
                 replies_and_reactions_are_kept_newest_change_first,
                 pins_keep_the_newest_change,
                 threads_count_live_replies_and_page_them,
+                attachments_are_kept_until_the_message_is_deleted,
             ]
         );
 

@@ -359,6 +359,20 @@ async fn pinned_messages_across_ingress_processes() {
     crate::conversations::pinned_messages_across(&a, &b).await;
 }
 
+/// Files on the whole stack, across processes sharing one files directory: uploaded on A,
+/// attached on A and on B, live and in history on both at once, downloaded from either.
+#[tokio::test]
+async fn files_across_ingress_processes() {
+    let Some(mut owned) = stack_env() else { return };
+    let shared = tempfile::tempdir().unwrap();
+    let (k, v) = crate::files::FILES_LIMIT_ENV;
+    owned.push((k, v.into()));
+    owned.push(("LIVECHAT_FILES__DIR", shared.path().display().to_string()));
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, b, _processors) = two_ingresses(&env, &["history"]).await;
+    crate::files::messages_carry_files_across(&a, &b).await;
+}
+
 /// Threads on the whole stack, across processes: replies sent on A and B, read on B at once.
 #[tokio::test]
 async fn threads_across_ingress_processes() {

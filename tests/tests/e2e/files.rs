@@ -2,7 +2,7 @@
 //! metadata is gone before it is stored, only the room's members download it, and every wrong
 //! upload gets its error with nothing stored.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::harness::*;
@@ -158,4 +158,152 @@ async fn members_share_files_whose_type_and_metadata_come_from_the_bytes() {
         .upload("not-a-room", "a.txt", b"a".to_vec(), "text/plain")
         .await;
     assert_eq!(status, 422);
+}
+
+/// Files a member may attach to one message, lowered so the limit is reached in a few files.
+pub const FILES_LIMIT_ENV: (&str, &str) = ("LIVECHAT_LIMITS__MAX_FILES_PER_MESSAGE", "2");
+
+#[tokio::test]
+async fn messages_carry_files() {
+    let app = App::spawn(&[FILES_LIMIT_ENV]).await;
+    messages_carry_files_across(&app, &app).await;
+}
+
+/// Files uploaded on `a` go with messages sent on `a` and on `b`: in the acknowledgement, the
+/// live frame, history read at once and after a delete, and downloads from either process.
+pub async fn messages_carry_files_across(a: &App, b: &App) {
+    let alice = a.user("alice").await;
+    let bob = b.user("bob").await;
+    let room = alice.create_room("with-files", true).await;
+    bob.join_ok(&room).await;
+    let mut reader = bob.subscribed_ws(b, &room).await;
+
+    let (status, photo) = alice
+        .upload(&room, "IMG_0001.jpg", photo_with_location(), "image/jpeg")
+        .await;
+    assert_eq!(status, 200, "{photo}");
+    let (status, notes) = alice
+        .upload(&room, "notes.txt", b"notes".to_vec(), "text/plain")
+        .await;
+    assert_eq!(status, 200, "{notes}");
+
+    // A message of files only, over REST on A.
+    let (status, sent) = alice
+        .post(
+            &format!("/api/messages/create-message/{room}"),
+            json!({"content": "", "attachments": [
+                {"key": photo["key"], "name": "Holiday.jpg"}, {"key": notes["key"]}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let files = sent["attachments"].clone();
+    assert_eq!(files.as_array().map(Vec::len), Some(2), "{sent}");
+    assert_eq!(files[0]["name"], "Holiday.jpg");
+    assert_eq!(files[0]["content_type"], "image/jpeg");
+    assert_eq!(
+        (files[0]["width"].as_u64(), files[0]["height"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(files[0]["url"], photo["url"]);
+    assert_eq!(files[1]["name"], "file", "no name given");
+    assert_eq!(files[1]["content_type"], "text/plain; charset=utf-8");
+    let seq = sent["seq"].as_i64().unwrap();
+
+    // Live on B, and in B's history at once.
+    let live = reader.messages(&room, 1).await;
+    assert_eq!(live[0]["message"]["attachments"], files, "{}", live[0]);
+    let (status, page) = bob
+        .get(&format!(
+            "/api/messages/get-messages/{room}?after_seq={}",
+            seq - 1
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page[0]["attachments"], files, "{page}");
+    let r = bob.get_response(files[0]["url"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    assert!(!has(&r.bytes().await.unwrap(), b"GPS"));
+
+    // Over the socket on B, with text, a file B uploaded there.
+    let (status, own) = bob
+        .upload(&room, "b.txt", b"from b".to_vec(), "text/plain")
+        .await;
+    assert_eq!(status, 200, "{own}");
+    let mut ws = bob.ws(b, None).await;
+    ws.send(
+        json!({"type": "send", "room_id": room, "content": "see this", "client_msg_id": "f1",
+        "ref": "f1", "attachments": [{"key": own["key"], "name": "b.txt"}]}),
+    )
+    .await;
+    let ack = ws
+        .wait_for("ack", |v| {
+            (v["type"] == "ack" || v["type"] == "error") && v["ref"] == "f1"
+        })
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let (_, page) = alice
+        .get(&format!(
+            "/api/messages/get-messages/{room}?after_seq={seq}"
+        ))
+        .await;
+    assert_eq!(page[0]["content"], "see this");
+    assert_eq!(page[0]["attachments"][0]["name"], "b.txt", "{page}");
+    assert_eq!(page[0]["attachments"][0]["key"], own["key"]);
+
+    // Wrong files: each a 422 naming the field, nothing sent.
+    let other = alice.create_room("other-files", true).await;
+    let (_, elsewhere) = alice
+        .upload(&other, "x.txt", b"elsewhere".to_vec(), "text/plain")
+        .await;
+    let send = |attachments: Value, content: &str| {
+        let body = json!({"content": content, "attachments": attachments});
+        let alice = &alice;
+        let room = room.clone();
+        async move {
+            alice
+                .post(&format!("/api/messages/create-message/{room}"), body)
+                .await
+        }
+    };
+    for (attachments, why) in [
+        (json!([{"key": elsewhere["key"]}]), "shared in another room"),
+        (json!([{"key": "../../etc/passwd"}]), "not a key"),
+        (
+            json!([{"key": photo["key"]}, {"key": photo["key"]}]),
+            "twice",
+        ),
+        (
+            json!([{"key": photo["key"]}, {"key": notes["key"]}, {"key": own["key"]}]),
+            "over the limit of 2",
+        ),
+    ] {
+        let (status, body) = send(attachments, "x").await;
+        assert_eq!(status, 422, "{why}: {body}");
+        assert_eq!(body["detail"][0]["loc"][1], "attachments", "{why}: {body}");
+    }
+    let (status, body) = send(json!([]), "").await;
+    assert_eq!(status, 422, "no text and no file: {body}");
+    let (_, after) = alice
+        .get(&format!(
+            "/api/messages/get-messages/{room}?after_seq={}",
+            seq + 1
+        ))
+        .await;
+    assert_eq!(after, json!([]), "nothing was sent");
+
+    // A deleted message shows no files.
+    let id = sent["id"].as_str().unwrap();
+    let (status, _) = alice
+        .delete(&format!("/api/messages/delete-message/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    let (_, page) = bob
+        .get(&format!(
+            "/api/messages/get-messages/{room}?after_seq={}",
+            seq - 1
+        ))
+        .await;
+    assert_eq!(page[0]["deleted"], true);
+    assert_eq!(page[0]["attachments"], json!([]), "{page}");
 }

@@ -241,12 +241,12 @@ async fn log_records_decode_with_the_schema_registry_the_server_serves() {
     assert_eq!(status, 200);
     assert_eq!(
         (latest["id"].as_u64(), latest["version"].as_u64()),
-        (Some(id as u64), Some(3))
+        (Some(id as u64), Some(4))
     );
     assert_eq!(latest["schema"], body["schema"]);
     let (status, versions) =
         get("/registry/subjects/chat.room-events.v1-value/versions".into()).await;
-    assert_eq!((status, versions), (200, json!([1, 2, 3])));
+    assert_eq!((status, versions), (200, json!([1, 2, 3, 4])));
     let (status, first) =
         get("/registry/subjects/chat.room-events.v1-value/versions/1".into()).await;
     assert_eq!(status, 200);
