@@ -20,7 +20,7 @@ use crate::AppState;
 /// no plugins, no inline code, never framed. Its code sets styles through the CSSOM only, which
 /// `style-src 'self'` allows.
 const CLIENT_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
 /// The API docs page (Swagger UI starts itself with an inline script and styles).

@@ -30,12 +30,13 @@ function messagesOf(status, body) {
   if (status === 401) return ['You are not logged in.'];
   if (status === 403) return ['You are not allowed to do that.'];
   if (status === 404) return ['Not found.'];
+  if (status === 413) return ['That file is too large.'];
   if (status === 429) return ['Too many requests; please wait a moment.'];
   if (status >= 500) return [`The server had a problem (HTTP ${status}). Please try again.`];
   return [`Request failed (HTTP ${status}).`];
 }
 
-async function request(method, path, { body, query, quiet401 = false } = {}) {
+async function request(method, path, { body, query, raw, quiet401 = false } = {}) {
   let url = '/api' + path;
   if (query) {
     const q = new URLSearchParams();
@@ -47,6 +48,10 @@ async function request(method, path, { body, query, quiet401 = false } = {}) {
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
+  } else if (raw !== undefined) {
+    // A file goes as its bytes; the server finds its type from them.
+    init.headers['Content-Type'] = 'application/octet-stream';
+    init.body = raw;
   }
   let res;
   try {
@@ -97,9 +102,11 @@ export const api = {
 
   // messages
   /** A message; a reply quoting `replyToSeq`, and/or a reply in the thread of `threadRootSeq`. */
-  sendMessage: (roomId, content, clientMsgId, replyToSeq = null, threadRootSeq = null) => request('POST', `/messages/create-message/${enc(roomId)}`, {
-    body: { content, client_msg_id: clientMsgId, reply_to_seq: replyToSeq, ...(threadRootSeq ? { thread_root_seq: threadRootSeq } : {}) },
+  sendMessage: (roomId, content, clientMsgId, replyToSeq = null, threadRootSeq = null, attachments = []) => request('POST', `/messages/create-message/${enc(roomId)}`, {
+    body: { content, client_msg_id: clientMsgId, reply_to_seq: replyToSeq, ...(threadRootSeq ? { thread_root_seq: threadRootSeq } : {}), ...(attachments.length ? { attachments } : {}) },
   }),
+  /** Shares a file in the room: `{key, name, content_type, size, width, height, url}`. */
+  uploadFile: (roomId, file) => request('POST', `/files/upload-file/${enc(roomId)}`, { query: { name: file.name }, raw: file }),
   /** A thread: `{root, replies}`, the replies in ascending seq after `afterSeq`. */
   getThread: (roomId, rootSeq, afterSeq = 0, limit = 50) => request('GET', `/messages/get-thread/${enc(roomId)}/${enc(rootSeq)}`, { query: { after_seq: afterSeq, limit } }),
   /** Marks the thread of `rootSeq` read up to `seq`: `{room_id, root_seq, read_seq}`. */

@@ -247,15 +247,17 @@ export class ChatSocket extends Emitter {
 
   /**
    * Queues a message (a reply when `replyToSeq` names the seq it quotes, a thread reply when
-   * `threadRootSeq` names its thread's root); returns its pending entry.
+   * `threadRootSeq` names its thread's root, with the files already uploaded to the room as
+   * `attachments`, `[{key, name}]`); returns its pending entry.
    */
-  send(room, content, replyToSeq = null, threadRootSeq = null) {
+  send(room, content, replyToSeq = null, threadRootSeq = null, attachments = []) {
     const entry = {
       cmid: uuid(),
       room_id: room,
       content,
       reply_to_seq: replyToSeq,
       thread_root_seq: threadRootSeq,
+      attachments,
       createdAt: new Date().toISOString(),
       queuedAt: Date.now(),
       state: 'queued',
@@ -309,6 +311,7 @@ export class ChatSocket extends Emitter {
     const frame = { type: 'send', room_id: e.room_id, content: e.content, client_msg_id: e.cmid, ref: { op: 'send', id: e.cmid } };
     if (e.reply_to_seq) frame.reply_to_seq = e.reply_to_seq;
     if (e.thread_root_seq) frame.thread_root_seq = e.thread_root_seq;
+    if (e.attachments && e.attachments.length) frame.attachments = e.attachments;
     const ok = this._raw(frame);
     if (ok) {
       e.state = 'sending';
@@ -370,7 +373,7 @@ export class ChatSocket extends Emitter {
   _savePending() {
     if (!this.userId) return;
     try {
-      const list = this._pendingInOrder().map(({ cmid, room_id, content, createdAt, reply_to_seq, thread_root_seq }) => ({ cmid, room_id, content, createdAt, reply_to_seq, thread_root_seq }));
+      const list = this._pendingInOrder().map(({ cmid, room_id, content, createdAt, reply_to_seq, thread_root_seq, attachments }) => ({ cmid, room_id, content, createdAt, reply_to_seq, thread_root_seq, attachments }));
       if (list.length) localStorage.setItem(this._storageKey(), JSON.stringify(list));
       else localStorage.removeItem(this._storageKey());
     } catch { /* storage full or unavailable: keep in memory only */ }

@@ -9,7 +9,7 @@ class Store extends Emitter {
   constructor() {
     super();
     this.socket = new ChatSocket({
-      restSend: (e) => api.sendMessage(e.room_id, e.content, e.cmid, e.reply_to_seq, e.thread_root_seq),
+      restSend: (e) => api.sendMessage(e.room_id, e.content, e.cmid, e.reply_to_seq, e.thread_root_seq, e.attachments || []),
       checkSession: async () => {
         try { await api.me(); return true; } catch (err) { return err.status === 401 ? false : true; }
       },

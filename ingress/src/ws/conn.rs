@@ -402,6 +402,7 @@ impl Conn {
                     json!({
                         "room_id": room, "client_msg_id": m.client_msg_id, "message_id": m.id,
                         "seq": m.seq, "created_at": m.created_at, "duplicate": duplicate,
+                        "attachments": m.attachments,
                     }),
                     r,
                 )));

@@ -393,6 +393,37 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     }
   });
 
+  step('files: Alice attaches a photo and a note with the 📎 button; both see the picture and the link', async () => {
+    const p = alice.page;
+    const q = bob.page;
+    // A 1×1 PNG, and a text file.
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+    await p.locator(tid('file-input')).setInputFiles([
+      { name: 'beach.png', mimeType: 'image/png', buffer: png },
+      { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('bring sunscreen') },
+    ]);
+    await until(() => p.$$eval(`${tid('upload')}`, (els) => els.map((e) => e.dataset.state)),
+      (s) => s.length === 2 && s.every((x) => x === 'done'), { what: 'both files uploaded' });
+    await screenshot(p, '03g-files-tray.png');
+    await sendUI(p, 'from the trip');
+    push('alice', 'from the trip');
+    await p.locator(tid('upload-tray')).waitFor({ state: 'hidden' });
+    for (const page of [p, q]) {
+      const msg = page.locator(`${tid('message')}[data-seq="${lastSeq}"]`);
+      const img = msg.locator(tid('message-image'));
+      await img.waitFor();
+      // Loaded through the server, for a member, within the page's content security policy.
+      await until(() => img.evaluate((e) => e.complete && e.naturalWidth), (w) => w === 1, { what: 'the picture loaded' });
+      const link = msg.locator(`${tid('message-file')} a[download]`);
+      assert.equal(await link.getAttribute('download'), 'notes.txt');
+    }
+    await screenshot(q, '03h-files.png');
+    const hist = await q.evaluate((id) => window.livechat.api.messagesAfter(id, 0, 200), roomId);
+    const files = hist.find((m) => m.seq === lastSeq).attachments;
+    assert.deepEqual(files.map((f) => [f.name, f.content_type]), [['beach.png', 'image/png'], ['notes.txt', 'text/plain; charset=utf-8']]);
+    await expectMessages(q, expected, { what: 'the message with files at Bob\'s' });
+  });
+
   step('threads: Alice replies in a thread, Bob sees the count, opens it and answers, live on both sides', async () => {
     const p = alice.page;
     const q = bob.page;

@@ -13,6 +13,17 @@ import { emojiPicker, reactionPicker } from '../emoji.js';
 const PAGE = 50;
 const THREAD_PAGE = 50;
 const MAX_CHARS = 4000;
+/** Files one message may carry (the server's max_files_per_message). */
+const MAX_FILES = 10;
+/** Images shown in the page; any other file is a download (as the server serves them). */
+const INLINE_IMAGES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
+
+/** "12 KB", "3.4 MB". */
+function fileSize(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${Math.round(n / 1024)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
 const TYPING_TTL_MS = 4000;
 const TYPING_RESEND_MS = 3000;
 const TYPING_IDLE_MS = 3000;
@@ -275,8 +286,12 @@ function openChat(main, initialRoom, ctx) {
   const replyText = h('span', { class: 'reply-bar-text', 'data-testid': 'reply-bar-text' });
   const replyCancel = h('button', { type: 'button', class: 'btn btn-tiny', 'aria-label': 'Cancel reply', 'data-testid': 'reply-cancel' }, '✕');
   const replyBar = h('div', { class: 'reply-bar', hidden: true, 'data-testid': 'reply-bar' }, replyText, replyCancel);
+  // Files picked, dropped or pasted: uploaded at once, sent with the next message.
+  const fileInput = h('input', { type: 'file', multiple: true, hidden: true, 'data-testid': 'file-input' });
+  const attachBtn = h('button', { type: 'button', class: 'btn emoji-btn', 'aria-label': 'Attach files', title: 'Attach files (or drop them here, or paste)', 'data-testid': 'attach-button' }, '📎');
+  const tray = h('ul', { class: 'upload-tray', hidden: true, 'aria-label': 'Files to send', 'data-testid': 'upload-tray' });
   const composer = h('form', { class: 'composer', 'data-testid': 'composer' },
-    suggest.box, emoji.panel, replyBar, h('div', { class: 'composer-row' }, input, emoji.button, sendBtn), composerErr, composerHint);
+    suggest.box, emoji.panel, replyBar, tray, fileInput, h('div', { class: 'composer-row' }, attachBtn, input, emoji.button, sendBtn), composerErr, composerHint);
   const reactions = reactionPicker();
 
   const chat = h('section', { class: 'chat', 'aria-label': 'Chat' }, banner, unreadBtn, scroller, jumpBtn, typingEl, composer);
@@ -660,6 +675,7 @@ function openChat(main, initialRoom, ctx) {
       ? h('div', { class: 'msg-content', 'data-testid': 'message-content' }, h('em', {}, 'This message was deleted.'))
       : h('div', { class: 'msg-content', 'data-testid': 'message-content' }, renderContent(msg.content, me.username));
     const quote = msg.reply_to_seq && !msg.deleted ? quoteEl(msg.reply_to_seq) : null;
+    const files = msg.deleted ? null : filesEl(msg.attachments);
     const chips = msg.deleted ? null : reactionChips(msg);
     const actions = h('div', { class: 'msg-actions' });
     if (!msg.deleted) {
@@ -700,13 +716,87 @@ function openChat(main, initialRoom, ctx) {
       }
     }
     // (a deleted root shows no summary, as the server gives none)
-    replace(li, meta, quote, body, chips, inThread || msg.deleted ? null : threadLink(msg), actions.childNodes.length ? actions : null);
+    replace(li, meta, quote, body, files, chips, inThread || msg.deleted ? null : threadLink(msg), actions.childNodes.length ? actions : null);
     const i = seqIndex(msg.seq);
     if (i >= 0 && bySeq.get(msg.seq).el === li) {
       regroup(i);
       if (thread && thread.root === msg.seq) drawThreadHead();
     }
   }
+
+  // ---- files
+  /** A message's files: images shown (at most 320 px wide), anything else as a download link. */
+  function filesEl(list) {
+    if (!list || !list.length) return null;
+    return h('ul', { class: 'msg-files', 'data-testid': 'message-files' }, ...list.map((f) => {
+      const image = INLINE_IMAGES.includes(f.content_type);
+      if (image) {
+        const scale = f.width ? Math.min(1, 320 / f.width, 240 / (f.height || 240)) : 1;
+        const img = h('img', { src: f.url, alt: f.name, loading: 'lazy', 'data-testid': 'message-image',
+          ...(f.width && f.height ? { width: String(Math.round(f.width * scale)), height: String(Math.round(f.height * scale)) } : {}) });
+        return h('li', { class: 'msg-file msg-file-image', 'data-testid': 'message-file', 'data-key': f.key },
+          h('a', { href: f.url, target: '_blank', rel: 'noopener', title: f.name }, img));
+      }
+      return h('li', { class: 'msg-file', 'data-testid': 'message-file', 'data-key': f.key },
+        h('a', { href: f.url, download: f.name, title: `${f.name} (${f.content_type})` }, '📄 ', f.name),
+        h('span', { class: 'muted small' }, ` ${fileSize(f.size)}`));
+    }));
+  }
+
+  let uploads = []; // {name, state: 'uploading' | 'done' | 'failed', file, error, preview}
+  function addFiles(picked) {
+    composerErr.hidden = true;
+    for (const f of picked) {
+      if (uploads.length >= MAX_FILES) {
+        composerErr.textContent = `A message can carry at most ${MAX_FILES} files.`;
+        composerErr.hidden = false;
+        break;
+      }
+      const u = { name: f.name || 'file', state: 'uploading', file: null, error: null,
+        preview: f.type && f.type.startsWith('image/') ? URL.createObjectURL(f) : null };
+      uploads.push(u);
+      api.uploadFile(roomId, f)
+        .then((file) => { u.file = file; u.state = 'done'; })
+        .catch((ex) => { u.error = ex.message; u.state = 'failed'; })
+        .finally(drawTray);
+    }
+    drawTray();
+  }
+  function dropUpload(u) {
+    if (u.preview) URL.revokeObjectURL(u.preview);
+    uploads = uploads.filter((x) => x !== u);
+    drawTray();
+  }
+  function drawTray() {
+    tray.hidden = !uploads.length;
+    replace(tray, ...uploads.map((u) => {
+      const remove = h('button', { type: 'button', class: 'btn btn-tiny', 'aria-label': `Remove ${u.name}`, 'data-testid': 'upload-remove' }, '✕');
+      remove.addEventListener('click', () => { dropUpload(u); input.focus(); });
+      const state = u.state === 'uploading' ? 'Uploading…' : u.state === 'failed' ? u.error : fileSize(u.file.size);
+      return h('li', { class: `upload upload-${u.state}`, 'data-testid': 'upload', 'data-state': u.state },
+        u.preview ? h('img', { src: u.preview, alt: '', class: 'upload-preview' }) : h('span', { class: 'upload-icon', 'aria-hidden': 'true' }, '📄'),
+        h('span', { class: 'upload-name' }, u.name),
+        h('span', { class: `upload-state small ${u.state === 'failed' ? 'inline-error' : 'muted'}` }, state),
+        remove);
+    }));
+  }
+  attachBtn.addEventListener('click', () => fileInput.click());
+  fileInput.addEventListener('change', () => { addFiles([...fileInput.files]); fileInput.value = ''; });
+  input.addEventListener('paste', (e) => {
+    const files = [...(e.clipboardData?.files || [])];
+    if (files.length) { e.preventDefault(); addFiles(files); }
+  });
+  chat.addEventListener('dragover', (e) => {
+    if (![...(e.dataTransfer?.types || [])].includes('Files')) return;
+    e.preventDefault();
+    chat.classList.add('chat-drop');
+  });
+  chat.addEventListener('dragleave', (e) => { if (e.target === chat || !chat.contains(e.relatedTarget)) chat.classList.remove('chat-drop'); });
+  chat.addEventListener('drop', (e) => {
+    chat.classList.remove('chat-drop');
+    const files = [...(e.dataTransfer?.files || [])];
+    if (files.length) { e.preventDefault(); addFiles(files); input.focus(); }
+  });
 
   // ---- replies and reactions
   /** "author: text" of the message at `seq`, as far as it is loaded. */
@@ -1318,6 +1408,7 @@ function openChat(main, initialRoom, ctx) {
       replace(el,
         h('div', { class: 'msg-meta' }, h('span', { class: 'msg-author' }, me.username), status),
         h('div', { class: 'msg-content', 'data-testid': 'message-content' }, renderContent(e.content, me.username)),
+        e.attachments && e.attachments.length ? h('p', { class: 'muted small' }, `📎 ${e.attachments.map((f) => f.name).join(', ')}`) : null,
         actions);
     }
     if (entries.some((e) => !e.thread_root_seq)) emptyNote.hidden = true;
@@ -1593,6 +1684,7 @@ function openChat(main, initialRoom, ctx) {
       reply_to_seq: a.entry?.reply_to_seq ?? null,
       thread_root_seq: a.entry?.thread_root_seq ?? null,
       reactions: [],
+      attachments: a.attachments || [],
     };
     const el = pendingEls.get(a.client_msg_id);
     if (!ready) { buffer.push({ event_type: 'MESSAGE_CREATED', room_id: roomId, seq: a.seq, message: msg }); return; }
@@ -1664,14 +1756,25 @@ function openChat(main, initialRoom, ctx) {
     e.preventDefault();
     composerErr.hidden = true;
     const text = input.value.trim();
-    if (!text) return;
+    const waiting = uploads.some((u) => u.state === 'uploading');
+    const failed = uploads.some((u) => u.state === 'failed');
+    if (waiting || failed) {
+      composerErr.textContent = waiting ? 'Wait for the files to finish uploading.' : 'Remove the files that could not be uploaded.';
+      composerErr.hidden = false;
+      return;
+    }
+    const files = uploads.map((u) => ({ key: u.file.key, name: u.file.name }));
+    if (!text && !files.length) return;
     if ([...text].length > MAX_CHARS) {
       composerErr.textContent = `A message can have at most ${MAX_CHARS} characters.`;
       composerErr.hidden = false;
       return;
     }
     stopTyping();
-    socket.send(roomId, text, replyTo);
+    socket.send(roomId, text, replyTo, null, files);
+    for (const u of uploads) if (u.preview) URL.revokeObjectURL(u.preview);
+    uploads = [];
+    drawTray();
     cancelReply();
     input.value = '';
     autosize();
