@@ -11,12 +11,11 @@ use img_parts::{jpeg, png, webp, ImageEXIF};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, AppResult};
-use crate::model::{Attachment, AttachmentPublic, FileMeta, RoomId, User};
+use crate::model::{
+    Attachment, AttachmentPublic, FileChoice, FileMeta, RoomId, User, INLINE_IMAGES,
+};
 use crate::ports::FileStore;
-use crate::service::{ChatService, FileChoice};
-
-/// Images shown inline; the only ones whose metadata is stripped (GIF has no EXIF).
-pub(crate) const INLINE_IMAGES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+use crate::service::ChatService;
 
 /// A file ready to store: its bytes (metadata stripped) and description.
 #[derive(Debug)]

@@ -239,6 +239,18 @@ pub struct JoinRequestPublic {
     pub created_at: DateTime<Utc>,
 }
 
+/// Images a browser is allowed to show in a page; every other file is served as a download.
+/// (Also the only ones whose metadata is stripped at upload: GIF has no EXIF.)
+pub const INLINE_IMAGES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// A file a sender attaches to a message: its key, from the upload's answer, and the name to
+/// show.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FileChoice {
+    pub key: String,
+    pub name: Option<String>,
+}
+
 /// What a stored file is, found from its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
@@ -257,7 +269,7 @@ impl FileMeta {
     /// Whether a browser may show the file in a page: raster images only. Anything else (HTML,
     /// SVG, PDF, scripts, archives, …) is served as a download.
     pub fn inline(&self) -> bool {
-        crate::attachments::INLINE_IMAGES.contains(&self.content_type.as_str())
+        INLINE_IMAGES.contains(&self.content_type.as_str())
     }
 }
 

@@ -85,13 +85,6 @@ pub struct SendOptions<'a> {
     pub attachments: &'a [FileChoice],
 }
 
-/// A file a sender attaches: its key, from the upload's answer, and the name to show.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct FileChoice {
-    pub key: String,
-    pub name: Option<String>,
-}
-
 pub struct ChatService {
     pub ports: Ports,
     pub limits: Limits,

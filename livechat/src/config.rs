@@ -10,6 +10,7 @@ use livechat_core::limits::Limits;
 use livechat_ingress::IngressConfig;
 use livechat_sinks::config::{
     CassandraConfig, ClickHouseConfig, KafkaConfig, MemcachedConfig, MongoConfig, RedisConfig,
+    S3Config,
 };
 use serde::{Deserialize, Serialize};
 
@@ -135,9 +136,20 @@ pub enum AnalyticsKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilesConfig {
-    /// The directory that holds them; empty for `files/` in the data directory. Every process
-    /// serving the API must see the same directory (several machines: a shared filesystem).
+    /// `local` (a directory) or `s3` (a bucket of an S3-compatible store; `--features s3`).
+    pub kind: FilesKind,
+    /// With `local`: the directory; empty for `files/` in the data directory. Every process
+    /// serving the API must see the same directory (several machines: use `s3`).
     pub dir: String,
+    pub s3: S3Config,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FilesKind {
+    #[default]
+    Local,
+    S3,
 }
 
 impl FilesConfig {

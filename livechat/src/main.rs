@@ -354,10 +354,7 @@ async fn run_ingress(
         write_through: wire::write_through(cfg, stores),
         sequencing: wire::sequencing(cfg).await?,
         cache: stores.cache.clone(),
-        files: Some(Arc::new(
-            livechat_sinks::files::LocalFiles::open(cfg.files.path(&cfg.data_dir))
-                .context("opening the shared files' directory")?,
-        )),
+        files: Some(wire::files(cfg)?),
         search: searching.then(|| stores.search.clone() as Arc<dyn SearchIndex>),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));

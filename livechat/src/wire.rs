@@ -6,18 +6,19 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use livechat_core::ports::{
-    AnalyticsStore, Cache, Directory, EventLog, MessageStore, Outbox, Presence, SearchIndex,
-    Sequencing, SessionStore, WriteThrough,
+    AnalyticsStore, Cache, Directory, EventLog, FileStore, MessageStore, Outbox, Presence,
+    SearchIndex, Sequencing, SessionStore, WriteThrough,
 };
 use livechat_processors::Durable;
 use livechat_sinks::embedded::{
     EmbeddedStore, HistoryMapping, InlineReadModels, NotificationsMapping, SqliteAnalytics,
     SqliteDirectory, SqliteHistory, SqliteLog, SqliteSearch,
 };
+use livechat_sinks::files::LocalFiles;
 use livechat_sinks::memory::MemoryCache;
 
 use crate::config::{
-    AnalyticsKind, CacheKind, Config, DirectoryKind, HistoryKind, LogKind, PresenceKind,
+    AnalyticsKind, CacheKind, Config, DirectoryKind, FilesKind, HistoryKind, LogKind, PresenceKind,
     SessionsKind,
 };
 
@@ -236,6 +237,22 @@ pub fn cache(cfg: &Config) -> anyhow::Result<Arc<dyn Cache>> {
         CacheKind::Memcached => {
             anyhow::bail!("cache.kind = \"memcached\" needs a build with `--features memcached`")
         }
+    }
+}
+
+/// Where files shared in rooms are kept: a local directory, or an S3-compatible bucket.
+pub fn files(cfg: &Config) -> anyhow::Result<Arc<dyn FileStore>> {
+    match cfg.files.kind {
+        FilesKind::Local => Ok(Arc::new(
+            LocalFiles::open(cfg.files.path(&cfg.data_dir))
+                .context("opening the shared files' directory")?,
+        )),
+        #[cfg(feature = "s3")]
+        FilesKind::S3 => Ok(Arc::new(
+            livechat_sinks::files::S3Files::open(&cfg.files.s3).context("setting up S3")?,
+        )),
+        #[cfg(not(feature = "s3"))]
+        FilesKind::S3 => anyhow::bail!("files.kind = \"s3\" needs a build with `--features s3`"),
     }
 }
 

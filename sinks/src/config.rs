@@ -154,6 +154,35 @@ impl Default for MongoConfig {
     }
 }
 
+/// `[files.s3]`: a bucket of an S3-compatible object store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// Empty for AWS; the URL of any other S3-compatible store (SeaweedFS, MinIO, Ceph, …),
+    /// which is then addressed by path.
+    pub endpoint: String,
+    /// Empty to take the credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Prefix of every object's name, so several deployments (or test runs) can share a bucket.
+    pub prefix: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: "livechat".into(),
+            region: "us-east-1".into(),
+            endpoint: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            prefix: String::new(),
+        }
+    }
+}
+
 /// `[presence.redis]` / `[sessions.redis]`: a Redis server.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -3,8 +3,9 @@
 use axum::extract::Path;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use livechat_core::model::FileChoice;
 use livechat_core::ports::SearchOrder;
-use livechat_core::service::{FileChoice, SendOptions};
+use livechat_core::service::SendOptions;
 use serde::Deserialize;
 
 use super::{empty_ok, json, St};

@@ -41,7 +41,7 @@ pub enum ClientFrame {
         thread_root_seq: Option<i64>,
         /// Files shared in the room (uploaded to it) that go with the message.
         #[serde(default)]
-        attachments: Vec<livechat_core::service::FileChoice>,
+        attachments: Vec<livechat_core::model::FileChoice>,
         /// W3C Trace Context of the client's send, carried onto the message's topic records.
         traceparent: Option<String>,
     },

@@ -26,20 +26,7 @@ impl LocalFiles {
 
     /// The key's path; keys are checked so none can reach outside the root.
     fn path(&self, key: &str) -> StoreResult<PathBuf> {
-        let ok = !key.is_empty()
-            && key.split('/').all(|part| {
-                !part.is_empty()
-                    && !part.starts_with('.')
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-            });
-        if !ok {
-            return Err(StoreError::Other(anyhow::anyhow!(
-                "not a file key: {key:?}"
-            )));
-        }
-        Ok(self.root.join(key))
+        Ok(self.root.join(super::checked(key)?))
     }
 }
 

@@ -95,6 +95,8 @@ fn stack_env() -> Option<Vec<(&'static str, String)>> {
     let memcached = env_or_skip("LIVECHAT_MEMCACHED")?;
     let mongo = env_or_skip("LIVECHAT_MONGO_URI")?;
     let redis = env_or_skip("LIVECHAT_REDIS_URL")?;
+    let s3 = env_or_skip("LIVECHAT_S3_ENDPOINT")?;
+    let bucket = env_or_skip("LIVECHAT_S3_BUCKET")?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let db = format!("lc_{}", &id[..12]);
     Some(vec![
@@ -124,6 +126,15 @@ fn stack_env() -> Option<Vec<(&'static str, String)>> {
         ("LIVECHAT_PRESENCE__KIND", "redis".into()),
         ("LIVECHAT_PRESENCE__REDIS__URL", redis),
         ("LIVECHAT_PRESENCE__REDIS__NAMESPACE", format!("s{id}:")),
+        ("LIVECHAT_FILES__KIND", "s3".into()),
+        ("LIVECHAT_FILES__S3__ENDPOINT", s3),
+        ("LIVECHAT_FILES__S3__BUCKET", bucket),
+        ("LIVECHAT_FILES__S3__ACCESS_KEY_ID", "livechat".into()),
+        (
+            "LIVECHAT_FILES__S3__SECRET_ACCESS_KEY",
+            "livechat-dev-secret".into(),
+        ),
+        ("LIVECHAT_FILES__S3__PREFIX", format!("t{id}")),
     ])
 }
 
@@ -359,15 +370,13 @@ async fn pinned_messages_across_ingress_processes() {
     crate::conversations::pinned_messages_across(&a, &b).await;
 }
 
-/// Files on the whole stack, across processes sharing one files directory: uploaded on A,
-/// attached on A and on B, live and in history on both at once, downloaded from either.
+/// Files on the whole stack, across processes, in one S3 bucket: uploaded on A, attached on A
+/// and on B, live and in history on both at once, downloaded from either.
 #[tokio::test]
 async fn files_across_ingress_processes() {
     let Some(mut owned) = stack_env() else { return };
-    let shared = tempfile::tempdir().unwrap();
     let (k, v) = crate::files::FILES_LIMIT_ENV;
     owned.push((k, v.into()));
-    owned.push(("LIVECHAT_FILES__DIR", shared.path().display().to_string()));
     let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (a, b, _processors) = two_ingresses(&env, &["history"]).await;
     crate::files::messages_carry_files_across(&a, &b).await;
