@@ -17,12 +17,21 @@ use crate::model::{
 use crate::ports::FileStore;
 use crate::service::ChatService;
 
-/// A file ready to store: its bytes (metadata stripped) and description.
+/// A file ready to store: its bytes (metadata stripped), its description, and for an image
+/// larger than a thumbnail, its thumbnail.
 #[derive(Debug)]
 pub struct Inspected {
     pub bytes: Bytes,
     pub meta: FileMeta,
+    pub thumbnail: Option<Bytes>,
 }
+
+/// The box a thumbnail fits in (what the web client shows in a message).
+pub const THUMBNAIL_BOX: (u32, u32) = (320, 240);
+/// Images decoded for a thumbnail at most: larger ones (or decompression bombs) are stored
+/// without one. Each upload holds at most this much while it is inspected.
+const DECODE_MAX_PIXELS: u32 = 12_000;
+const DECODE_MAX_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Finds what the bytes are, strips an image's metadata, and hashes what will be stored.
 /// Refused: an empty file, and programs (executables, libraries, bytecode): a chat room is no
@@ -59,14 +68,51 @@ pub fn inspect(bytes: Bytes) -> AppResult<Inspected> {
         (None, None)
     };
     let key = hex(&Sha256::digest(&bytes));
+    let larger = |w: Option<u32>, h: Option<u32>| {
+        w.unwrap_or(0) > THUMBNAIL_BOX.0 || h.unwrap_or(0) > THUMBNAIL_BOX.1
+    };
+    let thumbnail = match larger(width, height) {
+        true => thumbnail_of(&bytes),
+        false => None,
+    };
     let meta = FileMeta {
         key,
         content_type,
         size: bytes.len() as u64,
         width,
         height,
+        thumbnail: thumbnail.as_ref().map(|(t, _)| t.to_string()),
     };
-    Ok(Inspected { bytes, meta })
+    Ok(Inspected {
+        bytes,
+        meta,
+        thumbnail: thumbnail.map(|(_, b)| b),
+    })
+}
+
+/// A small copy of an image that fits [`THUMBNAIL_BOX`], and its type: JPEG, or PNG when the
+/// image has transparency. None when it cannot be decoded within the limits.
+fn thumbnail_of(bytes: &[u8]) -> Option<(&'static str, Bytes)> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(DECODE_MAX_PIXELS);
+    limits.max_image_height = Some(DECODE_MAX_PIXELS);
+    limits.max_alloc = Some(DECODE_MAX_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().ok()?;
+    let small = img.thumbnail(THUMBNAIL_BOX.0, THUMBNAIL_BOX.1);
+    let mut out = std::io::Cursor::new(Vec::new());
+    if small.color().has_alpha() {
+        small.write_to(&mut out, image::ImageFormat::Png).ok()?;
+        Some(("image/png", Bytes::from(out.into_inner())))
+    } else {
+        let rgb = image::DynamicImage::ImageRgb8(small.to_rgb8());
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80);
+        rgb.write_with_encoder(encoder).ok()?;
+        Some(("image/jpeg", Bytes::from(out.into_inner())))
+    }
 }
 
 /// Removes what a photo says about where, when and with what it was taken: EXIF, XMP and IPTC
@@ -113,6 +159,11 @@ pub fn valid_key(key: &str) -> bool {
 
 fn blob_key(key: &str) -> String {
     format!("blobs/{key}")
+}
+
+/// A thumbnail is derived from the bytes alone: one per blob.
+fn thumbnail_key(key: &str) -> String {
+    format!("thumbs/{key}")
 }
 
 fn room_key(room: RoomId, key: &str) -> String {
@@ -180,11 +231,18 @@ impl ChatService {
                 message: "Too many uploads; slow down".into(),
                 retry_after_secs: wait,
             })?;
-        let Inspected { bytes, meta } = tokio::task::spawn_blocking(move || inspect(bytes))
+        let Inspected {
+            bytes,
+            meta,
+            thumbnail,
+        } = tokio::task::spawn_blocking(move || inspect(bytes))
             .await
             .map_err(|e| AppError::Internal(anyhow::anyhow!("inspecting an upload: {e}")))??;
         let blob = blob_key(&meta.key);
         if !files.exists(&blob).await? {
+            if let Some(t) = thumbnail {
+                files.put(&thumbnail_key(&meta.key), t).await?;
+            }
             files.put(&blob, bytes).await?;
         }
         let described = serde_json::to_vec(&meta)
@@ -251,13 +309,15 @@ impl ChatService {
         Ok(out)
     }
 
-    /// A file shared in the room, for one of its members: its description and bytes.
+    /// A file shared in the room, for one of its members: its type and bytes (or its
+    /// thumbnail's), and its description.
     pub async fn download_file(
         &self,
         user: &User,
         room: RoomId,
         key: &str,
-    ) -> AppResult<(FileMeta, Bytes)> {
+        thumbnail: bool,
+    ) -> AppResult<(FileMeta, String, Bytes)> {
         let files = self.files()?;
         self.require_member(room, user.id).await?;
         let missing = || AppError::NotFound("File not found".into());
@@ -268,8 +328,13 @@ impl ChatService {
         let meta: FileMeta = serde_json::from_slice(&described).map_err(|e| {
             AppError::Internal(anyhow::anyhow!("reading a file's description: {e}"))
         })?;
+        if thumbnail {
+            let kind = meta.thumbnail.clone().ok_or_else(missing)?;
+            let bytes = files.get(&thumbnail_key(key)).await?.ok_or_else(missing)?;
+            return Ok((meta, kind, bytes));
+        }
         let bytes = files.get(&blob_key(key)).await?.ok_or_else(missing)?;
-        Ok((meta, bytes))
+        Ok((meta.clone(), meta.content_type, bytes))
     }
 }
 
@@ -306,6 +371,79 @@ mod tests {
         assert_eq!(got.meta.size, got.bytes.len() as u64);
         assert_eq!(got.meta.key, hex(&Sha256::digest(&got.bytes)));
         assert!(valid_key(&got.meta.key));
+    }
+
+    /// A PNG of `w` × `h` pixels, opaque or not.
+    fn png(w: u32, h: u32, alpha: bool) -> Bytes {
+        let img = match alpha {
+            true => image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+                w,
+                h,
+                image::Rgba([10, 200, 30, 128]),
+            )),
+            false => image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+                w,
+                h,
+                image::Rgb([10, 200, 30]),
+            )),
+        };
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        Bytes::from(out.into_inner())
+    }
+
+    #[test]
+    fn a_large_image_gets_a_thumbnail_in_the_box_and_a_small_one_none() {
+        let big = inspect(png(1000, 400, false)).unwrap();
+        assert_eq!((big.meta.width, big.meta.height), (Some(1000), Some(400)));
+        assert_eq!(big.meta.thumbnail.as_deref(), Some("image/jpeg"));
+        let thumb = image::load_from_memory(&big.thumbnail.unwrap()).unwrap();
+        assert_eq!(
+            (thumb.width(), thumb.height()),
+            (320, 128),
+            "fits the box, same ratio"
+        );
+        // Transparency is kept: the thumbnail is a PNG then.
+        let clear = inspect(png(300, 900, true)).unwrap();
+        assert_eq!(clear.meta.thumbnail.as_deref(), Some("image/png"));
+        let thumb = image::load_from_memory(&clear.thumbnail.unwrap()).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (80, 240));
+        assert!(thumb.color().has_alpha());
+        let small = inspect(png(100, 100, false)).unwrap();
+        assert_eq!((small.meta.thumbnail, small.thumbnail), (None, None));
+    }
+
+    /// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn an_image_too_large_to_decode_is_kept_without_a_thumbnail() {
+        // A well-formed PNG whose header claims 20,000 × 20,000 pixels (1.6 GB decoded): a
+        // decompression bomb's first step. Its IHDR is rewritten, with its CRC.
+        let mut b = png(2, 2, true).to_vec();
+        b[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        b[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let crc = crc32(&b[12..29]);
+        b[29..33].copy_from_slice(&crc.to_be_bytes());
+        let got = inspect(Bytes::from(b)).unwrap();
+        assert_eq!(
+            (got.meta.width, got.meta.height),
+            (Some(20_000), Some(20_000))
+        );
+        assert_eq!(got.meta.thumbnail, None);
     }
 
     #[test]

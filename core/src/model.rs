@@ -263,6 +263,9 @@ pub struct FileMeta {
     pub width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// The type of its thumbnail (an image larger than the thumbnail's box has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
 }
 
 impl FileMeta {
@@ -285,8 +288,14 @@ pub struct Attachment {
 impl Attachment {
     /// As the API shows it in the room, with where its members download it.
     pub fn public(&self, room: impl std::fmt::Display) -> AttachmentPublic {
+        let url = format!("/api/files/get-file/{room}/{}", self.meta.key);
         AttachmentPublic {
-            url: format!("/api/files/get-file/{room}/{}", self.meta.key),
+            thumbnail_url: self
+                .meta
+                .thumbnail
+                .as_ref()
+                .map(|_| format!("{url}?thumbnail=true")),
+            url,
             file: self.clone(),
         }
     }
@@ -299,6 +308,7 @@ impl Attachment {
             size: i64::try_from(self.meta.size).unwrap_or(i64::MAX),
             width: self.meta.width.and_then(|w| i32::try_from(w).ok()),
             height: self.meta.height.and_then(|h| i32::try_from(h).ok()),
+            thumbnail: self.meta.thumbnail.clone(),
         }
     }
 
@@ -310,6 +320,7 @@ impl Attachment {
                 size: u64::try_from(a.size).unwrap_or_default(),
                 width: a.width.and_then(|w| u32::try_from(w).ok()),
                 height: a.height.and_then(|h| u32::try_from(h).ok()),
+                thumbnail: a.thumbnail.clone(),
             },
             name: a.name.clone(),
         }
@@ -329,6 +340,9 @@ pub struct AttachmentPublic {
     #[serde(flatten)]
     pub file: Attachment,
     pub url: String,
+    /// Where a smaller copy of a large image is (what to show in a message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
 }
 
 /// A message as the history store keeps it. Deleted messages stay as tombstones so seqs stay dense.

@@ -80,6 +80,8 @@ pub struct Attachment {
     pub size: i64,
     pub width: Option<i32>,
     pub height: Option<i32>,
+    #[serde(default)]
+    pub thumbnail: Option<String>,
 }
 
 /// One account or notification change of a user (see `avro/chat.user-events.v1.avsc`).

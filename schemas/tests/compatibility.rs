@@ -239,6 +239,7 @@ fn records_written_with_earlier_room_events_versions_are_read() {
             size: 1234,
             width: Some(640),
             height: Some(480),
+            thumbnail: Some("image/jpeg".into()),
         }],
         ..ev
     };

@@ -19,6 +19,13 @@ pub struct UploadQuery {
     name: Option<String>,
 }
 
+#[derive(Deserialize)]
+pub struct DownloadQuery {
+    /// The image's thumbnail instead of the file.
+    #[serde(default)]
+    thumbnail: bool,
+}
+
 /// A download's own policy: nothing in the file may run, even when opened on its own.
 const FILE_CSP: &str = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'";
 
@@ -49,17 +56,21 @@ pub async fn download(
     st: St,
     c: Caller,
     Path((id, key)): Path<(String, String)>,
+    QueryParams(q): QueryParams<DownloadQuery>,
 ) -> ApiResult<Response> {
     let room = uuid_param("path", "room_id", &id)?;
-    let (meta, bytes) = st.svc.download_file(&c.user, room, &key).await?;
-    let disposition = if meta.inline() {
+    let (meta, content_type, bytes) = st
+        .svc
+        .download_file(&c.user, room, &key, q.thumbnail)
+        .await?;
+    let disposition = if q.thumbnail || meta.inline() {
         "inline"
     } else {
         "attachment"
     };
     let mut res = Body::from(bytes).into_response();
     let h = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
         h.insert(header::CONTENT_TYPE, v);
     }
     h.insert(
@@ -75,7 +86,11 @@ pub async fn download(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", meta.key)) {
+    let tag = match q.thumbnail {
+        true => format!("\"{}-thumbnail\"", meta.key),
+        false => format!("\"{}\"", meta.key),
+    };
+    if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
     }
     Ok(res)

@@ -446,6 +446,7 @@ fn files(n: i64) -> Vec<Attachment> {
                 size: 1000 + i as u64,
                 width: (i == 0).then_some(640),
                 height: (i == 0).then_some(480),
+                thumbnail: (i == 0).then(|| "image/jpeg".into()),
             },
             name: format!("file {i} \"é\".png"),
         })

@@ -40,7 +40,7 @@ fn detail(body: &Value) -> String {
 
 #[tokio::test]
 async fn members_share_files_whose_type_and_metadata_come_from_the_bytes() {
-    let app = App::spawn(&[("LIVECHAT_LIMITS__MAX_FILE_BYTES", "4096")]).await;
+    let app = App::spawn(&[("LIVECHAT_LIMITS__MAX_FILE_BYTES", "16384")]).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let room = alice.create_room("files", true).await;
@@ -112,6 +112,38 @@ async fn members_share_files_whose_type_and_metadata_come_from_the_bytes() {
         .await;
     assert_eq!(r.status(), 404);
 
+    // A large picture gets a thumbnail that fits 320 × 240, served beside it.
+    let mut big = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+        800,
+        600,
+        image::Rgb([200, 40, 40]),
+    ))
+    .write_to(&mut big, image::ImageFormat::Png)
+    .unwrap();
+    let (status, large) = alice
+        .upload(&room, "red.png", big.into_inner(), "image/png")
+        .await;
+    assert_eq!(status, 200, "{large}");
+    assert_eq!(
+        (large["width"].as_u64(), large["height"].as_u64()),
+        (Some(800), Some(600))
+    );
+    let thumb_url = large["thumbnail_url"]
+        .as_str()
+        .expect("a thumbnail")
+        .to_string();
+    let r = bob.get_response(&thumb_url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), "image/jpeg");
+    let thumb = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (320, 240));
+    assert!(file["thumbnail_url"].is_null(), "a 1×1 photo needs none");
+    let r = bob
+        .get_response(&format!("{}?thumbnail=true", file["url"].as_str().unwrap()))
+        .await;
+    assert_eq!(r.status(), 404, "no thumbnail of a small image");
+
     // A page is a download, never shown by the browser as a page of this site.
     let (status, page) = bob
         .upload(
@@ -137,10 +169,10 @@ async fn members_share_files_whose_type_and_metadata_come_from_the_bytes() {
     assert_eq!(status, 415, "{body}");
     assert!(detail(&body).contains("not accepted"), "{body}");
     let (status, body) = alice
-        .upload(&room, "big.txt", vec![b'a'; 5000], "text/plain")
+        .upload(&room, "big.txt", vec![b'a'; 20_000], "text/plain")
         .await;
     assert_eq!(status, 413, "{body}");
-    assert!(detail(&body).contains("4096"), "{body}");
+    assert!(detail(&body).contains("16384"), "{body}");
     let (status, body) = alice
         .upload(&room, "empty.txt", Vec::new(), "text/plain")
         .await;

@@ -732,7 +732,7 @@ function openChat(main, initialRoom, ctx) {
       const image = INLINE_IMAGES.includes(f.content_type);
       if (image) {
         const scale = f.width ? Math.min(1, 320 / f.width, 240 / (f.height || 240)) : 1;
-        const img = h('img', { src: f.url, alt: f.name, loading: 'lazy', 'data-testid': 'message-image',
+        const img = h('img', { src: f.thumbnail_url || f.url, alt: f.name, loading: 'lazy', 'data-testid': 'message-image',
           ...(f.width && f.height ? { width: String(Math.round(f.width * scale)), height: String(Math.round(f.height * scale)) } : {}) });
         return h('li', { class: 'msg-file msg-file-image', 'data-testid': 'message-file', 'data-key': f.key },
           h('a', { href: f.url, target: '_blank', rel: 'noopener', title: f.name }, img));
