@@ -7,6 +7,7 @@
 //! member of that room, and only of that room, download it.
 
 use bytes::Bytes;
+use image::ImageDecoder;
 use img_parts::{jpeg, png, webp, ImageEXIF};
 use sha2::{Digest, Sha256};
 
@@ -56,14 +57,19 @@ pub fn inspect(bytes: Bytes) -> AppResult<Inspected> {
         }
         None => "application/octet-stream".to_string(),
     };
-    let bytes = strip_metadata(&content_type, bytes)?;
+    let (bytes, orientation) = strip_metadata(&content_type, bytes)?;
     let (width, height) = if INLINE_IMAGES.contains(&content_type.as_str()) {
         let size = imagesize::blob_size(&bytes)
             .map_err(|_| AppError::validation("file", "the image cannot be read"))?;
-        (
+        let (w, h) = (
             u32::try_from(size.width).ok(),
             u32::try_from(size.height).ok(),
-        )
+        );
+        // Orientations 5 to 8 turn the picture a quarter: shown, it is as wide as it is high.
+        match orientation {
+            Some(5..=8) => (h, w),
+            _ => (w, h),
+        }
     } else {
         (None, None)
     };
@@ -101,7 +107,13 @@ fn thumbnail_of(bytes: &[u8]) -> Option<(&'static str, Bytes)> {
     limits.max_image_height = Some(DECODE_MAX_PIXELS);
     limits.max_alloc = Some(DECODE_MAX_BYTES);
     reader.limits(limits);
-    let img = reader.decode().ok()?;
+    // Turned as the photo says (its EXIF orientation): the thumbnail carries no EXIF.
+    let mut decoder = reader.into_decoder().ok()?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).ok()?;
+    img.apply_orientation(orientation);
     let small = img.thumbnail(THUMBNAIL_BOX.0, THUMBNAIL_BOX.1);
     let mut out = std::io::Cursor::new(Vec::new());
     if small.color().has_alpha() {
@@ -117,32 +129,91 @@ fn thumbnail_of(bytes: &[u8]) -> Option<(&'static str, Bytes)> {
 
 /// Removes what a photo says about where, when and with what it was taken: EXIF, XMP and IPTC
 /// in JPEG (APP1, APP13), EXIF and text chunks in PNG, EXIF and XMP in WebP. The pixels and
-/// the colour profile stay.
-fn strip_metadata(content_type: &str, bytes: Bytes) -> AppResult<Bytes> {
+/// the colour profile stay, and so does the EXIF orientation (alone), without which a phone's
+/// portrait photo would show on its side; it is returned too.
+fn strip_metadata(content_type: &str, bytes: Bytes) -> AppResult<(Bytes, Option<u16>)> {
     let unreadable = |_| AppError::validation("file", "the image cannot be read");
+    let turned = |exif: Option<Bytes>| exif.as_deref().and_then(orientation_of);
     Ok(match content_type {
         "image/jpeg" => {
             let mut img = jpeg::Jpeg::from_bytes(bytes).map_err(unreadable)?;
+            let o = turned(img.exif());
             img.remove_segments_by_marker(jpeg::markers::APP1);
             img.remove_segments_by_marker(jpeg::markers::APP13);
-            img.encoder().bytes()
+            img.set_exif(o.map(orientation_exif));
+            (img.encoder().bytes(), o)
         }
         "image/png" => {
             let mut img = png::Png::from_bytes(bytes).map_err(unreadable)?;
+            let o = turned(img.exif());
             for kind in [*b"eXIf", *b"tEXt", *b"iTXt", *b"zTXt", *b"tIME"] {
                 img.remove_chunks_by_type(kind);
             }
-            img.encoder().bytes()
+            img.set_exif(o.map(orientation_exif));
+            (img.encoder().bytes(), o)
         }
         "image/webp" => {
             let mut img = webp::WebP::from_bytes(bytes).map_err(unreadable)?;
+            let o = turned(img.exif());
             img.remove_chunks_by_id(webp::CHUNK_XMP);
             // Also brings the header's flags in line with the chunks left.
-            img.set_exif(None);
-            img.encoder().bytes()
+            img.set_exif(o.map(orientation_exif));
+            (img.encoder().bytes(), o)
         }
-        _ => bytes,
+        _ => (bytes, None),
     })
+}
+
+/// The orientation (2 to 8; 1 is the default, as is none) in EXIF data (a TIFF structure: its
+/// byte order, then the first directory's entries), if it is there and well formed.
+fn orientation_of(tiff: &[u8]) -> Option<u16> {
+    let little = match tiff.get(0..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let u16_at = |i: usize| {
+        let b: [u8; 2] = tiff.get(i..i.checked_add(2)?)?.try_into().ok()?;
+        Some(if little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        })
+    };
+    let u32_at = |i: usize| {
+        let b: [u8; 4] = tiff.get(i..i.checked_add(4)?)?.try_into().ok()?;
+        Some(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    const ORIENTATION: u16 = 0x0112;
+    const SHORT: u16 = 3;
+    let ifd = usize::try_from(u32_at(4)?).ok()?;
+    let entries = usize::from(u16_at(ifd)?);
+    (0..entries)
+        .find_map(|i| {
+            let at = ifd.checked_add(2 + 12 * i)?;
+            (u16_at(at)? == ORIENTATION && u16_at(at + 2)? == SHORT).then(|| u16_at(at + 8))?
+        })
+        .filter(|o| (2..=8).contains(o))
+}
+
+/// EXIF data that holds only an orientation: a big-endian TIFF header and one directory of one
+/// entry.
+fn orientation_exif(o: u16) -> Bytes {
+    let mut b = Vec::with_capacity(26);
+    b.extend_from_slice(b"MM\0\x2a");
+    b.extend_from_slice(&8u32.to_be_bytes()); // the directory follows the header
+    b.extend_from_slice(&1u16.to_be_bytes()); // one entry:
+    b.extend_from_slice(&0x0112u16.to_be_bytes()); // orientation,
+    b.extend_from_slice(&3u16.to_be_bytes()); // a SHORT,
+    b.extend_from_slice(&1u32.to_be_bytes()); // one of them,
+    b.extend_from_slice(&o.to_be_bytes()); // this one (left-aligned in its 4 bytes)
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&0u32.to_be_bytes()); // no next directory
+    Bytes::from(b)
 }
 
 fn hex(digest: &[u8]) -> String {
@@ -444,6 +515,63 @@ mod tests {
             (Some(20_000), Some(20_000))
         );
         assert_eq!(got.meta.thumbnail, None);
+    }
+
+    /// A `w` × `h` JPEG whose EXIF says "turn 90° clockwise to show" (orientation 6) and names
+    /// a place in its description.
+    fn portrait_photo(w: u32, h: u32) -> Bytes {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb([9, 9, 9])))
+            .write_to(&mut out, image::ImageFormat::Jpeg)
+            .unwrap();
+        let text = b"GPS 52.3676 N\0";
+        let mut tiff = b"MM\0\x2a".to_vec();
+        tiff.extend_from_slice(&8u32.to_be_bytes());
+        tiff.extend_from_slice(&2u16.to_be_bytes());
+        // ImageDescription, ASCII, its text after the directory (8 + 2 + 2 × 12 + 4 = 38).
+        tiff.extend_from_slice(&0x010Eu16.to_be_bytes());
+        tiff.extend_from_slice(&2u16.to_be_bytes());
+        tiff.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        tiff.extend_from_slice(&38u32.to_be_bytes());
+        // Orientation 6.
+        tiff.extend_from_slice(&0x0112u16.to_be_bytes());
+        tiff.extend_from_slice(&3u16.to_be_bytes());
+        tiff.extend_from_slice(&1u32.to_be_bytes());
+        tiff.extend_from_slice(&[0, 6, 0, 0]);
+        tiff.extend_from_slice(&0u32.to_be_bytes());
+        tiff.extend_from_slice(text);
+        let mut jpeg = jpeg::Jpeg::from_bytes(Bytes::from(out.into_inner())).unwrap();
+        jpeg.set_exif(Some(Bytes::from(tiff)));
+        jpeg.encoder().bytes()
+    }
+
+    #[test]
+    fn a_photo_keeps_only_its_orientation_and_shows_turned() {
+        let raw = portrait_photo(640, 320);
+        assert!(raw.windows(7).any(|w| w == b"52.3676"));
+        let got = inspect(raw).unwrap();
+        assert!(
+            !got.bytes.windows(7).any(|w| w == b"52.3676"),
+            "the place is gone"
+        );
+        let kept = jpeg::Jpeg::from_bytes(got.bytes.clone()).unwrap().exif();
+        assert_eq!(
+            kept,
+            Some(orientation_exif(6)),
+            "the orientation alone is kept"
+        );
+        assert_eq!(orientation_of(&orientation_exif(6)), Some(6));
+        assert_eq!(
+            (got.meta.width, got.meta.height),
+            (Some(320), Some(640)),
+            "its size as shown: turned a quarter"
+        );
+        let thumb = image::load_from_memory(&got.thumbnail.unwrap()).unwrap();
+        assert_eq!(
+            (thumb.width(), thumb.height()),
+            (120, 240),
+            "the thumbnail is turned too"
+        );
     }
 
     #[test]
