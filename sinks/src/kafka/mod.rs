@@ -333,12 +333,13 @@ async fn from_registry(
 
 impl KafkaLog {
     /// The end offset of a partition, waiting (up to the client timeout) for a topic created a
-    /// moment ago to show its partitions and leaders to this client: its metadata is asked for
-    /// again between tries (the client's cache may still say the topic has none).
-    async fn end_offset_of_new(&self, topic: &str, partition: u32) -> StoreResult<i64> {
+    /// moment ago, or a partition whose leader moved, to show its leader to this client: its
+    /// metadata is asked for again between tries (the client's cache may still say the topic
+    /// has no partitions, or name a broker that no longer leads it: "Not leader for partition").
+    async fn end_offset_settled(&self, topic: &str, partition: u32) -> StoreResult<i64> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            match self.end_offset(topic, partition).await {
+            match self.high_watermark(topic, partition).await {
                 Ok(end) => return Ok(end),
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(topic, partition, error = %e, "Partition not ready; retrying.");
@@ -359,6 +360,21 @@ impl KafkaLog {
 }
 
 impl KafkaLog {
+    /// The partition's high watermark, as this client's metadata locates its leader.
+    async fn high_watermark(&self, topic: &str, partition: u32) -> StoreResult<i64> {
+        self.ensure_topics(&[topic]).await?;
+        let reader = self.reader.clone();
+        let topic = self.phys(topic);
+        tokio::task::spawn_blocking(move || {
+            let c = reader.lock().unwrap_or_else(|p| p.into_inner());
+            c.fetch_watermarks(&topic, partition as i32, TIMEOUT)
+                .map(|(_, high)| high)
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
     /// Adds `partitions` of `topic` at their end offsets read now. "Latest" means the end when
     /// this returns, so a record appended afterwards is seen (a group subscription would resolve
     /// "latest" only at its first fetch, after a rebalance of unknown length, and skip what was
@@ -370,7 +386,7 @@ impl KafkaLog {
         partitions: &[u32],
     ) -> StoreResult<()> {
         for &p in partitions {
-            let end = self.end_offset_of_new(topic, p).await?;
+            let end = self.end_offset_settled(topic, p).await?;
             tpl.add_partition_offset(&self.phys(topic), p as i32, Offset::Offset(end))
                 .map_err(unavailable)?;
         }
@@ -493,7 +509,7 @@ impl EventLog for KafkaLog {
     ) -> StoreResult<Vec<LogEntry>> {
         // A topic created a moment ago may have no leader in this client's metadata yet (seen:
         // "Not leader for partition" on a read right after the first append).
-        let end = self.end_offset_of_new(topic, partition).await?;
+        let end = self.end_offset_settled(topic, partition).await?;
         if from >= end || max == 0 {
             return Ok(Vec::new());
         }
@@ -526,17 +542,7 @@ impl EventLog for KafkaLog {
     }
 
     async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64> {
-        self.ensure_topics(&[topic]).await?;
-        let reader = self.reader.clone();
-        let topic = self.phys(topic);
-        tokio::task::spawn_blocking(move || {
-            let c = reader.lock().unwrap_or_else(|p| p.into_inner());
-            c.fetch_watermarks(&topic, partition as i32, TIMEOUT)
-                .map(|(_, high)| high)
-                .map_err(unavailable)
-        })
-        .await
-        .map_err(blocking_err)?
+        self.end_offset_settled(topic, partition).await
     }
 
     async fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> StoreResult<i64> {
