@@ -27,6 +27,13 @@ pub struct Inspected {
     pub thumbnail: Option<Bytes>,
 }
 
+/// An upload under way: its room, and the slot it holds until it is stored (see
+/// [`ChatService::upload_slot`]).
+pub struct UploadSlot<'a> {
+    room: RoomId,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
 /// The box a thumbnail fits in (what the web client shows in a message).
 pub const THUMBNAIL_BOX: (u32, u32) = (320, 240);
 /// Images decoded for a thumbnail at most: larger ones (or decompression bombs) are stored
@@ -270,25 +277,14 @@ impl ChatService {
             .ok_or_else(|| AppError::NotFound("file sharing is not enabled".into()))
     }
 
-    /// Stores a file a member shares in the room; answers its description and download URL.
-    /// Uploading the same file again (to this room or another) stores its bytes once.
-    pub async fn upload_file(
-        &self,
-        user: &User,
-        room: RoomId,
-        name: Option<&str>,
-        bytes: Bytes,
-    ) -> AppResult<AttachmentPublic> {
-        let files = self.files()?;
+    /// Leave for `user` to upload one file to the room: a member, within their send rate, and
+    /// one of the process's `concurrent_uploads` slots free (429 otherwise). Taken before the
+    /// body is read, so at most that many files are held in memory at once, and a non-member's
+    /// upload is refused before its bytes are.
+    pub async fn upload_slot(&self, user: &User, room: RoomId) -> AppResult<UploadSlot<'_>> {
+        self.files()?;
         self.require_member(room, user.id).await?;
-        if bytes.len() > self.limits.max_file_bytes {
-            return Err(AppError::TooLarge(format!(
-                "files may have at most {} bytes",
-                self.limits.max_file_bytes
-            )));
-        }
-        // Inspecting and hashing a large file is CPU work: bounded, and off the async threads.
-        let _permit = self
+        let permit = self
             .uploads
             .try_acquire()
             .map_err(|_| AppError::TooManyRequests {
@@ -302,6 +298,29 @@ impl ChatService {
                 message: "Too many uploads; slow down".into(),
                 retry_after_secs: wait,
             })?;
+        Ok(UploadSlot {
+            room,
+            _permit: permit,
+        })
+    }
+
+    /// Stores a file a member shares in the room (the slot's); answers its description and
+    /// download URL. Uploading the same file again (to this room or another) stores its bytes
+    /// once.
+    pub async fn upload_file(
+        &self,
+        slot: UploadSlot<'_>,
+        name: Option<&str>,
+        bytes: Bytes,
+    ) -> AppResult<AttachmentPublic> {
+        let (files, room) = (self.files()?, slot.room);
+        if bytes.len() > self.limits.max_file_bytes {
+            return Err(AppError::TooLarge(format!(
+                "files may have at most {} bytes",
+                self.limits.max_file_bytes
+            )));
+        }
+        // Inspecting and hashing a large file is CPU work: off the async threads.
         let Inspected {
             bytes,
             meta,

@@ -51,7 +51,8 @@ pub struct Limits {
     pub max_rooms_per_socket: usize,
     /// Largest file a member may share in a room (the upload's body; larger ones get 413).
     pub max_file_bytes: usize,
-    /// Uploads inspected at once in one process (each holds its file in memory); more get 429.
+    /// Uploads at once in one process (each holds its file in memory, from before its body is
+    /// read until it is stored); more get 429.
     pub concurrent_uploads: usize,
     /// Files one message may carry.
     pub max_files_per_message: usize,

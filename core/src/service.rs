@@ -104,7 +104,7 @@ pub struct ChatService {
     recent_sessions: RecentSessions,
     /// Data exports running at once (each reads every room its user is in).
     exports: Arc<tokio::sync::Semaphore>,
-    /// Uploads inspected at once (each holds its file in memory while it is hashed).
+    /// Uploads at once (each holds its file in memory until it is stored).
     pub(crate) uploads: tokio::sync::Semaphore,
 }
 

@@ -1,11 +1,12 @@
 //! `/api/files`: files members share in a room. The upload's body is the file itself (any
 //! `Content-Type` the client sends is ignored: the type comes from the bytes).
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::Path;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use futures::StreamExt;
 use serde::Deserialize;
 
 use super::{json, St};
@@ -34,20 +35,35 @@ pub async fn upload(
     c: Caller,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<UploadQuery>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Response> {
     let room = uuid_param("path", "room_id", &id)?;
-    // The route's body limit is the file limit (see the router).
-    let bytes = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(format!(
-            "files may have at most {} bytes",
-            st.svc.limits.max_file_bytes
-        )),
-        _ => AppError::BadRequest(format!("Cannot read the request body: {}", e.body_text())),
-    })?;
+    let max = st.svc.limits.max_file_bytes;
+    let too_large = || AppError::TooLarge(format!("files may have at most {max} bytes"));
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return Err(too_large().into());
+    }
+    // Leave first (member, rate, a free slot), then the bytes: no more than the process's
+    // upload slots of files are ever held in memory.
+    let slot = st.svc.upload_slot(&c.user, room).await?;
+    let mut chunks = body.into_data_stream();
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|e| AppError::BadRequest(format!("Cannot read the request body: {e}")))?;
+        if bytes.len() + chunk.len() > max {
+            return Err(too_large().into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     let file = st
         .svc
-        .upload_file(&c.user, room, q.name.as_deref(), bytes)
+        .upload_file(slot, q.name.as_deref(), bytes.freeze())
         .await?;
     Ok(json(file))
 }

@@ -339,3 +339,56 @@ pub async fn messages_carry_files_across(a: &App, b: &App) {
     assert_eq!(page[0]["deleted"], true);
     assert_eq!(page[0]["attachments"], json!([]), "{page}");
 }
+
+/// An upload takes one of the process's upload slots before its body is read, so a slow or
+/// hostile uploader holds one slot, never the process's memory: with one slot, a second upload
+/// is refused (429) while the first trickles in, and goes through once it is done.
+#[tokio::test]
+async fn an_upload_holds_a_slot_from_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = App::spawn(&[("LIVECHAT_LIMITS__CONCURRENT_UPLOADS", "1")]).await;
+    let alice = app.user("alice").await;
+    let room = alice.create_room("slots", true).await;
+    let mut slow = tokio::net::TcpStream::connect(&app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/files/upload-file/{room}?name=slow.txt HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\n\
+         Content-Length: 1000\r\n\r\nthe first bytes",
+        app.addr, alice.cookie
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // Time for the server to read the head and take the slot; the slow upload is still open.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut peek = [0u8; 1];
+    assert!(
+        matches!(slow.try_read(&mut peek), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the slow upload is still being read"
+    );
+    let (status, body) = alice
+        .upload(&room, "b.txt", b"b".to_vec(), "text/plain")
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(detail(&body).contains("uploads at once"), "{body}");
+    slow.write_all(&[b'x'; 1000 - 15]).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = slow.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, body) = alice
+        .upload(&room, "b.txt", b"b".to_vec(), "text/plain")
+        .await;
+    assert_eq!(status, 200, "the slot is free again: {body}");
+    // A body announced larger than the limit is refused before a byte of it is read.
+    let mut big = tokio::net::TcpStream::connect(&app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/files/upload-file/{room}?name=big.bin HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\n\
+         Content-Length: {}\r\n\r\n",
+        app.addr,
+        alice.cookie,
+        11 * 1024 * 1024
+    );
+    big.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = big.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
