@@ -80,6 +80,23 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
     for (id, pinned) in [(&ids[6], true), (&ids[7], true), (&ids[7], false)] {
         assert_eq!(bob.pin(id, pinned).await.0, 200);
     }
+    // A message's files (their descriptions) are rebuilt too.
+    let (status, file) = bob
+        .upload(
+            &room,
+            "notes.txt",
+            b"bring sunscreen".to_vec(),
+            "text/plain",
+        )
+        .await;
+    assert_eq!(status, 200, "{file}");
+    let (status, m) = bob
+        .post(
+            &format!("/api/messages/create-message/{room}"),
+            json!({"content": "with a file", "attachments": [{"key": file["key"], "name": "notes.txt"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{m}");
     // What bob does to his notifications is rebuilt too: one read, one deleted.
     let notes = bob.notifications_ok().await;
     assert!(notes.len() >= 2, "{notes:?}");
@@ -95,7 +112,7 @@ async fn replay_rebuilds_history_analytics_and_notifications_identically() {
     let (ok, dry) = replay(&app, &["--store", "history", "--dry-run"]);
     assert!(ok, "{dry}");
     assert!(
-        dry.contains("MESSAGE_SENT: 33")
+        dry.contains("MESSAGE_SENT: 34")
             && dry.contains("MESSAGE_DELETED: 2")
             && dry.contains("MESSAGE_REACTION_ADDED: 3")
             && dry.contains("MESSAGE_REACTION_REMOVED: 1")
