@@ -173,6 +173,9 @@ impl Ctx {
 /// Notes that the assignment changed: the state of every partition is then read again.
 struct Rebalances {
     changed: AtomicBool,
+    /// The group expelled this member (its session timed out: the process was paused, or cut
+    /// off from the coordinator) and its partitions went to others while it was away.
+    lost: AtomicBool,
     requests: RequestCounts,
 }
 
@@ -193,7 +196,10 @@ impl ClientContext for Rebalances {
 }
 
 impl ConsumerContext for Rebalances {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        if consumer.assignment_lost() {
+            self.lost.store(true, Ordering::SeqCst);
+        }
         self.changed.store(true, Ordering::SeqCst);
     }
 
@@ -351,6 +357,7 @@ impl<'a> Session<'a> {
             .set("enable.partition.eof", "false")
             .create_with_context(Rebalances {
                 changed: AtomicBool::new(false),
+                lost: AtomicBool::new(false),
                 requests: RequestCounts::new("sequencer consumer"),
             })
             .context("creating the sequencer's consumer")?;
@@ -554,6 +561,14 @@ impl<'a> Session<'a> {
                 Duration::ZERO
             };
             let polled = self.consumer.poll(wait);
+            // Rejoining with this session's consumer and producer has been seen to leave the
+            // partitions it got back unpolled until the stall check fired (20 s and more): a
+            // new session fences whatever this one left open and reads from the committed
+            // offsets at once.
+            anyhow::ensure!(
+                !self.consumer.context().lost.load(Ordering::SeqCst),
+                "this member's group session was lost (it was paused or cut off past the session timeout); its partitions may have moved"
+            );
             if self
                 .consumer
                 .context()
