@@ -588,19 +588,33 @@ impl EventLog for KafkaLog {
         .map_err(blocking_err)?
     }
 
+    /// Retried until the client timeout: a group's first commit can meet its coordinator still
+    /// loading or moving (the test suite saw one fail while other tests made their topics). A
+    /// commit sets the offset, so trying it again is harmless.
     async fn commit(&self, group: &str, topic: &str, partition: u32, next: i64) -> StoreResult<()> {
         self.ensure_topics(&[topic]).await?;
         let c = self.offset_client(group)?;
         let topic = self.phys(topic);
-        tokio::task::spawn_blocking(move || {
-            c.commit(
-                &one_partition(&topic, partition, Offset::Offset(next))?,
-                CommitMode::Sync,
-            )
-            .map_err(unavailable)
-        })
-        .await
-        .map_err(blocking_err)?
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let (c, name) = (c.clone(), topic.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                c.commit(
+                    &one_partition(&name, partition, Offset::Offset(next))?,
+                    CommitMode::Sync,
+                )
+                .map_err(unavailable)
+            })
+            .await
+            .map_err(blocking_err)?;
+            match done {
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(topic, partition, error = %e, "Offset commit failed; retrying.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn append_signal(&self) -> watch::Receiver<u64> {
