@@ -1,10 +1,13 @@
 //! Files shared in a room: what a file is (from its bytes, never from what the client says),
 //! images with their size and without their metadata (EXIF, XMP, text chunks: camera, time,
-//! location), and where they are kept in the [`FileStore`] (content-addressed by SHA-256).
+//! location), and where they are kept in the [`FileStore`] (content-addressed by SHA-256 within
+//! each room; how long they are kept is `file_keeping.rs`).
 //!
-//! Two objects per upload: `blobs/<sha256>` holds the bytes (shared by every room that has the
-//! same file) and `rooms/<room>/<sha256>.json` the file's description, which is also what lets a
-//! member of that room, and only of that room, download it.
+//! Each room's file is up to three objects under `rooms/<room>/`: `<sha256>` the bytes,
+//! `<sha256>.thumb` an image's thumbnail, and `<sha256>.json` the file's description, which is
+//! also what lets a member of that room, and only of that room, download it. The same file
+//! shared in two rooms is stored twice: each room's copy goes when that room no longer needs
+//! it, without asking the other rooms (and no room learns what another holds).
 
 use bytes::Bytes;
 use image::ImageDecoder;
@@ -12,6 +15,7 @@ use img_parts::{jpeg, png, webp, ImageEXIF};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, AppResult};
+use crate::file_keeping::claim_is_retried;
 use crate::model::{
     Attachment, AttachmentPublic, FileChoice, FileMeta, RoomId, User, INLINE_IMAGES,
 };
@@ -235,17 +239,22 @@ pub fn valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn blob_key(key: &str) -> String {
-    format!("blobs/{key}")
+fn blob_key(room: RoomId, key: &str) -> String {
+    format!("rooms/{room}/{key}")
 }
 
-/// A thumbnail is derived from the bytes alone: one per blob.
-fn thumbnail_key(key: &str) -> String {
-    format!("thumbs/{key}")
+fn thumbnail_key(room: RoomId, key: &str) -> String {
+    format!("rooms/{room}/{key}.thumb")
 }
 
 fn room_key(room: RoomId, key: &str) -> String {
     format!("rooms/{room}/{key}.json")
+}
+
+/// Where a build before per-room storage kept a file's bytes and thumbnail (shared by every
+/// room): still served for the messages that carry such files, never deleted.
+fn legacy_keys(key: &str) -> (String, String) {
+    (format!("blobs/{key}"), format!("thumbs/{key}"))
 }
 
 /// A file name fit to show and to put in a download's header: no path, no control characters,
@@ -305,8 +314,7 @@ impl ChatService {
     }
 
     /// Stores a file a member shares in the room (the slot's); answers its description and
-    /// download URL. Uploading the same file again (to this room or another) stores its bytes
-    /// once.
+    /// download URL. Uploading the same file to the room again stores its bytes once.
     pub async fn upload_file(
         &self,
         slot: UploadSlot<'_>,
@@ -328,10 +336,13 @@ impl ChatService {
         } = tokio::task::spawn_blocking(move || inspect(bytes))
             .await
             .map_err(|e| AppError::Internal(anyhow::anyhow!("inspecting an upload: {e}")))??;
-        let blob = blob_key(&meta.key);
+        // Held before any object is written: from here on no deletion of this file can start
+        // until the hold runs out or a message claims the file.
+        self.hold_upload(room, &meta.key).await?;
+        let blob = blob_key(room, &meta.key);
         if !files.exists(&blob).await? {
             if let Some(t) = thumbnail {
-                files.put(&thumbnail_key(&meta.key), t).await?;
+                files.put(&thumbnail_key(room, &meta.key), t).await?;
             }
             files.put(&blob, bytes).await?;
         }
@@ -348,11 +359,13 @@ impl ChatService {
     }
 
     /// The files a message attaches, each one shared in the room (uploaded to it), at most
-    /// `max_files_per_message`, none twice. The caller has checked the sender is a member.
+    /// `max_files_per_message`, none twice; each is claimed for the message (`claim`, see
+    /// `file_keeping.rs`). The caller has checked the sender is a member.
     pub(crate) async fn attached(
         &self,
         room: RoomId,
         chosen: &[FileChoice],
+        claim: &str,
     ) -> AppResult<Vec<Attachment>> {
         if chosen.is_empty() {
             return Ok(Vec::new());
@@ -367,27 +380,40 @@ impl ChatService {
             ));
         }
         let files = self.files()?;
-        let mut out: Vec<Attachment> = Vec::with_capacity(chosen.len());
-        for c in chosen {
-            let not_here = || {
-                AppError::validation(
-                    "attachments",
-                    format!("no file {:?} was shared in this room", c.key),
-                )
-            };
+        let not_here = |key: &str| {
+            AppError::validation(
+                "attachments",
+                format!("no file {key:?} was shared in this room"),
+            )
+        };
+        // Every check of the choice before any claim: a refused send claims nothing.
+        for (i, c) in chosen.iter().enumerate() {
             if !valid_key(&c.key) {
-                return Err(not_here());
+                return Err(not_here(&c.key));
             }
-            if out.iter().any(|a| a.meta.key == c.key) {
+            if chosen[..i].iter().any(|o| o.key == c.key) {
                 return Err(AppError::validation(
                     "attachments",
                     format!("file {:?} is attached twice", c.key),
                 ));
             }
-            let described = files
-                .get(&room_key(room, &c.key))
-                .await?
-                .ok_or_else(not_here)?;
+        }
+        let mut out: Vec<Attachment> = Vec::with_capacity(chosen.len());
+        for c in chosen {
+            let found = match self.claim_file(room, &c.key, claim).await? {
+                true => files.get(&room_key(room, &c.key)).await?,
+                false => None,
+            };
+            let Some(described) = found else {
+                // The claims this send made go back (a retry with a client_msg_id keeps them:
+                // they may be those of the message it repeats).
+                if !claim_is_retried(claim) {
+                    for a in &out {
+                        self.dir().release_file(room, &a.meta.key, claim).await?;
+                    }
+                }
+                return Err(not_here(&c.key));
+            };
             let meta: FileMeta = serde_json::from_slice(&described).map_err(|e| {
                 AppError::Internal(anyhow::anyhow!("reading a file's description: {e}"))
             })?;
@@ -418,13 +444,34 @@ impl ChatService {
         let meta: FileMeta = serde_json::from_slice(&described).map_err(|e| {
             AppError::Internal(anyhow::anyhow!("reading a file's description: {e}"))
         })?;
-        if thumbnail {
-            let kind = meta.thumbnail.clone().ok_or_else(missing)?;
-            let bytes = files.get(&thumbnail_key(key)).await?.ok_or_else(missing)?;
-            return Ok((meta, kind, bytes));
+        let (legacy_blob, legacy_thumb) = legacy_keys(key);
+        let (object, legacy) = match thumbnail {
+            true => (thumbnail_key(room, key), legacy_thumb),
+            false => (blob_key(room, key), legacy_blob),
+        };
+        let bytes = match files.get(&object).await? {
+            Some(b) => b,
+            None => files.get(&legacy).await?.ok_or_else(missing)?,
+        };
+        let kind = match thumbnail {
+            true => meta.thumbnail.clone().ok_or_else(missing)?,
+            false => meta.content_type.clone(),
+        };
+        Ok((meta, kind, bytes))
+    }
+
+    /// Deletes a room's copy of a file: its description first (it is what grants downloads),
+    /// then its thumbnail and bytes.
+    pub(crate) async fn delete_file_objects(&self, room: RoomId, key: &str) -> AppResult<()> {
+        let files = self.files()?;
+        for object in [
+            room_key(room, key),
+            thumbnail_key(room, key),
+            blob_key(room, key),
+        ] {
+            files.delete(&object).await?;
         }
-        let bytes = files.get(&blob_key(key)).await?.ok_or_else(missing)?;
-        Ok((meta.clone(), meta.content_type, bytes))
+        Ok(())
     }
 }
 

@@ -15,12 +15,15 @@
 //! - [`sequencing`]: dense per-room seqs and `client_msg_id` deduplication, as the distributed
 //!   sequencer decides them.
 //! - [`service`]: [`service::ChatService`], the business rules behind every route and frame.
+//! - [`attachments`]: files shared in rooms (what they are, from their bytes; where they are
+//!   kept); [`file_keeping`]: how long they are kept, and deleting them with their messages.
 
 pub mod attachments;
 pub mod auth;
 pub mod error;
 pub mod events;
 pub mod export;
+pub mod file_keeping;
 pub mod frames;
 pub mod limits;
 pub mod membership;

@@ -56,6 +56,9 @@ pub struct Limits {
     pub concurrent_uploads: usize,
     /// Files one message may carry.
     pub max_files_per_message: usize,
+    /// How long an uploaded file waits for a message to share it; one no message claimed by
+    /// then is deleted (as is every file once the last message that carried it is deleted).
+    pub file_hold_secs: u64,
     /// Open sockets per user (tabs and devices together); the next upgrade gets 429.
     pub max_sockets_per_user: usize,
     /// Server ping interval and idle timeout (no frame from the client for this long closes it).
@@ -131,6 +134,7 @@ impl Default for Limits {
             max_file_bytes: 10 * 1024 * 1024,
             concurrent_uploads: 4,
             max_files_per_message: 10,
+            file_hold_secs: 3600,
             max_sockets_per_user: 20,
             ping_interval_secs: 10,
             idle_timeout_secs: 20,

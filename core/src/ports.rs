@@ -176,6 +176,39 @@ pub trait Directory: Send + Sync {
 
     /// Queues records with no other state change (e.g. connect/disconnect analytics).
     async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
+
+    // Who keeps a file shared in a room (one record per room and key; see `attachments.rs`
+    // for the protocol). An upload *holds* it for a while, a message *claims* it; once nothing
+    // keeps it, one process *takes* it, deletes its objects, then *forgets* it. Each call is one
+    // atomic step on the one record.
+
+    /// An upload holds the file until `until_ms` (counted as a new hold); false while the file
+    /// is being deleted (retry once it is gone).
+    async fn hold_file(&self, room: RoomId, key: &str, until_ms: i64) -> StoreResult<bool>;
+    /// A message claims the file (idempotent per `claim`); false when the room has no such file
+    /// or it is being deleted.
+    async fn claim_file(&self, room: RoomId, key: &str, claim: &str) -> StoreResult<bool>;
+    /// A deleted message gives its claim up (nothing if it had none).
+    async fn release_file(&self, room: RoomId, key: &str, claim: &str) -> StoreResult<()>;
+    /// Takes the file for deletion if nothing keeps it at `now_ms` — no claim, and no hold
+    /// newer than the last claim that has not run out — or if its deletion was taken before
+    /// `stale_ms` and never finished (the process doing it died). True: the caller deletes.
+    async fn take_file(
+        &self,
+        room: RoomId,
+        key: &str,
+        now_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Up to `max` files [`Directory::take_file`] would take.
+    async fn unkept_files(
+        &self,
+        now_ms: i64,
+        stale_ms: i64,
+        max: usize,
+    ) -> StoreResult<Vec<(RoomId, String)>>;
+    /// Removes the record of a file taken for deletion, once its objects are gone.
+    async fn forget_file(&self, room: RoomId, key: &str) -> StoreResult<()>;
 }
 
 /// Sends sequenced outside the directory: in distributed mode the ingress hands each send to the

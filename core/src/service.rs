@@ -174,7 +174,7 @@ impl ChatService {
         }
     }
 
-    fn dir(&self) -> &dyn Directory {
+    pub(crate) fn dir(&self) -> &dyn Directory {
         self.ports.directory.as_ref()
     }
 
@@ -1032,15 +1032,17 @@ impl ChatService {
             }
             None => None,
         };
-        let attachments = self.attached(room, opts.attachments).await?;
+        // Time-ordered (UUIDv7), so the history's index by id grows at its end.
+        let message_id = Uuid::now_v7();
+        let claim = crate::file_keeping::claim_of(user.id, client_msg_id.as_deref(), message_id);
+        let attachments = self.attached(room, opts.attachments, &claim).await?;
         answered.retain(|a| *a != user.id);
         let mut seen = std::collections::HashSet::new();
         answered.retain(|a| seen.insert(*a));
         let mentions = self.mentioned_members(room, user.id, &content).await?;
         let at = now();
         let msg = NewMessage {
-            // Time-ordered (UUIDv7), so the history's index by id grows at its end.
-            message_id: Uuid::now_v7(),
+            message_id,
             room_id: room,
             user_id: user.id,
             content: content.clone(),
@@ -1222,7 +1224,9 @@ impl ChatService {
         }
         // No content: what a delete removes is not copied into the log (or a replay of it).
         let ev = self.message_event(RoomEventType::MessageDeleted, &m, user.id, None);
-        self.change_message(room_record(ev)?).await
+        self.change_message(room_record(ev)?).await?;
+        self.release_files(&m).await;
+        Ok(())
     }
 
     /// A member adds (`added`) or takes back a reaction to a message. Idempotent per user and

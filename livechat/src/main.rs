@@ -323,6 +323,28 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     served
 }
 
+/// Deletes, every minute, the shared files nothing keeps any more (see
+/// `livechat_core::file_keeping`).
+async fn sweep_files(svc: Arc<ChatService>, shutdown: CancellationToken) {
+    // Every minute, or twice per hold when holds are shorter.
+    let secs = (svc.limits.file_hold_secs / 2).clamp(1, 60);
+    let mut every = tokio::time::interval(Duration::from_secs(secs));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match svc.sweep_files().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "Deleted shared files nothing keeps any more."),
+            Err(e) => {
+                tracing::warn!(error = %e, "Sweeping shared files failed; trying again later.")
+            }
+        }
+    }
+}
+
 /// Binds the listener and serves REST + WebSocket until shutdown, with the relay and live
 /// delivery running beside it.
 #[allow(clippy::too_many_arguments)]
@@ -358,6 +380,7 @@ async fn run_ingress(
         search: searching.then(|| stores.search.clone() as Arc<dyn SearchIndex>),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));
+    tasks.spawn(sweep_files(svc.clone(), shutdown.clone()));
     let listen: std::net::SocketAddr = cfg
         .ingress
         .listen

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::db::{checksum_query, ts_col, uuid_col, Db};
+use super::file_refs;
 use super::log::SqliteLog;
 use super::notifications::{self, notif_row, NOTIF_COLS};
 use super::outbox::OutboxTable;
@@ -78,7 +79,7 @@ impl SqliteDirectory {
     /// The directory in a file of its own: changes queue their records in its outbox, which
     /// the relay moves to the log.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Db::open(path, SCHEMA)?;
+        let db = Db::open(path, &[SCHEMA, file_refs::SCHEMA].concat())?;
         prepare(&db)?;
         let outbox = Arc::new(OutboxTable::new(db.clone()));
         Ok(SqliteDirectory {
@@ -861,6 +862,58 @@ impl Directory for SqliteDirectory {
 
     async fn enqueue(&self, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
         self.write_recording(move |tx, q| q.queue(tx, outbox)).await
+    }
+
+    async fn hold_file(&self, room: RoomId, key: &str, until_ms: i64) -> StoreResult<bool> {
+        let key = key.to_string();
+        self.db
+            .write(move |tx| file_refs::hold(tx, room, &key, until_ms))
+            .await
+    }
+
+    async fn claim_file(&self, room: RoomId, key: &str, claim: &str) -> StoreResult<bool> {
+        let (key, claim) = (key.to_string(), claim.to_string());
+        self.db
+            .write(move |tx| file_refs::claim(tx, room, &key, &claim))
+            .await
+    }
+
+    async fn release_file(&self, room: RoomId, key: &str, claim: &str) -> StoreResult<()> {
+        let (key, claim) = (key.to_string(), claim.to_string());
+        self.db
+            .write(move |tx| file_refs::release(tx, room, &key, &claim))
+            .await
+    }
+
+    async fn take_file(
+        &self,
+        room: RoomId,
+        key: &str,
+        now_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<bool> {
+        let key = key.to_string();
+        self.db
+            .write(move |tx| file_refs::take(tx, room, &key, now_ms, stale_ms))
+            .await
+    }
+
+    async fn unkept_files(
+        &self,
+        now_ms: i64,
+        stale_ms: i64,
+        max: usize,
+    ) -> StoreResult<Vec<(RoomId, String)>> {
+        self.db
+            .read_blocking(move |c| file_refs::unkept(c, now_ms, stale_ms, max))
+            .await
+    }
+
+    async fn forget_file(&self, room: RoomId, key: &str) -> StoreResult<()> {
+        let key = key.to_string();
+        self.db
+            .write(move |tx| file_refs::forget(tx, room, &key))
+            .await
     }
 }
 

@@ -3,6 +3,7 @@
 mod analytics;
 mod db;
 mod directory;
+mod file_refs;
 mod history;
 mod inline;
 mod log;

@@ -18,6 +18,7 @@ use rusqlite::Connection;
 
 use super::db::{uuid_col, Db};
 use super::directory::{self, SqliteDirectory};
+use super::file_refs;
 use super::history::{self, SqliteHistory};
 use super::inline::InlineReadModels;
 use super::log::{self, SqliteLog};
@@ -44,7 +45,13 @@ impl EmbeddedStore {
         partitions: u32,
         inline: InlineReadModels,
     ) -> anyhow::Result<Self> {
-        let schema = [directory::SCHEMA, log::SCHEMA, history::SCHEMA].concat();
+        let schema = [
+            directory::SCHEMA,
+            file_refs::SCHEMA,
+            log::SCHEMA,
+            history::SCHEMA,
+        ]
+        .concat();
         let imported = import_separate_files(data_dir, &schema)?;
         let db = Db::open(&Self::path(data_dir), &schema)?;
         directory::prepare(&db)?;

@@ -1,5 +1,5 @@
-//! Files on local disk: each key is a file under the root (`blobs/<sha256>` →
-//! `<root>/blobs/<sha256>`). A file is written beside its final name, flushed to disk, then
+//! Files on local disk: each key is a file under the root (`rooms/<room>/<sha256>` →
+//! `<root>/rooms/<room>/<sha256>`). A file is written beside its final name, flushed to disk, then
 //! renamed over it and its directory flushed: a reader sees the old file or the whole new one,
 //! and a crash leaves at most a stray `*.partial` file, never a torn one.
 

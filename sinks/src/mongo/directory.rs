@@ -840,4 +840,39 @@ impl Directory for MongoDirectory {
         self.queued("outbox", doc_id);
         Ok(())
     }
+
+    async fn hold_file(&self, room: RoomId, key: &str, until_ms: i64) -> StoreResult<bool> {
+        self.file_hold(room, key, until_ms).await
+    }
+
+    async fn claim_file(&self, room: RoomId, key: &str, claim: &str) -> StoreResult<bool> {
+        self.file_claim(room, key, claim).await
+    }
+
+    async fn release_file(&self, room: RoomId, key: &str, claim: &str) -> StoreResult<()> {
+        self.file_release(room, key, claim).await
+    }
+
+    async fn take_file(
+        &self,
+        room: RoomId,
+        key: &str,
+        now_ms: i64,
+        stale_ms: i64,
+    ) -> StoreResult<bool> {
+        self.file_take(room, key, now_ms, stale_ms).await
+    }
+
+    async fn unkept_files(
+        &self,
+        now_ms: i64,
+        stale_ms: i64,
+        max: usize,
+    ) -> StoreResult<Vec<(RoomId, String)>> {
+        self.files_unkept(now_ms, stale_ms, max).await
+    }
+
+    async fn forget_file(&self, room: RoomId, key: &str) -> StoreResult<()> {
+        self.file_forget(room, key).await
+    }
 }

@@ -23,6 +23,7 @@
 
 mod convert;
 mod directory;
+mod file_refs;
 mod outbox;
 mod sessions;
 

@@ -778,3 +778,106 @@ pub async fn two_handles_keep_every_concurrent_change_to_one_room<D, W, F>(
     expected.sort();
     assert_eq!(bodies, expected, "every change's record, each exactly once");
 }
+
+/// A room's shared file is kept while an upload holds it or a message claims it, and taken for
+/// deletion by one caller once nothing does; while taken, no hold or claim lands on it, and a
+/// deletion left unfinished is taken again once stale. Concurrent takers: exactly one wins.
+pub async fn shared_files_are_kept_while_held_or_claimed<D: Directory + 'static>(d: &Arc<D>) {
+    let room = Uuid::new_v4();
+    let hour = 3_600_000;
+    let now = 1_000_000_000_000_i64;
+    let (long, stale) = (now + hour, now - hour);
+    let unkept = |got: Vec<(RoomId, String)>| -> Vec<String> {
+        got.into_iter()
+            .filter(|(r, _)| *r == room)
+            .map(|(_, k)| k)
+            .collect()
+    };
+
+    // Held by an upload, then claimed by a message: kept; released: taken at once.
+    assert!(d.hold_file(room, "a", long).await.unwrap());
+    assert!(!d.take_file(room, "a", now, stale).await.unwrap(), "held");
+    assert!(d.claim_file(room, "a", "m1").await.unwrap());
+    assert!(
+        d.claim_file(room, "a", "m1").await.unwrap(),
+        "the same claim again"
+    );
+    assert!(
+        !d.take_file(room, "a", now, stale).await.unwrap(),
+        "claimed"
+    );
+    d.release_file(room, "a", "m1").await.unwrap();
+    assert_eq!(
+        unkept(d.unkept_files(now, stale, 100).await.unwrap()),
+        ["a"]
+    );
+    assert!(d.take_file(room, "a", now, stale).await.unwrap());
+    assert!(
+        !d.take_file(room, "a", now, stale).await.unwrap(),
+        "taken once"
+    );
+    // Taken: refused to uploads and messages until forgotten, then a new file.
+    assert!(!d.hold_file(room, "a", long).await.unwrap());
+    assert!(!d.claim_file(room, "a", "m2").await.unwrap());
+    d.forget_file(room, "a").await.unwrap();
+    assert!(
+        !d.claim_file(room, "a", "m2").await.unwrap(),
+        "no such file"
+    );
+    assert!(d.hold_file(room, "a", long).await.unwrap(), "uploaded anew");
+    assert!(!d.take_file(room, "a", now, stale).await.unwrap());
+
+    // Two messages carry it, and it is uploaded again after the first: deleting both messages
+    // leaves it held by the last upload until that runs out or a message claims it.
+    assert!(d.hold_file(room, "b", long).await.unwrap());
+    assert!(d.claim_file(room, "b", "m1").await.unwrap());
+    assert!(d.hold_file(room, "b", long).await.unwrap());
+    assert!(d.claim_file(room, "b", "m2").await.unwrap());
+    assert!(d.hold_file(room, "b", long).await.unwrap());
+    d.release_file(room, "b", "m1").await.unwrap();
+    d.release_file(room, "b", "m2").await.unwrap();
+    assert!(
+        !d.take_file(room, "b", now, stale).await.unwrap(),
+        "the last upload holds it"
+    );
+    assert!(unkept(d.unkept_files(now, stale, 100).await.unwrap()).is_empty());
+    assert!(
+        d.take_file(room, "b", long + 1, stale).await.unwrap(),
+        "its hold ran out"
+    );
+
+    // An upload no message claims is unkept once its hold runs out.
+    assert!(d.hold_file(room, "c", now + 10).await.unwrap());
+    assert!(unkept(d.unkept_files(now, stale, 100).await.unwrap()).is_empty());
+    assert_eq!(
+        unkept(d.unkept_files(now + 11, stale, 100).await.unwrap()),
+        ["c"]
+    );
+
+    // A deletion taken and never finished is taken again once stale, and only then.
+    assert!(d.hold_file(room, "d", now).await.unwrap());
+    assert!(d.take_file(room, "d", now + 1, stale).await.unwrap());
+    assert!(
+        !d.take_file(room, "d", now + 2, now).await.unwrap(),
+        "not stale yet"
+    );
+    assert!(
+        d.take_file(room, "d", now + 3, now + 2).await.unwrap(),
+        "stale"
+    );
+
+    // Many takers at once: one wins.
+    assert!(d.hold_file(room, "e", now).await.unwrap());
+    let mut takers = Vec::new();
+    for _ in 0..8 {
+        let d = d.clone();
+        takers.push(tokio::spawn(async move {
+            d.take_file(room, "e", now + 1, stale).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in takers {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one taker");
+}

@@ -146,6 +146,7 @@ macro_rules! directory_suite {
                 messages_sequenced_elsewhere_raise_seqs_and_markers,
                 deleting_a_room_removes_its_memberships_and_requests,
                 search_is_literal_and_lists_private_rooms,
+                shared_files_are_kept_while_held_or_claimed,
             ]
         );
 

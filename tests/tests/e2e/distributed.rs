@@ -382,6 +382,18 @@ async fn files_across_ingress_processes() {
     crate::files::messages_carry_files_across(&a, &b).await;
 }
 
+/// Deleting messages deletes their files on the whole stack: the claims in MongoDB, the
+/// objects in S3, both processes sweeping unclaimed uploads at once.
+#[tokio::test]
+async fn deleting_messages_deletes_their_files_across_ingress_processes() {
+    let Some(mut owned) = stack_env() else { return };
+    let (k, v) = crate::files::FILE_HOLD_ENV;
+    owned.push((k, v.into()));
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, b, _processors) = two_ingresses(&env, &["history"]).await;
+    crate::files::deleting_messages_deletes_their_files_across(&a, &b, &|_, _| None).await;
+}
+
 /// Threads on the whole stack, across processes: replies sent on A and B, read on B at once.
 #[tokio::test]
 async fn threads_across_ingress_processes() {

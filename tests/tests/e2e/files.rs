@@ -340,6 +340,135 @@ pub async fn messages_carry_files_across(a: &App, b: &App) {
     assert_eq!(page[0]["attachments"], json!([]), "{page}");
 }
 
+/// Deleting a message deletes its files, once no other message of the room carries them: the
+/// download answers 404 and the bytes are gone from the disk. A file uploaded and never sent
+/// goes once its hold runs out; one uploaded again after a message claimed it stays while that
+/// upload holds it.
+#[tokio::test]
+async fn deleting_messages_deletes_their_files() {
+    let app = App::spawn(&[FILE_HOLD_ENV]).await;
+    let on_disk = |room: &str, key: &str| {
+        let path = app.data.path().join("files/rooms").join(room).join(key);
+        Some(path.exists())
+    };
+    deleting_messages_deletes_their_files_across(&app, &app, &on_disk).await;
+}
+
+/// How long an upload holds its file in [`deleting_messages_deletes_their_files_across`].
+pub const FILE_HOLD_ENV: (&str, &str) = ("LIVECHAT_LIMITS__FILE_HOLD_SECS", "2");
+
+/// Files uploaded and deleted through `a`, downloaded through `b`; `in_store` says whether a
+/// room's object is in the store (None: not known to the test, only downloads are checked).
+pub async fn deleting_messages_deletes_their_files_across(
+    a: &App,
+    b: &App,
+    in_store: &dyn Fn(&str, &str) -> Option<bool>,
+) {
+    let alice = a.user("alice").await;
+    let reader = b.user("reader").await;
+    let room = alice.create_room("deleting-files", true).await;
+    reader.join_ok(&room).await;
+    let stored = |key: &str| in_store(&room, key).unwrap_or(true);
+    let gone = |key: &str| !in_store(&room, key).unwrap_or(false);
+    let upload = |name: &'static str, bytes: &'static [u8]| {
+        let (alice, room) = (&alice, room.clone());
+        async move {
+            let (status, file) = alice
+                .upload(&room, name, bytes.to_vec(), "text/plain")
+                .await;
+            assert_eq!(status, 200, "{file}");
+            file
+        }
+    };
+    let send = |file: Value, cid: Option<&'static str>| {
+        let (alice, room) = (&alice, room.clone());
+        async move {
+            let body = json!({"content": "file", "client_msg_id": cid,
+                "attachments": [{"key": file["key"]}]});
+            let (status, sent) = alice
+                .post(&format!("/api/messages/create-message/{room}"), body)
+                .await;
+            assert_eq!(status, 200, "{sent}");
+            sent
+        }
+    };
+    let delete = |sent: Value| {
+        let alice = &alice;
+        async move {
+            let id = sent["id"].as_str().unwrap().to_string();
+            let (status, body) = alice
+                .delete(&format!("/api/messages/delete-message/{id}"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let download = |file: &Value| {
+        let (reader, url) = (&reader, file["url"].as_str().unwrap().to_string());
+        async move { reader.get_response(&url).await }
+    };
+
+    // One file in two messages (the second sent twice: a retry claims it once).
+    let shared = upload("shared.txt", b"shared by two messages").await;
+    let key = shared["key"].as_str().unwrap().to_string();
+    let first = send(shared.clone(), None).await;
+    upload("shared.txt", b"shared by two messages").await;
+    let second = send(shared.clone(), Some("again")).await;
+    let retried = send(shared.clone(), Some("again")).await;
+    assert_eq!(retried["id"], second["id"]);
+    // Past the uploads' holds: only the messages keep it now.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    delete(first).await;
+    assert_eq!(
+        download(&shared).await.status(),
+        200,
+        "the second still carries it"
+    );
+    assert!(stored(&key));
+    delete(second).await;
+    assert_eq!(
+        download(&shared).await.status(),
+        404,
+        "gone with its last message"
+    );
+    assert!(gone(&key), "its bytes are gone from the store");
+    assert!(gone(&format!("{key}.json")));
+
+    // Deleted at once, hold or not, when the one message that claimed it is deleted.
+    let photo = upload("once.txt", b"sent once, deleted at once").await;
+    let once = send(photo.clone(), None).await;
+    delete(once).await;
+    assert_eq!(download(&photo).await.status(), 404);
+
+    // Sent again after its deletion: it must be uploaded again.
+    let body = json!({"content": "x", "attachments": [{"key": photo["key"]}]});
+    let (status, refused) = alice
+        .post(&format!("/api/messages/create-message/{room}"), body)
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    let again = upload("once.txt", b"sent once, deleted at once").await;
+    send(again.clone(), None).await;
+    assert_eq!(download(&again).await.status(), 200);
+
+    // Uploaded, never sent: swept once its 2 s hold has run out (the sweep runs every second).
+    let orphan = upload("orphan.txt", b"never sent").await;
+    let orphan_key = orphan["key"].as_str().unwrap().to_string();
+    assert!(stored(&orphan_key));
+    let mut swept = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if download(&orphan).await.status() == 404 {
+            swept = true;
+            break;
+        }
+    }
+    assert!(
+        swept,
+        "an upload no message claimed is deleted after its hold"
+    );
+    assert!(gone(&orphan_key));
+    assert_eq!(download(&again).await.status(), 200, "a sent file is kept");
+}
+
 /// An upload takes one of the process's upload slots before its body is read, so a slow or
 /// hostile uploader holds one slot, never the process's memory: with one slot, a second upload
 /// is refused (429) while the first trickles in, and goes through once it is done.
