@@ -209,6 +209,8 @@ pub trait Directory: Send + Sync {
     ) -> StoreResult<Vec<(RoomId, String)>>;
     /// Removes the record of a file taken for deletion, once its objects are gone.
     async fn forget_file(&self, room: RoomId, key: &str) -> StoreResult<()>;
+    /// A deleted room gives up every file it had: no claims, no holds (so each is unkept).
+    async fn release_room_files(&self, room: RoomId) -> StoreResult<()>;
 }
 
 /// Sends sequenced outside the directory: in distributed mode the ingress hands each send to the

@@ -518,6 +518,10 @@ impl ChatService {
         self.dir().delete_room(r.id, vec![room_record(ev)?]).await?;
         self.known_members.forget(r.id, None);
         self.ports.fanout.evict(r.id, None, "room_deleted");
+        // Its files go with the next sweep (within a minute); no one can reach them meanwhile.
+        if let Err(e) = self.dir().release_room_files(r.id).await {
+            tracing::warn!(room = %r.id, error = %e, "A deleted room's files were not released; they stay.");
+        }
         Ok(())
     }
 

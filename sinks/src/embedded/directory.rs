@@ -915,6 +915,12 @@ impl Directory for SqliteDirectory {
             .write(move |tx| file_refs::forget(tx, room, &key))
             .await
     }
+
+    async fn release_room_files(&self, room: RoomId) -> StoreResult<()> {
+        self.db
+            .write(move |tx| file_refs::release_room(tx, room))
+            .await
+    }
 }
 
 /// The relay drains the outbox of the directory's own file. In the embedded store records go

@@ -102,6 +102,15 @@ pub(super) fn unkept(
     rows.take(max).collect()
 }
 
+pub(super) fn release_room(c: &Connection, room: RoomId) -> rusqlite::Result<()> {
+    let room = room.to_string();
+    c.prepare_cached("DELETE FROM room_file_claims WHERE room_id = ?1")?
+        .execute([&room])?;
+    c.prepare_cached("UPDATE room_files SET held_until = 0 WHERE room_id = ?1")?
+        .execute([&room])?;
+    Ok(())
+}
+
 pub(super) fn forget(c: &Connection, room: RoomId, key: &str) -> rusqlite::Result<()> {
     let room = room.to_string();
     c.prepare_cached(

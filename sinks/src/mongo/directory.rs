@@ -875,4 +875,8 @@ impl Directory for MongoDirectory {
     async fn forget_file(&self, room: RoomId, key: &str) -> StoreResult<()> {
         self.file_forget(room, key).await
     }
+
+    async fn release_room_files(&self, room: RoomId) -> StoreResult<()> {
+        self.files_of_room_released(room).await
+    }
 }

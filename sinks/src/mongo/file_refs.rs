@@ -186,6 +186,19 @@ impl MongoDirectory {
         Ok(out)
     }
 
+    /// Every document of the room: no claims, no hold. Each is its own update (what a
+    /// concurrent step on one of them did is then overwritten whole or not at all).
+    pub(super) async fn files_of_room_released(&self, room: RoomId) -> StoreResult<()> {
+        self.room_files()
+            .update_many(
+                doc! { "room_id": id(room) },
+                doc! { "$set": { "claims": [], "held_until": 0_i64 } },
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     pub(super) async fn file_forget(&self, room: RoomId, key: &str) -> StoreResult<()> {
         self.room_files()
             .delete_one(doc! { "_id": doc_id(room, key), "taken_at": { "$ne": Bson::Null } })

@@ -880,4 +880,22 @@ pub async fn shared_files_are_kept_while_held_or_claimed<D: Directory + 'static>
         won += usize::from(t.await.unwrap());
     }
     assert_eq!(won, 1, "exactly one taker");
+
+    // A deleted room gives up its files, claimed or held, and no other room's.
+    let other = Uuid::new_v4();
+    assert!(d.hold_file(room, "f", long).await.unwrap());
+    assert!(d.hold_file(room, "g", long).await.unwrap());
+    assert!(d.claim_file(room, "g", "m3").await.unwrap());
+    assert!(d.hold_file(other, "f", long).await.unwrap());
+    d.release_room_files(room).await.unwrap();
+    let mut left = unkept(d.unkept_files(now, stale, 100).await.unwrap());
+    left.sort();
+    assert!(
+        left.contains(&"f".to_string()) && left.contains(&"g".to_string()),
+        "{left:?}"
+    );
+    assert!(
+        !d.take_file(other, "f", now, stale).await.unwrap(),
+        "another room's file is kept"
+    );
 }

@@ -343,7 +343,7 @@ pub async fn messages_carry_files_across(a: &App, b: &App) {
 /// Deleting a message deletes its files, once no other message of the room carries them: the
 /// download answers 404 and the bytes are gone from the disk. A file uploaded and never sent
 /// goes once its hold runs out; one uploaded again after a message claimed it stays while that
-/// upload holds it.
+/// upload holds it. Deleting the room deletes the rest.
 #[tokio::test]
 async fn deleting_messages_deletes_their_files() {
     let app = App::spawn(&[FILE_HOLD_ENV]).await;
@@ -467,6 +467,20 @@ pub async fn deleting_messages_deletes_their_files_across(
     );
     assert!(gone(&orphan_key));
     assert_eq!(download(&again).await.status(), 200, "a sent file is kept");
+
+    // Deleting the room deletes the files its messages still carry (with the next sweep).
+    let again_key = again["key"].as_str().unwrap().to_string();
+    let (status, body) = alice.delete_room(&room).await;
+    assert_eq!(status, 200, "{body}");
+    let mut swept = false;
+    for _ in 0..50 {
+        if gone(&again_key) && gone(&format!("{again_key}.json")) {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(swept, "a deleted room's files are deleted");
 }
 
 /// An upload takes one of the process's upload slots before its body is read, so a slow or
