@@ -34,6 +34,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
   let alice; // {name, context, page, errors}
   let bob;
   let phone;
+  let filesSeq; // the message with a picture and a note
   let carol;
   let roomId;
   let shareUrl;
@@ -396,8 +397,25 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
   step('files: Alice attaches a photo and a note with the 📎 button; both see the picture and the link', async () => {
     const p = alice.page;
     const q = bob.page;
-    // A 1×1 PNG, and a text file.
-    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+    // A 300×200 picture (drawn by the page's canvas, so the screenshots show it), and a text file.
+    const png = Buffer.from(await p.evaluate(() => {
+      const c = document.createElement('canvas');
+      c.width = 300;
+      c.height = 200;
+      const g = c.getContext('2d');
+      const sky = g.createLinearGradient(0, 0, 0, 200);
+      sky.addColorStop(0, '#4a90d9');
+      sky.addColorStop(1, '#f5d76e');
+      g.fillStyle = sky;
+      g.fillRect(0, 0, 300, 200);
+      g.fillStyle = '#e8c170';
+      g.fillRect(0, 150, 300, 50);
+      g.fillStyle = '#f9e79f';
+      g.beginPath();
+      g.arc(230, 60, 28, 0, 2 * Math.PI);
+      g.fill();
+      return c.toDataURL('image/png').split(',')[1];
+    }), 'base64');
     await p.locator(tid('file-input')).setInputFiles([
       { name: 'beach.png', mimeType: 'image/png', buffer: png },
       { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('bring sunscreen') },
@@ -413,11 +431,12 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
       const img = msg.locator(tid('message-image'));
       await img.waitFor();
       // Loaded through the server, for a member, within the page's content security policy.
-      await until(() => img.evaluate((e) => e.complete && e.naturalWidth), (w) => w === 1, { what: 'the picture loaded' });
+      await until(() => img.evaluate((e) => e.complete && e.naturalWidth), (w) => w === 300, { what: 'the picture loaded' });
       const link = msg.locator(`${tid('message-file')} a[download]`);
       assert.equal(await link.getAttribute('download'), 'notes.txt');
     }
     await screenshot(q, '03h-files.png');
+    filesSeq = lastSeq;
     const hist = await q.evaluate((id) => window.livechat.api.messagesAfter(id, 0, 200), roomId);
     const files = hist.find((m) => m.seq === lastSeq).attachments;
     assert.deepEqual(files.map((f) => [f.name, f.content_type]), [['beach.png', 'image/png'], ['notes.txt', 'text/plain; charset=utf-8']]);
@@ -898,6 +917,14 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await own.locator(tid('message-content')).tap();
     await own.locator(tid('edit-message')).waitFor({ state: 'hidden' });
     await screenshot(m, '09-phone-room.png');
+    // The message with files fits the phone's width, its picture shown.
+    const withFiles = m.locator(`${tid('message-list')} > ${tid('message')}[data-seq="${filesSeq}"]`);
+    await withFiles.scrollIntoViewIfNeeded();
+    const picture = withFiles.locator(tid('message-image'));
+    await until(() => picture.evaluate((e) => e.complete && e.naturalWidth), (w) => w === 300, { what: 'the picture loaded on the phone' });
+    const box = await withFiles.boundingBox();
+    assert.ok(box.x >= 0 && box.x + box.width <= 390, `the message with files fits the screen (${box.x}+${box.width})`);
+    await screenshot(m, '09c-phone-files.png');
     // A thread opens full screen over the room, with a way back.
     await m.locator(`${tid('message-list')} > ${tid('message')}[data-seq="${threadRoot}"] ${tid('thread-link')}`).tap();
     await expectThread(m, threadReplies, { what: 'the thread on the phone' });
