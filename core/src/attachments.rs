@@ -35,6 +35,7 @@ pub struct Inspected {
 /// [`ChatService::upload_slot`]).
 pub struct UploadSlot<'a> {
     room: RoomId,
+    user: crate::model::UserId,
     _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
@@ -309,6 +310,7 @@ impl ChatService {
             })?;
         Ok(UploadSlot {
             room,
+            user: user.id,
             _permit: permit,
         })
     }
@@ -328,6 +330,15 @@ impl ChatService {
                 self.limits.max_file_bytes
             )));
         }
+        self.upload_bytes
+            .try_take_n(slot.user, bytes.len() as f64)
+            .map_err(|wait| AppError::TooManyRequests {
+                message: format!(
+                    "at most {} bytes of files a minute; retry in {wait} s",
+                    self.limits.upload_bytes_per_minute
+                ),
+                retry_after_secs: wait,
+            })?;
         // Inspecting and hashing a large file is CPU work: off the async threads.
         let Inspected {
             bytes,

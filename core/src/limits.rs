@@ -54,6 +54,9 @@ pub struct Limits {
     /// Uploads at once in one process (each holds its file in memory, from before its body is
     /// read until it is stored); more get 429.
     pub concurrent_uploads: usize,
+    /// Bytes one user may upload per minute (per process), all at once up to this much; more
+    /// get 429 with the seconds to wait. At least `max_file_bytes` at once is always allowed.
+    pub upload_bytes_per_minute: u64,
     /// Files one message may carry.
     pub max_files_per_message: usize,
     /// How long an uploaded file waits for a message to share it; one no message claimed by
@@ -133,6 +136,7 @@ impl Default for Limits {
             max_rooms_per_socket: 200,
             max_file_bytes: 10 * 1024 * 1024,
             concurrent_uploads: 4,
+            upload_bytes_per_minute: 100 * 1024 * 1024,
             max_files_per_message: 10,
             file_hold_secs: 3600,
             max_sockets_per_user: 20,

@@ -26,12 +26,17 @@ impl TokenBucket {
 
     /// Takes a token if one is available.
     pub fn try_take(&mut self) -> bool {
+        self.try_take_n(1.0)
+    }
+
+    /// Takes `n` tokens if that many are available (a bucket counting bytes takes a file's).
+    pub fn try_take_n(&mut self, n: f64) -> bool {
         let now = Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
@@ -40,7 +45,12 @@ impl TokenBucket {
 
     /// Whole seconds until a token is available (at least 1).
     pub fn wait_secs(&self) -> u64 {
-        let missing = (1.0 - self.tokens).max(0.0);
+        self.wait_secs_for(1.0)
+    }
+
+    /// Whole seconds until `n` tokens are available (at least 1).
+    pub fn wait_secs_for(&self, n: f64) -> u64 {
+        let missing = (n.min(self.burst) - self.tokens).max(0.0);
         ((missing / self.rate.max(f64::MIN_POSITIVE)).ceil() as u64).max(1)
     }
 
@@ -72,6 +82,11 @@ impl PerUser {
 
     /// Takes one of `user`'s tokens; Err with the seconds to wait when there is none.
     pub fn try_take(&self, user: UserId) -> Result<(), u64> {
+        self.try_take_n(user, 1.0)
+    }
+
+    /// Takes `n` of `user`'s tokens; Err with the seconds to wait until there are that many.
+    pub fn try_take_n(&self, user: UserId, n: f64) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_USERS {
             let now = Instant::now();
@@ -80,10 +95,10 @@ impl PerUser {
         let bucket = buckets
             .entry(user)
             .or_insert_with(|| TokenBucket::new(self.rate, self.burst));
-        if bucket.try_take() {
+        if bucket.try_take_n(n) {
             Ok(())
         } else {
-            Err(bucket.wait_secs())
+            Err(bucket.wait_secs_for(n))
         }
     }
 }
@@ -97,6 +112,20 @@ mod tests {
         let mut b = TokenBucket::new(0.001, 3.0);
         assert!(b.try_take() && b.try_take() && b.try_take());
         assert!(!b.try_take());
+    }
+
+    #[test]
+    fn a_byte_bucket_takes_a_files_size_and_says_how_long_to_wait() {
+        let per_user = PerUser::new(100.0, 1000.0);
+        let a = uuid::Uuid::new_v4();
+        assert!(per_user.try_take_n(a, 600.0).is_ok());
+        // 400 left; 600 more are 200 short, two seconds at 100 a second.
+        let wait = per_user.try_take_n(a, 600.0).unwrap_err();
+        assert!((2..=3).contains(&wait), "{wait}");
+        assert!(
+            per_user.try_take_n(a, 300.0).is_ok(),
+            "a smaller file still fits"
+        );
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct ChatService {
     hashing: auth::Hashing,
     /// Sends per user, over all their sockets and REST calls.
     pub(crate) sends: ratelimit::PerUser,
+    /// Bytes each user uploads (`upload_bytes_per_minute`).
+    pub(crate) upload_bytes: ratelimit::PerUser,
     /// Name and owner of rooms seen by this process. Both never change, so the send path reads
     /// them once per room instead of once per message (std Mutex: never held across .await).
     room_facts: std::sync::Mutex<std::collections::HashMap<RoomId, (String, UserId)>>,
@@ -159,12 +161,18 @@ impl ChatService {
             limits.login_backoff_max_secs,
         );
         let sends = ratelimit::PerUser::new(limits.send_rate_per_sec, limits.send_burst);
+        let upload_bytes = {
+            let per_minute = limits.upload_bytes_per_minute as f64;
+            let burst = per_minute.max(limits.max_file_bytes as f64);
+            ratelimit::PerUser::new(per_minute / 60.0, burst)
+        };
         ChatService {
             ports,
             throttle,
             registrations,
             hashing: auth::Hashing::per_core(),
             sends,
+            upload_bytes,
             room_facts: Default::default(),
             known_members: Arc::new(KnownMembers::new(KNOWN_MEMBER_TTL)),
             recent_sessions: RecentSessions::default(),

@@ -483,6 +483,47 @@ pub async fn deleting_messages_deletes_their_files_across(
     assert!(swept, "a deleted room's files are deleted");
 }
 
+/// Each user may upload so many bytes a minute: past that an upload gets 429 with the seconds
+/// to wait (and nothing is stored), while other users upload as before.
+#[tokio::test]
+async fn uploads_are_limited_in_bytes_per_user() {
+    let app = App::spawn(&[
+        ("LIVECHAT_LIMITS__MAX_FILE_BYTES", "600"),
+        ("LIVECHAT_LIMITS__UPLOAD_BYTES_PER_MINUTE", "1000"),
+    ])
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = alice.create_room("upload-bytes", true).await;
+    bob.join_ok(&room).await;
+    let (status, first) = alice
+        .upload(&room, "a.txt", vec![b'a'; 600], "text/plain")
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let r = app
+        .http
+        .post(app.url(&format!("/api/files/upload-file/{room}?name=b.txt")))
+        .header("cookie", &alice.cookie)
+        .body(vec![b'b'; 600])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = header(&r, "retry-after").parse().unwrap();
+    // 200 bytes short at 1000 a minute: 12 s.
+    assert!((12..=13).contains(&wait), "Retry-After {wait}");
+    let body: Value = r.json().await.unwrap();
+    assert!(detail(&body).contains("bytes of files a minute"), "{body}");
+    let (status, other) = bob
+        .upload(&room, "c.txt", vec![b'c'; 600], "text/plain")
+        .await;
+    assert_eq!(status, 200, "another user's uploads are their own: {other}");
+    let (status, small) = alice
+        .upload(&room, "d.txt", vec![b'd'; 300], "text/plain")
+        .await;
+    assert_eq!(status, 200, "a smaller file still fits: {small}");
+}
+
 /// An upload takes one of the process's upload slots before its body is read, so a slow or
 /// hostile uploader holds one slot, never the process's memory: with one slot, a second upload
 /// is refused (429) while the first trickles in, and goes through once it is done.
