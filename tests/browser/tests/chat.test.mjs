@@ -938,6 +938,49 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await m.locator(tid('composer-input')).waitFor({ state: 'visible' });
   });
 
+  step('on the phone: the reaction picker, replying, search and the files tray fit the screen', async () => {
+    const m = phone.page;
+    const fits = async (what) => {
+      const overflow = await m.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `${what}: no horizontal scrolling on a phone (overflow ${overflow}px)`);
+    };
+    const target = expected.find((x) => x.author === 'alice' && x.text === 'hi @bob, welcome').seq;
+    const msg = m.locator(`${tid('message-list')} > ${tid('message')}[data-seq="${target}"]`);
+    await msg.scrollIntoViewIfNeeded();
+    // A tap shows the message's actions; the picker opens from them and closes on a choice.
+    await msg.locator(tid('message-content')).tap();
+    await msg.locator(tid('react-message')).tap();
+    await m.locator(tid('reaction-panel')).waitFor({ state: 'visible' });
+    await fits('the reaction picker');
+    await screenshot(m, '09d-phone-reaction-picker.png');
+    await m.locator(`${tid('reaction-option')}[title="🎉"]`).tap();
+    await m.locator(tid('reaction-panel')).waitFor({ state: 'hidden' });
+    await msg.locator(`${tid('reaction')}[data-emoji="🎉"]`).waitFor();
+    // Replying: the bar above the composer names the message.
+    await msg.locator(tid('message-content')).tap();
+    await msg.locator(tid('reply-message')).tap();
+    await until(() => m.locator(tid('reply-bar-text')).textContent(), (t) => t.includes('hi @bob, welcome'), { what: 'the reply bar on the phone' });
+    await fits('replying');
+    await screenshot(m, '09e-phone-replying.png');
+    await m.locator(tid('reply-cancel')).tap();
+    await m.locator(tid('reply-bar')).waitFor({ state: 'hidden' });
+    // Search, from the room's info panel.
+    await m.locator(tid('toggle-room-info')).tap();
+    await m.fill(tid('search-input'), 'welcome');
+    await m.locator(tid('search-submit')).tap();
+    await m.locator(`${tid('search-hit')}[data-seq="${target}"]`).waitFor();
+    await fits('search results');
+    await screenshot(m, '09f-phone-search.png');
+    await m.locator(tid('toggle-room-info')).tap();
+    // The files tray, a file waiting to be sent.
+    await m.locator(tid('file-input')).setInputFiles([{ name: 'list.txt', mimeType: 'text/plain', buffer: Buffer.from('milk, eggs') }]);
+    await until(() => m.$$eval(`${tid('upload')}`, (els) => els.map((e) => e.dataset.state)), (st) => st.length === 1 && st[0] === 'done', { what: 'the upload on the phone' });
+    await fits('the files tray');
+    await screenshot(m, '09g-phone-files-tray.png');
+    await m.locator(`${tid('upload')} ${tid('upload-remove')}`).tap();
+    await m.locator(tid('upload-tray')).waitFor({ state: 'hidden' });
+  });
+
   step('a direct conversation: Carol messages Alice from the member list', async () => {
     const p = alice.page;
     const c = carol.page;
