@@ -313,6 +313,18 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     assert.equal(await links.getAttribute('href'), 'https://example.com/a?b=1');
     assert.match(await links.getAttribute('rel'), /noopener/);
     await screenshot(p, '03-room-chat.png');
+    // Each run of one author's messages starts with their avatar (initials on their colour,
+    // the same in every message of theirs); the run's next messages show neither it nor the name.
+    const avatars = await p.$$eval(`${tid('message-list')} > ${tid('message')}`, (els) => els.map((e) => {
+      const a = e.querySelector('[data-testid="message-avatar"]');
+      return { author: e.querySelector('[data-testid="message-author"]')?.textContent, text: a?.textContent,
+        colour: a?.className, shown: !!a && getComputedStyle(a).display !== 'none' };
+    }));
+    const firsts = avatars.filter((a) => a.shown);
+    assert.ok(firsts.length >= 2 && firsts.length < avatars.length, `avatars on the first message of each run: ${JSON.stringify(avatars)}`);
+    for (const a of firsts) assert.equal(a.text, a.author.slice(0, 2).toUpperCase());
+    const colours = new Map(firsts.map((a) => [a.author, a.colour]));
+    for (const a of firsts) assert.equal(a.colour, colours.get(a.author), `one colour per person: ${a.author}`);
   });
 
   step('reactions and replies: Bob reacts to Alice\'s message and quotes it; both see it live', async () => {

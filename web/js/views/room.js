@@ -655,6 +655,17 @@ function openChat(main, initialRoom, ctx) {
     return li;
   }
 
+  /**
+   * A person's avatar: up to two initials on one of ten colours, chosen by the user id, so the
+   * same person looks the same in every room and on every device.
+   */
+  function avatar(name, userId) {
+    const initials = (name || '?').replace(/[^\p{L}\p{N}]/gu, '').slice(0, 2).toUpperCase() || '?';
+    let hash = 0;
+    for (const c of String(userId || name || '')) hash = (hash * 31 + c.codePointAt(0)) >>> 0;
+    return h('span', { class: `msg-avatar av${hash % 10}`, 'aria-hidden': 'true', 'data-testid': 'message-avatar' }, initials);
+  }
+
   function fillMessage(li, msg) {
     const own = msg.user_id === me.id;
     const inThread = msg.thread_root_seq != null; // a thread reply: drawn in the thread panel
@@ -667,6 +678,7 @@ function openChat(main, initialRoom, ctx) {
     li.dataset.deleted = String(!!msg.deleted);
     li.dataset.edited = String(!!msg.edited);
     const meta = h('div', { class: 'msg-meta' },
+      avatar(msg.username, msg.user_id),
       h('span', { class: 'msg-author', 'data-testid': 'message-author' }, msg.username || 'unknown'),
       h('time', { class: 'msg-time', datetime: msg.created_at, title: fullTime(msg.created_at) }, shortTime(msg.created_at)),
       msg.edited && !msg.deleted ? h('span', { class: 'msg-edited', 'data-testid': 'edited-mark', title: `Edited ${fullTime(msg.updated_at)}` }, '(edited)') : null,
@@ -1071,6 +1083,7 @@ function openChat(main, initialRoom, ctx) {
     replace(threadTitle, 'Thread', h('span', { class: 'thread-title-sub' }, ` — ${name}`));
     replace(threadRoot, msg ? h('div', { class: 'msg thread-root-msg', 'data-testid': 'thread-root', 'data-seq': String(msg.seq) },
       h('div', { class: 'msg-meta' },
+        avatar(msg.username, msg.user_id),
         h('span', { class: 'msg-author' }, msg.username || 'unknown'),
         h('time', { class: 'msg-time', datetime: msg.created_at, title: fullTime(msg.created_at) }, shortTime(msg.created_at)),
         msg.edited && !msg.deleted ? h('span', { class: 'msg-edited' }, '(edited)') : null),
@@ -1406,7 +1419,7 @@ function openChat(main, initialRoom, ctx) {
         actions = h('div', { class: 'msg-actions msg-actions-visible' }, retry, discard);
       }
       replace(el,
-        h('div', { class: 'msg-meta' }, h('span', { class: 'msg-author' }, me.username), status),
+        h('div', { class: 'msg-meta' }, avatar(me.username, me.id), h('span', { class: 'msg-author' }, me.username), status),
         h('div', { class: 'msg-content', 'data-testid': 'message-content' }, renderContent(e.content, me.username)),
         e.attachments && e.attachments.length ? h('p', { class: 'muted small' }, `📎 ${e.attachments.map((f) => f.name).join(', ')}`) : null,
         actions);
