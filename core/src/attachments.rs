@@ -15,9 +15,10 @@ use img_parts::{jpeg, png, webp, ImageEXIF};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, AppResult};
-use crate::file_keeping::claim_is_retried;
+use crate::file_keeping::{claim_is_retried, claim_of};
 use crate::model::{
-    Attachment, AttachmentPublic, FileChoice, FileMeta, RoomId, User, INLINE_IMAGES,
+    Attachment, AttachmentPublic, FileChoice, FileMeta, MessageId, RoomId, User, UserId,
+    INLINE_IMAGES,
 };
 use crate::ports::FileStore;
 use crate::service::ChatService;
@@ -35,7 +36,7 @@ pub struct Inspected {
 /// [`ChatService::upload_slot`]).
 pub struct UploadSlot<'a> {
     room: RoomId,
-    user: crate::model::UserId,
+    user: UserId,
     _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
@@ -370,13 +371,14 @@ impl ChatService {
     }
 
     /// The files a message attaches, each one shared in the room (uploaded to it), at most
-    /// `max_files_per_message`, none twice; each is claimed for the message (`claim`, see
-    /// `file_keeping.rs`). The caller has checked the sender is a member.
+    /// `max_files_per_message`, none twice; each is claimed for the message (sent by `sender`:
+    /// the author, the `client_msg_id` and the message's id; see `file_keeping.rs`). The caller
+    /// has checked the sender is a member.
     pub(crate) async fn attached(
         &self,
         room: RoomId,
         chosen: &[FileChoice],
-        claim: &str,
+        sender: (UserId, Option<&str>, MessageId),
     ) -> AppResult<Vec<Attachment>> {
         if chosen.is_empty() {
             return Ok(Vec::new());
@@ -391,6 +393,7 @@ impl ChatService {
             ));
         }
         let files = self.files()?;
+        let claim = &claim_of(sender.0, sender.1, sender.2);
         let not_here = |key: &str| {
             AppError::validation(
                 "attachments",

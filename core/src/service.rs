@@ -1046,8 +1046,8 @@ impl ChatService {
         };
         // Time-ordered (UUIDv7), so the history's index by id grows at its end.
         let message_id = Uuid::now_v7();
-        let claim = crate::file_keeping::claim_of(user.id, client_msg_id.as_deref(), message_id);
-        let attachments = self.attached(room, opts.attachments, &claim).await?;
+        let sender = (user.id, client_msg_id.as_deref(), message_id);
+        let attachments = self.attached(room, opts.attachments, sender).await?;
         answered.retain(|a| *a != user.id);
         let mut seen = std::collections::HashSet::new();
         answered.retain(|a| seen.insert(*a));
