@@ -15,7 +15,7 @@ use img_parts::{jpeg, png, webp, ImageEXIF};
 use sha2::{Digest, Sha256};
 
 use crate::error::{AppError, AppResult};
-use crate::file_keeping::{claim_is_retried, claim_of};
+use crate::file_keeping::claim_of;
 use crate::model::{
     Attachment, AttachmentPublic, FileChoice, FileMeta, MessageId, RoomId, User, UserId,
     INLINE_IMAGES,
@@ -414,14 +414,14 @@ impl ChatService {
         }
         let mut out: Vec<Attachment> = Vec::with_capacity(chosen.len());
         for c in chosen {
-            let found = match self.claim_file(room, &c.key, claim).await? {
+            let found = match self.dir().claim_file(room, &c.key, claim).await? {
                 true => files.get(&room_key(room, &c.key)).await?,
                 false => None,
             };
             let Some(described) = found else {
                 // The claims this send made go back (a retry with a client_msg_id keeps them:
                 // they may be those of the message it repeats).
-                if !claim_is_retried(claim) {
+                if sender.1.is_none() {
                     for a in &out {
                         self.dir().release_file(room, &a.meta.key, claim).await?;
                     }
@@ -458,6 +458,10 @@ impl ChatService {
         let meta: FileMeta = serde_json::from_slice(&described).map_err(|e| {
             AppError::Internal(anyhow::anyhow!("reading a file's description: {e}"))
         })?;
+        let kind = match thumbnail {
+            true => meta.thumbnail.clone().ok_or_else(missing)?,
+            false => meta.content_type.clone(),
+        };
         let (legacy_blob, legacy_thumb) = legacy_keys(key);
         let (object, legacy) = match thumbnail {
             true => (thumbnail_key(room, key), legacy_thumb),
@@ -466,10 +470,6 @@ impl ChatService {
         let bytes = match files.get(&object).await? {
             Some(b) => b,
             None => files.get(&legacy).await?.ok_or_else(missing)?,
-        };
-        let kind = match thumbnail {
-            true => meta.thumbnail.clone().ok_or_else(missing)?,
-            false => meta.content_type.clone(),
         };
         Ok((meta, kind, bytes))
     }

@@ -37,11 +37,6 @@ pub(crate) fn claim_of(user: UserId, client_msg_id: Option<&str>, id: MessageId)
     }
 }
 
-/// Whether retries of the send make the same claim (it has a `client_msg_id`).
-pub(crate) fn claim_is_retried(claim: &str) -> bool {
-    claim.contains('/')
-}
-
 fn now_ms() -> i64 {
     crate::now().timestamp_millis()
 }
@@ -64,11 +59,6 @@ impl ChatService {
         Err(AppError::Unavailable(
             "this file is being deleted; upload it again in a moment".into(),
         ))
-    }
-
-    /// The claim of a message on one of its files; false when the room has no such file.
-    pub(crate) async fn claim_file(&self, room: RoomId, key: &str, claim: &str) -> AppResult<bool> {
-        Ok(self.dir().claim_file(room, key, claim).await?)
     }
 
     /// A deleted message gives up its files; those nothing else keeps are deleted now. Runs

@@ -55,8 +55,8 @@ impl S3Files {
     }
 }
 
-/// The store's failures are retryable (network, throttling, a server error) unless they say
-/// the request itself is wrong.
+/// Any failure of the store (network, throttling, a server error, a refused request) makes it
+/// unavailable to the caller (503: retry later); keys are checked before any request.
 fn failed(what: &str, key: &str, e: object_store::Error) -> StoreError {
     let e = anyhow::anyhow!("{what} {key:?} in S3: {e}");
     StoreError::Unavailable(e)

@@ -5,7 +5,7 @@
 //! a step that raced another matches nothing and is retried or refused — it never applies over
 //! a state it did not see.
 
-use livechat_core::error::StoreResult;
+use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::RoomId;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
@@ -42,6 +42,13 @@ impl MongoDirectory {
         self.coll("room_files")
     }
 
+    async fn file_record(&self, _id: &str) -> StoreResult<Option<Document>> {
+        self.room_files()
+            .find_one(doc! { "_id": _id })
+            .await
+            .map_err(db_err)
+    }
+
     pub(super) async fn file_hold(&self, room: RoomId, key: &str, until: i64) -> StoreResult<bool> {
         let update = doc! {
             "$inc": { "holds": 1_i64 },
@@ -72,12 +79,7 @@ impl MongoDirectory {
     ) -> StoreResult<bool> {
         let _id = doc_id(room, key);
         for _ in 0..CLAIM_ATTEMPTS {
-            let Some(d) = self
-                .room_files()
-                .find_one(doc! { "_id": &_id })
-                .await
-                .map_err(db_err)?
-            else {
+            let Some(d) = self.file_record(&_id).await? else {
                 return Ok(false);
             };
             if taken_at(&d).is_some() {
@@ -96,9 +98,9 @@ impl MongoDirectory {
                 return Ok(true);
             }
         }
-        Err(livechat_core::error::StoreError::Unavailable(
-            anyhow::anyhow!("claiming file {key} in room {room}: it kept changing"),
-        ))
+        Err(StoreError::Unavailable(anyhow::anyhow!(
+            "claiming file {key} in room {room}: it kept changing"
+        )))
     }
 
     pub(super) async fn file_release(
@@ -125,12 +127,7 @@ impl MongoDirectory {
         stale: i64,
     ) -> StoreResult<bool> {
         let _id = doc_id(room, key);
-        let Some(d) = self
-            .room_files()
-            .find_one(doc! { "_id": &_id })
-            .await
-            .map_err(db_err)?
-        else {
+        let Some(d) = self.file_record(&_id).await? else {
             return Ok(false);
         };
         if !unkept(&d, now, stale) {
