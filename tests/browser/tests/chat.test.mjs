@@ -950,7 +950,7 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await m.locator(tid('composer-input')).waitFor({ state: 'visible' });
   });
 
-  step('on the phone: the reaction picker, replying, search and the files tray fit the screen', async () => {
+  step('on the phone: the reaction picker, replying, pins, search and the files tray fit the screen', async () => {
     const m = phone.page;
     const fits = async (what) => {
       const overflow = await m.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -976,14 +976,29 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     await screenshot(m, '09e-phone-replying.png');
     await m.locator(tid('reply-cancel')).tap();
     await m.locator(tid('reply-bar')).waitFor({ state: 'hidden' });
-    // Search, from the room's info panel.
+    // Pinned from the message's actions (a tap shows them, another hides them); the room's
+    // info panel lists it, with search.
+    const showActions = async () => {
+      if (!(await msg.locator(tid('pin-message')).isVisible())) await msg.locator(tid('message-content')).tap();
+      await msg.locator(tid('pin-message')).waitFor({ state: 'visible' });
+    };
+    await showActions();
+    await msg.locator(tid('pin-message')).tap();
+    await msg.locator(tid('pinned-mark')).waitFor();
     await m.locator(tid('toggle-room-info')).tap();
+    await m.locator(`${tid('pinned-item')}[data-seq="${target}"]`).waitFor();
     await m.fill(tid('search-input'), 'welcome');
     await m.locator(tid('search-submit')).tap();
     await m.locator(`${tid('search-hit')}[data-seq="${target}"]`).waitFor();
     await fits('search results');
     await screenshot(m, '09f-phone-search.png');
+    await m.locator(`${tid('pinned-item')}[data-seq="${target}"]`).scrollIntoViewIfNeeded();
+    await fits('the pinned list');
+    await screenshot(m, '09h-phone-pinned.png');
     await m.locator(tid('toggle-room-info')).tap();
+    await showActions();
+    await msg.locator(`${tid('pin-message')}:text-is("Unpin")`).tap();
+    await msg.locator(tid('pinned-mark')).waitFor({ state: 'detached' });
     // The files tray, a file waiting to be sent.
     await m.locator(tid('file-input')).setInputFiles([{ name: 'list.txt', mimeType: 'text/plain', buffer: Buffer.from('milk, eggs') }]);
     await until(() => m.$$eval(`${tid('upload')}`, (els) => els.map((e) => e.dataset.state)), (st) => st.length === 1 && st[0] === 'done', { what: 'the upload on the phone' });
