@@ -11,7 +11,7 @@ use livechat_core::ports::{
 };
 use livechat_processors::Durable;
 use livechat_sinks::embedded::{
-    EmbeddedStore, HistoryMapping, InlineReadModels, NotificationsMapping, SqliteAnalytics,
+    EmbeddedStore, HistoryMapping, NotificationsMapping, ReadModelMappings, SqliteAnalytics,
     SqliteDirectory, SqliteHistory, SqliteLog, SqliteSearch,
 };
 use livechat_sinks::files::LocalFiles;
@@ -27,13 +27,13 @@ pub trait DirectoryStore: Directory + Outbox + SessionStore {}
 impl<T: Directory + Outbox + SessionStore> DirectoryStore for T {}
 
 /// Whether the directory and the log share the embedded store's single file (the default): a
-/// change and its records then commit together with no outbox and no relay, and the history
-/// (when embedded too) and the notifications are kept inline, not by consumers.
+/// change and its records then commit together with no outbox and no relay, the notifications
+/// are kept inline and the history (when embedded too) right behind the log, not by consumers.
 pub fn colocated(cfg: &Config) -> bool {
     cfg.directory.kind == DirectoryKind::Embedded && cfg.log.kind == LogKind::Embedded
 }
 
-/// The durable processors whose read models the embedded store keeps inline (they do not run
+/// The durable processors whose read models the embedded store keeps itself (they do not run
 /// as consumers; `livechat replay` still rebuilds them with their own code).
 pub fn inline_processors(cfg: &Config) -> Vec<Durable> {
     if !colocated(cfg) {
@@ -55,7 +55,7 @@ fn embedded_store(cfg: &Config) -> anyhow::Result<Arc<EmbeddedStore>> {
     if let Some((_, store)) = open.iter().find(|(d, _)| *d == dir) {
         return Ok(store.clone());
     }
-    let inline = InlineReadModels {
+    let kept = ReadModelMappings {
         history: (cfg.history.kind == HistoryKind::Embedded)
             .then_some(livechat_processors::history::history_op as HistoryMapping),
         notifications: Some(
@@ -63,7 +63,7 @@ fn embedded_store(cfg: &Config) -> anyhow::Result<Arc<EmbeddedStore>> {
         ),
     };
     let store = Arc::new(
-        EmbeddedStore::open(&dir, cfg.log.partitions, inline)
+        EmbeddedStore::open(&dir, cfg.log.partitions, kept)
             .with_context(|| format!("opening {}", EmbeddedStore::path(&dir).display()))?,
     );
     open.push((dir, store.clone()));
@@ -429,10 +429,7 @@ pub fn read_model_name(kind: Durable, cfg: &Config) -> String {
             HistoryKind::Cassandra => {
                 format!("cassandra keyspace {}", cfg.history.cassandra.keyspace)
             }
-            HistoryKind::Embedded if colocated(cfg) => {
-                format!("{} (messages)", EmbeddedStore::path(data).display())
-            }
-            HistoryKind::Embedded => data.join("history.db").display().to_string(),
+            HistoryKind::Embedded => EmbeddedStore::history_path(data).display().to_string(),
         },
         Durable::Analytics => match cfg.analytics.kind {
             AnalyticsKind::Clickhouse => {
@@ -451,8 +448,8 @@ pub fn read_model_name(kind: Durable, cfg: &Config) -> String {
     }
 }
 
-/// The read models a change is written to before it is acknowledged: the history, when it is
-/// not kept in the change's own transaction (see [`colocated`]).
+/// The read models a change is written to before it is acknowledged: the history, when the
+/// embedded store does not keep it (see [`colocated`]).
 pub fn write_through(cfg: &Config, stores: &Stores) -> Option<Arc<dyn WriteThrough>> {
     if inline_processors(cfg).contains(&Durable::History) {
         return None;

@@ -10,11 +10,12 @@
 //!     (`sequencer.rs`);
 //!   - the partitioned topic log with consumer-group offsets (`log.rs`), its newest entries
 //!     also kept in memory for the consumers that keep up (`tail.rs`); a change's records are
-//!     appended in its own transaction (`records.rs`), with the read models kept inline
-//!     (history, notifications: `inline.rs`);
-//!   - the message history read model (`history.rs`).
+//!     appended in its own transaction (`records.rs`), with the notifications kept inline
+//!     (`inline.rs`).
 //!
-//!   The analytics read model has its own file, `analytics.db` (`analytics.rs`). With a Kafka
+//!   The message history has its own file, `history.db` (`history.rs`), kept right behind the
+//!   log by a follower whose position is in the same file (`history_follower.rs`); the
+//!   analytics read model has `analytics.db` (`analytics.rs`). With a Kafka
 //!   log the directory's file keeps an outbox table instead (`outbox.rs`), emptied by the relay.
 //! - [`files`]: files shared in rooms, on local disk.
 //! - [`memory`]: in-process cache.

@@ -33,10 +33,10 @@ mod directory {
 /// the change's own transaction, history and notifications kept inline.
 mod store {
     use super::*;
-    use livechat_sinks::embedded::{EmbeddedStore, InlineReadModels};
+    use livechat_sinks::embedded::{EmbeddedStore, FollowedHistory, ReadModelMappings};
 
     fn open(dir: &std::path::Path) -> EmbeddedStore {
-        EmbeddedStore::open(dir, 4, InlineReadModels::default()).unwrap()
+        EmbeddedStore::open(dir, 4, ReadModelMappings::default()).unwrap()
     }
 
     fn fresh() -> EmbeddedStore {
@@ -68,8 +68,8 @@ mod store {
 
     mod history {
         use super::*;
-        fn history() -> SqliteHistory {
-            SqliteHistory::clone(&fresh().history)
+        fn history() -> FollowedHistory {
+            FollowedHistory::clone(&fresh().history)
         }
         livechat_conformance::history_suite!(
             async { Some(history()) },

@@ -1,8 +1,8 @@
-//! The embedded store's own guarantees, beyond the ports' conformance: a change, its log records
-//! and the read models kept inline commit together, so a send is readable the moment it is
-//! acknowledged; committed entries reach consumers from memory, decoded once; and a data
-//! directory from before the single file is imported without losing what its pipeline had not
-//! processed yet.
+//! The embedded store's own guarantees, beyond the ports' conformance: a send is readable in the
+//! history the moment it is acknowledged (the history's reads wait for its follower); committed
+//! entries reach consumers from memory, decoded once; and data directories from before the
+//! single file, and from before `history.db`, are imported without losing what their pipeline
+//! had not processed yet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +14,13 @@ use livechat_core::ports::{
 };
 use livechat_schemas::{RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
 use livechat_sinks::embedded::{
-    EmbeddedStore, HistoryMapping, InlineReadModels, NotificationsMapping, SqliteDirectory,
-    SqliteHistory, SqliteLog,
+    kafka_partition, EmbeddedStore, HistoryMapping, NotificationsMapping, ReadModelMappings,
+    SqliteDirectory, SqliteHistory, SqliteLog,
 };
 use uuid::Uuid;
 
-fn inline() -> InlineReadModels {
-    InlineReadModels {
+fn inline() -> ReadModelMappings {
+    ReadModelMappings {
         history: Some(livechat_processors::history::history_op as HistoryMapping),
         notifications: Some(
             livechat_processors::notifications::notifications_for as NotificationsMapping,
@@ -77,7 +77,7 @@ async fn an_acknowledged_send_is_in_history_and_reaches_consumers_decoded() {
         .unwrap();
     for i in 1..=20 {
         let receipt = send(store.directory.as_ref(), &room, &owner, &format!("m{i}")).await;
-        // No wait of any kind: the history row was committed with the send.
+        // No wait in the test: the read itself waits for the history's follower.
         let m = store.history.message(receipt.message_id).await.unwrap();
         assert_eq!(m.map(|m| (m.seq, m.content)), Some((i, format!("m{i}"))));
     }
@@ -177,4 +177,64 @@ async fn a_data_directory_in_separate_files_is_imported_with_nothing_lost() {
     drop(store);
     let store = EmbeddedStore::open(dir.path(), 4, inline()).unwrap();
     assert_eq!(room_events_in(&store.log).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_kept_in_the_single_file_moves_out_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = EmbeddedStore::path(dir.path());
+    let (owner, room, before);
+    {
+        // The previous layout: the history's tables in the single file, written with the sends.
+        let unfollowed = ReadModelMappings {
+            history: None,
+            ..inline()
+        };
+        let store = EmbeddedStore::open(dir.path(), 4, unfollowed).unwrap();
+        (owner, room) = owner_and_room(store.directory.as_ref()).await;
+        before = send(store.directory.as_ref(), &room, &owner, "before").await;
+        let entries = store
+            .log
+            .read(
+                ROOM_EVENTS_TOPIC,
+                kafka_partition(&room.id.to_string(), 4),
+                0,
+                100,
+            )
+            .await
+            .unwrap();
+        let inside = SqliteHistory::open(&single).unwrap();
+        for e in entries {
+            let TopicEvent::Room(ev) = livechat_schemas::codec::decode(&e.payload).unwrap() else {
+                continue;
+            };
+            if let Some(op) = livechat_processors::history::history_op(&ev).unwrap() {
+                inside.apply(&[op]).await.unwrap();
+            }
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("history.db{suffix}")));
+    }
+    let store = EmbeddedStore::open(dir.path(), 4, inline()).unwrap();
+    let m = store.history.message(before.message_id).await.unwrap();
+    assert_eq!(
+        m.map(|m| (m.seq, m.content)),
+        Some((1, "before".to_string()))
+    );
+    let after = send(store.directory.as_ref(), &room, &owner, "after").await;
+    let page = store.history.after_seq(room.id, 0, 10).await.unwrap();
+    assert_eq!(
+        page.iter().map(|m| (m.seq, m.id)).collect::<Vec<_>>(),
+        vec![(1, before.message_id), (2, after.message_id)]
+    );
+    let conn = rusqlite::Connection::open(&single).unwrap();
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('messages', 'reactions', 'pins')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "the single file no longer holds the history");
 }

@@ -1,5 +1,5 @@
-//! The message history: messages keyed by (room, seq), in `livechat.db` (kept in the append's
-//! transaction) or in a `history.db` of its own, and their reactions. Inserts are `INSERT OR
+//! The message history: messages keyed by (room, seq), in `history.db` (beside the embedded
+//! store, kept right behind its log: see `history_follower.rs`), and their reactions and pins. Inserts are `INSERT OR
 //! IGNORE`; an edit applies only over an older change and a delete is final; a reaction's row
 //! per (message, emoji, user) keeps its newest change (a removal stays as a row with
 //! `present = 0`, so an older add applied late does not bring it back). Applying the same
@@ -278,6 +278,11 @@ impl SqliteHistory {
     /// The history in a file shared with other stores (its table created by [`SCHEMA`]).
     pub(super) fn on(db: Arc<Db>) -> Self {
         SqliteHistory { db }
+    }
+
+    /// The file's database.
+    pub(super) fn db(&self) -> &Arc<Db> {
+        &self.db
     }
 
     /// A new file to fill from scratch (`livechat replay --into`): no journal, no fsync.

@@ -1,9 +1,8 @@
-//! Read models the embedded store keeps in the same transaction as the log append: the message
-//! history and the notifications. So once a write is acknowledged, every read sees what it
-//! changed (an edit right after a send finds the message; a history read right after a send
-//! has it), and no consumer copies the record a second time. The mappings are the processors'
-//! own (passed in by the composition root), so a rebuild with `livechat replay` computes exactly
-//! what was kept inline.
+//! The read models the embedded store keeps itself, with the processors' own mappings (passed in
+//! by the composition root, so a rebuild with `livechat replay` computes exactly what the store
+//! kept): the notifications in the same transaction as the log append (few, and read at once by
+//! the client that caused them), the message history right behind the log in a file of its own
+//! (see `history_follower.rs`).
 
 use livechat_core::events::notification_record;
 use livechat_core::model::{HistoryOp, Notification, OutboxRecord};
@@ -11,33 +10,36 @@ use livechat_schemas::{codec, RoomEvent, TopicEvent, ROOM_EVENTS_TOPIC};
 use rusqlite::Connection;
 
 use super::db::user_err;
-use super::{history, notifications};
+use super::notifications;
 
 /// The history change a room event makes (the history processor's mapping).
 pub type HistoryMapping = fn(&RoomEvent) -> anyhow::Result<Option<HistoryOp>>;
 /// The notifications a room event creates (the notifications processor's mapping).
 pub type NotificationsMapping = fn(&RoomEvent) -> Vec<Notification>;
 
-/// Which read models are kept inline, each with its mapping.
+/// Which read models the store keeps, each with its mapping.
 #[derive(Clone, Copy, Default)]
-pub struct InlineReadModels {
-    /// The `messages` table in the same file.
+pub struct ReadModelMappings {
+    /// `history.db`, kept right behind the log.
     pub history: Option<HistoryMapping>,
-    /// The `notifications` table in the same file; each stored notification is also announced
-    /// on `chat.notifications.v1` (appended with the records).
+    /// The `notifications` table in the store's file, in the append's transaction; each stored
+    /// notification is also announced on `chat.notifications.v1` (appended with the records).
     pub notifications: Option<NotificationsMapping>,
 }
 
-impl InlineReadModels {
-    /// Applies what `records` change to the read models, inside the caller's write; returns the
-    /// records to append besides them (notification announcements).
+/// The notifications kept inline.
+#[derive(Clone, Copy)]
+pub(super) struct InlineNotifications(pub(super) NotificationsMapping);
+
+impl InlineNotifications {
+    /// Stores the notifications `records` create, inside the caller's write; returns their
+    /// announcements, to append besides the records.
     pub(super) fn apply(
         &self,
         conn: &Connection,
         records: &[OutboxRecord],
     ) -> rusqlite::Result<Vec<OutboxRecord>> {
         let mut more = Vec::new();
-        let mut ops = Vec::new();
         for r in records {
             if r.topic != ROOM_EVENTS_TOPIC {
                 continue;
@@ -53,20 +55,12 @@ impl InlineReadModels {
                     }
                 }
             };
-            if let Some(map) = self.history {
-                if let Some(op) = map(ev).map_err(user_err)? {
-                    ops.push(op);
-                }
-            }
-            if let Some(map) = self.notifications {
-                for n in map(ev) {
-                    if notifications::insert_in(conn, &n)? {
-                        more.push(notification_record(&n).map_err(user_err)?);
-                    }
+            for n in (self.0)(ev) {
+                if notifications::insert_in(conn, &n)? {
+                    more.push(notification_record(&n).map_err(user_err)?);
                 }
             }
         }
-        history::apply_in(conn, &ops)?;
         Ok(more)
     }
 }

@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::watch;
 
 use super::db::Db;
-use super::inline::InlineReadModels;
+use super::inline::InlineNotifications;
 use super::tail::{FromTail, Tail};
 
 /// The log's tables. Timestamps never decrease within a partition, so a time seek bisects the
@@ -92,8 +92,8 @@ fn headers_from_sql(col: Option<String>) -> rusqlite::Result<Vec<(String, String
 }
 
 /// The log of a SQLite file: its own `log.db`, or the `records` table of the embedded store's
-/// single file (then the directory appends in its own transactions and read models are kept
-/// inline, see `inline.rs`). Cheap to clone.
+/// single file (then the directory appends in its own transactions and the notifications are
+/// kept inline, see `inline.rs`). Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteLog {
     inner: Arc<Inner>,
@@ -105,8 +105,8 @@ struct Inner {
     appended: watch::Sender<u64>,
     /// The newest committed entries, for the consumers that keep up.
     tail: Tail,
-    /// Read models updated in the append's own transaction (the embedded store's file only).
-    inline: Option<InlineReadModels>,
+    /// Notifications stored in the append's own transaction (the embedded store's file only).
+    inline: Option<InlineNotifications>,
 }
 
 impl SqliteLog {
@@ -116,7 +116,7 @@ impl SqliteLog {
     }
 
     /// The log in a file shared with other stores (its tables created by [`SCHEMA`]).
-    pub(super) fn on(db: Arc<Db>, partitions: u32, inline: Option<InlineReadModels>) -> Self {
+    pub(super) fn on(db: Arc<Db>, partitions: u32, inline: Option<InlineNotifications>) -> Self {
         SqliteLog {
             inner: Arc::new(Inner {
                 partitions: partitions.max(1),
@@ -128,8 +128,8 @@ impl SqliteLog {
         }
     }
 
-    /// Appends records inside the caller's write (with the read models kept inline, and the
-    /// records those add); returns the entries to [`SqliteLog::published`] once committed.
+    /// Appends records inside the caller's write (with the notifications kept inline, and
+    /// their announcements); returns the entries to [`SqliteLog::published`] once committed.
     pub(super) fn append_in(
         &self,
         conn: &Connection,
@@ -188,8 +188,8 @@ impl SqliteLog {
         Ok(entries)
     }
 
-    /// Applies what `records` change to the inline read models (none outside the embedded
-    /// store); returns the records those add.
+    /// Stores the notifications `records` create when they are kept inline (the embedded
+    /// store); returns their announcements.
     pub(super) fn inline_apply(
         &self,
         conn: &Connection,
@@ -199,6 +199,12 @@ impl SqliteLog {
             Some(inline) => inline.apply(conn, records),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Where a partition ends, when this process knows it without reading the file (no other
+    /// connection writes the file, and the partition was appended to or read to its end).
+    pub(super) fn known_end(&self, topic: &str, partition: u32) -> Option<i64> {
+        self.inner.tail.end(topic, partition)
     }
 
     /// Announces committed entries: into the tail, and wakes the consumers.

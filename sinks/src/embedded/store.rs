@@ -1,13 +1,13 @@
 //! `livechat.db`: the embedded store when the directory and the log are both embedded (the
-//! default). One file, one committer thread, so a state change, its log records and the read
-//! models kept inline (history, notifications: see `inline.rs`) commit in one transaction with
-//! one fsync, shared with every other write waiting at that moment:
-//! - a message is written once into the log and once into the history, not copied through an
-//!   outbox and a relay, and not read back and decoded by a history or notifications consumer;
-//! - once a write is acknowledged every read sees it (read-your-writes), because the read
-//!   models were committed with it;
+//! default). One file, one committer thread, so a state change, its log records and the
+//! notifications it creates (see `inline.rs`) commit in one transaction with one fsync, shared
+//! with every other write waiting at that moment:
+//! - a message is written once into the log, not copied through an outbox and a relay;
 //! - committed entries are published from memory to the in-process consumers (live delivery,
-//!   analytics), see `log.rs`.
+//!   analytics) and to the history's follower, see `log.rs`;
+//! - the message history is `history.db` beside it, kept right behind the log by the follower
+//!   (`history_follower.rs`); its reads wait for the follower, so once a write is acknowledged
+//!   every read sees it (read-your-writes).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,17 +16,19 @@ use livechat_core::model::OutboxRecord;
 use livechat_schemas::ROOM_EVENTS_TOPIC;
 use rusqlite::Connection;
 
+use super::db::Durability;
 use super::db::{uuid_col, Db};
 use super::directory::{self, SqliteDirectory};
 use super::file_refs;
 use super::history::{self, SqliteHistory};
-use super::inline::InlineReadModels;
+use super::history_follower::{self, FollowedHistory};
+use super::inline::{InlineNotifications, ReadModelMappings};
 use super::log::{self, SqliteLog};
 
 pub struct EmbeddedStore {
     pub directory: Arc<SqliteDirectory>,
     pub log: SqliteLog,
-    pub history: Arc<SqliteHistory>,
+    pub history: Arc<FollowedHistory>,
 }
 
 impl EmbeddedStore {
@@ -38,33 +40,111 @@ impl EmbeddedStore {
         data_dir.join(Self::FILE)
     }
 
-    /// Opens (creating if needed) the store in `data_dir`, keeping `inline` read models in the
-    /// append's transaction.
-    pub fn open(
-        data_dir: &Path,
-        partitions: u32,
-        inline: InlineReadModels,
-    ) -> anyhow::Result<Self> {
-        let schema = [
-            directory::SCHEMA,
-            file_refs::SCHEMA,
-            log::SCHEMA,
-            history::SCHEMA,
-        ]
-        .concat();
-        let imported = import_separate_files(data_dir, &schema)?;
+    /// The history's file in `data_dir`.
+    pub fn history_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("history.db")
+    }
+
+    /// Opens (creating if needed) the store in `data_dir`, keeping the read models `kept` maps
+    /// (without a history mapping, nothing follows the log into the history: tests apply to it
+    /// directly).
+    pub fn open(data_dir: &Path, partitions: u32, kept: ReadModelMappings) -> anyhow::Result<Self> {
+        let schema = [directory::SCHEMA, file_refs::SCHEMA, log::SCHEMA].concat();
+        // Files from before `history.db` hold the history in the single file: imported with it,
+        // then moved out.
+        let imported = import_separate_files(data_dir, &[&schema, history::SCHEMA].concat())?;
         let db = Db::open(&Self::path(data_dir), &schema)?;
         directory::prepare(&db)?;
-        let log = SqliteLog::on(db.clone(), partitions, Some(inline));
+        let log = SqliteLog::on(
+            db.clone(),
+            partitions,
+            kept.notifications.map(InlineNotifications),
+        );
         if imported {
             catch_up(&db, &log)?;
         }
+        move_history_out(&db, &Self::history_path(data_dir), partitions, imported)?;
+        let history = SqliteHistory::on(Db::open_with(
+            &Self::history_path(data_dir),
+            &[history::SCHEMA, history_follower::SCHEMA].concat(),
+            // A read model: the follower applies again what a power loss cut from its tail.
+            Durability::Normal,
+        )?);
+        let history = match kept.history {
+            Some(map) => FollowedHistory::start(log.clone(), history, map)?,
+            None => FollowedHistory::unfollowed(history),
+        };
         Ok(EmbeddedStore {
-            directory: Arc::new(SqliteDirectory::on(db.clone(), log.clone())),
+            directory: Arc::new(SqliteDirectory::on(db, log.clone())),
             log,
-            history: Arc::new(SqliteHistory::on(db)),
+            history: Arc::new(history),
         })
     }
+}
+
+/// The history's tables as the single file held them before `history.db`.
+const HISTORY_TABLES: [&str; 3] = ["messages", "reactions", "pins"];
+
+/// Moves the history out of the single file into `history.db`, once: into a temporary file
+/// renamed into place when complete, then the tables are dropped from the single file (a crash
+/// in between leaves them to drop at the next open). The history was written in the same
+/// transactions as the log, so the follower starts at the log's end, unless the store was just
+/// imported from separate files (then it applies the whole log again: idempotent).
+fn move_history_out(db: &Db, target: &Path, partitions: u32, imported: bool) -> anyhow::Result<()> {
+    let conn = Connection::open(db.path())?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let present: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present == 0 {
+        return Ok(());
+    }
+    if !target.exists() {
+        let partial = target.with_extension("db.moving");
+        let _ = std::fs::remove_file(&partial);
+        let h = Connection::open(&partial)?;
+        h.execute_batch(&[history::SCHEMA, history_follower::SCHEMA].concat())?;
+        drop(h);
+        conn.execute("ATTACH DATABASE ?1 AS h", [partial.to_string_lossy()])?;
+        let tx = conn.unchecked_transaction()?;
+        for table in HISTORY_TABLES {
+            let columns: Vec<String> = tx
+                .prepare(&format!(
+                    "SELECT name FROM main.pragma_table_info('{table}')"
+                ))?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if columns.is_empty() {
+                continue;
+            }
+            let cols = columns.join(", ");
+            tx.execute_batch(&format!(
+                "INSERT OR IGNORE INTO h.{table}({cols}) SELECT {cols} FROM main.{table}"
+            ))?;
+        }
+        if !imported {
+            for p in 0..partitions {
+                tx.execute(
+                    "INSERT INTO h.history_applied(topic, partition, next)
+                     SELECT ?1, ?2, coalesce(max(offset) + 1, 0) FROM main.records
+                     WHERE topic = ?1 AND partition = ?2",
+                    rusqlite::params![ROOM_EVENTS_TOPIC, p],
+                )?;
+            }
+        }
+        tx.commit()?;
+        conn.execute_batch("DETACH DATABASE h")?;
+        std::fs::rename(&partial, target)?;
+        tracing::info!(file = %target.display(), "The message history moved out of the single file into a file of its own.");
+    }
+    let tx = conn.unchecked_transaction()?;
+    for table in HISTORY_TABLES {
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS main.{table}"))?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// The files of a data directory written before the single file.
@@ -137,9 +217,9 @@ fn import_separate_files(dir: &Path, schema: &str) -> anyhow::Result<bool> {
 }
 
 /// After an import, brings the store to where the old pipeline would have gone: the outbox
-/// records not yet relayed go into the log, and the log records the old history and
-/// notifications consumers had not handled yet are applied to the read models now kept inline
-/// (again idempotently: history by (room, seq), notifications by id).
+/// records not yet relayed go into the log, and the log records the old notifications consumer
+/// had not handled yet are applied to the notifications now kept inline (again idempotently, by
+/// id; the history's follower applies the whole log again, see [`move_history_out`]).
 fn catch_up(db: &Db, log: &SqliteLog) -> anyhow::Result<()> {
     let conn = Connection::open(db.path())?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;

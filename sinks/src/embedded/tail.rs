@@ -74,6 +74,15 @@ impl Tail {
         part.end = Some(part.end.map_or(end, |known| known.max(end)));
     }
 
+    /// Where a partition ends, if known and no other connection writes the file.
+    pub(super) fn end(&self, topic: &str, partition: u32) -> Option<i64> {
+        if self.shared.load(Ordering::Relaxed) {
+            return None;
+        }
+        let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        parts.get(&(topic.to_string(), partition))?.end
+    }
+
     /// Up to `max` entries from `from`.
     pub(super) fn read(&self, topic: &str, partition: u32, from: i64, max: usize) -> FromTail {
         let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());

@@ -365,7 +365,9 @@ async fn dead_letters_are_listed_shown_and_replayed_into_their_processor() {
             .map(Result::unwrap)
             .collect()
     };
-    db.execute("DELETE FROM messages WHERE id = ?1", [&id])
+    let history = rusqlite::Connection::open(app.data.path().join("history.db")).unwrap();
+    history
+        .execute("DELETE FROM messages WHERE id = ?1", [&id])
         .unwrap();
     let offset = dead_letter(&db, "history", "PROCESSING_FAILED", &original);
     let garbage = dead_letter(&db, "analytics", "INVALID_MAGIC_BYTE", &[9, 9, 9]);
@@ -400,14 +402,14 @@ async fn dead_letters_are_listed_shown_and_replayed_into_their_processor() {
     );
     assert!(ok, "{out}");
     assert!(out.contains("would replay 1, 0 not"), "{out}");
-    assert!(rows(&db).is_empty());
+    assert!(rows(&history).is_empty());
 
     // Replayed: the message is back; replayed again: still once.
     for _ in 0..2 {
         let (ok, out) = cli(&app, &["dlq", "replay"], &["--processor", "history"]);
         assert!(ok, "{out}");
         assert!(out.contains("replayed 1, 0 not"), "{out}");
-        assert_eq!(rows(&db), vec![text.to_string()]);
+        assert_eq!(rows(&history), vec![text.to_string()]);
     }
 
     // A record that still does not decode is named, and the command fails.
