@@ -237,6 +237,7 @@ impl Shared {
         }
         tracing::Span::current().record("entries", total);
         if total == 0 {
+            self.report_lag(&from);
             return Ok(0);
         }
         // Each change with the partition and offset of the event it came from.
@@ -308,8 +309,21 @@ impl Shared {
                 read_positions(tx, partitions)
             })
             .await?;
+        self.report_lag(&now);
         self.applied.send_replace(now);
         Ok(total)
+    }
+
+    /// The follower's lag per partition in `/metrics`, as a consumer group's would be (group
+    /// `history`): as of its last batch, at most [`IDLE_LOOK`] old. Left out while another
+    /// process writes the log (this one does not know the ends then without a query).
+    fn report_lag(&self, applied: &[i64]) {
+        for (p, &at) in applied.iter().enumerate() {
+            if let Some(end) = self.log.known_end(ROOM_EVENTS_TOPIC, p as u32) {
+                metrics::gauge!("livechat_consumer_lag", "group" => "history", "topic" => ROOM_EVENTS_TOPIC, "partition" => p.to_string())
+                    .set((end - at).max(0) as f64);
+            }
+        }
     }
 }
 
