@@ -153,9 +153,17 @@ impl FollowedHistory {
 
 /// The follower's position as stored in `history.db` (0 where it has none).
 fn positions(db: &Db, partitions: u32) -> anyhow::Result<Vec<i64>> {
-    let conn = Connection::open(db.path())?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    read_positions(&conn, partitions).map_err(|e| anyhow::anyhow!("{e}"))
+    let read = || -> rusqlite::Result<Vec<i64>> {
+        let conn = Connection::open(db.path())?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        read_positions(&conn, partitions)
+    };
+    read().map_err(|e| {
+        anyhow::anyhow!(
+            "reading the history's position in {}: {e}",
+            db.path().display()
+        )
+    })
 }
 
 fn read_positions(conn: &Connection, partitions: u32) -> rusqlite::Result<Vec<i64>> {
