@@ -110,19 +110,7 @@ fn move_history_out(db: &Db, target: &Path, partitions: u32, imported: bool) -> 
         conn.execute("ATTACH DATABASE ?1 AS h", [partial.to_string_lossy()])?;
         let tx = conn.unchecked_transaction()?;
         for table in HISTORY_TABLES {
-            let columns: Vec<String> = tx
-                .prepare(&format!(
-                    "SELECT name FROM main.pragma_table_info('{table}')"
-                ))?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            if columns.is_empty() {
-                continue;
-            }
-            let cols = columns.join(", ");
-            tx.execute_batch(&format!(
-                "INSERT OR IGNORE INTO h.{table}({cols}) SELECT {cols} FROM main.{table}"
-            ))?;
+            copy_table(&tx, table, "main", "h")?;
         }
         if !imported {
             for p in 0..partitions {
@@ -186,19 +174,7 @@ fn import_separate_files(dir: &Path, schema: &str) -> anyhow::Result<bool> {
         }
         conn.execute("ATTACH DATABASE ?1 AS old", [path.to_string_lossy()])?;
         for table in tables {
-            let columns: Vec<String> = conn
-                .prepare(&format!(
-                    "SELECT name FROM old.pragma_table_info('{table}')"
-                ))?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            if columns.is_empty() {
-                continue;
-            }
-            let cols = columns.join(", ");
-            conn.execute_batch(&format!(
-                "INSERT OR IGNORE INTO main.{table}({cols}) SELECT {cols} FROM old.{table}"
-            ))?;
+            copy_table(&conn, table, "old", "main")?;
         }
         conn.execute_batch("DETACH DATABASE old")?;
     }
@@ -214,6 +190,25 @@ fn import_separate_files(dir: &Path, schema: &str) -> anyhow::Result<bool> {
     }
     tracing::info!(file = %target.display(), "Data directory imported into the single file; the old files are kept as *.imported.");
     Ok(true)
+}
+
+/// Copies the rows of `table` from the attached database `from` into `to`, by the columns the
+/// source has (a file from before a later column lacks it; the target's default fills it).
+/// Nothing when the source has no such table.
+fn copy_table(conn: &Connection, table: &str, from: &str, to: &str) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare(&format!(
+            "SELECT name FROM {from}.pragma_table_info('{table}')"
+        ))?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let cols = columns.join(", ");
+    conn.execute_batch(&format!(
+        "INSERT OR IGNORE INTO {to}.{table}({cols}) SELECT {cols} FROM {from}.{table}"
+    ))
 }
 
 /// After an import, brings the store to where the old pipeline would have gone: the outbox
