@@ -93,8 +93,11 @@ pub trait Directory: Send + Sync {
     ) -> StoreResult<bool>;
 
     /// Assigns the next dense seq of the room and queues the message's records, atomically.
-    /// With a `client_msg_id` already used by this user in this room, returns the first receipt
-    /// with `duplicate = true` and writes nothing. `None` if the user is not a member.
+    /// With a `client_msg_id` already used by this user in this room (within the dedup window,
+    /// at least), returns the first receipt with `duplicate = true` and writes nothing. `None`
+    /// if the user is not a member. The records `events` builds include the message's
+    /// MESSAGE_SENT room event (with its `actor_id` and `client_msg_id`): an adapter whose log
+    /// shares its file answers retries from it.
     async fn send_message(
         &self,
         msg: NewMessage,

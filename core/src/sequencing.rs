@@ -2,9 +2,100 @@
 //! for a `client_msg_id` it has seen recently from the same user in the same room, the message
 //! that send already became. Pure state, no I/O: the distributed sequencer (one writer per
 //! partition of the commands topic) loads it from the log and commits what it decides together
-//! with its input offsets.
+//! with its input offsets. [`RecentSends`], the window of recent sends a retry is answered
+//! from, also serves the embedded store's committer.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+/// How long a `client_msg_id` is remembered by default: a retry after that is a new message.
+pub const DEDUP_WINDOW_MS: i64 = 10 * 60 * 1000;
+/// The memory the remembered sends may take (their texts, ids and bookkeeping): under a load
+/// that would exceed it within the window, the oldest are forgotten first (at 5,000 sends/s
+/// of 100-byte texts, about the last 35 s are kept; at 300/s, the whole window).
+pub const DEDUP_BUDGET_BYTES: usize = 64 << 20;
+/// What one remembered send costs beyond its strings (map and queue slots, ids, numbers).
+pub const DEDUP_ENTRY_OVERHEAD: usize = 200;
+
+/// The sends of the last `window_ms` (within a memory budget), by key: the first send of a key
+/// is kept, a later one of the same key is a retry. Entries are forgotten oldest first, once
+/// older than the window or once the budget is spent.
+#[derive(Debug)]
+pub struct RecentSends<K, V> {
+    first: HashMap<K, V>,
+    /// Every entry of `first`, in the order remembered, with its time (ms) and cost (bytes).
+    order: VecDeque<(i64, K, usize)>,
+    window_ms: i64,
+    budget: usize,
+    spent: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> RecentSends<K, V> {
+    pub fn new(window_ms: i64, budget_bytes: usize) -> Self {
+        RecentSends {
+            first: HashMap::new(),
+            order: VecDeque::new(),
+            window_ms,
+            budget: budget_bytes,
+            spent: 0,
+        }
+    }
+
+    /// The first send of `key`, if it is remembered.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.first.get(key)
+    }
+
+    /// Remembers a send made at `at_ms` unless its key is known already (the first one wins) or
+    /// it is older than the window; `cost` is what it takes in memory, in bytes. Remember in
+    /// time order: the oldest entries are forgotten first.
+    pub fn remember(&mut self, key: K, at_ms: i64, now_ms: i64, value: V, cost: usize) {
+        if at_ms < now_ms - self.window_ms || self.first.contains_key(&key) {
+            return;
+        }
+        self.order.push_back((at_ms, key.clone(), cost));
+        self.first.insert(key, value);
+        self.spent += cost;
+        while self.spent > self.budget {
+            if !self.forget_oldest() {
+                break;
+            }
+        }
+    }
+
+    /// Forgets the sends older than the window.
+    pub fn evict(&mut self, now_ms: i64) {
+        while matches!(self.order.front(), Some((at, _, _)) if *at < now_ms - self.window_ms) {
+            self.forget_oldest();
+        }
+    }
+
+    /// Forgets every send.
+    pub fn clear(&mut self) {
+        self.first.clear();
+        self.order.clear();
+        self.spent = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+
+    fn forget_oldest(&mut self) -> bool {
+        match self.order.pop_front() {
+            Some((_, key, cost)) => {
+                self.first.remove(&key);
+                self.spent -= cost;
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 use livechat_schemas::RoomEvent;
 
@@ -24,10 +115,7 @@ pub enum Sequenced {
 #[derive(Debug)]
 pub struct RoomSeqs {
     last: HashMap<String, i64>,
-    recent: HashMap<SendKey, RoomEvent>,
-    /// `recent` in the order it was filled, with each entry's time (ms), for eviction.
-    order: VecDeque<(i64, SendKey)>,
-    window_ms: i64,
+    recent: RecentSends<SendKey, RoomEvent>,
 }
 
 impl RoomSeqs {
@@ -35,9 +123,7 @@ impl RoomSeqs {
     pub fn new(window_ms: i64) -> RoomSeqs {
         RoomSeqs {
             last: HashMap::new(),
-            recent: HashMap::new(),
-            order: VecDeque::new(),
-            window_ms,
+            recent: RecentSends::new(window_ms, DEDUP_BUDGET_BYTES),
         }
     }
 
@@ -58,18 +144,15 @@ impl RoomSeqs {
             self.raise(&ev.room_id, seq);
         }
         if let (Some(user), Some(cid)) = (&ev.actor_id, &ev.client_msg_id) {
-            let at = ev.occurred_at;
-            if at >= now_ms - self.window_ms {
-                let key = (ev.room_id.clone(), user.clone(), cid.clone());
-                self.order.push_back((at, key.clone()));
-                self.recent.entry(key).or_insert_with(|| ev.clone());
-            }
+            let key = (ev.room_id.clone(), user.clone(), cid.clone());
+            self.recent
+                .remember(key, ev.occurred_at, now_ms, ev.clone(), event_cost(ev));
         }
     }
 
     /// Sequences one send. The room's last seq must be known ([`RoomSeqs::raise`] first).
     pub fn sequence(&mut self, mut cmd: RoomEvent, now_ms: i64) -> Sequenced {
-        self.evict(now_ms);
+        self.recent.evict(now_ms);
         let key = match (&cmd.actor_id, &cmd.client_msg_id) {
             (Some(user), Some(cid)) => {
                 let key = (cmd.room_id.clone(), user.clone(), cid.clone());
@@ -84,22 +167,24 @@ impl RoomSeqs {
         *last += 1;
         cmd.seq = Some(*last);
         if let Some(key) = key {
-            self.order.push_back((now_ms, key.clone()));
-            self.recent.insert(key, cmd.clone());
+            let cost = event_cost(&cmd);
+            self.recent.remember(key, now_ms, now_ms, cmd.clone(), cost);
         }
         Sequenced::New(cmd)
     }
+}
 
-    fn evict(&mut self, now_ms: i64) {
-        while let Some((at, _)) = self.order.front() {
-            if *at >= now_ms - self.window_ms {
-                break;
-            }
-            if let Some((_, key)) = self.order.pop_front() {
-                self.recent.remove(&key);
-            }
-        }
-    }
+/// What a remembered event takes in memory, roughly: its key and its strings.
+fn event_cost(ev: &RoomEvent) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    DEDUP_ENTRY_OVERHEAD
+        + 2 * (ev.room_id.len() + text(&ev.actor_id) + text(&ev.client_msg_id))
+        + ev.event_id.len()
+        + text(&ev.content)
+        + text(&ev.message_id)
+        + text(&ev.subject_username)
+        + text(&ev.room_name)
+        + 256
 }
 
 #[cfg(test)]
@@ -123,6 +208,28 @@ mod tests {
             Sequenced::New(e) => (e.seq.unwrap(), false),
             Sequenced::Duplicate(e) => (e.seq.unwrap(), true),
         }
+    }
+
+    #[test]
+    fn recent_sends_keep_the_first_and_forget_the_oldest_past_the_window_or_the_budget() {
+        let mut r: RecentSends<&str, u32> = RecentSends::new(1_000, 300);
+        r.remember("a", 0, 0, 1, 100);
+        r.remember("a", 10, 10, 2, 100);
+        assert_eq!(r.get(&"a"), Some(&1), "the first send of a key is kept");
+        r.remember("b", 20, 20, 3, 100);
+        r.remember("c", 30, 30, 4, 100);
+        assert_eq!(r.len(), 3);
+        // Over the budget: the oldest goes first.
+        r.remember("d", 40, 40, 5, 100);
+        assert_eq!((r.get(&"a"), r.get(&"d")), (None, Some(&5)));
+        // Past the window.
+        r.evict(1_025);
+        assert_eq!((r.get(&"b"), r.get(&"c")), (None, Some(&4)));
+        // Older than the window when remembered: not kept.
+        r.remember("e", 0, 1_025, 6, 1);
+        assert_eq!(r.get(&"e"), None);
+        r.clear();
+        assert!(r.is_empty());
     }
 
     #[test]

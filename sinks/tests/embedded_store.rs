@@ -38,31 +38,95 @@ async fn owner_and_room(d: &dyn Directory) -> (User, Room) {
 
 /// A send with the real MESSAGE_SENT record the service builds.
 async fn send(d: &dyn Directory, room: &Room, author: &User, text: &str) -> SendReceipt {
+    send_cid(d, room, author, text, &Uuid::new_v4().to_string()).await
+}
+
+/// [`send`] with this `client_msg_id`.
+async fn send_cid(
+    d: &dyn Directory,
+    room: &Room,
+    author: &User,
+    text: &str,
+    cid: &str,
+) -> SendReceipt {
     let msg = NewMessage {
         message_id: Uuid::new_v4(),
         room_id: room.id,
         user_id: author.id,
         content: text.into(),
-        client_msg_id: Some(Uuid::new_v4().to_string()),
+        client_msg_id: Some(cid.to_string()),
         created_at: livechat_core::now(),
     };
-    let (mid, rid, uid, name, content) = (
+    let (mid, rid, uid, name, content, cid, at) = (
         msg.message_id,
         room.id,
         author.id,
         author.username.clone(),
         text.to_string(),
+        cid.to_string(),
+        msg.created_at,
     );
     let events: MessageEventsFn = Box::new(move |seq| {
-        let mut ev = room_event(RoomEventType::MessageSent, rid, livechat_core::now());
+        let mut ev = room_event(RoomEventType::MessageSent, rid, at);
         ev.message_id = Some(mid.to_string());
         ev.seq = Some(seq);
+        ev.actor_id = Some(uid.to_string());
         ev.subject_user_id = Some(uid.to_string());
         ev.subject_username = Some(name.clone());
+        ev.client_msg_id = Some(cid.clone());
         ev.content = Some(content.clone());
+        ev.message_created_at = Some(at.timestamp_millis());
         Ok(vec![room_record(ev).map_err(|e| anyhow::anyhow!("{e}"))?])
     });
     d.send_message(msg, events).await.unwrap().unwrap()
+}
+
+/// A retried `client_msg_id` is answered with the first message from the recent sends of the
+/// log, with no receipt row written: in the process that sent it, after the store is opened
+/// again, and through another handle on the file (as another process on the data directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_answered_from_the_log_after_a_restart_and_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let same = |a: &SendReceipt, b: &SendReceipt| {
+        assert!(!a.duplicate && b.duplicate, "the retry is a duplicate");
+        assert_eq!(
+            (a.message_id, a.seq, a.created_at, &a.content),
+            (b.message_id, b.seq, b.created_at, &b.content),
+            "the retry is answered with the first message"
+        );
+    };
+    let (owner, room, first);
+    {
+        let store = EmbeddedStore::open(dir.path(), 4, inline()).unwrap();
+        (owner, room) = owner_and_room(store.directory.as_ref()).await;
+        first = send_cid(store.directory.as_ref(), &room, &owner, "one", "c1").await;
+        let again = send_cid(store.directory.as_ref(), &room, &owner, "one", "c1").await;
+        same(&first, &again);
+    }
+    let store = EmbeddedStore::open(dir.path(), 4, inline()).unwrap();
+    let d = store.directory.as_ref();
+    same(&first, &send_cid(d, &room, &owner, "one", "c1").await);
+    // Another handle on the file: each sees the other's sends.
+    let other = EmbeddedStore::open(dir.path(), 4, inline()).unwrap();
+    let o = other.directory.as_ref();
+    let second = send_cid(o, &room, &owner, "two", "c2").await;
+    assert_eq!(second.seq, first.seq + 1, "the retries took no seq");
+    same(&second, &send_cid(d, &room, &owner, "two", "c2").await);
+    let third = send_cid(d, &room, &owner, "three", "c3").await;
+    same(&third, &send_cid(o, &room, &owner, "three", "c3").await);
+    same(&first, &send_cid(o, &room, &owner, "one", "c1").await);
+    // The same id from another member, or in another room, is not a retry.
+    let member = livechat_conformance::user("member");
+    d.create_user(&member, vec![]).await.unwrap();
+    d.add_member(room.id, member.id, Role::Member, vec![])
+        .await
+        .unwrap();
+    assert!(!send_cid(o, &room, &member, "mine", "c1").await.duplicate);
+    let file = rusqlite::Connection::open(EmbeddedStore::path(dir.path())).unwrap();
+    let receipts: i64 = file
+        .query_row("SELECT count(*) FROM message_receipts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(receipts, 0, "no receipt rows: the log is the receipt");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

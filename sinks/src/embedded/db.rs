@@ -9,7 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ pub struct Db {
     /// Set once the committer sees a commit by another connection (another process, or
     /// another handle on the file).
     shared: Arc<AtomicBool>,
+    /// How many of the committer's transactions failed (rolled back) so far.
+    rollbacks: Arc<AtomicU64>,
     /// Idle read-only connections (std Mutex: held only to pop or push one).
     readers: Mutex<Vec<Connection>>,
 }
@@ -218,6 +220,8 @@ impl Db {
         let (jobs, rx) = mpsc::sync_channel(QUEUE);
         let shared = Arc::new(AtomicBool::new(false));
         let seen = shared.clone();
+        let rollbacks = Arc::new(AtomicU64::new(0));
+        let failed = rollbacks.clone();
         let file = path
             .file_name()
             .and_then(|s| s.to_str())
@@ -226,12 +230,13 @@ impl Db {
         let name = format!("commit-{}", file.trim_end_matches(".db"));
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || commit_loop(writer, rx, seen, file))
+            .spawn(move || commit_loop(writer, rx, seen, failed, file))
             .map_err(|e| anyhow::anyhow!("starting the committer of {}: {e}", path.display()))?;
         let db = Arc::new(Db {
             path: path.to_path_buf(),
             jobs,
             shared,
+            rollbacks,
             readers: Mutex::new(Vec::new()),
         });
         if durability != Durability::Bulk {
@@ -248,6 +253,12 @@ impl Db {
     /// Becomes true once another connection has committed to the file.
     pub fn shared_flag(&self) -> Arc<AtomicBool> {
         self.shared.clone()
+    }
+
+    /// Counts the committer's failed transactions: state kept beside the file from what its
+    /// writes did (see `retries.rs`) is rebuilt when the count moves.
+    pub(super) fn rollback_count(&self) -> Arc<AtomicU64> {
+        self.rollbacks.clone()
     }
 
     /// Runs `f` in a savepoint of the committer's next transaction; answers once that
@@ -408,7 +419,13 @@ fn savepoint_step(tx: &Connection, sql: &str) -> StoreResult<()> {
 
 /// The committer: takes every write waiting, runs each in its own savepoint of one
 /// transaction, commits once, then reports to each in order. Ends when every handle is gone.
-fn commit_loop(mut conn: Connection, rx: Receiver<Job>, shared: Arc<AtomicBool>, file: String) {
+fn commit_loop(
+    mut conn: Connection,
+    rx: Receiver<Job>,
+    shared: Arc<AtomicBool>,
+    rollbacks: Arc<AtomicU64>,
+    file: String,
+) {
     let batch_size = metrics::histogram!("livechat_commit_batch_size", "file" => file.clone());
     let commit_seconds = metrics::histogram!("livechat_commit_seconds", "file" => file);
     let mut leftover: Vec<Job> = Vec::new();
@@ -448,7 +465,10 @@ fn commit_loop(mut conn: Connection, rx: Receiver<Job>, shared: Arc<AtomicBool>,
                 batch_size.record(finishes.len() as f64);
                 commit_seconds.record(started.elapsed().as_secs_f64());
             }
-            Err(e) => tracing::warn!(error = %e, "Commit failed; its writes are refused."),
+            Err(e) => {
+                rollbacks.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(error = %e, "Commit failed; its writes are refused.")
+            }
         }
         for finish in finishes {
             finish(committed.as_ref().map(|_| ()));

@@ -25,6 +25,7 @@ use super::log::SqliteLog;
 use super::notifications::{self, notif_row, NOTIF_COLS};
 use super::outbox::OutboxTable;
 use super::records::{Queued, RecordSink};
+use super::retries::Retries;
 use super::sequencer::{raise_read_marker, raise_seqs, send_tx};
 
 pub(super) const SCHEMA: &str = r#"
@@ -73,6 +74,9 @@ CREATE TABLE IF NOT EXISTS outbox(
 pub struct SqliteDirectory {
     pub(super) db: Arc<Db>,
     records: RecordSink,
+    /// Where a retried `client_msg_id` is looked up when the sends' records go to the log of
+    /// this file (else the `message_receipts` table is).
+    retries: Option<Arc<Retries>>,
 }
 
 impl SqliteDirectory {
@@ -85,6 +89,7 @@ impl SqliteDirectory {
         Ok(SqliteDirectory {
             db,
             records: RecordSink::Outbox(outbox),
+            retries: None,
         })
     }
 
@@ -92,6 +97,7 @@ impl SqliteDirectory {
     /// that file in their own transaction.
     pub(super) fn on(db: Arc<Db>, log: SqliteLog) -> Self {
         SqliteDirectory {
+            retries: Some(Arc::new(Retries::new(&db, log.clone()))),
             db,
             records: RecordSink::Log(log),
         }
@@ -613,7 +619,8 @@ impl Directory for SqliteDirectory {
         // Sends share the committer's transactions with every other write: one fsync for many.
         // A send refuses (not a member, a retried client_msg_id) before it changes anything, so
         // it needs no savepoint of its own.
-        self.write_recording_unguarded(move |tx, q| send_tx(tx, q, msg, events))
+        let retries = self.retries.clone();
+        self.write_recording_unguarded(move |tx, q| send_tx(tx, q, msg, events, retries.as_deref()))
             .await
     }
 

@@ -31,6 +31,60 @@ CREATE TABLE IF NOT EXISTS group_offsets(
   PRIMARY KEY(grp, topic, partition)) WITHOUT ROWID;
 "#;
 
+/// The first offset of a partition whose record is at `ts_ms` or later (its end if none is), on
+/// `conn` (inside the caller's transaction, if it has one).
+pub(super) fn offset_for_time_in(
+    c: &Connection,
+    topic: &str,
+    partition: u32,
+    ts_ms: i64,
+) -> rusqlite::Result<i64> {
+    let end: i64 = c
+        .prepare_cached(
+            "SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2",
+        )?
+        .query_row(params![topic, partition], |r| r.get(0))?;
+    // Timestamps never decrease within a partition: bisect the offsets.
+    let mut ts_at = c.prepare_cached(
+        "SELECT ts FROM records WHERE topic = ?1 AND partition = ?2 AND offset = ?3",
+    )?;
+    let (mut lo, mut hi) = (0i64, end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let ts: i64 = ts_at.query_row(params![topic, partition, mid], |r| r.get(0))?;
+        if ts >= ts_ms {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
+}
+
+/// Hands `each` the (offset, time, payload) of a partition's records from offset `from`, in
+/// order, on `conn`; returns the partition's end (the offset after the last one).
+pub(super) fn scan_in(
+    c: &Connection,
+    topic: &str,
+    partition: u32,
+    from: i64,
+    mut each: impl FnMut(i64, i64, &[u8]),
+) -> rusqlite::Result<i64> {
+    let mut stmt = c.prepare_cached(
+        "SELECT offset, ts, payload FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3
+         ORDER BY offset",
+    )?;
+    let mut rows = stmt.query(params![topic, partition, from])?;
+    let mut end = from;
+    while let Some(r) = rows.next()? {
+        let offset: i64 = r.get(0)?;
+        let payload = r.get_ref(2)?.as_blob()?;
+        each(offset, r.get(1)?, payload);
+        end = offset + 1;
+    }
+    Ok(end)
+}
+
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`), for key → partition agreement.
 pub fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
@@ -201,6 +255,11 @@ impl SqliteLog {
         }
     }
 
+    /// The log's partitions (of every topic).
+    pub(super) fn partition_count(&self) -> u32 {
+        self.inner.partitions
+    }
+
     /// Where a partition ends, when this process knows it without reading the file (no other
     /// connection writes the file, and the partition was appended to or read to its end).
     pub(super) fn known_end(&self, topic: &str, partition: u32) -> Option<i64> {
@@ -324,26 +383,7 @@ impl EventLog for SqliteLog {
         let topic = topic.to_string();
         self.inner
             .db
-            .read(move |c| {
-                let end: i64 = c
-                    .prepare_cached("SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2")?
-                    .query_row(params![topic, partition], |r| r.get(0))?;
-                // Timestamps never decrease within a partition: bisect the offsets.
-                let mut ts_at = c.prepare_cached(
-                    "SELECT ts FROM records WHERE topic = ?1 AND partition = ?2 AND offset = ?3",
-                )?;
-                let (mut lo, mut hi) = (0i64, end);
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    let ts: i64 = ts_at.query_row(params![topic, partition, mid], |r| r.get(0))?;
-                    if ts >= ts_ms {
-                        hi = mid;
-                    } else {
-                        lo = mid + 1;
-                    }
-                }
-                Ok(lo)
-            })
+            .read(move |c| offset_for_time_in(c, &topic, partition, ts_ms))
             .await
     }
 

@@ -11,6 +11,7 @@ mod log;
 mod notifications;
 mod outbox;
 mod records;
+mod retries;
 mod search;
 mod sequencer;
 mod sessions;

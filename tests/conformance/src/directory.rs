@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livechat_core::error::StoreError;
+use livechat_core::events::{room_event, room_record};
 use livechat_core::model::*;
+use livechat_schemas::RoomEventType;
 use std::future::Future;
 
 use livechat_core::ports::{
@@ -41,6 +43,31 @@ fn new_message(room: RoomId, user: UserId, cid: Option<&str>) -> NewMessage {
 fn events_with_seq(topic: &str, key: String) -> MessageEventsFn {
     let topic = topic.to_string();
     Box::new(move |seq| Ok(vec![record(&topic, &key, &format!("seq={seq}"))]))
+}
+
+/// The records of a send as the service builds them (its MESSAGE_SENT room event, which an
+/// adapter may answer retries from), and a record "seq=N" on `topic` for the test to count.
+fn sent_events(topic: &str, msg: &NewMessage) -> MessageEventsFn {
+    let (topic, msg) = (topic.to_string(), msg.clone());
+    Box::new(move |seq| {
+        let mut ev = room_event(RoomEventType::MessageSent, msg.room_id, msg.created_at);
+        ev.actor_id = Some(msg.user_id.to_string());
+        ev.message_id = Some(msg.message_id.to_string());
+        ev.client_msg_id = msg.client_msg_id.clone();
+        ev.seq = Some(seq);
+        ev.content = Some(msg.content.clone());
+        ev.message_created_at = Some(msg.created_at.timestamp_millis());
+        Ok(vec![
+            room_record(ev)?,
+            record(&topic, &msg.room_id.to_string(), &format!("seq={seq}")),
+        ])
+    })
+}
+
+/// Sends `msg` with [`sent_events`].
+async fn send<D: Directory + ?Sized>(d: &D, topic: &str, msg: NewMessage) -> Option<SendReceipt> {
+    let events = sent_events(topic, &msg);
+    d.send_message(msg, events).await.unwrap()
 }
 
 pub async fn usernames_and_room_names_are_unique<D: Directory>(d: &Arc<D>) {
@@ -177,31 +204,19 @@ pub async fn concurrent_sends_get_dense_unique_seqs<D: Directory + 'static>(d: &
 
 pub async fn a_repeated_client_msg_id_returns_the_first_receipt<D: Directory>(d: &Arc<D>) {
     let (owner, r) = owner_and_room(d.as_ref(), true).await;
-    let first = d
-        .send_message(
-            new_message(r.id, owner.id, Some("same")),
-            events_with_seq("t", r.id.to_string()),
-        )
+    let first = send(d.as_ref(), "t", new_message(r.id, owner.id, Some("same")))
         .await
-        .unwrap()
         .unwrap();
-    let again = d
-        .send_message(
-            new_message(r.id, owner.id, Some("same")),
-            events_with_seq("t", r.id.to_string()),
-        )
+    let again = send(d.as_ref(), "t", new_message(r.id, owner.id, Some("same")))
         .await
-        .unwrap()
         .unwrap();
     assert!(!first.duplicate && again.duplicate);
-    assert_eq!((again.message_id, again.seq), (first.message_id, first.seq));
-    let other = d
-        .send_message(
-            new_message(r.id, owner.id, None),
-            events_with_seq("t", r.id.to_string()),
-        )
+    assert_eq!(
+        (again.message_id, again.seq, &again.content),
+        (first.message_id, first.seq, &first.content)
+    );
+    let other = send(d.as_ref(), "t", new_message(r.id, owner.id, None))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(other.seq, 2, "the duplicate consumed no seq");
     let stranger = user("stranger");
@@ -609,13 +624,8 @@ where
         let d = if i % 2 == 0 { a.clone() } else { b.clone() };
         let topic = topic.clone();
         tasks.push(tokio::spawn(async move {
-            d.send_message(
-                new_message(r.id, owner.id, Some(&format!("c{i}"))),
-                events_with_seq(&topic, r.id.to_string()),
-            )
-            .await
-            .unwrap()
-            .unwrap()
+            let msg = new_message(r.id, owner.id, Some(&format!("c{i}")));
+            send(d.as_ref(), &topic, msg).await.unwrap()
         }));
     }
     let mut receipts = Vec::new();
@@ -626,13 +636,8 @@ where
     seqs.sort();
     assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
     // c1 went through `b`; retried through `a` it is the same message.
-    let again = a
-        .send_message(
-            new_message(r.id, owner.id, Some("c1")),
-            events_with_seq(&topic, r.id.to_string()),
-        )
+    let again = send(a.as_ref(), &topic, new_message(r.id, owner.id, Some("c1")))
         .await
-        .unwrap()
         .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.message_id, receipts[1].message_id);
