@@ -55,10 +55,6 @@ CREATE TABLE IF NOT EXISTS notifications(
   read INTEGER NOT NULL DEFAULT 0, source_id TEXT, created_at INTEGER NOT NULL,
   deleted INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications(user_id, created_at DESC);
-CREATE TABLE IF NOT EXISTS message_receipts(
-  room_id TEXT NOT NULL, user_id TEXT NOT NULL, client_msg_id TEXT NOT NULL, message_id TEXT NOT NULL,
-  seq INTEGER NOT NULL, content TEXT NOT NULL, created_at INTEGER NOT NULL,
-  PRIMARY KEY(room_id, user_id, client_msg_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS thread_reads(
   user_id TEXT NOT NULL, room_id TEXT NOT NULL, root_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
   PRIMARY KEY(user_id, room_id, root_seq)) WITHOUT ROWID;
@@ -69,6 +65,15 @@ CREATE TABLE IF NOT EXISTS thread_follows(
 CREATE TABLE IF NOT EXISTS outbox(
   pos INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, topic TEXT NOT NULL,
   key TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
+"#;
+
+/// The sends' receipts, when the directory's file has no log to answer retries from (see
+/// `retries.rs` for the file that has one).
+const RECEIPTS_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS message_receipts(
+  room_id TEXT NOT NULL, user_id TEXT NOT NULL, client_msg_id TEXT NOT NULL, message_id TEXT NOT NULL,
+  seq INTEGER NOT NULL, content TEXT NOT NULL, created_at INTEGER NOT NULL,
+  PRIMARY KEY(room_id, user_id, client_msg_id)) WITHOUT ROWID;
 "#;
 
 pub struct SqliteDirectory {
@@ -83,7 +88,7 @@ impl SqliteDirectory {
     /// The directory in a file of its own: changes queue their records in its outbox, which
     /// the relay moves to the log.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Db::open(path, &[SCHEMA, file_refs::SCHEMA].concat())?;
+        let db = Db::open(path, &[SCHEMA, RECEIPTS_SCHEMA, file_refs::SCHEMA].concat())?;
         prepare(&db)?;
         let outbox = Arc::new(OutboxTable::new(db.clone()));
         Ok(SqliteDirectory {
@@ -393,6 +398,7 @@ impl Directory for SqliteDirectory {
     }
 
     async fn delete_room(&self, id: RoomId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let receipts = self.retries.is_none();
         self.write_recording(move |tx, q| {
             let id = id.to_string();
             tx.execute("DELETE FROM rooms WHERE id = ?1", params![id])?;
@@ -400,10 +406,12 @@ impl Directory for SqliteDirectory {
             tx.execute("DELETE FROM join_requests WHERE room_id = ?1", params![id])?;
             tx.execute("DELETE FROM thread_reads WHERE room_id = ?1", params![id])?;
             tx.execute("DELETE FROM thread_follows WHERE room_id = ?1", params![id])?;
-            tx.execute(
-                "DELETE FROM message_receipts WHERE room_id = ?1",
-                params![id],
-            )?;
+            if receipts {
+                tx.execute(
+                    "DELETE FROM message_receipts WHERE room_id = ?1",
+                    params![id],
+                )?;
+            }
             q.queue(tx, outbox)
         })
         .await

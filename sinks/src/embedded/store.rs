@@ -55,6 +55,7 @@ impl EmbeddedStore {
         let imported = import_separate_files(data_dir, &[&schema, history::SCHEMA].concat())?;
         let db = Db::open(&Self::path(data_dir), &schema)?;
         directory::prepare(&db)?;
+        drop_receipts(&db)?;
         let log = SqliteLog::on(
             db.clone(),
             partitions,
@@ -80,6 +81,26 @@ impl EmbeddedStore {
             history: Arc::new(history),
         })
     }
+}
+
+/// Drops the receipts table files from before `retries.rs` kept (a row per send, with its text,
+/// for good): retries are answered from the log now.
+fn drop_receipts(db: &Db) -> anyhow::Result<()> {
+    let conn = Connection::open(db.path())?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let present: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'message_receipts'",
+        [],
+        |r| r.get(0),
+    )?;
+    if present > 0 {
+        conn.execute_batch("DROP TABLE IF EXISTS message_receipts")
+            .map_err(|e| {
+                anyhow::anyhow!("dropping the receipts of {}: {e}", db.path().display())
+            })?;
+        tracing::info!(file = %db.path().display(), "Dropped the sends' receipts: retries are answered from the log.");
+    }
+    Ok(())
 }
 
 /// The history's tables as the single file held them before `history.db`.
@@ -146,7 +167,6 @@ const SEPARATE_FILES: [(&str, &[&str]); 3] = [
             "memberships",
             "join_requests",
             "notifications",
-            "message_receipts",
             "outbox",
         ],
     ),
