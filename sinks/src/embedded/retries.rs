@@ -8,7 +8,8 @@
 //! The window is distributed mode's ([`DEDUP_WINDOW_MS`], within [`DEDUP_BUDGET_BYTES`]):
 //! - this process's sends are remembered as they are made, inside their transaction;
 //! - the first check after opening the file, and the first after a failed transaction (which
-//!   may have rolled back sends remembered here), rebuilds it from the room events of the window;
+//!   may have rolled back sends remembered here), rebuilds it from the room events of the window
+//!   (the newest 200,000 at most, which the budget holds: 0.8 s here, once, on the committer);
 //! - once another connection writes the file (another process on the data directory), each check
 //!   first reads the room's partition from where this process last read it. SQLite runs one
 //!   write transaction at a time, so a check sees every send committed before it, by anyone.
@@ -124,11 +125,12 @@ impl Retries {
 impl State {
     /// Forgets everything and reads the window's sends from every partition.
     fn rebuild(&mut self, tx: &Connection, log: &SqliteLog, now: i64) -> rusqlite::Result<()> {
+        let started = std::time::Instant::now();
         self.sends.clear();
         self.read_to.clear();
         let mut found = Vec::new();
-        for p in 0..log.partition_count() {
-            let from = offset_for_time_in(tx, ROOM_EVENTS_TOPIC, p, now - DEDUP_WINDOW_MS)?;
+        let starts = rebuild_from(tx, log.partition_count(), now, REBUILD_MOST)?;
+        for (p, from) in (0..).zip(starts) {
             let end = scan_in(tx, ROOM_EVENTS_TOPIC, p, from, |_, ts, payload| {
                 found.extend(sent_in(ts, payload));
             })?;
@@ -140,7 +142,12 @@ impl State {
         for (ts, key, first, cost) in found {
             self.sends.remember(key, ts, now, first, cost);
         }
-        tracing::debug!(sends = n, "Recent sends read from the log for retries.");
+        tracing::info!(
+            sends = n,
+            kept = self.sends.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "Read the recent sends from the log, to answer retries."
+        );
         Ok(())
     }
 
@@ -157,6 +164,47 @@ impl State {
         self.read_to.insert(p, end);
         Ok(())
     }
+}
+
+/// The most room events a rebuild reads: about as many sends as the budget holds (more would be
+/// read only to be forgotten again). Reading them takes about a second on a small machine.
+const REBUILD_MOST: i64 = 200_000;
+
+/// Where a rebuild starts reading each partition: at the window's start, or, when the window
+/// holds more than `most` records, at the earliest time after which it holds no more (found by
+/// bisecting the time: the newest sends are the ones a retry repeats).
+fn rebuild_from(
+    tx: &Connection,
+    partitions: u32,
+    now: i64,
+    most: i64,
+) -> rusqlite::Result<Vec<i64>> {
+    let starts_at = |t: i64| -> rusqlite::Result<Vec<i64>> {
+        (0..partitions)
+            .map(|p| offset_for_time_in(tx, ROOM_EVENTS_TOPIC, p, t))
+            .collect()
+    };
+    let ends = starts_at(i64::MAX)?;
+    let held = |starts: &[i64]| -> i64 { ends.iter().zip(starts).map(|(e, s)| e - s).sum() };
+    let (mut lo, mut hi) = (now - DEDUP_WINDOW_MS, now + 1);
+    let mut starts = starts_at(lo)?;
+    if held(&starts) <= most {
+        return Ok(starts);
+    }
+    // The earliest time from which no more than `most` records follow.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let at_mid = starts_at(mid)?;
+        if held(&at_mid) <= most {
+            (hi, starts) = (mid, at_mid);
+        } else {
+            lo = mid;
+        }
+    }
+    if held(&starts) > most {
+        starts = starts_at(hi)?;
+    }
+    Ok(starts)
 }
 
 /// The send a room event record holds, if it is a MESSAGE_SENT with a `client_msg_id`.
@@ -179,4 +227,38 @@ fn sent_in(ts: i64, payload: &[u8]) -> Option<(i64, Key, First, usize)> {
         content,
     };
     Some((ts, (room, user, cid), first, cost))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::params;
+
+    /// A log of two partitions: `n` records each, one per millisecond from `t0`.
+    fn log_of(n: i64, t0: i64) -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(crate::embedded::log::SCHEMA).unwrap();
+        for p in 0..2 {
+            for o in 0..n {
+                c.execute(
+                    "INSERT INTO records(topic, partition, offset, key, payload, ts) VALUES (?1, ?2, ?3, 'k', x'00', ?4)",
+                    params![ROOM_EVENTS_TOPIC, p, o, t0 + o],
+                )
+                .unwrap();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn a_rebuild_reads_the_window_or_only_its_newest_records_when_it_holds_too_many() {
+        let now = 1_000_000_000;
+        // Per partition: 300 records from before the window, then 300 inside it.
+        let c = log_of(600, now - DEDUP_WINDOW_MS - 300);
+        let starts = |most| rebuild_from(&c, 2, now, most).unwrap();
+        assert_eq!(starts(1_000), vec![300, 300], "the window's start");
+        // At most 200 of the 600 in the window: the newest 100 of each partition.
+        assert_eq!(starts(200), vec![500, 500]);
+        assert_eq!(starts(1), vec![600, 600], "fewer than one per time: none");
+    }
 }
