@@ -55,16 +55,20 @@ impl EmbeddedStore {
         let imported = import_separate_files(data_dir, &[&schema, history::SCHEMA].concat())?;
         let db = Db::open(&Self::path(data_dir), &schema)?;
         directory::prepare(&db)?;
-        drop_receipts(&db)?;
+        // One connection of its own for the one-time upkeep of older files, below.
+        let upkeep = Connection::open(db.path())?;
+        upkeep.busy_timeout(std::time::Duration::from_secs(10))?;
+        drop_receipts(&upkeep, db.path())?;
         let log = SqliteLog::on(
             db.clone(),
             partitions,
             kept.notifications.map(InlineNotifications),
         );
         if imported {
-            catch_up(&db, &log)?;
+            catch_up(&upkeep, &log)?;
         }
-        move_history_out(&db, &Self::history_path(data_dir), partitions, imported)?;
+        move_history_out(&upkeep, &Self::history_path(data_dir), partitions, imported)?;
+        drop(upkeep);
         let history = SqliteHistory::on(Db::open_with(
             &Self::history_path(data_dir),
             &[history::SCHEMA, history_follower::SCHEMA].concat(),
@@ -85,22 +89,23 @@ impl EmbeddedStore {
 
 /// Drops the receipts table files from before `retries.rs` kept (a row per send, with its text,
 /// for good): retries are answered from the log now.
-fn drop_receipts(db: &Db) -> anyhow::Result<()> {
-    let conn = Connection::open(db.path())?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let present: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'message_receipts'",
-        [],
-        |r| r.get(0),
-    )?;
-    if present > 0 {
+fn drop_receipts(conn: &Connection, file: &Path) -> anyhow::Result<()> {
+    if has_table(conn, "message_receipts")? {
         conn.execute_batch("DROP TABLE IF EXISTS message_receipts")
-            .map_err(|e| {
-                anyhow::anyhow!("dropping the receipts of {}: {e}", db.path().display())
-            })?;
-        tracing::info!(file = %db.path().display(), "Dropped the sends' receipts: retries are answered from the log.");
+            .map_err(|e| anyhow::anyhow!("dropping the receipts of {}: {e}", file.display()))?;
+        tracing::info!(file = %file.display(), "Dropped the sends' receipts: retries are answered from the log.");
     }
     Ok(())
+}
+
+/// Whether the file `conn` is on has a table of this name.
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 /// The history's tables as the single file held them before `history.db`.
@@ -111,15 +116,13 @@ const HISTORY_TABLES: [&str; 3] = ["messages", "reactions", "pins"];
 /// in between leaves them to drop at the next open). The history was written in the same
 /// transactions as the log, so the follower starts at the log's end, unless the store was just
 /// imported from separate files (then it applies the whole log again: idempotent).
-fn move_history_out(db: &Db, target: &Path, partitions: u32, imported: bool) -> anyhow::Result<()> {
-    let conn = Connection::open(db.path())?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let present: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
-        [],
-        |r| r.get(0),
-    )?;
-    if present == 0 {
+fn move_history_out(
+    conn: &Connection,
+    target: &Path,
+    partitions: u32,
+    imported: bool,
+) -> anyhow::Result<()> {
+    if !has_table(conn, "messages")? {
         return Ok(());
     }
     if !target.exists() {
@@ -235,9 +238,7 @@ fn copy_table(conn: &Connection, table: &str, from: &str, to: &str) -> rusqlite:
 /// records not yet relayed go into the log, and the log records the old notifications consumer
 /// had not handled yet are applied to the notifications now kept inline (again idempotently, by
 /// id; the history's follower applies the whole log again, see [`move_history_out`]).
-fn catch_up(db: &Db, log: &SqliteLog) -> anyhow::Result<()> {
-    let conn = Connection::open(db.path())?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+fn catch_up(conn: &Connection, log: &SqliteLog) -> anyhow::Result<()> {
     let tx = conn.unchecked_transaction()?;
     let pending: Vec<OutboxRecord> = tx
         .prepare("SELECT event_id, topic, key, payload, created_at FROM outbox ORDER BY pos")?
