@@ -255,11 +255,6 @@ impl SqliteLog {
         }
     }
 
-    /// The log's partitions (of every topic).
-    pub(super) fn partition_count(&self) -> u32 {
-        self.inner.partitions
-    }
-
     /// Where a partition ends, when this process knows it without reading the file (no other
     /// connection writes the file, and the partition was appended to or read to its end).
     pub(super) fn known_end(&self, topic: &str, partition: u32) -> Option<i64> {

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use livechat_core::model::SendReceipt;
+use livechat_core::ports::EventLog;
 use livechat_core::sequencing::{
     RecentSends, DEDUP_BUDGET_BYTES, DEDUP_ENTRY_OVERHEAD, DEDUP_WINDOW_MS,
 };
@@ -88,7 +89,7 @@ impl Retries {
             st.rebuild(tx, &self.log, now)?;
             st.built_at = Some(rollbacks);
         } else if self.shared.load(Ordering::Relaxed) {
-            let p = kafka_partition(&room.to_string(), self.log.partition_count());
+            let p = kafka_partition(&room.to_string(), self.log.partitions(ROOM_EVENTS_TOPIC));
             st.read_partition(tx, p, now)?;
         }
         st.sends.evict(now);
@@ -129,7 +130,7 @@ impl State {
         self.sends.clear();
         self.read_to.clear();
         let mut found = Vec::new();
-        let starts = rebuild_from(tx, log.partition_count(), now, REBUILD_MOST)?;
+        let starts = rebuild_from(tx, log.partitions(ROOM_EVENTS_TOPIC), now, REBUILD_MOST)?;
         for (p, from) in (0..).zip(starts) {
             let end = scan_in(tx, ROOM_EVENTS_TOPIC, p, from, |_, ts, payload| {
                 found.extend(sent_in(ts, payload));
