@@ -63,3 +63,57 @@ async fn event_records_carry_cloudevents_headers() {
         assert_eq!(header("content-type"), Some("application/avro"));
     }
 }
+
+/// A producer whose records time out while the broker answers is replaced — once, however many
+/// batches fail meanwhile (here every record times out: the operator's `message.timeout.ms` of
+/// 1 ms, with no lingering, which the log's producer takes over its defaults like every client
+/// property).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_whose_records_time_out_while_the_broker_answers_is_replaced_once() {
+    use livechat_core::events::{room_event, room_record};
+    use livechat_core::ports::EventLog;
+    use livechat_schemas::RoomEventType;
+
+    let Some(brokers) = livechat_conformance::server_env("LIVECHAT_KAFKA_BROKERS", "kafka") else {
+        return;
+    };
+    let cfg = KafkaConfig {
+        brokers,
+        namespace: format!("conformance{}.", uuid::Uuid::new_v4().simple()),
+        client: [("message.timeout.ms", "1"), ("linger.ms", "0")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        ..KafkaConfig::default()
+    };
+    let log = KafkaLog::connect(cfg, 4).await.expect("connect to Kafka");
+    let record = || {
+        let at = chrono::Utc::now();
+        room_record(room_event(
+            RoomEventType::RoomCreated,
+            uuid::Uuid::new_v4(),
+            at,
+        ))
+        .unwrap()
+    };
+    let mut failed = 0;
+    for _ in 0..20 {
+        if log.append(&[record()]).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "no record timed out within 1 ms");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while log.producer_replacements() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        log.producer_replacements(),
+        1,
+        "replaced once the broker answered"
+    );
+    for _ in 0..5 {
+        let _ = log.append(&[record()]).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(log.producer_replacements(), 1, "not again within 30 s");
+}

@@ -14,6 +14,7 @@
 //!   reads return them all.
 
 mod hanging;
+mod producer;
 pub mod registry;
 mod requests;
 mod sends;
@@ -37,10 +38,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use self::producer::Producing;
 use self::registry::{RegistryClient, SchemaIds};
 use self::requests::{counted, RequestCounts};
 
@@ -59,7 +61,7 @@ fn blocking_err(e: tokio::task::JoinError) -> StoreError {
 pub struct KafkaLog {
     cfg: KafkaConfig,
     partitions: u32,
-    producer: FutureProducer<RequestCounts>,
+    producer: Arc<Producing>,
     admin: AdminClient<DefaultClientContext>,
     /// Assign-only consumer for random reads (replay, tests): used by one call at a time.
     reader: Arc<Mutex<BaseConsumer<ReaderContext>>>,
@@ -85,18 +87,6 @@ impl KafkaLog {
     /// Connects and creates LiveChat's topics if they do not exist.
     pub async fn connect(cfg: KafkaConfig, partitions: u32) -> anyhow::Result<KafkaLog> {
         let base = client_config(&cfg);
-        let producer: FutureProducer<RequestCounts> = counted(&mut base.clone())
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("partitioner", "murmur2_random")
-            // A send waits for its command to be produced: by default 1 ms instead of
-            // librdkafka's 5 ms of lingering; under load records still gather while a request
-            // is in flight.
-            .set("linger.ms", cfg.linger_ms.to_string())
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "30000")
-            .create_with_context(RequestCounts::new("producer"))
-            .map_err(|e| anyhow::anyhow!("creating the Kafka producer: {e}"))?;
         let admin: AdminClient<DefaultClientContext> = base
             .create()
             .map_err(|e| anyhow::anyhow!("creating the Kafka admin client: {e}"))?;
@@ -109,6 +99,23 @@ impl KafkaLog {
             .set("enable.partition.eof", "true")
             .create_with_context(ReaderContext)
             .map_err(|e| anyhow::anyhow!("creating the Kafka reader: {e}"))?;
+        let reader = Arc::new(Mutex::new(reader));
+        let mut producer_config = base.clone();
+        producer_config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            // A send waits for its command to be produced: by default 1 ms instead of
+            // librdkafka's 5 ms of lingering; under load records still gather while a request
+            // is in flight.
+            .set("linger.ms", cfg.linger_ms.to_string())
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "30000");
+        // The operator's properties win over these defaults, as they do for every client.
+        for (k, v) in &cfg.client {
+            producer_config.set(k, v);
+        }
+        let producer = Arc::new(Producing::new(producer_config, reader.clone())?);
         let ids = match &cfg.schema_registry_url {
             None => None,
             Some(url) => {
@@ -125,7 +132,7 @@ impl KafkaLog {
             partitions: partitions.max(1),
             producer,
             admin,
-            reader: Arc::new(Mutex::new(reader)),
+            reader,
             offset_clients: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashSet::new()),
             appended: watch::channel(0).0,
@@ -189,6 +196,11 @@ impl KafkaLog {
             .unwrap_or_else(|p| p.into_inner())
             .extend(missing);
         Ok(())
+    }
+
+    /// How many times the producer was replaced (records failed while the broker answered).
+    pub fn producer_replacements(&self) -> u64 {
+        self.producer.replacements()
     }
 
     /// The schema registry's id of an embedded schema id (None without a registry).
@@ -463,6 +475,7 @@ impl EventLog for KafkaLog {
                 None => std::borrow::Cow::Borrowed(r.payload.as_slice()),
             })
             .collect();
+        let producer = self.producer.current();
         let sends = records
             .iter()
             .zip(&names)
@@ -491,10 +504,13 @@ impl EventLog for KafkaLog {
                     .payload(payload.as_ref())
                     .headers(headers)
                     .timestamp(r.created_at_ms);
-                self.producer.send(rec, TIMEOUT)
+                producer.producer.send(rec, TIMEOUT)
             });
         for result in futures::future::join_all(sends).await {
-            result.map_err(|(e, _)| unavailable(e))?;
+            if let Err((e, _)) = result {
+                self.producer.after_failure(&producer, &e);
+                return Err(unavailable(e));
+            }
         }
         self.appended.send_modify(|v| *v = v.wrapping_add(1));
         Ok(())

@@ -3,7 +3,7 @@
 //! record, so requests per message name what to batch next.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -30,6 +30,8 @@ pub(super) struct RequestCounts {
     /// The totals of the last report, per (broker, request type): librdkafka reports totals
     /// since the client started.
     seen: Mutex<HashMap<(String, String), i64>>,
+    /// The client's state as of its last report, in a line for the log (see [`state_line`]).
+    state: Arc<Mutex<String>>,
 }
 
 impl RequestCounts {
@@ -37,10 +39,18 @@ impl RequestCounts {
         RequestCounts {
             client: client.into(),
             seen: Mutex::new(HashMap::new()),
+            state: Arc::new(Mutex::new("no statistics reported yet".into())),
         }
     }
 
+    /// Where the client's state as of its last report (every few seconds) is kept: readable
+    /// after the context is handed to the client.
+    pub(super) fn state(&self) -> Arc<Mutex<String>> {
+        self.state.clone()
+    }
+
     pub(super) fn record(&self, stats: &Statistics) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state_line(stats);
         for (request, n) in self.since_last(stats) {
             metrics::counter!(
                 "livechat_kafka_requests_total",
@@ -66,6 +76,27 @@ impl RequestCounts {
         }
         new
     }
+}
+
+/// What a stuck client is waiting for: its queued records, its idempotent producer's state
+/// (librdkafka's `eos` section), and each broker connection's state with its queued requests.
+fn state_line(stats: &Statistics) -> String {
+    let mut line = format!("{} records queued", stats.msg_cnt);
+    if let Some(eos) = &stats.eos {
+        line += &format!(
+            "; idempotence {} for {} ms (producer id {}, epoch {})",
+            eos.idemp_state, eos.idemp_stateage, eos.producer_id, eos.producer_epoch
+        );
+    }
+    let mut brokers: Vec<_> = stats.brokers.values().collect();
+    brokers.sort_by(|a, b| a.name.cmp(&b.name));
+    for b in brokers {
+        line += &format!(
+            "; {} {} ({} requests to send, {} awaiting answers)",
+            b.name, b.state, b.outbuf_cnt, b.waitresp_cnt
+        );
+    }
+    line
 }
 
 impl ClientContext for RequestCounts {
