@@ -110,7 +110,12 @@ impl KafkaLog {
             // is in flight.
             .set("linger.ms", cfg.linger_ms.to_string())
             .set("compression.type", "lz4")
-            .set("message.timeout.ms", "30000");
+            // Below the ingress's receipt deadline, so that a send's records fail (and a stuck
+            // producer is noticed, see `producer`) before the client's answer is given up on.
+            .set(
+                "message.timeout.ms",
+                producer::RECORD_TIMEOUT.as_millis().to_string(),
+            );
         // The operator's properties win over these defaults, as they do for every client.
         for (k, v) in &cfg.client {
             producer_config.set(k, v);
@@ -506,11 +511,19 @@ impl EventLog for KafkaLog {
                     .timestamp(r.created_at_ms);
                 producer.producer.send(rec, TIMEOUT)
             });
-        for result in futures::future::join_all(sends).await {
-            if let Err((e, _)) = result {
-                self.producer.after_failure(&producer, &e);
-                return Err(unavailable(e));
-            }
+        // librdkafka fails a record after `message.timeout.ms`; a producer that no longer runs
+        // its timers would not, so the wait has its own deadline, which counts as a timeout.
+        let delivered = tokio::time::timeout(
+            producer::DELIVERY_DEADLINE,
+            futures::future::try_join_all(sends.map(|s| async { s.await.map_err(|(e, _)| e) })),
+        )
+        .await
+        .unwrap_or(Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut,
+        )));
+        if let Err(e) = delivered {
+            self.producer.after_failure(&producer, &e);
+            return Err(unavailable(e));
         }
         self.appended.send_modify(|v| *v = v.wrapping_add(1));
         Ok(())

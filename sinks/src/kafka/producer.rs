@@ -4,7 +4,8 @@
 //! After a restart of the only broker, the fault suite saw the idempotent producer, in about
 //! one run in fifteen, send nothing more — no produce, no metadata request — while every other
 //! client of the process (consumers, the sequencer's transactional producer) carried on: each
-//! record handed to it timed out, and so did every send of every client, for good. A producer
+//! record handed to it timed out, and so did every send of every client, for good (its last
+//! statistics then: idempotence `Assigned`, its broker connection left in `INIT`). A producer
 //! whose records time out (or that reports a fatal error) while the broker answers a metadata
 //! request is therefore closed and made again; what timed out is answered `unavailable`, and a
 //! client's retry with the same `client_msg_id` is deduplicated by the sequencer as always.
@@ -21,6 +22,12 @@ use rdkafka::producer::{FutureProducer, Producer};
 use super::requests::{counted, RequestCounts};
 use super::ReaderContext;
 
+/// librdkafka gives up on a record after this (`message.timeout.ms`, unless the operator sets
+/// it): below the ingress's 30 s receipt deadline, so that a failure is seen (and acted on)
+/// before the send that waits for it is dropped.
+pub(super) const RECORD_TIMEOUT: Duration = Duration::from_secs(15);
+/// The append's own deadline for its deliveries, for a producer that fails nothing at all.
+pub(super) const DELIVERY_DEADLINE: Duration = Duration::from_secs(20);
 /// Replaced at most this often: a broker that answers metadata yet times out records for
 /// another reason (overloaded) is not helped by new producers one after the other.
 const REPLACE_AT_MOST_EVERY: Duration = Duration::from_secs(30);

@@ -146,7 +146,7 @@ impl Sequencing for KafkaSends {
             .insert(request.clone(), tx);
         let _unwait = Unwait(&self.waiting, request);
         // One deadline for the whole send, the command's produce included: a broker slow to
-        // take it (the producer itself gives up after its own 30 s) must not hold the client
+        // take it (the producer itself gives up after 15 s, see `producer`) must not hold the client
         // past the time it is promised an answer.
         let sent = async {
             self.log.append(&commands).await?;
