@@ -4,6 +4,9 @@
 //! is written only if it is the next seq; a gap (or a resume with `since_seq`) switches the room
 //! to catch-up, which pages the missing seqs from history, then returns to live. So a client
 //! sees every message once, in order, whatever the timing of the processors.
+//!
+//! A send runs beside the loop (`sends`): the connection keeps writing while it waits for
+//! durability. When the socket closes, the sends read before are completed (unanswered).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::protocol::{control, error, parse, ClientFrame};
+use super::sends::{InFlight, SendRequest, Sent};
 use crate::hub::{ConnHandle, Outbound};
 use crate::AppState;
 
@@ -40,6 +44,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The window in which `max_rate_violations` rate-limited frames close the socket (1008).
 const VIOLATION_WINDOW: Duration = Duration::from_secs(10);
+/// How long the sends read before a close are given to finish (a send through the log waits
+/// for its receipt up to 30 s).
+const SEND_AFTER_CLOSE: Duration = Duration::from_secs(35);
 /// Pings between session re-checks (the session may expire or be revoked while connected).
 const PINGS_PER_SESSION_CHECK: u32 = 30;
 
@@ -69,6 +76,16 @@ struct Conn {
     violations: (Instant, u32),
     out: Vec<Message>,
     close: Option<(u16, String)>,
+    sends: InFlight,
+    /// A frame read that cannot be handled yet (see `sends`); the socket is not read meanwhile.
+    parked: Option<Box<Parked>>,
+}
+
+enum Parked {
+    /// A send to a room that has one in flight, or past `sends::MAX_IN_FLIGHT`.
+    Send(SendRequest, Value),
+    /// Any other frame, while sends are in flight.
+    Frame(ClientFrame, Value),
 }
 
 /// Serves an upgraded socket until it closes.
@@ -110,6 +127,8 @@ async fn run(
         violations: (Instant::now(), 0),
         out: Vec::new(),
         close: None,
+        sends: InFlight::default(),
+        parked: None,
     };
     if let Some(room) = legacy_room {
         Box::pin(c.subscribe(room, None, false, &Value::Null)).await;
@@ -133,7 +152,8 @@ async fn run(
             _ = handle.closed.cancelled() => {
                 c.close = Some(handle.close_reason().unwrap_or((1001, "closing".into())));
             }
-            msg = stream.next() => match msg {
+            // While a frame waits (see `sends`), the client's next ones wait in the socket.
+            msg = stream.next(), if c.parked.is_none() => match msg {
                 Some(Ok(m)) => {
                     last_seen = Instant::now();
                     match m {
@@ -160,8 +180,13 @@ async fn run(
                     c.on_outbound(o);
                 }
             },
+            sent = c.sends.next(), if !c.sends.is_empty() => {
+                last_seen = Instant::now();
+                Box::pin(c.on_sent(sent)).await;
+            }
             _ = ping.tick() => {
-                if last_seen.elapsed() > idle {
+                // A client whose frame waits was not idle.
+                if last_seen.elapsed() > idle && c.parked.is_none() {
                     c.close = Some((CLOSE_IDLE, "idle timeout".into()));
                 } else {
                     c.out.push(Message::Ping(Default::default()));
@@ -194,6 +219,12 @@ async fn run(
     }
     let rooms: Vec<RoomId> = c.subs.keys().copied().collect();
     st.hub.unregister(&handle, &rooms);
+    // What the client sent before the close is stored, as if the socket had stayed open.
+    if let Some(Parked::Send(req, r)) = c.parked.take().map(|p| *p) {
+        c.sends.finish(SEND_AFTER_CLOSE).await;
+        c.sends.start(&c.st, &c.user, req, r);
+    }
+    c.sends.finish(SEND_AFTER_CLOSE).await;
     for room in rooms {
         let svc = st.svc.clone();
         let uid = c.user.id;
@@ -291,7 +322,8 @@ impl Conn {
         }
     }
 
-    async fn session_valid(&self, session: Uuid) -> bool {
+    // `&mut`: the connection's sends in flight can move between threads but not be shared.
+    async fn session_valid(&mut self, session: Uuid) -> bool {
         let id = session.to_string();
         !matches!(
             self.st.svc.authenticate(Some(&id)).await,
@@ -310,7 +342,44 @@ impl Conn {
         }
     }
 
+    /// A send finished: its ack (or refusal), then the frame that waited for it, if any.
+    async fn on_sent(&mut self, sent: Sent) {
+        match sent.result {
+            Ok((m, duplicate)) => self.out.push(text(control(
+                "ack",
+                json!({
+                    "room_id": sent.room, "client_msg_id": m.client_msg_id, "message_id": m.id,
+                    "seq": m.seq, "created_at": m.created_at, "duplicate": duplicate,
+                    "attachments": m.attachments,
+                }),
+                &sent.r,
+            ))),
+            Err(AppError::TooManyRequests { .. }) => self.limited("messages", &sent.r),
+            Err(e) => self.reply_err(&e, &sent.r),
+        }
+        let Some(parked) = self.parked.take() else {
+            return;
+        };
+        match *parked {
+            Parked::Send(req, r) if self.sends.can_start(req.room) => {
+                self.sends.start(&self.st, &self.user, req, r)
+            }
+            Parked::Frame(frame, r) if self.sends.is_empty() => {
+                if let Err(e) = self.on_frame(frame, &r).await {
+                    self.reply_err(&e, &r);
+                }
+            }
+            still => self.parked = Some(Box::new(still)),
+        }
+    }
+
     async fn on_frame(&mut self, frame: ClientFrame, r: &Value) -> Result<(), AppError> {
+        // Any other frame waits for the sends before it (a `read` or an `unsubscribe` right
+        // after a send is about the room as the send left it).
+        if !self.sends.is_empty() && !matches!(frame, ClientFrame::Send { .. }) {
+            self.parked = Some(Box::new(Parked::Frame(frame, r.clone())));
+            return Ok(());
+        }
         match frame {
             ClientFrame::Pong => {}
             ClientFrame::Ping => self.out.push(text(control("pong", json!({}), r))),
@@ -374,38 +443,20 @@ impl Conn {
                 attachments,
                 traceparent,
             } => {
-                let room = parse_room(&room_id)?;
-                let sent = livechat_core::trace::scope(
-                    traceparent.as_deref().and_then(livechat_core::trace::parse),
-                    self.st.svc.send_message(
-                        &self.user,
-                        room,
-                        &content,
-                        livechat_core::service::SendOptions {
-                            client_msg_id: client_msg_id.as_deref(),
-                            reply_to_seq,
-                            thread_root_seq,
-                            attachments: &attachments,
-                        },
-                    ),
-                )
-                .await;
-                let (m, duplicate) = match sent {
-                    Err(AppError::TooManyRequests { .. }) => {
-                        self.limited("messages", r);
-                        return Ok(());
-                    }
-                    other => other?,
+                let req = SendRequest {
+                    room: parse_room(&room_id)?,
+                    content,
+                    client_msg_id,
+                    reply_to_seq,
+                    thread_root_seq,
+                    attachments,
+                    traceparent,
                 };
-                self.out.push(text(control(
-                    "ack",
-                    json!({
-                        "room_id": room, "client_msg_id": m.client_msg_id, "message_id": m.id,
-                        "seq": m.seq, "created_at": m.created_at, "duplicate": duplicate,
-                        "attachments": m.attachments,
-                    }),
-                    r,
-                )));
+                if self.sends.can_start(req.room) {
+                    self.sends.start(&self.st, &self.user, req, r.clone());
+                } else {
+                    self.parked = Some(Box::new(Parked::Send(req, r.clone())));
+                }
             }
             ClientFrame::React {
                 message_id,

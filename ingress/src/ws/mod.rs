@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod protocol;
+pub mod sends;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -40,6 +40,90 @@ async fn two_users_chat_and_both_see_every_message_in_order() {
 }
 
 #[tokio::test]
+async fn sends_written_without_waiting_keep_their_order_in_each_room_and_a_later_frame_waits() {
+    pipelined_sends(&App::spawn(&[]).await).await;
+}
+
+/// Sends written without waiting for their acks, to two rooms, then a ping: every ack comes
+/// before the pong, and in each room the seqs and the history follow the order written.
+pub async fn pipelined_sends(app: &App) {
+    let pair = app.pair("pipelined").await;
+    let (mut wa, _wb) = pair.subscribed(app).await;
+    let Pair { alice, room, .. } = pair;
+    let other = alice.create_room("pipelined-2", true).await;
+    // 18 sends (within the default burst of 20), every third to the other room, none awaited;
+    // then a ping, whose pong must come after every ack.
+    let target = |i: usize| if i.is_multiple_of(3) { &other } else { &room };
+    for i in 0..18 {
+        let cid = format!("p{i}");
+        wa.send(json!({"type": "send", "room_id": target(i), "content": cid, "client_msg_id": cid, "ref": cid}))
+            .await;
+    }
+    wa.send(json!({"type": "ping", "ref": "after"})).await;
+    let mut acks = std::collections::HashMap::new();
+    loop {
+        let f = wa
+            .wait_for("an ack or the pong", |v| {
+                v["type"] == "ack" || v["type"] == "error" || v["type"] == "pong"
+            })
+            .await;
+        if f["type"] == "pong" {
+            break;
+        }
+        assert_eq!(f["type"], "ack", "{f}");
+        acks.insert(f["client_msg_id"].as_str().unwrap().to_string(), f);
+    }
+    assert_eq!(acks.len(), 18, "every send acknowledged before the pong");
+    // In each room the seqs follow the order the frames were written in.
+    for (r, n) in [(&room, 12), (&other, 6)] {
+        let in_order: Vec<i64> = (0..18)
+            .filter(|i| target(*i) == r)
+            .map(|i| acks[&format!("p{i}")]["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(in_order, (1..=n).collect::<Vec<_>>(), "room {r}");
+    }
+    let hist = alice.wait_for_history(&room, 12).await;
+    let texts: Vec<&str> = hist
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    let sent: Vec<String> = (0..18)
+        .filter(|i: &usize| !i.is_multiple_of(3))
+        .map(|i| format!("p{i}"))
+        .collect();
+    assert_eq!(texts, sent);
+}
+
+#[tokio::test]
+async fn messages_sent_just_before_the_client_closes_are_stored() {
+    sent_just_before_close(&App::spawn(&[]).await).await;
+}
+
+/// A client that writes its sends and closes at once, without waiting for the acks: every
+/// message is stored (the sends read before the close are completed).
+pub async fn sent_just_before_close(app: &App) {
+    let Pair { alice, room, .. } = app.pair("close-after-send").await;
+    let other = alice.create_room("close-after-send-2", true).await;
+    let mut w = alice.ws(app, None).await;
+    // Two rooms (sends that run side by side) and a second send to the first (one that waits).
+    for (i, r) in [&room, &other, &room].into_iter().enumerate() {
+        w.send(json!({"type": "send", "room_id": r, "content": format!("bye{i}"), "client_msg_id": format!("bye{i}")}))
+            .await;
+    }
+    w.ws.close(None).await.expect("close");
+    let texts = |h: Vec<serde_json::Value>| -> Vec<String> {
+        h.iter()
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        texts(alice.wait_for_history(&room, 2).await),
+        ["bye0", "bye2"]
+    );
+    assert_eq!(texts(alice.wait_for_history(&other, 1).await), ["bye1"]);
+}
+
+#[tokio::test]
 async fn a_client_resumes_with_since_seq_and_gets_exactly_the_missed_messages() {
     let app = App::spawn(&[]).await;
     let Pair { alice, bob, room } = app.pair("resume").await;

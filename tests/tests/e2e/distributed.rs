@@ -347,6 +347,17 @@ async fn read_your_writes_across_ingress_processes() {
     crate::read_your_writes::read_your_writes(&a, &b).await;
 }
 
+/// Sends written without waiting, and sends followed at once by the socket's close, on the
+/// whole stack (where a send waits for its receipt from the sequencer through Kafka).
+#[tokio::test]
+async fn pipelined_sends_and_sends_before_a_close_across_ingress_processes() {
+    let Some(owned) = stack_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, _b, _processors) = two_ingresses(&env, &["history"]).await;
+    crate::chat::pipelined_sends(&a).await;
+    crate::chat::sent_just_before_close(&a).await;
+}
+
 /// Replies and reactions on the whole stack, across processes: Alice sends on ingress A, Bob
 /// replies, reacts and reads on ingress B, each read at once after the change it follows.
 #[tokio::test]

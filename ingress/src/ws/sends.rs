@@ -1,0 +1,128 @@
+//! A connection's sends in flight. A send waits for its message to be durable (a commit, or a
+//! round trip through the log in distributed mode); meanwhile the connection goes on writing
+//! the rooms' messages to its client — otherwise its outbound queue would fill while the client
+//! reads well, and the hub would close it as a slow reader — and sends to other rooms go ahead.
+//!
+//! Order: sends to one room run one at a time, in the order the client sent them (their seqs
+//! follow that order); sends to different rooms may complete, and be acknowledged, in any order
+//! (acks carry `client_msg_id` and `ref`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use livechat_core::model::{FileChoice, MessagePublic, RoomId, User};
+use livechat_core::service::SendOptions;
+use livechat_core::AppError;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::AppState;
+
+/// Most sends of one connection in flight at once (each to a different room).
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// A `send` frame's fields.
+pub struct SendRequest {
+    pub room: RoomId,
+    pub content: String,
+    pub client_msg_id: Option<String>,
+    pub reply_to_seq: Option<i64>,
+    pub thread_root_seq: Option<i64>,
+    pub attachments: Vec<FileChoice>,
+    pub traceparent: Option<String>,
+}
+
+/// A finished send: its room, the frame's `ref`, and the stored message (and whether it was a
+/// retry) or the refusal.
+pub struct Sent {
+    pub room: RoomId,
+    pub r: Value,
+    pub result: Result<(MessagePublic, bool), AppError>,
+}
+
+#[derive(Default)]
+pub struct InFlight {
+    /// Created with the first send: an idle connection holds nothing here.
+    running: Option<FuturesUnordered<BoxFuture<'static, Sent>>>,
+    rooms: HashSet<RoomId>,
+}
+
+impl InFlight {
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Whether a send to `room` may start now.
+    pub fn can_start(&self, room: RoomId) -> bool {
+        self.rooms.len() < MAX_IN_FLIGHT && !self.rooms.contains(&room)
+    }
+
+    /// Starts the send (the caller checked [`InFlight::can_start`]); it runs while the
+    /// connection's loop polls [`InFlight::next`].
+    pub fn start(&mut self, st: &Arc<AppState>, user: &User, req: SendRequest, r: Value) {
+        let (st, user) = (st.clone(), user.clone());
+        self.rooms.insert(req.room);
+        let send = async move {
+            let result = livechat_core::trace::scope(
+                req.traceparent
+                    .as_deref()
+                    .and_then(livechat_core::trace::parse),
+                st.svc.send_message(
+                    &user,
+                    req.room,
+                    &req.content,
+                    SendOptions {
+                        client_msg_id: req.client_msg_id.as_deref(),
+                        reply_to_seq: req.reply_to_seq,
+                        thread_root_seq: req.thread_root_seq,
+                        attachments: &req.attachments,
+                    },
+                ),
+            )
+            .await;
+            Sent {
+                room: req.room,
+                r,
+                result,
+            }
+        };
+        self.running
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(Box::pin(send.in_current_span()));
+    }
+
+    /// Lets the sends still running finish (for at most `limit`), unanswered: the socket is
+    /// closing, and a client that sent and closed at once still expects its message stored.
+    pub async fn finish(&mut self, limit: Duration) {
+        let Some(running) = self.running.as_mut() else {
+            return;
+        };
+        let all = async { while running.next().await.is_some() {} };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(
+                left = running.len(),
+                "Sends of a closed socket still running were given up on."
+            );
+        }
+        self.rooms.clear();
+    }
+
+    /// The next send to finish; pending while none runs.
+    pub async fn next(&mut self) -> Sent {
+        let next = match self.running.as_mut() {
+            Some(running) if !running.is_empty() => running.next().await,
+            _ => None,
+        };
+        match next {
+            Some(sent) => {
+                self.rooms.remove(&sent.room);
+                sent
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
