@@ -100,6 +100,19 @@ pub async fn ws_open(t: &Target, idx: usize, path: &str, cookie: Option<&str>) -
         Some(t.src_ips[idx % t.src_ips.len()])
     };
     let addr = t.node(idx);
+    // Bounded: a server that accepts and never answers (a fault scenario's stuck process) fails
+    // the step instead of hanging the whole run.
+    tokio::time::timeout(STEP_TIMEOUT, open_at(addr, src, path, cookie))
+        .await
+        .map_err(|_| anyhow!("no websocket handshake with {addr} within {STEP_TIMEOUT:?}"))?
+}
+
+async fn open_at(
+    addr: SocketAddr,
+    src: Option<Ipv4Addr>,
+    path: &str,
+    cookie: Option<&str>,
+) -> Result<Ws> {
     let stream = tcp(addr, src).await.context("tcp connect")?;
     let mut req = format!("ws://{addr}{path}").into_client_request()?;
     if let Some(c) = cookie {
