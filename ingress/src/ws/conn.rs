@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::protocol::{control, error, parse, ClientFrame};
-use super::sends::{InFlight, SendRequest, Sent};
+use super::protocol::{control, error, parse, ClientFrame, SendFrame};
+use super::sends::{InFlight, Sent};
 use crate::hub::{ConnHandle, Outbound};
 use crate::AppState;
 
@@ -83,7 +83,7 @@ struct Conn {
 
 enum Parked {
     /// A send to a room that has one in flight, or past `sends::MAX_IN_FLIGHT`.
-    Send(SendRequest, Value),
+    Send(RoomId, SendFrame, Value),
     /// Any other frame, while sends are in flight.
     Frame(ClientFrame, Value),
 }
@@ -220,9 +220,9 @@ async fn run(
     let rooms: Vec<RoomId> = c.subs.keys().copied().collect();
     st.hub.unregister(&handle, &rooms);
     // What the client sent before the close is stored, as if the socket had stayed open.
-    if let Some(Parked::Send(req, r)) = c.parked.take().map(|p| *p) {
+    if let Some(Parked::Send(room, send, r)) = c.parked.take().map(|p| *p) {
         c.sends.finish(SEND_AFTER_CLOSE).await;
-        c.sends.start(&c.st, &c.user, req, r);
+        c.sends.start(&c.st, &c.user, room, send, r);
     }
     c.sends.finish(SEND_AFTER_CLOSE).await;
     for room in rooms {
@@ -361,8 +361,8 @@ impl Conn {
             return;
         };
         match *parked {
-            Parked::Send(req, r) if self.sends.can_start(req.room) => {
-                self.sends.start(&self.st, &self.user, req, r)
+            Parked::Send(room, send, r) if self.sends.can_start(room) => {
+                self.sends.start(&self.st, &self.user, room, send, r)
             }
             Parked::Frame(frame, r) if self.sends.is_empty() => {
                 if let Err(e) = self.on_frame(frame, &r).await {
@@ -376,7 +376,7 @@ impl Conn {
     async fn on_frame(&mut self, frame: ClientFrame, r: &Value) -> Result<(), AppError> {
         // Any other frame waits for the sends before it (a `read` or an `unsubscribe` right
         // after a send is about the room as the send left it).
-        if !self.sends.is_empty() && !matches!(frame, ClientFrame::Send { .. }) {
+        if !self.sends.is_empty() && !matches!(frame, ClientFrame::Send(_)) {
             self.parked = Some(Box::new(Parked::Frame(frame, r.clone())));
             return Ok(());
         }
@@ -434,28 +434,13 @@ impl Conn {
                     r,
                 )));
             }
-            ClientFrame::Send {
-                room_id,
-                content,
-                client_msg_id,
-                reply_to_seq,
-                thread_root_seq,
-                attachments,
-                traceparent,
-            } => {
-                let req = SendRequest {
-                    room: parse_room(&room_id)?,
-                    content,
-                    client_msg_id,
-                    reply_to_seq,
-                    thread_root_seq,
-                    attachments,
-                    traceparent,
-                };
-                if self.sends.can_start(req.room) {
-                    self.sends.start(&self.st, &self.user, req, r.clone());
+            ClientFrame::Send(send) => {
+                let room = parse_room(&send.room_id)?;
+                if self.sends.can_start(room) {
+                    self.sends
+                        .start(&self.st, &self.user, room, send, r.clone());
                 } else {
-                    self.parked = Some(Box::new(Parked::Send(req, r.clone())));
+                    self.parked = Some(Box::new(Parked::Send(room, send, r.clone())));
                 }
             }
             ClientFrame::React {

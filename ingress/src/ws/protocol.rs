@@ -31,20 +31,7 @@ pub enum ClientFrame {
     #[serde(rename = "unsubscribe")]
     Unsubscribe { room_id: String },
     #[serde(rename = "send")]
-    Send {
-        room_id: String,
-        content: String,
-        client_msg_id: Option<String>,
-        /// The seq of the message of the same room this one replies to.
-        reply_to_seq: Option<i64>,
-        /// The seq of the root of the thread (or of a message in it) this one replies in.
-        thread_root_seq: Option<i64>,
-        /// Files shared in the room (uploaded to it) that go with the message.
-        #[serde(default)]
-        attachments: Vec<livechat_core::model::FileChoice>,
-        /// W3C Trace Context of the client's send, carried onto the message's topic records.
-        traceparent: Option<String>,
-    },
+    Send(SendFrame),
     /// Adds (or with `added: false` takes back) the caller's reaction to a message.
     #[serde(rename = "react")]
     React {
@@ -55,6 +42,23 @@ pub enum ClientFrame {
     },
     #[serde(rename = "read")]
     Read { room_id: String, seq: i64 },
+}
+
+/// A `send` frame's fields.
+#[derive(Debug, Deserialize)]
+pub struct SendFrame {
+    pub room_id: String,
+    pub content: String,
+    pub client_msg_id: Option<String>,
+    /// The seq of the message of the same room this one replies to.
+    pub reply_to_seq: Option<i64>,
+    /// The seq of the root of the thread (or of a message in it) this one replies in.
+    pub thread_root_seq: Option<i64>,
+    /// Files shared in the room (uploaded to it) that go with the message.
+    #[serde(default)]
+    pub attachments: Vec<livechat_core::model::FileChoice>,
+    /// W3C Trace Context of the client's send, carried onto the message's topic records.
+    pub traceparent: Option<String>,
 }
 
 fn yes() -> bool {

@@ -14,27 +14,17 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use livechat_core::model::{FileChoice, MessagePublic, RoomId, User};
+use livechat_core::model::{MessagePublic, RoomId, User};
 use livechat_core::service::SendOptions;
 use livechat_core::AppError;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::protocol::SendFrame;
 use crate::AppState;
 
 /// Most sends of one connection in flight at once (each to a different room).
 pub const MAX_IN_FLIGHT: usize = 8;
-
-/// A `send` frame's fields.
-pub struct SendRequest {
-    pub room: RoomId,
-    pub content: String,
-    pub client_msg_id: Option<String>,
-    pub reply_to_seq: Option<i64>,
-    pub thread_root_seq: Option<i64>,
-    pub attachments: Vec<FileChoice>,
-    pub traceparent: Option<String>,
-}
 
 /// A finished send: its room, the frame's `ref`, and the stored message (and whether it was a
 /// retry) or the refusal.
@@ -63,9 +53,16 @@ impl InFlight {
 
     /// Starts the send (the caller checked [`InFlight::can_start`]); it runs while the
     /// connection's loop polls [`InFlight::next`].
-    pub fn start(&mut self, st: &Arc<AppState>, user: &User, req: SendRequest, r: Value) {
+    pub fn start(
+        &mut self,
+        st: &Arc<AppState>,
+        user: &User,
+        room: RoomId,
+        req: SendFrame,
+        r: Value,
+    ) {
         let (st, user) = (st.clone(), user.clone());
-        self.rooms.insert(req.room);
+        self.rooms.insert(room);
         let send = async move {
             let result = livechat_core::trace::scope(
                 req.traceparent
@@ -73,7 +70,7 @@ impl InFlight {
                     .and_then(livechat_core::trace::parse),
                 st.svc.send_message(
                     &user,
-                    req.room,
+                    room,
                     &req.content,
                     SendOptions {
                         client_msg_id: req.client_msg_id.as_deref(),
@@ -84,11 +81,7 @@ impl InFlight {
                 ),
             )
             .await;
-            Sent {
-                room: req.room,
-                r,
-                result,
-            }
+            Sent { room, r, result }
         };
         self.running
             .get_or_insert_with(FuturesUnordered::new)
