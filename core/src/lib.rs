@@ -14,6 +14,7 @@
 //! - [`validate`]: text, username and `@mention` rules shared by every input.
 //! - [`sequencing`]: dense per-room seqs and `client_msg_id` deduplication, as the distributed
 //!   sequencer decides them.
+//! - [`send_order`]: one client's sends to a room in flight together, kept in the order written.
 //! - [`service`]: [`service::ChatService`], the business rules behind every route and frame.
 //! - [`attachments`]: files shared in rooms (what they are, from their bytes; where they are
 //!   kept); [`file_keeping`]: how long they are kept, and deleting them with their messages.
@@ -32,6 +33,7 @@ pub mod ports;
 pub mod ratelimit;
 pub mod recent_sessions;
 pub mod search;
+pub mod send_order;
 pub mod sequencing;
 pub mod service;
 pub mod trace;

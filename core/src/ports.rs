@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::error::StoreResult;
 use crate::model::*;
+pub use crate::send_order::Placed;
 
 /// Builds the outbox records of a new message once its seq is known (inside the atomic step).
 /// `Fn`, not `FnOnce`: an adapter that assigns seqs optimistically builds them again for the
@@ -97,11 +98,13 @@ pub trait Directory: Send + Sync {
     /// at least), returns the first receipt with `duplicate = true` and writes nothing. `None`
     /// if the user is not a member. The records `events` builds include the message's
     /// MESSAGE_SENT room event (with its `actor_id` and `client_msg_id`): an adapter whose log
-    /// shares its file answers retries from it.
+    /// shares its file answers retries from it. `placed` is told once the message's seq is
+    /// bound to follow every send placed before it (see [`crate::send_order`]).
     async fn send_message(
         &self,
         msg: NewMessage,
         events: MessageEventsFn,
+        placed: Placed,
     ) -> StoreResult<Option<SendReceipt>>;
 
     async fn insert_notification(&self, n: &Notification) -> StoreResult<bool>;
@@ -224,10 +227,12 @@ pub trait Directory: Send + Sync {
 pub trait Sequencing: Send + Sync {
     /// The message's receipt (`duplicate` for a `client_msg_id` the sequencer still remembers).
     /// `events(0)` builds the command: the message's records, with a seq still to assign.
+    /// `placed` as for [`Directory::send_message`].
     async fn send_message(
         &self,
         msg: NewMessage,
         events: MessageEventsFn,
+        placed: Placed,
     ) -> StoreResult<SendReceipt>;
 }
 

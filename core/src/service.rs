@@ -20,6 +20,7 @@ use crate::membership::KnownMembers;
 use crate::model::*;
 use crate::ports::*;
 use crate::recent_sessions::RecentSessions;
+use crate::send_order::SendOrder;
 use crate::{frames, now, ratelimit, validate};
 
 /// The ports the service works with.
@@ -977,12 +978,14 @@ impl ChatService {
     /// Stores a message durably (its seq assigned) and returns it; a retry with the same
     /// `client_msg_id` returns the first result with `duplicate = true`. A reply names the seq
     /// of the message it quotes, a thread reply the seq of its thread's root, in the same room.
+    /// `order` places it after the client's earlier sends to the room still in flight.
     pub async fn send_message(
         &self,
         user: &User,
         room: RoomId,
         content: &str,
         opts: SendOptions<'_>,
+        order: SendOrder,
     ) -> AppResult<(MessagePublic, bool)> {
         // A message may be only files; otherwise it needs its text.
         let content = match opts.attachments.is_empty() {
@@ -1103,13 +1106,16 @@ impl ChatService {
                     self.require_member(room, user.id).await?;
                     self.known_members.remember(room, user.id);
                 }
-                sequencer.send_message(msg.clone(), events).await?
+                let placed = order.turn().await;
+                sequencer.send_message(msg.clone(), events, placed).await?
             }
-            None => self
-                .dir()
-                .send_message(msg.clone(), events)
-                .await?
-                .ok_or_else(AppError::room_forbidden)?,
+            None => {
+                let placed = order.turn().await;
+                self.dir()
+                    .send_message(msg.clone(), events, placed)
+                    .await?
+                    .ok_or_else(AppError::room_forbidden)?
+            }
         };
         if !receipt.duplicate {
             metrics::counter!("livechat_messages_sent_total").increment(1);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use livechat_core::events::{room_event, room_record};
 use livechat_core::model::*;
 use livechat_core::ports::{
-    Directory, EventLog, MessageEventsFn, MessageStore, NewMessage, Outbox, StartAt,
+    Directory, EventLog, MessageEventsFn, MessageStore, NewMessage, Outbox, Placed, StartAt,
 };
 use livechat_schemas::{RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
 use livechat_sinks::embedded::{
@@ -78,7 +78,10 @@ async fn send_cid(
         ev.message_created_at = Some(at.timestamp_millis());
         Ok(vec![room_record(ev).map_err(|e| anyhow::anyhow!("{e}"))?])
     });
-    d.send_message(msg, events).await.unwrap().unwrap()
+    d.send_message(msg, events, Placed::default())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// A retried `client_msg_id` is answered with the first message from the recent sends of the

@@ -5,6 +5,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use livechat_core::model::FileChoice;
 use livechat_core::ports::SearchOrder;
+use livechat_core::send_order::SendOrder;
 use livechat_core::service::SendOptions;
 use serde::Deserialize;
 
@@ -94,6 +95,7 @@ pub async fn create(
                 thread_root_seq: b.thread_root_seq,
                 attachments: &b.attachments,
             },
+            SendOrder::default(),
         )
         .await?;
     Ok(json(msg))

@@ -82,7 +82,7 @@ struct Conn {
 }
 
 enum Parked {
-    /// A send to a room that has one in flight, or past `sends::MAX_IN_FLIGHT`.
+    /// A send past `sends::MAX_IN_FLIGHT`.
     Send(RoomId, SendFrame, Value),
     /// Any other frame, while sends are in flight.
     Frame(ClientFrame, Value),
@@ -361,7 +361,7 @@ impl Conn {
             return;
         };
         match *parked {
-            Parked::Send(room, send, r) if self.sends.can_start(room) => {
+            Parked::Send(room, send, r) if self.sends.can_start() => {
                 self.sends.start(&self.st, &self.user, room, send, r)
             }
             Parked::Frame(frame, r) if self.sends.is_empty() => {
@@ -436,7 +436,7 @@ impl Conn {
             }
             ClientFrame::Send(send) => {
                 let room = parse_room(&send.room_id)?;
-                if self.sends.can_start(room) {
+                if self.sends.can_start() {
                     self.sends
                         .start(&self.st, &self.user, room, send, r.clone());
                 } else {

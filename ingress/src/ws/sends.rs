@@ -3,11 +3,12 @@
 //! the rooms' messages to its client — otherwise its outbound queue would fill while the client
 //! reads well, and the hub would close it as a slow reader — and sends to other rooms go ahead.
 //!
-//! Order: sends to one room run one at a time, in the order the client sent them (their seqs
-//! follow that order); sends to different rooms may complete, and be acknowledged, in any order
-//! (acks carry `client_msg_id` and `ref`).
+//! Order: sends to one room go to the store in the order the client wrote them, each once the
+//! one before it has its place there (`livechat_core::send_order`), so their seqs follow that
+//! order while many are in flight; their acks come in that order too. Sends to different rooms
+//! may complete, and be acknowledged, in any order (acks carry `client_msg_id` and `ref`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,15 +16,17 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use livechat_core::model::{MessagePublic, RoomId, User};
+use livechat_core::send_order::{SendOrder, Turn};
 use livechat_core::service::SendOptions;
 use livechat_core::AppError;
 use serde_json::Value;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::protocol::SendFrame;
 use crate::AppState;
 
-/// Most sends of one connection in flight at once (each to a different room).
+/// Most sends of one connection in flight at once (to any rooms).
 pub const MAX_IN_FLIGHT: usize = 8;
 
 /// A finished send: its room, the frame's `ref`, and the stored message (and whether it was a
@@ -34,21 +37,32 @@ pub struct Sent {
     pub result: Result<(MessagePublic, bool), AppError>,
 }
 
+/// The latest send in flight to a room, for the next one to follow.
+struct Last {
+    /// Its place in the store, which the next send waits for before going there.
+    turn: Option<Turn>,
+    /// Closed once it is answered: the next send's answer waits for it (acks in order).
+    answered: oneshot::Receiver<()>,
+    /// Sends in flight to the room.
+    running: usize,
+}
+
 #[derive(Default)]
 pub struct InFlight {
     /// Created with the first send: an idle connection holds nothing here.
     running: Option<FuturesUnordered<BoxFuture<'static, Sent>>>,
-    rooms: HashSet<RoomId>,
+    rooms: HashMap<RoomId, Last>,
+    count: usize,
 }
 
 impl InFlight {
     pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
+        self.count == 0
     }
 
-    /// Whether a send to `room` may start now.
-    pub fn can_start(&self, room: RoomId) -> bool {
-        self.rooms.len() < MAX_IN_FLIGHT && !self.rooms.contains(&room)
+    /// Whether another send may start now.
+    pub fn can_start(&self) -> bool {
+        self.count < MAX_IN_FLIGHT
     }
 
     /// Starts the send (the caller checked [`InFlight::can_start`]); it runs while the
@@ -62,7 +76,29 @@ impl InFlight {
         r: Value,
     ) {
         let (st, user) = (st.clone(), user.clone());
-        self.rooms.insert(room);
+        let (answered, answered_rx) = oneshot::channel::<()>();
+        let (order, before) = match self.rooms.get_mut(&room) {
+            Some(last) => {
+                let (order, turn) = SendOrder::after(last.turn.take());
+                last.turn = Some(turn);
+                last.running += 1;
+                (
+                    order,
+                    Some(std::mem::replace(&mut last.answered, answered_rx)),
+                )
+            }
+            None => {
+                let (order, turn) = SendOrder::after(None);
+                let last = Last {
+                    turn: Some(turn),
+                    answered: answered_rx,
+                    running: 1,
+                };
+                self.rooms.insert(room, last);
+                (order, None)
+            }
+        };
+        self.count += 1;
         let send = async move {
             let result = livechat_core::trace::scope(
                 req.traceparent
@@ -78,9 +114,14 @@ impl InFlight {
                         thread_root_seq: req.thread_root_seq,
                         attachments: &req.attachments,
                     },
+                    order,
                 ),
             )
             .await;
+            if let Some(before) = before {
+                let _ = before.await; // closed when the earlier send is answered
+            }
+            drop(answered);
             Sent { room, r, result }
         };
         self.running
@@ -102,6 +143,7 @@ impl InFlight {
             );
         }
         self.rooms.clear();
+        self.count = 0;
     }
 
     /// The next send to finish; pending while none runs.
@@ -112,7 +154,13 @@ impl InFlight {
         };
         match next {
             Some(sent) => {
-                self.rooms.remove(&sent.room);
+                self.count -= 1;
+                if let Some(last) = self.rooms.get_mut(&sent.room) {
+                    last.running -= 1;
+                    if last.running == 0 {
+                        self.rooms.remove(&sent.room);
+                    }
+                }
                 sent
             }
             None => std::future::pending().await,

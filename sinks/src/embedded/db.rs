@@ -282,7 +282,7 @@ impl Db {
         self.submit(f, after, true).await
     }
 
-    /// Like [`Db::write`] without a savepoint (see [`Db::write_unguarded_then`]).
+    /// Like [`Db::write`] without a savepoint (see [`Db::queue_unguarded_then`]).
     pub async fn write_unguarded<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
@@ -291,20 +291,42 @@ impl Db {
         self.submit(f, |_| {}, false).await
     }
 
-    /// Like [`Db::write_then`] without a savepoint: for a write that can fail only when the
+    /// Like [`Db::write_then`] without a savepoint, for a write that can fail only when the
     /// database does (every check that may refuse it runs before it changes anything). If it
     /// fails anyway, its whole transaction is rolled back: the writes that ran before it in
     /// that transaction are refused, the ones after it run in the next.
-    pub async fn write_unguarded_then<R, F, A>(&self, f: F, after: A) -> StoreResult<R>
+    ///
+    /// The write is queued when this returns, and the future answers once it is committed.
+    /// The committer runs its queue in order, so writes queued one after another run in that
+    /// order (a room's sends take their seqs in it) whenever their answers are awaited.
+    pub fn queue_unguarded_then<R, F, A>(
+        &self,
+        f: F,
+        after: A,
+    ) -> StoreResult<impl std::future::Future<Output = StoreResult<R>>>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         A: FnOnce(&R) + Send + 'static,
     {
-        self.submit(f, after, false).await
+        self.queue(f, after, false)
     }
 
     async fn submit<R, F, A>(&self, f: F, after: A, guarded: bool) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        A: FnOnce(&R) + Send + 'static,
+    {
+        self.queue(f, after, guarded)?.await
+    }
+
+    fn queue<R, F, A>(
+        &self,
+        f: F,
+        after: A,
+        guarded: bool,
+    ) -> StoreResult<impl std::future::Future<Output = StoreResult<R>>>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
@@ -342,12 +364,15 @@ impl Db {
                 )))
             }
         }
-        answer.await.map_err(|_| {
-            StoreError::Other(anyhow::anyhow!(
-                "{}: committer dropped a write",
-                self.path.display()
-            ))
-        })?
+        let path = self.path.clone();
+        Ok(async move {
+            answer.await.map_err(|_| {
+                StoreError::Other(anyhow::anyhow!(
+                    "{}: committer dropped a write",
+                    path.display()
+                ))
+            })?
+        })
     }
 
     /// Runs `f` on a read-only connection, on the calling thread (for indexed reads: a page or

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
 use livechat_core::model::*;
-use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox};
+use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox, Placed};
 use livechat_core::to_ms;
 use livechat_core::validate::username_key;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -128,19 +128,35 @@ impl SqliteDirectory {
         R: Send + 'static,
         F: FnOnce(&Connection, &mut Queued) -> rusqlite::Result<R> + Send + 'static,
     {
-        self.recording(f, true).await
+        let (run, after) = self.recorded(f);
+        Ok(self.db.write_then(run, after).await?.0)
     }
 
-    /// [`SqliteDirectory::write_recording`] without a savepoint (see `Db::write_unguarded_then`).
-    async fn write_recording_unguarded<R, F>(&self, f: F) -> StoreResult<R>
+    /// [`SqliteDirectory::write_recording`] without a savepoint, queued when this returns (see
+    /// `Db::queue_unguarded_then`); the future answers once it is committed.
+    fn queue_recording_unguarded<R, F>(
+        &self,
+        f: F,
+    ) -> StoreResult<impl std::future::Future<Output = StoreResult<R>>>
     where
         R: Send + 'static,
         F: FnOnce(&Connection, &mut Queued) -> rusqlite::Result<R> + Send + 'static,
     {
-        self.recording(f, false).await
+        let (run, after) = self.recorded(f);
+        let written = self.db.queue_unguarded_then(run, after)?;
+        Ok(async move { Ok(written.await?.0) })
     }
 
-    async fn recording<R, F>(&self, f: F, guarded: bool) -> StoreResult<R>
+    /// `f` as the committer runs it (with the records it queues), and what announces those
+    /// records once committed.
+    #[allow(clippy::type_complexity)]
+    fn recorded<R, F>(
+        &self,
+        f: F,
+    ) -> (
+        impl FnOnce(&Connection) -> rusqlite::Result<(R, Queued)> + Send + 'static,
+        impl FnOnce(&(R, Queued)) + Send + 'static,
+    )
     where
         R: Send + 'static,
         F: FnOnce(&Connection, &mut Queued) -> rusqlite::Result<R> + Send + 'static,
@@ -151,13 +167,7 @@ impl SqliteDirectory {
             let out = f(conn, &mut q)?;
             Ok((out, q))
         };
-        let after = |(_, q): &(R, Queued)| q.published();
-        let (out, _) = if guarded {
-            self.db.write_then(run, after).await?
-        } else {
-            self.db.write_unguarded_then(run, after).await?
-        };
-        Ok(out)
+        (run, |(_, q): &(R, Queued)| q.published())
     }
 }
 
@@ -623,13 +633,18 @@ impl Directory for SqliteDirectory {
         &self,
         msg: NewMessage,
         events: MessageEventsFn,
+        mut placed: Placed,
     ) -> StoreResult<Option<SendReceipt>> {
         // Sends share the committer's transactions with every other write: one fsync for many.
         // A send refuses (not a member, a retried client_msg_id) before it changes anything, so
         // it needs no savepoint of its own.
         let retries = self.retries.clone();
-        self.write_recording_unguarded(move |tx, q| send_tx(tx, q, msg, events, retries.as_deref()))
-            .await
+        let stored = self.queue_recording_unguarded(move |tx, q| {
+            send_tx(tx, q, msg, events, retries.as_deref())
+        })?;
+        // Queued: the committer takes the room's next seq for it before any later send's.
+        placed.now();
+        stored.await
     }
 
     async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {

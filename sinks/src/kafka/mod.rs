@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::{LogEntry, OutboxRecord};
-use livechat_core::ports::{EventLog, GroupConsumer, StartAt};
+use livechat_core::ports::{EventLog, GroupConsumer, Placed, StartAt};
 use livechat_schemas::{cloudevents, codec, DEAD_LETTER_TOPIC};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -47,6 +47,8 @@ use self::registry::{RegistryClient, SchemaIds};
 use self::requests::{counted, RequestCounts};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an append waits before offering a record again to a producer whose queue is full.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
 
 pub use crate::config::KafkaConfig;
 
@@ -461,61 +463,82 @@ fn one_partition(topic: &str, partition: u32, offset: Offset) -> StoreResult<Top
     Ok(tpl)
 }
 
-#[async_trait]
-impl EventLog for KafkaLog {
-    fn partitions(&self, _topic: &str) -> u32 {
-        self.partitions
-    }
-
-    async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
+impl KafkaLog {
+    /// [`EventLog::append`], telling `placed` once the producer holds every record: records
+    /// appended after that land behind them in their partitions (the producer is idempotent,
+    /// so it keeps each partition's order through its retries). The exception is a producer
+    /// replaced as stuck (see `producer`): what the old one still held may land after what the
+    /// new one sends.
+    pub(super) async fn append_placed(
+        &self,
+        records: &[OutboxRecord],
+        placed: &mut Placed,
+    ) -> StoreResult<()> {
         let topics: HashSet<&str> = records.iter().map(|r| r.topic.as_str()).collect();
         self.ensure_topics(&topics.into_iter().collect::<Vec<_>>())
             .await?;
-        // Send all, then wait for every acknowledgement: the batch is durable when this returns.
-        let names: Vec<String> = records.iter().map(|r| self.phys(&r.topic)).collect();
-        let payloads: Vec<std::borrow::Cow<'_, [u8]>> = records
-            .iter()
-            .map(|r| match &self.ids {
+        // Queue all, then wait for every acknowledgement: the batch is durable when this returns.
+        let producer = self.producer.current();
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in records {
+            let name = self.phys(&r.topic);
+            let payload = match &self.ids {
                 Some(ids) => ids.outgoing(&r.payload),
                 None => std::borrow::Cow::Borrowed(r.payload.as_slice()),
-            })
-            .collect();
-        let producer = self.producer.current();
-        let sends = records
-            .iter()
-            .zip(&names)
-            .zip(&payloads)
-            .map(|((r, name), payload)| {
-                let id = r.event_id.to_string();
-                let mut headers =
-                    OwnedHeaders::new_with_capacity(8 + r.headers.len()).insert(Header {
-                        key: "event_id",
-                        value: Some(id.as_bytes()),
-                    });
-                for (k, v) in cloud_event_headers(r).iter().flatten() {
-                    headers = headers.insert(Header {
-                        key: k,
-                        value: Some(v.as_bytes()),
-                    });
-                }
-                for (k, v) in &r.headers {
-                    headers = headers.insert(Header {
-                        key: k,
-                        value: Some(v.as_bytes()),
-                    });
-                }
-                let rec = FutureRecord::to(name)
-                    .key(&r.key)
-                    .payload(payload.as_ref())
-                    .headers(headers)
-                    .timestamp(r.created_at_ms);
-                producer.producer.send(rec, TIMEOUT)
+            };
+            let id = r.event_id.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(8 + r.headers.len()).insert(Header {
+                key: "event_id",
+                value: Some(id.as_bytes()),
             });
+            for (k, v) in cloud_event_headers(r).iter().flatten() {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut rec = FutureRecord::to(&name)
+                .key(&r.key)
+                .payload(payload.as_ref())
+                .headers(headers)
+                .timestamp(r.created_at_ms);
+            // A full queue empties as the producer sends; wait for room, up to TIMEOUT.
+            let queued_by = Instant::now() + TIMEOUT;
+            let delivery = loop {
+                match producer.producer.send_result(rec) {
+                    Ok(delivery) => break delivery,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if Instant::now() < queued_by =>
+                    {
+                        rec = back;
+                        tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                    }
+                    Err((e, _)) => {
+                        self.producer.after_failure(&producer, &e);
+                        return Err(unavailable(e));
+                    }
+                }
+            };
+            deliveries.push(async {
+                match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
+                }
+            });
+        }
+        placed.now();
         // librdkafka fails a record after `message.timeout.ms`; a producer that no longer runs
         // its timers would not, so the wait has its own deadline, which counts as a timeout.
         let delivered = tokio::time::timeout(
             producer::DELIVERY_DEADLINE,
-            futures::future::try_join_all(sends.map(|s| async { s.await.map_err(|(e, _)| e) })),
+            futures::future::try_join_all(deliveries),
         )
         .await
         .unwrap_or(Err(KafkaError::MessageProduction(
@@ -527,6 +550,17 @@ impl EventLog for KafkaLog {
         }
         self.appended.send_modify(|v| *v = v.wrapping_add(1));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    fn partitions(&self, _topic: &str) -> u32 {
+        self.partitions
+    }
+
+    async fn append(&self, records: &[OutboxRecord]) -> StoreResult<()> {
+        self.append_placed(records, &mut Placed::default()).await
     }
 
     async fn read(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::SendReceipt;
-use livechat_core::ports::{EventLog, MessageEventsFn, NewMessage, Sequencing};
+use livechat_core::ports::{MessageEventsFn, NewMessage, Placed, Sequencing};
 use livechat_schemas::{
     codec, RoomEvent, TopicEvent, MESSAGE_COMMANDS_TOPIC, MESSAGE_RECEIPTS_TOPIC,
 };
@@ -132,6 +132,7 @@ impl Sequencing for KafkaSends {
         &self,
         msg: NewMessage,
         events: MessageEventsFn,
+        mut placed: Placed,
     ) -> StoreResult<SendReceipt> {
         let mut commands = events(0).map_err(StoreError::Other)?;
         for c in &mut commands {
@@ -149,7 +150,9 @@ impl Sequencing for KafkaSends {
         // take it (the producer itself gives up after 15 s, see `producer`) must not hold the client
         // past the time it is promised an answer.
         let sent = async {
-            self.log.append(&commands).await?;
+            // Placed once the producer holds the command: the room's partition, read by its
+            // one sequencer, keeps the order.
+            self.log.append_placed(&commands, &mut placed).await?;
             rx.await.map_err(|_| {
                 StoreError::Unavailable(anyhow::anyhow!("the receipts reader stopped"))
             })

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::*;
-use livechat_core::ports::{Directory, MessageEventsFn, NewMessage};
+use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Placed};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::FindOptions;
 use sha2::{Digest, Sha256};
@@ -592,6 +592,9 @@ impl Directory for MongoDirectory {
         &self,
         msg: NewMessage,
         events: MessageEventsFn,
+        // Placed when this returns: a send started before the room's `last_seq` is raised
+        // would try a seq already taken and have to move past it.
+        _placed: Placed,
     ) -> StoreResult<Option<SendReceipt>> {
         let (rid, uid) = (id(msg.room_id), id(msg.user_id));
         let Some((last_seq, _)) = self.room_member(&rid, &uid).await? else {

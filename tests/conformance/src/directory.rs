@@ -15,8 +15,9 @@ use livechat_schemas::RoomEventType;
 use std::future::Future;
 
 use livechat_core::ports::{
-    Directory, EventLog, MessageEventsFn, NewMessage, Outbox, SessionStore,
+    Directory, EventLog, MessageEventsFn, NewMessage, Outbox, Placed, SessionStore,
 };
+use livechat_core::send_order::SendOrder;
 use uuid::Uuid;
 
 use crate::{at, record, room, user};
@@ -67,7 +68,9 @@ fn sent_events(topic: &str, msg: &NewMessage) -> MessageEventsFn {
 /// Sends `msg` with [`sent_events`].
 async fn send<D: Directory + ?Sized>(d: &D, topic: &str, msg: NewMessage) -> Option<SendReceipt> {
     let events = sent_events(topic, &msg);
-    d.send_message(msg, events).await.unwrap()
+    d.send_message(msg, events, Placed::default())
+        .await
+        .unwrap()
 }
 
 pub async fn usernames_and_room_names_are_unique<D: Directory>(d: &Arc<D>) {
@@ -186,6 +189,7 @@ pub async fn concurrent_sends_get_dense_unique_seqs<D: Directory + 'static>(d: &
             d.send_message(
                 new_message(r.id, owner.id, Some(&cid)),
                 events_with_seq("t", r.id.to_string()),
+                Placed::default(),
             )
             .await
             .unwrap()
@@ -200,6 +204,46 @@ pub async fn concurrent_sends_get_dense_unique_seqs<D: Directory + 'static>(d: &
     seqs.sort();
     assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
     assert_eq!(d.room(r.id).await.unwrap().unwrap().last_seq, 40);
+}
+
+/// Sends started one after another, each once the store has placed the one before it (not
+/// waiting for it to be durable), take their seqs in that order: how a socket keeps many sends
+/// to one room in flight in the order its client wrote them.
+pub async fn sends_each_started_once_the_previous_is_placed_keep_their_order<
+    D: Directory + 'static,
+>(
+    d: &Arc<D>,
+) {
+    let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let mut turn = None;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (order, next) = SendOrder::after(turn.take());
+        turn = Some(next);
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            let placed = order.turn().await;
+            let cid = format!("o{i}");
+            d.send_message(
+                new_message(r.id, owner.id, Some(&cid)),
+                events_with_seq("t", r.id.to_string()),
+                placed,
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    assert_eq!(
+        seqs,
+        (1..=30).collect::<Vec<_>>(),
+        "seqs in the order the sends were started"
+    );
 }
 
 pub async fn a_repeated_client_msg_id_returns_the_first_receipt<D: Directory>(d: &Arc<D>) {
@@ -224,7 +268,8 @@ pub async fn a_repeated_client_msg_id_returns_the_first_receipt<D: Directory>(d:
     assert!(
         d.send_message(
             new_message(r.id, stranger.id, None),
-            events_with_seq("t", r.id.to_string())
+            events_with_seq("t", r.id.to_string()),
+            Placed::default()
         )
         .await
         .unwrap()
@@ -270,6 +315,7 @@ where
     d.send_message(
         new_message(r.id, owner.id, None),
         events_with_seq(&topic, "k".into()),
+        Placed::default(),
     )
     .await
     .unwrap();
@@ -381,6 +427,7 @@ pub async fn read_markers_only_move_forward<D: Directory>(d: &Arc<D>) {
         .send_message(
             new_message(r.id, owner.id, None),
             events_with_seq("t", r.id.to_string()),
+            Placed::default(),
         )
         .await
         .unwrap()
@@ -670,6 +717,7 @@ pub async fn concurrent_joins_are_all_kept<D: Directory + 'static>(d: &Arc<D>) {
                 d.send_message(
                     new_message(r.id, owner.id, None),
                     events_with_seq("t", r.id.to_string()),
+                    Placed::default(),
                 )
                 .await
                 .unwrap()
@@ -755,6 +803,7 @@ pub async fn two_handles_keep_every_concurrent_change_to_one_room<D, W, F>(
                 a.send_message(
                     new_message(r.id, owner.id, Some(&format!("c{i}"))),
                     events_with_seq(&topic, r.id.to_string()),
+                    Placed::default(),
                 )
                 .await
                 .unwrap()

@@ -136,6 +136,7 @@ macro_rules! directory_suite {
                 memberships_count_participants_once,
                 join_requests_are_unique_and_handled_once,
                 concurrent_sends_get_dense_unique_seqs,
+                sends_each_started_once_the_previous_is_placed_keep_their_order,
                 concurrent_joins_are_all_kept,
                 a_repeated_client_msg_id_returns_the_first_receipt,
                 notifications_are_idempotent_and_owned,
