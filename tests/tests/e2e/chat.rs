@@ -61,6 +61,7 @@ pub async fn pipelined_sends(app: &App) {
     }
     wa.send(json!({"type": "ping", "ref": "after"})).await;
     let mut acks = std::collections::HashMap::new();
+    let mut arrived = Vec::new();
     loop {
         let f = wa
             .wait_for("an ack or the pong", |v| {
@@ -71,16 +72,32 @@ pub async fn pipelined_sends(app: &App) {
             break;
         }
         assert_eq!(f["type"], "ack", "{f}");
-        acks.insert(f["client_msg_id"].as_str().unwrap().to_string(), f);
+        let cid = f["client_msg_id"].as_str().unwrap().to_string();
+        arrived.push((f["room_id"].as_str().unwrap().to_string(), cid.clone()));
+        acks.insert(cid, f);
     }
     assert_eq!(acks.len(), 18, "every send acknowledged before the pong");
-    // In each room the seqs follow the order the frames were written in.
+    // In each room the seqs, and the acks, follow the order the frames were written in.
     for (r, n) in [(&room, 12), (&other, 6)] {
-        let in_order: Vec<i64> = (0..18)
+        let written: Vec<String> = (0..18)
             .filter(|i| target(*i) == r)
-            .map(|i| acks[&format!("p{i}")]["seq"].as_i64().unwrap())
+            .map(|i| format!("p{i}"))
             .collect();
-        assert_eq!(in_order, (1..=n).collect::<Vec<_>>(), "room {r}");
+        let seqs: Vec<i64> = written
+            .iter()
+            .map(|c| acks[c]["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "room {r}");
+        let acked: Vec<&String> = arrived
+            .iter()
+            .filter(|(room_id, _)| room_id == r)
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(
+            acked,
+            written.iter().collect::<Vec<_>>(),
+            "acks of room {r} in order"
+        );
     }
     let hist = alice.wait_for_history(&room, 12).await;
     let texts: Vec<&str> = hist
@@ -105,7 +122,7 @@ pub async fn sent_just_before_close(app: &App) {
     let Pair { alice, room, .. } = app.pair("close-after-send").await;
     let other = alice.create_room("close-after-send-2", true).await;
     let mut w = alice.ws(app, None).await;
-    // Two rooms (sends that run side by side) and a second send to the first (one that waits).
+    // Two rooms (sends that run side by side) and a second send to the first (behind the first).
     for (i, r) in [&room, &other, &room].into_iter().enumerate() {
         w.send(json!({"type": "send", "room_id": r, "content": format!("bye{i}"), "client_msg_id": format!("bye{i}")}))
             .await;
