@@ -27,6 +27,8 @@ use super::{KafkaLog, ReaderContext};
 pub const HANGING_AFTER: Duration = Duration::from_secs(30);
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often [`Ends::settled`] looks whether a partition's open transactions have ended.
+const SETTLE_CHECK: Duration = Duration::from_millis(20);
 /// The partitions the sequencer's transactions write.
 const WATCHED: [&str; 3] = [
     ROOM_EVENTS_TOPIC,
@@ -87,6 +89,27 @@ impl Ends {
         let (_, lso) = self.stable.fetch_watermarks(name, p, CALL_TIMEOUT)?;
         let (_, high) = self.end.fetch_watermarks(name, p, CALL_TIMEOUT)?;
         Ok((lso < high).then_some((lso, high)))
+    }
+
+    /// Waits until the transactions open now in a partition (broker-side topic name) have
+    /// ended, committed or aborted: its last stable offset reaches the end it has now. An error
+    /// after `limit`.
+    pub fn settled(&self, name: &str, p: i32, limit: Duration) -> anyhow::Result<()> {
+        let Some((_, end)) = self.behind(name, p)? else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            std::thread::sleep(SETTLE_CHECK);
+            match self.behind(name, p)? {
+                Some((stable, _)) if stable < end => {}
+                _ => return Ok(()),
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "a transaction open before offset {end} has not ended within {limit:?}"
+            );
+        }
     }
 }
 
@@ -162,5 +185,71 @@ impl Watch {
             }
         }
         Ok(hanging)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::KafkaConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    /// A partition with a transaction open (as a sequencer's last owner may leave it, its
+    /// commit marker not yet written) is waited for until the transaction ends, and no longer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_settles_once_its_open_transaction_ends() {
+        let Some(brokers) = livechat_conformance::server_env("LIVECHAT_KAFKA_BROKERS", "kafka")
+        else {
+            return;
+        };
+        let cfg = KafkaConfig {
+            brokers,
+            namespace: format!("settle{}.", uuid::Uuid::new_v4().simple()),
+            ..KafkaConfig::default()
+        };
+        let log = KafkaLog::connect(cfg, 1).await.expect("connect to Kafka");
+        log.ensure_topics(&[ROOM_EVENTS_TOPIC]).await.unwrap();
+        let name = log.phys(ROOM_EVENTS_TOPIC);
+        let ends = Ends::new(&log).unwrap();
+        let producer: BaseProducer = log
+            .client()
+            .set("transactional.id", log.phys("settle-test"))
+            .create()
+            .unwrap();
+        let name2 = name.clone();
+        let (waited, still_open) = tokio::task::spawn_blocking(move || {
+            let t = Duration::from_secs(30);
+            producer.init_transactions(t).unwrap();
+            producer.begin_transaction().unwrap();
+            producer
+                .send(BaseRecord::to(&name2).key("room").payload("event"))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            producer.flush(t).unwrap();
+            let still_open = ends.behind(&name2, 0).unwrap().is_some();
+            let started = Instant::now();
+            let commit = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(500));
+                producer.commit_transaction(t).unwrap();
+            });
+            ends.settled(&name2, 0, t).unwrap();
+            let waited = started.elapsed();
+            commit.join().unwrap();
+            assert!(
+                ends.behind(&name2, 0).unwrap().is_none(),
+                "settled with the transaction still open"
+            );
+            (waited, still_open)
+        })
+        .await
+        .unwrap();
+        assert!(
+            still_open,
+            "the open transaction holds the last stable offset"
+        );
+        assert!(
+            waited >= Duration::from_millis(500),
+            "settled after {waited:?}, before the commit"
+        );
     }
 }

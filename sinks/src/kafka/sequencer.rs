@@ -13,8 +13,9 @@
 //! again: its transaction fails and is aborted, and nothing it wrote becomes visible to
 //! `read_committed` readers. The assignment is eager, so a partition changes owner only once
 //! the old owner has given it up or been expelled; a new owner asks for the committed offsets,
-//! which the broker answers only once no transaction holding them is pending (KIP-447), and
-//! then reads the partition's state: every room's last seq from the state topic, then the room
+//! which the broker answers only once no transaction holding them is pending (KIP-447), waits
+//! for the transactions still open in the partition's room events and state to end (the
+//! offsets may be marked committed before the events are), and then reads the partition's state: every room's last seq from the state topic, then the room
 //! events from the checkpoint (rooms whose state was not written yet) or from the start of the
 //! dedup window (`dedup_window_secs`) if that is earlier (to answer a retried `client_msg_id`). A
 //! room the state topic does not have yet takes its last seq from the directory (rooms whose
@@ -859,6 +860,8 @@ impl<'a> Session<'a> {
     /// the start of the dedup window if that is earlier (the sends a retry may repeat).
     fn load(&mut self, partition: u32) -> anyhow::Result<RoomSeqs> {
         let started = Instant::now();
+        self.settle(ROOM_EVENTS_TOPIC, partition)?;
+        self.settle(SEQUENCER_STATE_TOPIC, partition)?;
         let now = chrono::Utc::now().timestamp_millis();
         let window_ms = self.ctx.log.cfg.dedup_window_secs.saturating_mul(1000) as i64;
         let mut state = RoomSeqs::new(window_ms);
@@ -912,6 +915,21 @@ impl<'a> Session<'a> {
             "Sequencer took over a partition."
         );
         Ok(state)
+    }
+
+    /// Waits until the transactions open now in a partition have ended, committed or aborted
+    /// (its last stable offset reaches the end it has now). Reading stops at the last stable
+    /// offset, and the group's offsets, which this owner waited for, may be marked committed
+    /// before the last owner's room events are: without the wait, a transaction committed a
+    /// moment ago could be missed and its seqs given again. A transaction its owner left open
+    /// (SIGKILLed) is aborted by the broker after [`TRANSACTION_TIMEOUT`] (checked every 10 s),
+    /// which the takeover then waits for; a process restarted in its place aborts it at once.
+    fn settle(&self, topic: &str, partition: u32) -> anyhow::Result<()> {
+        let name = self.ctx.log.phys(topic);
+        self.ctx
+            .ends
+            .settled(&name, partition as i32, TRANSACTION_TIMEOUT * 3)
+            .with_context(|| format!("{topic}/{partition}"))
     }
 
     /// A room event as the sequencer writes it (with the registry's schema id, if one is used).
