@@ -89,10 +89,9 @@ fn fanout_cfg() -> FanoutCfg {
     FanoutCfg {
         rooms: 20,
         members: 20,
-        // Every member publishes (1.25 msg/s each), as a room's users do; a socket sends one
-        // message at a time (each waits for its ack), so 20 publishers at 25 msg/s would measure
-        // the ack latency of one socket rather than the fan-out.
-        publishers: 400,
+        // The quick suite's shape: one publisher per room (25 msg/s each, several sends in
+        // flight on a socket while their acks come back).
+        publishers: 20,
         rates: vec![500.0],
         warmup_s: 1.0,
         duration_s: 5.0,
