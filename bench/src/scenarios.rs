@@ -734,7 +734,11 @@ pub struct HistoryResult {
     /// Time after the last ack until the history store had the last message.
     pub catch_up_secs: f64,
     pub queries: usize,
+    /// Pages read over an open WebSocket (both peers).
     pub lat: Lat,
+    /// LiveChat only: the same pages over REST.
+    #[serde(default)]
+    pub rest_lat: Option<Lat>,
     pub queries_per_s: f64,
     pub bad_pages: usize,
 }
@@ -795,7 +799,8 @@ pub async fn history(t: &Target, world: &World, cfg: &HistoryCfg) -> Result<Hist
     let mut rng = stats::Rng::new(0x5eed_1234);
     let mut bad = 0;
     let mut catch_up = 0.0;
-    let t0;
+    let (t0, secs);
+    let mut rest_lat = None;
     match t.proto {
         Proto::Livechat => {
             let rest = client::Rest::new(t.addr);
@@ -824,7 +829,33 @@ pub async fn history(t: &Target, world: &World, cfg: &HistoryCfg) -> Result<Hist
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             catch_up = c0.elapsed().as_secs_f64();
+            // Over an open socket, as Centrifugo's pages are read (the measured figure).
+            let mut ws = client::open(t, world, 0, None, true).await?;
             t0 = Instant::now();
+            for k in 0..cfg.queries {
+                let before = rng.range(cfg.page as u64 + 1, n + 1);
+                let frame = format!(
+                    r#"{{"type":"history","room_id":"{room}","before_seq":{before},"limit":{},"ref":{k}}}"#,
+                    cfg.page
+                );
+                let q0 = now_ns();
+                ws.send(Message::text(frame)).await?;
+                let marker = format!(r#""ref":{k}}}"#);
+                let page = client::wait_text(&mut ws, t.proto, "history page", |s| {
+                    s.ends_with(&marker).then(|| s.to_string())
+                })
+                .await?;
+                hist.record_ns(0, now_ns() - q0);
+                if !page.starts_with(r#"{"type":"history""#)
+                    || page.matches("\"seq\":").count() != cfg.page
+                {
+                    bad += 1;
+                }
+            }
+            secs = t0.elapsed().as_secs_f64();
+            // The same pages over REST (an HTTP request each, the session checked each time).
+            let over_rest = Hist::new();
+            let mut rng = stats::Rng::new(0x5eed_1234);
             for _ in 0..cfg.queries {
                 let before = rng.range(cfg.page as u64 + 1, n + 1);
                 let path = format!(
@@ -835,11 +866,12 @@ pub async fn history(t: &Target, world: &World, cfg: &HistoryCfg) -> Result<Hist
                 let (s, body, _) = rest
                     .call(reqwest::Method::GET, &path, Some(cookie), None)
                     .await?;
-                hist.record_ns(0, now_ns() - q0);
+                over_rest.record_ns(0, now_ns() - q0);
                 if s != 200 || body.matches("\"seq\":").count() != cfg.page {
                     bad += 1;
                 }
             }
+            rest_lat = Some(over_rest.summary());
         }
         Proto::Centrifugo => {
             let mut ws = client::open(t, world, 0, None, true).await?;
@@ -878,10 +910,10 @@ pub async fn history(t: &Target, world: &World, cfg: &HistoryCfg) -> Result<Hist
                     bad += 1;
                 }
             }
+            secs = t0.elapsed().as_secs_f64();
         }
         Proto::Bare => bail!("the bare server keeps no history"),
     }
-    let secs = t0.elapsed().as_secs_f64();
     Ok(HistoryResult {
         messages: n,
         seed_secs,
@@ -889,6 +921,7 @@ pub async fn history(t: &Target, world: &World, cfg: &HistoryCfg) -> Result<Hist
         catch_up_secs: catch_up,
         queries: cfg.queries,
         lat: hist.summary(),
+        rest_lat,
         queries_per_s: cfg.queries as f64 / secs.max(1e-9),
         bad_pages: bad,
     })

@@ -847,6 +847,12 @@ fn render(
         );
     }
     add(
+        format!("history: page of {} over REST p99 ms", p.history.page),
+        &|c| get("history", c).and_then(|v| num(v, "rest_lat.p99_ms")),
+        3,
+        false,
+    );
+    add(
         "replay: history records/s".into(),
         &|c| get("replay", c).and_then(|v| num(v, "records_per_s")),
         0,

@@ -512,31 +512,40 @@ pub struct MessagePublic {
     pub attachments: Vec<AttachmentPublic>,
 }
 
-impl From<&StoredMessage> for MessagePublic {
-    fn from(m: &StoredMessage) -> Self {
+/// Moves the stored message's text into its public view (a page of history converts every
+/// row it read: no copy of the strings).
+impl From<StoredMessage> for MessagePublic {
+    fn from(m: StoredMessage) -> Self {
+        let pin = m.pin.filter(|p| p.pinned);
         MessagePublic {
             id: m.id,
             room_id: m.room_id,
             user_id: m.user_id,
-            username: m.username.clone(),
-            content: m.content.clone(),
+            username: m.username,
+            content: m.content,
             edited: m.edited,
             created_at: m.created_at,
             updated_at: m.updated_at,
             seq: m.seq,
             deleted: m.deleted,
-            client_msg_id: m.client_msg_id.clone(),
+            client_msg_id: m.client_msg_id,
             reply_to_seq: m.reply_to_seq,
             reactions: m.reactions.iter().map(ReactionPublic::from).collect(),
-            pinned_by: m.pin.as_ref().filter(|p| p.pinned).map(|p| p.by),
-            pinned_at: m.pin.as_ref().filter(|p| p.pinned).map(|p| p.at),
+            pinned_by: pin.as_ref().map(|p| p.by),
+            pinned_at: pin.as_ref().map(|p| p.at),
             thread_root_seq: m.thread_root_seq,
-            thread: m.thread.clone().filter(|_| !m.deleted),
+            thread: m.thread.filter(|_| !m.deleted),
             attachments: match m.deleted {
                 true => Vec::new(),
                 false => m.attachments.iter().map(|a| a.public(m.room_id)).collect(),
             },
         }
+    }
+}
+
+impl From<&StoredMessage> for MessagePublic {
+    fn from(m: &StoredMessage) -> Self {
+        MessagePublic::from(m.clone())
     }
 }
 

@@ -1436,7 +1436,7 @@ impl ChatService {
         self.require_member(room, user.id).await?;
         let max = self.limits.max_pinned_per_room;
         let rows = self.ports.history.pinned(room, max).await?;
-        Ok(rows.iter().map(MessagePublic::from).collect())
+        Ok(rows.into_iter().map(MessagePublic::from).collect())
     }
 
     /// A thread: its root and a page of its live replies, oldest first, `seq > after` (members
@@ -1491,7 +1491,7 @@ impl ChatService {
         };
         Ok(ThreadPage {
             root: MessagePublic::from(&root),
-            replies: replies.iter().map(MessagePublic::from).collect(),
+            replies: replies.into_iter().map(MessagePublic::from).collect(),
             read_seq,
             following,
             follow_choice,
@@ -1621,7 +1621,7 @@ impl ChatService {
             page.extend(same_ms);
             page.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.seq)));
         }
-        let page = page.iter().map(MessagePublic::from).collect();
+        let page = page.into_iter().map(MessagePublic::from).collect();
         self.with_thread_reads(user, room, page).await
     }
 
@@ -1651,7 +1651,7 @@ impl ChatService {
             (None, Some(b)) => self.ports.history.before_seq(room, b, limit).await?,
             (None, None) => self.ports.history.before_seq(room, i64::MAX, limit).await?,
         };
-        let page = rows.iter().map(MessagePublic::from).collect();
+        let page = rows.into_iter().map(MessagePublic::from).collect();
         self.with_thread_reads(user, room, page).await
     }
 

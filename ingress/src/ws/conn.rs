@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::protocol::{control, error, parse, ClientFrame, SendFrame};
+use super::protocol::{control, error, history, parse, ClientFrame, SendFrame};
 use super::sends::{InFlight, Sent};
 use crate::hub::{ConnHandle, Outbound};
 use crate::AppState;
@@ -472,6 +472,23 @@ impl Conn {
                     json!({"room_id": room, "last_read_seq": stored, "unread_count": unread}),
                     r,
                 )));
+            }
+            ClientFrame::History {
+                room_id,
+                after_seq,
+                before_seq,
+                limit,
+            } => {
+                let room = parse_room(&room_id)?;
+                let page = self
+                    .st
+                    .svc
+                    .messages_by_seq(&self.user, room, after_seq, before_seq, limit)
+                    .await?;
+                let frame = history(room, &page, r).map_err(|e| {
+                    AppError::Internal(anyhow::anyhow!("writing a history page: {e}"))
+                })?;
+                self.out.push(text(frame));
             }
         }
         Ok(())

@@ -3,7 +3,8 @@
 //! Every client frame is a JSON object with a `type`. A frame may carry `ref`, echoed in the
 //! reply or error it causes, so clients can match answers to requests.
 
-use serde::Deserialize;
+use livechat_core::model::{MessagePublic, RoomId};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +43,15 @@ pub enum ClientFrame {
     },
     #[serde(rename = "read")]
     Read { room_id: String, seq: i64 },
+    /// A page of the room's history by seq, as `GET /api/messages/get-messages/{room_id}`:
+    /// after `after_seq` (ascending) or before `before_seq` (descending; neither: the newest).
+    #[serde(rename = "history")]
+    History {
+        room_id: String,
+        after_seq: Option<i64>,
+        before_seq: Option<i64>,
+        limit: Option<u32>,
+    },
 }
 
 /// A `send` frame's fields.
@@ -85,6 +95,30 @@ pub fn parse(raw: &str) -> Result<(ClientFrame, Value), String> {
 /// `{"type":"error", "code", "message", "ref"}`.
 pub fn error(code: &str, message: &str, r#ref: &Value) -> String {
     json!({ "type": "error", "code": code, "message": message, "ref": r#ref }).to_string()
+}
+
+/// `{"type":"history", "room_id", "messages", "ref"}`, written straight from the page (no
+/// intermediate JSON tree for up to a page of messages).
+pub fn history(
+    room: RoomId,
+    messages: &[MessagePublic],
+    r#ref: &Value,
+) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Page<'a> {
+        r#type: &'static str,
+        room_id: RoomId,
+        messages: &'a [MessagePublic],
+        #[serde(skip_serializing_if = "Value::is_null")]
+        r#ref: &'a Value,
+    }
+    let page = Page {
+        r#type: "history",
+        room_id: room,
+        messages,
+        r#ref,
+    };
+    serde_json::to_string(&page)
 }
 
 /// A control frame `{"type": kind, ...fields, "ref"}`.

@@ -543,18 +543,19 @@ fn run_batch(
 }
 
 /// Parses a UUID column.
+/// A UUID column, parsed from the row's text where it lies (no copy).
 pub fn uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<uuid::Uuid> {
-    let s: String = row.get(idx)?;
-    uuid::Uuid::parse_str(&s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
+    opt_uuid_col(row, idx)?.ok_or(rusqlite::Error::InvalidColumnType(
+        idx,
+        "a UUID".into(),
+        rusqlite::types::Type::Null,
+    ))
 }
 
 pub fn opt_uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<uuid::Uuid>> {
-    let s: Option<String> = row.get(idx)?;
-    match s {
+    match row.get_ref(idx)?.as_str_or_null()? {
         None => Ok(None),
-        Some(s) => uuid::Uuid::parse_str(&s).map(Some).map_err(|e| {
+        Some(s) => uuid::Uuid::parse_str(s).map(Some).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
         }),
     }

@@ -112,6 +112,80 @@ pub async fn pipelined_sends(app: &App) {
 }
 
 #[tokio::test]
+async fn history_pages_over_the_socket_match_rest_and_see_the_sends_before_them() {
+    history_over_the_socket(&App::spawn(&[]).await).await;
+}
+
+/// History pages over the socket, as over REST: a page asked for right after sends written
+/// without waiting has them (the frame waits for the sends before it); both bounds at once are
+/// refused, and so is a non-member.
+pub async fn history_over_the_socket(app: &App) {
+    let pair = app.pair("ws-history").await;
+    let (mut wa, _wb) = pair.subscribed(app).await;
+    let Pair { alice, room, .. } = pair;
+    for i in 0..5 {
+        let cid = format!("h{i}");
+        wa.send(json!({"type": "send", "room_id": room, "content": cid, "client_msg_id": cid}))
+            .await;
+    }
+    wa.send(json!({"type": "history", "room_id": room, "limit": 3, "ref": "newest"}))
+        .await;
+    let page = wa
+        .wait_for("the newest page", |v| {
+            v["ref"] == "newest" && (v["type"] == "history" || v["type"] == "error")
+        })
+        .await;
+    assert_eq!(page["type"], "history", "{page}");
+    assert_eq!(page["room_id"], room.as_str());
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["h4", "h3", "h2"],
+        "newest first, the sends included"
+    );
+
+    wa.send(json!({"type": "history", "room_id": room, "after_seq": 2, "ref": "after"}))
+        .await;
+    let page = wa
+        .wait_for("the page after seq 2", |v| v["ref"] == "after")
+        .await;
+    assert_eq!(
+        page["messages"],
+        ok(alice.history(&room, 2, None).await, "get-messages"),
+        "the same page as over REST"
+    );
+
+    wa.send(
+        json!({"type": "history", "room_id": room, "after_seq": 1, "before_seq": 4, "ref": "both"}),
+    )
+    .await;
+    let refused = wa.wait_for("both bounds", |v| v["ref"] == "both").await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("invalid")),
+        "{refused}"
+    );
+
+    let stranger = app.user("ws-history-stranger").await;
+    let mut ws = stranger.ws(app, None).await;
+    ws.send(json!({"type": "history", "room_id": room, "ref": "stranger"}))
+        .await;
+    let refused = ws
+        .wait_for("a non-member", |v| v["ref"] == "stranger")
+        .await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("forbidden")),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
 async fn messages_sent_just_before_the_client_closes_are_stored() {
     sent_just_before_close(&App::spawn(&[]).await).await;
 }

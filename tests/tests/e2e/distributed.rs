@@ -356,6 +356,7 @@ async fn pipelined_sends_and_sends_before_a_close_across_ingress_processes() {
     let (a, _b, _processors) = two_ingresses(&env, &["history"]).await;
     crate::chat::pipelined_sends(&a).await;
     crate::chat::sent_just_before_close(&a).await;
+    crate::chat::history_over_the_socket(&a).await;
 }
 
 /// Replies and reactions on the whole stack, across processes: Alice sends on ingress A, Bob
