@@ -542,7 +542,6 @@ fn run_batch(
     tx.commit().map_err(store_err)
 }
 
-/// Parses a UUID column.
 /// A UUID column, parsed from the row's text where it lies (no copy).
 pub fn uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<uuid::Uuid> {
     opt_uuid_col(row, idx)?.ok_or(rusqlite::Error::InvalidColumnType(
