@@ -40,7 +40,7 @@ pub struct Sent {
 /// The latest send in flight to a room, for the next one to follow.
 struct Last {
     /// Its place in the store, which the next send waits for before going there.
-    turn: Option<Turn>,
+    turn: Turn,
     /// Closed once it is answered: the next send's answer waits for it (acks in order).
     answered: oneshot::Receiver<()>,
     /// Sends in flight to the room.
@@ -52,17 +52,20 @@ pub struct InFlight {
     /// Created with the first send: an idle connection holds nothing here.
     running: Option<FuturesUnordered<BoxFuture<'static, Sent>>>,
     rooms: HashMap<RoomId, Last>,
-    count: usize,
 }
 
 impl InFlight {
+    fn count(&self) -> usize {
+        self.running.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.count() == 0
     }
 
     /// Whether another send may start now.
     pub fn can_start(&self) -> bool {
-        self.count < MAX_IN_FLIGHT
+        self.count() < MAX_IN_FLIGHT
     }
 
     /// Starts the send (the caller checked [`InFlight::can_start`]); it runs while the
@@ -77,28 +80,17 @@ impl InFlight {
     ) {
         let (st, user) = (st.clone(), user.clone());
         let (answered, answered_rx) = oneshot::channel::<()>();
-        let (order, before) = match self.rooms.get_mut(&room) {
-            Some(last) => {
-                let (order, turn) = SendOrder::after(last.turn.take());
-                last.turn = Some(turn);
-                last.running += 1;
-                (
-                    order,
-                    Some(std::mem::replace(&mut last.answered, answered_rx)),
-                )
-            }
-            None => {
-                let (order, turn) = SendOrder::after(None);
-                let last = Last {
-                    turn: Some(turn),
-                    answered: answered_rx,
-                    running: 1,
-                };
-                self.rooms.insert(room, last);
-                (order, None)
-            }
+        let (previous, before, running) = match self.rooms.remove(&room) {
+            Some(last) => (Some(last.turn), Some(last.answered), last.running),
+            None => (None, None, 0),
         };
-        self.count += 1;
+        let (order, turn) = SendOrder::after(previous);
+        let last = Last {
+            turn,
+            answered: answered_rx,
+            running: running + 1,
+        };
+        self.rooms.insert(room, last);
         let send = async move {
             let result = livechat_core::trace::scope(
                 req.traceparent
@@ -142,8 +134,9 @@ impl InFlight {
                 "Sends of a closed socket still running were given up on."
             );
         }
+        // What is left was given up on: dropped, so a later `finish` does not wait for it again.
+        self.running = None;
         self.rooms.clear();
-        self.count = 0;
     }
 
     /// The next send to finish; pending while none runs.
@@ -154,7 +147,6 @@ impl InFlight {
         };
         match next {
             Some(sent) => {
-                self.count -= 1;
                 if let Some(last) = self.rooms.get_mut(&sent.room) {
                     last.running -= 1;
                     if last.running == 0 {
