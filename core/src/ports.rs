@@ -310,6 +310,13 @@ pub trait EventLog: Send + Sync {
     async fn committed(&self, group: &str, topic: &str, partition: u32)
         -> StoreResult<Option<i64>>;
     async fn commit(&self, group: &str, topic: &str, partition: u32, next: i64) -> StoreResult<()>;
+    /// Every consumer group that committed an offset. Only the embedded log lists them (its
+    /// Kafka listener answers `ListGroups` from it); a Kafka broker lists its own groups.
+    async fn groups(&self) -> StoreResult<Vec<String>> {
+        Err(crate::error::StoreError::Unavailable(anyhow::anyhow!(
+            "this log does not list its consumer groups"
+        )))
+    }
     /// Changes whenever records are appended (a poll interval covers adapters that cannot signal).
     fn append_signal(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Joins a consumer group on `topics`; partitions are shared among the group's members.

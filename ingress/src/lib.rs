@@ -17,6 +17,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod hub;
+pub mod kafka_api;
 pub mod metrics;
 pub mod openapi;
 pub mod presence;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use livechat_core::limits::Limits;
+use livechat_ingress::kafka_api::KafkaApiConfig;
 use livechat_ingress::IngressConfig;
 use livechat_sinks::config::{
     CassandraConfig, ClickHouseConfig, KafkaConfig, MemcachedConfig, MongoConfig, RedisConfig,
@@ -15,7 +16,7 @@ use livechat_sinks::config::{
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys, the only `LIVECHAT_*` environment variables read as configuration.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "data_dir",
     "directory",
     "sessions",
@@ -27,6 +28,7 @@ const SECTIONS: [&str; 11] = [
     "analytics",
     "cache",
     "files",
+    "kafka_api",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,6 +46,8 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub cache: CacheConfig,
     pub files: FilesConfig,
+    /// The embedded log over the Kafka protocol (off unless `listen` is set).
+    pub kafka_api: KafkaApiConfig,
 }
 
 /// `[directory]`: users, rooms, memberships, join requests, notifications and the outbox.
@@ -222,6 +226,7 @@ impl Default for Config {
             analytics: AnalyticsConfig::default(),
             cache: CacheConfig::default(),
             files: FilesConfig::default(),
+            kafka_api: KafkaApiConfig::default(),
         }
     }
 }

@@ -48,6 +48,10 @@ struct Cli {
     /// Data directory of the embedded stores (overrides the config).
     #[arg(long, global = true)]
     data_dir: Option<String>,
+    /// Serve the embedded log's topics over the Kafka protocol on this address (overrides
+    /// `[kafka_api] listen`; loopback only unless `[kafka_api]` credentials are set).
+    #[arg(long, global = true)]
+    kafka_listen: Option<String>,
     /// Log output format.
     #[arg(long, global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
@@ -101,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(d) = &cli.data_dir {
         cfg.data_dir = d.clone();
+    }
+    if let Some(k) = &cli.kafka_listen {
+        cfg.kafka_api.listen = Some(k.clone());
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cfg, Roles::all()).await,
@@ -270,6 +277,9 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
         None
     };
     let mut ingress_tasks = tokio::task::JoinSet::new();
+    if roles.ingress {
+        serve_kafka_api(&cfg, &log, &mut ingress_tasks, shutdown.clone()).await?;
+    }
     let served = if roles.ingress {
         run_ingress(
             &cfg,
@@ -321,6 +331,35 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     }
     tracing::info!("LiveChat stopped.");
     served
+}
+
+/// Serves the embedded log over the Kafka protocol, when `[kafka_api] listen` is set.
+async fn serve_kafka_api(
+    cfg: &Config,
+    log: &Arc<dyn EventLog>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use livechat_ingress::kafka_api;
+    let Some(listen) = &cfg.kafka_api.listen else {
+        return Ok(());
+    };
+    if cfg.log.kind == LogKind::Kafka {
+        anyhow::bail!(
+            "[kafka_api] listen serves the embedded log; with [log] kind = \"kafka\" consumers \
+             read the brokers themselves"
+        );
+    }
+    let credentials = cfg.kafka_api.credentials()?;
+    let (listener, addr) = kafka_api::bind(listen, credentials.as_ref()).await?;
+    tracing::info!(%addr, sasl = credentials.is_some(), "Kafka listener started (read-only).");
+    tasks.spawn(kafka_api::serve(
+        listener,
+        log.clone(),
+        credentials,
+        shutdown,
+    ));
+    Ok(())
 }
 
 /// Deletes, every minute, the shared files nothing keeps any more (see

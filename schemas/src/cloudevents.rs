@@ -38,6 +38,22 @@ pub fn headers(ev: &TopicEvent) -> [(&'static str, String); 7] {
     }
 }
 
+/// The headers of a record of `topic`: from its event when at hand, else decoded from its
+/// payload; none for a dead letter (JSON, not an event) or a payload that does not decode.
+pub fn of_record(
+    topic: &str,
+    event: Option<&TopicEvent>,
+    payload: &[u8],
+) -> Option<[(&'static str, String); 7]> {
+    if topic == crate::DEAD_LETTER_TOPIC {
+        return None;
+    }
+    match event {
+        Some(ev) => Some(headers(ev)),
+        None => crate::codec::decode(payload).ok().map(|ev| headers(&ev)),
+    }
+}
+
 /// [`headers`] of a room event.
 pub fn room(e: &RoomEvent) -> [(&'static str, String); 7] {
     build(

@@ -404,6 +404,17 @@ impl EventLog for SqliteLog {
             .await
     }
 
+    async fn groups(&self) -> StoreResult<Vec<String>> {
+        self.inner
+            .db
+            .read(|c| {
+                c.prepare_cached("SELECT DISTINCT grp FROM group_offsets ORDER BY grp")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .await
+    }
+
     fn append_signal(&self) -> watch::Receiver<u64> {
         self.inner.appended.subscribe()
     }

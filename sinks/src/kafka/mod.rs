@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::{LogEntry, OutboxRecord};
 use livechat_core::ports::{EventLog, GroupConsumer, Placed, StartAt};
-use livechat_schemas::{cloudevents, codec, DEAD_LETTER_TOPIC};
+use livechat_schemas::cloudevents;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -442,18 +442,9 @@ impl KafkaLog {
     }
 }
 
-/// The CloudEvents headers of a record (docs/topics.md), from the event it carries or decoded
-/// from its payload; none for what is not an event (a dead letter's JSON).
+/// The CloudEvents headers of a record (docs/topics.md).
 fn cloud_event_headers(r: &OutboxRecord) -> Option<[(&'static str, String); 7]> {
-    if r.topic == DEAD_LETTER_TOPIC {
-        return None;
-    }
-    match &r.event {
-        Some(ev) => Some(cloudevents::headers(ev)),
-        None => codec::decode(&r.payload)
-            .ok()
-            .map(|ev| cloudevents::headers(&ev)),
-    }
+    cloudevents::of_record(&r.topic, r.event.as_deref(), &r.payload)
 }
 
 fn one_partition(topic: &str, partition: u32, offset: Offset) -> StoreResult<TopicPartitionList> {

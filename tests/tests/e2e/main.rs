@@ -13,6 +13,8 @@ mod files;
 mod harness;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_api;
 mod legacy;
 mod membership;
 mod read_your_writes;

@@ -1,0 +1,515 @@
+//! The single binary's Kafka listener (`--kafka-listen`), used through librdkafka as a data
+//! team's consumer would: a consumer group reads the room events from the beginning, decodes
+//! them through `/registry`, commits, and after a restart of LiveChat resumes from its offsets
+//! with nothing missed or repeated; an offset reset makes it read everything again; two
+//! members share the partitions; Produce is refused; credentials guard the listener.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use crate::harness::*;
+
+const TOPIC: &str = "chat.room-events.v1";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// LiveChat with its Kafka listener on a port of its own (kept across restarts).
+async fn with_listener(extra: &[(&str, &str)]) -> (App, String) {
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut env = vec![("LIVECHAT_KAFKA_API__LISTEN", kafka.as_str())];
+    env.extend_from_slice(extra);
+    (App::spawn(&env).await, kafka)
+}
+
+fn client(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "300");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c
+}
+
+fn member(bootstrap: &str, group: &str) -> StreamConsumer {
+    let c: StreamConsumer = client(bootstrap, &[("group.id", group)]).create().unwrap();
+    c.subscribe(&[TOPIC]).unwrap();
+    c
+}
+
+/// A room event as a consumer reads it, decoded with the schema `/registry` names.
+#[derive(Debug, Clone)]
+struct Seen {
+    partition: i32,
+    offset: i64,
+    event_type: String,
+    room_id: String,
+    content: Option<String>,
+    headers: BTreeMap<String, String>,
+}
+
+/// Decodes a record with a generic Avro library and the schema its header names.
+async fn decode(
+    app: &App,
+    schemas: &mut BTreeMap<u32, apache_avro::Schema>,
+    payload: &[u8],
+) -> BTreeMap<String, apache_avro::types::Value> {
+    assert_eq!(payload[0], 0, "Confluent wire format: magic byte 0");
+    let id = u32::from_be_bytes(payload[1..5].try_into().unwrap());
+    if let std::collections::btree_map::Entry::Vacant(slot) = schemas.entry(id) {
+        let body: Value = app
+            .http
+            .get(app.url(&format!("/registry/schemas/ids/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        slot.insert(apache_avro::Schema::parse_str(body["schema"].as_str().unwrap()).unwrap());
+    }
+    let value = apache_avro::from_avro_datum(&schemas[&id], &mut &payload[5..], None).unwrap();
+    let apache_avro::types::Value::Record(fields) = value else {
+        panic!("not a record: {value:?}");
+    };
+    fields.into_iter().collect()
+}
+
+fn text(v: Option<&apache_avro::types::Value>) -> Option<String> {
+    use apache_avro::types::Value as V;
+    match v? {
+        V::String(s) => Some(s.clone()),
+        V::Union(_, inner) => text(Some(inner)),
+        _ => None,
+    }
+}
+
+/// Reads until `done` says so (or 30 s pass: the caller's assertions then tell what is missing).
+async fn read_until(c: &StreamConsumer, app: &App, done: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+    let mut schemas = BTreeMap::new();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(&seen) && tokio::time::Instant::now() < deadline {
+        let Ok(got) = tokio::time::timeout(Duration::from_secs(1), c.recv()).await else {
+            continue;
+        };
+        let m = got.expect("a record");
+        let fields = decode(app, &mut schemas, m.payload().expect("a value")).await;
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = String::from_utf8_lossy(h.value.unwrap_or_default()).to_string();
+                        (h.key.to_string(), v)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        seen.push(Seen {
+            partition: m.partition(),
+            offset: m.offset(),
+            event_type: text(fields.get("event_type")).unwrap(),
+            room_id: text(fields.get("room_id")).unwrap(),
+            content: text(fields.get("content")),
+            headers,
+        });
+    }
+    seen
+}
+
+/// The texts of a room's messages, in the order read.
+fn messages(seen: &[Seen], room: &str) -> Vec<String> {
+    seen.iter()
+        .filter(|s| s.room_id == room && s.event_type == "MESSAGE_SENT")
+        .filter_map(|s| s.content.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_consumer_group_reads_decodes_commits_and_resumes_across_a_restart() {
+    let (mut app, kafka) = with_listener(&[]).await;
+    let alice = app.user("kafkaapi").await;
+    let room = alice.create_room("kafka-api", true).await;
+    for i in 0..10 {
+        ok(
+            alice.send_rest(&room, &format!("first {i}"), None).await,
+            "send",
+        );
+    }
+    let first: Vec<String> = (0..10).map(|i| format!("first {i}")).collect();
+
+    let group = "data-team";
+    let c = member(&kafka, group);
+    let read1 = read_until(&c, &app, |s| messages(s, &room).len() >= 10).await;
+    // One room is one partition: its messages arrive in the order sent.
+    assert_eq!(messages(&read1, &room), first);
+    let sent = read1
+        .iter()
+        .find(|s| s.room_id == room && s.event_type == "MESSAGE_SENT")
+        .unwrap();
+    assert_eq!(sent.headers["ce_type"], "livechat.room.message_sent");
+    assert_eq!(sent.headers["ce_subject"], room);
+    assert_eq!(sent.headers["ce_specversion"], "1.0");
+    assert_eq!(sent.headers["content-type"], "application/avro");
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    drop(c); // leaves the group
+
+    app.terminate().await;
+    app.restart().await;
+    for i in 0..5 {
+        ok(
+            alice.send_rest(&room, &format!("second {i}"), None).await,
+            "send",
+        );
+    }
+    let c = member(&kafka, group);
+    let read2 = read_until(&c, &app, |s| messages(s, &room).len() >= 5).await;
+    assert_eq!(
+        messages(&read2, &room),
+        (0..5).map(|i| format!("second {i}")).collect::<Vec<_>>(),
+        "resumed from the committed offsets: nothing missed, nothing repeated"
+    );
+    // Per partition, the second read starts right after where the first one committed.
+    for p in read2.iter().map(|s| s.partition) {
+        let last1 = read1
+            .iter()
+            .filter(|s| s.partition == p)
+            .map(|s| s.offset)
+            .max();
+        let first2 = read2
+            .iter()
+            .filter(|s| s.partition == p)
+            .map(|s| s.offset)
+            .min();
+        if let (Some(last1), Some(first2)) = (last1, first2) {
+            assert_eq!(first2, last1 + 1, "partition {p}");
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).unwrap();
+    drop(c);
+
+    // `kafka-consumer-groups --reset-offsets --to-earliest`: with the group empty, an admin
+    // client commits offset 0 for every partition (outside any generation).
+    let admin: BaseConsumer = client(&kafka, &[("group.id", group)]).create().unwrap();
+    let partitions = partition_count(&kafka);
+    let mut reset = TopicPartitionList::new();
+    for p in 0..partitions {
+        reset
+            .add_partition_offset(TOPIC, p, Offset::Offset(0))
+            .unwrap();
+    }
+    admin.commit(&reset, CommitMode::Sync).unwrap();
+    let back = admin
+        .committed_offsets(reset.clone(), Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        back.elements()
+            .iter()
+            .all(|e| e.offset() == Offset::Offset(0)),
+        "{back:?}"
+    );
+    drop(admin);
+    let c = member(&kafka, group);
+    let read3 = read_until(&c, &app, |s| messages(s, &room).len() >= 15).await;
+    let mut all = first.clone();
+    all.extend((0..5).map(|i| format!("second {i}")));
+    assert_eq!(
+        messages(&read3, &room),
+        all,
+        "everything again after the reset"
+    );
+}
+
+fn partition_count(kafka: &str) -> i32 {
+    let c: BaseConsumer = client(kafka, &[]).create().unwrap();
+    let m = c
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
+        .unwrap();
+    m.topics()[0].partitions().len() as i32
+}
+
+/// Keeps a member polling (a consumer takes part in rebalances only while polled).
+fn polled(c: Arc<StreamConsumer>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let _ = c.recv().await;
+        }
+    })
+}
+
+fn assigned(c: &StreamConsumer) -> Vec<i32> {
+    let mut p: Vec<i32> = c
+        .assignment()
+        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default();
+    p.sort();
+    p
+}
+
+#[tokio::test]
+async fn two_members_share_the_partitions_and_one_takes_all_when_the_other_leaves() {
+    let (_app, kafka) = with_listener(&[]).await;
+    let a = Arc::new(member(&kafka, "pair"));
+    let poll_a = polled(a.clone());
+    let all: Vec<i32> = (0..partition_count(&kafka)).collect();
+    assert!(all.len() >= 2, "partitions to share: {all:?}");
+    eventually("the first member gets every partition", || async {
+        (assigned(&a) == all).then_some(())
+    })
+    .await;
+    let b = Arc::new(member(&kafka, "pair"));
+    let poll_b = polled(b.clone());
+    let (pa, pb) = eventually("the partitions shared between the two", || async {
+        let (pa, pb) = (assigned(&a), assigned(&b));
+        let mut both: Vec<i32> = pa.iter().chain(&pb).copied().collect();
+        both.sort();
+        (!pa.is_empty() && !pb.is_empty() && both == all).then_some((pa, pb))
+    })
+    .await;
+    assert!(pa.iter().all(|p| !pb.contains(p)), "{pa:?} / {pb:?}");
+    poll_b.abort();
+    let _ = poll_b.await;
+    drop(b); // closes: leaves the group
+    eventually(
+        "the remaining member takes every partition back",
+        || async { (assigned(&a) == all).then_some(()) },
+    )
+    .await;
+    poll_a.abort();
+}
+
+#[tokio::test]
+async fn produce_is_refused_as_the_log_is_written_only_by_livechat() {
+    let (_app, kafka) = with_listener(&[]).await;
+    let producer: FutureProducer = client(&kafka, &[("message.timeout.ms", "10000")])
+        .create()
+        .unwrap();
+    let sent = producer
+        .send(
+            FutureRecord::to(TOPIC).key("room").payload("forged"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let Err((e, _)) = sent else {
+        panic!("a produce was accepted");
+    };
+    assert_eq!(
+        e.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed),
+        "{e}"
+    );
+}
+
+/// Topics the listener shows a client with these settings; None when it refuses it.
+fn topics_seen(kafka: &str, extra: &[(&str, &str)]) -> Option<usize> {
+    let c: BaseConsumer = client(kafka, extra).create().unwrap();
+    c.fetch_metadata(None, Duration::from_secs(5))
+        .ok()
+        .map(|m| m.topics().len())
+}
+
+#[tokio::test]
+async fn credentials_guard_the_listener_and_a_chat_users_password_does_not_open_it() {
+    let (app, kafka) = with_listener(&[
+        ("LIVECHAT_KAFKA_API__USERNAME", "operator"),
+        ("LIVECHAT_KAFKA_API__PASSWORD", "a-long-operator-secret"),
+    ])
+    .await;
+    let chat_user = app.user("kafkauser").await;
+    let sasl = |user: &str, pass: &str| {
+        [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", user),
+            ("sasl.password", pass),
+        ]
+        .map(|(k, v)| (k, v.to_string()))
+    };
+    let with = |pairs: &[(&'static str, String); 4]| {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        topics_seen(&kafka, &pairs)
+    };
+    assert_eq!(topics_seen(&kafka, &[]), None, "no SASL: refused");
+    assert_eq!(with(&sasl("operator", "wrong")), None, "wrong password");
+    assert_eq!(with(&sasl(&chat_user.name, PASSWORD)), None, "a chat user");
+    assert_eq!(with(&sasl("operator", "a-long-operator-secret")), Some(4));
+}
+
+#[tokio::test]
+async fn a_listener_beyond_loopback_without_credentials_does_not_start() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(binary())
+        .args(["--listen", "127.0.0.1:0", "--kafka-listen", "0.0.0.0:0"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+}
+
+/// Runs one of Kafka's own tools (fetched from Maven Central with the test broker by
+/// `scripts/dev-services`); its standard output.
+async fn kafka_tool(java: &str, classpath: &str, class: &str, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(java)
+            .arg("-cp")
+            .arg(classpath)
+            .arg(class)
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("the tool finished in time")
+    .expect("running java");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (partition, offset) of the room's messages in the console consumer's output (one line per
+/// record: partition, offset, headers; no value).
+fn console_messages(out: &str, room: &str) -> Vec<(u32, u64)> {
+    out.lines()
+        .filter(|l| {
+            l.contains("ce_type:livechat.room.message_sent")
+                && l.contains(&format!("ce_subject:{room}"))
+        })
+        .map(|l| {
+            let mut f = l.split('\t');
+            let num = |f: Option<&str>, name: &str| {
+                f.and_then(|x| x.strip_prefix(name))
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            };
+            (num(f.next(), "Partition:") as u32, num(f.next(), "Offset:"))
+        })
+        .collect()
+}
+
+/// Kafka's console consumer and consumer groups tool, for one group.
+struct Tools {
+    java: String,
+    classpath: String,
+    kafka: String,
+    group: &'static str,
+}
+
+impl Tools {
+    /// Reads the room events in the group until 4 s pass without a record, then commits.
+    async fn consume(&self) -> String {
+        let args = [
+            "--bootstrap-server",
+            &self.kafka,
+            "--topic",
+            TOPIC,
+            "--group",
+            self.group,
+            "--from-beginning",
+            "--timeout-ms",
+            "4000",
+            "--formatter-property",
+            "print.partition=true",
+            "--formatter-property",
+            "print.offset=true",
+            "--formatter-property",
+            "print.headers=true",
+            "--formatter-property",
+            "print.value=false",
+        ];
+        let class = "org.apache.kafka.tools.consumer.ConsoleConsumer";
+        kafka_tool(&self.java, &self.classpath, class, &args).await
+    }
+
+    async fn groups(&self, args: &[&str]) -> String {
+        let mut all = vec!["--bootstrap-server", &self.kafka, "--group", self.group];
+        all.extend_from_slice(args);
+        let class = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+        kafka_tool(&self.java, &self.classpath, class, &all).await
+    }
+}
+
+#[tokio::test]
+async fn kafkas_own_console_consumer_and_consumer_groups_tool_read_commit_and_reset() {
+    let Some(classpath) = env_or_skip("LIVECHAT_KAFKA_TOOLS_CLASSPATH") else {
+        return;
+    };
+    let java = std::env::var("LIVECHAT_KAFKA_TOOLS_JAVA").unwrap_or_else(|_| "java".into());
+    let (app, kafka) = with_listener(&[]).await;
+    let alice = app.user("javatools").await;
+    let room = alice.create_room("java-tools", true).await;
+    for i in 0..4 {
+        ok(
+            alice.send_rest(&room, &format!("java {i}"), None).await,
+            "send",
+        );
+    }
+    let group = "java-team";
+    let tools = Tools {
+        java,
+        classpath,
+        kafka,
+        group,
+    };
+    let first = console_messages(&tools.consume().await, &room);
+    assert_eq!(first.len(), 4, "{first:?}");
+    for i in 4..6 {
+        ok(
+            alice.send_rest(&room, &format!("java {i}"), None).await,
+            "send",
+        );
+    }
+    // The group committed where it stopped: the next run reads only what came since.
+    let second = console_messages(&tools.consume().await, &room);
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(
+        second.iter().all(|r| !first.contains(r)),
+        "{first:?} / {second:?}"
+    );
+
+    let described = tools.groups(&["--describe"]).await;
+    let partition = first[0].0.to_string();
+    let row: Vec<&str> = described
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cols| {
+            cols.len() >= 6 && cols[0] == group && cols[1] == TOPIC && cols[2] == partition
+        })
+        .unwrap_or_else(|| panic!("no row for partition {partition}: {described}"));
+    assert_eq!(row[3], row[4], "current offset = log end: {described}");
+    assert_eq!(row[5], "0", "no lag: {described}");
+
+    let reset = tools
+        .groups(&[
+            "--reset-offsets",
+            "--to-earliest",
+            "--execute",
+            "--topic",
+            TOPIC,
+        ])
+        .await;
+    assert!(reset.contains("NEW-OFFSET"), "{reset}");
+    let again = console_messages(&tools.consume().await, &room);
+    let mut all = first.clone();
+    all.extend(&second);
+    assert_eq!(again, all, "everything again after the reset");
+}
