@@ -406,24 +406,23 @@ fn console_messages(out: &str, room: &str) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// Kafka's console consumer and consumer groups tool, for one group.
+/// Kafka's console consumer and consumer groups tool.
 struct Tools {
     java: String,
     classpath: String,
     kafka: String,
-    group: &'static str,
 }
 
 impl Tools {
     /// Reads the room events in the group until 4 s pass without a record, then commits.
-    async fn consume(&self) -> String {
+    async fn consume(&self, group: &str) -> String {
         let args = [
             "--bootstrap-server",
             &self.kafka,
             "--topic",
             TOPIC,
             "--group",
-            self.group,
+            group,
             "--from-beginning",
             "--timeout-ms",
             "4000",
@@ -440,76 +439,136 @@ impl Tools {
         kafka_tool(&self.java, &self.classpath, class, &args).await
     }
 
-    async fn groups(&self, args: &[&str]) -> String {
-        let mut all = vec!["--bootstrap-server", &self.kafka, "--group", self.group];
+    async fn groups(&self, group: &str, args: &[&str]) -> String {
+        let mut all = vec!["--bootstrap-server", &self.kafka, "--group", group];
         all.extend_from_slice(args);
         let class = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
         kafka_tool(&self.java, &self.classpath, class, &all).await
     }
 }
 
+/// The confluent-kafka consumer of `tests/clients/confluent_consumer.py`, run by the Python
+/// that `scripts/test` installed it for: (the room's message texts, every (partition, offset)).
+async fn python_consumer(
+    python: &str,
+    app: &App,
+    kafka: &str,
+    group: &str,
+    room: &str,
+    expected: usize,
+) -> (Vec<String>, Vec<(u32, u64)>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/confluent_consumer.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(python)
+            .args([script, kafka, &app.url("/registry"), group, room])
+            .arg(expected.to_string())
+            .output(),
+    )
+    .await
+    .expect("the consumer finished in time")
+    .expect("running python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let messages = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    let positions = v["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_u64().unwrap()))
+        .collect();
+    (messages, positions)
+}
+
+/// The Done-when of the listener, with the clients data teams use: a confluent-kafka consumer
+/// group (Python, decoding through `/registry`) and Kafka's own console consumer (Java) read the
+/// room events from the beginning and commit; after a restart of LiveChat each resumes from its
+/// committed offsets with nothing missed or repeated; `kafka-consumer-groups --reset-offsets
+/// --to-earliest` then makes both read everything again.
 #[tokio::test]
-async fn kafkas_own_console_consumer_and_consumer_groups_tool_read_commit_and_reset() {
+async fn python_and_java_consumers_resume_across_a_restart_and_read_again_after_a_reset() {
     let Some(classpath) = env_or_skip("LIVECHAT_KAFKA_TOOLS_CLASSPATH") else {
         return;
     };
+    let Some(python) = env_or_skip("LIVECHAT_KAFKA_PYTHON") else {
+        return;
+    };
     let java = std::env::var("LIVECHAT_KAFKA_TOOLS_JAVA").unwrap_or_else(|_| "java".into());
-    let (app, kafka) = with_listener(&[]).await;
-    let alice = app.user("javatools").await;
-    let room = alice.create_room("java-tools", true).await;
-    for i in 0..4 {
-        ok(
-            alice.send_rest(&room, &format!("java {i}"), None).await,
-            "send",
-        );
+    let (mut app, kafka) = with_listener(&[]).await;
+    let alice = app.user("clients").await;
+    let room = alice.create_room("clients", true).await;
+    let texts: Vec<String> = (0..8).map(|i| format!("for the data team {i}")).collect();
+    for t in &texts[..5] {
+        ok(alice.send_rest(&room, t, None).await, "send");
     }
-    let group = "java-team";
     let tools = Tools {
         java,
         classpath,
-        kafka,
-        group,
+        kafka: kafka.clone(),
     };
-    let first = console_messages(&tools.consume().await, &room);
-    assert_eq!(first.len(), 4, "{first:?}");
-    for i in 4..6 {
-        ok(
-            alice.send_rest(&room, &format!("java {i}"), None).await,
-            "send",
-        );
+    let (java_group, py_group) = ("java-team", "python-team");
+
+    let (py1, py1_at) = python_consumer(&python, &app, &kafka, py_group, &room, 5).await;
+    assert_eq!(py1, texts[..5], "decoded through /registry, in order");
+    let java1 = console_messages(&tools.consume(java_group).await, &room);
+    assert_eq!(java1.len(), 5, "{java1:?}");
+
+    app.terminate().await;
+    app.restart().await;
+    for t in &texts[5..] {
+        ok(alice.send_rest(&room, t, None).await, "send");
     }
-    // The group committed where it stopped: the next run reads only what came since.
-    let second = console_messages(&tools.consume().await, &room);
-    assert_eq!(second.len(), 2, "{second:?}");
+    let (py2, py2_at) = python_consumer(&python, &app, &kafka, py_group, &room, 3).await;
+    assert_eq!(py2, texts[5..], "resumed: nothing missed, nothing repeated");
     assert!(
-        second.iter().all(|r| !first.contains(r)),
-        "{first:?} / {second:?}"
+        py2_at.iter().all(|p| !py1_at.contains(p)),
+        "a record read twice"
+    );
+    let java2 = console_messages(&tools.consume(java_group).await, &room);
+    assert_eq!(java2.len(), 3, "{java2:?}");
+    assert!(
+        java2.iter().all(|r| !java1.contains(r)),
+        "{java1:?} / {java2:?}"
     );
 
-    let described = tools.groups(&["--describe"]).await;
-    let partition = first[0].0.to_string();
+    // The tool sees the Java group caught up on the room's partition.
+    let described = tools.groups(java_group, &["--describe"]).await;
+    let partition = java1[0].0.to_string();
     let row: Vec<&str> = described
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|cols| {
-            cols.len() >= 6 && cols[0] == group && cols[1] == TOPIC && cols[2] == partition
+            cols.len() >= 6 && cols[0] == java_group && cols[1] == TOPIC && cols[2] == partition
         })
         .unwrap_or_else(|| panic!("no row for partition {partition}: {described}"));
     assert_eq!(row[3], row[4], "current offset = log end: {described}");
     assert_eq!(row[5], "0", "no lag: {described}");
 
-    let reset = tools
-        .groups(&[
-            "--reset-offsets",
-            "--to-earliest",
-            "--execute",
-            "--topic",
-            TOPIC,
-        ])
-        .await;
-    assert!(reset.contains("NEW-OFFSET"), "{reset}");
-    let again = console_messages(&tools.consume().await, &room);
-    let mut all = first.clone();
-    all.extend(&second);
-    assert_eq!(again, all, "everything again after the reset");
+    let reset = [
+        "--reset-offsets",
+        "--to-earliest",
+        "--execute",
+        "--topic",
+        TOPIC,
+    ];
+    for group in [java_group, py_group] {
+        let out = tools.groups(group, &reset).await;
+        assert!(out.contains("NEW-OFFSET"), "{out}");
+    }
+
+    let (py3, _) = python_consumer(&python, &app, &kafka, py_group, &room, 8).await;
+    assert_eq!(py3, texts, "everything again after the reset");
+    let java3 = console_messages(&tools.consume(java_group).await, &room);
+    let mut all = java1.clone();
+    all.extend(&java2);
+    assert_eq!(java3, all, "everything again after the reset");
 }
