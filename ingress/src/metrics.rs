@@ -27,6 +27,26 @@ pub struct LagSource {
     pub log: Arc<dyn EventLog>,
     /// (group, topics)
     pub groups: Vec<(String, Vec<&'static str>)>,
+    /// Also the groups of the Kafka listener's clients (`kafka/<group>`), found at each scrape.
+    pub kafka_api_groups: bool,
+}
+
+impl LagSource {
+    /// Every group to report, with its topics: the fixed ones, then the listener's clients'.
+    async fn all_groups(&self) -> Vec<(String, Vec<&'static str>)> {
+        let mut all = self.groups.clone();
+        if self.kafka_api_groups {
+            if let Ok(stored) = self.log.groups().await {
+                all.extend(
+                    stored
+                        .into_iter()
+                        .filter(|g| g.starts_with(crate::kafka_api::CLIENT_GROUP_PREFIX))
+                        .map(|g| (g, crate::kafka_api::SERVED_TOPICS.to_vec())),
+                );
+            }
+        }
+        all
+    }
 }
 
 /// Histogram buckets for durations, in seconds (100 µs to 10 s).
@@ -95,18 +115,25 @@ pub async fn render(
     }
     metrics::gauge!("livechat_websocket_connections").set(st.hub.connection_count() as f64);
     if let Some(src) = &st.lag {
-        for (group, topics) in &src.groups {
+        for (group, topics) in src.all_groups().await {
             for topic in topics {
                 for p in 0..src.log.partitions(topic) {
                     let (Ok(end), Ok(committed)) = (
                         src.log.end_offset(topic, p).await,
-                        src.log.committed(group, topic, p).await,
+                        src.log.committed(&group, topic, p).await,
                     ) else {
                         continue;
                     };
-                    let lag = (end - committed.unwrap_or(0)).max(0);
-                    metrics::gauge!("livechat_consumer_lag", "group" => group.clone(), "topic" => topic.to_string(), "partition" => p.to_string())
-                        .set(lag as f64);
+                    let committed = committed.unwrap_or(0);
+                    let labels = [
+                        ("group", group.clone()),
+                        ("topic", topic.to_string()),
+                        ("partition", p.to_string()),
+                    ];
+                    metrics::gauge!("livechat_consumer_lag", &labels)
+                        .set((end - committed).max(0) as f64);
+                    // Its rate is the group's throughput on the partition.
+                    metrics::gauge!("livechat_consumer_offset", &labels).set(committed as f64);
                 }
             }
         }
@@ -125,6 +152,14 @@ pub fn describe() {
     describe_gauge!(
         "livechat_consumer_lag",
         "Records appended but not yet committed by the group."
+    );
+    describe_gauge!(
+        "livechat_consumer_offset",
+        "The group's committed offset (the next record it reads): its rate is the group's throughput."
+    );
+    describe_counter!(
+        "livechat_kafka_api_requests_total",
+        "Requests to the Kafka listener, by API."
     );
     describe_counter!(
         "livechat_http_requests_total",

@@ -477,6 +477,7 @@ async fn run_ingress(
     let lag = livechat_ingress::metrics::LagSource {
         log: log.clone(),
         groups: processors_for_lag(cfg),
+        kafka_api_groups: cfg.kafka_api.listen.is_some(),
     };
     let state = Arc::new(AppState {
         svc,

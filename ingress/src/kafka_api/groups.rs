@@ -42,10 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::Conn;
 use super::topics::{known, partitions, BROKER_ID};
-use super::SERVED_TOPICS;
+use super::{CLIENT_GROUP_PREFIX as STORED_PREFIX, SERVED_TOPICS};
 
-/// Where a client group's offsets are kept in the log's group table.
-const STORED_PREFIX: &str = "kafka/";
 /// At most this many groups with members at once, and members per group.
 const MAX_GROUPS: usize = 1024;
 const MAX_MEMBERS: usize = 256;

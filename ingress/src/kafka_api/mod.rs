@@ -59,6 +59,10 @@ pub const SERVED_TOPICS: [&str; 4] = [
     livechat_schemas::DEAD_LETTER_TOPIC,
 ];
 
+/// Client groups' offsets are kept in the log's group table under this prefix (`kafka/<group>`),
+/// apart from LiveChat's own processors' groups; `/metrics` reports their lag under that name.
+pub const CLIENT_GROUP_PREFIX: &str = "kafka/";
+
 /// At most this many client connections at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 256;
 

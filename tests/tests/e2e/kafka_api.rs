@@ -170,6 +170,25 @@ async fn a_consumer_group_reads_decodes_commits_and_resumes_across_a_restart() {
     assert_eq!(sent.headers["content-type"], "application/avro");
     c.commit_consumer_state(CommitMode::Sync).unwrap();
     drop(c); // leaves the group
+             // `/metrics` reports the client group's position and lag like a processor's.
+    let partition = read1.iter().find(|s| s.room_id == room).unwrap().partition;
+    let next = read1
+        .iter()
+        .filter(|s| s.partition == partition)
+        .map(|s| s.offset)
+        .max()
+        .unwrap()
+        + 1;
+    let metrics = app.metrics().await.expect("metrics");
+    let labels = format!(r#"{{group="kafka/{group}",topic="{TOPIC}",partition="{partition}"}}"#);
+    assert!(
+        metrics.contains(&format!("livechat_consumer_offset{labels} {next}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("livechat_consumer_lag{labels} 0")),
+        "{metrics}"
+    );
 
     app.terminate().await;
     app.restart().await;
