@@ -31,6 +31,18 @@ pub struct ReplayArgs {
     /// Replay only records appended at or after this time (RFC 3339); default: from the beginning.
     #[arg(long)]
     from_time: Option<String>,
+    /// Replay only records appended before this time (RFC 3339); default: up to the end.
+    #[arg(long)]
+    until_time: Option<String>,
+    /// Replay only this partition of the store's topics (repeatable); default: every one.
+    #[arg(long)]
+    partition: Vec<u32>,
+    /// Replay only from this offset of the chosen partitions.
+    #[arg(long, requires = "partition")]
+    from_offset: Option<i64>,
+    /// Replay only up to this offset (inclusive) of the chosen partitions.
+    #[arg(long, requires = "partition")]
+    to_offset: Option<i64>,
     /// Rebuild into a fresh database file at this path instead of the live store.
     #[arg(long)]
     into: Option<PathBuf>,
@@ -207,16 +219,60 @@ async fn read_ahead(
     Ok((undecodable, by_type))
 }
 
+/// An RFC 3339 option as epoch milliseconds.
+fn time_arg(flag: &str, value: Option<&String>) -> anyhow::Result<Option<i64>> {
+    value
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.timestamp_millis())
+                .with_context(|| format!("{flag} {t:?} is not an RFC 3339 time"))
+        })
+        .transpose()
+}
+
+/// The (topic, partition, start, end) ranges to replay, end exclusive: every partition of the
+/// store's topics, or those chosen, cut by the time and offset bounds.
+async fn ranges(
+    log: &dyn EventLog,
+    topics: &[&'static str],
+    args: &ReplayArgs,
+    from_ms: Option<i64>,
+    until_ms: Option<i64>,
+) -> anyhow::Result<Vec<(&'static str, u32, i64, i64)>> {
+    let mut out = Vec::new();
+    for topic in topics {
+        let partitions = log.partitions(topic);
+        if let Some(p) = args.partition.iter().find(|p| **p >= partitions) {
+            anyhow::bail!("--partition {p}: {topic} has partitions 0..{partitions}");
+        }
+        for p in 0..partitions {
+            if !args.partition.is_empty() && !args.partition.contains(&p) {
+                continue;
+            }
+            let mut end = log.end_offset(topic, p).await?;
+            let mut start = 0;
+            if let Some(ms) = from_ms {
+                start = log.offset_for_time(topic, p, ms).await?;
+            }
+            if let Some(ms) = until_ms {
+                end = end.min(log.offset_for_time(topic, p, ms).await?);
+            }
+            if let Some(o) = args.from_offset {
+                start = start.max(o);
+            }
+            if let Some(o) = args.to_offset {
+                end = end.min(o + 1);
+            }
+            out.push((*topic, p, start, end.max(start)));
+        }
+    }
+    Ok(out)
+}
+
 pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let log = crate::wire::existing_log(cfg).await?;
-    let from_ms = match &args.from_time {
-        Some(t) => Some(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .with_context(|| format!("--from-time {t:?} is not an RFC 3339 time"))?
-                .timestamp_millis(),
-        ),
-        None => None,
-    };
+    let from_ms = time_arg("--from-time", args.from_time.as_ref())?;
+    let until_ms = time_arg("--until-time", args.until_time.as_ref())?;
     let live = crate::wire::read_model_name(args.store, cfg);
     let target_name = args
         .into
@@ -232,16 +288,14 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let topics = args.store.topics();
 
     // Snapshot the ranges first: records appended while replaying are left to the live processors.
-    let mut ranges = Vec::new();
-    for topic in topics {
-        for p in 0..log.partitions(topic) {
-            let end = log.end_offset(topic, p).await?;
-            let start = match from_ms {
-                Some(ms) => log.offset_for_time(topic, p, ms).await?,
-                None => 0,
-            };
-            ranges.push((*topic, p, start, end));
-        }
+    let ranges = ranges(&*log, topics, &args, from_ms, until_ms).await?;
+    let bounded = from_ms.is_some()
+        || until_ms.is_some()
+        || !args.partition.is_empty()
+        || args.from_offset.is_some()
+        || args.to_offset.is_some();
+    for (topic, p, start, end) in ranges.iter().filter(|_| bounded) {
+        eprintln!("  {topic}/{p}: offsets {start}..{end}");
     }
     let total: i64 = ranges.iter().map(|(_, _, s, e)| (e - s).max(0)).sum();
     eprintln!(
@@ -312,8 +366,8 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         args.store, target_name, rebuilt.rows, rebuilt.sha256
     );
     if args.verify && args.into.is_some() {
-        if from_ms.is_some() {
-            println!("verify: skipped (a replay from a time is partial; compare full replays)");
+        if bounded {
+            println!("verify: skipped (a bounded replay is partial; compare full replays)");
             return Ok(());
         }
         let live_sum = crate::wire::read_model(args.store, cfg)
