@@ -591,3 +591,46 @@ async fn python_and_java_consumers_resume_across_a_restart_and_read_again_after_
     all.extend(&java2);
     assert_eq!(java3, all, "everything again after the reset");
 }
+
+/// Bad bytes close the connection that sent them, never the listener: an oversized frame, an
+/// unknown API, a known one with a malformed body, a frame too short for a header, and a
+/// request before anything else on a fresh connection all leave a real client served.
+#[tokio::test]
+async fn malformed_requests_close_their_connection_and_the_listener_serves_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_app, kafka) = with_listener(&[]).await;
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    // api key, version, correlation id, then an empty client id (request header v1).
+    let header = |key: i16, version: i16| {
+        let mut h = key.to_be_bytes().to_vec();
+        h.extend_from_slice(&version.to_be_bytes());
+        h.extend_from_slice(&7i32.to_be_bytes());
+        h.extend_from_slice(&(-1i16).to_be_bytes());
+        h
+    };
+    let mut metadata_garbage = header(3, 1);
+    metadata_garbage.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a 2 GiB frame", i32::MAX.to_be_bytes().to_vec()),
+        ("a negative size", (-5i32).to_be_bytes().to_vec()),
+        ("an unknown API key", frame(&header(999, 0))),
+        ("a version not served", frame(&header(1, 99))),
+        ("Metadata with a malformed body", frame(&metadata_garbage)),
+        ("a frame shorter than a header", frame(&[0, 3])),
+    ];
+    for (what, bytes) in cases {
+        let mut s = tokio::net::TcpStream::connect(&kafka).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the connection stayed open"))
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{what}: answered {:?} instead of closing", &buf[..n]);
+        assert_eq!(topics_seen(&kafka, &[]), Some(4), "after {what}");
+    }
+}
