@@ -7,10 +7,12 @@
 //! Layout, in the order a request meets it: `conn` frames a connection's requests, holds its
 //! SASL state and dispatches; `sasl` checks SASL/PLAIN credentials; `topics` answers the topic
 //! calls (Metadata, ListOffsets, Fetch, and Produce's refusal); `groups` is the group
-//! coordinator (Kafka's classic rebalance protocol, offsets in the log's own group table).
+//! coordinator (offsets in the log's own group table, the groups' description), with
+//! `membership` (Kafka's classic rebalance protocol, in memory).
 
 mod conn;
 mod groups;
+mod membership;
 mod sasl;
 mod topics;
 
