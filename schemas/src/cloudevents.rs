@@ -38,19 +38,22 @@ pub fn headers(ev: &TopicEvent) -> [(&'static str, String); 7] {
     }
 }
 
-/// The headers of a record of `topic`: from its event when at hand, else decoded from its
-/// payload; none for a dead letter (JSON, not an event) or a payload that does not decode.
+/// The headers of a record of `topic` and the event's time (epoch ms): from its event when at
+/// hand, else decoded from its payload; none for a dead letter (JSON, not an event) or a
+/// payload that does not decode.
 pub fn of_record(
     topic: &str,
     event: Option<&TopicEvent>,
     payload: &[u8],
-) -> Option<[(&'static str, String); 7]> {
+) -> Option<([(&'static str, String); 7], i64)> {
     if topic == crate::DEAD_LETTER_TOPIC {
         return None;
     }
     match event {
-        Some(ev) => Some(headers(ev)),
-        None => crate::codec::decode(payload).ok().map(|ev| headers(&ev)),
+        Some(ev) => Some((headers(ev), ev.occurred_at())),
+        None => crate::codec::decode(payload)
+            .ok()
+            .map(|ev| (headers(&ev), ev.occurred_at())),
     }
 }
 

@@ -117,6 +117,17 @@ pub enum TopicEvent {
     Notification(NotificationEvent),
 }
 
+impl TopicEvent {
+    /// When it happened (epoch ms): what a Kafka record of it carries as its timestamp.
+    pub fn occurred_at(&self) -> i64 {
+        match self {
+            TopicEvent::Room(e) => e.occurred_at,
+            TopicEvent::User(e) => e.occurred_at,
+            TopicEvent::Notification(e) => e.created_at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -295,13 +295,16 @@ fn within(entries: &[LogEntry], budget: usize, first: bool) -> usize {
     entries.len()
 }
 
-/// A record's headers: its CloudEvents attributes (which the embedded log derives from the
-/// payload instead of storing them, docs/topics.md), then those it was appended with.
-fn headers(e: &LogEntry) -> IndexMap<StrBytes, Option<Bytes>> {
+/// A record's timestamp and headers as a Kafka consumer gets them: the event's occurrence
+/// time, its CloudEvents attributes (which the embedded log derives from the payload instead of
+/// storing them, docs/topics.md), then the headers it was appended with. A record that is not
+/// an event (a dead letter) keeps the time it was appended.
+fn described(e: &LogEntry) -> (i64, IndexMap<StrBytes, Option<Bytes>>) {
     let derived = cloudevents::of_record(&e.topic, e.event.as_deref(), &e.payload);
-    derived
+    let at = derived.as_ref().map_or(e.timestamp_ms, |(_, at)| *at);
+    let headers = derived
         .into_iter()
-        .flatten()
+        .flat_map(|(h, _)| h)
         .map(|(k, v)| (StrBytes::from_static_str(k), v))
         .chain(
             e.headers
@@ -309,7 +312,8 @@ fn headers(e: &LogEntry) -> IndexMap<StrBytes, Option<Bytes>> {
                 .map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone())),
         )
         .map(|(k, v)| (k, Some(Bytes::from(v.into_bytes()))))
-        .collect()
+        .collect();
+    (at, headers)
 }
 
 /// Entries as one uncompressed record batch (magic 2); empty bytes for none.
@@ -319,7 +323,8 @@ fn batch(entries: &[LogEntry]) -> anyhow::Result<Bytes> {
     };
     let records: Vec<Record> = entries
         .iter()
-        .map(|e| Record {
+        .map(|e| (e, described(e)))
+        .map(|(e, (timestamp, headers))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -330,10 +335,10 @@ fn batch(entries: &[LogEntry]) -> anyhow::Result<Bytes> {
             offset: e.offset,
             // Relative to the batch, so the encoder keeps every record in one batch.
             sequence: (e.offset - first.offset) as i32,
-            timestamp: e.timestamp_ms,
+            timestamp,
             key: Some(Bytes::copy_from_slice(e.key.as_bytes())),
             value: Some(Bytes::copy_from_slice(&e.payload)),
-            headers: headers(e),
+            headers,
         })
         .collect();
     let mut buf = BytesMut::with_capacity(entries.iter().map(record_size).sum::<usize>() + 64);
@@ -420,6 +425,46 @@ mod tests {
                 .cloned();
             assert_eq!(ce, Some(Some(Bytes::from_static(b"MESSAGE_SENT"))));
         }
+    }
+
+    #[test]
+    fn an_events_record_carries_its_occurrence_time_and_cloudevents_headers() {
+        let ev = livechat_schemas::RoomEvent {
+            event_id: "01a221d6-1bc7-7204-854c-fd1dfe464307".into(),
+            event_type: "MESSAGE_SENT".into(),
+            occurred_at: 1_700_000_000_123,
+            room_id: "room-1".into(),
+            ..Default::default()
+        };
+        let mut e = entry(7, &livechat_schemas::codec::encode_room_event(&ev).unwrap());
+        e.topic = livechat_schemas::ROOM_EVENTS_TOPIC.into();
+        e.headers = vec![("traceparent".into(), "00-abc-def-01".into())];
+        let mut bytes = batch(std::slice::from_ref(&e)).unwrap();
+        let r = &RecordBatchDecoder::decode_all(&mut bytes).unwrap()[0].records[0];
+        assert_eq!(
+            r.timestamp, ev.occurred_at,
+            "the event's time, not the append's"
+        );
+        let keys: Vec<&str> = r.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "ce_specversion",
+                "ce_id",
+                "ce_source",
+                "ce_type",
+                "ce_time",
+                "ce_subject",
+                "content-type",
+                "traceparent"
+            ]
+        );
+        let header = |k: &'static str| r.headers[&StrBytes::from_static_str(k)].clone();
+        assert_eq!(
+            header("ce_time"),
+            Some(Bytes::from("2023-11-14T22:13:20.123Z"))
+        );
+        assert_eq!(header("ce_subject"), Some(Bytes::from("room-1")));
     }
 
     #[test]

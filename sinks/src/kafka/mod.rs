@@ -444,7 +444,7 @@ impl KafkaLog {
 
 /// The CloudEvents headers of a record (docs/topics.md).
 fn cloud_event_headers(r: &OutboxRecord) -> Option<[(&'static str, String); 7]> {
-    cloudevents::of_record(&r.topic, r.event.as_deref(), &r.payload)
+    cloudevents::of_record(&r.topic, r.event.as_deref(), &r.payload).map(|(h, _)| h)
 }
 
 fn one_partition(topic: &str, partition: u32, offset: Offset) -> StoreResult<TopicPartitionList> {
