@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use livechat_schemas::{
-    codec, RoomEvent, RoomEventType, TopicEvent, UserEvent, UserEventType, ROOM_EVENTS_TOPIC,
-    USER_EVENTS_TOPIC,
+    codec, RoomEvent, RoomEventType, RoomState, TopicEvent, UserEvent, UserEventType, UserState,
+    ROOMS_TOPIC, ROOM_EVENTS_TOPIC, USERS_TOPIC, USER_EVENTS_TOPIC,
 };
 use uuid::Uuid;
 
@@ -112,6 +112,54 @@ pub fn room_record(ev: RoomEvent) -> Result<OutboxRecord, AppError> {
         headers: crate::trace::record_headers(),
         event: Some(Arc::new(TopicEvent::Room(ev))),
     })
+}
+
+/// A record of a compacted latest-state topic: `payload` None is the key's tombstone.
+fn state_record(topic: &str, key: String, payload: Option<Vec<u8>>, at_ms: i64) -> OutboxRecord {
+    OutboxRecord {
+        event_id: Uuid::now_v7(),
+        topic: topic.to_string(),
+        key,
+        // The log's tombstone is an empty value (never a framed record: those have a header).
+        payload: payload.unwrap_or_default(),
+        created_at_ms: at_ms,
+        headers: crate::trace::record_headers(),
+        event: None,
+    }
+}
+
+/// The room as it is now, for the compacted `chat.rooms.v1`; with `deleted`, its tombstone.
+pub fn room_state_record(room: &Room, deleted: bool) -> Result<OutboxRecord, AppError> {
+    let at = crate::now().timestamp_millis();
+    if deleted {
+        return Ok(state_record(ROOMS_TOPIC, room.id.to_string(), None, at));
+    }
+    let state = RoomState {
+        room_id: room.id.to_string(),
+        name: room.name.clone(),
+        owner_id: room.created_by.to_string(),
+        visibility: room.visibility().as_str().to_string(),
+        is_public: room.is_public,
+        description: room.description.clone(),
+        created_at: room.created_at.timestamp_millis(),
+        updated_at: room.updated_at.timestamp_millis(),
+    };
+    let payload = codec::encode_room_state(&state)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding room state: {e}")))?;
+    Ok(state_record(ROOMS_TOPIC, state.room_id, Some(payload), at))
+}
+
+/// The user's public profile, for the compacted `chat.users.v1`.
+pub fn user_state_record(user: &crate::model::User) -> Result<OutboxRecord, AppError> {
+    let state = UserState {
+        user_id: user.id.to_string(),
+        username: user.username.clone(),
+        created_at: user.created_at.timestamp_millis(),
+    };
+    let payload = codec::encode_user_state(&state)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding user state: {e}")))?;
+    let at = user.updated_at.timestamp_millis();
+    Ok(state_record(USERS_TOPIC, state.user_id, Some(payload), at))
 }
 
 /// Encodes a user event as an outbox record keyed by user id (the event rides along).

@@ -138,6 +138,16 @@ pub struct RoomPublic {
 }
 
 impl Visibility {
+    /// As the API and the topics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+            Visibility::Unlisted => "unlisted",
+            Visibility::Direct => "direct",
+        }
+    }
+
     /// The visibility the original client's `is_public` asks for, given the room's current one
     /// (None when creating): `true` is public; `false` is private, except that a room already not
     /// public keeps its visibility (an unlisted room stays unlisted).

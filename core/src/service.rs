@@ -14,7 +14,10 @@ use uuid::Uuid;
 
 use crate::auth::{self, LoginThrottle};
 use crate::error::{AppError, AppResult, StoreError};
-use crate::events::{room_event, room_event_for, room_record, user_event, user_record};
+use crate::events::{
+    room_event, room_event_for, room_record, room_state_record, user_event, user_record,
+    user_state_record,
+};
 use crate::limits::Limits;
 use crate::membership::KnownMembers;
 use crate::model::*;
@@ -221,7 +224,8 @@ impl ChatService {
         };
         let mut ev = user_event(UserEventType::UserRegistered, user.id, at);
         ev.username = Some(user.username.clone());
-        match self.dir().create_user(&user, vec![user_record(ev)?]).await {
+        let records = vec![user_record(ev)?, user_state_record(&user)?];
+        match self.dir().create_user(&user, records).await {
             Ok(()) => Ok(UserPublic::from(&user)),
             // Lost a race with a concurrent registration of the same name: 400, never a 500.
             Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("User already exists".into())),
@@ -465,7 +469,8 @@ impl ChatService {
         };
         room.set_visibility(visibility);
         let ev = room_event_for(RoomEventType::RoomCreated, &room, user.id, at);
-        match self.dir().create_room(&room, vec![room_record(ev)?]).await {
+        let records = vec![room_record(ev)?, room_state_record(&room, false)?];
+        match self.dir().create_room(&room, records).await {
             Ok(()) => Ok(RoomPublic::from(&room)),
             Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("Room already exists".into())),
             Err(e) => Err(e.into()),
@@ -508,7 +513,8 @@ impl ChatService {
         }
         r.updated_at = now();
         let ev = room_event_for(RoomEventType::RoomUpdated, &r, user.id, r.updated_at);
-        self.dir().update_room(&r, vec![room_record(ev)?]).await?;
+        let records = vec![room_record(ev)?, room_state_record(&r, false)?];
+        self.dir().update_room(&r, records).await?;
         Ok(RoomPublic::from(&r))
     }
 
@@ -524,7 +530,8 @@ impl ChatService {
 
     async fn delete_room_unchecked(&self, r: &Room, actor: UserId) -> AppResult<()> {
         let ev = room_event_for(RoomEventType::RoomDeleted, r, actor, now());
-        self.dir().delete_room(r.id, vec![room_record(ev)?]).await?;
+        let records = vec![room_record(ev)?, room_state_record(r, true)?];
+        self.dir().delete_room(r.id, records).await?;
         self.known_members.forget(r.id, None);
         self.ports.fanout.evict(r.id, None, "room_deleted");
         // Its files go with the next sweep (within a minute); no one can reach them meanwhile.
@@ -713,7 +720,8 @@ impl ChatService {
                 };
                 room.set_visibility(Visibility::Direct);
                 let ev = room_event_for(RoomEventType::RoomCreated, &room, user.id, at);
-                match self.dir().create_room(&room, vec![room_record(ev)?]).await {
+                let records = vec![room_record(ev)?, room_state_record(&room, false)?];
+                match self.dir().create_room(&room, records).await {
                     Ok(()) => room,
                     // The other person opened it at the same moment.
                     Err(StoreError::Conflict(_)) => self.room_or_404(id).await?,

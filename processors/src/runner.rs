@@ -367,6 +367,7 @@ fn decode_error_class(e: &codec::CodecError) -> &'static str {
         codec::CodecError::IncompleteHeader => "INCOMPLETE_HEADER",
         codec::CodecError::InvalidMagicByte(_) => "INVALID_MAGIC_BYTE",
         codec::CodecError::UnknownSchemaId(_) => "SCHEMA_ID_NOT_FOUND",
+        codec::CodecError::NotAnEvent(_) => "NOT_AN_EVENT",
         codec::CodecError::Avro(_) => "AVRO_DECODE_FAILED",
     }
 }

@@ -6,9 +6,10 @@ use serde_avro_fast::de::DeserializerState;
 use serde_avro_fast::ser::SerializerConfig;
 
 use crate::registry::{
-    self, NOTIFICATIONS_SCHEMA_ID, ROOM_EVENTS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID,
+    self, NOTIFICATIONS_SCHEMA_ID, ROOMS_SCHEMA_ID, ROOM_EVENTS_SCHEMA_ID, USERS_SCHEMA_ID,
+    USER_EVENTS_SCHEMA_ID,
 };
-use crate::{NotificationEvent, RoomEvent, TopicEvent, UserEvent};
+use crate::{NotificationEvent, RoomEvent, RoomState, TopicEvent, UserEvent, UserState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -18,6 +19,9 @@ pub enum CodecError {
     InvalidMagicByte(u8),
     #[error("schema id {0} is not registered")]
     UnknownSchemaId(u32),
+    /// A latest-state table's record (rooms, users): read as a table, not decoded as an event.
+    #[error("schema id {0} is a state table's record, not an event")]
+    NotAnEvent(u32),
     #[error("avro: {0}")]
     Avro(String),
 }
@@ -45,6 +49,16 @@ pub fn encode_user_event(ev: &UserEvent) -> Result<Vec<u8>, CodecError> {
 
 pub fn encode_notification_event(ev: &NotificationEvent) -> Result<Vec<u8>, CodecError> {
     encode(NOTIFICATIONS_SCHEMA_ID, ev)
+}
+
+/// A room's latest state, for the compacted `chat.rooms.v1`.
+pub fn encode_room_state(state: &RoomState) -> Result<Vec<u8>, CodecError> {
+    encode(ROOMS_SCHEMA_ID, state)
+}
+
+/// A user's profile, for the compacted `chat.users.v1`.
+pub fn encode_user_state(state: &UserState) -> Result<Vec<u8>, CodecError> {
+    encode(USERS_SCHEMA_ID, state)
 }
 
 /// Reads the schema id of a framed record without decoding the body.
@@ -84,6 +98,7 @@ fn decode_as(
         ROOM_EVENTS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::Room),
         USER_EVENTS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::User),
         NOTIFICATIONS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::Notification),
+        ROOMS_SCHEMA_ID | USERS_SCHEMA_ID => Err(CodecError::NotAnEvent(reader_id)),
         other => Err(CodecError::UnknownSchemaId(other)),
     }
 }

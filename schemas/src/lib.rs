@@ -26,6 +26,11 @@ pub const USER_EVENTS_TOPIC: &str = "chat.user-events.v1";
 pub const NOTIFICATIONS_TOPIC: &str = "chat.notifications.v1";
 /// Dead-letter topic: records a processor could not decode or process.
 pub const DEAD_LETTER_TOPIC: &str = "chat.dead-letter.v1";
+/// Compacted: each room's latest state ([`RoomState`]), keyed by room id; a tombstone (no
+/// value) when the room is deleted.
+pub const ROOMS_TOPIC: &str = "chat.rooms.v1";
+/// Compacted: each user's public profile ([`UserState`]), keyed by user id.
+pub const USERS_TOPIC: &str = "chat.users.v1";
 /// Distributed mode, internal: sends waiting for their seq (a `MESSAGE_SENT` room event without
 /// it), keyed by room id, so the one sequencer that owns a room's partition sees its sends in order.
 pub const MESSAGE_COMMANDS_TOPIC: &str = "chat.message-commands.v1";
@@ -105,6 +110,27 @@ pub struct NotificationEvent {
     #[serde(default)]
     pub payload: std::collections::BTreeMap<String, String>,
     pub source_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// A room's latest state on the compacted `chat.rooms.v1` (see `avro/chat.rooms.v1.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RoomState {
+    pub room_id: String,
+    pub name: String,
+    pub owner_id: String,
+    pub visibility: String,
+    pub is_public: bool,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A user's public profile on the compacted `chat.users.v1` (see `avro/chat.users.v1.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct UserState {
+    pub user_id: String,
+    pub username: String,
     pub created_at: i64,
 }
 
@@ -247,7 +273,7 @@ mod tests {
     #[test]
     fn every_schema_parses_and_has_a_unique_id() {
         let all = registry::all();
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 8);
         let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -257,7 +283,7 @@ mod tests {
         }
         assert_eq!(
             registry::current().count(),
-            3,
+            5,
             "one current version per topic"
         );
     }

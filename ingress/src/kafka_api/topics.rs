@@ -337,7 +337,8 @@ fn batch(entries: &[LogEntry]) -> anyhow::Result<Bytes> {
             sequence: (e.offset - first.offset) as i32,
             timestamp,
             key: Some(Bytes::copy_from_slice(e.key.as_bytes())),
-            value: Some(Bytes::copy_from_slice(&e.payload)),
+            // An empty value is a tombstone (compacted topics): a record without a value.
+            value: (!e.payload.is_empty()).then(|| Bytes::copy_from_slice(&e.payload)),
             headers,
         })
         .collect();

@@ -241,11 +241,14 @@ impl KafkaLog {
 }
 
 /// A topic's `cleanup.policy` and `retention.ms`: the event topics keep everything (replay from
-/// offset 0 is a promise); the sequencer's internal topics keep what it needs: its state
-/// compacted to each room's latest, the sends for a week, the receipts for an hour.
+/// offset 0 is a promise); the latest-state tables (rooms, users) are compacted to each key's
+/// newest record; the sequencer's internal topics keep what it needs: its state compacted to
+/// each room's latest, the sends for a week, the receipts for an hour.
 fn retention_of(topic: &str) -> (&'static str, &'static str) {
     match topic {
-        livechat_schemas::SEQUENCER_STATE_TOPIC => ("compact", "-1"),
+        livechat_schemas::SEQUENCER_STATE_TOPIC
+        | livechat_schemas::ROOMS_TOPIC
+        | livechat_schemas::USERS_TOPIC => ("compact", "-1"),
         livechat_schemas::MESSAGE_COMMANDS_TOPIC => ("delete", "604800000"),
         livechat_schemas::MESSAGE_RECEIPTS_TOPIC => ("delete", "3600000"),
         _ => ("delete", "-1"),
@@ -496,9 +499,12 @@ impl KafkaLog {
             }
             let mut rec = FutureRecord::to(&name)
                 .key(&r.key)
-                .payload(payload.as_ref())
                 .headers(headers)
                 .timestamp(r.created_at_ms);
+            // An empty value is a compacted topic's tombstone: on Kafka, a record without one.
+            if !payload.is_empty() {
+                rec = rec.payload(payload.as_ref());
+            }
             // A full queue empties as the producer sends; wait for room, up to TIMEOUT.
             let queued_by = Instant::now() + TIMEOUT;
             let delivery = loop {

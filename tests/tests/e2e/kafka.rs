@@ -99,6 +99,59 @@ async fn sequenced_messages_carry_cloudevents_headers() {
     }
 }
 
+/// On Kafka the latest-state tables are compacted topics, and a deleted room's key ends with a
+/// record without a value (a tombstone, which compaction keeps and then removes).
+#[tokio::test]
+async fn the_rooms_table_is_a_compacted_topic_with_tombstones_on_kafka() {
+    use livechat_core::ports::EventLog;
+    use livechat_sinks::kafka::{KafkaConfig, KafkaLog};
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+
+    let Some(owned) = kafka_env() else { return };
+    let env: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::spawn(&env).await;
+    let alice = a.user("tables").await;
+    let kept = alice.create_room("kept", true).await;
+    let gone = alice.create_room("gone", true).await;
+    ok(alice.delete_room(&gone).await, "delete");
+
+    let namespace = owned
+        .iter()
+        .find(|(k, _)| *k == "LIVECHAT_LOG__KAFKA__NAMESPACE")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let brokers = std::env::var("LIVECHAT_KAFKA_BROKERS").unwrap();
+    let cfg = KafkaConfig {
+        brokers: brokers.clone(),
+        namespace: namespace.clone(),
+        ..KafkaConfig::default()
+    };
+    let log = KafkaLog::connect(cfg, 4).await.unwrap();
+    let topic = "chat.rooms.v1";
+    let mut latest = std::collections::BTreeMap::new();
+    for p in 0..log.partitions(topic) {
+        for e in log.read(topic, p, 0, 1000).await.unwrap() {
+            latest.insert(e.key, e.payload);
+        }
+    }
+    assert_eq!(latest.get(&gone).map(Vec::len), Some(0), "the tombstone");
+    assert!(latest.get(&kept).is_some_and(|v| v.len() > 5), "{latest:?}");
+
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let name = format!("{namespace}{topic}");
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&name)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let config = described[0].as_ref().unwrap();
+    let policy = config.get("cleanup.policy").and_then(|e| e.value.clone());
+    assert_eq!(policy.as_deref(), Some("compact"));
+}
+
 #[tokio::test]
 async fn two_processes_on_kafka_deliver_in_order_and_survive_a_sigkill() {
     let Some(owned) = kafka_env() else { return };
