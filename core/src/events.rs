@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use livechat_schemas::{
-    codec, RoomEvent, RoomEventType, RoomState, TopicEvent, UserEvent, UserEventType, UserState,
-    ROOMS_TOPIC, ROOM_EVENTS_TOPIC, USERS_TOPIC, USER_EVENTS_TOPIC,
+    codec, MembershipState, RoomEvent, RoomEventType, RoomState, TopicEvent, UserEvent,
+    UserEventType, UserState, MEMBERSHIPS_TOPIC, ROOMS_TOPIC, ROOM_EVENTS_TOPIC, USERS_TOPIC,
+    USER_EVENTS_TOPIC,
 };
 use uuid::Uuid;
 
 use crate::error::AppError;
-use crate::model::{OutboxRecord, Room, RoomId, UserId};
+use crate::model::{OutboxRecord, Role, Room, RoomId, UserId};
 
 /// A room event of `event_type` with a fresh event id, stamped at `at`. Event ids (like message
 /// ids) are UUIDv7: time-ordered, so every store indexing them appends instead of writing into
@@ -160,6 +161,38 @@ pub fn user_state_record(user: &crate::model::User) -> Result<OutboxRecord, AppE
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding user state: {e}")))?;
     let at = user.updated_at.timestamp_millis();
     Ok(state_record(USERS_TOPIC, state.user_id, Some(payload), at))
+}
+
+/// A membership as it begins, for the compacted `chat.memberships.v1` (key `<room>:<user>`).
+pub fn membership_record(
+    room: RoomId,
+    user: UserId,
+    username: Option<&str>,
+    role: Role,
+    at: DateTime<Utc>,
+) -> Result<OutboxRecord, AppError> {
+    let state = MembershipState {
+        room_id: room.to_string(),
+        user_id: user.to_string(),
+        username: username.map(str::to_string),
+        role: role.as_str().to_string(),
+        joined_at: at.timestamp_millis(),
+    };
+    let payload = codec::encode_membership_state(&state)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding membership: {e}")))?;
+    let key = format!("{room}:{user}");
+    Ok(state_record(
+        MEMBERSHIPS_TOPIC,
+        key,
+        Some(payload),
+        at.timestamp_millis(),
+    ))
+}
+
+/// A membership's end (left, removed, or its room deleted): its key's tombstone.
+pub fn membership_tombstone(room: RoomId, user: UserId) -> OutboxRecord {
+    let at = crate::now().timestamp_millis();
+    state_record(MEMBERSHIPS_TOPIC, format!("{room}:{user}"), None, at)
 }
 
 /// Encodes a user event as an outbox record keyed by user id (the event rides along).

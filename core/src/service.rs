@@ -15,8 +15,8 @@ use uuid::Uuid;
 use crate::auth::{self, LoginThrottle};
 use crate::error::{AppError, AppResult, StoreError};
 use crate::events::{
-    room_event, room_event_for, room_record, room_state_record, user_event, user_record,
-    user_state_record,
+    membership_record, membership_tombstone, room_event, room_event_for, room_record,
+    room_state_record, user_event, user_record, user_state_record,
 };
 use crate::limits::Limits;
 use crate::membership::KnownMembers;
@@ -469,7 +469,11 @@ impl ChatService {
         };
         room.set_visibility(visibility);
         let ev = room_event_for(RoomEventType::RoomCreated, &room, user.id, at);
-        let records = vec![room_record(ev)?, room_state_record(&room, false)?];
+        let records = vec![
+            room_record(ev)?,
+            room_state_record(&room, false)?,
+            membership_record(room.id, user.id, Some(&user.username), Role::Owner, at)?,
+        ];
         match self.dir().create_room(&room, records).await {
             Ok(()) => Ok(RoomPublic::from(&room)),
             Err(StoreError::Conflict(_)) => Err(AppError::BadRequest("Room already exists".into())),
@@ -530,7 +534,15 @@ impl ChatService {
 
     async fn delete_room_unchecked(&self, r: &Room, actor: UserId) -> AppResult<()> {
         let ev = room_event_for(RoomEventType::RoomDeleted, r, actor, now());
-        let records = vec![room_record(ev)?, room_state_record(r, true)?];
+        // Every membership ends with the room. Listed before the deletion: a join racing it
+        // may keep a row whose room is gone (the rooms table has the room's tombstone).
+        let members = self.dir().members(r.id).await?;
+        let mut records = vec![room_record(ev)?, room_state_record(r, true)?];
+        records.extend(
+            members
+                .iter()
+                .map(|(u, _)| membership_tombstone(r.id, u.id)),
+        );
         self.dir().delete_room(r.id, records).await?;
         self.known_members.forget(r.id, None);
         self.ports.fanout.evict(r.id, None, "room_deleted");
@@ -720,7 +732,11 @@ impl ChatService {
                 };
                 room.set_visibility(Visibility::Direct);
                 let ev = room_event_for(RoomEventType::RoomCreated, &room, user.id, at);
-                let records = vec![room_record(ev)?, room_state_record(&room, false)?];
+                let records = vec![
+                    room_record(ev)?,
+                    room_state_record(&room, false)?,
+                    membership_record(id, user.id, Some(&user.username), Role::Owner, at)?,
+                ];
                 match self.dir().create_room(&room, records).await {
                     Ok(()) => room,
                     // The other person opened it at the same moment.
@@ -733,11 +749,14 @@ impl ChatService {
             if self.dir().membership(id, person.id).await?.is_some() {
                 continue;
             }
-            let mut ev = room_event_for(RoomEventType::UserJoinedRoom, &room, user.id, now());
+            let at = now();
+            let mut ev = room_event_for(RoomEventType::UserJoinedRoom, &room, user.id, at);
             ev.subject_user_id = Some(person.id.to_string());
             ev.subject_username = Some(person.username.clone());
+            let joined =
+                membership_record(id, person.id, Some(&person.username), Role::Member, at)?;
             self.dir()
-                .add_member(id, person.id, Role::Member, vec![room_record(ev)?])
+                .add_member(id, person.id, Role::Member, vec![room_record(ev)?, joined])
                 .await?;
         }
         let mut p = RoomPublic::from(&self.room_or_404(id).await?);
@@ -767,8 +786,9 @@ impl ChatService {
             let mut ev = room_event_for(RoomEventType::UserJoinedRoom, &r, user.id, at);
             ev.subject_user_id = Some(user.id.to_string());
             ev.subject_username = Some(user.username.clone());
+            let joined = membership_record(room, user.id, Some(&user.username), Role::Member, at)?;
             self.dir()
-                .add_member(room, user.id, Role::Member, vec![room_record(ev)?])
+                .add_member(room, user.id, Role::Member, vec![room_record(ev)?, joined])
                 .await?;
             return Ok(());
         }
@@ -826,13 +846,26 @@ impl ChatService {
         } else {
             RoomEventType::JoinRequestRejected
         };
-        let mut ev = room_event_for(kind, &r, user.id, now());
+        let at = now();
+        let mut ev = room_event_for(kind, &r, user.id, at);
         ev.subject_user_id = Some(req.user_id.to_string());
         ev.subject_username = requester.map(|u| u.username);
         ev.request_id = Some(req.id.to_string());
+        let mut records = Vec::with_capacity(2);
+        if accept {
+            let name = ev.subject_username.as_deref();
+            records.push(membership_record(
+                r.id,
+                req.user_id,
+                name,
+                Role::Member,
+                at,
+            )?);
+        }
+        records.insert(0, room_record(ev)?);
         if !self
             .dir()
-            .handle_join_request(&req, accept, vec![room_record(ev)?])
+            .handle_join_request(&req, accept, records)
             .await?
         {
             return Err(AppError::not_found("Join request"));
@@ -870,7 +903,11 @@ impl ChatService {
         ev.subject_user_id = Some(target.to_string());
         if !self
             .dir()
-            .remove_member(room, target, vec![room_record(ev)?])
+            .remove_member(
+                room,
+                target,
+                vec![room_record(ev)?, membership_tombstone(room, target)],
+            )
             .await?
         {
             return Err(AppError::NotFound(
@@ -894,7 +931,11 @@ impl ChatService {
         ev.subject_username = Some(user.username.clone());
         if self
             .dir()
-            .remove_member(room, user.id, vec![room_record(ev)?])
+            .remove_member(
+                room,
+                user.id,
+                vec![room_record(ev)?, membership_tombstone(room, user.id)],
+            )
             .await?
         {
             self.known_members.forget(room, Some(user.id));

@@ -6,10 +6,12 @@ use serde_avro_fast::de::DeserializerState;
 use serde_avro_fast::ser::SerializerConfig;
 
 use crate::registry::{
-    self, NOTIFICATIONS_SCHEMA_ID, ROOMS_SCHEMA_ID, ROOM_EVENTS_SCHEMA_ID, USERS_SCHEMA_ID,
-    USER_EVENTS_SCHEMA_ID,
+    self, MEMBERSHIPS_SCHEMA_ID, NOTIFICATIONS_SCHEMA_ID, ROOMS_SCHEMA_ID, ROOM_EVENTS_SCHEMA_ID,
+    USERS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID,
 };
-use crate::{NotificationEvent, RoomEvent, RoomState, TopicEvent, UserEvent, UserState};
+use crate::{
+    MembershipState, NotificationEvent, RoomEvent, RoomState, TopicEvent, UserEvent, UserState,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -19,7 +21,8 @@ pub enum CodecError {
     InvalidMagicByte(u8),
     #[error("schema id {0} is not registered")]
     UnknownSchemaId(u32),
-    /// A latest-state table's record (rooms, users): read as a table, not decoded as an event.
+    /// A latest-state table's record (rooms, users, memberships): read as a table, not decoded
+    /// as an event.
     #[error("schema id {0} is a state table's record, not an event")]
     NotAnEvent(u32),
     #[error("avro: {0}")]
@@ -61,6 +64,11 @@ pub fn encode_user_state(state: &UserState) -> Result<Vec<u8>, CodecError> {
     encode(USERS_SCHEMA_ID, state)
 }
 
+/// A membership, for the compacted `chat.memberships.v1`.
+pub fn encode_membership_state(state: &MembershipState) -> Result<Vec<u8>, CodecError> {
+    encode(MEMBERSHIPS_SCHEMA_ID, state)
+}
+
 /// Reads the schema id of a framed record without decoding the body.
 pub fn schema_id(bytes: &[u8]) -> Result<u32, CodecError> {
     if bytes.len() < 5 {
@@ -98,7 +106,9 @@ fn decode_as(
         ROOM_EVENTS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::Room),
         USER_EVENTS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::User),
         NOTIFICATIONS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::Notification),
-        ROOMS_SCHEMA_ID | USERS_SCHEMA_ID => Err(CodecError::NotAnEvent(reader_id)),
+        ROOMS_SCHEMA_ID | USERS_SCHEMA_ID | MEMBERSHIPS_SCHEMA_ID => {
+            Err(CodecError::NotAnEvent(reader_id))
+        }
         other => Err(CodecError::UnknownSchemaId(other)),
     }
 }

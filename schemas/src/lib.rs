@@ -31,6 +31,9 @@ pub const DEAD_LETTER_TOPIC: &str = "chat.dead-letter.v1";
 pub const ROOMS_TOPIC: &str = "chat.rooms.v1";
 /// Compacted: each user's public profile ([`UserState`]), keyed by user id.
 pub const USERS_TOPIC: &str = "chat.users.v1";
+/// Compacted: each membership ([`MembershipState`]), keyed by `<room id>:<user id>`; a
+/// tombstone when it ends.
+pub const MEMBERSHIPS_TOPIC: &str = "chat.memberships.v1";
 /// Distributed mode, internal: sends waiting for their seq (a `MESSAGE_SENT` room event without
 /// it), keyed by room id, so the one sequencer that owns a room's partition sees its sends in order.
 pub const MESSAGE_COMMANDS_TOPIC: &str = "chat.message-commands.v1";
@@ -132,6 +135,16 @@ pub struct UserState {
     pub user_id: String,
     pub username: String,
     pub created_at: i64,
+}
+
+/// A membership on the compacted `chat.memberships.v1` (see `avro/chat.memberships.v1.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MembershipState {
+    pub room_id: String,
+    pub user_id: String,
+    pub username: Option<String>,
+    pub role: String,
+    pub joined_at: i64,
 }
 
 /// A decoded record of any LiveChat topic.
@@ -273,7 +286,7 @@ mod tests {
     #[test]
     fn every_schema_parses_and_has_a_unique_id() {
         let all = registry::all();
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 9);
         let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -283,7 +296,7 @@ mod tests {
         }
         assert_eq!(
             registry::current().count(),
-            5,
+            6,
             "one current version per topic"
         );
     }

@@ -16,6 +16,7 @@ pub const USER_EVENTS_SCHEMA_ID: u32 = 2;
 pub const NOTIFICATIONS_SCHEMA_ID: u32 = 3;
 pub const ROOMS_SCHEMA_ID: u32 = 7;
 pub const USERS_SCHEMA_ID: u32 = 8;
+pub const MEMBERSHIPS_SCHEMA_ID: u32 = 9;
 /// Version 1 of the room events' schema (without `reply_to_seq` and `reaction`): no longer
 /// written, still read (every record of a log written before version 2 carries it).
 pub const ROOM_EVENTS_V1_SCHEMA_ID: u32 = 1;
@@ -46,7 +47,7 @@ pub struct RegisteredSchema {
 fn build() -> Vec<RegisteredSchema> {
     // (id, subject, topic, version, current, text), in the order of the versions: an earlier
     // version keeps its id forever, since the records written with it carry that id.
-    let defs: [(u32, &str, &str, u32, bool, &str); 8] = [
+    let defs: [(u32, &str, &str, u32, bool, &str); 9] = [
         (
             ROOM_EVENTS_V1_SCHEMA_ID,
             "chat.room-events.v1-value",
@@ -110,6 +111,14 @@ fn build() -> Vec<RegisteredSchema> {
             1,
             true,
             include_str!("../avro/chat.users.v1.avsc"),
+        ),
+        (
+            MEMBERSHIPS_SCHEMA_ID,
+            "chat.memberships.v1-value",
+            crate::MEMBERSHIPS_TOPIC,
+            1,
+            true,
+            include_str!("../avro/chat.memberships.v1.avsc"),
         ),
     ];
     defs.into_iter()

@@ -241,14 +241,15 @@ impl KafkaLog {
 }
 
 /// A topic's `cleanup.policy` and `retention.ms`: the event topics keep everything (replay from
-/// offset 0 is a promise); the latest-state tables (rooms, users) are compacted to each key's
+/// offset 0 is a promise); the latest-state tables (rooms, users, memberships) are compacted to each key's
 /// newest record; the sequencer's internal topics keep what it needs: its state compacted to
 /// each room's latest, the sends for a week, the receipts for an hour.
 fn retention_of(topic: &str) -> (&'static str, &'static str) {
     match topic {
         livechat_schemas::SEQUENCER_STATE_TOPIC
         | livechat_schemas::ROOMS_TOPIC
-        | livechat_schemas::USERS_TOPIC => ("compact", "-1"),
+        | livechat_schemas::USERS_TOPIC
+        | livechat_schemas::MEMBERSHIPS_TOPIC => ("compact", "-1"),
         livechat_schemas::MESSAGE_COMMANDS_TOPIC => ("delete", "604800000"),
         livechat_schemas::MESSAGE_RECEIPTS_TOPIC => ("delete", "3600000"),
         _ => ("delete", "-1"),

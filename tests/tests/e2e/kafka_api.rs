@@ -368,7 +368,7 @@ async fn credentials_guard_the_listener_and_a_chat_users_password_does_not_open_
     assert_eq!(topics_seen(&kafka, &[]), None, "no SASL: refused");
     assert_eq!(with(&sasl("operator", "wrong")), None, "wrong password");
     assert_eq!(with(&sasl(&chat_user.name, PASSWORD)), None, "a chat user");
-    assert_eq!(with(&sasl("operator", "a-long-operator-secret")), Some(6));
+    assert_eq!(with(&sasl("operator", "a-long-operator-secret")), Some(7));
 }
 
 #[tokio::test]
@@ -631,7 +631,7 @@ async fn malformed_requests_close_their_connection_and_the_listener_serves_on() 
             .unwrap_or_else(|_| panic!("{what}: the connection stayed open"))
             .unwrap_or(0);
         assert_eq!(n, 0, "{what}: answered {:?} instead of closing", &buf[..n]);
-        assert_eq!(topics_seen(&kafka, &[]), Some(6), "after {what}");
+        assert_eq!(topics_seen(&kafka, &[]), Some(7), "after {what}");
     }
 }
 
@@ -662,14 +662,19 @@ async fn table(
     latest
 }
 
-/// Rooms and users as tables (Flink's upsert-kafka, ksqlDB): the newest record of a key is the
-/// entity as it is, a deleted room's key ends with a tombstone, and no secret is in a profile.
+/// Rooms, users and memberships as tables (Flink's upsert-kafka, ksqlDB): the newest record of
+/// a key is the entity as it is, a deleted room's or an ended membership's key ends with a
+/// tombstone, and no secret is in a profile.
 #[tokio::test]
-async fn rooms_and_users_are_compacted_tables_with_tombstones_for_deletes() {
+async fn rooms_users_and_memberships_are_compacted_tables_with_tombstones_for_deletes() {
     let (app, kafka) = with_listener(&[]).await;
     let alice = app.user("tables").await;
+    let bob = app.user("tables").await;
     let kept = alice.create_room("kept", true).await;
     let gone = alice.create_room("gone", false).await;
+    bob.join_ok(&kept).await;
+    assert_eq!(bob.join_with_message(&gone, "let me in").await.0, 200);
+    alice.admit(&gone, &bob).await;
     ok(
         alice
             .update_room(
@@ -681,8 +686,13 @@ async fn rooms_and_users_are_compacted_tables_with_tombstones_for_deletes() {
     );
     ok(alice.delete_room(&gone).await, "delete");
 
+    // Keys land on different partitions: read until the update is in (Avro keeps its bytes).
+    let updated = |v: &Option<Vec<u8>>| {
+        v.as_ref()
+            .is_some_and(|b| b.windows(16).any(|w| w == b"the latest words"))
+    };
     let rooms = table(&kafka, "chat.rooms.v1", |t| {
-        t.get(&gone) == Some(&None) && t.contains_key(&kept)
+        t.get(&gone) == Some(&None) && t.get(&kept).is_some_and(updated)
     })
     .await;
     assert_eq!(
@@ -701,6 +711,46 @@ async fn rooms_and_users_are_compacted_tables_with_tombstones_for_deletes() {
     assert_eq!(
         text(state.get("owner_id")).as_deref(),
         Some(alice.id.as_str())
+    );
+
+    // Bob joined the kept room and was admitted to the gone one; its deletion ends both of
+    // its memberships.
+    let key = |room: &str, user: &User| format!("{room}:{}", user.id);
+    let memberships = table(&kafka, "chat.memberships.v1", |t| {
+        let ended = |u: &User| t.get(&key(&gone, u)) == Some(&None);
+        let live = |u: &User| t.get(&key(&kept, u)).is_some_and(Option::is_some);
+        ended(&alice) && ended(&bob) && live(&alice) && live(&bob)
+    })
+    .await;
+    assert_eq!(memberships.get(&key(&gone, &alice)), Some(&None));
+    assert_eq!(memberships.get(&key(&gone, &bob)), Some(&None));
+    let owner = decode(
+        &app,
+        &mut schemas,
+        memberships[&key(&kept, &alice)].as_deref().unwrap(),
+    )
+    .await;
+    assert_eq!(text(owner.get("role")).as_deref(), Some("OWNER"));
+    let member = decode(
+        &app,
+        &mut schemas,
+        memberships[&key(&kept, &bob)].as_deref().unwrap(),
+    )
+    .await;
+    assert_eq!(text(member.get("role")).as_deref(), Some("MEMBER"));
+    assert_eq!(
+        text(member.get("username")).as_deref(),
+        Some(bob.name.as_str())
+    );
+    ok(bob.leave(&kept).await, "leave");
+    let memberships = table(&kafka, "chat.memberships.v1", |t| {
+        t.get(&key(&kept, &bob)) == Some(&None)
+    })
+    .await;
+    assert_eq!(
+        memberships.get(&key(&kept, &bob)),
+        Some(&None),
+        "left: a tombstone"
     );
 
     let users = table(&kafka, "chat.users.v1", |t| t.contains_key(&alice.id)).await;
