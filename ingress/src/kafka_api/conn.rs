@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use super::{groups, topics, Served};
+use super::{groups, topics, Client, Served};
 
 /// A request larger than this closes the connection (a consumer's requests are small; only a
 /// Produce, refused anyway, is larger).
@@ -68,13 +68,10 @@ enum Sasl {
     Failed,
 }
 
-/// What a connection knows of itself.
-pub(super) struct Conn {
+/// A connection: what it serves, whom, and where it stands with SASL.
+struct Conn {
     served: Arc<Served>,
-    /// The address the client reached, given back as the broker's and the coordinator's.
-    pub(super) local: SocketAddr,
-    pub(super) peer: SocketAddr,
-    pub(super) client_id: String,
+    client: Client,
     sasl: Sasl,
 }
 
@@ -95,9 +92,11 @@ pub(super) async fn run(served: Arc<Served>, stream: TcpStream, peer: SocketAddr
         };
         let mut conn = Conn {
             served,
-            local,
-            peer,
-            client_id: String::new(),
+            client: Client {
+                local,
+                peer,
+                id: String::new(),
+            },
             sasl,
         };
         let (read, mut write) = stream.into_split();
@@ -123,7 +122,7 @@ pub(super) async fn run(served: Arc<Served>, stream: TcpStream, peer: SocketAddr
                 }
                 Ok(None) => {}
                 Err(why) => {
-                    tracing::warn!(client_id = %conn.client_id, "Kafka listener: closing the connection: {why}");
+                    tracing::warn!(client_id = %conn.client.id, "Kafka listener: closing the connection: {why}");
                     return;
                 }
             }
@@ -195,8 +194,8 @@ impl Conn {
         let header = RequestHeader::decode(&mut body, key.request_header_version(version))
             .map_err(|e| format!("malformed {key:?} header: {e:#}"))?;
         if let Some(id) = &header.client_id {
-            if self.client_id.as_str() != id.as_str() {
-                self.client_id = id.to_string();
+            if self.client.id.as_str() != id.as_str() {
+                self.client.id = id.to_string();
             }
         }
         let request = RequestKind::decode(key, &mut body, version)
@@ -232,7 +231,7 @@ impl Conn {
             }
             _ if !open => return Err("a request before SASL authentication".into()),
             RequestKind::Metadata(req) => {
-                ResponseKind::Metadata(topics::metadata(&served, self, &req, version))
+                ResponseKind::Metadata(topics::metadata(&served, &self.client, &req, version))
             }
             RequestKind::ListOffsets(req) => {
                 ResponseKind::ListOffsets(topics::list_offsets(&served, &req).await)
@@ -243,10 +242,10 @@ impl Conn {
                 None => return Ok(None), // acks=0: the client reads no answer
             },
             RequestKind::FindCoordinator(req) => {
-                ResponseKind::FindCoordinator(groups::find_coordinator(self, &req, version))
+                ResponseKind::FindCoordinator(groups::find_coordinator(&self.client, &req, version))
             }
             RequestKind::JoinGroup(req) => {
-                ResponseKind::JoinGroup(served.groups.join(self, req).await)
+                ResponseKind::JoinGroup(served.groups.join(&self.client, req).await)
             }
             RequestKind::SyncGroup(req) => ResponseKind::SyncGroup(served.groups.sync(req).await),
             RequestKind::Heartbeat(req) => ResponseKind::Heartbeat(served.groups.heartbeat(&req)),
@@ -304,7 +303,7 @@ impl Conn {
             .is_some_and(|c| c.check_plain(token));
         if ok {
             self.sasl = Sasl::Done;
-            tracing::info!(client_id = %self.client_id, "Kafka listener: client authenticated.");
+            tracing::info!(client_id = %self.client.id, "Kafka listener: client authenticated.");
         } else {
             // The client reads the answer, then the connection is closed on its next request;
             // the pause slows guessing down (connections are bounded too).
@@ -314,7 +313,7 @@ impl Conn {
             r.error_message = Some(StrBytes::from_static_str(
                 "Authentication failed: invalid user name or password",
             ));
-            tracing::warn!(peer = %self.peer, "Kafka listener: SASL/PLAIN authentication failed.");
+            tracing::warn!(peer = %self.client.peer, "Kafka listener: SASL/PLAIN authentication failed.");
         }
         Ok(r)
     }

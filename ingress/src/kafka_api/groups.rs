@@ -25,10 +25,9 @@ use kafka_protocol::ResponseError;
 use livechat_core::ports::EventLog;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::Conn;
 use super::membership::Membership;
 use super::topics::{known, partitions, BROKER_ID};
-use super::{CLIENT_GROUP_PREFIX as STORED_PREFIX, SERVED_TOPICS};
+use super::{Client, CLIENT_GROUP_PREFIX as STORED_PREFIX, SERVED_TOPICS};
 
 const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
 
@@ -53,9 +52,9 @@ impl Coordinator {
         }
     }
 
-    pub(super) async fn join(&self, conn: &Conn, req: JoinGroupRequest) -> JoinGroupResponse {
-        let host = format!("/{}", conn.peer.ip());
-        self.membership.join(&conn.client_id, host, req).await
+    pub(super) async fn join(&self, client: &Client, req: JoinGroupRequest) -> JoinGroupResponse {
+        let host = format!("/{}", client.peer.ip());
+        self.membership.join(&client.id, host, req).await
     }
 
     pub(super) async fn sync(&self, req: SyncGroupRequest) -> SyncGroupResponse {
@@ -242,12 +241,12 @@ impl Coordinator {
 
 /// The coordinator of every group is this process.
 pub(super) fn find_coordinator(
-    conn: &Conn,
+    client: &Client,
     req: &FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let host = s(&conn.local.ip().to_string());
-    let port = conn.local.port() as i32;
+    let host = s(&client.local.ip().to_string());
+    let port = client.local.port() as i32;
     // Key type 0 is a group; 1, a transaction, is not served (nothing here produces).
     let refused = (req.key_type != 0).then(|| {
         (

@@ -71,6 +71,14 @@ pub const CLIENT_GROUP_PREFIX: &str = "kafka/";
 /// At most this many client connections at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 256;
 
+/// Who a connection serves: where the client came from, the address it reached (given back as
+/// the broker's and the coordinator's) and the client id it names itself by.
+pub(super) struct Client {
+    pub(super) local: SocketAddr,
+    pub(super) peer: SocketAddr,
+    pub(super) id: String,
+}
+
 /// What every connection shares.
 struct Served {
     log: Arc<dyn EventLog>,

@@ -25,8 +25,7 @@ use livechat_core::ports::EventLog;
 use livechat_schemas::cloudevents;
 use tokio::time::Instant;
 
-use super::conn::Conn;
-use super::{Served, SERVED_TOPICS};
+use super::{Client, Served, SERVED_TOPICS};
 
 /// This process's node id, as the leader of every partition and the group coordinator.
 pub(super) const BROKER_ID: i32 = 0;
@@ -59,14 +58,14 @@ pub(super) fn known(log: &dyn EventLog, topic: &str, partition: i32) -> bool {
 
 pub(super) fn metadata(
     served: &Served,
-    conn: &Conn,
+    client: &Client,
     req: &MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
     let mut broker = MetadataResponseBroker::default();
     broker.node_id = BrokerId(BROKER_ID);
-    broker.host = StrBytes::from_string(conn.local.ip().to_string());
-    broker.port = conn.local.port() as i32;
+    broker.host = StrBytes::from_string(client.local.ip().to_string());
+    broker.port = client.local.port() as i32;
     let names: Vec<String> = match &req.topics {
         // All topics: null, or (version 0 only) an empty list.
         None => SERVED_TOPICS.iter().map(|t| t.to_string()).collect(),
