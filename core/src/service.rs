@@ -851,18 +851,12 @@ impl ChatService {
         ev.subject_user_id = Some(req.user_id.to_string());
         ev.subject_username = requester.map(|u| u.username);
         ev.request_id = Some(req.id.to_string());
-        let mut records = Vec::with_capacity(2);
-        if accept {
-            let name = ev.subject_username.as_deref();
-            records.push(membership_record(
-                r.id,
-                req.user_id,
-                name,
-                Role::Member,
-                at,
-            )?);
-        }
-        records.insert(0, room_record(ev)?);
+        let name = ev.subject_username.as_deref();
+        let joined = accept
+            .then(|| membership_record(r.id, req.user_id, name, Role::Member, at))
+            .transpose()?;
+        let mut records = vec![room_record(ev)?];
+        records.extend(joined);
         if !self
             .dir()
             .handle_join_request(&req, accept, records)
