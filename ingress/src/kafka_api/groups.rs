@@ -27,16 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::membership::Membership;
 use super::topics::{known, partitions, BROKER_ID};
-use super::{Client, CLIENT_GROUP_PREFIX as STORED_PREFIX, SERVED_TOPICS};
-
-const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
+use super::{s, Client, CLIENT_GROUP_PREFIX as STORED_PREFIX, OPERATIONS_NOT_ASKED, SERVED_TOPICS};
 
 fn code(e: ResponseError) -> i16 {
     e.code()
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
 }
 
 pub(super) struct Coordinator {
@@ -178,21 +172,29 @@ impl Coordinator {
     }
 
     pub(super) async fn describe(&self, req: &DescribeGroupsRequest) -> DescribeGroupsResponse {
-        let stored = self.stored_groups().await.unwrap_or_default();
+        // The stored group names are read only for a group without members in memory.
+        let mut stored: Option<Vec<String>> = None;
         let mut r = DescribeGroupsResponse::default();
         for id in &req.groups {
             let name = id.0.as_str();
-            let mut d = self.membership.describe(name).unwrap_or_else(|| {
-                let mut d = DescribedGroup::default();
-                if stored.iter().any(|g| g == name) {
-                    // Offsets but no members (since the last start): an empty consumer group.
-                    d.group_state = s("Empty");
-                    d.protocol_type = s("consumer");
-                } else {
-                    d.group_state = s("Dead");
+            let mut d = match self.membership.describe(name) {
+                Some(d) => d,
+                None => {
+                    if stored.is_none() {
+                        stored = Some(self.stored_groups().await.unwrap_or_default());
+                    }
+                    let offsets_only = stored.iter().flatten().any(|g| g == name);
+                    let mut d = DescribedGroup::default();
+                    if offsets_only {
+                        // Offsets but no members (since the last start): an empty consumer group.
+                        d.group_state = s("Empty");
+                        d.protocol_type = s("consumer");
+                    } else {
+                        d.group_state = s("Dead");
+                    }
+                    d
                 }
-                d
-            });
+            };
             d.group_id = id.clone();
             d.authorized_operations = OPERATIONS_NOT_ASKED;
             r.groups.push(d);

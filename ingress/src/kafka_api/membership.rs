@@ -21,11 +21,12 @@ use kafka_protocol::messages::{
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::s;
 
 /// At most this many groups with members at once, and members per group.
 const MAX_GROUPS: usize = 1024;
@@ -40,10 +41,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 fn code(e: ResponseError) -> i16 {
     e.code()
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

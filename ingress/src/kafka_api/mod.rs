@@ -64,6 +64,14 @@ pub const SERVED_TOPICS: [&str; 7] = [
     livechat_schemas::DEAD_LETTER_TOPIC,
 ];
 
+/// The authorized-operations fields when the client did not ask for them.
+const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
+
+/// A protocol string (the crate's `StrBytes`) of a Rust one.
+fn s(v: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(v.to_string())
+}
+
 /// Client groups' offsets are kept in the log's group table under this prefix (`kafka/<group>`),
 /// apart from LiveChat's own processors' groups; `/metrics` reports their lag under that name.
 pub const CLIENT_GROUP_PREFIX: &str = "kafka/";

@@ -20,12 +20,13 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafka_protocol::ResponseError;
+use livechat_core::error::StoreError;
 use livechat_core::model::LogEntry;
 use livechat_core::ports::EventLog;
 use livechat_schemas::cloudevents;
 use tokio::time::Instant;
 
-use super::{Client, Served, SERVED_TOPICS};
+use super::{s, Client, Served, OPERATIONS_NOT_ASKED, SERVED_TOPICS};
 
 /// This process's node id, as the leader of every partition and the group coordinator.
 pub(super) const BROKER_ID: i32 = 0;
@@ -37,11 +38,17 @@ const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 const MAX_RESPONSE_BYTES: usize = 8 << 20;
 /// Records read from the log per partition per Fetch.
 const MAX_RECORDS_PER_READ: u32 = 1000;
-/// "Not asked for": the authorized operations fields when the client did not ask.
-const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
 
 fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
+    TopicName(s(name))
+}
+
+/// A failed read of the log, as a partition's error code (logged with where it happened).
+fn storage_error(topic: &str, partition: u32) -> impl Fn(StoreError) -> i16 + '_ {
+    move |e| {
+        tracing::warn!(topic, partition, error = %e, "Kafka listener: reading the log failed.");
+        ResponseError::KafkaStorageError.code()
+    }
 }
 
 /// The partition count of a served topic, None for any other name.
@@ -150,11 +157,8 @@ async fn offset_at(
     ts: i64,
 ) -> Result<Option<(i64, i64)>, i16> {
     let log = &served.log;
-    let storage = |e| {
-        tracing::warn!(topic, partition, error = %e, "Kafka listener: reading the log failed.");
-        ResponseError::KafkaStorageError.code()
-    };
-    let end = log.end_offset(topic, partition).await.map_err(storage)?;
+    let storage = storage_error(topic, partition);
+    let end = log.end_offset(topic, partition).await.map_err(&storage)?;
     let at = match ts {
         -1 => return Ok(Some((end, -1))),
         -2 | -4 => return Ok(Some((0, -1))),
@@ -163,13 +167,13 @@ async fn offset_at(
         t if t >= 0 => log
             .offset_for_time(topic, partition, t)
             .await
-            .map_err(storage)?,
+            .map_err(&storage)?,
         _ => return Err(ResponseError::InvalidRequest.code()),
     };
     if at >= end {
         return Ok(None);
     }
-    let found = log.read(topic, partition, at, 1).await.map_err(storage)?;
+    let found = log.read(topic, partition, at, 1).await.map_err(&storage)?;
     Ok(found.first().map(|e| (e.offset, e.timestamp_ms)))
 }
 
@@ -256,11 +260,8 @@ async fn read_partition(
         return Err(ResponseError::UnknownTopicOrPartition.code());
     }
     let p = partition as u32;
-    let storage = |e| {
-        tracing::warn!(topic, partition, error = %e, "Kafka listener: reading the log failed.");
-        ResponseError::KafkaStorageError.code()
-    };
-    let end = served.log.end_offset(topic, p).await.map_err(storage)?;
+    let storage = storage_error(topic, p);
+    let end = served.log.end_offset(topic, p).await.map_err(&storage)?;
     if from < 0 || from > end {
         return Err(ResponseError::OffsetOutOfRange.code());
     }
@@ -271,7 +272,7 @@ async fn read_partition(
         .log
         .read(topic, p, from, MAX_RECORDS_PER_READ)
         .await
-        .map_err(storage)?;
+        .map_err(&storage)?;
     Ok((end, entries))
 }
 
