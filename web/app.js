@@ -161,6 +161,23 @@ document.getElementById('logout-btn').addEventListener('click', async () => {
   navigate('#/login', { replace: true });
 });
 
+document.getElementById('delete-account-btn').addEventListener('click', async () => {
+  const password = window.prompt(
+    'Deleting your account takes you out of every room, deletes the rooms you own and erases '
+    + 'every message you wrote, for good. Enter your password to confirm.');
+  if (!password) return;
+  try {
+    await api.deleteAccount(password);
+  } catch (err) {
+    window.alert(err.messages ? err.messages.join('\n') : String(err));
+    return;
+  }
+  returnTo = null;
+  store.stop({ forgetPending: true });
+  endSession('Your account was deleted.');
+  navigate('#/login', { replace: true });
+});
+
 apiEvents.on('unauthorized', sessionLost);
 store.on('session-ended', sessionLost);
 

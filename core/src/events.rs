@@ -54,8 +54,14 @@ pub fn user_event(event_type: UserEventType, user: UserId, at: DateTime<Utc>) ->
 }
 
 /// The topic record that announces a stored notification (event id = notification id).
+/// The payload entry of a notification that quotes what someone wrote (a message's preview, a
+/// join request's note). The log's copy of the notification leaves it out: the stored
+/// notification holds it, so erasing the store's copy erases it everywhere; whoever pushes a
+/// notification read back from the log takes it from the store.
+pub const QUOTED: &str = "message";
+
 pub fn notification_record(n: &crate::model::Notification) -> Result<OutboxRecord, AppError> {
-    let ev = livechat_schemas::NotificationEvent {
+    let mut ev = livechat_schemas::NotificationEvent {
         event_id: n.id.to_string(),
         notification_id: n.id.to_string(),
         user_id: n.user_id.to_string(),
@@ -64,8 +70,13 @@ pub fn notification_record(n: &crate::model::Notification) -> Result<OutboxRecor
         source_id: n.source_id.map(|s| s.to_string()),
         created_at: n.created_at.timestamp_millis(),
     };
+    // This process's consumers get the whole notification; the log, all but the quote.
+    let quoted = ev.payload.remove(QUOTED);
     let payload = codec::encode_notification_event(&ev)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding notification event: {e}")))?;
+    if let Some(q) = quoted {
+        ev.payload.insert(QUOTED.to_string(), q);
+    }
     Ok(OutboxRecord {
         event_id: n.id,
         topic: livechat_schemas::NOTIFICATIONS_TOPIC.to_string(),
@@ -100,9 +111,10 @@ fn parse_id(s: &str) -> Result<Uuid, AppError> {
         .map_err(|e| AppError::Internal(anyhow::anyhow!("event id {s:?} is not a UUID: {e}")))
 }
 
-/// Encodes a room event as an outbox record keyed by room id (the event rides along).
-pub fn room_record(ev: RoomEvent) -> Result<OutboxRecord, AppError> {
-    let payload = codec::encode_room_event(&ev)
+/// Encodes a room event as an outbox record keyed by room id (the event rides along, with a
+/// sealed event's clear fields for this process's consumers; the payload has them sealed only).
+pub fn room_record(mut ev: RoomEvent) -> Result<OutboxRecord, AppError> {
+    let payload = codec::encode_logged_room_event(&mut ev)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding room event: {e}")))?;
     Ok(OutboxRecord {
         event_id: parse_id(&ev.event_id)?,
@@ -161,6 +173,12 @@ pub fn user_state_record(user: &crate::model::User) -> Result<OutboxRecord, AppE
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding user state: {e}")))?;
     let at = user.updated_at.timestamp_millis();
     Ok(state_record(USERS_TOPIC, state.user_id, Some(payload), at))
+}
+
+/// The tombstone of an erased user's profile on the compacted `chat.users.v1`.
+pub fn user_tombstone(user: UserId) -> OutboxRecord {
+    let at = crate::now().timestamp_millis();
+    state_record(USERS_TOPIC, user.to_string(), None, at)
 }
 
 /// A membership as it begins, for the compacted `chat.memberships.v1` (key `<room>:<user>`).

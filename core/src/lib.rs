@@ -26,6 +26,7 @@ pub mod events;
 pub mod export;
 pub mod file_keeping;
 pub mod frames;
+pub mod keyring;
 pub mod limits;
 pub mod membership;
 pub mod model;

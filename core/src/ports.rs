@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::error::StoreResult;
 use crate::model::*;
 pub use crate::send_order::Placed;
+pub use livechat_schemas::sealed::ContentKey;
 
 /// Builds the outbox records of a new message once its seq is known (inside the atomic step).
 /// `Fn`, not `FnOnce`: an adapter that assigns seqs optimistically builds them again for the
@@ -42,6 +43,20 @@ pub trait Directory: Send + Sync {
     async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>>;
     async fn users_by_names(&self, names: &[String]) -> StoreResult<Vec<User>>;
     async fn touch_user(&self, id: UserId, at: DateTime<Utc>) -> StoreResult<()>;
+    /// The user's content key (see `keyring`), made at random on first use; None for an
+    /// unknown or erased user. Two first uses at once get the same key.
+    async fn content_key(&self, user: UserId) -> StoreResult<Option<ContentKey>>;
+    /// The content keys of `users` that have one (None: every key there is); none is made.
+    async fn content_keys(
+        &self,
+        users: Option<&[UserId]>,
+    ) -> StoreResult<Vec<(UserId, ContentKey)>>;
+    /// Erases an account, with `outbox`: its content key first (what it wrote, sealed in every
+    /// copy of the log, is unreadable from then on), then its profile, sessions, join requests,
+    /// read markers, the notifications it got and those it caused, and the sends' receipts
+    /// holding its text. Its rooms and memberships are ended before, by the service.
+    /// Idempotent: an erasure cut short is finished by doing it again.
+    async fn erase_user(&self, user: UserId, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
 
     /// Creates the room with its owner membership (participants_count = 1).
     async fn create_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
@@ -367,6 +382,14 @@ pub trait MessageStore: Send + Sync {
     ) -> StoreResult<Vec<StoredMessage>>;
     /// Digest of every message, ordered by (room, seq): equal for stores built from the same log.
     async fn checksum(&self) -> StoreResult<Checksum>;
+    /// A page of `user`'s messages not deleted, in (room, seq) order after `after`: what an
+    /// account's erasure deletes. Rare, so no index is kept for it (a scan of the messages).
+    async fn by_author(
+        &self,
+        user: UserId,
+        after: Option<(RoomId, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
 }
 
 /// How search results are ordered.

@@ -16,7 +16,7 @@ use crate::auth::{self, LoginThrottle};
 use crate::error::{AppError, AppResult, StoreError};
 use crate::events::{
     membership_record, membership_tombstone, room_event, room_event_for, room_record,
-    room_state_record, user_event, user_record, user_state_record,
+    room_state_record, user_event, user_record, user_state_record, user_tombstone,
 };
 use crate::limits::Limits;
 use crate::membership::KnownMembers;
@@ -46,6 +46,8 @@ pub struct Ports {
     pub search: Option<Arc<dyn SearchIndex>>,
     /// Where shared files are kept (None: file sharing is off).
     pub files: Option<Arc<dyn FileStore>>,
+    /// The content keys that seal what people write (the directory's, held in memory).
+    pub keyring: Arc<crate::keyring::Keyring>,
 }
 
 /// An authenticated caller.
@@ -342,6 +344,54 @@ impl ChatService {
         self.recent_sessions.forget(authed.session.id);
         self.ports.cache.delete(&user_cache_key(authed.user.id));
         self.ports.fanout.disconnect_session(authed.session.id);
+        Ok(())
+    }
+
+    /// Deletes the caller's account for good, once their password is confirmed (the right to
+    /// erasure). They leave every room (a room they own is deleted with its messages, as when an
+    /// owner leaves); each message of theirs still in the history is deleted by a
+    /// `MESSAGE_DELETED` on the log, so a replay deletes it too; then the directory erases the
+    /// account, its content key first. What they wrote stays in the log only sealed, with no key
+    /// left to open it, in every copy: Kafka, a consumer's archive, a replay. Their sockets close.
+    pub async fn delete_account(&self, authed: &Authed, password: &str) -> AppResult<()> {
+        /// Messages deleted per log write.
+        const PAGE: u32 = 500;
+        let user = &authed.user;
+        let hash = Some(user.password_hash.clone());
+        if !self.hashing.verify(password, hash).await? {
+            return Err(AppError::Forbidden("Password is incorrect".into()));
+        }
+        for (room, _, _) in self.dir().rooms_of_user(user.id).await? {
+            self.leave_room(user, room.id).await?;
+        }
+        let mut after = None;
+        loop {
+            let page = self.ports.history.by_author(user.id, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.room_id, last.seq));
+            let records = page
+                .iter()
+                .map(|m| {
+                    room_record(self.message_event(RoomEventType::MessageDeleted, m, user.id, None))
+                })
+                .collect::<AppResult<Vec<_>>>()?;
+            self.change_messages(records).await?;
+            for m in &page {
+                self.release_files(m).await;
+            }
+            if page.len() < PAGE as usize {
+                break;
+            }
+        }
+        let ev = user_event(UserEventType::UserDeleted, user.id, now());
+        self.dir()
+            .erase_user(user.id, vec![user_record(ev)?, user_tombstone(user.id)])
+            .await?;
+        self.ports.keyring.forget(user.id);
+        self.ports.cache.delete(&user_cache_key(user.id));
+        self.recent_sessions.forget(authed.session.id);
+        self.ports.fanout.disconnect_session(authed.session.id);
+        tracing::info!(user = %user.id, "Account deleted.");
         Ok(())
     }
 
@@ -815,6 +865,7 @@ impl ChatService {
         ev.subject_username = Some(user.username.clone());
         ev.request_id = Some(req.id.to_string());
         ev.request_message = message;
+        self.ports.keyring.seal(&mut ev).await?;
         match self
             .dir()
             .create_join_request(&req, vec![room_record(ev)?])
@@ -1136,8 +1187,11 @@ impl ChatService {
         // Taken here: the store may build the record on a thread of its own (the embedded
         // committer), outside this request's trace context.
         let trace = crate::trace::record_headers();
+        // The log gets the text sealed under the author's key (see `keyring`).
+        let key = self.ports.keyring.sealing_key(user.id).await?;
         let events: MessageEventsFn = Box::new(move |seq| {
-            let ev = template(mid, seq, &content, at);
+            let mut ev = template(mid, seq, &content, at);
+            ev.seal(&key);
             let mut record = room_record(ev).map_err(|e| anyhow::anyhow!("{e}"))?;
             record.headers = trace.clone();
             Ok(vec![record])
@@ -1262,7 +1316,8 @@ impl ChatService {
             return Err(AppError::Forbidden("Cannot access user's message".into()));
         }
         self.require_member(m.room_id, user.id).await?;
-        let ev = self.message_event(RoomEventType::MessageEdited, &m, user.id, Some(&content));
+        let mut ev = self.message_event(RoomEventType::MessageEdited, &m, user.id, Some(&content));
+        self.ports.keyring.seal(&mut ev).await?;
         let at = crate::from_ms(ev.occurred_at);
         self.change_message(room_record(ev)?).await?;
         m.content = content;
@@ -1619,9 +1674,14 @@ impl ChatService {
 
     /// Records an edit, a delete, a reaction or a pin, readable at once (see [`WriteThrough`]).
     async fn change_message(&self, record: OutboxRecord) -> AppResult<()> {
-        self.dir().enqueue(vec![record.clone()]).await?;
+        self.change_messages(vec![record]).await
+    }
+
+    /// Records changes of existing messages (one write), and makes them readable at once.
+    async fn change_messages(&self, records: Vec<OutboxRecord>) -> AppResult<()> {
+        self.dir().enqueue(records.clone()).await?;
         if let Some(wt) = &self.ports.write_through {
-            wt.apply(&[record]).await?;
+            wt.apply(&records).await?;
         }
         Ok(())
     }

@@ -145,6 +145,7 @@ pub fn router(st: Arc<AppState>) -> Router {
     let authed = Router::new()
         .route("/users/get-me", get(users::get_me))
         .route("/users/export-my-data", get(users::export_my_data))
+        .route("/users/delete-account", post(users::delete_account))
         .route("/rooms/create-room", post(rooms::create))
         .route("/rooms/create-direct", post(rooms::create_direct))
         .route("/rooms/update-room/{room_id}", put(rooms::update))

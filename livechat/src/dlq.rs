@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use livechat_core::keyring::Keyring;
 use livechat_core::model::LogEntry;
 use livechat_processors::{Decoded, Durable};
 use livechat_schemas::{TopicEvent, DEAD_LETTER_TOPIC};
@@ -120,8 +121,9 @@ impl DeadLetter {
         )
     }
 
-    /// The original record, decoded as this version of LiveChat reads it.
-    fn decoded(&self) -> anyhow::Result<Decoded> {
+    /// The original record, decoded as this version of LiveChat reads it (its sealed text
+    /// opened, unless its author's account was erased).
+    async fn decoded(&self, keyring: &Keyring) -> anyhow::Result<Decoded> {
         let payload = self
             .original_hex
             .as_deref()
@@ -137,7 +139,12 @@ impl DeadLetter {
             headers: Vec::new(),
             event: None,
         };
-        Decoded::of(entry).map_err(|failed| anyhow::anyhow!("still undecodable: {}", failed.1))
+        let mut rec = Decoded::of(entry)
+            .map_err(|failed| anyhow::anyhow!("still undecodable: {}", failed.1))?;
+        Decoded::open_all(std::slice::from_mut(&mut rec), keyring)
+            .await
+            .context("fetching the content keys")?;
+        Ok(rec)
     }
 }
 
@@ -268,7 +275,8 @@ pub async fn run(cfg: &Config, args: DlqArgs) -> anyhow::Result<()> {
             for (k, v) in &d.headers {
                 println!("  {k}: {v}");
             }
-            match d.decoded() {
+            let keyring = crate::wire::keyring(cfg, &crate::wire::directory(cfg).await?)?;
+            match d.decoded(&keyring).await {
                 Ok(rec) => println!(
                     "original record (decodes now):\n{}",
                     serde_json::to_string_pretty(&event_json(&rec.event))?
@@ -285,18 +293,29 @@ pub async fn run(cfg: &Config, args: DlqArgs) -> anyhow::Result<()> {
 }
 
 fn event_json(ev: &TopicEvent) -> serde_json::Value {
-    match ev {
+    let mut v = match ev {
         TopicEvent::Room(e) => serde_json::to_value(e),
         TopicEvent::User(e) => serde_json::to_value(e),
         TopicEvent::Notification(e) => serde_json::to_value(e),
     }
-    .unwrap_or_default()
+    .unwrap_or_default();
+    // The sealed bytes are shown by their size (what they hold is in the fields beside, when
+    // the author's key is still there).
+    if let TopicEvent::Room(livechat_schemas::RoomEvent {
+        sealed: Some(bytes),
+        ..
+    }) = ev
+    {
+        v["sealed"] = serde_json::json!(format!("{} bytes", bytes.len()));
+    }
+    v
 }
 
 /// Replays the selected dead letters into their processors' stores, one at a time in order;
 /// prints a line per letter and a summary. Fails (exit status) if any could not be replayed.
 async fn replay(cfg: &Config, s: &Select, dry_run: bool) -> anyhow::Result<()> {
     let letters = select(cfg, s).await?;
+    let keyring = crate::wire::keyring(cfg, &crate::wire::directory(cfg).await?)?;
     let mut processors = BTreeMap::new();
     let (mut done, mut failed) = (0usize, 0usize);
     println!(
@@ -321,7 +340,7 @@ async fn replay(cfg: &Config, s: &Select, dry_run: bool) -> anyhow::Result<()> {
             println!("  {at}: skipped: not a durable store's processor (live delivery is caught up from history by the clients)");
             continue;
         };
-        let rec = match d.decoded() {
+        let rec = match d.decoded(&keyring).await {
             Ok(rec) => rec,
             Err(e) => {
                 failed += 1;

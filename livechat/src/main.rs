@@ -265,6 +265,7 @@ async fn serve(cfg: Config, roles: Roles) -> anyhow::Result<()> {
     for kind in roles.processors.iter().filter(|k| !inline.contains(k)) {
         processors.spawn(runner::run(
             log.clone(),
+            stores.keyring.clone(),
             durable_processor(*kind, &stores, &log, &search_group),
             stop_processors.clone(),
         ));
@@ -417,6 +418,7 @@ async fn run_ingress(
         cache: stores.cache.clone(),
         files: Some(wire::files(cfg)?),
         search: searching.then(|| stores.search.clone() as Arc<dyn SearchIndex>),
+        keyring: stores.keyring.clone(),
     };
     let svc = Arc::new(ChatService::new(ports, cfg.limits.clone()));
     tasks.spawn(sweep_files(svc.clone(), shutdown.clone()));
@@ -462,6 +464,7 @@ async fn run_ingress(
     });
     tasks.spawn(runner::run_with_ready(
         log.clone(),
+        stores.keyring.clone(),
         delivery,
         shutdown.clone(),
         Some(ready),

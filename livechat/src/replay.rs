@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use futures::StreamExt;
+use livechat_core::keyring::Keyring;
 use livechat_core::model::Checksum;
 use livechat_core::ports::EventLog;
 use livechat_processors::analytics::AnalyticsProcessor;
@@ -159,14 +160,29 @@ struct ReadBatch {
     records: Vec<Decoded>,
 }
 
-/// Reads every range in steps and decodes it, counting event types and undecodable records;
-/// stops early when the applying side is gone (it failed).
+/// What the reader counted: records that did not decode, records per event type, and sealed
+/// records that stayed shut (their author's account was erased: their text is not restored).
+#[derive(Default)]
+struct ReadCounts {
+    undecodable: u64,
+    by_type: BTreeMap<String, u64>,
+    shut: u64,
+}
+
+/// Reads every range in steps, decodes it and opens its sealed events, counting; stops early
+/// when the applying side is gone (it failed).
 async fn read_ahead(
     log: Arc<dyn EventLog>,
+    keyring: Arc<Keyring>,
     ranges: Vec<(&'static str, u32, i64, i64)>,
     out: tokio::sync::mpsc::Sender<ReadBatch>,
-) -> anyhow::Result<(u64, BTreeMap<String, u64>)> {
-    let (mut undecodable, mut by_type) = (0u64, BTreeMap::<String, u64>::new());
+) -> anyhow::Result<ReadCounts> {
+    let mut counts = ReadCounts::default();
+    let ReadCounts {
+        undecodable,
+        by_type,
+        shut,
+    } = &mut counts;
     for (topic, partition, start, end) in ranges {
         let mut next = start;
         while next < end {
@@ -199,9 +215,16 @@ async fn read_ahead(
                         }
                         records.push(d);
                     }
-                    Err(_) => undecodable += 1,
+                    Err(_) => *undecodable += 1,
                 }
             }
+            Decoded::open_all(&mut records, &keyring)
+                .await
+                .context("fetching the content keys")?;
+            *shut += records
+                .iter()
+                .filter(|d| matches!(d.event.as_ref(), TopicEvent::Room(r) if r.sealed_shut()))
+                .count() as u64;
             let batch = ReadBatch {
                 topic,
                 partition,
@@ -216,7 +239,7 @@ async fn read_ahead(
             next = last + 1;
         }
     }
-    Ok((undecodable, by_type))
+    Ok(counts)
 }
 
 /// An RFC 3339 option as epoch milliseconds.
@@ -313,7 +336,8 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     // Reading and decoding run ahead of applying (a task of their own, two batches ahead), so
     // the log's reads and the target's writes use a core each instead of taking turns.
     let (batches, decoded) = tokio::sync::mpsc::channel::<ReadBatch>(2);
-    let reader = tokio::spawn(read_ahead(log, ranges, batches));
+    let keyring = crate::wire::keyring(cfg, &crate::wire::directory(cfg).await?)?;
+    let reader = tokio::spawn(read_ahead(log, keyring, ranges, batches));
     // Into a fresh file, the next batch is prepared while the last one commits: history and
     // analytics hand each batch to the file's committer thread as one write, at the call, so
     // writes still commit in the log's order (measured: replay ~15 % faster). Other targets
@@ -346,7 +370,11 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     while let Some(read) = applied.next().await {
         progress.advance(read?);
     }
-    let (undecodable, by_type) = reader.await.context("log reader task")??;
+    let ReadCounts {
+        undecodable,
+        by_type,
+        shut,
+    } = reader.await.context("log reader task")??;
     if progress.tty {
         eprintln!();
     }
@@ -359,6 +387,8 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     for (kind, n) in &by_type {
         println!("  {kind}: {n}");
     }
+    // Erasure holds: the text of an erased account is in the log only sealed, and stays so.
+    println!("{shut} sealed records of erased accounts stayed shut (their text is not restored)");
     let Some(target) = target else { return Ok(()) };
     let rebuilt = target.checksum().await?;
     println!(

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use livechat_core::keyring::Keyring;
 use livechat_core::ports::{
     AnalyticsStore, Cache, Directory, EventLog, FileStore, MessageStore, Outbox, Presence,
     SearchIndex, Sequencing, SessionStore, WriteThrough,
@@ -283,6 +284,17 @@ pub async fn directory(cfg: &Config) -> anyhow::Result<Arc<dyn DirectoryStore>> 
     }
 }
 
+/// The content keys (see `livechat_core::keyring`): the embedded store holds every key from
+/// its open on; any other directory is asked for the keys as records need them.
+pub fn keyring(cfg: &Config, directory: &Arc<dyn DirectoryStore>) -> anyhow::Result<Arc<Keyring>> {
+    if cfg.directory.kind == DirectoryKind::Embedded && colocated(cfg) {
+        return Ok(embedded_store(cfg)?.keyring.clone());
+    }
+    let keyring = Keyring::fetching();
+    keyring.attach(directory.clone());
+    Ok(keyring)
+}
+
 /// Login sessions: beside the directory, or in Redis (records still go to the directory's outbox).
 pub async fn sessions(
     cfg: &Config,
@@ -343,11 +355,14 @@ pub struct Stores {
     /// The search index this process keeps: `search.db` in the data directory, in both modes
     /// (every process that answers searches keeps one, fed from the log).
     pub search: Arc<SqliteSearch>,
+    /// The content keys that seal and open what people write.
+    pub keyring: Arc<Keyring>,
 }
 
 pub async fn stores(cfg: &Config) -> anyhow::Result<Stores> {
     let directory = directory(cfg).await?;
     Ok(Stores {
+        keyring: keyring(cfg, &directory)?,
         sessions: sessions(cfg, &directory).await?,
         directory,
         history: history(cfg).await?,

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use livechat_core::events::notification_of;
+use livechat_core::events::{notification_of, QUOTED};
 use livechat_core::frames;
 use livechat_core::membership::KnownMembers;
 use livechat_core::ports::{Directory, Fanout};
 use livechat_schemas::{
-    RoomEvent, RoomEventType, TopicEvent, NOTIFICATIONS_TOPIC, ROOM_EVENTS_TOPIC,
+    NotificationType, RoomEvent, RoomEventType, TopicEvent, NOTIFICATIONS_TOPIC, ROOM_EVENTS_TOPIC,
 };
 use uuid::Uuid;
 
@@ -54,15 +54,36 @@ impl Processor for DeliveryProcessor {
                     self.end_subscriptions(room, ev).await?;
                 }
                 TopicEvent::Notification(ev) => {
-                    if let Some(n) = notification_of(ev) {
-                        self.fanout.to_user(n.user_id, frames::notification(&n));
+                    let Some(mut n) = notification_of(ev) else {
+                        continue;
+                    };
+                    if !n.payload.contains_key(QUOTED) && quotes(&n.kind) {
+                        // Read back from the log, which carries no quoted text: the stored
+                        // notification has it (none once erased, and then nothing is pushed).
+                        match self.directory.notification(n.id).await? {
+                            Some(stored) => n = stored,
+                            None => continue,
+                        }
                     }
+                    self.fanout.to_user(n.user_id, frames::notification(&n));
                 }
                 TopicEvent::User(_) => {}
             }
         }
         Ok(())
     }
+}
+
+/// Whether notifications of this kind quote someone's text (see `livechat_core::events::QUOTED`).
+fn quotes(kind: &str) -> bool {
+    matches!(
+        NotificationType::parse(kind),
+        Some(
+            NotificationType::Mention
+                | NotificationType::Reply
+                | NotificationType::JoinRequestCreated
+        )
+    )
 }
 
 impl DeliveryProcessor {

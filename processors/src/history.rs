@@ -29,7 +29,9 @@ fn id(s: &Option<String>, what: &str) -> anyhow::Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| anyhow::anyhow!("{what} {s:?}: {e}"))
 }
 
-/// The history change a room event makes, if any.
+/// The history change a room event makes, if any. An event whose sealed text stayed shut (its
+/// author's account was erased) gives its message no text; the erasure's own deletes follow it
+/// on the log.
 pub fn history_op(ev: &RoomEvent) -> anyhow::Result<Option<HistoryOp>> {
     let room = Uuid::parse_str(&ev.room_id)
         .map_err(|e| anyhow::anyhow!("room_id {:?}: {e}", ev.room_id))?;

@@ -110,6 +110,11 @@ impl NotificationsProcessor {
             (Some(UserEventType::NotificationDeleted), Some(u), Some(n)) => {
                 self.directory.delete_notification(n, u, vec![]).await?;
             }
+            // The account's erasure, again (idempotent): a rebuild tombstones the notifications
+            // it got and caused, as the erasure did.
+            (Some(UserEventType::UserDeleted), Some(u), _) => {
+                self.directory.erase_user(u, vec![]).await?;
+            }
             _ => {}
         }
         Ok(())

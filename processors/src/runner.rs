@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use livechat_core::error::StoreResult;
+use livechat_core::keyring::Keyring;
 use livechat_core::model::{LogEntry, OutboxRecord};
 pub use livechat_core::ports::StartAt;
 use livechat_core::ports::{EventLog, GroupConsumer};
@@ -31,6 +33,22 @@ impl Decoded {
             },
         };
         Ok(Decoded { entry, event })
+    }
+
+    /// Opens what the batch's events hold sealed, with their subjects' keys (fetched for the
+    /// lot when they are not held). An event whose key is erased stays shut: its text is gone.
+    pub async fn open_all(batch: &mut [Decoded], keyring: &Keyring) -> StoreResult<()> {
+        keyring
+            .fetch_for(batch.iter().map(|d| d.event.as_ref()))
+            .await?;
+        for d in batch {
+            // A record read back from the log is this batch's own copy; one appended here
+            // carries its event with the text in clear already.
+            if let Some(ev) = Arc::get_mut(&mut d.event) {
+                keyring.open_event(ev);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -95,14 +113,21 @@ async fn join(
 }
 
 /// Runs the processor until `shutdown`; the batch in hand is finished and committed first.
-pub async fn run(log: Arc<dyn EventLog>, p: Arc<dyn Processor>, shutdown: CancellationToken) {
-    run_with_ready(log, p, shutdown, None).await
+/// `keyring` opens the sealed events it reads back.
+pub async fn run(
+    log: Arc<dyn EventLog>,
+    keyring: Arc<Keyring>,
+    p: Arc<dyn Processor>,
+    shutdown: CancellationToken,
+) {
+    run_with_ready(log, keyring, p, shutdown, None).await
 }
 
 /// Like [`run`], and tells `ready` once the processor has joined its consumer group (a live
 /// delivery group must be in place before the process takes connections).
 pub async fn run_with_ready(
     log: Arc<dyn EventLog>,
+    keyring: Arc<Keyring>,
     p: Arc<dyn Processor>,
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
@@ -203,7 +228,7 @@ pub async fn run_with_ready(
             .map(|((t, p), (first, next, _))| format!("{t}/{p}:{first}..{}", next - 1))
             .collect();
         let span = tracing::info_span!("batch", processor = p.name(), records, offsets = %offsets.join(","));
-        let done = process_batch(log.as_ref(), p.as_ref(), entries, &shutdown)
+        let done = process_batch(log.as_ref(), &keyring, p.as_ref(), entries, &shutdown)
             .instrument(span)
             .await;
         if !done {
@@ -257,6 +282,7 @@ async fn gather(
 /// interrupted it.
 async fn process_batch(
     log: &dyn EventLog,
+    keyring: &Keyring,
     p: &dyn Processor,
     entries: Vec<LogEntry>,
     shutdown: &CancellationToken,
@@ -271,6 +297,17 @@ async fn process_batch(
                 dead_letter(log, p.name(), &entry, class, &e.to_string()).await
             }
         }
+    }
+    // Keys that cannot be fetched now are waited for: a sealed event handled without its key
+    // would be stored as erased.
+    let mut attempt = 0;
+    while let Err(e) = Decoded::open_all(&mut batch, keyring).await {
+        if shutdown.is_cancelled() {
+            return false;
+        }
+        tracing::warn!(processor = p.name(), error = %e, "Content keys unavailable; retrying.");
+        backoff(attempt, shutdown).await;
+        attempt += 1;
     }
     handle_batch(log, p, &batch, shutdown).await
 }
@@ -426,7 +463,6 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use livechat_core::error::StoreResult;
     use livechat_core::ports::StartAt;
     use livechat_sinks::embedded::SqliteLog;
 
@@ -605,6 +641,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let runner = tokio::spawn(run(
             log.clone(),
+            Keyring::complete(Vec::new()),
             Arc::new(Counter(handled.clone())),
             shutdown.clone(),
         ));

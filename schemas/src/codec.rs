@@ -42,8 +42,27 @@ fn encode<T: serde::Serialize>(schema_id: u32, value: &T) -> Result<Vec<u8>, Cod
         .map_err(|e| CodecError::Avro(e.to_string()))
 }
 
+/// A room event as the log carries it: a sealed event's clear fields are left out (they travel
+/// only inside `sealed`). [`encode_logged_room_event`] does the same without a copy.
 pub fn encode_room_event(ev: &RoomEvent) -> Result<Vec<u8>, CodecError> {
+    if ev.sealed.is_some() && (ev.content.is_some() || ev.request_message.is_some()) {
+        return encode_logged_room_event(&mut ev.clone());
+    }
     encode(ROOM_EVENTS_SCHEMA_ID, ev)
+}
+
+/// Encodes a room event as the log carries it, taking a sealed event's clear fields out for
+/// the time of the encoding (on the path of every send: no copy of the event).
+pub fn encode_logged_room_event(ev: &mut RoomEvent) -> Result<Vec<u8>, CodecError> {
+    if ev.sealed.is_none() {
+        return encode(ROOM_EVENTS_SCHEMA_ID, ev);
+    }
+    let content = ev.content.take();
+    let request_message = ev.request_message.take();
+    let encoded = encode(ROOM_EVENTS_SCHEMA_ID, ev);
+    ev.content = content;
+    ev.request_message = request_message;
+    encoded
 }
 
 pub fn encode_user_event(ev: &UserEvent) -> Result<Vec<u8>, CodecError> {

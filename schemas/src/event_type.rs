@@ -72,6 +72,7 @@ vocabulary! {
         NotificationRead = "NOTIFICATION_READ",
         NotificationsAllRead = "NOTIFICATIONS_ALL_READ",
         NotificationDeleted = "NOTIFICATION_DELETED",
+        UserDeleted = "USER_DELETED",
     }
 }
 

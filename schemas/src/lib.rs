@@ -8,11 +8,14 @@
 //! - [`codec`] frames records in the Confluent wire format: magic byte `0`, a 4-byte big-endian
 //!   schema id, then Avro binary.
 //! - [`registry`] knows every schema with its stable id (the embedded registry).
+//! - [`sealed`] encrypts what a person wrote under their own key, so erasing the key erases it
+//!   from every copy of the log.
 
 pub mod cloudevents;
 pub mod codec;
 pub mod event_type;
 pub mod registry;
+pub mod sealed;
 
 pub use event_type::{NotificationType, RoomEventType, UserEventType};
 
@@ -77,6 +80,10 @@ pub struct RoomEvent {
     pub answered_user_ids: Vec<String>,
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// What the subject wrote, sealed under their content key (see [`sealed`]); in this
+    /// process's own copy of an event the clear fields are kept beside it.
+    #[serde(default, with = "serde_bytes")]
+    pub sealed: Option<Vec<u8>>,
 }
 
 /// A file shared with a message (see the `Attachment` record in `avro/chat.room-events.v1.avsc`).
@@ -286,7 +293,7 @@ mod tests {
     #[test]
     fn every_schema_parses_and_has_a_unique_id() {
         let all = registry::all();
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 10);
         let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         ids.dedup();

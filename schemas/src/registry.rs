@@ -11,7 +11,7 @@ use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 
 /// The current version of each topic's schema: the id every new record is written with.
-pub const ROOM_EVENTS_SCHEMA_ID: u32 = 6;
+pub const ROOM_EVENTS_SCHEMA_ID: u32 = 10;
 pub const USER_EVENTS_SCHEMA_ID: u32 = 2;
 pub const NOTIFICATIONS_SCHEMA_ID: u32 = 3;
 pub const ROOMS_SCHEMA_ID: u32 = 7;
@@ -24,6 +24,8 @@ pub const ROOM_EVENTS_V1_SCHEMA_ID: u32 = 1;
 pub const ROOM_EVENTS_V2_SCHEMA_ID: u32 = 4;
 /// Version 3 of the room events' schema (without `attachments`): still read.
 pub const ROOM_EVENTS_V3_SCHEMA_ID: u32 = 5;
+/// Version 4 of the room events' schema (without `sealed`: text in clear): still read.
+pub const ROOM_EVENTS_V4_SCHEMA_ID: u32 = 6;
 
 /// One registered schema.
 #[derive(Debug)]
@@ -47,7 +49,7 @@ pub struct RegisteredSchema {
 fn build() -> Vec<RegisteredSchema> {
     // (id, subject, topic, version, current, text), in the order of the versions: an earlier
     // version keeps its id forever, since the records written with it carry that id.
-    let defs: [(u32, &str, &str, u32, bool, &str); 9] = [
+    let defs: [(u32, &str, &str, u32, bool, &str); 10] = [
         (
             ROOM_EVENTS_V1_SCHEMA_ID,
             "chat.room-events.v1-value",
@@ -73,10 +75,18 @@ fn build() -> Vec<RegisteredSchema> {
             include_str!("../avro/history/chat.room-events.v1-value/3.avsc"),
         ),
         (
-            ROOM_EVENTS_SCHEMA_ID,
+            ROOM_EVENTS_V4_SCHEMA_ID,
             "chat.room-events.v1-value",
             crate::ROOM_EVENTS_TOPIC,
             4,
+            false,
+            include_str!("../avro/history/chat.room-events.v1-value/4.avsc"),
+        ),
+        (
+            ROOM_EVENTS_SCHEMA_ID,
+            "chat.room-events.v1-value",
+            crate::ROOM_EVENTS_TOPIC,
+            5,
             true,
             include_str!("../avro/chat.room-events.v1.avsc"),
         ),

@@ -160,7 +160,7 @@ fn records_of_a_later_version_are_read_by_this_one() {
 fn records_of_an_earlier_version_are_read_with_the_defaults() {
     let earlier = room_schema_with(|f| {
         let last = f.pop().unwrap();
-        assert_eq!(last["name"], "attachments");
+        assert_eq!(last["name"], "sealed");
     });
     let id = livechat_schemas::registry::reader_id_for(&earlier)
         .expect("an earlier version is readable");
@@ -171,7 +171,7 @@ fn records_of_an_earlier_version_are_read_with_the_defaults() {
     match livechat_schemas::codec::decode(&framed(id, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => {
             assert_eq!(read, ev);
-            assert!(read.attachments.is_empty());
+            assert!(read.sealed.is_none());
         }
         other => panic!("decoded as {other:?}"),
     }
@@ -179,14 +179,14 @@ fn records_of_an_earlier_version_are_read_with_the_defaults() {
     assert!(livechat_schemas::codec::decode(&framed(id, &body(&ev))).is_err());
 }
 
-/// Records written with versions 1, 2 and 3 of the room events' schema (every log from before
-/// version 4) carry their ids, 1, 4 and 5, and are read into today's type with the added fields
-/// at their defaults.
+/// Records written with versions 1 to 4 of the room events' schema (every log from before
+/// version 5) carry their ids, 1, 4, 5 and 6, and are read into today's type with the added
+/// fields at their defaults.
 #[test]
 fn records_written_with_earlier_room_events_versions_are_read() {
     use livechat_schemas::registry::{
         by_id, ROOM_EVENTS_SCHEMA_ID, ROOM_EVENTS_V1_SCHEMA_ID, ROOM_EVENTS_V2_SCHEMA_ID,
-        ROOM_EVENTS_V3_SCHEMA_ID,
+        ROOM_EVENTS_V3_SCHEMA_ID, ROOM_EVENTS_V4_SCHEMA_ID,
     };
     let v1 = by_id(ROOM_EVENTS_V1_SCHEMA_ID).unwrap();
     assert_eq!((v1.version, v1.current), (1, false));
@@ -196,37 +196,46 @@ fn records_written_with_earlier_room_events_versions_are_read() {
         ..message_sent()
     };
     let mut old = body(&ev);
-    // Versions 2, 3 and 4 appended five fields with defaults, all null or empty here: one byte
+    // Versions 2 to 5 appended six fields with defaults, all null or empty here: one byte
     // each.
-    assert_eq!(old.split_off(old.len() - 5), vec![0, 0, 0, 0, 0]);
+    assert_eq!(old.split_off(old.len() - 6), vec![0, 0, 0, 0, 0, 0]);
     match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V1_SCHEMA_ID, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
         other => panic!("decoded as {other:?}"),
     }
     // Version 2's records (id 4) lack version 3's `thread_root_seq` and `answered_user_ids`,
-    // and version 4's `attachments`.
+    // version 4's `attachments` and version 5's `sealed`.
     let ev = livechat_schemas::RoomEvent {
         reply_to_seq: Some(3),
         ..ev
     };
     let mut old = body(&ev);
-    assert_eq!(old.split_off(old.len() - 3), vec![0, 0, 0]);
+    assert_eq!(old.split_off(old.len() - 4), vec![0, 0, 0, 0]);
     let v2 = by_id(ROOM_EVENTS_V2_SCHEMA_ID).unwrap();
     assert_eq!((v2.version, v2.current), (2, false));
     match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V2_SCHEMA_ID, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
         other => panic!("decoded as {other:?}"),
     }
-    // Version 3's records (id 5) lack only `attachments`.
+    // Version 3's records (id 5) lack `attachments` and `sealed`.
     let ev = livechat_schemas::RoomEvent {
         thread_root_seq: Some(2),
         ..ev
     };
     let mut old = body(&ev);
-    assert_eq!(old.split_off(old.len() - 1), vec![0]);
+    assert_eq!(old.split_off(old.len() - 2), vec![0, 0]);
     let v3 = by_id(ROOM_EVENTS_V3_SCHEMA_ID).unwrap();
     assert_eq!((v3.version, v3.current), (3, false));
     match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V3_SCHEMA_ID, &old)).unwrap() {
+        livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
+        other => panic!("decoded as {other:?}"),
+    }
+    // Version 4's records (id 6) lack only `sealed`: their text is in clear.
+    let mut old = body(&ev);
+    assert_eq!(old.split_off(old.len() - 1), vec![0]);
+    let v4 = by_id(ROOM_EVENTS_V4_SCHEMA_ID).unwrap();
+    assert_eq!((v4.version, v4.current), (4, false));
+    match livechat_schemas::codec::decode(&framed(ROOM_EVENTS_V4_SCHEMA_ID, &old)).unwrap() {
         livechat_schemas::TopicEvent::Room(read) => assert_eq!(read, ev),
         other => panic!("decoded as {other:?}"),
     }

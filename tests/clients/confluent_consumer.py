@@ -5,8 +5,8 @@ at LiveChat's /registry, then commits synchronously.
 Usage: confluent_consumer.py BOOTSTRAP REGISTRY_URL GROUP ROOM_ID EXPECTED
 
 Reads until EXPECTED messages of ROOM_ID arrived (then one more second, so a record read twice
-would show), commits, and prints one JSON object: the room's message texts in the order read and
-the (partition, offset) of every record read.
+would show), commits, and prints one JSON object: the room's messages in the order read (their
+client_msg_id: the text is sealed) and the (partition, offset) of every record read.
 """
 
 import json
@@ -48,7 +48,7 @@ def main() -> None:
         event = decode(msg.value(), SerializationContext(TOPIC, MessageField.VALUE))
         positions.append([msg.partition(), msg.offset()])
         if event["room_id"] == room and event["event_type"] == "MESSAGE_SENT":
-            messages.append(event["content"])
+            messages.append(event["client_msg_id"])
             if len(messages) >= expected and settle_until is None:
                 settle_until = time.monotonic() + 1.0
     if positions:

@@ -80,6 +80,7 @@ export const api = {
   login: (username, password) => request('POST', '/users/login-user', { body: { username, password }, quiet401: true }),
   logout: () => request('POST', '/users/logout-user', { quiet401: true }),
   me: () => request('GET', '/users/get-me', { quiet401: true }),
+  deleteAccount: (password) => request('POST', '/users/delete-account', { body: { password } }),
 
   // rooms
   createRoom: (name, description, visibility) => request('POST', '/rooms/create-room', { body: { name, description, is_public: visibility === 'public', visibility } }),

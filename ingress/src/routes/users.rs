@@ -1,4 +1,4 @@
-//! `/api/users`: register, login, logout, get-me, export-my-data.
+//! `/api/users`: register, login, logout, get-me, export-my-data, delete-account.
 
 use std::net::SocketAddr;
 
@@ -56,6 +56,25 @@ pub async fn login(
 
 pub async fn logout(st: St, headers: HeaderMap) -> ApiResult<Response> {
     st.svc.logout(session_cookie(&headers).as_deref()).await?;
+    let mut resp = empty_ok();
+    resp.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(st.config.secure_cookies));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct AccountDeletion {
+    password: String,
+}
+
+/// Deletes the caller's account for good (see `ChatService::delete_account`); the session
+/// cookie is cleared with it.
+pub async fn delete_account(
+    st: St,
+    caller: Caller,
+    JsonBody(b): JsonBody<AccountDeletion>,
+) -> ApiResult<Response> {
+    st.svc.delete_account(&caller, &b.password).await?;
     let mut resp = empty_ok();
     resp.headers_mut()
         .append(header::SET_COOKIE, clear_cookie(st.config.secure_cookies));

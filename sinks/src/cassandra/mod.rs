@@ -43,7 +43,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use livechat_core::error::{StoreError, StoreResult};
-use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage, ThreadSummary};
+use livechat_core::model::{
+    Checksum, HistoryOp, MessageId, RoomId, StoredMessage, ThreadSummary, UserId,
+};
 use livechat_core::ports::MessageStore;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -704,6 +706,39 @@ impl CassandraHistory {
         Ok(rows.into_iter().map(|(b,)| b).collect())
     }
 
+    /// Every room with messages, in the text order of its id (SQLite's `ORDER BY room_id` on
+    /// the text column): what the whole-store reads walk.
+    async fn rooms_in_text_order(&self) -> StoreResult<Vec<(String, Uuid)>> {
+        let rooms: Vec<(Uuid,)> = self.rows(&self.st.rooms, ()).await?;
+        let mut rooms: Vec<(String, Uuid)> =
+            rooms.into_iter().map(|(r,)| (r.to_string(), r)).collect();
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
+    /// A room's messages, bucket after bucket, seqs ascending, read page by page.
+    async fn room_messages(
+        &self,
+        room: RoomId,
+    ) -> StoreResult<impl futures::Stream<Item = StoreResult<StoredMessage>> + '_> {
+        let buckets = self.buckets_from(room, i64::MIN).await?;
+        Ok(futures::stream::iter(buckets)
+            .then(move |b| async move {
+                Ok::<_, StoreError>(
+                    self.session
+                        .execute_iter(self.st.bucket_all.clone(), (room, b))
+                        .await
+                        .map_err(pager_err)?
+                        .rows_stream::<MessageRow>()
+                        .map_err(decode_err)?
+                        .map_err(row_err)
+                        .map_ok(StoredMessage::from),
+                )
+            })
+            .try_flatten())
+    }
+
     async fn buckets_to_desc(&self, room: RoomId, to: i64) -> StoreResult<Vec<i64>> {
         let rows: Vec<(i64,)> = self.rows(&self.st.buckets_to_desc, (room, to)).await?;
         Ok(rows.into_iter().map(|(b,)| b).collect())
@@ -1298,35 +1333,51 @@ impl MessageStore for CassandraHistory {
     /// Rooms in text order of their id (SQLite's `ORDER BY room_id` on the text column), then
     /// buckets and seqs ascending; rows are streamed page by page into the digest.
     async fn checksum(&self) -> StoreResult<Checksum> {
-        let rooms: Vec<(Uuid,)> = self.rows(&self.st.rooms, ()).await?;
-        let mut rooms: Vec<(String, Uuid)> =
-            rooms.into_iter().map(|(r,)| (r.to_string(), r)).collect();
-        rooms.sort();
-        rooms.dedup();
         let mut h = Sha256::new();
         let mut n = 0u64;
-        for (_, room) in rooms {
+        for (_, room) in self.rooms_in_text_order().await? {
             let pins: Vec<PinRow> = self.rows(&self.st.pins_of_room, (room,)).await?;
             let pins: HashMap<i64, livechat_core::model::Pin> =
                 pins.iter().map(|p| (p.0, pin_of(p))).collect();
-            for b in self.buckets_from(room, i64::MIN).await? {
-                let mut rows = self
-                    .session
-                    .execute_iter(self.st.bucket_all.clone(), (room, b))
-                    .await
-                    .map_err(pager_err)?
-                    .rows_stream::<MessageRow>()
-                    .map_err(decode_err)?;
-                while let Some(r) = rows.try_next().await.map_err(row_err)? {
-                    let mut m = StoredMessage::from(r);
-                    m.pin = pins.get(&m.seq).cloned();
-                    hash_row(&mut h, &m);
-                    n += 1;
-                }
+            let rows = self.room_messages(room).await?;
+            futures::pin_mut!(rows);
+            while let Some(mut m) = rows.try_next().await? {
+                m.pin = pins.get(&m.seq).cloned();
+                hash_row(&mut h, &m);
+                n += 1;
             }
         }
         let sha256 = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(Checksum { rows: n, sha256 })
+    }
+
+    async fn by_author(
+        &self,
+        user: UserId,
+        after: Option<(RoomId, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        // Every room's partitions, in the order of the room ids' text, from `after`'s room on:
+        // an account's erasure is rare, and an index by author would cost every send a write.
+        let after = after.map(|(r, s)| (r.to_string(), s));
+        let mut out = Vec::new();
+        for (name, room) in self.rooms_in_text_order().await? {
+            if after.as_ref().is_some_and(|(r, _)| name < *r) {
+                continue;
+            }
+            let rows = self.room_messages(room).await?;
+            futures::pin_mut!(rows);
+            while let Some(m) = rows.try_next().await? {
+                let past = after.as_ref().is_none_or(|(r, s)| name > *r || m.seq > *s);
+                if m.user_id == user && !m.deleted && past {
+                    out.push(m);
+                    if out.len() >= limit as usize {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

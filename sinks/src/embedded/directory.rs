@@ -11,8 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
+use livechat_core::keyring::Keyring;
 use livechat_core::model::*;
-use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Outbox, Placed};
+use livechat_core::ports::{ContentKey, Directory, MessageEventsFn, NewMessage, Outbox, Placed};
 use livechat_core::to_ms;
 use livechat_core::validate::username_key;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -62,6 +63,7 @@ CREATE INDEX IF NOT EXISTS thread_reads_by_room ON thread_reads(room_id);
 CREATE TABLE IF NOT EXISTS thread_follows(
   room_id TEXT NOT NULL, root_seq INTEGER NOT NULL, user_id TEXT NOT NULL, follow INTEGER NOT NULL,
   PRIMARY KEY(room_id, root_seq, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS content_keys(user_id TEXT PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox(
   pos INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, topic TEXT NOT NULL,
   key TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
@@ -100,9 +102,9 @@ impl SqliteDirectory {
 
     /// The directory in the embedded store's file: changes append their records to the log of
     /// that file in their own transaction.
-    pub(super) fn on(db: Arc<Db>, log: SqliteLog) -> Self {
+    pub(super) fn on(db: Arc<Db>, log: SqliteLog, keyring: Arc<Keyring>) -> Self {
         SqliteDirectory {
-            retries: Some(Arc::new(Retries::new(&db, log.clone()))),
+            retries: Some(Arc::new(Retries::new(&db, log.clone(), keyring))),
             db,
             records: RecordSink::Log(log),
         }
@@ -226,6 +228,16 @@ fn key_usernames(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS users_by_key ON users(name_key)")
 }
+/// Whether this file keeps the sends' receipts (a directory without a log beside it).
+fn has_receipts_table(c: &Connection) -> rusqlite::Result<bool> {
+    c.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'message_receipts'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: uuid_col(r, 0)?,
@@ -363,6 +375,91 @@ impl Directory for SqliteDirectory {
                 Ok(())
             })
             .await
+    }
+
+    async fn content_key(&self, user: UserId) -> StoreResult<Option<ContentKey>> {
+        let fresh = livechat_schemas::sealed::new_key();
+        self.db
+            .write(move |tx| {
+                let id = user.to_string();
+                // Made only for an account that exists; a key already there is kept.
+                tx.execute(
+                    "INSERT OR IGNORE INTO content_keys(user_id, key)
+                     SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                    params![id, fresh.as_slice()],
+                )?;
+                tx.query_row(
+                    "SELECT key FROM content_keys WHERE user_id = ?1",
+                    params![id],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .optional()
+                .map(|k| k.and_then(|k| k.try_into().ok()))
+            })
+            .await
+    }
+
+    async fn content_keys(
+        &self,
+        users: Option<&[UserId]>,
+    ) -> StoreResult<Vec<(UserId, ContentKey)>> {
+        let users: Option<Vec<String>> = users.map(|u| u.iter().map(|i| i.to_string()).collect());
+        self.db
+            .read(move |c| {
+                let row = |r: &Row<'_>| -> rusqlite::Result<(String, Vec<u8>)> {
+                    Ok((r.get(0)?, r.get(1)?))
+                };
+                let rows: Vec<(String, Vec<u8>)> = match users {
+                    None => c
+                        .prepare("SELECT user_id, key FROM content_keys")?
+                        .query_map([], row)?
+                        .collect::<Result<_, _>>()?,
+                    Some(ids) => {
+                        let mut stmt = c.prepare_cached(
+                            "SELECT user_id, key FROM content_keys WHERE user_id = ?1",
+                        )?;
+                        let mut out = Vec::new();
+                        for id in ids {
+                            out.extend(stmt.query_row(params![id], row).optional()?);
+                        }
+                        out
+                    }
+                };
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(u, k)| Some((u.parse().ok()?, k.try_into().ok()?)))
+                    .collect())
+            })
+            .await
+    }
+
+    async fn erase_user(&self, user: UserId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        self.write_recording(move |tx, q| {
+            let id = user.to_string();
+            for sql in [
+                "DELETE FROM content_keys WHERE user_id = ?1",
+                "DELETE FROM sessions WHERE user_id = ?1",
+                "DELETE FROM join_requests WHERE user_id = ?1",
+                "DELETE FROM memberships WHERE user_id = ?1",
+                "DELETE FROM thread_reads WHERE user_id = ?1",
+                "DELETE FROM thread_follows WHERE user_id = ?1",
+                // Tombstones, as for a notification its owner deletes: a replay does not store
+                // them again.
+                "UPDATE notifications SET deleted = 1, payload = '{}'
+                 WHERE (user_id = ?1 OR source_id = ?1) AND deleted = 0",
+                "DELETE FROM users WHERE id = ?1",
+            ] {
+                tx.execute(sql, params![id])?;
+            }
+            if has_receipts_table(tx)? {
+                tx.execute(
+                    "DELETE FROM message_receipts WHERE user_id = ?1",
+                    params![id],
+                )?;
+            }
+            q.queue(tx, outbox)
+        })
+        .await
     }
 
     async fn create_room(&self, room: &Room, outbox: Vec<OutboxRecord>) -> StoreResult<()> {

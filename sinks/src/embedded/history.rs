@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use livechat_core::error::StoreResult;
 use livechat_core::model::{
     attachments_text, group_reactions, Attachment, Checksum, HistoryOp, MessageId, Pin, RoomId,
-    StoredMessage, ThreadSummary,
+    StoredMessage, ThreadSummary, UserId,
 };
 use livechat_core::ports::MessageStore;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -407,6 +407,26 @@ impl MessageStore for SqliteHistory {
                          FROM messages m ORDER BY room_id, seq"
                     ),
                 )
+            })
+            .await
+    }
+
+    async fn by_author(
+        &self,
+        user: UserId,
+        after: Option<(RoomId, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let (room, seq) = after.map(|(r, s)| (r.to_string(), s)).unwrap_or_default();
+        self.db
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM messages
+                     WHERE user_id = ?1 AND deleted = 0 AND (room_id, seq) > (?2, ?3)
+                     ORDER BY room_id, seq"
+                ))?;
+                let rows = stmt.query_map(params![user.to_string(), room, seq], row)?;
+                rows.take(limit as usize).collect()
             })
             .await
     }

@@ -27,7 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use livechat_core::error::{StoreError, StoreResult};
-use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage};
+use livechat_core::keyring::Keyring;
+use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage, UserId};
 use livechat_core::ports::{EventLog, MessageStore};
 use livechat_schemas::{codec, TopicEvent, ROOM_EVENTS_TOPIC};
 use rusqlite::{params, Connection};
@@ -61,6 +62,8 @@ struct Shared {
     log: SqliteLog,
     history: SqliteHistory,
     map: HistoryMapping,
+    /// Opens the sealed events read back from the log (the ones appended here carry theirs).
+    keyring: Arc<Keyring>,
     partitions: u32,
     /// The next offset to apply, per partition of the room events, as of the last batch.
     applied: watch::Sender<Vec<i64>>,
@@ -84,6 +87,7 @@ impl FollowedHistory {
         log: SqliteLog,
         history: SqliteHistory,
         map: HistoryMapping,
+        keyring: Arc<Keyring>,
     ) -> anyhow::Result<FollowedHistory> {
         let partitions = log.partitions(ROOM_EVENTS_TOPIC);
         let applied = positions(history.db(), partitions)?;
@@ -91,6 +95,7 @@ impl FollowedHistory {
             log,
             history: history.clone(),
             map,
+            keyring,
             partitions,
             applied: watch::channel(applied).0,
             nudge: Arc::new(Notify::new()),
@@ -261,7 +266,8 @@ impl Shared {
                 let ev = match e.event.as_deref() {
                     Some(TopicEvent::Room(ev)) => ev,
                     _ => match codec::decode(&e.payload) {
-                        Ok(d) => {
+                        Ok(mut d) => {
+                            self.keyring.open_event(&mut d);
                             decoded = d;
                             match &decoded {
                                 TopicEvent::Room(ev) => ev,
@@ -395,5 +401,15 @@ impl MessageStore for FollowedHistory {
     async fn checksum(&self) -> StoreResult<Checksum> {
         self.caught_up(None).await?;
         self.history.checksum().await
+    }
+
+    async fn by_author(
+        &self,
+        user: UserId,
+        after: Option<(RoomId, i64)>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        self.caught_up(None).await?;
+        self.history.by_author(user, after, limit).await
     }
 }

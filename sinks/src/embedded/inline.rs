@@ -4,7 +4,10 @@
 //! the client that caused them), the message history right behind the log in a file of its own
 //! (see `history_follower.rs`).
 
+use std::sync::Arc;
+
 use livechat_core::events::notification_record;
+use livechat_core::keyring::Keyring;
 use livechat_core::model::{HistoryOp, Notification, OutboxRecord};
 use livechat_schemas::{codec, RoomEvent, TopicEvent, ROOM_EVENTS_TOPIC};
 use rusqlite::Connection;
@@ -27,9 +30,12 @@ pub struct ReadModelMappings {
     pub notifications: Option<NotificationsMapping>,
 }
 
-/// The notifications kept inline.
-#[derive(Clone, Copy)]
-pub(super) struct InlineNotifications(pub(super) NotificationsMapping);
+/// The notifications kept inline, with the keyring that opens a sealed event read back.
+#[derive(Clone)]
+pub(super) struct InlineNotifications {
+    pub(super) map: NotificationsMapping,
+    pub(super) keyring: Arc<Keyring>,
+}
 
 impl InlineNotifications {
     /// Stores the notifications `records` create, inside the caller's write; returns their
@@ -48,14 +54,16 @@ impl InlineNotifications {
             let ev = match r.event.as_deref() {
                 Some(TopicEvent::Room(ev)) => ev,
                 _ => {
-                    decoded = codec::decode(&r.payload).map_err(user_err)?;
+                    let mut d = codec::decode(&r.payload).map_err(user_err)?;
+                    self.keyring.open_event(&mut d);
+                    decoded = d;
                     match &decoded {
                         TopicEvent::Room(ev) => ev,
                         _ => continue,
                     }
                 }
             };
-            for n in (self.0)(ev) {
+            for n in (self.map)(ev) {
                 if notifications::insert_in(conn, &n)? {
                     more.push(notification_record(&n).map_err(user_err)?);
                 }

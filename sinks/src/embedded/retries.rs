@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use livechat_core::keyring::Keyring;
 use livechat_core::model::SendReceipt;
 use livechat_core::ports::EventLog;
 use livechat_core::sequencing::{
@@ -49,6 +50,8 @@ pub(super) struct Retries {
     shared: Arc<AtomicBool>,
     /// The committer's count of failed transactions.
     rollbacks: Arc<AtomicU64>,
+    /// Opens the sealed sends read back from the log (a retry is answered with its text).
+    keyring: Arc<Keyring>,
 }
 
 struct State {
@@ -60,8 +63,9 @@ struct State {
 }
 
 impl Retries {
-    pub(super) fn new(db: &Db, log: SqliteLog) -> Retries {
+    pub(super) fn new(db: &Db, log: SqliteLog, keyring: Arc<Keyring>) -> Retries {
         Retries {
+            keyring,
             state: Mutex::new(State {
                 sends: RecentSends::new(DEDUP_WINDOW_MS, DEDUP_BUDGET_BYTES),
                 read_to: HashMap::new(),
@@ -86,11 +90,11 @@ impl Retries {
         let now = livechat_core::now().timestamp_millis();
         let rollbacks = self.rollbacks.load(Ordering::SeqCst);
         if st.built_at != Some(rollbacks) {
-            st.rebuild(tx, &self.log, now)?;
+            st.rebuild(tx, &self.log, &self.keyring, now)?;
             st.built_at = Some(rollbacks);
         } else if self.shared.load(Ordering::Relaxed) {
             let p = kafka_partition(&room.to_string(), self.log.partitions(ROOM_EVENTS_TOPIC));
-            st.read_partition(tx, p, now)?;
+            st.read_partition(tx, p, &self.keyring, now)?;
         }
         st.sends.evict(now);
         let found = st.sends.get(&(room, user, cid.to_string()));
@@ -125,7 +129,13 @@ impl Retries {
 
 impl State {
     /// Forgets everything and reads the window's sends from every partition.
-    fn rebuild(&mut self, tx: &Connection, log: &SqliteLog, now: i64) -> rusqlite::Result<()> {
+    fn rebuild(
+        &mut self,
+        tx: &Connection,
+        log: &SqliteLog,
+        keyring: &Keyring,
+        now: i64,
+    ) -> rusqlite::Result<()> {
         let started = std::time::Instant::now();
         self.sends.clear();
         self.read_to.clear();
@@ -133,7 +143,7 @@ impl State {
         let starts = rebuild_from(tx, log.partitions(ROOM_EVENTS_TOPIC), now, REBUILD_MOST)?;
         for (p, from) in (0..).zip(starts) {
             let end = scan_in(tx, ROOM_EVENTS_TOPIC, p, from, |_, ts, payload| {
-                found.extend(sent_in(ts, payload));
+                found.extend(sent_in(ts, payload, keyring));
             })?;
             self.read_to.insert(p, end);
         }
@@ -153,12 +163,18 @@ impl State {
     }
 
     /// Reads the sends of partition `p` committed since it was last read (by any connection).
-    fn read_partition(&mut self, tx: &Connection, p: u32, now: i64) -> rusqlite::Result<()> {
+    fn read_partition(
+        &mut self,
+        tx: &Connection,
+        p: u32,
+        keyring: &Keyring,
+        now: i64,
+    ) -> rusqlite::Result<()> {
         let window_start = offset_for_time_in(tx, ROOM_EVENTS_TOPIC, p, now - DEDUP_WINDOW_MS)?;
         let from = self.read_to.get(&p).copied().unwrap_or(0).max(window_start);
         let sends = &mut self.sends;
         let end = scan_in(tx, ROOM_EVENTS_TOPIC, p, from, |_, ts, payload| {
-            if let Some((ts, key, first, cost)) = sent_in(ts, payload) {
+            if let Some((ts, key, first, cost)) = sent_in(ts, payload, keyring) {
                 sends.remember(key, ts, now, first, cost);
             }
         })?;
@@ -209,10 +225,11 @@ fn rebuild_from(
 }
 
 /// The send a room event record holds, if it is a MESSAGE_SENT with a `client_msg_id`.
-fn sent_in(ts: i64, payload: &[u8]) -> Option<(i64, Key, First, usize)> {
-    let Ok(TopicEvent::Room(ev)) = codec::decode(payload) else {
+fn sent_in(ts: i64, payload: &[u8], keyring: &Keyring) -> Option<(i64, Key, First, usize)> {
+    let Ok(TopicEvent::Room(mut ev)) = codec::decode(payload) else {
         return None;
     };
+    keyring.open(&mut ev);
     if ev.kind() != Some(RoomEventType::MessageSent) {
         return None;
     }

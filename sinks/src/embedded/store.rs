@@ -12,9 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use livechat_core::keyring::Keyring;
 use livechat_core::model::OutboxRecord;
+use livechat_core::ports::ContentKey;
 use livechat_schemas::ROOM_EVENTS_TOPIC;
 use rusqlite::Connection;
+use uuid::Uuid;
 
 use super::db::Durability;
 use super::db::{uuid_col, Db};
@@ -29,6 +32,8 @@ pub struct EmbeddedStore {
     pub directory: Arc<SqliteDirectory>,
     pub log: SqliteLog,
     pub history: Arc<FollowedHistory>,
+    /// Every content key of the directory, held from the open on (see `livechat_core::keyring`).
+    pub keyring: Arc<Keyring>,
 }
 
 impl EmbeddedStore {
@@ -59,10 +64,16 @@ impl EmbeddedStore {
         let upkeep = Connection::open(db.path())?;
         upkeep.busy_timeout(std::time::Duration::from_secs(10))?;
         drop_receipts(&upkeep, db.path())?;
+        // Before anything reads an event back from the log: the follower, the inline
+        // notifications and the retries open sealed events with these keys.
+        let keyring = Keyring::complete(content_keys(&upkeep)?);
         let log = SqliteLog::on(
             db.clone(),
             partitions,
-            kept.notifications.map(InlineNotifications),
+            kept.notifications.map(|map| InlineNotifications {
+                map,
+                keyring: keyring.clone(),
+            }),
         );
         if imported {
             catch_up(&upkeep, &log)?;
@@ -76,15 +87,38 @@ impl EmbeddedStore {
             Durability::Normal,
         )?);
         let history = match kept.history {
-            Some(map) => FollowedHistory::start(log.clone(), history, map)?,
+            Some(map) => FollowedHistory::start(log.clone(), history, map, keyring.clone())?,
             None => FollowedHistory::unfollowed(history),
         };
+        let directory = Arc::new(SqliteDirectory::on(db, log.clone(), keyring.clone()));
+        keyring.attach(directory.clone());
         Ok(EmbeddedStore {
-            directory: Arc::new(SqliteDirectory::on(db, log.clone())),
+            directory,
             log,
             history: Arc::new(history),
+            keyring,
         })
     }
+}
+
+/// Every content key in the store's file.
+fn content_keys(conn: &Connection) -> anyhow::Result<Vec<(Uuid, ContentKey)>> {
+    let mut stmt = conn.prepare("SELECT user_id, key FROM content_keys")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut keys = Vec::new();
+    for row in rows {
+        let (user, key) = row?;
+        let user = user
+            .parse()
+            .map_err(|e| anyhow::anyhow!("content key of {user:?}: {e}"))?;
+        let key = key
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("content key of {user} is not 32 bytes"))?;
+        keys.push((user, key));
+    }
+    Ok(keys)
 }
 
 /// Drops the receipts table files from before `retries.rs` kept (a row per send, with its text,

@@ -165,11 +165,14 @@ impl Sequencing for KafkaSends {
                         "no receipt from the sequencer within {RECEIPT_TIMEOUT:?}"
                     ))
                 })??;
-        receipt_of(&ev, duplicate)
+        receipt_of(&ev, duplicate, &msg.content)
     }
 }
 
-fn receipt_of(ev: &RoomEvent, duplicate: bool) -> StoreResult<SendReceipt> {
+/// The send's receipt from its sequenced event. The event's text is sealed (this reader holds
+/// no keys): the receipt carries the text of the send it answers, which for a retry of the same
+/// `client_msg_id` is the text it retries.
+fn receipt_of(ev: &RoomEvent, duplicate: bool, text: &str) -> StoreResult<SendReceipt> {
     let bad = |what: &str| StoreError::Other(anyhow::anyhow!("receipt without {what}: {ev:?}"));
     Ok(SendReceipt {
         message_id: ev
@@ -181,7 +184,11 @@ fn receipt_of(ev: &RoomEvent, duplicate: bool) -> StoreResult<SendReceipt> {
         created_at: livechat_core::from_ms(
             ev.message_created_at.ok_or_else(|| bad("creation time"))?,
         ),
-        content: ev.content.clone().ok_or_else(|| bad("content"))?,
+        content: match (&ev.content, &ev.sealed) {
+            (Some(clear), _) => clear.clone(),
+            (None, Some(_)) => text.to_string(),
+            (None, None) => return Err(bad("content")),
+        },
         duplicate,
     })
 }

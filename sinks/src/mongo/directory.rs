@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::model::*;
-use livechat_core::ports::{Directory, MessageEventsFn, NewMessage, Placed};
-use mongodb::bson::{doc, Bson, Document};
+use livechat_core::ports::{ContentKey, Directory, MessageEventsFn, NewMessage, Placed};
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{doc, Binary, Bson, Document};
 use mongodb::options::FindOptions;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -203,6 +204,99 @@ impl Directory for MongoDirectory {
             doc! { "$set": { "last_active": ms(at) } },
         )
         .await?;
+        Ok(())
+    }
+
+    async fn content_key(&self, uid: UserId) -> StoreResult<Option<ContentKey>> {
+        let user = self
+            .coll("users")
+            .find_one(doc! { "_id": id(uid) })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(db_err)?;
+        if user.is_none() {
+            return Ok(None);
+        }
+        // Made by inserting under the user's id: of two first uses at once, one insert wins and
+        // both read its key back.
+        let fresh = Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: livechat_schemas::sealed::new_key().to_vec(),
+        };
+        match self
+            .coll("content_keys")
+            .insert_one(doc! { "_id": id(uid), "key": fresh })
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_duplicate(&e) => {}
+            Err(e) => return Err(db_err(e)),
+        }
+        Ok(self.content_keys(Some(&[uid])).await?.pop().map(|(_, k)| k))
+    }
+
+    async fn content_keys(
+        &self,
+        users: Option<&[UserId]>,
+    ) -> StoreResult<Vec<(UserId, ContentKey)>> {
+        let filter = match users {
+            Some(ids) => {
+                let ids: Vec<Bson> = ids.iter().map(|u| id(*u).into()).collect();
+                doc! { "_id": { "$in": ids } }
+            }
+            None => doc! {},
+        };
+        let docs = self
+            .find_all("content_keys", filter, FindOptions::default())
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                let user = d.get_str("_id").ok()?.parse().ok()?;
+                let key = d.get_binary_generic("key").ok()?.clone().try_into().ok()?;
+                Some((user, key))
+            })
+            .collect())
+    }
+
+    async fn erase_user(&self, uid: UserId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        // The key first: from then on nothing the account wrote opens, whatever step a crash
+        // interrupts; each later step is idempotent, and running the erasure again finishes it.
+        self.coll("content_keys")
+            .delete_one(doc! { "_id": id(uid) })
+            .await
+            .map_err(db_err)?;
+        for request in self.join_requests_of_user(uid).await? {
+            self.update_doc(
+                "rooms",
+                doc! { "_id": id(request.room_id) },
+                doc! { "$unset": { format!("requests.{}", request.id): "" } },
+            )
+            .await?;
+        }
+        self.coll("notifications")
+            .update_many(
+                doc! {
+                    "$or": [{ "user_id": id(uid) }, { "source_id": id(uid) }],
+                    "deleted": { "$ne": true },
+                },
+                doc! { "$set": { "deleted": true, "payload": "{}" } },
+            )
+            .await
+            .map_err(db_err)?;
+        // The sends' receipts keep their seqs (a retry still finds its send), not the text.
+        self.coll("messages")
+            .update_many(
+                doc! { "user_id": id(uid) },
+                doc! { "$set": { "content": Bson::Null } },
+            )
+            .await
+            .map_err(db_err)?;
+        self.enqueue(outbox).await?;
+        self.coll("users")
+            .delete_one(doc! { "_id": id(uid) })
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 

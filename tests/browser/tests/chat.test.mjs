@@ -1087,5 +1087,33 @@ describe('LiveChat web client, two users', { timeout: 150_000 }, () => {
     // The join-request markup and the message markup never ran.
     assert.ok(!all.some((e) => /dialog/.test(e)), 'no alert() was triggered');
   });
+
+  step('"Delete account" erases Dave once he confirms with his password; he cannot log in again', async () => {
+    const dave = await newUser(browser, server.url, 'dave');
+    const p = dave.page;
+    await p.goto('/#/register');
+    await registerUI(p, 'dave', 'dave-secret-9');
+    await expectLoggedIn(p, 'dave');
+    // The confirmation is a password prompt: a wrong one deletes nothing.
+    p.removeAllListeners('dialog');
+    const answers = ['not his password', 'dave-secret-9'];
+    const shown = [];
+    p.on('dialog', (d) => {
+      shown.push(`${d.type()}: ${d.message()}`);
+      if (d.type() === 'prompt') d.accept(answers.shift()).catch(() => {});
+      else d.dismiss().catch(() => {});
+    });
+    await p.click(tid('delete-account'));
+    await until(async () => shown.length, (n) => n >= 2, { what: 'the prompt, then the refusal' });
+    assert.match(shown[1], /^alert: .*Password is incorrect/);
+    assert.equal((await p.evaluate(() => window.livechat.api.me())).username, 'dave', 'still there');
+    await p.click(tid('delete-account'));
+    await p.locator(tid('login-form')).waitFor();
+    await loginUI(p, 'dave', 'dave-secret-9');
+    const err = p.locator(tid('login-error'));
+    await err.waitFor();
+    assert.match(await err.textContent(), /invalid username or password/i);
+    assert.deepEqual(dave.errors.filter((e) => !EXPECTED_CONSOLE.some((re) => re.test(e))), []);
+  });
 });
 

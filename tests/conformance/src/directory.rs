@@ -560,6 +560,101 @@ pub async fn deleting_a_room_removes_its_memberships_and_requests<D: Directory>(
     assert!(d.join_requests_of_user(asker.id).await.unwrap().is_empty());
 }
 
+/// A content key is made once per account, whoever asks first (two at once get the same);
+/// none for an unknown account; listed by user; gone with the account's erasure, which also
+/// takes its profile, join requests and the notifications it got or caused, and is idempotent.
+pub async fn content_keys_are_made_once_and_erased_with_the_account<D: Directory>(d: &Arc<D>) {
+    let (owner, r) = owner_and_room(d.as_ref(), false).await;
+    let gone = user("erased");
+    d.create_user(&gone, vec![]).await.unwrap();
+    assert_eq!(
+        d.content_key(Uuid::new_v4()).await.unwrap(),
+        None,
+        "no key for nobody"
+    );
+    let (a, b) = tokio::join!(d.content_key(gone.id), d.content_key(gone.id));
+    let key = a.unwrap().expect("made for an account");
+    assert_eq!(b.unwrap(), Some(key), "two first uses get one key");
+    assert_eq!(d.content_key(gone.id).await.unwrap(), Some(key), "kept");
+    let owners = d.content_key(owner.id).await.unwrap().unwrap();
+    assert_ne!(owners, key, "a key per account");
+    let listed = d
+        .content_keys(Some(&[gone.id, owner.id, Uuid::new_v4()]))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&(gone.id, key)) && listed.contains(&(owner.id, owners)));
+    assert!(d
+        .content_keys(None)
+        .await
+        .unwrap()
+        .contains(&(gone.id, key)));
+
+    d.create_join_request(
+        &JoinRequest {
+            id: Uuid::new_v4(),
+            room_id: r.id,
+            user_id: gone.id,
+            message: Some("let me in, I am the erased one".into()),
+            created_at: at(0),
+        },
+        vec![],
+    )
+    .await
+    .unwrap();
+    let notification = |to: UserId, source: Option<UserId>| Notification {
+        id: Uuid::new_v4(),
+        user_id: to,
+        kind: "MENTION".into(),
+        payload: BTreeMap::from([("message".to_string(), "words of the erased".to_string())]),
+        read: false,
+        source_id: source,
+        created_at: at(0),
+    };
+    let (theirs, caused, unrelated) = (
+        notification(gone.id, None),
+        notification(owner.id, Some(gone.id)),
+        notification(owner.id, None),
+    );
+    for n in [&theirs, &caused, &unrelated] {
+        assert!(d.insert_notification(n).await.unwrap());
+    }
+    for _ in 0..2 {
+        d.erase_user(gone.id, vec![]).await.unwrap();
+    }
+    assert_eq!(
+        d.content_key(gone.id).await.unwrap(),
+        None,
+        "not made again"
+    );
+    assert!(d.content_keys(Some(&[gone.id])).await.unwrap().is_empty());
+    assert_eq!(
+        d.content_key(owner.id).await.unwrap(),
+        Some(owners),
+        "others keep theirs"
+    );
+    assert!(d.user_by_id(gone.id).await.unwrap().is_none());
+    assert!(d.join_requests_of_user(gone.id).await.unwrap().is_empty());
+    assert!(d.join_requests_of_room(r.id).await.unwrap().is_empty());
+    let left: Vec<Uuid> = d
+        .notifications(owner.id, false, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(
+        left,
+        vec![unrelated.id],
+        "what the erased account caused is gone"
+    );
+    assert!(d
+        .notifications(gone.id, false, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// Search and top rooms list private rooms (their name, description and member count) like
 /// public ones: "private" means joining needs the owner's approval, not hidden. Unlisted rooms
 /// are never listed, and stay so through an update; read by id they keep their visibility.

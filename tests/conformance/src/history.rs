@@ -763,3 +763,47 @@ pub async fn checksum_matches_the_reference_and_survives_replay(
         "a new reaction changes the digest"
     );
 }
+
+/// An author's messages not deleted, over several rooms, in (room, seq) order, a page at a
+/// time from where the last one ended: what an account's erasure deletes.
+pub async fn messages_are_listed_by_author(store: &dyn MessageStore) {
+    let author = Uuid::new_v4();
+    let mut rooms = [Uuid::new_v4(), Uuid::new_v4()];
+    rooms.sort_by_key(|r| r.to_string());
+    let mut theirs = Vec::new();
+    let mut ops = Vec::new();
+    for room in rooms {
+        for seq in 1..=4 {
+            let mut m = message(room, seq, "by someone");
+            if seq != 2 {
+                m.user_id = author;
+                theirs.push((room, seq, m.id));
+            }
+            ops.push(HistoryOp::Insert(m));
+        }
+    }
+    // One of theirs deleted: not listed.
+    let (room, seq, id) = theirs.remove(1);
+    assert_eq!(seq, 3);
+    ops.push(HistoryOp::Delete {
+        room_id: room,
+        message_id: id,
+        at: at(10),
+    });
+    store.apply(&ops).await.unwrap();
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.by_author(author, after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some((last.room_id, last.seq));
+        listed.extend(page.iter().map(|m| (m.room_id, m.seq, m.id)));
+    }
+    assert_eq!(listed, theirs);
+    assert!(store
+        .by_author(Uuid::new_v4(), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

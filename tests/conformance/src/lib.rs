@@ -148,6 +148,7 @@ macro_rules! directory_suite {
                 deleting_a_room_removes_its_memberships_and_requests,
                 search_is_literal_and_lists_private_rooms,
                 shared_files_are_kept_while_held_or_claimed,
+                content_keys_are_made_once_and_erased_with_the_account,
             ]
         );
 
@@ -230,6 +231,7 @@ macro_rules! history_suite {
                 pins_keep_the_newest_change,
                 threads_count_live_replies_and_page_them,
                 attachments_are_kept_until_the_message_is_deleted,
+                messages_are_listed_by_author,
             ]
         );
 

@@ -60,7 +60,8 @@ struct Seen {
     offset: i64,
     event_type: String,
     room_id: String,
-    content: Option<String>,
+    /// The message's `client_msg_id`: what identifies it here (its text is sealed).
+    client_msg_id: Option<String>,
     headers: BTreeMap<String, String>,
 }
 
@@ -127,19 +128,28 @@ async fn read_until(c: &StreamConsumer, app: &App, done: impl Fn(&[Seen]) -> boo
             offset: m.offset(),
             event_type: text(fields.get("event_type")).unwrap(),
             room_id: text(fields.get("room_id")).unwrap(),
-            content: text(fields.get("content")),
+            client_msg_id: text(fields.get("client_msg_id")),
             headers,
         });
     }
     seen
 }
 
-/// The texts of a room's messages, in the order read.
+/// The `client_msg_id`s of a room's messages, in the order read.
 fn messages(seen: &[Seen], room: &str) -> Vec<String> {
     seen.iter()
         .filter(|s| s.room_id == room && s.event_type == "MESSAGE_SENT")
-        .filter_map(|s| s.content.clone())
+        .filter_map(|s| s.client_msg_id.clone())
         .collect()
+}
+
+/// Sends a message whose `client_msg_id` is `id` (the text says it too).
+async fn send(user: &User, room: &str, id: &str) {
+    ok(
+        user.send_rest(room, &format!("text of {id}"), Some(id))
+            .await,
+        "send",
+    );
 }
 
 #[tokio::test]
@@ -148,12 +158,9 @@ async fn a_consumer_group_reads_decodes_commits_and_resumes_across_a_restart() {
     let alice = app.user("kafkaapi").await;
     let room = alice.create_room("kafka-api", true).await;
     for i in 0..10 {
-        ok(
-            alice.send_rest(&room, &format!("first {i}"), None).await,
-            "send",
-        );
+        send(&alice, &room, &format!("first-{i}")).await;
     }
-    let first: Vec<String> = (0..10).map(|i| format!("first {i}")).collect();
+    let first: Vec<String> = (0..10).map(|i| format!("first-{i}")).collect();
 
     let group = "data-team";
     let c = member(&kafka, group);
@@ -193,16 +200,13 @@ async fn a_consumer_group_reads_decodes_commits_and_resumes_across_a_restart() {
     app.terminate().await;
     app.restart().await;
     for i in 0..5 {
-        ok(
-            alice.send_rest(&room, &format!("second {i}"), None).await,
-            "send",
-        );
+        send(&alice, &room, &format!("second-{i}")).await;
     }
     let c = member(&kafka, group);
     let read2 = read_until(&c, &app, |s| messages(s, &room).len() >= 5).await;
     assert_eq!(
         messages(&read2, &room),
-        (0..5).map(|i| format!("second {i}")).collect::<Vec<_>>(),
+        (0..5).map(|i| format!("second-{i}")).collect::<Vec<_>>(),
         "resumed from the committed offsets: nothing missed, nothing repeated"
     );
     // Per partition, the second read starts right after where the first one committed.
@@ -248,7 +252,7 @@ async fn a_consumer_group_reads_decodes_commits_and_resumes_across_a_restart() {
     let c = member(&kafka, group);
     let read3 = read_until(&c, &app, |s| messages(s, &room).len() >= 15).await;
     let mut all = first.clone();
-    all.extend((0..5).map(|i| format!("second {i}")));
+    all.extend((0..5).map(|i| format!("second-{i}")));
     assert_eq!(
         messages(&read3, &room),
         all,
@@ -525,9 +529,9 @@ async fn python_and_java_consumers_resume_across_a_restart_and_read_again_after_
     let (mut app, kafka) = with_listener(&[]).await;
     let alice = app.user("clients").await;
     let room = alice.create_room("clients", true).await;
-    let texts: Vec<String> = (0..8).map(|i| format!("for the data team {i}")).collect();
+    let texts: Vec<String> = (0..8).map(|i| format!("for-the-data-team-{i}")).collect();
     for t in &texts[..5] {
-        ok(alice.send_rest(&room, t, None).await, "send");
+        send(&alice, &room, t).await;
     }
     let tools = Tools {
         java,
@@ -544,7 +548,7 @@ async fn python_and_java_consumers_resume_across_a_restart_and_read_again_after_
     app.terminate().await;
     app.restart().await;
     for t in &texts[5..] {
-        ok(alice.send_rest(&room, t, None).await, "send");
+        send(&alice, &room, t).await;
     }
     let (py2, py2_at) = python_consumer(&python, &app, &kafka, py_group, &room, 3).await;
     assert_eq!(py2, texts[5..], "resumed: nothing missed, nothing repeated");

@@ -8,6 +8,7 @@ mod conversations;
 mod crash;
 #[cfg(feature = "distributed")]
 mod distributed;
+mod erasure;
 mod export;
 mod files;
 mod harness;

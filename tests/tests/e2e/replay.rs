@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 /// Runs `livechat <command> --data-dir <app's> <args>`: whether it succeeded, and its output.
-fn cli(app: &App, command: &[&str], args: &[&str]) -> (bool, String) {
+pub(crate) fn cli(app: &App, command: &[&str], args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(binary())
         .args(command)
         .arg("--data-dir")
@@ -19,11 +19,11 @@ fn cli(app: &App, command: &[&str], args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn replay(app: &App, args: &[&str]) -> (bool, String) {
+pub(crate) fn replay(app: &App, args: &[&str]) -> (bool, String) {
     cli(app, &["replay"], args)
 }
 
-fn sha(text: &str, path_part: &str) -> String {
+pub(crate) fn sha(text: &str, path_part: &str) -> String {
     text.lines()
         .find(|l| l.starts_with("checksum") && l.contains(path_part))
         .and_then(|l| l.split("sha256=").nth(1))
@@ -289,7 +289,8 @@ async fn log_records_decode_with_the_schema_registry_the_server_serves() {
         let rows = q.query_map([], |r| r.get(0)).unwrap();
         rows.map(Result::unwrap).collect()
     };
-    // Every record of the topic decodes; one of them is the message, with its text.
+    // Every record of the topic decodes; one of them is the message, its text sealed (only
+    // the author's key opens it: see docs/topics.md).
     let mut contents = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     for record in &records {
@@ -320,15 +321,36 @@ async fn log_records_decode_with_the_schema_registry_the_server_serves() {
                 .map(|(_, v)| v.clone())
         };
         if field("event_type") == Some(apache_avro::types::Value::String("MESSAGE_SENT".into())) {
-            contents.push(field("content"));
+            contents.push((field("content"), field("sealed")));
         }
     }
+    assert_eq!(contents.len(), 1, "{contents:?}");
+    let (content, sealed) = contents.pop().unwrap();
     assert_eq!(
-        contents,
-        vec![Some(apache_avro::types::Value::Union(
-            1,
-            Box::new(apache_avro::types::Value::String(text.into()))
-        ))]
+        content,
+        Some(apache_avro::types::Value::Union(
+            0,
+            Box::new(apache_avro::types::Value::Null)
+        ))
+    );
+    match sealed {
+        Some(apache_avro::types::Value::Union(1, b)) => match *b {
+            apache_avro::types::Value::Bytes(b) => {
+                assert_eq!(b[0], 1, "sealed format 1");
+                assert!(
+                    !b.windows(5).any(|w| w == "décod".as_bytes()),
+                    "no clear text"
+                );
+            }
+            other => panic!("sealed is not bytes: {other:?}"),
+        },
+        other => panic!("no sealed text: {other:?}"),
+    }
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.windows(text.len()).any(|w| w == text.as_bytes())),
+        "no record holds the text in clear"
     );
     let id = *ids.iter().next().unwrap();
     assert_eq!(ids.len(), 1, "one schema for the topic: {ids:?}");
@@ -361,12 +383,12 @@ async fn log_records_decode_with_the_schema_registry_the_server_serves() {
     assert_eq!(status, 200);
     assert_eq!(
         (latest["id"].as_u64(), latest["version"].as_u64()),
-        (Some(id as u64), Some(4))
+        (Some(id as u64), Some(5))
     );
     assert_eq!(latest["schema"], body["schema"]);
     let (status, versions) =
         get("/registry/subjects/chat.room-events.v1-value/versions".into()).await;
-    assert_eq!((status, versions), (200, json!([1, 2, 3, 4])));
+    assert_eq!((status, versions), (200, json!([1, 2, 3, 4, 5])));
     let (status, first) =
         get("/registry/subjects/chat.room-events.v1-value/versions/1".into()).await;
     assert_eq!(status, 200);
@@ -456,7 +478,7 @@ async fn dead_letters_are_listed_shown_and_replayed_into_their_processor() {
     let original: Vec<u8> = db
         .query_row(
             "SELECT payload FROM records WHERE topic = 'chat.room-events.v1' AND instr(payload, CAST(?1 AS BLOB)) > 0",
-            [text],
+            [&id],
             |r| r.get(0),
         )
         .unwrap();

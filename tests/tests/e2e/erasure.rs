@@ -1,0 +1,167 @@
+//! Account deletion: what the account wrote is sealed under its own key from the start, so
+//! erasing the key leaves it unreadable in the raw log, in every store, and in whatever a full
+//! replay rebuilds.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::replay::replay;
+
+/// Every file under `dir`, with the texts of `secrets` found in its bytes.
+fn files_holding(dir: &std::path::Path, secrets: &[String]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            for s in secrets {
+                if bytes.windows(s.len()).any(|w| w == s.as_bytes()) {
+                    found.push((path.display().to_string(), s.clone()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_deleted_account_leaves_no_text_in_the_log_the_stores_or_a_replay() {
+    let mut app = App::spawn(&[]).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let secret = |what: &str| format!("{what}-{tag}");
+
+    // Bob's room, where alice talks; a room of alice's own; a private room alice asks to join
+    // with a note.
+    let room = bob.create_room(&format!("erase-{}", &tag[..8]), true).await;
+    alice.join_ok(&room).await;
+    let own = alice.create_room(&format!("own-{}", &tag[..8]), true).await;
+    bob.join_ok(&own).await;
+    let private = bob.create_room(&format!("priv-{}", &tag[..8]), false).await;
+    assert_eq!(
+        alice.join_with_message(&private, &secret("note")).await.0,
+        200
+    );
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let text = format!("{} @{}", secret(&format!("said{i}")), bob.name);
+        let m = ok(alice.send_rest(&room, &text, None).await, "send");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    alice.edit_message_ok(&ids[0], &secret("edited")).await;
+    ok(
+        alice.send_rest(&own, &secret("own"), None).await,
+        "send own",
+    );
+    let kept = ok(bob.send_rest(&room, &secret("bobs"), None).await, "bob's");
+    let secrets: Vec<String> = ["note", "said0", "said4", "edited", "own"]
+        .into_iter()
+        .map(secret)
+        .collect();
+    // Bob was mentioned: his notifications show a preview of alice's text.
+    let notes = bob.notifications_ok().await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.to_string().contains(&secret("said1"))),
+        "{notes:?}"
+    );
+
+    // A wrong password deletes nothing.
+    let (status, body) = alice
+        .post("/api/users/delete-account", json!({"password": "not it"}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(alice.me().await.0, 200);
+
+    let (status, body) = alice
+        .post("/api/users/delete-account", json!({"password": PASSWORD}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(alice.me().await.0, 401, "the account is gone");
+    assert_eq!(app.login(&alice.name, PASSWORD).await.status(), 401);
+
+    // Live: alice's messages are tombstones, bob's stays; her own room is gone; her join
+    // request and the notifications her messages caused are gone.
+    let (status, page) = bob.history(&room, 0, None).await;
+    assert_eq!(status, 200, "{page}");
+    let page = page.as_array().unwrap().clone();
+    let by_id = |id: &str| page.iter().find(|m| m["id"] == id).cloned();
+    for id in &ids {
+        let m = by_id(id).unwrap_or_else(|| panic!("{id} kept as a tombstone: {page:?}"));
+        assert_eq!(m["deleted"], true, "{m}");
+        assert_eq!(m["content"], "", "{m}");
+    }
+    assert_eq!(
+        by_id(kept["id"].as_str().unwrap()).unwrap()["content"],
+        secret("bobs")
+    );
+    assert_eq!(bob.room(&own).await.0, 404);
+    assert!(bob.join_requests_of_room_ok(&private).await.is_empty());
+    let notes: Vec<Value> = bob.notifications_ok().await;
+    assert!(
+        !notes.iter().any(|n| n.to_string().contains(&tag)),
+        "{notes:?}"
+    );
+
+    // The raw files (the log, the directory, the history, the search index), once their
+    // write-ahead logs are checkpointed and emptied (a second of quiet): no text of alice's
+    // anywhere, while bob's is still there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = files_holding(app.data.path(), &secrets);
+        if found.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "erased text still in the files: {found:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(!files_holding(app.data.path(), &[secret("bobs")]).is_empty());
+    assert!(app.terminate().await.success());
+
+    // A full replay of every store restores none of it, and equals the live stores.
+    for store in ["history", "search", "notifications"] {
+        let fresh = app.data.path().join(format!("rebuilt-{store}.db"));
+        let (ok, out) = replay(
+            &app,
+            &[
+                "--store",
+                store,
+                "--into",
+                fresh.to_str().unwrap(),
+                "--verify",
+            ],
+        );
+        assert!(ok && out.contains("verify: match"), "{store}: {out}");
+        // Five sends, an edit and a join request, sealed under alice's erased key.
+        let shut: u64 = out
+            .lines()
+            .find_map(|l| {
+                l.split(" sealed records of erased accounts")
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{store}: no count of shut records in {out}"));
+        assert!(shut >= 7, "{store}: {shut} shut: {out}");
+        assert_eq!(
+            files_holding(app.data.path(), &secrets),
+            Vec::<(String, String)>::new(),
+            "{store}"
+        );
+    }
+    app.restart().await;
+    let (status, page) = bob.history(&room, 0, None).await;
+    assert_eq!(status, 200);
+    assert!(!page.to_string().contains(&secret("said")), "{page}");
+    assert!(page.to_string().contains(&secret("bobs")), "{page}");
+}
