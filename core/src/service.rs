@@ -357,8 +357,12 @@ impl ChatService {
         /// Messages deleted per log write.
         const PAGE: u32 = 500;
         let user = &authed.user;
+        // Throttled like a login: a stolen session must not become a way to guess the password.
+        let account = validate::username_key(&user.username);
+        self.throttle.check(None, &account)?;
         let hash = Some(user.password_hash.clone());
         if !self.hashing.verify(password, hash).await? {
+            self.throttle.record_failure(None, &account);
             return Err(AppError::Forbidden("Password is incorrect".into()));
         }
         for (room, _, _) in self.dir().rooms_of_user(user.id).await? {

@@ -37,6 +37,9 @@ pub const USERS_TOPIC: &str = "chat.users.v1";
 /// Compacted: each membership ([`MembershipState`]), keyed by `<room id>:<user id>`; a
 /// tombstone when it ends.
 pub const MEMBERSHIPS_TOPIC: &str = "chat.memberships.v1";
+/// The latest-state tables: compacted to each key's newest record (on Kafka by the broker, in
+/// the embedded log at the append).
+pub const TABLE_TOPICS: [&str; 3] = [ROOMS_TOPIC, USERS_TOPIC, MEMBERSHIPS_TOPIC];
 /// Distributed mode, internal: sends waiting for their seq (a `MESSAGE_SENT` room event without
 /// it), keyed by room id, so the one sequencer that owns a room's partition sees its sends in order.
 pub const MESSAGE_COMMANDS_TOPIC: &str = "chat.message-commands.v1";

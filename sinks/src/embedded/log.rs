@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use livechat_core::error::StoreResult;
 use livechat_core::model::{LogEntry, OutboxRecord};
 use livechat_core::ports::{EventLog, GroupConsumer, StartAt};
+use livechat_schemas::TABLE_TOPICS;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::watch;
 
@@ -19,6 +20,9 @@ use super::tail::{FromTail, Tail};
 
 /// The log's tables. Timestamps never decrease within a partition, so a time seek bisects the
 /// primary key (files from before kept a time index; it is dropped: one B-tree less per record).
+/// The latest-state tables ([`TABLE_TOPICS`]) keep each key's newest record only: `table_keys`
+/// knows where it is, and an append deletes the one before (files from before, which kept every
+/// version, are compacted once at their first open).
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS records(
   topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
@@ -29,6 +33,21 @@ DROP INDEX IF EXISTS records_by_time;
 CREATE TABLE IF NOT EXISTS group_offsets(
   grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
   PRIMARY KEY(grp, topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS table_keys(
+  topic TEXT NOT NULL, partition INTEGER NOT NULL, key TEXT NOT NULL, offset INTEGER NOT NULL,
+  PRIMARY KEY(topic, partition, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_upkeep(name TEXT PRIMARY KEY) WITHOUT ROWID;
+INSERT OR IGNORE INTO table_keys(topic, partition, key, offset)
+  SELECT topic, partition, key, max(offset) FROM records
+  WHERE topic IN ('chat.rooms.v1', 'chat.users.v1', 'chat.memberships.v1')
+    AND NOT EXISTS (SELECT 1 FROM log_upkeep WHERE name = 'tables compacted')
+  GROUP BY topic, partition, key;
+DELETE FROM records
+  WHERE topic IN ('chat.rooms.v1', 'chat.users.v1', 'chat.memberships.v1')
+    AND NOT EXISTS (SELECT 1 FROM log_upkeep WHERE name = 'tables compacted')
+    AND offset < (SELECT t.offset FROM table_keys t WHERE t.topic = records.topic
+                  AND t.partition = records.partition AND t.key = records.key);
+INSERT OR IGNORE INTO log_upkeep(name) VALUES ('tables compacted');
 "#;
 
 /// The first offset of a partition whose record is at `ts_ms` or later (its end if none is), on
@@ -44,9 +63,11 @@ pub(super) fn offset_for_time_in(
             "SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?1 AND partition = ?2",
         )?
         .query_row(params![topic, partition], |r| r.get(0))?;
-    // Timestamps never decrease within a partition: bisect the offsets.
+    // Timestamps never decrease within a partition: bisect the offsets (the time of the first
+    // record at or after one: a compacted table has gaps).
     let mut ts_at = c.prepare_cached(
-        "SELECT ts FROM records WHERE topic = ?1 AND partition = ?2 AND offset = ?3",
+        "SELECT ts FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3
+         ORDER BY offset LIMIT 1",
     )?;
     let (mut lo, mut hi) = (0i64, end);
     while lo < hi {
@@ -59,6 +80,37 @@ pub(super) fn offset_for_time_in(
         }
     }
     Ok(lo)
+}
+
+/// Compaction at the append: a table's key keeps its newest record (`offset`), the one before
+/// is deleted (and its bytes overwritten: `secure_delete`), as Kafka's compaction would, so a
+/// changed profile or an ended membership is gone from the file. A tombstone stays, as the
+/// key's newest record.
+fn compact_key(
+    c: &Connection,
+    topic: &str,
+    partition: u32,
+    key: &str,
+    offset: i64,
+) -> rusqlite::Result<()> {
+    let before: Option<i64> = c
+        .prepare_cached(
+            "SELECT offset FROM table_keys WHERE topic = ?1 AND partition = ?2 AND key = ?3",
+        )?
+        .query_row(params![topic, partition, key], |r| r.get(0))
+        .optional()?;
+    if let Some(before) = before.filter(|b| *b < offset) {
+        c.prepare_cached(
+            "DELETE FROM records WHERE topic = ?1 AND partition = ?2 AND offset = ?3",
+        )?
+        .execute(params![topic, partition, before])?;
+    }
+    c.prepare_cached(
+        "INSERT INTO table_keys(topic, partition, key, offset) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(topic, partition, key) DO UPDATE SET offset = excluded.offset",
+    )?
+    .execute(params![topic, partition, key, offset])?;
+    Ok(())
 }
 
 /// Hands `each` the (offset, time, payload) of a partition's records from offset `from`, in
@@ -228,6 +280,9 @@ impl SqliteLog {
                 ts,
                 headers_to_sql(&r.headers)
             ])?;
+            if TABLE_TOPICS.contains(&r.topic.as_str()) {
+                compact_key(conn, &r.topic, p, &r.key, offset)?;
+            }
             entries.push(LogEntry {
                 topic: r.topic,
                 partition: p,
@@ -507,6 +562,94 @@ impl GroupConsumer for EmbeddedConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table_record(topic: &str, key: &str, payload: &[u8]) -> OutboxRecord {
+        OutboxRecord {
+            event_id: uuid::Uuid::new_v4(),
+            topic: topic.into(),
+            key: key.into(),
+            payload: payload.to_vec(),
+            created_at_ms: 0,
+            headers: Vec::new(),
+            event: None,
+        }
+    }
+
+    /// A table's key keeps its newest record, a tombstone included; offsets stay those the
+    /// records were given (with gaps, as on a compacted Kafka topic), other keys and the event
+    /// topics are untouched, and a time seek still finds its place across the gaps.
+    #[tokio::test]
+    async fn the_tables_keep_each_keys_newest_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let log = SqliteLog::open(&path, 1).unwrap();
+        let users = livechat_schemas::USERS_TOPIC;
+        for (key, payload) in [("a", &b"a1"[..]), ("b", b"b1"), ("a", b"a2"), ("a", b"")] {
+            log.append(&[table_record(users, key, payload)])
+                .await
+                .unwrap();
+        }
+        log.append(&[
+            table_record("events", "a", b"e1"),
+            table_record("events", "a", b"e2"),
+        ])
+        .await
+        .unwrap();
+        // Read from the file (this handle's memory of its newest appends may still hold the
+        // versions the file no longer has, as a Kafka consumer may read a key's older records
+        // before the broker compacts them).
+        let log = SqliteLog::open(&path, 1).unwrap();
+        let kept: Vec<(i64, String, Vec<u8>)> = log
+            .read(users, 0, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.offset, e.key, e.payload))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![(1, "b".into(), b"b1".to_vec()), (3, "a".into(), Vec::new())]
+        );
+        assert_eq!(log.end_offset(users, 0).await.unwrap(), 4);
+        assert_eq!(log.read("events", 0, 0, 10).await.unwrap().len(), 2);
+        let first_ts = log.read(users, 0, 0, 1).await.unwrap()[0].timestamp_ms;
+        assert_eq!(log.offset_for_time(users, 0, first_ts).await.unwrap(), 0);
+        assert_eq!(log.offset_for_time(users, 0, i64::MAX).await.unwrap(), 4);
+        // The schema's one-time compaction names the same topics.
+        for t in TABLE_TOPICS {
+            assert!(SCHEMA.contains(&format!("'{t}'")), "{t}");
+        }
+    }
+
+    /// A file from before the compaction, with every version of a table's keys, is compacted
+    /// at its first open, once.
+    #[tokio::test]
+    async fn a_log_file_with_every_version_is_compacted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        drop(SqliteLog::open(&path, 1).unwrap());
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "DELETE FROM log_upkeep; DELETE FROM table_keys;
+                 INSERT INTO records(topic, partition, offset, key, payload, ts) VALUES
+                   ('chat.rooms.v1', 0, 0, 'r', x'01', 1), ('chat.rooms.v1', 0, 1, 'r', x'02', 2),
+                   ('chat.rooms.v1', 0, 2, 's', x'03', 3);",
+            )
+            .unwrap();
+        }
+        for _ in 0..2 {
+            let log = SqliteLog::open(&path, 1).unwrap();
+            let kept: Vec<i64> = log
+                .read(livechat_schemas::ROOMS_TOPIC, 0, 0, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.offset)
+                .collect();
+            assert_eq!(kept, vec![1, 2]);
+        }
+    }
 
     #[tokio::test]
     async fn a_log_file_from_before_headers_is_migrated_once() {

@@ -246,10 +246,8 @@ impl KafkaLog {
 /// each room's latest, the sends for a week, the receipts for an hour.
 fn retention_of(topic: &str) -> (&'static str, &'static str) {
     match topic {
-        livechat_schemas::SEQUENCER_STATE_TOPIC
-        | livechat_schemas::ROOMS_TOPIC
-        | livechat_schemas::USERS_TOPIC
-        | livechat_schemas::MEMBERSHIPS_TOPIC => ("compact", "-1"),
+        livechat_schemas::SEQUENCER_STATE_TOPIC => ("compact", "-1"),
+        t if livechat_schemas::TABLE_TOPICS.contains(&t) => ("compact", "-1"),
         livechat_schemas::MESSAGE_COMMANDS_TOPIC => ("delete", "604800000"),
         livechat_schemas::MESSAGE_RECEIPTS_TOPIC => ("delete", "3600000"),
         _ => ("delete", "-1"),

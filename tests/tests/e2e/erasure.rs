@@ -127,6 +127,17 @@ async fn a_deleted_account_leaves_no_text_in_the_log_the_stores_or_a_replay() {
     }
     assert!(!files_holding(app.data.path(), &[secret("bobs")]).is_empty());
     assert!(app.terminate().await.success());
+    // Her profile's table keeps only its tombstone (the log compacts the tables at the append).
+    let db = rusqlite::Connection::open(app.data.path().join("livechat.db")).unwrap();
+    let profile: Vec<Vec<u8>> = db
+        .prepare("SELECT payload FROM records WHERE topic = 'chat.users.v1' AND key = ?1")
+        .unwrap()
+        .query_map([&alice.id], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(profile, vec![Vec::<u8>::new()], "only the tombstone");
+    drop(db);
 
     // A full replay of every store restores none of it, and equals the live stores.
     for store in ["history", "search", "notifications"] {
