@@ -8,8 +8,9 @@ use crate::harness::*;
 const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const OTHER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-/// The headers (JSON text, or None) of the room-events records whose payload contains `text`.
-fn headers_of(app: &App, text: &str) -> Vec<Option<String>> {
+/// The headers (JSON text, or None) of the room-events records whose payload contains `cid`
+/// (a message's `client_msg_id`: its text is sealed).
+fn headers_of(app: &App, cid: &str) -> Vec<Option<String>> {
     let db = rusqlite::Connection::open_with_flags(
         app.data.path().join("livechat.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -18,7 +19,7 @@ fn headers_of(app: &App, text: &str) -> Vec<Option<String>> {
     let mut st = db
         .prepare("SELECT headers FROM records WHERE topic = 'chat.room-events.v1' AND instr(payload, CAST(?1 AS BLOB)) > 0")
         .unwrap();
-    st.query_map([text], |r| r.get(0))
+    st.query_map([cid], |r| r.get(0))
         .unwrap()
         .map(Result::unwrap)
         .collect()
@@ -35,22 +36,22 @@ async fn a_clients_traceparent_rides_on_the_records_of_its_changes() {
         .call_with(
             "POST",
             &format!("/api/messages/create-message/{room}"),
-            Some(json!({"content": "over rest"})),
+            Some(json!({"content": "over rest", "client_msg_id": "trace-rest"})),
             &[("traceparent", TRACE)],
         )
         .await;
     assert_eq!(status, 200);
     // A WebSocket send frame with its own.
     let mut ws = alice.subscribed_ws(&app, &room).await;
-    ws.send(json!({"type": "send", "room_id": room, "content": "over the socket", "client_msg_id": "t1", "ref": "t1", "traceparent": OTHER})).await;
+    ws.send(json!({"type": "send", "room_id": room, "content": "over the socket", "client_msg_id": "trace-socket", "ref": "t1", "traceparent": OTHER})).await;
     assert_eq!(ws.wait_type("ack").await["ref"], "t1");
     // Without one, and with a malformed one (dropped, as the specification asks).
-    ws.send_msg(&room, "untraced", "t2").await;
-    ws.send(json!({"type": "send", "room_id": room, "content": "badly traced", "client_msg_id": "t3", "ref": "t3", "traceparent": "00-xyz"})).await;
+    ws.send_msg(&room, "untraced", "trace-none").await;
+    ws.send(json!({"type": "send", "room_id": room, "content": "badly traced", "client_msg_id": "trace-bad", "ref": "t3", "traceparent": "00-xyz"})).await;
     assert_eq!(ws.wait_type("ack").await["ref"], "t3");
 
-    let carried = |text: &str| -> Vec<Option<String>> {
-        headers_of(&app, text)
+    let carried = |cid: &str| -> Vec<Option<String>> {
+        headers_of(&app, cid)
             .into_iter()
             .map(|h| {
                 h.map(|h| {
@@ -64,8 +65,8 @@ async fn a_clients_traceparent_rides_on_the_records_of_its_changes() {
             })
             .collect()
     };
-    assert_eq!(carried("over rest"), vec![Some(TRACE.to_string())]);
-    assert_eq!(carried("over the socket"), vec![Some(OTHER.to_string())]);
-    assert_eq!(carried("untraced"), vec![None]);
-    assert_eq!(carried("badly traced"), vec![None]);
+    assert_eq!(carried("trace-rest"), vec![Some(TRACE.to_string())]);
+    assert_eq!(carried("trace-socket"), vec![Some(OTHER.to_string())]);
+    assert_eq!(carried("trace-none"), vec![None]);
+    assert_eq!(carried("trace-bad"), vec![None]);
 }
