@@ -65,7 +65,7 @@ impl RoomEvent {
             return;
         }
         // A random nonce per seal, from the thread's CSPRNG (no system call per message): with
-        // 96 bits, a key seals 2^32 texts before a repeat has a chance of one in 2^32.
+        // 96 bits, after 2^32 texts under one key the chance of any nonce repeating is ~2^-33.
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         let mut body = serde_json::to_vec(&fields).expect("two strings serialize");
