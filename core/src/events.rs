@@ -53,13 +53,13 @@ pub fn user_event(event_type: UserEventType, user: UserId, at: DateTime<Utc>) ->
     }
 }
 
-/// The topic record that announces a stored notification (event id = notification id).
 /// The payload entry of a notification that quotes what someone wrote (a message's preview, a
 /// join request's note). The log's copy of the notification leaves it out: the stored
 /// notification holds it, so erasing the store's copy erases it everywhere; whoever pushes a
 /// notification read back from the log takes it from the store.
 pub const QUOTED: &str = "message";
 
+/// The topic record that announces a stored notification (event id = notification id).
 pub fn notification_record(n: &crate::model::Notification) -> Result<OutboxRecord, AppError> {
     let mut ev = livechat_schemas::NotificationEvent {
         event_id: n.id.to_string(),

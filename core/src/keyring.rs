@@ -142,6 +142,16 @@ impl Keyring {
         }
     }
 
+    /// Decodes a record read back from the log and opens it with the keys held now.
+    pub fn decode(
+        &self,
+        payload: &[u8],
+    ) -> Result<TopicEvent, livechat_schemas::codec::CodecError> {
+        let mut ev = livechat_schemas::codec::decode(payload)?;
+        self.open_event(&mut ev);
+        Ok(ev)
+    }
+
     /// Opens a decoded record's event, if it is a room event.
     pub fn open_event(&self, ev: &mut TopicEvent) -> bool {
         match ev {

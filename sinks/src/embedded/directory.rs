@@ -228,14 +228,18 @@ fn key_usernames(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS users_by_key ON users(name_key)")
 }
-/// Whether this file keeps the sends' receipts (a directory without a log beside it).
-fn has_receipts_table(c: &Connection) -> rusqlite::Result<bool> {
-    c.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'message_receipts'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
+/// Every content key in the directory's file (keys that do not parse are left out).
+pub(super) fn all_content_keys(c: &Connection) -> rusqlite::Result<Vec<(UserId, ContentKey)>> {
+    let mut stmt = c.prepare("SELECT user_id, key FROM content_keys")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut keys = Vec::new();
+    for row in rows {
+        let (user, key) = row?;
+        keys.extend(user.parse().ok().zip(key.try_into().ok()));
+    }
+    Ok(keys)
 }
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
@@ -410,10 +414,7 @@ impl Directory for SqliteDirectory {
                     Ok((r.get(0)?, r.get(1)?))
                 };
                 let rows: Vec<(String, Vec<u8>)> = match users {
-                    None => c
-                        .prepare("SELECT user_id, key FROM content_keys")?
-                        .query_map([], row)?
-                        .collect::<Result<_, _>>()?,
+                    None => return all_content_keys(c),
                     Some(ids) => {
                         let mut stmt = c.prepare_cached(
                             "SELECT user_id, key FROM content_keys WHERE user_id = ?1",
@@ -434,6 +435,7 @@ impl Directory for SqliteDirectory {
     }
 
     async fn erase_user(&self, user: UserId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
+        let receipts = self.retries.is_none();
         self.write_recording(move |tx, q| {
             let id = user.to_string();
             for sql in [
@@ -451,7 +453,7 @@ impl Directory for SqliteDirectory {
             ] {
                 tx.execute(sql, params![id])?;
             }
-            if has_receipts_table(tx)? {
+            if receipts {
                 tx.execute(
                     "DELETE FROM message_receipts WHERE user_id = ?1",
                     params![id],

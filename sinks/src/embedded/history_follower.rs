@@ -30,7 +30,7 @@ use livechat_core::error::{StoreError, StoreResult};
 use livechat_core::keyring::Keyring;
 use livechat_core::model::{Checksum, HistoryOp, MessageId, RoomId, StoredMessage, UserId};
 use livechat_core::ports::{EventLog, MessageStore};
-use livechat_schemas::{codec, TopicEvent, ROOM_EVENTS_TOPIC};
+use livechat_schemas::{TopicEvent, ROOM_EVENTS_TOPIC};
 use rusqlite::{params, Connection};
 use tokio::sync::{watch, Notify};
 
@@ -265,9 +265,8 @@ impl Shared {
                 let decoded;
                 let ev = match e.event.as_deref() {
                     Some(TopicEvent::Room(ev)) => ev,
-                    _ => match codec::decode(&e.payload) {
-                        Ok(mut d) => {
-                            self.keyring.open_event(&mut d);
+                    _ => match self.keyring.decode(&e.payload) {
+                        Ok(d) => {
                             decoded = d;
                             match &decoded {
                                 TopicEvent::Room(ev) => ev,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use livechat_core::events::notification_record;
 use livechat_core::keyring::Keyring;
 use livechat_core::model::{HistoryOp, Notification, OutboxRecord};
-use livechat_schemas::{codec, RoomEvent, TopicEvent, ROOM_EVENTS_TOPIC};
+use livechat_schemas::{RoomEvent, TopicEvent, ROOM_EVENTS_TOPIC};
 use rusqlite::Connection;
 
 use super::db::user_err;
@@ -54,9 +54,7 @@ impl InlineNotifications {
             let ev = match r.event.as_deref() {
                 Some(TopicEvent::Room(ev)) => ev,
                 _ => {
-                    let mut d = codec::decode(&r.payload).map_err(user_err)?;
-                    self.keyring.open_event(&mut d);
-                    decoded = d;
+                    decoded = self.keyring.decode(&r.payload).map_err(user_err)?;
                     match &decoded {
                         TopicEvent::Room(ev) => ev,
                         _ => continue,

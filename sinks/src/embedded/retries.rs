@@ -25,7 +25,7 @@ use livechat_core::sequencing::{
     RecentSends, DEDUP_BUDGET_BYTES, DEDUP_ENTRY_OVERHEAD, DEDUP_WINDOW_MS,
 };
 use livechat_core::{from_ms, to_ms};
-use livechat_schemas::{codec, RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
+use livechat_schemas::{RoomEventType, TopicEvent, ROOM_EVENTS_TOPIC};
 use rusqlite::Connection;
 use uuid::Uuid;
 
@@ -226,10 +226,9 @@ fn rebuild_from(
 
 /// The send a room event record holds, if it is a MESSAGE_SENT with a `client_msg_id`.
 fn sent_in(ts: i64, payload: &[u8], keyring: &Keyring) -> Option<(i64, Key, First, usize)> {
-    let Ok(TopicEvent::Room(mut ev)) = codec::decode(payload) else {
+    let Ok(TopicEvent::Room(ev)) = keyring.decode(payload) else {
         return None;
     };
-    keyring.open(&mut ev);
     if ev.kind() != Some(RoomEventType::MessageSent) {
         return None;
     }

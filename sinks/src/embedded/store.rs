@@ -14,10 +14,8 @@ use std::sync::Arc;
 
 use livechat_core::keyring::Keyring;
 use livechat_core::model::OutboxRecord;
-use livechat_core::ports::ContentKey;
 use livechat_schemas::ROOM_EVENTS_TOPIC;
 use rusqlite::Connection;
-use uuid::Uuid;
 
 use super::db::Durability;
 use super::db::{uuid_col, Db};
@@ -66,7 +64,7 @@ impl EmbeddedStore {
         drop_receipts(&upkeep, db.path())?;
         // Before anything reads an event back from the log: the follower, the inline
         // notifications and the retries open sealed events with these keys.
-        let keyring = Keyring::complete(content_keys(&upkeep)?);
+        let keyring = Keyring::complete(directory::all_content_keys(&upkeep)?);
         let log = SqliteLog::on(
             db.clone(),
             partitions,
@@ -99,26 +97,6 @@ impl EmbeddedStore {
             keyring,
         })
     }
-}
-
-/// Every content key in the store's file.
-fn content_keys(conn: &Connection) -> anyhow::Result<Vec<(Uuid, ContentKey)>> {
-    let mut stmt = conn.prepare("SELECT user_id, key FROM content_keys")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-    })?;
-    let mut keys = Vec::new();
-    for row in rows {
-        let (user, key) = row?;
-        let user = user
-            .parse()
-            .map_err(|e| anyhow::anyhow!("content key of {user:?}: {e}"))?;
-        let key = key
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("content key of {user} is not 32 bytes"))?;
-        keys.push((user, key));
-    }
-    Ok(keys)
 }
 
 /// Drops the receipts table files from before `retries.rs` kept (a row per send, with its text,
