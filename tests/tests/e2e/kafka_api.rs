@@ -408,9 +408,9 @@ async fn kafka_tool(java: &str, classpath: &str, class: &str, args: &[&str]) -> 
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// (partition, offset) of the room's messages in the console consumer's output (one line per
-/// record: partition, offset, headers; no value).
-fn console_messages(out: &str, room: &str) -> Vec<(u32, u64)> {
+/// The room's messages in the console consumer's output, one line per record (partition,
+/// offset, headers, the value decoded through `/registry`): (partition, offset, client_msg_id).
+fn console_messages(out: &str, room: &str) -> Vec<(u32, u64, String)> {
     out.lines()
         .filter(|l| {
             l.contains("ce_type:livechat.room.message_sent")
@@ -420,25 +420,75 @@ fn console_messages(out: &str, room: &str) -> Vec<(u32, u64)> {
             let mut f = l.split('\t');
             let num = |f: Option<&str>, name: &str| {
                 f.and_then(|x| x.strip_prefix(name))
-                    .unwrap()
+                    .unwrap_or_else(|| panic!("no {name} in {l}"))
                     .parse::<u64>()
                     .unwrap()
             };
-            (num(f.next(), "Partition:") as u32, num(f.next(), "Offset:"))
+            let partition = num(f.next(), "Partition:") as u32;
+            let offset = num(f.next(), "Offset:");
+            let value = f.nth(1).unwrap_or_else(|| panic!("no value in {l}"));
+            let event: Value = serde_json::from_str(value)
+                .unwrap_or_else(|e| panic!("the decoded value is not JSON ({e}): {value}"));
+            assert_eq!(event["room_id"], room, "{value}");
+            let id = event["client_msg_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{value}"));
+            (partition, offset, id.to_string())
         })
         .collect()
 }
 
-/// Kafka's console consumer and consumer groups tool.
+/// Kafka's console consumer and consumer groups tool; the console consumer decodes values with
+/// `tests/clients/RegistryAvroDeserializer.java` through LiveChat's `/registry`.
 struct Tools {
     java: String,
     classpath: String,
     kafka: String,
+    registry: String,
+    _classes: tempfile::TempDir,
 }
 
 impl Tools {
+    /// Compiles the deserializer (with the `javac` beside `java`) onto the tools' classpath.
+    async fn new(java: String, classpath: String, kafka: String, registry: String) -> Tools {
+        let javac = std::path::Path::new(&java).with_file_name("javac");
+        let javac = if java.contains('/') {
+            javac.into_os_string()
+        } else {
+            "javac".into()
+        };
+        let classes = tempfile::tempdir().unwrap();
+        let source = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clients/RegistryAvroDeserializer.java"
+        );
+        let out = tokio::process::Command::new(&javac)
+            .arg("-cp")
+            .arg(&classpath)
+            .arg("-d")
+            .arg(classes.path())
+            .arg(source)
+            .output()
+            .await
+            .expect("running javac");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let classpath = format!("{}:{classpath}", classes.path().display());
+        Tools {
+            java,
+            classpath,
+            kafka,
+            registry,
+            _classes: classes,
+        }
+    }
+
     /// Reads the room events in the group until 4 s pass without a record, then commits.
     async fn consume(&self, group: &str) -> String {
+        let registry = format!("value.deserializer.registry.url={}", self.registry);
         let args = [
             "--bootstrap-server",
             &self.kafka,
@@ -456,7 +506,9 @@ impl Tools {
             "--formatter-property",
             "print.headers=true",
             "--formatter-property",
-            "print.value=false",
+            "value.deserializer=RegistryAvroDeserializer",
+            "--formatter-property",
+            &registry,
         ];
         let class = "org.apache.kafka.tools.consumer.ConsoleConsumer";
         kafka_tool(&self.java, &self.classpath, class, &args).await
@@ -471,7 +523,7 @@ impl Tools {
 }
 
 /// The confluent-kafka consumer of `tests/clients/confluent_consumer.py`, run by the Python
-/// that `scripts/test` installed it for: (the room's message texts, every (partition, offset)).
+/// that `scripts/test` installed it for: (the room's messages' client_msg_ids, every (partition, offset)).
 async fn python_consumer(
     python: &str,
     app: &App,
@@ -513,8 +565,8 @@ async fn python_consumer(
 }
 
 /// The Done-when of the listener, with the clients data teams use: a confluent-kafka consumer
-/// group (Python, decoding through `/registry`) and Kafka's own console consumer (Java) read the
-/// room events from the beginning and commit; after a restart of LiveChat each resumes from its
+/// group (Python) and Kafka's own console consumer (Java), each decoding Avro through
+/// `/registry`, read the room events from the beginning and commit; after a restart of LiveChat each resumes from its
 /// committed offsets with nothing missed or repeated; `kafka-consumer-groups --reset-offsets
 /// --to-earliest` then makes both read everything again.
 #[tokio::test]
@@ -533,17 +585,18 @@ async fn python_and_java_consumers_resume_across_a_restart_and_read_again_after_
     for t in &texts[..5] {
         send(&alice, &room, t).await;
     }
-    let tools = Tools {
-        java,
-        classpath,
-        kafka: kafka.clone(),
-    };
+    let tools = Tools::new(java, classpath, kafka.clone(), app.url("/registry")).await;
     let (java_group, py_group) = ("java-team", "python-team");
 
     let (py1, py1_at) = python_consumer(&python, &app, &kafka, py_group, &room, 5).await;
     assert_eq!(py1, texts[..5], "decoded through /registry, in order");
     let java1 = console_messages(&tools.consume(java_group).await, &room);
-    assert_eq!(java1.len(), 5, "{java1:?}");
+    let ids = |read: &[(u32, u64, String)]| read.iter().map(|r| r.2.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&java1),
+        texts[..5],
+        "decoded through /registry, in order"
+    );
 
     app.terminate().await;
     app.restart().await;
@@ -557,7 +610,11 @@ async fn python_and_java_consumers_resume_across_a_restart_and_read_again_after_
         "a record read twice"
     );
     let java2 = console_messages(&tools.consume(java_group).await, &room);
-    assert_eq!(java2.len(), 3, "{java2:?}");
+    assert_eq!(
+        ids(&java2),
+        texts[5..],
+        "resumed: nothing missed, nothing repeated"
+    );
     assert!(
         java2.iter().all(|r| !java1.contains(r)),
         "{java1:?} / {java2:?}"
@@ -592,7 +649,7 @@ async fn python_and_java_consumers_resume_across_a_restart_and_read_again_after_
     assert_eq!(py3, texts, "everything again after the reset");
     let java3 = console_messages(&tools.consume(java_group).await, &room);
     let mut all = java1.clone();
-    all.extend(&java2);
+    all.extend(java2.iter().cloned());
     assert_eq!(java3, all, "everything again after the reset");
 }
 
