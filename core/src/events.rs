@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use livechat_schemas::{
-    codec, MembershipState, RoomEvent, RoomEventType, RoomState, TopicEvent, UserEvent,
-    UserEventType, UserState, MEMBERSHIPS_TOPIC, ROOMS_TOPIC, ROOM_EVENTS_TOPIC, USERS_TOPIC,
-    USER_EVENTS_TOPIC,
+    codec, MembershipState, ReadMarkerState, RoomEvent, RoomEventType, RoomState, TopicEvent,
+    UserEvent, UserEventType, UserState, MEMBERSHIPS_TOPIC, READ_MARKERS_TOPIC, ROOMS_TOPIC,
+    ROOM_EVENTS_TOPIC, USERS_TOPIC, USER_EVENTS_TOPIC,
 };
 use uuid::Uuid;
 
@@ -207,10 +207,40 @@ pub fn membership_record(
     ))
 }
 
-/// A membership's end (left, removed, or its room deleted): its key's tombstone.
-pub fn membership_tombstone(room: RoomId, user: UserId) -> OutboxRecord {
+/// A membership's end (left, removed, or its room deleted): its key's tombstones on
+/// `chat.memberships.v1` and `chat.read-markers.v1`.
+pub fn membership_end(room: RoomId, user: UserId) -> [OutboxRecord; 2] {
     let at = crate::now().timestamp_millis();
-    state_record(MEMBERSHIPS_TOPIC, format!("{room}:{user}"), None, at)
+    let key = format!("{room}:{user}");
+    [
+        state_record(MEMBERSHIPS_TOPIC, key.clone(), None, at),
+        state_record(READ_MARKERS_TOPIC, key, None, at),
+    ]
+}
+
+/// A member's read marker moved forward, for the compacted `chat.read-markers.v1` (key
+/// `<room>:<user>`).
+pub fn read_marker_record(
+    room: RoomId,
+    user: UserId,
+    last_read_seq: i64,
+    at: DateTime<Utc>,
+) -> Result<OutboxRecord, AppError> {
+    let state = ReadMarkerState {
+        room_id: room.to_string(),
+        user_id: user.to_string(),
+        last_read_seq,
+        updated_at: at.timestamp_millis(),
+    };
+    let payload = codec::encode_read_marker_state(&state)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding read marker: {e}")))?;
+    let key = format!("{room}:{user}");
+    Ok(state_record(
+        READ_MARKERS_TOPIC,
+        key,
+        Some(payload),
+        state.updated_at,
+    ))
 }
 
 /// Encodes a user event as an outbox record keyed by user id (the event rides along).

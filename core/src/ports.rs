@@ -158,7 +158,14 @@ pub trait Directory: Send + Sync {
     async fn messages_sequenced(&self, sent: &[(RoomId, UserId, i64)]) -> StoreResult<()>;
 
     /// Raises the user's read marker in the room (never lowers it); returns the marker now stored.
-    async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64>;
+    /// `outbox` is written only if the marker rose.
+    async fn set_read_marker(
+        &self,
+        user: UserId,
+        room: RoomId,
+        seq: i64,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<i64>;
     /// A member's read marker; None when `user` is not a member.
     async fn read_marker(&self, user: UserId, room: RoomId) -> StoreResult<Option<i64>>;
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::{self, LoginThrottle};
 use crate::error::{AppError, AppResult, StoreError};
 use crate::events::{
-    membership_record, membership_tombstone, room_event, room_event_for, room_record,
+    membership_end, membership_record, read_marker_record, room_event, room_event_for, room_record,
     room_state_record, user_event, user_record, user_state_record, user_tombstone,
 };
 use crate::limits::Limits;
@@ -592,11 +592,7 @@ impl ChatService {
         // may keep a row whose room is gone (the rooms table has the room's tombstone).
         let members = self.dir().members(r.id).await?;
         let mut records = vec![room_record(ev)?, room_state_record(r, true)?];
-        records.extend(
-            members
-                .iter()
-                .map(|(u, _)| membership_tombstone(r.id, u.id)),
-        );
+        records.extend(members.iter().flat_map(|(u, _)| membership_end(r.id, u.id)));
         self.dir().delete_room(r.id, records).await?;
         self.known_members.forget(r.id, None);
         self.ports.fanout.evict(r.id, None, "room_deleted");
@@ -955,7 +951,10 @@ impl ChatService {
             .remove_member(
                 room,
                 target,
-                vec![room_record(ev)?, membership_tombstone(room, target)],
+                [room_record(ev)?]
+                    .into_iter()
+                    .chain(membership_end(room, target))
+                    .collect(),
             )
             .await?
         {
@@ -983,7 +982,10 @@ impl ChatService {
             .remove_member(
                 room,
                 user.id,
-                vec![room_record(ev)?, membership_tombstone(room, user.id)],
+                [room_record(ev)?]
+                    .into_iter()
+                    .chain(membership_end(room, user.id))
+                    .collect(),
             )
             .await?
         {
@@ -1794,9 +1796,12 @@ impl ChatService {
         }
         let r = self.room_or_404(room).await?;
         self.require_member(room, user.id).await?;
+        let seq = seq.min(r.last_seq);
+        // Written only if the marker rises, so the table's records of a key only ever rise.
+        let record = read_marker_record(room, user.id, seq, now())?;
         let stored = self
             .dir()
-            .set_read_marker(user.id, room, seq.min(r.last_seq))
+            .set_read_marker(user.id, room, seq, vec![record])
             .await?;
         Ok((stored, self.unread_count(room, r.last_seq, stored).await?))
     }

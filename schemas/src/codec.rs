@@ -6,11 +6,12 @@ use serde_avro_fast::de::DeserializerState;
 use serde_avro_fast::ser::SerializerConfig;
 
 use crate::registry::{
-    self, MEMBERSHIPS_SCHEMA_ID, NOTIFICATIONS_SCHEMA_ID, ROOMS_SCHEMA_ID, ROOM_EVENTS_SCHEMA_ID,
-    USERS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID,
+    self, MEMBERSHIPS_SCHEMA_ID, NOTIFICATIONS_SCHEMA_ID, READ_MARKERS_SCHEMA_ID, ROOMS_SCHEMA_ID,
+    ROOM_EVENTS_SCHEMA_ID, USERS_SCHEMA_ID, USER_EVENTS_SCHEMA_ID,
 };
 use crate::{
-    MembershipState, NotificationEvent, RoomEvent, RoomState, TopicEvent, UserEvent, UserState,
+    MembershipState, NotificationEvent, ReadMarkerState, RoomEvent, RoomState, TopicEvent,
+    UserEvent, UserState,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,11 @@ pub fn encode_membership_state(state: &MembershipState) -> Result<Vec<u8>, Codec
     encode(MEMBERSHIPS_SCHEMA_ID, state)
 }
 
+/// A read marker, for the compacted `chat.read-markers.v1`.
+pub fn encode_read_marker_state(state: &ReadMarkerState) -> Result<Vec<u8>, CodecError> {
+    encode(READ_MARKERS_SCHEMA_ID, state)
+}
+
 /// Reads the schema id of a framed record without decoding the body.
 pub fn schema_id(bytes: &[u8]) -> Result<u32, CodecError> {
     if bytes.len() < 5 {
@@ -125,7 +131,7 @@ fn decode_as(
         ROOM_EVENTS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::Room),
         USER_EVENTS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::User),
         NOTIFICATIONS_SCHEMA_ID => decode_body(body, writer).map(TopicEvent::Notification),
-        ROOMS_SCHEMA_ID | USERS_SCHEMA_ID | MEMBERSHIPS_SCHEMA_ID => {
+        ROOMS_SCHEMA_ID | USERS_SCHEMA_ID | MEMBERSHIPS_SCHEMA_ID | READ_MARKERS_SCHEMA_ID => {
             Err(CodecError::NotAnEvent(reader_id))
         }
         other => Err(CodecError::UnknownSchemaId(other)),

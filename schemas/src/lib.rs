@@ -37,9 +37,17 @@ pub const USERS_TOPIC: &str = "chat.users.v1";
 /// Compacted: each membership ([`MembershipState`]), keyed by `<room id>:<user id>`; a
 /// tombstone when it ends.
 pub const MEMBERSHIPS_TOPIC: &str = "chat.memberships.v1";
+/// Compacted: each member's read marker ([`ReadMarkerState`]), keyed by `<room id>:<user id>`;
+/// a tombstone when the membership ends.
+pub const READ_MARKERS_TOPIC: &str = "chat.read-markers.v1";
 /// The latest-state tables: compacted to each key's newest record (on Kafka by the broker, in
 /// the embedded log at the append).
-pub const TABLE_TOPICS: [&str; 3] = [ROOMS_TOPIC, USERS_TOPIC, MEMBERSHIPS_TOPIC];
+pub const TABLE_TOPICS: [&str; 4] = [
+    ROOMS_TOPIC,
+    USERS_TOPIC,
+    MEMBERSHIPS_TOPIC,
+    READ_MARKERS_TOPIC,
+];
 /// Distributed mode, internal: sends waiting for their seq (a `MESSAGE_SENT` room event without
 /// it), keyed by room id, so the one sequencer that owns a room's partition sees its sends in order.
 pub const MESSAGE_COMMANDS_TOPIC: &str = "chat.message-commands.v1";
@@ -155,6 +163,15 @@ pub struct MembershipState {
     pub username: Option<String>,
     pub role: String,
     pub joined_at: i64,
+}
+
+/// A read marker on the compacted `chat.read-markers.v1` (see `avro/chat.read-markers.v1.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ReadMarkerState {
+    pub room_id: String,
+    pub user_id: String,
+    pub last_read_seq: i64,
+    pub updated_at: i64,
 }
 
 /// A decoded record of any LiveChat topic.
@@ -296,7 +313,7 @@ mod tests {
     #[test]
     fn every_schema_parses_and_has_a_unique_id() {
         let all = registry::all();
-        assert_eq!(all.len(), 10);
+        assert_eq!(all.len(), 11);
         let mut ids: Vec<u32> = all.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -306,7 +323,7 @@ mod tests {
         }
         assert_eq!(
             registry::current().count(),
-            6,
+            7,
             "one current version per topic"
         );
     }

@@ -17,6 +17,7 @@ pub const NOTIFICATIONS_SCHEMA_ID: u32 = 3;
 pub const ROOMS_SCHEMA_ID: u32 = 7;
 pub const USERS_SCHEMA_ID: u32 = 8;
 pub const MEMBERSHIPS_SCHEMA_ID: u32 = 9;
+pub const READ_MARKERS_SCHEMA_ID: u32 = 11;
 /// Version 1 of the room events' schema (without `reply_to_seq` and `reaction`): no longer
 /// written, still read (every record of a log written before version 2 carries it).
 pub const ROOM_EVENTS_V1_SCHEMA_ID: u32 = 1;
@@ -49,7 +50,7 @@ pub struct RegisteredSchema {
 fn build() -> Vec<RegisteredSchema> {
     // (id, subject, topic, version, current, text), in the order of the versions: an earlier
     // version keeps its id forever, since the records written with it carry that id.
-    let defs: [(u32, &str, &str, u32, bool, &str); 10] = [
+    let defs: [(u32, &str, &str, u32, bool, &str); 11] = [
         (
             ROOM_EVENTS_V1_SCHEMA_ID,
             "chat.room-events.v1-value",
@@ -129,6 +130,14 @@ fn build() -> Vec<RegisteredSchema> {
             1,
             true,
             include_str!("../avro/chat.memberships.v1.avsc"),
+        ),
+        (
+            READ_MARKERS_SCHEMA_ID,
+            "chat.read-markers.v1-value",
+            crate::READ_MARKERS_TOPIC,
+            1,
+            true,
+            include_str!("../avro/chat.read-markers.v1.avsc"),
         ),
     ];
     defs.into_iter()

@@ -54,13 +54,14 @@ impl KafkaApiConfig {
 }
 
 /// The topics the listener serves: every topic of the embedded log a consumer may read.
-pub const SERVED_TOPICS: [&str; 7] = [
+pub const SERVED_TOPICS: [&str; 8] = [
     livechat_schemas::ROOM_EVENTS_TOPIC,
     livechat_schemas::USER_EVENTS_TOPIC,
     livechat_schemas::NOTIFICATIONS_TOPIC,
     livechat_schemas::ROOMS_TOPIC,
     livechat_schemas::USERS_TOPIC,
     livechat_schemas::MEMBERSHIPS_TOPIC,
+    livechat_schemas::READ_MARKERS_TOPIC,
     livechat_schemas::DEAD_LETTER_TOPIC,
 ];
 

@@ -870,20 +870,31 @@ impl Directory for SqliteDirectory {
             .await
     }
 
-    async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64> {
-        self.db
-            .write(move |tx| {
-                raise_read_marker(tx, &room.to_string(), &user.to_string(), seq)?;
-                Ok(tx
-                    .query_row(
-                        "SELECT last_read_seq FROM memberships WHERE room_id = ?1 AND user_id = ?2",
-                        params![room.to_string(), user.to_string()],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .unwrap_or(0))
-            })
-            .await
+    async fn set_read_marker(
+        &self,
+        user: UserId,
+        room: RoomId,
+        seq: i64,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<i64> {
+        self.write_recording(move |tx, q| {
+            let (room, user) = (room.to_string(), user.to_string());
+            let stored: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT last_read_seq FROM memberships WHERE room_id = ?1 AND user_id = ?2",
+                )?
+                .query_row(params![room, user], |r| r.get(0))
+                .optional()?;
+            match stored {
+                Some(before) if seq > before => {
+                    raise_read_marker(tx, &room, &user, seq)?;
+                    q.queue(tx, outbox)?;
+                    Ok(seq)
+                }
+                other => Ok(other.unwrap_or(0)),
+            }
+        })
+        .await
     }
 
     async fn read_marker(&self, user: UserId, room: RoomId) -> StoreResult<Option<i64>> {

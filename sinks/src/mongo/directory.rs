@@ -907,17 +907,36 @@ impl Directory for MongoDirectory {
         Ok(())
     }
 
-    async fn set_read_marker(&self, user: UserId, room: RoomId, seq: i64) -> StoreResult<i64> {
+    async fn set_read_marker(
+        &self,
+        user: UserId,
+        room: RoomId,
+        seq: i64,
+        outbox: Vec<OutboxRecord>,
+    ) -> StoreResult<i64> {
         let (rid, uid) = (id(room), id(user));
+        let read = format!("members.{uid}.read");
+        // Only a marker below `seq` matches, so the outbox records go with a rise alone.
         let mut filter = live_id(rid.as_str());
         filter.insert("member_ids", &uid);
+        filter.insert(
+            "$or",
+            vec![
+                doc! { &read: { "$exists": false } },
+                doc! { &read: { "$lt": seq } },
+            ],
+        );
+        let update = with_outbox(doc! { "$max": { &read: seq } }, &outbox);
+        if self
+            .update_doc("rooms", filter, update)
+            .await?
+            .modified_count
+            == 1
+        {
+            self.queued("rooms", rid);
+            return Ok(seq);
+        }
         // (FerretDB's findAndModify takes no projection: an update, then a read.)
-        self.update_doc(
-            "rooms",
-            filter,
-            doc! { "$max": { format!("members.{uid}.read"): seq } },
-        )
-        .await?;
         Ok(self
             .room_member(&rid, &uid)
             .await?

@@ -338,9 +338,31 @@ where
     )
     .await
     .unwrap();
+    // A read marker's record goes with a rise only: not with one that stays or would fall,
+    // nor with a non-member's.
+    let mark = |who: UserId, seq: i64| {
+        let body = format!("{who}-read-{seq}");
+        d.set_read_marker(who, r.id, seq, vec![record(&topic, "k", &body)])
+    };
+    assert_eq!(mark(m.id, 2).await.unwrap(), 2);
+    assert_eq!(mark(m.id, 2).await.unwrap(), 2);
+    assert_eq!(mark(m.id, 1).await.unwrap(), 2);
+    assert_eq!(
+        mark(owner.id, 1).await.unwrap(),
+        1,
+        "their own message is read"
+    );
+    let stranger = user("marks-nothing");
+    d.create_user(&stranger, vec![]).await.unwrap();
+    assert_eq!(mark(stranger.id, 3).await.unwrap(), 0);
     assert_eq!(
         written(d.clone(), topic.clone()).await,
-        vec!["first", "seq=1", "joined"]
+        vec![
+            "first".to_string(),
+            "seq=1".into(),
+            "joined".into(),
+            format!("{}-read-2", m.id)
+        ]
     );
 }
 
@@ -433,8 +455,14 @@ pub async fn read_markers_only_move_forward<D: Directory>(d: &Arc<D>) {
         .unwrap()
         .unwrap();
     assert_eq!(d.rooms_of_user(owner.id).await.unwrap()[0].2, sent.seq);
-    assert_eq!(d.set_read_marker(owner.id, r.id, 5).await.unwrap(), 5);
-    assert_eq!(d.set_read_marker(owner.id, r.id, 2).await.unwrap(), 5);
+    assert_eq!(
+        d.set_read_marker(owner.id, r.id, 5, vec![]).await.unwrap(),
+        5
+    );
+    assert_eq!(
+        d.set_read_marker(owner.id, r.id, 2, vec![]).await.unwrap(),
+        5
+    );
     assert_eq!(d.rooms_of_user(owner.id).await.unwrap()[0].2, 5);
     assert_eq!(d.read_marker(owner.id, r.id).await.unwrap(), Some(5));
     let stranger = user("not-a-member");

@@ -723,11 +723,11 @@ async fn table(
     latest
 }
 
-/// Rooms, users and memberships as tables (Flink's upsert-kafka, ksqlDB): the newest record of
-/// a key is the entity as it is, a deleted room's or an ended membership's key ends with a
-/// tombstone, and no secret is in a profile.
+/// Rooms, users, memberships and read markers as tables (Flink's upsert-kafka, ksqlDB): the
+/// newest record of a key is the entity as it is, a deleted room's or an ended membership's key
+/// ends with a tombstone, and no secret is in a profile.
 #[tokio::test]
-async fn rooms_users_and_memberships_are_compacted_tables_with_tombstones_for_deletes() {
+async fn rooms_users_memberships_and_read_markers_are_compacted_tables_with_tombstones() {
     let (app, kafka) = with_listener(&[]).await;
     let alice = app.user("tables").await;
     let bob = app.user("tables").await;
@@ -803,11 +803,43 @@ async fn rooms_users_and_memberships_are_compacted_tables_with_tombstones_for_de
         text(member.get("username")).as_deref(),
         Some(bob.name.as_str())
     );
+
+    // Bob's read marker in the kept room: the newest record is the highest he set (one that
+    // would move it back changes nothing).
+    for i in 0..3 {
+        send(&alice, &kept, &format!("to-read-{i}")).await;
+    }
+    for seq in [2, 1] {
+        ok(bob.read_marker(&kept, seq).await, "read marker");
+    }
+    let marker_of = |t: &BTreeMap<String, Option<Vec<u8>>>| -> Option<Vec<u8>> {
+        t.get(&key(&kept, &bob)).cloned().flatten()
+    };
+    let markers = table(&kafka, "chat.read-markers.v1", |t| marker_of(t).is_some()).await;
+    let marker = decode(&app, &mut schemas, &marker_of(&markers).unwrap()).await;
+    assert_eq!(
+        text(marker.get("user_id")).as_deref(),
+        Some(bob.id.as_str())
+    );
+    assert_eq!(
+        marker.get("last_read_seq"),
+        Some(&apache_avro::types::Value::Long(2))
+    );
+
     ok(bob.leave(&kept).await, "leave");
     let memberships = table(&kafka, "chat.memberships.v1", |t| {
         t.get(&key(&kept, &bob)) == Some(&None)
     })
     .await;
+    let markers = table(&kafka, "chat.read-markers.v1", |t| {
+        t.get(&key(&kept, &bob)) == Some(&None)
+    })
+    .await;
+    assert_eq!(
+        markers.get(&key(&kept, &bob)),
+        Some(&None),
+        "left: the marker's tombstone"
+    );
     assert_eq!(
         memberships.get(&key(&kept, &bob)),
         Some(&None),
