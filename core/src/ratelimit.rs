@@ -43,6 +43,11 @@ impl TokenBucket {
         }
     }
 
+    /// Most tokens the bucket holds.
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+
     /// Whole seconds until a token is available (at least 1).
     pub fn wait_secs(&self) -> u64 {
         self.wait_secs_for(1.0)

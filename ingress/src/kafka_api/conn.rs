@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -12,6 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
+use livechat_core::ratelimit::TokenBucket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -23,7 +25,12 @@ use super::{groups, topics, Client, Served};
 const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// How long a failed authentication is answered after.
-const FAILED_AUTHENTICATION_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+const FAILED_AUTHENTICATION_PAUSE: Duration = Duration::from_millis(500);
+
+/// Partition offsets one connection commits per second at most (each is a write to the log's
+/// file); a client committing faster has its answers held back, as a broker's quota does, and
+/// is told for how long (`throttle_time_ms`).
+const COMMITS_PER_SEC: f64 = 1000.0;
 
 /// The versions served of each API: the protocol crate's range, capped where a later version
 /// needs what this log has not (Fetch 13+ names topics by id; OffsetFetch 8+ batches groups).
@@ -73,6 +80,27 @@ struct Conn {
     served: Arc<Served>,
     client: Client,
     sasl: Sasl,
+    commits: CommitPace,
+}
+
+/// Holds back a connection's offset commits to [`COMMITS_PER_SEC`] partitions.
+struct CommitPace(TokenBucket);
+
+impl CommitPace {
+    fn new(per_sec: f64) -> Self {
+        CommitPace(TokenBucket::new(per_sec, per_sec))
+    }
+
+    /// Waits until `partitions` commits are allowed; how long it waited.
+    async fn admit(&mut self, partitions: usize) -> Duration {
+        let started = Instant::now();
+        // A commit larger than the burst takes the whole burst: it is never held forever.
+        let n = (partitions as f64).min(self.0.burst());
+        while !self.0.try_take_n(n) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        started.elapsed()
+    }
 }
 
 /// Why a connection is closed instead of answered.
@@ -98,6 +126,7 @@ pub(super) async fn run(served: Arc<Served>, stream: TcpStream, peer: SocketAddr
                 id: String::new(),
             },
             sasl,
+            commits: CommitPace::new(COMMITS_PER_SEC),
         };
         let (read, mut write) = stream.into_split();
         let mut read = BufReader::new(read);
@@ -253,7 +282,11 @@ impl Conn {
                 ResponseKind::LeaveGroup(served.groups.leave(&req, version))
             }
             RequestKind::OffsetCommit(req) => {
-                ResponseKind::OffsetCommit(served.groups.commit(&req).await)
+                let partitions = req.topics.iter().map(|t| t.partitions.len()).sum();
+                let held = self.commits.admit(partitions).await;
+                let mut r = served.groups.commit(&req).await;
+                r.throttle_time_ms = i32::try_from(held.as_millis()).unwrap_or(i32::MAX);
+                ResponseKind::OffsetCommit(r)
             }
             RequestKind::OffsetFetch(req) => {
                 ResponseKind::OffsetFetch(served.groups.fetch_offsets(&req, version).await)
@@ -316,5 +349,23 @@ impl Conn {
             tracing::warn!(peer = %self.client.peer, "Kafka listener: SASL/PLAIN authentication failed.");
         }
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commits within the rate pass at once; more wait for the bucket to refill; one larger
+    /// than the burst waits for a full bucket, not forever.
+    #[tokio::test]
+    async fn offset_commits_beyond_the_rate_are_held_back() {
+        let mut pace = CommitPace::new(100.0);
+        assert!(pace.admit(100).await < Duration::from_millis(50));
+        let held = pace.admit(50).await;
+        assert!(held >= Duration::from_millis(400), "{held:?}");
+        let held = pace.admit(10_000).await;
+        assert!(held >= Duration::from_millis(900), "{held:?}");
+        assert!(held < Duration::from_secs(3), "{held:?}");
     }
 }
