@@ -372,7 +372,7 @@ async fn credentials_guard_the_listener_and_a_chat_users_password_does_not_open_
     assert_eq!(topics_seen(&kafka, &[]), None, "no SASL: refused");
     assert_eq!(with(&sasl("operator", "wrong")), None, "wrong password");
     assert_eq!(with(&sasl(&chat_user.name, PASSWORD)), None, "a chat user");
-    assert_eq!(with(&sasl("operator", "a-long-operator-secret")), Some(7));
+    assert_eq!(with(&sasl("operator", "a-long-operator-secret")), Some(8));
 }
 
 #[tokio::test]
@@ -692,7 +692,7 @@ async fn malformed_requests_close_their_connection_and_the_listener_serves_on() 
             .unwrap_or_else(|_| panic!("{what}: the connection stayed open"))
             .unwrap_or(0);
         assert_eq!(n, 0, "{what}: answered {:?} instead of closing", &buf[..n]);
-        assert_eq!(topics_seen(&kafka, &[]), Some(7), "after {what}");
+        assert_eq!(topics_seen(&kafka, &[]), Some(8), "after {what}");
     }
 }
 
