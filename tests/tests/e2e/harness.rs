@@ -1116,3 +1116,39 @@ pub fn seqs(messages: &[Value]) -> Vec<i64> {
         .map(|m| m["seq"].as_i64().unwrap())
         .collect()
 }
+
+/// Decodes a record in the Confluent wire format as a data team's client would: a generic Avro
+/// library and the schema `/registry` serves for the id in the record's header (fetched once
+/// per id into `schemas`, with the registry's content type checked). The schema id and the
+/// record's fields.
+pub async fn registry_decode(
+    app: &App,
+    schemas: &mut std::collections::BTreeMap<u32, apache_avro::Schema>,
+    payload: &[u8],
+) -> (
+    u32,
+    std::collections::BTreeMap<String, apache_avro::types::Value>,
+) {
+    assert_eq!(payload[0], 0, "Confluent wire format: magic byte 0");
+    let id = u32::from_be_bytes(payload[1..5].try_into().unwrap());
+    if let std::collections::btree_map::Entry::Vacant(slot) = schemas.entry(id) {
+        let res = app
+            .http
+            .get(app.url(&format!("/registry/schemas/ids/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "schema {id}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/vnd.schemaregistry.v1+json"
+        );
+        let body: Value = res.json().await.unwrap();
+        slot.insert(apache_avro::Schema::parse_str(body["schema"].as_str().unwrap()).unwrap());
+    }
+    let value = apache_avro::from_avro_datum(&schemas[&id], &mut &payload[5..], None).unwrap();
+    let apache_avro::types::Value::Record(fields) = value else {
+        panic!("not a record: {value:?}");
+    };
+    (id, fields.into_iter().collect())
+}

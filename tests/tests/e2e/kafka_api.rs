@@ -71,25 +71,7 @@ async fn decode(
     schemas: &mut BTreeMap<u32, apache_avro::Schema>,
     payload: &[u8],
 ) -> BTreeMap<String, apache_avro::types::Value> {
-    assert_eq!(payload[0], 0, "Confluent wire format: magic byte 0");
-    let id = u32::from_be_bytes(payload[1..5].try_into().unwrap());
-    if let std::collections::btree_map::Entry::Vacant(slot) = schemas.entry(id) {
-        let body: Value = app
-            .http
-            .get(app.url(&format!("/registry/schemas/ids/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        slot.insert(apache_avro::Schema::parse_str(body["schema"].as_str().unwrap()).unwrap());
-    }
-    let value = apache_avro::from_avro_datum(&schemas[&id], &mut &payload[5..], None).unwrap();
-    let apache_avro::types::Value::Record(fields) = value else {
-        panic!("not a record: {value:?}");
-    };
-    fields.into_iter().collect()
+    registry_decode(app, schemas, payload).await.1
 }
 
 fn text(v: Option<&apache_avro::types::Value>) -> Option<String> {
