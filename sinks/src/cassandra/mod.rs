@@ -10,6 +10,11 @@
 //!   buckets that exist, newest or oldest first, and the checksum finds every room.
 //! - `messages_by_id`: message id → (room, seq).
 //! - `pins`: each message's latest pin change, by (room, seq).
+//! - `author_rooms`: the rooms each user has written in (one small partition per user), so an
+//!   account's erasure lists its messages by reading those rooms, not every room. Written
+//!   before the rows, once per (user, room) a process sees; a store written before it existed is
+//!   indexed once in the background (`backfills` records it), and until then the listing reads
+//!   every room.
 //! - `thread_replies`: the thread replies of a room by (root seq, seq), with their deleted flag:
 //!   the summaries of the threads rooted in a page of messages are one range query. One
 //!   partition per room (a room with very many thread replies grows it; bucketing it like
@@ -61,6 +66,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlTimestamp, MaybeUnset};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use crate::config::CassandraConfig;
@@ -143,7 +149,20 @@ pub const MIGRATIONS: &[(i32, &str, &[&str])] = &[
         // A JSON array (as the embedded history keeps it): read and written whole, never queried.
         &["ALTER TABLE {ks}.messages ADD attachments text"],
     ),
+    (
+        6,
+        "the rooms each user has written in; one-time indexing jobs done",
+        &[
+            "CREATE TABLE IF NOT EXISTS {ks}.author_rooms (
+                user_id uuid, room_id uuid, PRIMARY KEY (user_id, room_id)
+            )",
+            "CREATE TABLE IF NOT EXISTS {ks}.backfills (name text PRIMARY KEY, done_at timestamp)",
+        ],
+    ),
 ];
+
+/// The `backfills` row of the author index.
+const AUTHOR_BACKFILL: &str = "author_rooms";
 
 const COLS: &str =
     "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, \
@@ -336,7 +355,13 @@ fn decode_err(e: impl std::fmt::Display) -> StoreError {
 
 // ---------------------------------------------------------------- statements
 
+#[derive(Clone)]
 struct Statements {
+    author_add: PreparedStatement,
+    author_rooms: PreparedStatement,
+    bucket_authors: PreparedStatement,
+    backfill_get: PreparedStatement,
+    backfill_done: PreparedStatement,
     bucket_add: PreparedStatement,
     by_id_add: PreparedStatement,
     insert: PreparedStatement,
@@ -383,6 +408,14 @@ impl Statements {
         };
         let slot = "WHERE room_id = ? AND bucket = ? AND seq = ?";
         Ok(Statements {
+            author_add: p(format!("INSERT INTO {ks}.author_rooms (user_id, room_id) VALUES (?, ?)")).await?,
+            author_rooms: p(format!("SELECT room_id FROM {ks}.author_rooms WHERE user_id = ?")).await?,
+            bucket_authors: p(format!("SELECT user_id FROM {ks}.messages WHERE room_id = ? AND bucket = ?")).await?,
+            backfill_get: p(format!("SELECT done_at FROM {ks}.backfills WHERE name = ?")).await?,
+            backfill_done: p(format!(
+                "INSERT INTO {ks}.backfills (name, done_at) VALUES (?, toTimestamp(now()))"
+            ))
+            .await?,
             bucket_add: p(format!("INSERT INTO {ks}.room_buckets (room_id, bucket) VALUES (?, ?)")).await?,
             by_id_add: p(format!("INSERT INTO {ks}.messages_by_id (id, room_id, seq) VALUES (?, ?, ?)")).await?,
             insert: p(format!(
@@ -621,10 +654,21 @@ pub struct CassandraHistory {
     /// not with each of its (up to BUCKET_SIZE) messages. Forgotten when the room is purged here,
     /// and all at once when it grows past KNOWN_BUCKETS_MAX.
     known_buckets: Mutex<HashSet<(RoomId, i64)>>,
+    authors: Arc<AuthorIndex>,
 }
 
 /// At most this many remembered buckets (a few MB) before the memory starts over.
 const KNOWN_BUCKETS_MAX: usize = 100_000;
+
+/// What this process knows of `author_rooms`.
+#[derive(Default)]
+struct AuthorIndex {
+    /// Every message of the store has its (author, room) entry: set once the backfill is
+    /// recorded as done (by any process).
+    complete: std::sync::atomic::AtomicBool,
+    /// Entries this process has written (bounded like the known buckets).
+    written: Mutex<HashSet<(UserId, RoomId)>>,
+}
 
 /// A keyspace name that is safe to splice into CQL (unquoted identifier, at most 48 chars).
 fn valid_keyspace(ks: &str) -> bool {
@@ -666,11 +710,108 @@ impl CassandraHistory {
             .map_err(|e| anyhow::anyhow!("connecting to Cassandra at {:?}: {e}", cfg.nodes))?;
         migrate(&session, &cfg.keyspace, cfg.replication_factor).await?;
         let st = Statements::prepare(&session, &cfg.keyspace).await?;
-        Ok(CassandraHistory {
+        let history = CassandraHistory {
             session: Arc::new(session),
             st,
             known_buckets: Mutex::default(),
-        })
+            authors: Arc::default(),
+        };
+        history.start_author_backfill().await;
+        Ok(history)
+    }
+
+    /// Whether every message has its `author_rooms` entry (the backfill is done).
+    pub fn author_index_complete(&self) -> bool {
+        self.authors
+            .complete
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Indexes the authors of a store written before `author_rooms` existed, in the background
+    /// (a store of millions of messages takes minutes); with the backfill recorded as done,
+    /// nothing. Rows inserted meanwhile write their own entries first, so the walk needs only
+    /// what was there before it started.
+    async fn start_author_backfill(&self) {
+        let done: StoreResult<Vec<(Option<CqlTimestamp>,)>> =
+            self.rows(&self.st.backfill_get, (AUTHOR_BACKFILL,)).await;
+        if done.as_ref().is_ok_and(|rows| !rows.is_empty()) {
+            self.authors
+                .complete
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
+        let walker = CassandraHistory {
+            session: self.session.clone(),
+            st: self.st.clone(),
+            known_buckets: Mutex::default(),
+            authors: self.authors.clone(),
+        };
+        tokio::spawn(
+            async move {
+                match walker.backfill_authors().await {
+                    Ok(n) => tracing::info!(entries = n, "History authors indexed."),
+                    Err(e) => tracing::warn!(error = %e, "Indexing the history's authors failed; an erasure reads every room until a restart indexes them."),
+                }
+            }
+            .instrument(tracing::info_span!("author_backfill")),
+        );
+    }
+
+    /// Writes the (author, room) entry of every stored message, then records the backfill.
+    async fn backfill_authors(&self) -> StoreResult<usize> {
+        let mut entries = 0;
+        for (_, room) in self.rooms_in_text_order().await? {
+            let mut users = HashSet::new();
+            for b in self.buckets_from(room, i64::MIN).await? {
+                let rows: Vec<(Uuid,)> = self.rows(&self.st.bucket_authors, (room, b)).await?;
+                users.extend(rows.into_iter().map(|(u,)| u));
+            }
+            entries += users.len();
+            futures::stream::iter(users)
+                .map(|u| self.exec(&self.st.author_add, (u, room)))
+                .buffer_unordered(PARALLEL)
+                .try_collect::<()>()
+                .await?;
+        }
+        self.exec(&self.st.backfill_done, (AUTHOR_BACKFILL,))
+            .await?;
+        self.authors
+            .complete
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(entries)
+    }
+
+    /// Writes the `author_rooms` entries of `ms` this process has not written yet.
+    async fn author_entries(&self, ms: &[&StoredMessage]) -> StoreResult<()> {
+        let new: HashSet<(UserId, RoomId)> = {
+            let written = self
+                .authors
+                .written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            ms.iter()
+                .map(|m| (m.user_id, m.room_id))
+                .filter(|e| !written.contains(e))
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        futures::stream::iter(new.iter().copied())
+            .map(|e| self.exec(&self.st.author_add, e))
+            .buffer_unordered(PARALLEL)
+            .try_collect::<()>()
+            .await?;
+        let mut written = self
+            .authors
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if written.len() + new.len() > KNOWN_BUCKETS_MAX {
+            written.clear();
+        }
+        written.extend(new);
+        Ok(())
     }
 
     async fn exec(&self, st: &PreparedStatement, values: impl SerializeRow) -> StoreResult<()> {
@@ -762,6 +903,8 @@ impl CassandraHistory {
     /// entry land together, not entry first, which only a moderator deleting a message not yet
     /// acknowledged to its author could notice (as "not found", as if a moment earlier).
     async fn insert(&self, ms: &[&StoredMessage]) -> StoreResult<()> {
+        // Before the rows: an erasure must find every row it has to delete.
+        self.author_entries(ms).await?;
         let new_slots: HashSet<(RoomId, i64)> = {
             let known = self.known_buckets();
             ms.iter()
@@ -1357,11 +1500,20 @@ impl MessageStore for CassandraHistory {
         after: Option<(RoomId, i64)>,
         limit: u32,
     ) -> StoreResult<Vec<StoredMessage>> {
-        // Every room's partitions, in the order of the room ids' text, from `after`'s room on:
-        // an account's erasure is rare, and an index by author would cost every send a write.
+        // The rooms the user wrote in (every room until the author index is complete), in the
+        // order of the room ids' text, from `after`'s room on.
+        let rooms = if self.author_index_complete() {
+            let rows: Vec<(Uuid,)> = self.rows(&self.st.author_rooms, (user,)).await?;
+            let mut rooms: Vec<(String, Uuid)> =
+                rows.into_iter().map(|(r,)| (r.to_string(), r)).collect();
+            rooms.sort();
+            rooms
+        } else {
+            self.rooms_in_text_order().await?
+        };
         let after = after.map(|(r, s)| (r.to_string(), s));
         let mut out = Vec::new();
-        for (name, room) in self.rooms_in_text_order().await? {
+        for (name, room) in rooms {
             if after.as_ref().is_some_and(|(r, _)| name < *r) {
                 continue;
             }
