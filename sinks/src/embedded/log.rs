@@ -39,11 +39,11 @@ CREATE TABLE IF NOT EXISTS table_keys(
 CREATE TABLE IF NOT EXISTS log_upkeep(name TEXT PRIMARY KEY) WITHOUT ROWID;
 INSERT OR IGNORE INTO table_keys(topic, partition, key, offset)
   SELECT topic, partition, key, max(offset) FROM records
-  WHERE topic IN ('chat.rooms.v1', 'chat.users.v1', 'chat.memberships.v1')
+  WHERE topic IN ('chat.rooms.v1', 'chat.users.v1', 'chat.memberships.v1', 'chat.read-markers.v1')
     AND NOT EXISTS (SELECT 1 FROM log_upkeep WHERE name = 'tables compacted')
   GROUP BY topic, partition, key;
 DELETE FROM records
-  WHERE topic IN ('chat.rooms.v1', 'chat.users.v1', 'chat.memberships.v1')
+  WHERE topic IN ('chat.rooms.v1', 'chat.users.v1', 'chat.memberships.v1', 'chat.read-markers.v1')
     AND NOT EXISTS (SELECT 1 FROM log_upkeep WHERE name = 'tables compacted')
     AND offset < (SELECT t.offset FROM table_keys t WHERE t.topic = records.topic
                   AND t.partition = records.partition AND t.key = records.key);
