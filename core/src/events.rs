@@ -181,6 +181,12 @@ pub fn user_tombstone(user: UserId) -> OutboxRecord {
     state_record(USERS_TOPIC, user.to_string(), None, at)
 }
 
+/// The key of a member's records on the compacted per-member tables (`chat.memberships.v1`,
+/// `chat.read-markers.v1`): `<room>:<user>`, so a room's members share its prefix.
+fn member_key(room: RoomId, user: UserId) -> String {
+    format!("{room}:{user}")
+}
+
 /// A membership as it begins, for the compacted `chat.memberships.v1` (key `<room>:<user>`).
 pub fn membership_record(
     room: RoomId,
@@ -198,10 +204,9 @@ pub fn membership_record(
     };
     let payload = codec::encode_membership_state(&state)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding membership: {e}")))?;
-    let key = format!("{room}:{user}");
     Ok(state_record(
         MEMBERSHIPS_TOPIC,
-        key,
+        member_key(room, user),
         Some(payload),
         at.timestamp_millis(),
     ))
@@ -211,7 +216,7 @@ pub fn membership_record(
 /// `chat.memberships.v1` and `chat.read-markers.v1`.
 pub fn membership_end(room: RoomId, user: UserId) -> [OutboxRecord; 2] {
     let at = crate::now().timestamp_millis();
-    let key = format!("{room}:{user}");
+    let key = member_key(room, user);
     [
         state_record(MEMBERSHIPS_TOPIC, key.clone(), None, at),
         state_record(READ_MARKERS_TOPIC, key, None, at),
@@ -234,10 +239,9 @@ pub fn read_marker_record(
     };
     let payload = codec::encode_read_marker_state(&state)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding read marker: {e}")))?;
-    let key = format!("{room}:{user}");
     Ok(state_record(
         READ_MARKERS_TOPIC,
-        key,
+        member_key(room, user),
         Some(payload),
         state.updated_at,
     ))

@@ -30,8 +30,14 @@ async fn cassandra() -> Option<CassandraHistory> {
 async fn empty_cassandra() -> Option<CassandraHistory> {
     let nodes = nodes()?;
     let keyspace = "livechat_conformance_replay";
+    drop_keyspace(&nodes, keyspace).await;
+    Some(connect(nodes, keyspace).await)
+}
+
+/// Drops a check's keyspace, so it starts from nothing; the session stays for raw CQL.
+async fn drop_keyspace(nodes: &[String], keyspace: &str) -> scylla::client::session::Session {
     let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_nodes(&nodes)
+        .known_nodes(nodes)
         .build()
         .await
         .expect("connect to Cassandra");
@@ -39,7 +45,7 @@ async fn empty_cassandra() -> Option<CassandraHistory> {
         .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
         .await
         .expect("drop the check's keyspace");
-    Some(connect(nodes, keyspace).await)
+    session
 }
 
 /// The embedded adapter built from the same log is the reference.
@@ -59,15 +65,7 @@ async fn a_store_without_the_author_index_is_indexed_once_and_listed_by_it() {
     use livechat_core::ports::MessageStore;
     let Some(nodes) = nodes() else { return };
     let keyspace = "livechat_conformance_authors";
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_nodes(&nodes)
-        .build()
-        .await
-        .expect("connect to Cassandra");
-    session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
-        .await
-        .expect("drop the check's keyspace");
+    let session = drop_keyspace(&nodes, keyspace).await;
     let first = connect(nodes.clone(), keyspace).await;
     let author = uuid::Uuid::new_v4();
     let mut rooms = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
