@@ -12,9 +12,11 @@ use axum::extract::ws::Utf8Bytes;
 use livechat_core::frames;
 use livechat_core::model::{RoomId, UserId};
 use livechat_core::ports::{Fanout, LiveFrame};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+mod queue;
+pub use queue::OutboundQueue;
 
 pub type ConnId = u64;
 
@@ -47,7 +49,8 @@ pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserId,
     pub session: Uuid,
-    tx: mpsc::Sender<Outbound>,
+    /// What waits to be written to the socket (bounded: a slow reader is closed, not waited for).
+    queue: OutboundQueue<Outbound>,
     /// Cancelled when the hub wants the connection closed; `close` holds the code and reason.
     pub closed: CancellationToken,
     close: Mutex<Option<(u16, String)>>,
@@ -55,13 +58,15 @@ pub struct ConnHandle {
 
 impl ConnHandle {
     fn push(&self, out: Outbound) {
-        match self.tx.try_send(out) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kill(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if self.queue.push(out).is_err() {
+            self.kill(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
         }
+    }
+
+    /// Waits for queued frames, then moves up to `max` of them to `into` (the connection's
+    /// task, the queue's one receiver).
+    pub async fn recv_many(&self, into: &mut Vec<Outbound>, max: usize) -> usize {
+        self.queue.recv_many(into, max).await
     }
 
     pub fn kill(&self, code: u16, reason: &str) {
@@ -91,19 +96,13 @@ impl Hub {
         Arc::new(Hub::default())
     }
 
-    /// Registers a connection; returns its handle and the receiving end of its queue.
-    pub fn register(
-        &self,
-        user: UserId,
-        session: Uuid,
-        queue: usize,
-    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
+    /// Registers a connection, with an outbound queue of `queue` frames; returns its handle.
+    pub fn register(&self, user: UserId, session: Uuid, queue: usize) -> Arc<ConnHandle> {
         let h = Arc::new(ConnHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user,
             session,
-            tx,
+            queue: OutboundQueue::new(queue),
             closed: CancellationToken::new(),
             close: Mutex::new(None),
         });
@@ -113,7 +112,7 @@ impl Hub {
             .entry(user)
             .or_default()
             .insert(h.id, h.clone());
-        (h, rx)
+        h
     }
 
     /// Open sockets of a user in this process.
@@ -313,19 +312,19 @@ mod tests {
         let hub = Hub::new();
         for _ in 0..2_000 {
             let (user, room) = (Uuid::new_v4(), Uuid::new_v4());
-            let (conn, mut rx) = hub.register(user, Uuid::new_v4(), 16);
+            let conn = hub.register(user, Uuid::new_v4(), 16);
             hub.subscribe(&conn, room);
             // The service's eviction and the delivery processor's, at the same moment.
             std::thread::scope(|s| {
                 s.spawn(|| hub.evict(room, Some(user), "removed"));
                 s.spawn(|| hub.evict(room, None, "removed"));
             });
-            let mut evictions = 0;
-            while let Ok(o) = rx.try_recv() {
-                if matches!(o, Outbound::Evicted(_)) {
-                    evictions += 1;
-                }
-            }
+            let mut queued = Vec::new();
+            conn.queue.take(&mut queued, 16);
+            let evictions = queued
+                .iter()
+                .filter(|o| matches!(o, Outbound::Evicted(_)))
+                .count();
             assert_eq!(evictions, 1);
             hub.unregister(&conn, &[]);
         }

@@ -96,11 +96,11 @@ pub async fn serve(
     session: Uuid,
     legacy_room: Option<RoomId>,
 ) {
-    let (handle, rx) = st
+    let handle = st
         .hub
         .register(user.id, session, st.svc.limits.outbound_queue_frames);
     let span = tracing::info_span!("ws", conn = handle.id, user = %user.id);
-    run(socket, st, user, session, legacy_room, handle, rx)
+    run(socket, st, user, session, legacy_room, handle)
         .instrument(span)
         .await
 }
@@ -112,7 +112,6 @@ async fn run(
     session: Uuid,
     legacy_room: Option<RoomId>,
     handle: Arc<ConnHandle>,
-    mut rx: tokio::sync::mpsc::Receiver<Outbound>,
 ) {
     let limits = st.svc.limits.clone();
     let (mut sink, mut stream) = socket.split();
@@ -172,10 +171,7 @@ async fn run(
                 None => break,
             },
             // Every frame already queued goes out with one flush (one write to the socket).
-            n = rx.recv_many(&mut inbox, OUTBOUND_BATCH) => {
-                if n == 0 {
-                    break;
-                }
+            _ = handle.recv_many(&mut inbox, OUTBOUND_BATCH) => {
                 for o in inbox.drain(..) {
                     c.on_outbound(o);
                 }
