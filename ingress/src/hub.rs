@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 mod queue;
+pub use queue::release_burst;
 use queue::OutboundQueue;
 
 pub type ConnId = u64;

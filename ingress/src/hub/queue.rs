@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-/// Slots a drained queue keeps for the next frames; a deque grown larger by a burst is freed.
+/// Slots a drained queue keeps for the next frames; a deque grown larger by a burst is freed
+/// (and so is the receiver's batch buffer, [`release_burst`]).
 const KEPT_SLOTS: usize = 16;
 
 /// The queue already holds its capacity: the receiver is not keeping up.
@@ -79,6 +80,14 @@ impl<T> OutboundQueue<T> {
     }
 }
 
+/// Frees a receiver's emptied batch buffer once a burst grew it past [`KEPT_SLOTS`], as the
+/// queue frees its own: after a burst a socket goes back to an idle socket's footprint.
+pub fn release_burst<T>(batch: &mut Vec<T>) {
+    if batch.is_empty() && batch.capacity() > KEPT_SLOTS {
+        *batch = Vec::new();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -117,6 +126,13 @@ mod tests {
         q.take(&mut got, 64);
         let kept = q.lock().capacity();
         assert!(kept > 0 && kept <= KEPT_SLOTS, "{kept}");
+        // The receiver's batch buffer, once emptied, follows the same rule.
+        got.clear();
+        release_burst(&mut got);
+        assert_eq!(got.capacity(), 0);
+        let mut small: Vec<u8> = Vec::with_capacity(4);
+        release_burst(&mut small);
+        assert_eq!(small.capacity(), 4);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::protocol::{control, error, history, parse, ClientFrame, SendFrame};
 use super::sends::{InFlight, Sent};
-use crate::hub::{ConnHandle, Outbound};
+use crate::hub::{release_burst, ConnHandle, Outbound};
 use crate::AppState;
 
 /// Close codes (RFC 6455 and LiveChat's 4xxx range), documented in the README.
@@ -175,6 +175,7 @@ async fn run(
                 for o in inbox.drain(..) {
                     c.on_outbound(o);
                 }
+                release_burst(&mut inbox);
             },
             sent = c.sends.next(), if !c.sends.is_empty() => {
                 last_seen = Instant::now();
