@@ -2,7 +2,7 @@
 //! and the seven views of the original, on event time.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use livechat_core::ports::AnalyticsStore;
 use rusqlite::params;
 
 use super::db::{checksum_query, uuid_col, Db, Durability};
+use super::multi_insert::MultiInsert;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS analytics_events(
@@ -20,6 +21,14 @@ CREATE TABLE IF NOT EXISTS analytics_events(
 CREATE INDEX IF NOT EXISTS ae_by_type_room ON analytics_events(event_type, room_id, occurred_at);
 CREATE INDEX IF NOT EXISTS ae_by_user ON analytics_events(user_id, event_type);
 "#;
+
+/// An event's row (several per statement: the events arrive in batches).
+static INSERT: LazyLock<MultiInsert> = LazyLock::new(|| {
+    MultiInsert::new(
+        "INSERT OR IGNORE INTO analytics_events(event_id, event_type, user_id, room_id, occurred_at, payload)",
+        6,
+    )
+});
 
 pub struct SqliteAnalytics {
     db: Arc<Db>,
@@ -59,21 +68,15 @@ impl AnalyticsStore for SqliteAnalytics {
         // copied every page the batch touched).
         self.db
             .write_unguarded(move |tx| {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO analytics_events(event_id, event_type, user_id, room_id, occurred_at, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for e in &events {
-                    stmt.execute(params![
-                        e.event_id.to_string(),
-                        e.event_type,
-                        e.user_id.map(|u| u.to_string()),
-                        e.room_id.map(|r| r.to_string()),
-                        e.occurred_at.timestamp_millis(),
-                        e.payload
-                    ])?;
-                }
-                Ok(())
+                INSERT.run(tx, &events, |stmt, at, e| {
+                    let mut text = uuid::Uuid::encode_buffer();
+                    stmt.raw_bind_parameter(at, &*e.event_id.hyphenated().encode_lower(&mut text))?;
+                    stmt.raw_bind_parameter(at + 1, &e.event_type)?;
+                    stmt.raw_bind_parameter(at + 2, e.user_id.map(|u| u.to_string()))?;
+                    stmt.raw_bind_parameter(at + 3, e.room_id.map(|r| r.to_string()))?;
+                    stmt.raw_bind_parameter(at + 4, e.occurred_at.timestamp_millis())?;
+                    stmt.raw_bind_parameter(at + 5, &e.payload)
+                })
             })
             .await
     }

@@ -6,7 +6,7 @@
 //! changes twice, or in another order, gives the same messages.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +19,7 @@ use livechat_core::ports::MessageStore;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::db::{checksum_query, ts_col, uuid_col, Db, Durability};
+use super::multi_insert::MultiInsert;
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages(
@@ -141,17 +142,15 @@ fn with_relations(
 
 /// Applies history changes inside the caller's write (idempotent, in order).
 pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<()> {
+    // Inserts in a row go in together, before the next change of another kind.
+    let mut inserts: Vec<&StoredMessage> = Vec::new();
     for op in ops {
+        if !matches!(op, HistoryOp::Insert(_)) && !inserts.is_empty() {
+            insert_messages(tx, &inserts)?;
+            inserts.clear();
+        }
         match op {
-            HistoryOp::Insert(m) => {
-                tx.prepare_cached(&format!("INSERT OR IGNORE INTO messages({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"))?
-                    .execute(params![
-                        m.id.to_string(), m.room_id.to_string(), m.seq, m.user_id.to_string(), m.username,
-                        m.content, m.edited, m.deleted, m.created_at.timestamp_millis(),
-                        m.updated_at.timestamp_millis(), m.client_msg_id, m.reply_to_seq, m.thread_root_seq,
-                        attachments_text(&m.attachments)
-                    ])?;
-            }
+            HistoryOp::Insert(m) => inserts.push(m),
             HistoryOp::Edit {
                 room_id,
                 message_id,
@@ -259,7 +258,35 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
             }
         }
     }
-    Ok(())
+    insert_messages(tx, &inserts)
+}
+
+/// `INSERT OR IGNORE` of messages (several per statement), in order.
+fn insert_messages(tx: &Connection, ms: &[&StoredMessage]) -> rusqlite::Result<()> {
+    static INSERT: LazyLock<MultiInsert> = LazyLock::new(|| {
+        MultiInsert::new(
+            &format!("INSERT OR IGNORE INTO messages({COLS})"),
+            COLS.split(", ").count(),
+        )
+    });
+    INSERT.run(tx, ms, |stmt, at, m| {
+        // The ids as text, formatted on the stack.
+        let mut text = uuid::Uuid::encode_buffer();
+        stmt.raw_bind_parameter(at, &*m.id.hyphenated().encode_lower(&mut text))?;
+        stmt.raw_bind_parameter(at + 1, &*m.room_id.hyphenated().encode_lower(&mut text))?;
+        stmt.raw_bind_parameter(at + 2, m.seq)?;
+        stmt.raw_bind_parameter(at + 3, &*m.user_id.hyphenated().encode_lower(&mut text))?;
+        stmt.raw_bind_parameter(at + 4, &m.username)?;
+        stmt.raw_bind_parameter(at + 5, &m.content)?;
+        stmt.raw_bind_parameter(at + 6, m.edited)?;
+        stmt.raw_bind_parameter(at + 7, m.deleted)?;
+        stmt.raw_bind_parameter(at + 8, m.created_at.timestamp_millis())?;
+        stmt.raw_bind_parameter(at + 9, m.updated_at.timestamp_millis())?;
+        stmt.raw_bind_parameter(at + 10, &m.client_msg_id)?;
+        stmt.raw_bind_parameter(at + 11, m.reply_to_seq)?;
+        stmt.raw_bind_parameter(at + 12, m.thread_root_seq)?;
+        stmt.raw_bind_parameter(at + 13, attachments_text(&m.attachments))
+    })
 }
 
 #[derive(Clone)]

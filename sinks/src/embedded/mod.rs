@@ -8,6 +8,7 @@ mod history;
 mod history_follower;
 mod inline;
 mod log;
+mod multi_insert;
 mod notifications;
 mod outbox;
 mod records;
