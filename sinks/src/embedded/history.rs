@@ -140,7 +140,10 @@ fn with_relations(
     Ok(ms)
 }
 
-/// Applies history changes inside the caller's write (idempotent, in order).
+/// Applies history changes inside the caller's write (idempotent, in order). Its statements
+/// refuse nothing (`INSERT OR IGNORE`, upserts, updates and deletes of rows that may be
+/// missing), so it fails only when the database does, and its writes need no savepoint (whose
+/// sub-journal would copy every page a batch touches).
 pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<()> {
     // Inserts in a row go in together, before the next change of another kind.
     let mut inserts: Vec<&StoredMessage> = Vec::new();
@@ -325,7 +328,8 @@ impl SqliteHistory {
 impl MessageStore for SqliteHistory {
     async fn apply(&self, ops: &[HistoryOp]) -> StoreResult<()> {
         let ops = ops.to_vec();
-        self.db.write(move |tx| apply_in(tx, &ops)).await
+        // Without a savepoint: see `apply_in`.
+        self.db.write_unguarded(move |tx| apply_in(tx, &ops)).await
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<StoredMessage>> {

@@ -294,7 +294,7 @@ impl Shared {
         let now = self
             .history
             .db()
-            .write(move |tx| {
+            .write_unguarded(move |tx| {
                 // Only what comes after the file's own position: another process's follower
                 // may have applied some of it already.
                 let stored = read_positions(tx, partitions)?;

@@ -250,7 +250,10 @@ fn search_in(c: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<SearchHit>
 impl SearchIndex for SqliteSearch {
     async fn apply(&self, ops: &[HistoryOp]) -> StoreResult<()> {
         let ops = ops.to_vec();
-        self.db.write(move |c| apply_in(c, &ops)).await
+        // Its statements refuse nothing (`INSERT OR IGNORE`, updates and deletes of rows that
+        // may be missing), so it fails only when the database does: no savepoint, whose
+        // sub-journal would copy every page the batch touches.
+        self.db.write_unguarded(move |c| apply_in(c, &ops)).await
     }
 
     async fn search(&self, query: &SearchQuery) -> StoreResult<Vec<SearchHit>> {
