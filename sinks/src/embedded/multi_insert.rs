@@ -1,6 +1,6 @@
 //! Inserts of many rows, several rows per statement. A statement's fixed cost — its lookup in
-//! the statement cache, its run, its reset — is most of what a narrow row's insert costs when
-//! the rows arrive in batches (the read models' followers, `livechat replay`): sharing it among
+//! the statement cache, its run, its reset — is a large part of a row's insert when the rows
+//! arrive in batches (the read models' followers, `livechat replay`): sharing it among
 //! [`ROWS_PER_STATEMENT`] rows made replaying a million messages into a fresh history file
 //! ~30 % faster (bench/README.md, "Rows per statement").
 
