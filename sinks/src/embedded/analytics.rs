@@ -12,7 +12,7 @@ use livechat_core::ports::AnalyticsStore;
 use rusqlite::params;
 
 use super::db::{checksum_query, uuid_col, Db, Durability};
-use super::multi_insert::MultiInsert;
+use super::multi_insert::{bind_uuid, MultiInsert};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS analytics_events(
@@ -26,7 +26,6 @@ CREATE INDEX IF NOT EXISTS ae_by_user ON analytics_events(user_id, event_type);
 static INSERT: LazyLock<MultiInsert> = LazyLock::new(|| {
     MultiInsert::new(
         "INSERT OR IGNORE INTO analytics_events(event_id, event_type, user_id, room_id, occurred_at, payload)",
-        6,
     )
 });
 
@@ -69,11 +68,10 @@ impl AnalyticsStore for SqliteAnalytics {
         self.db
             .write_unguarded(move |tx| {
                 INSERT.run(tx, &events, |stmt, at, e| {
-                    let mut text = uuid::Uuid::encode_buffer();
-                    stmt.raw_bind_parameter(at, &*e.event_id.hyphenated().encode_lower(&mut text))?;
+                    bind_uuid(stmt, at, Some(e.event_id))?;
                     stmt.raw_bind_parameter(at + 1, &e.event_type)?;
-                    stmt.raw_bind_parameter(at + 2, e.user_id.map(|u| u.to_string()))?;
-                    stmt.raw_bind_parameter(at + 3, e.room_id.map(|r| r.to_string()))?;
+                    bind_uuid(stmt, at + 2, e.user_id)?;
+                    bind_uuid(stmt, at + 3, e.room_id)?;
                     stmt.raw_bind_parameter(at + 4, e.occurred_at.timestamp_millis())?;
                     stmt.raw_bind_parameter(at + 5, &e.payload)
                 })

@@ -19,7 +19,7 @@ use livechat_core::ports::MessageStore;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::db::{checksum_query, ts_col, uuid_col, Db, Durability};
-use super::multi_insert::MultiInsert;
+use super::multi_insert::{bind_uuid, MultiInsert};
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages(
@@ -266,19 +266,13 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
 
 /// `INSERT OR IGNORE` of messages (several per statement), in order.
 fn insert_messages(tx: &Connection, ms: &[&StoredMessage]) -> rusqlite::Result<()> {
-    static INSERT: LazyLock<MultiInsert> = LazyLock::new(|| {
-        MultiInsert::new(
-            &format!("INSERT OR IGNORE INTO messages({COLS})"),
-            COLS.split(", ").count(),
-        )
-    });
+    static INSERT: LazyLock<MultiInsert> =
+        LazyLock::new(|| MultiInsert::new(&format!("INSERT OR IGNORE INTO messages({COLS})")));
     INSERT.run(tx, ms, |stmt, at, m| {
-        // The ids as text, formatted on the stack.
-        let mut text = uuid::Uuid::encode_buffer();
-        stmt.raw_bind_parameter(at, &*m.id.hyphenated().encode_lower(&mut text))?;
-        stmt.raw_bind_parameter(at + 1, &*m.room_id.hyphenated().encode_lower(&mut text))?;
+        bind_uuid(stmt, at, Some(m.id))?;
+        bind_uuid(stmt, at + 1, Some(m.room_id))?;
         stmt.raw_bind_parameter(at + 2, m.seq)?;
-        stmt.raw_bind_parameter(at + 3, &*m.user_id.hyphenated().encode_lower(&mut text))?;
+        bind_uuid(stmt, at + 3, Some(m.user_id))?;
         stmt.raw_bind_parameter(at + 4, &m.username)?;
         stmt.raw_bind_parameter(at + 5, &m.content)?;
         stmt.raw_bind_parameter(at + 6, m.edited)?;
