@@ -94,12 +94,19 @@ pub(super) fn bind_uuid(
 mod tests {
     use super::*;
 
+    /// An in-memory database with one table, and its insert.
+    fn table(schema: &str, head: &str) -> (Connection, MultiInsert) {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(schema).unwrap();
+        (c, MultiInsert::new(head))
+    }
+
     #[test]
     fn inserts_every_row_once_in_order_across_groups_and_the_rest() {
-        let c = Connection::open_in_memory().unwrap();
-        c.execute_batch("CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-            .unwrap();
-        let insert = MultiInsert::new("INSERT OR IGNORE INTO t(k, v)");
+        let (c, insert) = table(
+            "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+            "INSERT OR IGNORE INTO t(k, v)",
+        );
         // Two whole groups and a rest, with a repeated key in each kind of statement.
         let mut rows: Vec<(i64, String)> = (0..2 * ROWS_PER_STATEMENT as i64 + 5)
             .map(|k| (k, format!("v{k}")))
@@ -132,10 +139,10 @@ mod tests {
 
     #[test]
     fn ids_are_bound_as_their_text_or_null() {
-        let c = Connection::open_in_memory().unwrap();
-        c.execute_batch("CREATE TABLE t(a TEXT, b TEXT, c TEXT)")
-            .unwrap();
-        let insert = MultiInsert::new("INSERT INTO t(a, b, c)");
+        let (c, insert) = table(
+            "CREATE TABLE t(a TEXT, b TEXT, c TEXT)",
+            "INSERT INTO t(a, b, c)",
+        );
         let id = Uuid::now_v7();
         insert
             .run(&c, &[(id, None::<Uuid>)], |s, at, (a, b)| {
