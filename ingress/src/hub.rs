@@ -12,7 +12,6 @@ use axum::extract::ws::Utf8Bytes;
 use livechat_core::frames;
 use livechat_core::model::{RoomId, UserId};
 use livechat_core::ports::{Fanout, LiveFrame};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 mod queue;
@@ -50,10 +49,9 @@ pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserId,
     pub session: Uuid,
-    /// What waits to be written to the socket (bounded: a slow reader is closed, not waited for).
+    /// What waits to be written to the socket (bounded: a slow reader is closed, not waited for),
+    /// and the hub's request to close it; `close` holds that close's code and reason.
     queue: OutboundQueue<Outbound>,
-    /// Cancelled when the hub wants the connection closed; `close` holds the code and reason.
-    pub closed: CancellationToken,
     close: Mutex<Option<(u16, String)>>,
 }
 
@@ -65,9 +63,19 @@ impl ConnHandle {
     }
 
     /// Waits for queued frames, then moves up to `max` of them to `into` (the connection's
-    /// task, the queue's one receiver).
+    /// task, the queue's one receiver). Returns 0 only when the hub asked for the close.
     pub async fn recv_many(&self, into: &mut Vec<Outbound>, max: usize) -> usize {
         self.queue.recv_many(into, max).await
+    }
+
+    /// Whether the hub asked for the connection to close ([`Self::kill`]).
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    /// Completes once the hub asked for the close.
+    pub async fn closed(&self) {
+        self.queue.closed().await
     }
 
     pub fn kill(&self, code: u16, reason: &str) {
@@ -75,7 +83,8 @@ impl ConnHandle {
         if c.is_none() {
             *c = Some((code, reason.to_string()));
         }
-        self.closed.cancel();
+        drop(c);
+        self.queue.close();
     }
 
     pub fn close_reason(&self) -> Option<(u16, String)> {
@@ -104,7 +113,6 @@ impl Hub {
             user,
             session,
             queue: OutboundQueue::new(queue),
-            closed: CancellationToken::new(),
             close: Mutex::new(None),
         });
         self.users

@@ -5,8 +5,13 @@
 //! an idle socket's footprint after the socket itself); this queue is a deque behind a lock,
 //! empty until the hub queues a frame, and gives a burst's slots back once it is drained.
 //! One receiver (the connection's task); any number of pushers (the hub's deliveries).
+//!
+//! The queue also carries the hub's request to close the connection: the receiver waits on
+//! one signal for both, and checking for a close is one atomic load (a cancellation token
+//! takes a lock at every poll, and the connection's loop polls it for every frame it sends).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -22,9 +27,11 @@ pub struct Full;
 #[derive(Debug)]
 pub struct OutboundQueue<T> {
     items: Mutex<VecDeque<T>>,
-    /// Woken at each push; a push while nobody waits leaves a permit, so a receiver that
-    /// found the queue empty just before it still wakes.
+    /// Woken at each push and at the close; a wake while nobody waits leaves a permit, so a
+    /// receiver that found the queue empty just before it still wakes.
     ready: Notify,
+    /// Set once, when the connection is to close.
+    closed: AtomicBool,
     capacity: usize,
 }
 
@@ -34,6 +41,7 @@ impl<T> OutboundQueue<T> {
         OutboundQueue {
             items: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
+            closed: AtomicBool::new(false),
             capacity: capacity.max(1),
         }
     }
@@ -62,14 +70,33 @@ impl<T> OutboundQueue<T> {
         n
     }
 
-    /// Waits until an item is queued, then moves up to `max` of them to `into` (at least
-    /// one). Cancel-safe: dropped while waiting, it takes nothing and loses no wakeup.
+    /// Waits until an item is queued or the queue is closed, then moves up to `max` waiting
+    /// items to `into`; returns how many (0 only when closed). Cancel-safe: dropped while
+    /// waiting, it takes nothing and loses no wakeup.
     pub async fn recv_many(&self, into: &mut Vec<T>, max: usize) -> usize {
         loop {
             let n = self.take(into, max.max(1));
-            if n > 0 {
+            if n > 0 || self.is_closed() {
                 return n;
             }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Asks the receiver to stop: wakes it, whether it waits for items or in [`Self::closed`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Completes once the queue is closed (the receiver's own wait: it may take a wakeup meant
+    /// for [`Self::recv_many`], which looks at the queue itself before it waits).
+    pub async fn closed(&self) {
+        while !self.is_closed() {
             self.ready.notified().await;
         }
     }
@@ -164,5 +191,35 @@ mod tests {
         }
         pusher.await.unwrap();
         assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_wakes_the_waiting_receiver_and_ends_its_waits() {
+        let q = Arc::new(OutboundQueue::<u32>::new(8));
+        let receiver = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let n = q.recv_many(&mut got, 8).await;
+                (n, q.is_closed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !receiver.is_finished(),
+            "nothing queued, nothing closed: still waiting"
+        );
+        q.close();
+        let woke = tokio::time::timeout(Duration::from_secs(5), receiver).await;
+        assert_eq!(woke.expect("the close wakes it").unwrap(), (0, true));
+        // Every later wait ends at once, and a frame queued before the close is still taken.
+        tokio::time::timeout(Duration::from_secs(5), q.closed())
+            .await
+            .expect("closed() completes once closed");
+        q.push(7).unwrap();
+        let mut got = Vec::new();
+        assert_eq!(q.recv_many(&mut got, 8).await, 1);
+        assert_eq!(q.recv_many(&mut got, 8).await, 0);
+        assert_eq!(got, [7]);
     }
 }
