@@ -185,6 +185,11 @@ async fn run(
             sent = c.sends.next(), if !c.sends.is_empty() => {
                 last_seen = Instant::now();
                 Box::pin(c.on_sent(sent)).await;
+                // Sends made durable by the same commit are acknowledged in the same write: one
+                // write, and one wakeup of the client, instead of one per send.
+                while let Some(sent) = c.sends.next().now_or_never() {
+                    Box::pin(c.on_sent(sent)).await;
+                }
             }
             _ = ping.tick() => {
                 // A client whose frame waits was not idle.
