@@ -295,6 +295,7 @@ pub async fn run(o: SuiteOpts) -> Result<()> {
                     eprintln!("  failed: {e:#}");
                     failure(&e)
                 });
+                let v = with_decided(v, p.fanout.break_p99_ms);
                 record(&mut all, "fanout", peer, v);
                 let _ = std::fs::remove_dir_all(&dir);
             }
@@ -509,7 +510,13 @@ pub fn median_value(runs: &[Value]) -> Value {
 }
 
 fn median_of(vals: &[&Value]) -> Value {
-    match vals[0] {
+    // A run without a value (null) leaves the median to the runs that have one.
+    let head: &Value = vals
+        .iter()
+        .copied()
+        .find(|v| !v.is_null())
+        .unwrap_or(vals[0]);
+    match head {
         Value::Number(_) => {
             let xs: Vec<f64> = vals.iter().filter_map(|v| v.as_f64()).collect();
             json!(median(xs))
@@ -638,22 +645,48 @@ fn step(v: &Value, pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     v.get("steps")?.as_array()?.iter().find(|s| pred(s))
 }
 
-/// The step with the most deliveries/s whose p99 stayed under the break.
-fn peak_step(v: &Value, break_ms: f64) -> Option<&Value> {
-    v.get("steps")?
-        .as_array()?
+/// Adds to one fan-out run what the summary reports of it, under `decided`: its fixed step and
+/// its peak (the step with the most deliveries/s whose p99 stayed under the break; none:
+/// 0 deliveries/s), each by its deciding attempt (a retried step by its retry). Decided per
+/// run and then taken as medians over the runs: medians of the ladder's rows, grouped by label,
+/// would mix runs whose first attempt passed with the retries of the others.
+fn with_decided(mut run: Value, break_ms: f64) -> Value {
+    let Some(steps) = run.get("steps").and_then(Value::as_array) else {
+        return run;
+    };
+    let retry_of = |s: &Value| {
+        let label = format!("{}-retry", s["label"].as_str().unwrap_or(""));
+        steps
+            .iter()
+            .find(|r| r["label"] == label.as_str() && r["target_msg_s"] == s["target_msg_s"])
+    };
+    let deciding: Vec<&Value> = steps
         .iter()
         .filter(|s| {
-            s["label"] != "half-peak"
-                && num(s, "lat.p99_ms").is_some_and(|p| p <= break_ms)
+            let label = s["label"].as_str().unwrap_or("");
+            label != "half-peak" && !label.ends_with("-retry")
+        })
+        .map(|s| retry_of(s).unwrap_or(s))
+        .collect();
+    let fixed = deciding
+        .iter()
+        .find(|s| s["label"].as_str().is_some_and(|l| l.starts_with("fixed")))
+        .map(|s| (*s).clone());
+    let peak = deciding
+        .iter()
+        .filter(|s| {
+            num(s, "lat.p99_ms").is_some_and(|p| p <= break_ms)
                 && num(s, "lat.count").unwrap_or(0.0) > 0.0
         })
         .max_by(|a, b| {
             num(a, "deliveries_s")
                 .unwrap_or(0.0)
-                .partial_cmp(&num(b, "deliveries_s").unwrap_or(0.0))
-                .unwrap_or(std::cmp::Ordering::Equal)
+                .total_cmp(&num(b, "deliveries_s").unwrap_or(0.0))
         })
+        .map(|s| json!({"deliveries_s": s["deliveries_s"], "lat": {"p99_ms": s["lat"]["p99_ms"]}}))
+        .unwrap_or_else(|| json!({"deliveries_s": 0.0, "lat": {"p99_ms": null}}));
+    run["decided"] = json!({ "fixed": fixed, "peak": peak });
+    run
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -719,13 +752,11 @@ fn render(
         true,
     );
     let fixed = p.fanout.rates.first().copied().unwrap_or(0.0);
-    // A retried step is reported by its second attempt (both are in the ladder below).
+    // Each run's deciding attempt (a retried step by its retry; both are in the ladder below),
+    // then the median over the runs (`with_decided`).
     let fx = |c: Proto, path: &str| {
         get("fanout", c)
-            .and_then(|v| {
-                step(v, |s| s["label"] == "fixed-retry")
-                    .or_else(|| step(v, |s| s["label"] == "fixed"))
-            })
+            .and_then(|v| v.pointer("/decided/fixed"))
             .and_then(|s| num(s, path))
     };
     add(
@@ -779,7 +810,7 @@ fn render(
     );
     let pk = |c: Proto, path: &str| {
         get("fanout", c)
-            .and_then(|v| peak_step(v, b))
+            .and_then(|v| v.pointer("/decided/peak"))
             .and_then(|s| num(s, path))
     };
     add(
@@ -1027,4 +1058,56 @@ pub fn write_section_by(readme: &Path, name: &str, by: &str, section: &str) -> R
         _ => format!("{}\n{}\n", old.trim_end(), block),
     };
     std::fs::write(readme, new).with_context(|| format!("writing {}", readme.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(label: &str, rate: f64, p99: f64, cpu: f64) -> Value {
+        json!({"label": label, "target_msg_s": rate, "deliveries_s": rate * 100.0,
+               "server_cpu_pct": cpu, "lat": {"p99_ms": p99, "count": 1000}})
+    }
+
+    /// The summary takes each run's deciding attempt, then medians over runs: a retry taken by
+    /// one run only does not stand for the runs whose first attempt passed.
+    #[test]
+    fn each_run_is_decided_by_its_own_attempts_before_the_median() {
+        let runs: Vec<Value> = [
+            // first attempt passed; the next step broke twice
+            vec![
+                step("fixed", 500.0, 14.0, 93.0),
+                step("rising", 750.0, 300.0, 130.0),
+                step("rising-retry", 750.0, 180.0, 125.0),
+                step("half-peak", 250.0, 8.0, 60.0),
+            ],
+            vec![
+                step("fixed", 500.0, 15.0, 89.0),
+                step("rising", 750.0, 90.0, 128.0),
+                step("rising-retry", 750.0, 40.0, 120.0),
+                step("half-peak", 375.0, 8.0, 70.0),
+            ],
+            // the first step broke twice: no peak
+            vec![
+                step("fixed", 500.0, 86.0, 116.0),
+                step("fixed-retry", 500.0, 59.0, 116.0),
+            ],
+        ]
+        .into_iter()
+        .map(|steps| with_decided(json!({ "steps": steps }), 50.0))
+        .collect();
+        assert_eq!(num(&runs[1]["decided"]["fixed"], "lat.p99_ms"), Some(15.0));
+        assert_eq!(
+            num(&runs[1]["decided"]["peak"], "deliveries_s"),
+            Some(75_000.0)
+        );
+        assert_eq!(num(&runs[2]["decided"]["fixed"], "lat.p99_ms"), Some(59.0));
+        assert_eq!(num(&runs[2]["decided"]["peak"], "deliveries_s"), Some(0.0));
+        let m = median_value(&runs);
+        assert_eq!(num(&m["decided"]["fixed"], "lat.p99_ms"), Some(15.0));
+        assert_eq!(num(&m["decided"]["fixed"], "server_cpu_pct"), Some(93.0));
+        assert_eq!(num(&m["decided"]["peak"], "deliveries_s"), Some(50_000.0));
+        // The p99 of the runs that have a peak (the third has none).
+        assert_eq!(num(&m["decided"]["peak"], "lat.p99_ms"), Some(27.0));
+    }
 }
