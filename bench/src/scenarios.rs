@@ -465,6 +465,51 @@ pub struct FanoutResult {
     pub failed: usize,
     pub first_error: Option<String>,
     pub steps: Vec<Step>,
+    /// What the ladder decided, by each step's deciding attempt (a retried step by its retry).
+    #[serde(default)]
+    pub decided: Decided,
+}
+
+/// A fan-out run's outcome: its fixed step and its peak, each by its deciding attempt. The
+/// suite reports these per run and then their medians over runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Decided {
+    pub fixed: Option<Step>,
+    pub peak: Peak,
+}
+
+/// The highest rate whose deciding attempt kept p99 under the break (all zero, no latency: none
+/// did).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Peak {
+    pub target_msg_s: f64,
+    pub deliveries_s: f64,
+    pub lat: Option<Lat>,
+}
+
+/// Whether a step broke the latency bound (or measured nothing).
+fn broke(s: &Step, break_ms: f64) -> bool {
+    s.lat.p99_ms > break_ms || s.lat.count == 0
+}
+
+impl Decided {
+    /// From the ladder's deciding attempts, in order (the fixed step first).
+    pub fn of(deciding: &[Step], break_ms: f64) -> Decided {
+        let peak = deciding
+            .iter()
+            .filter(|s| !broke(s, break_ms))
+            .max_by(|a, b| a.target_msg_s.total_cmp(&b.target_msg_s))
+            .map(|s| Peak {
+                target_msg_s: s.target_msg_s,
+                deliveries_s: s.deliveries_s,
+                lat: Some(s.lat.clone()),
+            })
+            .unwrap_or_default();
+        Decided {
+            fixed: deciding.first().cloned(),
+            peak,
+        }
+    }
 }
 
 pub async fn fanout(
@@ -569,7 +614,8 @@ pub async fn fanout(
     };
 
     let mut steps: Vec<Step> = Vec::new();
-    let broken = |s: &Step| s.lat.p99_ms > cfg.break_p99_ms || s.lat.count == 0;
+    let mut deciding: Vec<Step> = Vec::new();
+    let broken = |s: &Step| broke(s, cfg.break_p99_ms);
     for (k, &rate) in cfg.rates.iter().enumerate() {
         let label = if k == 0 { "fixed" } else { "rising" };
         let mut s = run_step(label.to_string(), rate).await;
@@ -589,17 +635,15 @@ pub async fn fanout(
             s = run_step(format!("{label}-retry"), rate).await;
         }
         let broke = broken(&s);
+        deciding.push(s.clone());
         steps.push(s);
         if broke || Counters::get(&ctr.closed) * 2 > opened as u64 {
             break;
         }
     }
+    let decided = Decided::of(&deciding, cfg.break_p99_ms);
     if cfg.half_peak {
-        let peak = steps
-            .iter()
-            .filter(|s| s.lat.p99_ms <= cfg.break_p99_ms && s.lat.count > 0)
-            .map(|s| s.target_msg_s)
-            .fold(0.0, f64::max);
+        let peak = decided.peak.target_msg_s;
         if peak > 0.0 {
             let s = run_step("half-peak".to_string(), peak / 2.0).await;
             eprintln!(
@@ -619,6 +663,7 @@ pub async fn fanout(
         failed,
         first_error,
         steps,
+        decided,
     })
 }
 

@@ -295,7 +295,6 @@ pub async fn run(o: SuiteOpts) -> Result<()> {
                     eprintln!("  failed: {e:#}");
                     failure(&e)
                 });
-                let v = with_decided(v, p.fanout.break_p99_ms);
                 record(&mut all, "fanout", peer, v);
                 let _ = std::fs::remove_dir_all(&dir);
             }
@@ -645,50 +644,6 @@ fn step(v: &Value, pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     v.get("steps")?.as_array()?.iter().find(|s| pred(s))
 }
 
-/// Adds to one fan-out run what the summary reports of it, under `decided`: its fixed step and
-/// its peak (the step with the most deliveries/s whose p99 stayed under the break; none:
-/// 0 deliveries/s), each by its deciding attempt (a retried step by its retry). Decided per
-/// run and then taken as medians over the runs: medians of the ladder's rows, grouped by label,
-/// would mix runs whose first attempt passed with the retries of the others.
-fn with_decided(mut run: Value, break_ms: f64) -> Value {
-    let Some(steps) = run.get("steps").and_then(Value::as_array) else {
-        return run;
-    };
-    let retry_of = |s: &Value| {
-        let label = format!("{}-retry", s["label"].as_str().unwrap_or(""));
-        steps
-            .iter()
-            .find(|r| r["label"] == label.as_str() && r["target_msg_s"] == s["target_msg_s"])
-    };
-    let deciding: Vec<&Value> = steps
-        .iter()
-        .filter(|s| {
-            let label = s["label"].as_str().unwrap_or("");
-            label != "half-peak" && !label.ends_with("-retry")
-        })
-        .map(|s| retry_of(s).unwrap_or(s))
-        .collect();
-    let fixed = deciding
-        .iter()
-        .find(|s| s["label"].as_str().is_some_and(|l| l.starts_with("fixed")))
-        .map(|s| (*s).clone());
-    let peak = deciding
-        .iter()
-        .filter(|s| {
-            num(s, "lat.p99_ms").is_some_and(|p| p <= break_ms)
-                && num(s, "lat.count").unwrap_or(0.0) > 0.0
-        })
-        .max_by(|a, b| {
-            num(a, "deliveries_s")
-                .unwrap_or(0.0)
-                .total_cmp(&num(b, "deliveries_s").unwrap_or(0.0))
-        })
-        .map(|s| json!({"deliveries_s": s["deliveries_s"], "lat": {"p99_ms": s["lat"]["p99_ms"]}}))
-        .unwrap_or_else(|| json!({"deliveries_s": 0.0, "lat": {"p99_ms": null}}));
-    run["decided"] = json!({ "fixed": fixed, "peak": peak });
-    run
-}
-
 #[allow(clippy::too_many_arguments)]
 fn render(
     mode: Mode,
@@ -753,7 +708,8 @@ fn render(
     );
     let fixed = p.fanout.rates.first().copied().unwrap_or(0.0);
     // Each run's deciding attempt (a retried step by its retry; both are in the ladder below),
-    // then the median over the runs (`with_decided`).
+    // then the median over the runs (`scenarios::Decided`): medians of the ladder's rows,
+    // grouped by label, would mix runs whose first attempt passed with the others' retries.
     let fx = |c: Proto, path: &str| {
         get("fanout", c)
             .and_then(|v| v.pointer("/decided/fixed"))
@@ -1063,38 +1019,45 @@ pub fn write_section_by(readme: &Path, name: &str, by: &str, section: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenarios::{Decided, FanoutResult, Step};
+    use crate::stats::Lat;
 
-    fn step(label: &str, rate: f64, p99: f64, cpu: f64) -> Value {
-        json!({"label": label, "target_msg_s": rate, "deliveries_s": rate * 100.0,
-               "server_cpu_pct": cpu, "lat": {"p99_ms": p99, "count": 1000}})
+    fn step(rate: f64, p99: f64, cpu: f64) -> Step {
+        Step {
+            target_msg_s: rate,
+            deliveries_s: rate * 100.0,
+            server_cpu_pct: cpu,
+            lat: Lat {
+                p99_ms: p99,
+                count: 1000,
+                ..Lat::default()
+            },
+            ..Step::default()
+        }
     }
 
-    /// The summary takes each run's deciding attempt, then medians over runs: a retry taken by
+    /// The summary takes each run's deciding attempts, then medians over runs: a retry taken by
     /// one run only does not stand for the runs whose first attempt passed.
     #[test]
     fn each_run_is_decided_by_its_own_attempts_before_the_median() {
+        // Each run's deciding attempts (a retried step by its retry).
         let runs: Vec<Value> = [
-            // first attempt passed; the next step broke twice
-            vec![
-                step("fixed", 500.0, 14.0, 93.0),
-                step("rising", 750.0, 300.0, 130.0),
-                step("rising-retry", 750.0, 180.0, 125.0),
-                step("half-peak", 250.0, 8.0, 60.0),
-            ],
-            vec![
-                step("fixed", 500.0, 15.0, 89.0),
-                step("rising", 750.0, 90.0, 128.0),
-                step("rising-retry", 750.0, 40.0, 120.0),
-                step("half-peak", 375.0, 8.0, 70.0),
-            ],
-            // the first step broke twice: no peak
-            vec![
-                step("fixed", 500.0, 86.0, 116.0),
-                step("fixed-retry", 500.0, 59.0, 116.0),
-            ],
+            // the fixed step passed; the next broke on its retry too
+            vec![step(500.0, 14.0, 93.0), step(750.0, 180.0, 125.0)],
+            // the next passed on its retry
+            vec![step(500.0, 15.0, 89.0), step(750.0, 40.0, 120.0)],
+            // the fixed step broke on its retry: no peak
+            vec![step(500.0, 59.0, 116.0)],
         ]
         .into_iter()
-        .map(|steps| with_decided(json!({ "steps": steps }), 50.0))
+        .map(|deciding| {
+            let decided = Decided::of(&deciding, 50.0);
+            serde_json::to_value(FanoutResult {
+                decided,
+                ..FanoutResult::default()
+            })
+            .unwrap()
+        })
         .collect();
         assert_eq!(num(&runs[1]["decided"]["fixed"], "lat.p99_ms"), Some(15.0));
         assert_eq!(
