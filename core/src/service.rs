@@ -454,11 +454,32 @@ impl ChatService {
     /// The caller's role in the room, or 403 — or 404 for a direct conversation, whose id anyone
     /// who knows its members' ids can compute: to everyone else it does not exist.
     pub async fn require_member(&self, room: RoomId, user: UserId) -> AppResult<Role> {
+        self.role_or(room, user, AppError::room_forbidden).await
+    }
+
+    /// The caller's role in a room that must exist: 404 if it does not, 403 for a non-member
+    /// (what [`Self::room_or_404`] then [`Self::require_member`] answer). A membership implies
+    /// the room (deleting a room removes its memberships in the same write), so a member costs
+    /// one lookup, not two.
+    pub async fn member_of_room(&self, room: RoomId, user: UserId) -> AppResult<Role> {
+        self.role_or(room, user, || AppError::not_found("Room"))
+            .await
+    }
+
+    /// The caller's role; for a non-member 403, or 404 for a direct conversation, or `missing`
+    /// when the room does not exist.
+    async fn role_or(
+        &self,
+        room: RoomId,
+        user: UserId,
+        missing: fn() -> AppError,
+    ) -> AppResult<Role> {
         match self.dir().membership(room, user).await? {
             Some(role) => Ok(role),
             None => match self.dir().room(room).await? {
+                None => Err(missing()),
                 Some(r) if r.direct => Err(AppError::not_found("Room")),
-                _ => Err(AppError::room_forbidden()),
+                Some(_) => Err(AppError::room_forbidden()),
             },
         }
     }
@@ -705,8 +726,7 @@ impl ChatService {
     }
 
     pub async fn members(&self, user: &User, room: RoomId) -> AppResult<Vec<UserPublic>> {
-        self.room_or_404(room).await?;
-        self.require_member(room, user.id).await?;
+        self.member_of_room(room, user.id).await?;
         Ok(self
             .dir()
             .members(room)
@@ -1536,8 +1556,7 @@ impl ChatService {
         user: &User,
         room: RoomId,
     ) -> AppResult<Vec<MessagePublic>> {
-        self.room_or_404(room).await?;
-        self.require_member(room, user.id).await?;
+        self.member_of_room(room, user.id).await?;
         let max = self.limits.max_pinned_per_room;
         let rows = self.ports.history.pinned(room, max).await?;
         Ok(rows.into_iter().map(MessagePublic::from).collect())
@@ -1610,8 +1629,7 @@ impl ChatService {
         room: RoomId,
         root_seq: i64,
     ) -> AppResult<StoredMessage> {
-        self.room_or_404(room).await?;
-        self.require_member(room, user.id).await?;
+        self.member_of_room(room, user.id).await?;
         match self.message_at(room, root_seq).await? {
             Some(m) if m.thread_root_seq.is_none() => Ok(m),
             _ => Err(AppError::not_found("Thread")),
@@ -1708,8 +1726,7 @@ impl ChatService {
         /// Most messages one millisecond of one room is scanned for.
         const SAME_MILLISECOND_SCAN: u32 = 1_000;
         let limit = clamp_limit("limit", limit, 50, self.limits.max_history_page)?;
-        self.room_or_404(room).await?;
-        self.require_member(room, user.id).await?;
+        self.member_of_room(room, user.id).await?;
         let history = &self.ports.history;
         let mut page = history.recent(room, before, limit + 1).await?;
         let beyond = match page.len() > limit as usize {
@@ -1744,8 +1761,7 @@ impl ChatService {
         limit: Option<u32>,
     ) -> AppResult<Vec<MessagePublic>> {
         let limit = clamp_limit("limit", limit, 50, self.limits.max_history_page)?;
-        self.room_or_404(room).await?;
-        self.require_member(room, user.id).await?;
+        self.member_of_room(room, user.id).await?;
         let rows = match (after_seq, before_seq) {
             (Some(_), Some(_)) => {
                 return Err(AppError::validation(
@@ -1807,8 +1823,7 @@ impl ChatService {
     }
 
     pub async fn active_users(&self, user: &User, room: RoomId) -> AppResult<Vec<UserId>> {
-        self.room_or_404(room).await?;
-        self.require_member(room, user.id).await?;
+        self.member_of_room(room, user.id).await?;
         let mut online = self.ports.fanout.online_users(room);
         if let Some(presence) = &self.ports.presence {
             // Other processes' users; if the presence store is down, this process's view.

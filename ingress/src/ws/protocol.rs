@@ -118,8 +118,19 @@ pub fn history(
         messages,
         r#ref,
     };
-    serde_json::to_string(&page)
+    // Sized up front: a page is tens of KiB, which growing from serde_json's 128 bytes copies
+    // eight times over.
+    let size = messages
+        .iter()
+        .map(|m| MESSAGE_JSON_BYTES + m.content.len() + m.username.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(64 + size);
+    serde_json::to_writer(&mut out, &page)?;
+    String::from_utf8(out).map_err(serde::ser::Error::custom)
 }
+
+/// About what a message's JSON takes besides its text and author's name (ids, times, keys).
+const MESSAGE_JSON_BYTES: usize = 400;
 
 /// A control frame `{"type": kind, ...fields, "ref"}`.
 pub fn control(kind: &str, mut fields: Value, r#ref: &Value) -> String {

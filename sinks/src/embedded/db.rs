@@ -421,6 +421,30 @@ impl Db {
         self.read_now(f)
     }
 
+    /// [`Db::read`] of several statements that must see one state of the file (a page of
+    /// messages and their reactions): one read transaction around them, which also takes the
+    /// file's read lock once instead of once per statement.
+    pub async fn read_snapshot<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R>,
+    {
+        self.read_now(|c| {
+            c.prepare_cached("BEGIN")?.execute([])?;
+            match f(c) {
+                Ok(out) => {
+                    c.prepare_cached("COMMIT")?.execute([])?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    // (A connection whose transaction stays open is not pooled again: see
+                    // `read_now`.)
+                    c.prepare_cached("ROLLBACK")?.execute([])?;
+                    Err(e)
+                }
+            }
+        })
+    }
+
     /// Runs `f` on a read-only connection on the blocking pool (scans, aggregates, checksums).
     pub async fn read_blocking<R, F>(self: &Arc<Self>, f: F) -> StoreResult<R>
     where
@@ -443,6 +467,10 @@ impl Db {
             None => self.open_reader().map_err(store_err)?,
         };
         let out = f(&conn).map_err(store_err);
+        if !conn.is_autocommit() {
+            // Still inside a transaction (one whose end failed): not for another reader.
+            return out;
+        }
         let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < MAX_IDLE_READERS {
             pool.push(conn);
@@ -581,11 +609,9 @@ fn run_batch(
 
 /// A UUID column, parsed from the row's text where it lies (no copy).
 pub fn uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<uuid::Uuid> {
-    opt_uuid_col(row, idx)?.ok_or(rusqlite::Error::InvalidColumnType(
-        idx,
-        "a UUID".into(),
-        rusqlite::types::Type::Null,
-    ))
+    opt_uuid_col(row, idx)?.ok_or_else(|| {
+        rusqlite::Error::InvalidColumnType(idx, "a UUID".into(), rusqlite::types::Type::Null)
+    })
 }
 
 pub fn opt_uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<uuid::Uuid>> {

@@ -39,7 +39,14 @@ CREATE TABLE IF NOT EXISTS pins(
   at INTEGER NOT NULL, PRIMARY KEY(room_id, seq)) WITHOUT ROWID;
 "#;
 
-const COLS: &str = "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq, attachments";
+/// The columns [`row`] reads, in its order; a macro so that the hot queries are constant text
+/// (a statement built per call costs an allocation and the statement cache's hash of it).
+macro_rules! cols {
+    () => {
+        "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq, attachments"
+    };
+}
+const COLS: &str = cols!();
 
 fn row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
@@ -188,12 +195,14 @@ pub(super) fn apply_in(tx: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<(
                     at.timestamp_millis()
                 ])?;
                 // What a delete removes includes who reacted to it, and its pin.
-                for table in ["reactions", "pins"] {
-                    tx.prepare_cached(&format!(
-                        "DELETE FROM {table} WHERE room_id = ?1
-                         AND seq = (SELECT seq FROM messages WHERE room_id = ?1 AND id = ?2)"
-                    ))?
-                    .execute(params![room_id.to_string(), message_id.to_string()])?;
+                for delete in [
+                    "DELETE FROM reactions WHERE room_id = ?1
+                     AND seq = (SELECT seq FROM messages WHERE room_id = ?1 AND id = ?2)",
+                    "DELETE FROM pins WHERE room_id = ?1
+                     AND seq = (SELECT seq FROM messages WHERE room_id = ?1 AND id = ?2)",
+                ] {
+                    tx.prepare_cached(delete)?
+                        .execute(params![room_id.to_string(), message_id.to_string()])?;
                 }
             }
             HistoryOp::PurgeRoom { room_id } => {
@@ -328,9 +337,9 @@ impl MessageStore for SqliteHistory {
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<StoredMessage>> {
         self.db
-            .read(move |c| {
+            .read_snapshot(move |c| {
                 let m = c
-                    .prepare_cached(&format!("SELECT {COLS} FROM messages WHERE id = ?1"))?
+                    .prepare_cached(concat!("SELECT ", cols!(), " FROM messages WHERE id = ?1"))?
                     .query_row(params![id.to_string()], row)
                     .optional()?;
                 Ok(with_relations(c, m.into_iter().collect())?.pop())
@@ -346,13 +355,18 @@ impl MessageStore for SqliteHistory {
     ) -> StoreResult<Vec<StoredMessage>> {
         let before = before.map(|b| b.timestamp_millis()).unwrap_or(i64::MAX);
         self.db
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {COLS} FROM messages WHERE room_id = ?1 AND created_at < ?2 AND deleted = 0
+            .read_snapshot(move |c| {
+                let mut stmt = c.prepare_cached(concat!(
+                    "SELECT ",
+                    cols!(),
+                    " FROM messages WHERE room_id = ?1 AND created_at < ?2 AND deleted = 0
                      ORDER BY created_at DESC, seq DESC"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), before], row)?;
-                with_relations(c, rows.take(limit as usize).collect::<rusqlite::Result<_>>()?)
+                with_relations(
+                    c,
+                    rows.take(limit as usize).collect::<rusqlite::Result<_>>()?,
+                )
             })
             .await
     }
@@ -364,9 +378,11 @@ impl MessageStore for SqliteHistory {
         limit: u32,
     ) -> StoreResult<Vec<StoredMessage>> {
         self.db
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq"
+            .read_snapshot(move |c| {
+                let mut stmt = c.prepare_cached(concat!(
+                    "SELECT ",
+                    cols!(),
+                    " FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), after], row)?;
                 with_relations(
@@ -379,7 +395,7 @@ impl MessageStore for SqliteHistory {
 
     async fn pinned(&self, room: RoomId, limit: u32) -> StoreResult<Vec<StoredMessage>> {
         self.db
-            .read(move |c| {
+            .read_snapshot(move |c| {
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {} FROM pins p JOIN messages m ON m.room_id = p.room_id AND m.seq = p.seq
                      WHERE p.room_id = ?1 AND p.pinned = 1 AND m.deleted = 0
@@ -400,9 +416,11 @@ impl MessageStore for SqliteHistory {
         limit: u32,
     ) -> StoreResult<Vec<StoredMessage>> {
         self.db
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {COLS} FROM messages
+            .read_snapshot(move |c| {
+                let mut stmt = c.prepare_cached(concat!(
+                    "SELECT ",
+                    cols!(),
+                    " FROM messages
                      WHERE room_id = ?1 AND thread_root_seq = ?2 AND seq > ?3 AND deleted = 0
                      ORDER BY seq"
                 ))?;
@@ -445,8 +463,10 @@ impl MessageStore for SqliteHistory {
         let (room, seq) = after.map(|(r, s)| (r.to_string(), s)).unwrap_or_default();
         self.db
             .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {COLS} FROM messages
+                let mut stmt = c.prepare_cached(concat!(
+                    "SELECT ",
+                    cols!(),
+                    " FROM messages
                      WHERE user_id = ?1 AND deleted = 0 AND (room_id, seq) > (?2, ?3)
                      ORDER BY room_id, seq"
                 ))?;
@@ -463,9 +483,11 @@ impl MessageStore for SqliteHistory {
         limit: u32,
     ) -> StoreResult<Vec<StoredMessage>> {
         self.db
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {COLS} FROM messages WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC"
+            .read_snapshot(move |c| {
+                let mut stmt = c.prepare_cached(concat!(
+                    "SELECT ",
+                    cols!(),
+                    " FROM messages WHERE room_id = ?1 AND seq < ?2 ORDER BY seq DESC"
                 ))?;
                 let rows = stmt.query_map(params![room.to_string(), before], row)?;
                 with_relations(
