@@ -436,9 +436,9 @@ impl Db {
                     Ok(out)
                 }
                 Err(e) => {
-                    // (A connection whose transaction stays open is not pooled again: see
-                    // `read_now`.)
-                    c.prepare_cached("ROLLBACK")?.execute([])?;
+                    // The read's error is the one to report; a connection whose rollback
+                    // failed too stays in its transaction and is not pooled again (`read_now`).
+                    let _ = c.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
                     Err(e)
                 }
             }
@@ -732,4 +732,40 @@ pub fn checksum_query(
 /// Wraps a non-SQLite failure raised inside a transaction closure.
 pub fn user_err(e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(e.to_string().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(c: &Connection) -> rusqlite::Result<i64> {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+    }
+
+    /// A snapshot read that fails after it has read leaves no transaction behind on the pooled
+    /// connection: the next read on it sees what was written since.
+    #[tokio::test]
+    async fn a_failed_snapshot_read_leaves_no_snapshot_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), "CREATE TABLE t(x INTEGER);").unwrap();
+        db.write(|c| c.execute("INSERT INTO t VALUES (1)", []))
+            .await
+            .unwrap();
+        let failed = db
+            .read_snapshot(|c| {
+                assert_eq!(count(c)?, 1);
+                c.query_row("SELECT no_such_column FROM t", [], |r| r.get::<_, i64>(0))
+            })
+            .await;
+        assert!(failed.is_err());
+        db.write(|c| c.execute("INSERT INTO t VALUES (2)", []))
+            .await
+            .unwrap();
+        assert_eq!(db.read(count).await.unwrap(), 2);
+        let (first, second) = db
+            .read_snapshot(|c| Ok((count(c)?, count(c)?)))
+            .await
+            .unwrap();
+        assert_eq!((first, second), (2, 2));
+    }
 }

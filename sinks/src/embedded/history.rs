@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS pins(
 "#;
 
 /// The columns [`row`] reads, in its order; a macro so that the hot queries are constant text
-/// (a statement built per call costs an allocation and the statement cache's hash of it).
+/// (not a string formatted on every call).
 macro_rules! cols {
     () => {
         "id, room_id, seq, user_id, username, content, edited, deleted, created_at, updated_at, client_msg_id, reply_to_seq, thread_root_seq, attachments"
