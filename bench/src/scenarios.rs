@@ -470,12 +470,16 @@ pub struct FanoutResult {
     pub decided: Decided,
 }
 
-/// A fan-out run's outcome: its fixed step and its peak, each by its deciding attempt. The
-/// suite reports these per run and then their medians over runs.
+/// A fan-out run's outcome: its fixed step and its peak, each by its deciding attempt, and the
+/// step at half its peak. The suite reports these per run and then their medians over runs
+/// (runs differ in their peak, so the half-peak steps of a suite differ in rate).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Decided {
     pub fixed: Option<Step>,
     pub peak: Peak,
+    /// Run when asked for and some step passed.
+    #[serde(default)]
+    pub half_peak: Option<Step>,
 }
 
 /// The highest rate whose deciding attempt kept p99 under the break (all zero, no latency: none
@@ -508,6 +512,7 @@ impl Decided {
         Decided {
             fixed: deciding.first().cloned(),
             peak,
+            half_peak: None,
         }
     }
 }
@@ -641,7 +646,7 @@ pub async fn fanout(
             break;
         }
     }
-    let decided = Decided::of(&deciding, cfg.break_p99_ms);
+    let mut decided = Decided::of(&deciding, cfg.break_p99_ms);
     if cfg.half_peak {
         let peak = decided.peak.target_msg_s;
         if peak > 0.0 {
@@ -650,6 +655,7 @@ pub async fn fanout(
                 "  {:>12} {:>8.0} msg/s -> {:>9.0} deliveries/s  p50 {:>7.2} ms  p99 {:>8.2} ms  lost {}",
                 s.label, s.target_msg_s, s.deliveries_s, s.lat.p50_ms, s.lat.p99_ms, s.lost
             );
+            decided.half_peak = Some(s.clone());
             steps.push(s);
         }
     }

@@ -639,11 +639,6 @@ pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// The first fan-out step matching `pred`.
-fn step(v: &Value, pred: impl Fn(&Value) -> bool) -> Option<&Value> {
-    v.get("steps")?.as_array()?.iter().find(|s| pred(s))
-}
-
 #[allow(clippy::too_many_arguments)]
 fn render(
     mode: Mode,
@@ -783,7 +778,7 @@ fn render(
     );
     let hp = |c: Proto, path: &str| {
         get("fanout", c)
-            .and_then(|v| step(v, |s| s["label"] == "half-peak"))
+            .and_then(|v| v.pointer("/decided/half_peak"))
             .and_then(|s| num(s, path))
     };
     add(
@@ -1051,7 +1046,12 @@ mod tests {
         ]
         .into_iter()
         .map(|deciding| {
-            let decided = Decided::of(&deciding, 50.0);
+            let mut decided = Decided::of(&deciding, 50.0);
+            // Half of each run's peak (none for the run without one).
+            if decided.peak.target_msg_s > 0.0 {
+                let half = decided.peak.target_msg_s / 2.0;
+                decided.half_peak = Some(step(half, half / 50.0, 40.0));
+            }
             serde_json::to_value(FanoutResult {
                 decided,
                 ..FanoutResult::default()
@@ -1072,5 +1072,8 @@ mod tests {
         assert_eq!(num(&m["decided"]["peak"], "deliveries_s"), Some(50_000.0));
         // The p99 of the runs that have a peak (the third has none).
         assert_eq!(num(&m["decided"]["peak"], "lat.p99_ms"), Some(27.0));
+        // The half-peak steps ran at 250 and 375 msg/s: their median, not the first found.
+        assert_eq!(num(&m["decided"]["half_peak"], "target_msg_s"), Some(312.5));
+        assert_eq!(num(&m["decided"]["half_peak"], "lat.p99_ms"), Some(6.25));
     }
 }
