@@ -620,7 +620,6 @@ pub async fn fanout(
 
     let mut steps: Vec<Step> = Vec::new();
     let mut deciding: Vec<Step> = Vec::new();
-    let broken = |s: &Step| broke(s, cfg.break_p99_ms);
     for (k, &rate) in cfg.rates.iter().enumerate() {
         let label = if k == 0 { "fixed" } else { "rising" };
         let mut s = run_step(label.to_string(), rate).await;
@@ -633,16 +632,16 @@ pub async fn fanout(
             );
             // Only a step that kept up with its rate is retried: an overloaded one is real.
             let kept_up = s.deliveries_s >= 0.9 * rate * cfg.members as f64;
-            if !(retry && cfg.retry_broken && broken(&s) && kept_up) {
+            if !(retry && cfg.retry_broken && broke(&s, cfg.break_p99_ms) && kept_up) {
                 break;
             }
             steps.push(s);
             s = run_step(format!("{label}-retry"), rate).await;
         }
-        let broke = broken(&s);
+        let failed = broke(&s, cfg.break_p99_ms);
         deciding.push(s.clone());
         steps.push(s);
-        if broke || Counters::get(&ctr.closed) * 2 > opened as u64 {
+        if failed || Counters::get(&ctr.closed) * 2 > opened as u64 {
             break;
         }
     }
