@@ -23,6 +23,12 @@ use serde_json::json;
 const CONTENT: &str = "application/vnd.schemaregistry.v1+json";
 const ACCEPTS: &str = "application/vnd.schemaregistry.v1+json, application/json";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries per call when the registry gives no answer. Every call this client makes is
+/// idempotent (registering a schema again returns its id; the rest are reads or a PUT of the
+/// same level), so a call that met a dropped keep-alive connection or a slow start is sent again.
+const TRANSPORT_TRIES: u32 = 3;
+/// The pause before the second try; doubled before each later one.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// The compatibility LiveChat sets on its subjects: a processor on the newest schema must read
 /// every record back to offset 0 (see docs/topics.md, "Schema evolution").
 pub const COMPATIBILITY: &str = "BACKWARD_TRANSITIVE";
@@ -151,7 +157,8 @@ impl RegistryClient {
         url
     }
 
-    /// One call: `Ok(None)` for a 404 when `missing_ok`, the decoded body otherwise.
+    /// One call: `Ok(None)` for a 404 when `missing_ok`, the decoded body otherwise. A call
+    /// that got no answer is tried again (see [`TRANSPORT_TRIES`]); an answer is never retried.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
@@ -159,22 +166,39 @@ impl RegistryClient {
         body: Option<serde_json::Value>,
         missing_ok: bool,
     ) -> Result<Option<T>, RegistryError> {
-        let mut req = self
-            .http
-            .request(method, self.url_of(segments))
-            .header(ACCEPT, ACCEPTS);
-        if let Some(body) = body {
-            req = req.header(CONTENT_TYPE, CONTENT).body(body.to_string());
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| RegistryError::Transport(e.to_string()))?;
+        let url = self.url_of(segments);
+        let body = body.map(|b| b.to_string());
+        let mut pause = RETRY_PAUSE;
+        let mut tries = 1;
+        let resp = loop {
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(ACCEPT, ACCEPTS);
+            if let Some(body) = &body {
+                req = req.header(CONTENT_TYPE, CONTENT).body(body.clone());
+            }
+            match req.send().await {
+                Ok(resp) => break resp,
+                Err(e) if tries < TRANSPORT_TRIES => {
+                    tracing::warn!(%method, %url, tries, error = %with_causes(&e), "The schema registry gave no answer; trying again.");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    tries += 1;
+                }
+                Err(e) => {
+                    return Err(RegistryError::Transport(format!(
+                        "{method}: {} (after {tries} tries)",
+                        with_causes(&e)
+                    )))
+                }
+            }
+        };
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| RegistryError::Transport(e.to_string()))?;
+            .map_err(|e| RegistryError::Transport(with_causes(&e)))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 RegistryError::Transport(format!(
@@ -265,6 +289,19 @@ impl RegistryClient {
             .map(|a| a.is_compatible)
             .ok_or_else(|| RegistryError::Transport("empty answer".into()))
     }
+}
+
+/// An error with the causes under it: reqwest's own text ("error sending request for url …")
+/// leaves out why (refused, reset, closed, timed out).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The schema id of a Confluent-framed record (magic byte 0, then 4 bytes big-endian), or None
@@ -509,6 +546,47 @@ mod tests {
         let err = ids.incoming(&mut rec).await.unwrap_err();
         assert!(err.status().is_none(), "{err}");
         assert_eq!(framed_id(&rec), Some(42), "left as it was");
+    }
+
+    /// A registry that drops the first connection unanswered (as a server closing an idle
+    /// keep-alive connection does) and answers the second: the call is sent again and succeeds.
+    #[tokio::test]
+    async fn a_call_that_got_no_answer_is_sent_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let (mut first, _) = listener.accept().await.unwrap();
+            let _ = first.read(&mut buf).await.unwrap();
+            drop(first);
+            let (mut second, _) = listener.accept().await.unwrap();
+            let n = second.read(&mut buf).await.unwrap();
+            let body = br#"{"id":5}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            second.write_all(head.as_bytes()).await.unwrap();
+            second.write_all(body).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let client = RegistryClient::new(&format!("http://{addr}")).unwrap();
+        assert_eq!(client.register("s-value", "\"string\"").await.unwrap(), 5);
+        let second_request = server.await.unwrap();
+        assert!(
+            second_request.starts_with("POST /subjects/s-value/versions "),
+            "{second_request}"
+        );
+        // Nobody listening any more: an error after every try, naming the cause.
+        let err = client.register("s-value", "\"string\"").await.unwrap_err();
+        let text = err.to_string();
+        assert!(err.status().is_none(), "{text}");
+        assert!(
+            text.contains(&format!("after {TRANSPORT_TRIES} tries")),
+            "{text}"
+        );
+        assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 
     #[test]
