@@ -129,11 +129,11 @@ fn parse_uuid(s: &str) -> Option<Uuid> {
 /// redelivered event creates nothing new.
 pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
     let at = livechat_core::from_ms(ev.occurred_at);
-    let room_name = ev.room_name.clone().unwrap_or_default();
+    let room_name = ev.room_name.as_deref().unwrap_or_default();
     let source = ev.actor_id.as_deref().and_then(parse_uuid);
     let make = |recipient: Uuid, kind: NotificationType, extra: &[(&str, String)]| {
         let mut payload = BTreeMap::new();
-        payload.insert("room_name".to_string(), room_name.clone());
+        payload.insert("room_name".to_string(), room_name.to_string());
         payload.insert("room_id".to_string(), ev.room_id.clone());
         for (k, v) in extra {
             payload.insert(k.to_string(), v.clone());
@@ -152,7 +152,7 @@ pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
         }
     };
     let subject = ev.subject_user_id.as_deref().and_then(parse_uuid);
-    let username = ev.subject_username.clone().unwrap_or_default();
+    let username = || ev.subject_username.clone().unwrap_or_default();
     match ev.kind() {
         Some(RoomEventType::JoinRequestCreated) => ev
             .room_owner_id
@@ -163,7 +163,7 @@ pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
                     owner,
                     NotificationType::JoinRequestCreated,
                     &[
-                        ("username", username.clone()),
+                        ("username", username()),
                         ("request_id", ev.request_id.clone().unwrap_or_default()),
                         ("message", ev.request_message.clone().unwrap_or_default()),
                     ],
@@ -185,36 +185,45 @@ pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
         // Those mentioned, then the authors of what it answers (a quoted message, a thread's
         // root) who were not mentioned: one notification each.
         Some(RoomEventType::MessageSent) => {
-            let preview: String = ev
-                .content
-                .clone()
-                .unwrap_or_default()
-                .chars()
-                .take(MENTION_PREVIEW_CHARS)
-                .collect();
-            let mut fields = vec![
-                ("username", username.clone()),
-                ("message_id", ev.message_id.clone().unwrap_or_default()),
-                ("seq", ev.seq.unwrap_or_default().to_string()),
-                ("message", preview),
-            ];
-            if let Some(root) = ev.thread_root_seq {
-                fields.push(("thread_root_seq", root.to_string()));
-            }
             let mentioned: Vec<Uuid> = ev
                 .mentioned_user_ids
                 .iter()
                 .filter_map(|m| parse_uuid(m))
                 .collect();
-            let answered = ev
+            let answered: Vec<Uuid> = ev
                 .answered_user_ids
                 .iter()
                 .filter_map(|a| parse_uuid(a))
-                .filter(|a| !mentioned.contains(a) && Some(*a) != source);
+                .filter(|a| !mentioned.contains(a) && Some(*a) != source)
+                .collect();
+            if mentioned.is_empty() && answered.is_empty() {
+                return Vec::new(); // most messages: nobody to tell, nothing to build
+            }
+            let preview: String = ev
+                .content
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .take(MENTION_PREVIEW_CHARS)
+                .collect();
+            let fields = [
+                ("username", username()),
+                ("message_id", ev.message_id.clone().unwrap_or_default()),
+                ("seq", ev.seq.unwrap_or_default().to_string()),
+                ("message", preview),
+            ];
+            let root = ev
+                .thread_root_seq
+                .map(|r| ("thread_root_seq", r.to_string()));
+            let fields: Vec<(&str, String)> = fields.into_iter().chain(root).collect();
             mentioned
                 .iter()
                 .map(|m| make(*m, NotificationType::Mention, &fields))
-                .chain(answered.map(|a| make(a, NotificationType::Reply, &fields)))
+                .chain(
+                    answered
+                        .iter()
+                        .map(|a| make(*a, NotificationType::Reply, &fields)),
+                )
                 .collect()
         }
         _ => vec![],

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::protocol::{control, error, history, parse, ClientFrame, SendFrame};
+use super::protocol::{ack, control, error, history, parse, ClientFrame, SendFrame};
 use super::sends::{InFlight, Sent};
 use crate::hub::{release_burst, ConnHandle, Outbound};
 use crate::AppState;
@@ -358,15 +358,13 @@ impl Conn {
     /// A send finished: its ack (or refusal), then the frame that waited for it, if any.
     async fn on_sent(&mut self, sent: Sent) {
         match sent.result {
-            Ok((m, duplicate)) => self.out.push(text(control(
-                "ack",
-                json!({
-                    "room_id": sent.room, "client_msg_id": m.client_msg_id, "message_id": m.id,
-                    "seq": m.seq, "created_at": m.created_at, "duplicate": duplicate,
-                    "attachments": m.attachments,
-                }),
-                &sent.r,
-            ))),
+            Ok((m, duplicate)) => match ack(sent.room, &m, duplicate, &sent.r) {
+                Ok(frame) => self.out.push(text(frame)),
+                Err(e) => self.reply_err(
+                    &AppError::Internal(anyhow::anyhow!("writing an ack: {e}")),
+                    &sent.r,
+                ),
+            },
             Err(AppError::TooManyRequests { .. }) => self.limited("messages", &sent.r),
             Err(e) => self.reply_err(&e, &sent.r),
         }

@@ -75,9 +75,23 @@ fn yes() -> bool {
     true
 }
 
+/// A frame and its `ref`, read in one pass (no JSON tree in between).
+#[derive(Deserialize)]
+struct Framed {
+    #[serde(rename = "ref", default)]
+    r#ref: Value,
+    #[serde(flatten)]
+    frame: ClientFrame,
+}
+
 /// A client's text frame: the frame and its `ref`, or the error frame that answers it
 /// (`bad_json`, `bad_frame`). Pure, so it is fuzzed on its own (`fuzz/`).
 pub fn parse(raw: &str) -> Result<(ClientFrame, Value), String> {
+    // A well-formed frame is read in one pass. One that is refused is read again as a JSON
+    // tree, which tells JSON from frame errors and finds the `ref` to answer with.
+    if let Ok(Framed { r#ref, frame }) = serde_json::from_str(raw) {
+        return Ok((frame, r#ref));
+    }
     let v: Value = serde_json::from_str(raw).map_err(|e| {
         error(
             "bad_json",
@@ -132,6 +146,40 @@ pub fn history(
 /// About what a message's JSON takes besides its text and author's name (ids, times, keys).
 const MESSAGE_JSON_BYTES: usize = 400;
 
+/// `{"type":"ack", ...}`: the answer to a send, written straight from the message (no JSON
+/// tree per send). Its keys come in the order of every other control frame (by name).
+pub fn ack(
+    room: RoomId,
+    m: &MessagePublic,
+    duplicate: bool,
+    r#ref: &Value,
+) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Ack<'a> {
+        attachments: &'a [livechat_core::model::AttachmentPublic],
+        client_msg_id: &'a Option<String>,
+        created_at: &'a chrono::DateTime<chrono::Utc>,
+        duplicate: bool,
+        message_id: livechat_core::model::MessageId,
+        #[serde(skip_serializing_if = "Value::is_null")]
+        r#ref: &'a Value,
+        room_id: RoomId,
+        seq: i64,
+        r#type: &'static str,
+    }
+    serde_json::to_string(&Ack {
+        attachments: &m.attachments,
+        client_msg_id: &m.client_msg_id,
+        created_at: &m.created_at,
+        duplicate,
+        message_id: m.id,
+        r#ref,
+        room_id: room,
+        seq: m.seq,
+        r#type: "ack",
+    })
+}
+
 /// A control frame `{"type": kind, ...fields, "ref"}`.
 pub fn control(kind: &str, mut fields: Value, r#ref: &Value) -> String {
     if let Value::Object(m) = &mut fields {
@@ -141,4 +189,107 @@ pub fn control(kind: &str, mut fields: Value, r#ref: &Value) -> String {
         }
     }
     fields.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use uuid::Uuid;
+
+    fn message(client_msg_id: Option<&str>) -> MessagePublic {
+        let at = Utc.timestamp_opt(1_764_400_000, 123_456_000).unwrap();
+        MessagePublic {
+            id: Uuid::now_v7(),
+            room_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            username: "alice".into(),
+            content: "hi \"there\"".into(),
+            edited: false,
+            created_at: at,
+            updated_at: at,
+            seq: 42,
+            deleted: false,
+            client_msg_id: client_msg_id.map(str::to_string),
+            reply_to_seq: None,
+            reactions: Vec::new(),
+            pinned_by: None,
+            pinned_at: None,
+            thread_root_seq: None,
+            thread: None,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// The one-pass read takes what the tree read takes, with the same fields and `ref`; what it
+    /// refuses is answered as before.
+    #[test]
+    fn frames_read_in_one_pass_are_those_of_the_tree() {
+        let room = Uuid::new_v4();
+        for raw in [
+            format!(
+                r#"{{"type":"send","room_id":"{room}","content":"hi \"x\"","client_msg_id":"c1","ref":5}}"#
+            ),
+            format!(
+                r#"{{"ref":{{"a":[1]}},"type":"subscribe","room_id":"{room}","since_seq":3,"extra":true}}"#
+            ),
+            r#"{"type":"ping"}"#.to_string(),
+            r#"{"type":"PONG","ref":null}"#.to_string(),
+            format!(
+                r#"{{"type":"history","room_id":"{room}","before_seq":9,"limit":50,"ref":"h"}}"#
+            ),
+            format!(r#"{{"type":"react","message_id":"{room}","emoji":"👍"}}"#),
+            // A repeated key: the tree keeps the last one, and so does the frame.
+            format!(r#"{{"type":"unsubscribe","room_id":"x","room_id":"{room}","ref":1,"ref":2}}"#),
+            r#"{"type":"ping","type":"ping"}"#.to_string(),
+        ] {
+            let (frame, r) = parse(&raw).unwrap();
+            let tree: Value = serde_json::from_str(&raw).unwrap();
+            let expected: ClientFrame = serde_json::from_value(tree.clone()).unwrap();
+            assert_eq!(format!("{frame:?}"), format!("{expected:?}"), "{raw}");
+            assert_eq!(r, tree.get("ref").cloned().unwrap_or(Value::Null), "{raw}");
+        }
+        for (raw, code, r) in [
+            ("{", "bad_json", Value::Null),
+            (r#"{"type":"nope","ref":4}"#, "bad_frame", json!(4)),
+            (
+                r#"{"type":"send","content":"x","ref":"s"}"#,
+                "bad_frame",
+                json!("s"),
+            ),
+            (
+                r#"{"type":"subscribe","room_id":"r","since_seq":1.5,"ref":1}"#,
+                "bad_frame",
+                json!(1),
+            ),
+        ] {
+            let err: Value = serde_json::from_str(&parse(raw).unwrap_err()).unwrap();
+            assert_eq!(err["code"], code, "{raw}: {err}");
+            assert_eq!(err["ref"], r, "{raw}: {err}");
+        }
+    }
+
+    /// The ack is the control frame it replaced, byte for byte: the same keys, in the same
+    /// order, with the same spelling of the time (clients that match on text keep working).
+    #[test]
+    fn an_ack_is_written_as_the_control_frame_was() {
+        for (cid, r, duplicate) in [
+            (Some("c-1"), json!("r1"), false),
+            (None, Value::Null, true),
+            (Some("c\"2"), json!(7), false),
+        ] {
+            let m = message(cid);
+            let room = m.room_id;
+            let as_control = control(
+                "ack",
+                json!({
+                    "room_id": room, "client_msg_id": m.client_msg_id, "message_id": m.id,
+                    "seq": m.seq, "created_at": m.created_at, "duplicate": duplicate,
+                    "attachments": m.attachments,
+                }),
+                &r,
+            );
+            assert_eq!(ack(room, &m, duplicate, &r).unwrap(), as_control);
+        }
+    }
 }

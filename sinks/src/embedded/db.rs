@@ -310,11 +310,12 @@ impl Db {
 
     /// Like [`Db::write`], and runs `after` on the committer thread once the transaction is
     /// committed, before any later write's: committed writes are announced in commit order.
+    /// `after` may take what it announces out of the result (it is not cloned).
     pub async fn write_then<R, F, A>(&self, f: F, after: A) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
-        A: FnOnce(&R) + Send + 'static,
+        A: FnOnce(&mut R) + Send + 'static,
     {
         self.submit(f, after, true).await
     }
@@ -344,7 +345,7 @@ impl Db {
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
-        A: FnOnce(&R) + Send + 'static,
+        A: FnOnce(&mut R) + Send + 'static,
     {
         self.queue(f, after, false)
     }
@@ -353,7 +354,7 @@ impl Db {
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
-        A: FnOnce(&R) + Send + 'static,
+        A: FnOnce(&mut R) + Send + 'static,
     {
         self.queue(f, after, guarded)?.await
     }
@@ -367,7 +368,7 @@ impl Db {
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
-        A: FnOnce(&R) + Send + 'static,
+        A: FnOnce(&mut R) + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<StoreResult<R>>();
         let run = Box::new(move |conn: &Connection| {
@@ -375,8 +376,8 @@ impl Db {
             let failed = out.is_err();
             let finish: Finish = Box::new(move |committed: Result<(), &StoreError>| {
                 let result = match (committed, out) {
-                    (Ok(()), Ok(r)) => {
-                        after(&r);
+                    (Ok(()), Ok(mut r)) => {
+                        after(&mut r);
                         Ok(r)
                     }
                     (_, Err(e)) => Err(e),

@@ -157,7 +157,7 @@ impl SqliteDirectory {
         f: F,
     ) -> (
         impl FnOnce(&Connection) -> rusqlite::Result<(R, Queued)> + Send + 'static,
-        impl FnOnce(&(R, Queued)) + Send + 'static,
+        impl FnOnce(&mut (R, Queued)) + Send + 'static,
     )
     where
         R: Send + 'static,
@@ -169,7 +169,7 @@ impl SqliteDirectory {
             let out = f(conn, &mut q)?;
             Ok((out, q))
         };
-        (run, |(_, q): &(R, Queued)| q.published())
+        (run, |(_, q): &mut (R, Queued)| q.published())
     }
 }
 

@@ -317,7 +317,7 @@ impl SqliteLog {
     }
 
     /// Announces committed entries: into the tail, and wakes the consumers.
-    pub(super) fn published(&self, entries: &[LogEntry]) {
+    pub(super) fn published(&self, entries: Vec<LogEntry>) {
         if entries.is_empty() {
             return;
         }
@@ -389,7 +389,7 @@ impl EventLog for SqliteLog {
             .db
             .write_then(
                 move |conn| log.append_in(conn, records),
-                move |entries| published.published(entries),
+                move |entries| published.published(std::mem::take(entries)),
             )
             .await?;
         Ok(())

@@ -52,14 +52,14 @@ impl Queued {
         }
     }
 
-    /// After the commit: wakes the relay, or publishes the log entries to consumers.
-    pub(super) fn published(&self) {
+    /// After the commit: wakes the relay, or hands the log entries to consumers.
+    pub(super) fn published(&mut self) {
         if !self.any {
             return;
         }
         match &self.sink {
             RecordSink::Outbox(outbox) => outbox.signal(),
-            RecordSink::Log(log) => log.published(&self.entries),
+            RecordSink::Log(log) => log.published(std::mem::take(&mut self.entries)),
         }
     }
 }

@@ -23,8 +23,11 @@ struct Partition {
     end: Option<i64>,
 }
 
+/// Partitions by topic, then by number (looked up by `&str`: no key built per call).
+type Partitions = HashMap<String, HashMap<u32, Partition>>;
+
 pub(super) struct Tail {
-    partitions: Mutex<HashMap<(String, u32), Partition>>,
+    partitions: Mutex<Partitions>,
     /// Set once another connection has written the file: the ends known here no longer say
     /// that nothing follows them.
     shared: Arc<AtomicBool>,
@@ -47,11 +50,13 @@ impl Tail {
         }
     }
 
-    /// Adds committed entries, in offset order per partition.
-    pub(super) fn push(&self, entries: &[LogEntry]) {
+    /// Adds committed entries, in offset order per partition. They are moved in, not copied;
+    /// the ones they push out are dropped after the lock is released.
+    pub(super) fn push(&self, entries: Vec<LogEntry>) {
+        let mut evicted = Vec::new();
         let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         for e in entries {
-            let part = parts.entry((e.topic.clone(), e.partition)).or_default();
+            let part = partition_mut(&mut parts, &e.topic, e.partition);
             if part
                 .entries
                 .back()
@@ -60,17 +65,20 @@ impl Tail {
                 part.entries.clear(); // another writer appended in between
             }
             if part.entries.len() == ENTRIES_PER_PARTITION {
-                part.entries.pop_front();
+                evicted.extend(part.entries.pop_front());
             }
-            part.entries.push_back(Arc::new(e.clone()));
-            part.end = Some(part.end.map_or(e.offset + 1, |end| end.max(e.offset + 1)));
+            let next = e.offset + 1;
+            part.entries.push_back(Arc::new(e));
+            part.end = Some(part.end.map_or(next, |end| end.max(next)));
         }
+        drop(parts);
+        drop(evicted);
     }
 
     /// Records where a partition ends, as read from the file.
     pub(super) fn ends_at(&self, topic: &str, partition: u32, end: i64) {
         let mut parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        let part = parts.entry((topic.to_string(), partition)).or_default();
+        let part = partition_mut(&mut parts, topic, partition);
         part.end = Some(part.end.map_or(end, |known| known.max(end)));
     }
 
@@ -80,13 +88,13 @@ impl Tail {
             return None;
         }
         let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        parts.get(&(topic.to_string(), partition))?.end
+        parts.get(topic)?.get(&partition)?.end
     }
 
     /// Up to `max` entries from `from`.
     pub(super) fn read(&self, topic: &str, partition: u32, from: i64, max: usize) -> FromTail {
         let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(part) = parts.get(&(topic.to_string(), partition)) else {
+        let Some(part) = parts.get(topic).and_then(|t| t.get(&partition)) else {
             return FromTail::Partial(Vec::new());
         };
         let mut out = Vec::new();
@@ -110,4 +118,16 @@ impl Tail {
             FromTail::Partial(out)
         }
     }
+}
+
+/// A partition's entry, created empty when first met.
+fn partition_mut<'a>(parts: &'a mut Partitions, topic: &str, partition: u32) -> &'a mut Partition {
+    if !parts.contains_key(topic) {
+        parts.insert(topic.to_string(), HashMap::new());
+    }
+    parts
+        .get_mut(topic)
+        .expect("inserted above")
+        .entry(partition)
+        .or_default()
 }
