@@ -723,7 +723,8 @@ pub struct LogEntry {
     pub partition: u32,
     pub offset: i64,
     pub key: String,
-    pub payload: Vec<u8>,
+    /// Shared, not copied, when an entry is handed to several consumers.
+    pub payload: bytes::Bytes,
     pub timestamp_ms: i64,
     /// The record's headers, in order: those it was appended with, plus any the adapter adds
     /// itself (Kafka: `event_id`). Values that are not UTF-8 are read lossily.

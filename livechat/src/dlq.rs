@@ -134,7 +134,7 @@ impl DeadLetter {
             partition: self.header("orig.partition").parse().unwrap_or(0),
             offset: self.header("orig.offset").parse().unwrap_or(-1),
             key: String::new(),
-            payload,
+            payload: payload.into(),
             timestamp_ms: self.at_ms,
             headers: Vec::new(),
             event: None,

@@ -484,7 +484,7 @@ mod tests {
             partition: 3,
             offset: 42,
             key: "room-1".into(),
-            payload: vec![0, 0, 0, 0, 99, 1],
+            payload: vec![0, 0, 0, 0, 99, 1].into(),
             timestamp_ms: 5,
             headers: Vec::new(),
             event: None,

@@ -400,7 +400,7 @@ mod tests {
             partition: 0,
             offset,
             key: "room-1".into(),
-            payload: payload.to_vec(),
+            payload: bytes::Bytes::copy_from_slice(payload),
             timestamp_ms: 1_700_000_000_000 + offset,
             headers: vec![("ce_type".into(), "MESSAGE_SENT".into())],
             event: None,

@@ -288,7 +288,7 @@ impl SqliteLog {
                 partition: p,
                 offset,
                 key: r.key,
-                payload: r.payload,
+                payload: r.payload.into(),
                 timestamp_ms: ts,
                 headers: r.headers,
                 event: r.event,
@@ -345,7 +345,7 @@ impl SqliteLog {
                         partition,
                         offset: r.get(0)?,
                         key: r.get(1)?,
-                        payload: r.get(2)?,
+                        payload: r.get::<_, Vec<u8>>(2)?.into(),
                         timestamp_ms: r.get(3)?,
                         headers: headers_from_sql(r.get(4)?)?,
                         event: None,
@@ -604,7 +604,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| (e.offset, e.key, e.payload))
+            .map(|e| (e.offset, e.key, e.payload.to_vec()))
             .collect();
         assert_eq!(
             kept,

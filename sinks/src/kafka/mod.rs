@@ -295,7 +295,10 @@ fn entry_of(m: &rdkafka::message::BorrowedMessage<'_>, namespace: &str) -> LogEn
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default(),
-        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        payload: m
+            .payload()
+            .map(bytes::Bytes::copy_from_slice)
+            .unwrap_or_default(),
         timestamp_ms: m.timestamp().to_millis().unwrap_or_default(),
         headers: m
             .headers()
@@ -328,9 +331,11 @@ async fn from_registry(
         return Ok(entries);
     };
     for e in &mut entries {
+        // Not shared yet (just read): taken out and put back without a copy.
+        let mut payload = Vec::from(std::mem::take(&mut e.payload));
         let mut attempt = 0;
         loop {
-            match ids.incoming(&mut e.payload).await {
+            match ids.incoming(&mut payload).await {
                 Ok(()) => break,
                 Err(err) if !patient => {
                     return Err(StoreError::Unavailable(anyhow::anyhow!("{err}")))
@@ -338,7 +343,7 @@ async fn from_registry(
                 Err(err) if attempt >= 2 => {
                     tracing::error!(topic = %e.topic, partition = e.partition, offset = e.offset, error = %err,
                         "Cannot resolve the record's schema id; it is passed on untranslated, for the codec to refuse.");
-                    ids.unresolved(&mut e.payload);
+                    ids.unresolved(&mut payload);
                     break;
                 }
                 Err(err) => {
@@ -348,6 +353,7 @@ async fn from_registry(
                 }
             }
         }
+        e.payload = payload.into();
     }
     Ok(entries)
 }

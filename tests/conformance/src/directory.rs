@@ -294,7 +294,7 @@ pub async fn log_bodies(log: &dyn EventLog, topic: &str) -> Vec<String> {
     let mut out = Vec::new();
     for p in 0..log.partitions(topic) {
         for e in log.read(topic, p, 0, 100_000).await.unwrap() {
-            out.push(String::from_utf8(e.payload).unwrap());
+            out.push(String::from_utf8(e.payload.to_vec()).unwrap());
         }
     }
     out

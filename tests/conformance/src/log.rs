@@ -15,7 +15,7 @@ async fn all_of_key(log: &dyn EventLog, topic: &str, key: &str) -> Vec<(u32, i64
     for p in 0..log.partitions(topic) {
         for e in log.read(topic, p, 0, 10_000).await.unwrap() {
             if e.key == key {
-                out.push((p, e.offset, String::from_utf8(e.payload).unwrap()));
+                out.push((p, e.offset, String::from_utf8(e.payload.to_vec()).unwrap()));
             }
         }
     }
@@ -192,7 +192,7 @@ pub async fn a_group_resumes_after_its_committed_offsets(log: &dyn EventLog) {
         .unwrap();
     let rest = poll_n(&mut again, 1).await;
     assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0].payload, b"after");
+    assert_eq!(rest[0].payload, &b"after"[..]);
     // A Latest member of another group starts at the end.
     let mut live = log
         .join_group(&format!("live-{}", Uuid::new_v4()), &[&t], StartAt::Latest)
@@ -204,7 +204,7 @@ pub async fn a_group_resumes_after_its_committed_offsets(log: &dyn EventLog) {
         .unwrap()
         .is_empty());
     log.append(&[record(&t, "k1", "live")]).await.unwrap();
-    assert_eq!(poll_n(&mut live, 1).await[0].payload, b"live");
+    assert_eq!(poll_n(&mut live, 1).await[0].payload, &b"live"[..]);
 }
 
 /// Headers come back with the record, in order, repeated keys included (an adapter may add
@@ -239,6 +239,6 @@ pub async fn headers_round_trip(log: &dyn EventLog) {
         .await
         .unwrap();
     let polled = poll_n(&mut c, 2).await;
-    let with = polled.iter().find(|e| e.payload == b"with").unwrap();
+    let with = polled.iter().find(|e| e.payload == &b"with"[..]).unwrap();
     assert_eq!(appended_only(&with.headers), headers, "group poll");
 }

@@ -137,7 +137,7 @@ async fn the_rooms_table_is_a_compacted_topic_with_tombstones_on_kafka() {
                 latest.insert(e.key, e.payload);
             }
         }
-        (latest.get(&gone).map(Vec::len) == Some(0)).then_some(latest)
+        (latest.get(&gone).map(|p| p.len()) == Some(0)).then_some(latest)
     })
     .await;
     assert!(latest.get(&kept).is_some_and(|v| v.len() > 5), "{latest:?}");
