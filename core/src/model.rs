@@ -719,11 +719,11 @@ pub struct Checksum {
 /// A record read from the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {
-    pub topic: String,
+    /// Shared, like the key and the payload: cloning an entry for a consumer copies no text.
+    pub topic: Arc<str>,
     pub partition: u32,
     pub offset: i64,
-    pub key: String,
-    /// Shared, not copied, when an entry is handed to several consumers.
+    pub key: Arc<str>,
     pub payload: bytes::Bytes,
     pub timestamp_ms: i64,
     /// The record's headers, in order: those it was appended with, plus any the adapter adds

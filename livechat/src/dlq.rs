@@ -130,10 +130,10 @@ impl DeadLetter {
             .and_then(unhex)
             .context("the dead letter carries no original record")?;
         let entry = LogEntry {
-            topic: self.header("orig.topic").to_string(),
+            topic: self.header("orig.topic").into(),
             partition: self.header("orig.partition").parse().unwrap_or(0),
             offset: self.header("orig.offset").parse().unwrap_or(-1),
-            key: String::new(),
+            key: "".into(),
             payload: payload.into(),
             timestamp_ms: self.at_ms,
             headers: Vec::new(),

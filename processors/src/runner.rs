@@ -203,7 +203,7 @@ pub async fn run_with_ready(
         for entry in &entries {
             match found
                 .iter_mut()
-                .find(|(t, p, ..)| *p == entry.partition && *t == entry.topic)
+                .find(|(t, p, ..)| *p == entry.partition && *t == &*entry.topic)
             {
                 Some((.., next, n)) => {
                     *next = entry.offset + 1;
@@ -424,10 +424,10 @@ async fn dead_letter(
         .increment(1);
     let failed_at = livechat_core::now().timestamp_millis();
     let body = serde_json::json!({
-        "orig_topic": entry.topic,
+        "orig_topic": &*entry.topic,
         "orig_partition": entry.partition,
         "orig_offset": entry.offset,
-        "orig_key": entry.key,
+        "orig_key": &*entry.key,
         "error_class": error_class,
         "error": error,
         "processor": processor,
@@ -435,7 +435,7 @@ async fn dead_letter(
         "payload_hex": entry.payload.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     });
     let headers = [
-        ("orig.topic", entry.topic.clone()),
+        ("orig.topic", entry.topic.to_string()),
         ("orig.partition", entry.partition.to_string()),
         ("orig.offset", entry.offset.to_string()),
         ("error.class", error_class.to_string()),
@@ -446,7 +446,7 @@ async fn dead_letter(
     let rec = OutboxRecord {
         event_id: uuid::Uuid::new_v4(),
         topic: DEAD_LETTER_TOPIC.to_string(),
-        key: entry.key.clone(),
+        key: entry.key.to_string(),
         payload: body.to_string().into_bytes(),
         created_at_ms: failed_at,
         headers: headers
@@ -495,8 +495,8 @@ mod tests {
         let recs = dead_letters(&log).await;
         assert_eq!(recs.len(), 1);
         let rec = &recs[0];
-        assert_eq!(rec.topic, DEAD_LETTER_TOPIC);
-        assert_eq!(rec.key, "room-1");
+        assert_eq!(&*rec.topic, DEAD_LETTER_TOPIC);
+        assert_eq!(&*rec.key, "room-1");
         let h = |k: &str| {
             rec.headers
                 .iter()

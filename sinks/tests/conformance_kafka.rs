@@ -41,7 +41,7 @@ async fn event_records_carry_cloudevents_headers() {
     for p in 0..log.partitions(ROOM_EVENTS_TOPIC) {
         read.extend(log.read(ROOM_EVENTS_TOPIC, p, 0, 10).await.unwrap());
     }
-    read.retain(|e| e.key == room.to_string());
+    read.retain(|e| *e.key == *room.to_string());
     assert_eq!(read.len(), 2);
     for (entry, (sent, kind)) in read.iter().zip([
         (&with_event, "livechat.room.room_created"),

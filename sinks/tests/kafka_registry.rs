@@ -300,7 +300,7 @@ async fn records_carry_registry_ids_on_the_wire_and_embedded_ids_inside() {
         polled.extend(c.poll(10, Duration::from_millis(500)).await.unwrap());
     }
     for e in &polled {
-        let expected = if e.topic == ROOM_EVENTS_TOPIC {
+        let expected = if &*e.topic == ROOM_EVENTS_TOPIC {
             &room_bytes
         } else {
             &user_bytes

@@ -2,9 +2,9 @@
 //! Records are partitioned like Kafka's default partitioner (murmur2 of the key), so a room maps
 //! to the same partition number here as on a Kafka topic with the same partition count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use livechat_core::error::StoreResult;
@@ -180,6 +180,14 @@ pub fn kafka_partition(key: &str, partitions: u32) -> u32 {
     ((murmur2(key.as_bytes()) & 0x7fff_ffff) as u32) % partitions.max(1)
 }
 
+/// A text column as a shared string, copied once from the row.
+fn shared_text(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Arc<str>> {
+    let text = r.get_ref(i)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(text.into())
+}
+
 fn headers_to_sql(headers: &[(String, String)]) -> Option<String> {
     (!headers.is_empty()).then(|| serde_json::to_string(headers).unwrap_or_default())
 }
@@ -213,6 +221,8 @@ struct Inner {
     tail: Tail,
     /// Notifications stored in the append's own transaction (the embedded store's file only).
     inline: Option<InlineNotifications>,
+    /// One shared copy of each topic's name, for the entries (there are a handful of topics).
+    topic_names: Mutex<HashSet<Arc<str>>>,
 }
 
 impl SqliteLog {
@@ -230,6 +240,7 @@ impl SqliteLog {
                 tail: Tail::new(db.shared_flag()),
                 db,
                 inline,
+                topic_names: Mutex::default(),
             }),
         }
     }
@@ -253,18 +264,19 @@ impl SqliteLog {
         )?;
         let now = livechat_core::now().timestamp_millis();
         // Next offset and latest time per partition, read once per write.
-        let mut ends: HashMap<(String, u32), (i64, i64)> = HashMap::new();
+        let mut ends: HashMap<(Arc<str>, u32), (i64, i64)> = HashMap::new();
         let mut entries = Vec::with_capacity(records.len());
         for r in records {
             let p = kafka_partition(&r.key, self.inner.partitions);
-            let end = match ends.get_mut(&(r.topic.clone(), p)) {
+            let topic = self.topic_name(&r.topic);
+            let end = match ends.get_mut(&(topic.clone(), p)) {
                 Some(e) => e,
                 None => {
                     let found: Option<(i64, i64)> = last
                         .query_row(params![r.topic, p], |row| Ok((row.get(0)?, row.get(1)?)))
                         .optional()?;
                     let (next, ts) = found.map(|(o, ts)| (o + 1, ts)).unwrap_or((0, 0));
-                    ends.entry((r.topic.clone(), p)).or_insert((next, ts))
+                    ends.entry((topic.clone(), p)).or_insert((next, ts))
                 }
             };
             // Timestamps never go back within a partition, so a time seek can bisect offsets.
@@ -284,10 +296,10 @@ impl SqliteLog {
                 compact_key(conn, &r.topic, p, &r.key, offset)?;
             }
             entries.push(LogEntry {
-                topic: r.topic,
+                topic,
                 partition: p,
                 offset,
-                key: r.key,
+                key: r.key.into(),
                 payload: r.payload.into(),
                 timestamp_ms: ts,
                 headers: r.headers,
@@ -295,6 +307,21 @@ impl SqliteLog {
             });
         }
         Ok(entries)
+    }
+
+    /// The shared copy of a topic's name.
+    fn topic_name(&self, topic: &str) -> Arc<str> {
+        let mut names = self
+            .inner
+            .topic_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(name) = names.get(topic) {
+            return name.clone();
+        }
+        let name: Arc<str> = topic.into();
+        names.insert(name.clone());
+        name
     }
 
     /// Stores the notifications `records` create when they are kept inline (the embedded
@@ -332,19 +359,19 @@ impl SqliteLog {
         from: i64,
         max: u32,
     ) -> StoreResult<Vec<LogEntry>> {
-        let topic = topic.to_string();
+        let topic = self.topic_name(topic);
         self.inner
             .db
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT offset, key, payload, ts, headers FROM records WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset",
                 )?;
-                let rows = stmt.query_map(params![topic, partition, from], |r| {
+                let rows = stmt.query_map(params![&*topic, partition, from], |r| {
                     Ok(LogEntry {
                         topic: topic.clone(),
                         partition,
                         offset: r.get(0)?,
-                        key: r.get(1)?,
+                        key: shared_text(r, 1)?,
                         payload: r.get::<_, Vec<u8>>(2)?.into(),
                         timestamp_ms: r.get(3)?,
                         headers: headers_from_sql(r.get(4)?)?,
@@ -604,7 +631,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| (e.offset, e.key, e.payload.to_vec()))
+            .map(|e| (e.offset, e.key.to_string(), e.payload.to_vec()))
             .collect();
         assert_eq!(
             kept,

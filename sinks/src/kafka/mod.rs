@@ -288,12 +288,12 @@ fn entry_of(m: &rdkafka::message::BorrowedMessage<'_>, namespace: &str) -> LogEn
             .topic()
             .strip_prefix(namespace)
             .unwrap_or(m.topic())
-            .to_string(),
+            .into(),
         partition: m.partition() as u32,
         offset: m.offset(),
         key: m
             .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .map(|k| String::from_utf8_lossy(k).into())
             .unwrap_or_default(),
         payload: m
             .payload()
@@ -787,7 +787,7 @@ impl GroupConsumer for KafkaGroupConsumer {
         .map_err(blocking_err)??;
         for e in &entries {
             self.handed_out
-                .insert((e.topic.clone(), e.partition), e.offset + 1);
+                .insert((e.topic.to_string(), e.partition), e.offset + 1);
         }
         if entries.is_empty() {
             self.commit_past_markers().await;

@@ -867,7 +867,7 @@ impl<'a> Session<'a> {
         let mut state = RoomSeqs::new(window_ms);
         let (records, _) = self.read_from(SEQUENCER_STATE_TOPIC, partition, 0)?;
         let (checkpoints, rooms): (Vec<LogEntry>, Vec<LogEntry>) =
-            records.into_iter().partition(|e| e.key == CHECKPOINT_KEY);
+            records.into_iter().partition(|e| &*e.key == CHECKPOINT_KEY);
         let checkpoint = checkpoints.last().and_then(|e| {
             std::str::from_utf8(&e.payload)
                 .ok()

@@ -14,7 +14,7 @@ async fn all_of_key(log: &dyn EventLog, topic: &str, key: &str) -> Vec<(u32, i64
     let mut out = Vec::new();
     for p in 0..log.partitions(topic) {
         for e in log.read(topic, p, 0, 10_000).await.unwrap() {
-            if e.key == key {
+            if *e.key == *key {
                 out.push((p, e.offset, String::from_utf8(e.payload.to_vec()).unwrap()));
             }
         }
@@ -159,7 +159,7 @@ pub async fn a_group_resumes_after_its_committed_offsets(log: &dyn EventLog) {
     for k in ["k0", "k1", "k2"] {
         let bodies: Vec<i32> = first
             .iter()
-            .filter(|e| e.key == k)
+            .filter(|e| &*e.key == k)
             .map(|e| String::from_utf8_lossy(&e.payload).parse().unwrap())
             .collect();
         let mut sorted = bodies.clone();
@@ -168,7 +168,7 @@ pub async fn a_group_resumes_after_its_committed_offsets(log: &dyn EventLog) {
     }
     let next: Vec<(String, u32, i64)> = first
         .iter()
-        .map(|e| (e.topic.clone(), e.partition, e.offset + 1))
+        .map(|e| (e.topic.to_string(), e.partition, e.offset + 1))
         .collect();
     c.commit(&next).await.unwrap();
     // The commit is what the log reports for the group (what its lag is computed from).

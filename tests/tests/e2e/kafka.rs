@@ -68,7 +68,8 @@ async fn sequenced_messages_carry_cloudevents_headers() {
                     .find(|(n, _)| n == k)
                     .map(|(_, v)| v.clone())
             };
-            if e.key == room && header("ce_type").as_deref() == Some("livechat.room.message_sent") {
+            if *e.key == *room && header("ce_type").as_deref() == Some("livechat.room.message_sent")
+            {
                 sent.push((
                     e.timestamp_ms,
                     header("ce_id"),
@@ -134,7 +135,7 @@ async fn the_rooms_table_is_a_compacted_topic_with_tombstones_on_kafka() {
         let mut latest = std::collections::BTreeMap::new();
         for p in 0..log.partitions(topic) {
             for e in log.read(topic, p, 0, 1000).await.ok()? {
-                latest.insert(e.key, e.payload);
+                latest.insert(e.key.to_string(), e.payload);
             }
         }
         (latest.get(&gone).map(|p| p.len()) == Some(0)).then_some(latest)
