@@ -239,6 +239,6 @@ pub async fn headers_round_trip(log: &dyn EventLog) {
         .await
         .unwrap();
     let polled = poll_n(&mut c, 2).await;
-    let with = polled.iter().find(|e| e.payload == &b"with"[..]).unwrap();
+    let with = polled.iter().find(|e| e.payload == b"with"[..]).unwrap();
     assert_eq!(appended_only(&with.headers), headers, "group poll");
 }
