@@ -1230,12 +1230,12 @@ impl ChatService {
                     self.known_members.remember(room, user.id);
                 }
                 let placed = order.turn().await;
-                sequencer.send_message(msg.clone(), events, placed).await?
+                sequencer.send_message(msg, events, placed).await?
             }
             None => {
                 let placed = order.turn().await;
                 self.dir()
-                    .send_message(msg.clone(), events, placed)
+                    .send_message(msg, events, placed)
                     .await?
                     .ok_or_else(AppError::room_forbidden)?
             }
@@ -1255,7 +1255,7 @@ impl ChatService {
                 // Stored, but not yet readable: a client with a client_msg_id retries and gets
                 // it readable; without one a retry would store it twice, so it is acknowledged
                 // and becomes readable once the history processor has it.
-                if msg.client_msg_id.is_some() {
+                if client_msg_id.is_some() {
                     return Err(e.into());
                 }
                 tracing::warn!(error = %e, "Sent message not yet readable (write-through failed).");
@@ -1266,13 +1266,13 @@ impl ChatService {
             room_id: room,
             user_id: user.id,
             username: user.username.clone(),
-            content: receipt.content.clone(),
+            content: receipt.content,
             edited: false,
             created_at: receipt.created_at,
             updated_at: receipt.created_at,
             seq: receipt.seq,
             deleted: false,
-            client_msg_id: msg.client_msg_id,
+            client_msg_id,
             reply_to_seq,
             reactions: Vec::new(),
             pinned_by: None,

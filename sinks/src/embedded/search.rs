@@ -24,6 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::db::{checksum_query, uuid_col, Db, Durability};
+use super::multi_insert::bind_uuid;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS docs(
@@ -126,23 +127,24 @@ fn live_row(c: &Connection, room: &str, id: &str) -> rusqlite::Result<Option<i64
 }
 
 fn apply_in(c: &Connection, ops: &[HistoryOp]) -> rusqlite::Result<()> {
+    // Inserts, nearly every op, take their statements once per batch and bind ids from the
+    // stack.
+    let mut insert_doc = c.prepare_cached(
+        "INSERT OR IGNORE INTO docs(room_id, seq, message_id, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut insert_text =
+        c.prepare_cached("INSERT INTO docs_lower(rowid, content) VALUES (?1, ?2)")?;
     for op in ops {
         match op {
             HistoryOp::Insert(m) if !m.deleted => {
-                let added = c
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO docs(room_id, seq, message_id, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![
-                        m.room_id.to_string(),
-                        m.seq,
-                        m.id.to_string(),
-                        m.created_at.timestamp_millis(),
-                        m.updated_at.timestamp_millis()
-                    ])?;
-                if added == 1 {
-                    c.prepare_cached("INSERT INTO docs_lower(rowid, content) VALUES (?1, ?2)")?
+                bind_uuid(&mut insert_doc, 1, Some(m.room_id))?;
+                insert_doc.raw_bind_parameter(2, m.seq)?;
+                bind_uuid(&mut insert_doc, 3, Some(m.id))?;
+                insert_doc.raw_bind_parameter(4, m.created_at.timestamp_millis())?;
+                insert_doc.raw_bind_parameter(5, m.updated_at.timestamp_millis())?;
+                if insert_doc.raw_execute()? == 1 {
+                    insert_text
                         .execute(params![c.last_insert_rowid(), m.content.to_lowercase()])?;
                 }
             }
