@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -208,10 +209,20 @@ async fn run(
             }
             _ = sleep_until(due), if due.is_some() => Box::pin(c.catch_up_due()).await,
         }
-        // Boxed like the frame handling above: kept inline, the write's timer and state would be
-        // part of every idle connection's task.
-        if !c.out.is_empty() && !Box::pin(flush(&mut sink, &mut c.out, &handle)).await {
-            break;
+        if !c.out.is_empty() {
+            // Most writes fit in the socket's buffer: written here, with nothing to allocate. One
+            // that waits on the client is boxed like the frame handling above (kept inline, its
+            // timer and state would be part of every idle connection's task).
+            let written =
+                match std::future::poll_fn(|cx| Poll::Ready(write_now(&mut sink, &mut c.out, cx)))
+                    .await
+                {
+                    Some(written) => written,
+                    None => Box::pin(flush(&mut sink, &mut c.out, &handle)).await,
+                };
+            if !written {
+                break;
+            }
         }
     }
     if let Some((code, reason)) = c.close.take() {
@@ -253,6 +264,39 @@ fn text(s: String) -> Message {
     Message::Text(s.into())
 }
 
+/// Writes the queued frames if the socket takes them at once: `Some(true)` written and
+/// flushed, `Some(false)` the socket is gone, `None` the socket is full (what it did not take
+/// stays queued, for [`flush`]). No timer either: one set and cancelled for every frame sent
+/// was a visible share of a busy fan-out's CPU.
+fn write_now<S>(sink: &mut S, out: &mut Vec<Message>, cx: &mut Context<'_>) -> Option<bool>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let mut frames = out.drain(..);
+    while !frames.as_slice().is_empty() {
+        match sink.poll_ready_unpin(cx) {
+            Poll::Ready(Ok(())) => {
+                if let Some(frame) = frames.next() {
+                    if sink.start_send_unpin(frame).is_err() {
+                        return Some(false);
+                    }
+                }
+            }
+            Poll::Ready(Err(_)) => return Some(false),
+            Poll::Pending => {
+                let rest: Vec<Message> = frames.collect();
+                *out = rest;
+                return None;
+            }
+        }
+    }
+    drop(frames);
+    match sink.poll_flush_unpin(cx) {
+        Poll::Ready(flushed) => Some(flushed.is_ok()),
+        Poll::Pending => None,
+    }
+}
+
 /// Writes queued frames with one flush; false if the socket is gone or too slow. A write that
 /// waits on a client that stopped reading gives way as soon as the hub asks for the close (its
 /// queue overflowed: 4008), rather than holding the connection until the write times out.
@@ -268,12 +312,6 @@ where
         }
         sink.flush().await.is_ok()
     };
-    let mut write = std::pin::pin!(write);
-    // Most writes fit in the socket's buffer and finish at once: those need no timer (a timer
-    // set and cancelled for every frame sent was a visible share of a busy fan-out's CPU).
-    if let Some(written) = write.as_mut().now_or_never() {
-        return written;
-    }
     tokio::select! {
         biased; // a socket that takes the frames gets them, even when a close is on its way
         written = tokio::time::timeout(WRITE_TIMEOUT, write) => written.unwrap_or(false),
@@ -670,5 +708,44 @@ impl Conn {
             sub.due = Instant::now() + Duration::from_millis(sub.retry_ms);
             sub.retry_ms = (sub.retry_ms * 2).min(500);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(n: usize) -> Vec<Message> {
+        (0..n).map(|i| text(format!("f{i}"))).collect()
+    }
+
+    /// A socket that takes everything gets it in order and flushed; a full one keeps what it
+    /// did not take queued, in order, for the write that waits; a closed one ends the socket.
+    #[test]
+    fn a_write_now_takes_what_the_socket_takes_and_keeps_the_rest() {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+
+        let (mut sink, mut rx) = futures::channel::mpsc::unbounded::<Message>();
+        let mut out = frames(3);
+        assert_eq!(write_now(&mut sink, &mut out, &mut cx), Some(true));
+        assert!(out.is_empty());
+        let got: Vec<Message> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(got, frames(3));
+
+        // Room for two (a buffer of one, plus one for the sender).
+        let (mut sink, mut rx) = futures::channel::mpsc::channel::<Message>(1);
+        let mut out = frames(5);
+        assert_eq!(write_now(&mut sink, &mut out, &mut cx), None);
+        assert_eq!(
+            out,
+            frames(5)[2..].to_vec(),
+            "the three not taken, in order"
+        );
+        let got: Vec<Message> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(got, frames(2));
+
+        drop(rx);
+        assert_eq!(write_now(&mut sink, &mut out, &mut cx), Some(false));
     }
 }

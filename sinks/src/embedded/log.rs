@@ -383,6 +383,32 @@ impl SqliteLog {
             .await
     }
 
+    /// Up to `max` entries of a partition from `from`: from the tail when it has them, else
+    /// from the file. [`EventLog::read`], callable without the trait's boxed future (a
+    /// consumer's poll reads every partition).
+    async fn read_entries(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max: u32,
+    ) -> StoreResult<Vec<LogEntry>> {
+        let mut entries = match self.inner.tail.read(topic, partition, from, max as usize) {
+            FromTail::Complete(entries) => return Ok(entries),
+            FromTail::Partial(entries) => entries,
+        };
+        let have = entries.len() as u32;
+        let next = entries.last().map_or(from, |e| e.offset + 1);
+        let stored = self.read_stored(topic, partition, next, max - have).await?;
+        if (stored.len() as u32) < max - have {
+            // Read to the end of the partition: the tail knows its end from now on.
+            let end = stored.last().map_or(next, |e| e.offset + 1);
+            self.inner.tail.ends_at(topic, partition, end);
+        }
+        entries.extend(stored);
+        Ok(entries)
+    }
+
     /// Commits several offsets of a group in one write.
     async fn commit_all(&self, group: &str, next: &[(String, u32, i64)]) -> StoreResult<()> {
         let group = group.to_string();
@@ -429,20 +455,7 @@ impl EventLog for SqliteLog {
         from: i64,
         max: u32,
     ) -> StoreResult<Vec<LogEntry>> {
-        let mut entries = match self.inner.tail.read(topic, partition, from, max as usize) {
-            FromTail::Complete(entries) => return Ok(entries),
-            FromTail::Partial(entries) => entries,
-        };
-        let have = entries.len() as u32;
-        let next = entries.last().map_or(from, |e| e.offset + 1);
-        let stored = self.read_stored(topic, partition, next, max - have).await?;
-        if (stored.len() as u32) < max - have {
-            // Read to the end of the partition: the tail knows its end from now on.
-            let end = stored.last().map_or(next, |e| e.offset + 1);
-            self.inner.tail.ends_at(topic, partition, end);
-        }
-        entries.extend(stored);
-        Ok(entries)
+        self.read_entries(topic, partition, from, max).await
     }
 
     async fn end_offset(&self, topic: &str, partition: u32) -> StoreResult<i64> {
@@ -548,10 +561,10 @@ impl EmbeddedConsumer {
                 break;
             }
             let idx = (self.cursor + i) % n;
-            let (topic, p, next) = self.positions[idx].clone();
+            let (topic, p, next) = &self.positions[idx];
             let got = self
                 .log
-                .read(&topic, p, next, (max - out.len()) as u32)
+                .read_entries(topic, *p, *next, (max - out.len()) as u32)
                 .await?;
             if let Some(last) = got.last() {
                 self.positions[idx].2 = last.offset + 1;
