@@ -206,16 +206,15 @@ pub fn notifications_for(ev: &RoomEvent) -> Vec<Notification> {
                 .chars()
                 .take(MENTION_PREVIEW_CHARS)
                 .collect();
-            let fields = [
+            let mut fields = vec![
                 ("username", username()),
                 ("message_id", ev.message_id.clone().unwrap_or_default()),
                 ("seq", ev.seq.unwrap_or_default().to_string()),
                 ("message", preview),
             ];
-            let root = ev
-                .thread_root_seq
-                .map(|r| ("thread_root_seq", r.to_string()));
-            let fields: Vec<(&str, String)> = fields.into_iter().chain(root).collect();
+            if let Some(root) = ev.thread_root_seq {
+                fields.push(("thread_root_seq", root.to_string()));
+            }
             mentioned
                 .iter()
                 .map(|m| make(*m, NotificationType::Mention, &fields))
