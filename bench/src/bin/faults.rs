@@ -21,7 +21,8 @@ struct Cli {
     /// Scratch directory (data directories and rebuilt files).
     #[arg(long, default_value = "/tmp/livechat-faults")]
     work: PathBuf,
-    /// Only these scenarios (baseline, kill, slow-readers, storm, malformed, fuzz, replay, dist-processor-kill, dist-redis-down).
+    /// Only these scenarios (baseline, kill, slow-readers, storm, malformed, fuzz, replay,
+    /// dist-kill, dist-processor-kill, dist-broker-restart, dist-broker-kill, dist-redis-down).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Write the report into this document's section for the profile.

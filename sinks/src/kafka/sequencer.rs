@@ -88,11 +88,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// broker SIGKILLed and back 21 s later: the first send acknowledged again 30 s after its return
 /// with the 30 s timeout).
 const IN_TRANSACTION_TIMEOUT: Duration = TRANSACTION_TIMEOUT;
-/// A session that polls nothing for this long while sends wait in its partitions (the high
-/// watermark beyond the group's committed offset) ends with the reason and a new one starts
-/// (offsets that cannot be read are given [`HANGING_AFTER`], then swept): after a broker outage the client can stay stuck without
-/// reporting an error (seen in CI and in a local run: partitions assigned, then no send
-/// sequenced within 120 s of the broker's return, nothing logged).
+/// A session that polls nothing for this long while sends wait unsequenced (in its partitions
+/// beyond the group's committed offset, or, while it has none assigned, anywhere the committed
+/// offset stands still) ends with the reason and a new one starts (offsets that cannot be read
+/// are given [`HANGING_AFTER`], then swept): after a broker outage the client can stay stuck
+/// without reporting an error (seen in CI and in local runs: partitions assigned, then no send
+/// sequenced within 120 s of the broker's return, nothing logged; and a new session whose
+/// consumer was never assigned a partition).
 const STALL_AFTER: Duration = Duration::from_secs(20);
 /// Header of the records of the aborted transaction that ends hanging ones (never committed, so
 /// `read_committed` readers never see them).
@@ -333,6 +335,41 @@ struct Session<'a> {
     recorded: Option<Instant>,
 }
 
+/// What [`Session::waiting_sends`] found.
+#[derive(Debug, PartialEq)]
+struct Waiting {
+    sends: i64,
+    /// Whether the sends are in partitions assigned to this session.
+    assigned: bool,
+}
+
+/// A commands partition as the group sees it: the next offset to sequence, and its end.
+struct Position {
+    partition: i32,
+    next: i64,
+    high: i64,
+}
+
+/// The sends that wait unsequenced: all of them in partitions assigned to this session (`mine`);
+/// while none is assigned, only those in partitions whose next offset is where the last look
+/// (`last`, updated) found it — another session may be sequencing the rest.
+fn unsequenced(mine: bool, positions: &[Position], last: &mut HashMap<i32, i64>) -> Waiting {
+    let mut sends = 0;
+    for p in positions {
+        if mine || last.get(&p.partition) == Some(&p.next) {
+            sends += (p.high - p.next).max(0);
+        }
+    }
+    *last = match mine {
+        true => HashMap::new(),
+        false => positions.iter().map(|p| (p.partition, p.next)).collect(),
+    };
+    Waiting {
+        sends,
+        assigned: mine,
+    }
+}
+
 impl<'a> Session<'a> {
     fn open(ctx: &'a Ctx) -> anyhow::Result<Session<'a>> {
         let log = &ctx.log;
@@ -414,6 +451,8 @@ impl<'a> Session<'a> {
 
     fn run(&mut self) -> anyhow::Result<()> {
         let (mut progress, mut checked) = (Instant::now(), Instant::now());
+        // Committed offsets of the commands partitions at the last look, while none is assigned.
+        let mut unassigned = HashMap::new();
         while !self.ctx.stopped() {
             if self.ctx.sweep.swap(false, Ordering::SeqCst) {
                 self.abort_hanging()
@@ -428,10 +467,13 @@ impl<'a> Session<'a> {
                 if progress.elapsed() > STALL_AFTER && checked.elapsed() > STALL_CHECK {
                     checked = Instant::now();
                     let idle = progress.elapsed().as_secs();
-                    match self.waiting_sends() {
-                        Ok(0) => {}
-                        Ok(waiting) => anyhow::bail!(
-                            "stalled: {waiting} send(s) wait in this session's partitions and none was polled for {idle} s"
+                    match self.waiting_sends(&mut unassigned) {
+                        Ok(Waiting { sends: 0, .. }) => {}
+                        Ok(Waiting { sends, assigned: true }) => anyhow::bail!(
+                            "stalled: {sends} send(s) wait in this session's partitions and none was polled for {idle} s"
+                        ),
+                        Ok(Waiting { sends, assigned: false }) => anyhow::bail!(
+                            "stalled: no commands partition assigned to this session for {idle} s while {sends} send(s) wait where no one sequences them"
                         ),
                         Err(e) if progress.elapsed() >= HANGING_AFTER => {
                             let swept = match self.abort_hanging() {
@@ -469,19 +511,31 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Sends waiting in the commands partitions assigned to this session (beyond the group's
-    /// committed offsets); an error when they cannot be read (the broker is unreachable, or the
-    /// committed offsets are held by a transaction: a new session fences it).
-    fn waiting_sends(&self) -> anyhow::Result<i64> {
+    /// Sends waiting in the commands partitions beyond the group's committed offsets: those
+    /// assigned to this session, or — while it has none — those in partitions whose committed
+    /// offset has not moved since the last look (`last`), which no other session sequences
+    /// either. After a broker outage a new session's consumer has been seen to stay out of the
+    /// group (no assignment, nothing logged) while the sends waited. An error when the offsets
+    /// cannot be read (the broker is unreachable, or the committed offsets are held by a
+    /// transaction: a new session fences it).
+    fn waiting_sends(&self, last: &mut HashMap<i32, i64>) -> anyhow::Result<Waiting> {
         let assigned = self.consumer.assignment().context("the assignment")?;
-        if assigned.count() == 0 {
-            return Ok(0);
-        }
+        let mine = assigned.count() > 0;
+        let watched = if mine {
+            assigned
+        } else {
+            let commands = self.ctx.log.phys(MESSAGE_COMMANDS_TOPIC);
+            let mut all = TopicPartitionList::new();
+            for p in 0..self.ctx.log.partitions {
+                all.add_partition(&commands, p as i32);
+            }
+            all
+        };
         let committed = self
             .consumer
-            .committed_offsets(assigned, STALL_CHECK)
+            .committed_offsets(watched, STALL_CHECK)
             .context("the group's committed offsets")?;
-        let mut waiting = 0;
+        let mut positions = Vec::new();
         for e in committed.elements() {
             let (low, high) = self
                 .consumer
@@ -491,9 +545,13 @@ impl<'a> Session<'a> {
                 Offset::Offset(o) => o,
                 _ => low, // nothing committed yet: the group starts at the earliest
             };
-            waiting += (high - next).max(0);
+            positions.push(Position {
+                partition: e.partition(),
+                next,
+                high,
+            });
         }
-        Ok(waiting)
+        Ok(unsequenced(mine, &positions, last))
     }
 
     /// Ends, as aborted, a transaction of this process's producer left open by a broker crash
@@ -1034,5 +1092,64 @@ impl<'a> Session<'a> {
             .block_on(self.ctx.directory.room(id))
             .map_err(|e| anyhow::anyhow!("reading room {room} from the directory: {e}"))?;
         Ok(found.map(|r| r.last_seq).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(partition: i32, next: i64, high: i64) -> Position {
+        Position {
+            partition,
+            next,
+            high,
+        }
+    }
+
+    #[test]
+    fn sends_in_this_sessions_partitions_count_at_once() {
+        let mut last = HashMap::new();
+        let found = unsequenced(true, &[at(0, 5, 9), at(1, 3, 3)], &mut last);
+        assert_eq!(
+            found,
+            Waiting {
+                sends: 4,
+                assigned: true
+            }
+        );
+        assert!(last.is_empty());
+    }
+
+    #[test]
+    fn without_partitions_only_sends_behind_an_offset_that_stood_still_count() {
+        let mut last = HashMap::new();
+        // First look: nothing to compare with.
+        let first = unsequenced(false, &[at(0, 5, 9), at(1, 3, 8)], &mut last);
+        assert_eq!(
+            first,
+            Waiting {
+                sends: 0,
+                assigned: false
+            }
+        );
+        // Partition 0 moved on (someone sequences it); partition 1 stood still with 5 waiting.
+        let second = unsequenced(false, &[at(0, 7, 12), at(1, 3, 8)], &mut last);
+        assert_eq!(
+            second,
+            Waiting {
+                sends: 5,
+                assigned: false
+            }
+        );
+        // Partition 1 caught up; partition 0 stands still, at its end.
+        let third = unsequenced(false, &[at(0, 7, 7), at(1, 8, 8)], &mut last);
+        assert_eq!(
+            third,
+            Waiting {
+                sends: 0,
+                assigned: false
+            }
+        );
     }
 }
