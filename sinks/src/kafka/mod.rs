@@ -13,6 +13,7 @@
 //! - Record headers: `event_id` on every record, then the record's own (`OutboxRecord::headers`);
 //!   reads return them all.
 
+mod closing;
 mod hanging;
 mod producer;
 pub mod registry;
