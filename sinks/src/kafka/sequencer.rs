@@ -1166,17 +1166,15 @@ mod tests {
         }
     }
 
+    fn waiting(sends: i64, assigned: bool) -> Waiting {
+        Waiting { sends, assigned }
+    }
+
     #[test]
     fn sends_in_this_sessions_partitions_count_at_once() {
         let mut last = HashMap::new();
         let found = unsequenced(true, &[at(0, 5, 9), at(1, 3, 3)], &mut last);
-        assert_eq!(
-            found,
-            Waiting {
-                sends: 4,
-                assigned: true
-            }
-        );
+        assert_eq!(found, waiting(4, true));
         assert!(last.is_empty());
     }
 
@@ -1185,30 +1183,12 @@ mod tests {
         let mut last = HashMap::new();
         // First look: nothing to compare with.
         let first = unsequenced(false, &[at(0, 5, 9), at(1, 3, 8)], &mut last);
-        assert_eq!(
-            first,
-            Waiting {
-                sends: 0,
-                assigned: false
-            }
-        );
+        assert_eq!(first, waiting(0, false));
         // Partition 0 moved on (someone sequences it); partition 1 stood still with 5 waiting.
         let second = unsequenced(false, &[at(0, 7, 12), at(1, 3, 8)], &mut last);
-        assert_eq!(
-            second,
-            Waiting {
-                sends: 5,
-                assigned: false
-            }
-        );
+        assert_eq!(second, waiting(5, false));
         // Partition 1 caught up; partition 0 stands still, at its end.
         let third = unsequenced(false, &[at(0, 7, 7), at(1, 8, 8)], &mut last);
-        assert_eq!(
-            third,
-            Waiting {
-                sends: 0,
-                assigned: false
-            }
-        );
+        assert_eq!(third, waiting(0, false));
     }
 }
