@@ -1,6 +1,7 @@
 //! The `notifications` table of the directory's file: written by the notifications processor,
 //! or inline with the log append in the embedded store (see `inline.rs`).
 
+use livechat_core::events::QUOTED;
 use livechat_core::model::Notification;
 use livechat_core::to_ms;
 use rusqlite::{params, Connection, Row};
@@ -22,13 +23,21 @@ pub(super) fn notif_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
 }
 
 /// Stores a notification unless one with its id exists (ids derive from the event, so a
-/// redelivered event stores nothing twice); true when it was stored.
+/// redelivered event stores nothing twice); true when it was stored. One that quotes an erased
+/// account (its author's key is gone: the processor read the quote before the erasure) is
+/// stored as the erasure leaves the others, a tombstone without its payload.
 pub(super) fn insert_in(tx: &Connection, n: &Notification) -> rusqlite::Result<bool> {
     let payload = serde_json::to_string(&n.payload).map_err(user_err)?;
+    let quoted = n
+        .source_id
+        .filter(|_| n.payload.contains_key(QUOTED))
+        .map(|s| s.to_string());
     Ok(tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO notifications(id, user_id, type, payload, read, source_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+            "INSERT OR IGNORE INTO notifications(id, user_id, type, payload, read, source_id, created_at, deleted)
+             SELECT ?1, ?2, ?3, CASE WHEN e.erased THEN '{}' ELSE ?4 END, 0, ?5, ?6, e.erased
+             FROM (SELECT ?7 IS NOT NULL
+                          AND NOT EXISTS (SELECT 1 FROM content_keys WHERE user_id = ?7) AS erased) e",
         )?
         .execute(params![
             n.id.to_string(),
@@ -36,7 +45,8 @@ pub(super) fn insert_in(tx: &Connection, n: &Notification) -> rusqlite::Result<b
             n.kind,
             payload,
             n.source_id.map(|s| s.to_string()),
-            to_ms(n.created_at)
+            to_ms(n.created_at),
+            quoted
         ])?
         == 1)
 }

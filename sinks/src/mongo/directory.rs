@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use livechat_core::error::{StoreError, StoreResult};
+use livechat_core::events::QUOTED;
 use livechat_core::model::*;
 use livechat_core::ports::{ContentKey, Directory, MessageEventsFn, NewMessage, Placed};
 use mongodb::bson::spec::BinarySubtype;
@@ -46,6 +47,33 @@ fn dedup_key(msg: &NewMessage) -> String {
 }
 
 impl MongoDirectory {
+    /// Shows a hidden notification that quotes `author`, unless the author's account was erased.
+    /// The processor that stores it read the quote while the author's key existed, and an
+    /// erasure may have swept the author's notifications since; so the key is read after the
+    /// insert, and the notification is shown only while its payload is not the sweep's "{}".
+    /// Either the key is gone here (it stays hidden, its quote dropped), or the erasure deletes
+    /// the key after this read and sweeps after the insert: before the show (which then finds
+    /// "{}") or after it (which hides it again). An erasure deletes the key before it sweeps.
+    async fn show_unless_erased(&self, nid: Uuid, author: UserId) -> StoreResult<()> {
+        let kept = !self.content_keys(Some(&[author])).await?.is_empty();
+        let (filter, update) = if kept {
+            (
+                doc! { "_id": id(nid), "pending": true, "payload": { "$ne": "{}" } },
+                doc! { "$set": { "deleted": false }, "$unset": { "pending": "" } },
+            )
+        } else {
+            (
+                doc! { "_id": id(nid), "pending": true },
+                doc! { "$set": { "payload": "{}" }, "$unset": { "pending": "" } },
+            )
+        };
+        self.coll("notifications")
+            .update_one(filter, update)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn rooms_where(
         &self,
         filter: Document,
@@ -276,10 +304,9 @@ impl Directory for MongoDirectory {
         }
         self.coll("notifications")
             .update_many(
-                doc! {
-                    "$or": [{ "user_id": id(uid) }, { "source_id": id(uid) }],
-                    "deleted": { "$ne": true },
-                },
+                // Hidden ones too: one still waiting to be shown must not be (see
+                // `show_unless_erased`).
+                doc! { "$or": [{ "user_id": id(uid) }, { "source_id": id(uid) }] },
                 doc! { "$set": { "deleted": true, "payload": "{}" } },
             )
             .await
@@ -750,15 +777,23 @@ impl Directory for MongoDirectory {
     }
 
     async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
-        match self
-            .coll("notifications")
-            .insert_one(convert::notification_doc(n)?)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_duplicate(&e) => Ok(false),
-            Err(e) => Err(db_err(e)),
+        let mut d = convert::notification_doc(n)?;
+        let quoted = n.source_id.filter(|_| n.payload.contains_key(QUOTED));
+        if quoted.is_some() {
+            // Stored hidden, shown below once its author's key is known to exist.
+            d.insert("deleted", true);
+            d.insert("pending", true);
         }
+        let stored = match self.coll("notifications").insert_one(d).await {
+            Ok(_) => true,
+            Err(e) if is_duplicate(&e) => false,
+            Err(e) => return Err(db_err(e)),
+        };
+        if let Some(author) = quoted {
+            // Also after a duplicate: a crash may have left it hidden.
+            self.show_unless_erased(n.id, author).await?;
+        }
+        Ok(stored)
     }
 
     async fn notifications(

@@ -681,6 +681,31 @@ pub async fn content_keys_are_made_once_and_erased_with_the_account<D: Directory
         .await
         .unwrap()
         .is_empty());
+    // A processor that read the erased account's words before the erasure stores its
+    // notification after it (and again when the event is redelivered): never shown.
+    let late = notification(owner.id, Some(gone.id));
+    for _ in 0..2 {
+        d.insert_notification(&late).await.unwrap();
+    }
+    let unread = d.count_unread_notifications(owner.id).await.unwrap();
+    let left: Vec<Uuid> = d
+        .notifications(owner.id, false, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(
+        (left, unread),
+        (vec![unrelated.id], 1),
+        "a late quote of the erased account"
+    );
+    assert_eq!(d.notification(late.id).await.unwrap(), None);
+    // Someone who still has their key is quoted as before.
+    let quoting_owner = notification(Uuid::new_v4(), Some(owner.id));
+    assert!(d.insert_notification(&quoting_owner).await.unwrap());
+    let stored = d.notification(quoting_owner.id).await.unwrap().unwrap();
+    assert_eq!(stored.payload, quoting_owner.payload);
 }
 
 /// Search and top rooms list private rooms (their name, description and member count) like
