@@ -664,15 +664,12 @@ pub async fn content_keys_are_made_once_and_erased_with_the_account<D: Directory
     assert!(d.user_by_id(gone.id).await.unwrap().is_none());
     assert!(d.join_requests_of_user(gone.id).await.unwrap().is_empty());
     assert!(d.join_requests_of_room(r.id).await.unwrap().is_empty());
-    let left: Vec<Uuid> = d
-        .notifications(owner.id, false, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|n| n.id)
-        .collect();
+    let listed = || async {
+        let listed = d.notifications(owner.id, false, 10).await.unwrap();
+        listed.iter().map(|n| n.id).collect::<Vec<Uuid>>()
+    };
     assert_eq!(
-        left,
+        listed().await,
         vec![unrelated.id],
         "what the erased account caused is gone"
     );
@@ -688,15 +685,8 @@ pub async fn content_keys_are_made_once_and_erased_with_the_account<D: Directory
         d.insert_notification(&late).await.unwrap();
     }
     let unread = d.count_unread_notifications(owner.id).await.unwrap();
-    let left: Vec<Uuid> = d
-        .notifications(owner.id, false, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|n| n.id)
-        .collect();
     assert_eq!(
-        (left, unread),
+        (listed().await, unread),
         (vec![unrelated.id], 1),
         "a late quote of the erased account"
     );
