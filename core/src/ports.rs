@@ -51,11 +51,12 @@ pub trait Directory: Send + Sync {
         &self,
         users: Option<&[UserId]>,
     ) -> StoreResult<Vec<(UserId, ContentKey)>>;
-    /// Erases an account, with `outbox`: its content key first (what it wrote, sealed in every
-    /// copy of the log, is unreadable from then on), then its profile, sessions, join requests,
-    /// read markers, the notifications it got and those it caused, and the sends' receipts
-    /// holding its text. Its rooms and memberships are ended before, by the service.
-    /// Idempotent: an erasure cut short is finished by doing it again.
+    /// Erases an account, with `outbox`: it is marked erased (a notification quoting it that a
+    /// processor stores later is never shown) and its content key goes first (what it wrote,
+    /// sealed in every copy of the log, is unreadable from then on), then its profile,
+    /// sessions, join requests, read markers, the notifications it got and those it caused,
+    /// and the sends' receipts holding its text. Its rooms and memberships are ended before, by
+    /// the service. Idempotent: an erasure cut short is finished by doing it again.
     async fn erase_user(&self, user: UserId, outbox: Vec<OutboxRecord>) -> StoreResult<()>;
 
     /// Creates the room with its owner membership (participants_count = 1).

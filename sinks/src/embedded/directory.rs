@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS thread_follows(
   room_id TEXT NOT NULL, root_seq INTEGER NOT NULL, user_id TEXT NOT NULL, follow INTEGER NOT NULL,
   PRIMARY KEY(room_id, root_seq, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS content_keys(user_id TEXT PRIMARY KEY, key BLOB NOT NULL) WITHOUT ROWID;
+-- Erased accounts, so that a notification quoting one, stored after the erasure, is not shown.
+CREATE TABLE IF NOT EXISTS erased_users(user_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox(
   pos INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, topic TEXT NOT NULL,
   key TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);
@@ -440,6 +442,7 @@ impl Directory for SqliteDirectory {
             let id = user.to_string();
             for sql in [
                 "DELETE FROM content_keys WHERE user_id = ?1",
+                "INSERT OR IGNORE INTO erased_users(user_id) VALUES (?1)",
                 "DELETE FROM sessions WHERE user_id = ?1",
                 "DELETE FROM join_requests WHERE user_id = ?1",
                 "DELETE FROM memberships WHERE user_id = ?1",

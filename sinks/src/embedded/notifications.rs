@@ -24,8 +24,8 @@ pub(super) fn notif_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
 
 /// Stores a notification unless one with its id exists (ids derive from the event, so a
 /// redelivered event stores nothing twice); true when it was stored. One that quotes an erased
-/// account (its author's key is gone: the processor read the quote before the erasure) is
-/// stored as the erasure leaves the others, a tombstone without its payload.
+/// account (a processor read the quote before the erasure) is stored as the erasure leaves the
+/// others, a tombstone without its payload.
 pub(super) fn insert_in(tx: &Connection, n: &Notification) -> rusqlite::Result<bool> {
     let payload = serde_json::to_string(&n.payload).map_err(user_err)?;
     let quoted = n
@@ -37,7 +37,7 @@ pub(super) fn insert_in(tx: &Connection, n: &Notification) -> rusqlite::Result<b
             "INSERT OR IGNORE INTO notifications(id, user_id, type, payload, read, source_id, created_at, deleted)
              SELECT ?1, ?2, ?3, CASE WHEN e.erased THEN '{}' ELSE ?4 END, 0, ?5, ?6, e.erased
              FROM (SELECT ?7 IS NOT NULL
-                          AND NOT EXISTS (SELECT 1 FROM content_keys WHERE user_id = ?7) AS erased) e",
+                          AND EXISTS (SELECT 1 FROM erased_users WHERE user_id = ?7) AS erased) e",
         )?
         .execute(params![
             n.id.to_string(),

@@ -48,15 +48,21 @@ fn dedup_key(msg: &NewMessage) -> String {
 
 impl MongoDirectory {
     /// Shows a hidden notification that quotes `author`, unless the author's account was erased.
-    /// The processor that stores it read the quote while the author's key existed, and an
-    /// erasure may have swept the author's notifications since; so the key is read after the
-    /// insert, and the notification is shown only while its payload is not the sweep's "{}".
-    /// Either the key is gone here (it stays hidden, its quote dropped), or the erasure deletes
-    /// the key after this read and sweeps after the insert: before the show (which then finds
-    /// "{}") or after it (which hides it again). An erasure deletes the key before it sweeps.
+    /// The processor that stores it read the quote before an erasure may have swept the
+    /// author's notifications; so the erasure's mark is read after the insert, and the
+    /// notification is shown only while its payload is not the sweep's "{}". Either the mark is
+    /// there (it stays hidden, its quote dropped), or the erasure marks after this read and
+    /// sweeps after the insert: before the show (which then finds "{}") or after it (which hides
+    /// it again). An erasure marks the account before it sweeps. (Not the content key's absence:
+    /// a store being rebuilt by a replay holds no keys, and erased no one.)
     async fn show_unless_erased(&self, nid: Uuid, author: UserId) -> StoreResult<()> {
-        let kept = !self.content_keys(Some(&[author])).await?.is_empty();
-        let (filter, update) = if kept {
+        let erased = self
+            .coll("erased_users")
+            .find_one(doc! { "_id": id(author) })
+            .await
+            .map_err(db_err)?
+            .is_some();
+        let (filter, update) = if !erased {
             (
                 doc! { "_id": id(nid), "pending": true, "payload": { "$ne": "{}" } },
                 doc! { "$set": { "deleted": false }, "$unset": { "pending": "" } },
@@ -288,8 +294,19 @@ impl Directory for MongoDirectory {
     }
 
     async fn erase_user(&self, uid: UserId, outbox: Vec<OutboxRecord>) -> StoreResult<()> {
-        // The key first: from then on nothing the account wrote opens, whatever step a crash
-        // interrupts; each later step is idempotent, and running the erasure again finishes it.
+        // The mark first (a notification quoting the account, stored late by a processor, is
+        // not shown: see `show_unless_erased`), then the key: from then on nothing the account
+        // wrote opens, whatever step a crash interrupts; each step is idempotent, and running the
+        // erasure again finishes it.
+        match self
+            .coll("erased_users")
+            .insert_one(doc! { "_id": id(uid) })
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_duplicate(&e) => {}
+            Err(e) => return Err(db_err(e)),
+        }
         self.coll("content_keys")
             .delete_one(doc! { "_id": id(uid) })
             .await
@@ -780,7 +797,7 @@ impl Directory for MongoDirectory {
         let mut d = convert::notification_doc(n)?;
         let quoted = n.source_id.filter(|_| n.payload.contains_key(QUOTED));
         if quoted.is_some() {
-            // Stored hidden, shown below once its author's key is known to exist.
+            // Stored hidden, shown below unless its author's account was erased.
             d.insert("deleted", true);
             d.insert("pending", true);
         }
