@@ -279,9 +279,9 @@ pub async fn run(o: ScaleOpts) -> Result<()> {
     let mut all: BTreeMap<String, BTreeMap<&'static str, Vec<Value>>> = BTreeMap::new();
     // The servers were just started, and their JVMs compile the hot paths under the first
     // minute or so of load; a deployment's servers run warm. Measured on 2026-11-29 with 64 × 2
-    // runs of 10 s one after another on freshly started servers: 1,335, 1,920, 2,410, 2,487,
-    // 2,966, 3,187, 3,475 sends/s; eight runs of 5 s (with a fresh LiveChat and world each)
-    // stayed between 342 and 816. So one long run warms them, unrecorded.
+    // runs of 10 s one after another on freshly started servers (after a first one at 810):
+    // 1,335, 1,920, 2,410, 2,487, 2,966, 3,187, 3,475 sends/s; eight runs of 5 s (with a fresh
+    // LiveChat and world each) stayed between 342 and 816. So one long run warms them, unrecorded.
     eprintln!("[warm-up] distributed ingest-64x2 for {WARM_UP_S} s, not recorded");
     one(&o, Stack::Distributed, WARM_UP, WARM_UP_RUN, &services).await;
     for run in 0..o.runs {
