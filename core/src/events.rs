@@ -59,6 +59,12 @@ pub fn user_event(event_type: UserEventType, user: UserId, at: DateTime<Utc>) ->
 /// notification read back from the log takes it from the store.
 pub const QUOTED: &str = "message";
 
+/// Whose words a notification quotes, if it quotes any: its source's. A store hides such a
+/// notification when it is stored after its author's erasure (see `Directory::erase_user`).
+pub fn quoted_author(n: &crate::model::Notification) -> Option<crate::model::UserId> {
+    n.source_id.filter(|_| n.payload.contains_key(QUOTED))
+}
+
 /// The topic record that announces a stored notification (event id = notification id).
 pub fn notification_record(n: &crate::model::Notification) -> Result<OutboxRecord, AppError> {
     let mut ev = livechat_schemas::NotificationEvent {

@@ -1,7 +1,7 @@
 //! The `notifications` table of the directory's file: written by the notifications processor,
 //! or inline with the log append in the embedded store (see `inline.rs`).
 
-use livechat_core::events::QUOTED;
+use livechat_core::events::quoted_author;
 use livechat_core::model::Notification;
 use livechat_core::to_ms;
 use rusqlite::{params, Connection, Row};
@@ -28,10 +28,7 @@ pub(super) fn notif_row(r: &Row<'_>) -> rusqlite::Result<Notification> {
 /// others, a tombstone without its payload.
 pub(super) fn insert_in(tx: &Connection, n: &Notification) -> rusqlite::Result<bool> {
     let payload = serde_json::to_string(&n.payload).map_err(user_err)?;
-    let quoted = n
-        .source_id
-        .filter(|_| n.payload.contains_key(QUOTED))
-        .map(|s| s.to_string());
+    let quoted = quoted_author(n).map(|s| s.to_string());
     Ok(tx
         .prepare_cached(
             "INSERT OR IGNORE INTO notifications(id, user_id, type, payload, read, source_id, created_at, deleted)

@@ -596,7 +596,7 @@ impl<'a> Session<'a> {
         // Either producer's transaction may be the one left hanging.
         for _ in 0..self.producers.len() {
             self.abort_hanging_of_turn()?;
-            self.turn = 1 - self.turn;
+            self.pass_turn();
         }
         Ok(())
     }
@@ -872,24 +872,31 @@ impl<'a> Session<'a> {
             self.unrecorded.clear();
             self.recorded = Some(Instant::now());
         }
-        for producer in &self.producers {
-            let ends = producer
-                .context()
-                .events_end
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            for (p, end) in self.events_end.iter_mut() {
-                if let Some(&e) = ends.get(p) {
-                    *end = (*end).max(e);
-                }
+        // This transaction's producer's ends: the other one's were taken at its own last commit
+        // (what it delivered since, in an aborted transaction, is taken at its next one; an end
+        // taken late only makes a partition's new owner read a little more).
+        let ends = self.producers[self.turn]
+            .context()
+            .events_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (p, end) in self.events_end.iter_mut() {
+            if let Some(&e) = ends.get(p) {
+                *end = (*end).max(e);
             }
         }
-        self.turn = 1 - self.turn;
+        drop(ends);
+        self.pass_turn();
     }
 
     /// The producer whose turn it is.
     fn producer(&self) -> &ThreadedProducer<Deliveries> {
         &self.producers[self.turn]
+    }
+
+    /// Hands the next transaction to the other producer.
+    fn pass_turn(&mut self) {
+        self.turn = (self.turn + 1) % self.producers.len();
     }
 
     /// Waits until every record of the open transaction is delivered, bounded like every call
@@ -952,20 +959,21 @@ impl<'a> Session<'a> {
             record = record.partition(p);
         }
         let deadline = Instant::now() + CALL_TIMEOUT;
+        let producer = self.producer();
         loop {
-            self.producer().context().sending();
-            match self.producer().send(record) {
+            producer.context().sending();
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                     if Instant::now() < deadline =>
                 {
-                    self.producer().context().not_sent();
+                    producer.context().not_sent();
                     record = r;
                     // The producer's thread serves the deliveries that make room.
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
-                    self.producer().context().not_sent();
+                    producer.context().not_sent();
                     return Err(e).with_context(|| format!("producing to {topic}"));
                 }
             }

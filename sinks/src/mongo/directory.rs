@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use livechat_core::error::{StoreError, StoreResult};
-use livechat_core::events::QUOTED;
+use livechat_core::events::quoted_author;
 use livechat_core::model::*;
 use livechat_core::ports::{ContentKey, Directory, MessageEventsFn, NewMessage, Placed};
 use mongodb::bson::spec::BinarySubtype;
@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::convert::{self, ms};
 use super::{
-    db_err, id, insert_outbox, insert_unique, is_duplicate, live, live_id, relayed, with_outbox,
-    MongoDirectory,
+    db_err, id, insert_once, insert_outbox, insert_unique, is_duplicate, live, live_id, relayed,
+    with_outbox, MongoDirectory,
 };
 
 /// How many times a send retries when other writers keep taking the seq it tried.
@@ -257,15 +257,11 @@ impl Directory for MongoDirectory {
             subtype: BinarySubtype::Generic,
             bytes: livechat_schemas::sealed::new_key().to_vec(),
         };
-        match self
-            .coll("content_keys")
-            .insert_one(doc! { "_id": id(uid), "key": fresh })
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_duplicate(&e) => {}
-            Err(e) => return Err(db_err(e)),
-        }
+        insert_once(
+            &self.coll("content_keys"),
+            doc! { "_id": id(uid), "key": fresh },
+        )
+        .await?;
         Ok(self.content_keys(Some(&[uid])).await?.pop().map(|(_, k)| k))
     }
 
@@ -298,15 +294,7 @@ impl Directory for MongoDirectory {
         // not shown: see `show_unless_erased`), then the key: from then on nothing the account
         // wrote opens, whatever step a crash interrupts; each step is idempotent, and running the
         // erasure again finishes it.
-        match self
-            .coll("erased_users")
-            .insert_one(doc! { "_id": id(uid) })
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_duplicate(&e) => {}
-            Err(e) => return Err(db_err(e)),
-        }
+        insert_once(&self.coll("erased_users"), doc! { "_id": id(uid) }).await?;
         self.coll("content_keys")
             .delete_one(doc! { "_id": id(uid) })
             .await
@@ -795,17 +783,13 @@ impl Directory for MongoDirectory {
 
     async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
         let mut d = convert::notification_doc(n)?;
-        let quoted = n.source_id.filter(|_| n.payload.contains_key(QUOTED));
+        let quoted = quoted_author(n);
         if quoted.is_some() {
             // Stored hidden, shown below unless its author's account was erased.
             d.insert("deleted", true);
             d.insert("pending", true);
         }
-        let stored = match self.coll("notifications").insert_one(d).await {
-            Ok(_) => true,
-            Err(e) if is_duplicate(&e) => false,
-            Err(e) => return Err(db_err(e)),
-        };
+        let stored = insert_once(&self.coll("notifications"), d).await?;
         if let Some(author) = quoted {
             // Also after a duplicate: a crash may have left it hidden.
             self.show_unless_erased(n.id, author).await?;

@@ -375,6 +375,15 @@ fn is_duplicate(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// Inserts a document unless one with its key exists; true when it was inserted.
+async fn insert_once(coll: &Collection<Document>, d: Document) -> StoreResult<bool> {
+    match coll.insert_one(d).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_duplicate(&e) => Ok(false),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
 /// Inserts a document; a unique-index violation is `Conflict(what)`.
 async fn insert_unique(coll: &Collection<Document>, d: Document, what: &str) -> StoreResult<()> {
     match coll.insert_one(d).await {
