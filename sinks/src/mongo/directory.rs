@@ -925,7 +925,8 @@ impl Directory for MongoDirectory {
     }
 
     async fn messages_sequenced(&self, sent: &[(RoomId, UserId, i64)]) -> StoreResult<()> {
-        // One update per room: its highest seq, and each author's highest as their read marker.
+        // Per room: its highest seq, and each author's highest as their read marker; all rooms
+        // in one command.
         // An author who left gets a marker without a role, which is no membership (`member_of`)
         // and is replaced whole if they join again.
         let mut rooms: std::collections::HashMap<RoomId, Document> = Default::default();
@@ -936,11 +937,11 @@ impl Directory for MongoDirectory {
                 max.insert(field, higher);
             }
         }
-        for (room, max) in rooms {
-            self.update_doc("rooms", live_id(id(room).as_str()), doc! { "$max": max })
-                .await?;
-        }
-        Ok(())
+        let updates = rooms
+            .into_iter()
+            .map(|(room, max)| (live_id(id(room).as_str()), doc! { "$max": max }))
+            .collect();
+        self.update_docs("rooms", updates).await
     }
 
     async fn set_read_marker(

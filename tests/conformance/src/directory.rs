@@ -549,20 +549,28 @@ pub async fn thread_follow_choices_are_per_thread_and_user<D: Directory>(d: &Arc
 
 pub async fn messages_sequenced_elsewhere_raise_seqs_and_markers<D: Directory>(d: &Arc<D>) {
     let (owner, r) = owner_and_room(d.as_ref(), true).await;
+    let (other_owner, other) = owner_and_room(d.as_ref(), false).await;
     let stranger = user("stranger");
     d.create_user(&stranger, vec![]).await.unwrap();
+    // Several rooms in one call, each raised to its own highest.
     d.messages_sequenced(&[
         (r.id, owner.id, 3),
+        (other.id, other_owner.id, 5),
         (r.id, owner.id, 2),
         (r.id, stranger.id, 7),
     ])
     .await
     .unwrap();
     // Applied again, or lower: nothing moves back.
-    d.messages_sequenced(&[(r.id, owner.id, 1)]).await.unwrap();
+    d.messages_sequenced(&[(r.id, owner.id, 1), (other.id, other_owner.id, 4)])
+        .await
+        .unwrap();
     assert_eq!(d.room(r.id).await.unwrap().unwrap().last_seq, 7);
+    assert_eq!(d.room(other.id).await.unwrap().unwrap().last_seq, 5);
     let mine = d.rooms_of_user(owner.id).await.unwrap();
     assert_eq!(mine[0].2, 3, "the author has read their own messages");
+    let theirs = d.rooms_of_user(other_owner.id).await.unwrap();
+    assert_eq!(theirs[0].2, 5);
     assert!(
         d.rooms_of_user(stranger.id).await.unwrap().is_empty(),
         "a non-member's message makes no membership"
