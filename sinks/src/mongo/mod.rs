@@ -156,7 +156,8 @@ impl MongoDirectory {
         stripes.sort_unstable();
         stripes.dedup();
         // In ascending order (and `update_doc` holds one at a time): no two callers wait on
-        // each other.
+        // each other. Held for the one command, where the updates one by one held each for
+        // its own.
         let mut serial = Vec::with_capacity(stripes.len());
         for stripe in stripes {
             serial.push(self.doc_locks[stripe].lock().await);
