@@ -440,9 +440,9 @@ async fn insert_once(coll: &Collection<Document>, d: Document) -> StoreResult<bo
 
 /// Inserts a document; a unique-index violation is `Conflict(what)`.
 async fn insert_unique(coll: &Collection<Document>, d: Document, what: &str) -> StoreResult<()> {
-    match coll.insert_one(d).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_duplicate(&e) => Err(StoreError::Conflict(what.to_string())),
-        Err(e) => Err(db_err(e)),
+    if insert_once(coll, d).await? {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(what.to_string()))
     }
 }
